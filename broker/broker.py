@@ -1,0 +1,136 @@
+"""The PUB/SUB broker: publishers (services) → XSUB ⇄ XPUB → subscribers (gateways).
+
+Why not a plain ``zmq.proxy``: two things a plain proxy cannot do.
+
+1. The broker subscribes its XSUB to *everything* and does all topic filtering at its XPUB.
+   Publishers therefore never need to learn subscriptions, and a subscription is in force the
+   moment the broker has seen it. The broker then sends a confirmation on that very topic
+   (``[topic, SUBSCRIBED_MARKER]``): a gateway that joins a socket to a new room waits for it,
+   so the first message to the room after the join cannot be lost (no slow-joiner gap).
+2. It publishes a heartbeat on :data:`shared.topics.BROKER_HEARTBEAT`; gateways count missed
+   beats, so a broker restart or a half-open connection is noticed, not silently deaf.
+
+ZeroMQ reconnects both sides after a broker restart and re-sends subscriptions by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+from shared import topics
+
+log = logging.getLogger("switchboard.broker")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    #: Where publishers (services) connect: the XSUB side.
+    publish_bind: str = "tcp://127.0.0.1:5550"
+    #: Where subscribers (gateways) connect: the XPUB side.
+    subscribe_bind: str = "tcp://127.0.0.1:5551"
+    heartbeat_interval: float = 1.0
+    hwm: int = 100_000
+
+
+@dataclass
+class BrokerStats:
+    forwarded: int = 0
+    subscribes: int = 0
+    unsubscribes: int = 0
+    topics: dict[bytes, int] = field(default_factory=dict)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, context: zmq.Context[Any] | None = None) -> None:
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.instance = secrets.token_hex(4)
+        self.stats = BrokerStats()
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        cfg = self.config
+        xsub = self.context.socket(zmq.XSUB)
+        xpub = self.context.socket(zmq.XPUB)
+        try:
+            for sock in (xsub, xpub):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RCVHWM, cfg.hwm)
+                sock.setsockopt(zmq.SNDHWM, cfg.hwm)
+            # Every subscribe reaches us, duplicates included, so each subscriber is confirmed.
+            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            xsub.bind(cfg.publish_bind)
+            xpub.bind(cfg.subscribe_bind)
+            xsub.send(b"\x01")  # subscribe to everything upstream; filtering happens at XPUB
+            poller = zmq.Poller()
+            poller.register(xsub, zmq.POLLIN)
+            poller.register(xpub, zmq.POLLIN)
+            self.ready.set()
+            log.info(
+                "broker ready: publishers → %s, subscribers → %s",
+                cfg.publish_bind,
+                cfg.subscribe_bind,
+            )
+            seq = 0
+            next_beat = time.monotonic()
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    seq += 1
+                    xpub.send_multipart(
+                        (topics.BROKER_HEARTBEAT, msgpack.packb((self.instance, seq)))
+                    )
+                    next_beat = now + cfg.heartbeat_interval
+                timeout = max(0, min(int((next_beat - now) * 1000), 100))
+                for sock, _ in poller.poll(timeout):
+                    if sock is xsub:
+                        self._forward(xsub, xpub)
+                    else:
+                        self._subscription(xpub)
+        finally:
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+            log.info("broker stopped after forwarding %d messages", self.stats.forwarded)
+
+    def _forward(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> None:
+        # Drain in a batch: one poll wake-up can move many messages.
+        for _ in range(1000):
+            try:
+                frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            xpub.send_multipart(frames, copy=False)
+            self.stats.forwarded += 1
+
+    def _subscription(self, xpub: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                msg = xpub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not msg:
+                continue
+            topic = msg[1:]
+            if msg[0] == 1:
+                self.stats.subscribes += 1
+                self.stats.topics[topic] = self.stats.topics.get(topic, 0) + 1
+                xpub.send_multipart((topic, topics.SUBSCRIBED_MARKER))
+            elif msg[0] == 0:
+                self.stats.unsubscribes += 1
+                count = self.stats.topics.get(topic, 0) - 1
+                if count <= 0:
+                    self.stats.topics.pop(topic, None)
+                else:
+                    self.stats.topics[topic] = count
+
+
+def run(config: BrokerConfig, stop: threading.Event | None = None) -> None:
+    Broker(config).run(stop or threading.Event())

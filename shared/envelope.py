@@ -1,0 +1,290 @@
+"""Envelopes: every message that crosses ZeroMQ, as frozen dataclasses with encode/decode.
+
+Wire format: one msgpack array per envelope, fields in declaration order (no keys on the
+wire: compact and fast). Binary attachments of Socket.IO packets travel as msgpack ``bin``,
+never base64. Nested envelopes (a :class:`Session` inside a :class:`Request`) are nested
+arrays. ``decode`` raises :class:`~shared.errors.EnvelopeError` for anything malformed.
+
+Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
+    :class:`Request` → :class:`Reply` (same ``id``)
+Publish (service PUB → broker → gateway SUB), frames ``[topic, body]``:
+    :class:`Publication`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import IntEnum
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from shared.errors import EnvelopeError
+
+T = TypeVar("T", bound="_Envelope")
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise EnvelopeError(f"undecodable msgpack: {exc.__class__.__name__}") from None
+
+
+class _Envelope:
+    """Array codec shared by all envelopes: subclasses list nested envelope fields."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {}
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {}
+
+    def to_list(self) -> list[Any]:
+        out: list[Any] = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self._nested:
+                value = None if value is None else value.to_list()
+            elif f.name in self._nested_lists:
+                value = [item.to_list() for item in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out.append(value)
+        return out
+
+    @classmethod
+    def from_list(cls: type[T], items: Any) -> T:
+        flds = fields(cls)  # type: ignore[arg-type]
+        if not isinstance(items, list) or len(items) > len(flds):
+            raise EnvelopeError(f"{cls.__name__}: expected an array of at most {len(flds)}")
+        kwargs: dict[str, Any] = {}
+        try:
+            for f, value in zip(flds, items, strict=False):
+                if f.name in cls._nested and value is not None:
+                    value = cls._nested[f.name].from_list(value)
+                elif f.name in cls._nested_lists:
+                    value = tuple(cls._nested_lists[f.name].from_list(v) for v in value)
+                elif f.name in cls._enums:
+                    value = cls._enums[f.name](value)
+                elif isinstance(value, list) and str(f.type).startswith("tuple"):
+                    value = tuple(value)
+                kwargs[f.name] = value
+            return cls(**kwargs)
+        except EnvelopeError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"{cls.__name__}: {exc}") from None
+
+    def encode(self) -> bytes:
+        return _pack(self.to_list())
+
+    @classmethod
+    def decode(cls: type[T], data: bytes) -> T:
+        return cls.from_list(_unpack(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Session(_Envelope):
+    """Who one namespace socket is, as every service sees it.
+
+    ``[sid, ns, gateway, address, user_id, username, role, connected_at]``. ``sid`` is the
+    Socket.IO socket id (``<gateway>.<random>``), unique cluster-wide. Services are
+    stateless about sockets: the gateway sends the session with every request, and a stage
+    (auth on CONNECT, ``set username``) may return an updated one.
+    """
+
+    sid: str
+    ns: str
+    gateway: str
+    address: str = ""
+    user_id: str | None = None
+    username: str | None = None
+    role: str | None = None
+    connected_at: float = 0.0
+
+    def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
+        return replace(self, user_id=user_id, username=username, role=role)
+
+
+class RequestKind(IntEnum):
+    DESCRIBE = 0  #: what do you handle? (readiness handshake)
+    CONNECT = 1  #: a socket asks to join a namespace; every CONNECT stage must accept
+    EVENT = 2  #: a client event: filters first (moderation), then the owner
+    DISCONNECT = 3  #: a socket left (no reply needed, but one is sent)
+    HEARTBEAT = 4  #: gateway liveness; reply carries the service instance id
+    SYNC = 5  #: a gateway's full list of sockets and rooms (after a service restart)
+    FILTER = 6  #: an EVENT seen by a filter stage before its owner
+
+
+@dataclass(frozen=True, slots=True)
+class SocketState(_Envelope):
+    """One socket and its rooms, as a gateway reports it in SYNC: ``[session, rooms]``."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session}
+
+    session: Session
+    rooms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus(_Envelope):
+    """A gateway's state, sent with each HEARTBEAT: ``[started_at, connections, address]``.
+
+    ``connections`` counts sockets per namespace; ``address`` is where clients reach it.
+    """
+
+    started_at: float = 0.0
+    connections: dict[str, int] = field(default_factory=dict)
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request(_Envelope):
+    """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status]``.
+
+    - ``id``: per-gateway counter; the reply echoes it.
+    - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
+    - ``event``/``args``: EVENT and FILTER (``args`` excludes the event name).
+    - ``auth``/``headers``: CONNECT payload and the handshake's HTTP headers (lower-case names).
+    - ``sockets``: SYNC; ``deadline``: wall-clock time after which the gateway gave up.
+    - ``status``: HEARTBEAT (and DESCRIBE) carry the gateway's :class:`GatewayStatus`.
+    """
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState}
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
+
+    kind: RequestKind
+    id: int
+    gateway: str = ""
+    session: Session | None = None
+    event: str = ""
+    args: list[Any] = field(default_factory=list)
+    auth: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    sockets: tuple[SocketState, ...] = ()
+    deadline: float = 0.0
+    status: GatewayStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Emit(_Envelope):
+    """An event for the requesting socket, sent after the ack / CONNECT ack: ``[event, args]``."""
+
+    event: str
+    args: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Route(_Envelope):
+    """One thing a service handles: ``[kind, ns, event, priority]``; ``ns`` may be ``*``."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
+
+    kind: RequestKind
+    ns: str
+    event: str = ""
+    priority: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo(_Envelope):
+    """A service's self-description: ``[name, instance, routes]``.
+
+    ``instance`` is random per process start, so a gateway notices a restart and resyncs.
+    Routes: CONNECT (pipeline stage, ordered by priority; declaring one also makes the
+    namespace exist), EVENT (owner of ``event`` in ``ns``), FILTER (sees every event of ``ns``
+    before the owner, by priority), DISCONNECT (wants to hear of departures), SYNC.
+    """
+
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"routes": Route}
+
+    name: str
+    instance: str
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(_Envelope):
+    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info]``.
+
+    - ``ok=False`` + ``error``: refusal (CONNECT_ERROR message) or failure (failed ack);
+      ``error`` is client-facing text.
+    - ``ack``: the ack arguments for the client (None: this stage does not ack).
+    - ``args``: a filter's cleaned arguments, passed on to the next stage instead.
+    - ``session``: the socket's updated session (kept by the gateway from now on).
+    - ``emits``/``joins``/``leaves``: applied by the gateway to the requesting socket, in the
+      order joins, leaves, ack, emits. ``disconnect``: then disconnect it from the namespace.
+    - ``info``: DESCRIBE answers with a :class:`ServiceInfo`; HEARTBEAT with one too (its
+      ``instance`` tells the gateway whether the service restarted).
+    """
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "info": ServiceInfo}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"emits": Emit}
+
+    id: int
+    ok: bool = True
+    error: str | None = None
+    ack: list[Any] | None = None
+    args: list[Any] | None = None
+    session: Session | None = None
+    emits: tuple[Emit, ...] = ()
+    joins: tuple[str, ...] = ()
+    leaves: tuple[str, ...] = ()
+    disconnect: bool = False
+    info: ServiceInfo | None = None
+
+
+class PubKind(IntEnum):
+    EMIT = 0  #: send ``event(*args)`` to the target's sockets
+    JOIN = 1  #: the sockets in ``sids`` join ``room``
+    LEAVE = 2  #: the sockets in ``sids`` leave ``room``
+    DISCONNECT = 3  #: disconnect the target's sockets from ``ns`` (after emitting, if any)
+    RESYNC = 4  #: a service (re)started: gateways send it SYNC
+    CLOSE = 5  #: close the whole connection of the target's sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Publication(_Envelope):
+    """``[kind, ns, event, args, room, sids, exclude, source]``, published on a topic.
+
+    The topic (see :mod:`shared.topics`) chooses which gateways receive it; the body says
+    which of their sockets act on it: members of ``room`` in ``ns`` (room / user targets),
+    every socket of ``ns`` (``room`` None, ``sids`` empty), or exactly ``sids``. ``exclude``
+    lists socket ids left out (the sender, for "to others"). ``source`` names the publisher.
+    """
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PubKind}
+
+    kind: PubKind
+    ns: str
+    event: str = ""
+    args: list[Any] = field(default_factory=list)
+    room: str | None = None
+    sids: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    source: str = ""
+
+
+def decode_args(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise EnvelopeError("args must be an array")
+    return value
+
+
+def as_tuple(items: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(items) if items else ()
+
+
+def reply_to(request: Request, **kwargs: Any) -> Reply:
+    """A successful reply to ``request`` (``kwargs`` are :class:`Reply` fields)."""
+    return Reply(id=request.id, **kwargs)
+
+
+def fail(request: Request, message: str) -> Reply:
+    """A failed reply to ``request``; ``message`` is shown to the client."""
+    return Reply(id=request.id, ok=False, error=message)

@@ -1,0 +1,216 @@
+"""Runs a :class:`~shared.service.Service` behind its ZeroMQ sockets.
+
+This is the seam: decoding, dispatch, timing, metrics, logging and error mapping happen here
+once, for every handler of every service. Handlers never see ZeroMQ.
+
+Sockets: a ROUTER bound at ``bind`` (gateways' DEALERs connect; frames ``[identity, body]``)
+and the service's publisher (an XPUB connected to the broker). Requests are handled
+concurrently (bounded by ``max_inflight``), so one slow handler does not block the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+from prometheus_client import Counter, Histogram
+
+from shared.envelope import Reply, Request, RequestKind
+from shared.errors import ClientError, EnvelopeError
+from shared.publisher import ZmqPublisher
+from shared.service import Service
+
+log = logging.getLogger("switchboard.service")
+
+REQUEST_SECONDS = Histogram(
+    "switchboard_service_request_seconds",
+    "Time to handle one request, by service, request kind and event",
+    ["service", "kind", "event"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REQUESTS = Counter(
+    "switchboard_service_requests_total",
+    "Requests handled, by service, kind, event and outcome (ok, refused, error)",
+    ["service", "kind", "event", "outcome"],
+)
+BAD_ENVELOPES = Counter(
+    "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
+)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Where a service listens and how it judges its gateways."""
+
+    bind: str
+    broker_pub: str
+    gateway_timeout: float = 5.0
+    max_inflight: int = 1000
+    ready_timeout: float = 10.0
+    hwm: int = 100_000
+
+
+class Runner:
+    """Owns the sockets and the dispatch loop of one service instance."""
+
+    def __init__(
+        self,
+        service: Service,
+        config: RunnerConfig,
+        context: zmq.asyncio.Context,
+        publisher: ZmqPublisher | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.context = context
+        self.publisher = publisher
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.RCVHWM, config.hwm)
+        self.router.setsockopt(zmq.SNDHWM, config.hwm)
+        self.gateways: dict[str, float] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.max_inflight)
+        self._known_events = {event for (_, _, event) in service._routes}
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.router.bind(self.config.bind)
+        try:
+            if self.publisher is not None and not await self.publisher.wait_ready(
+                self.config.ready_timeout
+            ):
+                log.warning("broker not reachable yet; publishing will start when it is")
+            await self.service.start()
+            self.ready.set()
+            log.info("service %s ready on %s", self.service.name, self.config.bind)
+            monitor = asyncio.create_task(self._monitor_gateways(stop))
+            try:
+                await self._loop(stop)
+            finally:
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
+                if self._inflight:
+                    await asyncio.wait(self._inflight, timeout=5.0)
+                await self.service.stop()
+        finally:
+            self.router.close(linger=0)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                receiving = asyncio.ensure_future(self.router.recv_multipart())
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receiving not in done:
+                    receiving.cancel()
+                    break
+                frames = receiving.result()
+                if len(frames) != 2:
+                    BAD_ENVELOPES.labels(self.service.name).inc()
+                    continue
+                identity, body = frames
+                try:
+                    request = Request.decode(body)
+                except EnvelopeError as exc:
+                    BAD_ENVELOPES.labels(self.service.name).inc()
+                    log.warning("dropped undecodable request: %s", exc)
+                    continue
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(identity, request))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+        finally:
+            stopping.cancel()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _handle(self, identity: bytes, request: Request) -> None:
+        reply = await self.dispatch(request)
+        try:
+            await self.router.send_multipart((identity, reply.encode()))
+        except zmq.ZMQError as exc:  # gateway gone: nothing to answer
+            log.debug("reply to a departed gateway dropped: %s", exc)
+
+    async def dispatch(self, request: Request) -> Reply:
+        """Handle one request: the single place where outcomes are timed, counted and mapped."""
+        kind = request.kind
+        if kind in (RequestKind.HEARTBEAT, RequestKind.DESCRIBE):
+            if request.gateway:
+                if request.gateway not in self.gateways:
+                    log.info("gateway %s seen", request.gateway)
+                self.gateways[request.gateway] = time.monotonic()
+                if request.status is not None:
+                    self.service.gateways[request.gateway] = request.status
+            return Reply(request.id, info=self.service.info())
+        event = request.event if request.event in self._known_events else "other"
+        labels = (self.service.name, kind.name.lower(), event)
+        handler = self.service.handler_for(request)
+        if handler is None:
+            REQUESTS.labels(*labels, "refused").inc()
+            if kind in (RequestKind.DISCONNECT, RequestKind.SYNC):
+                return Reply(request.id)
+            return Reply(request.id, ok=False, error=f"unknown event: {request.event}")
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            reply = await handler(request)
+            if reply is None:
+                reply = Reply(request.id)
+            elif not reply.ok:
+                outcome = "refused"
+        except ClientError as exc:
+            outcome = "refused"
+            reply = Reply(request.id, ok=False, error=exc.message)
+        except Exception:
+            outcome = "error"
+            log.exception(
+                "%s handler for %s %r failed", self.service.name, kind.name, request.event
+            )
+            reply = Reply(request.id, ok=False, error="internal error")
+        REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+        REQUESTS.labels(*labels, outcome).inc()
+        return reply
+
+    async def _monitor_gateways(self, stop: asyncio.Event) -> None:
+        interval = max(self.config.gateway_timeout / 4, 0.05)
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            if self.publisher is not None:
+                self.publisher.drain_subscriptions()
+            now = time.monotonic()
+            for gateway_id, seen in list(self.gateways.items()):
+                if now - seen > self.config.gateway_timeout:
+                    del self.gateways[gateway_id]
+                    self.service.gateways.pop(gateway_id, None)
+                    log.warning(
+                        "gateway %s lost (no heartbeat for %.1fs)", gateway_id, now - seen
+                    )
+                    try:
+                        await self.service.gateway_lost(gateway_id)
+                    except Exception:
+                        log.exception("gateway_lost handler failed")
+
+
+async def serve(
+    service: Service,
+    config: RunnerConfig,
+    context: zmq.asyncio.Context,
+    publisher: ZmqPublisher | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ``service`` until ``stop`` is set (or forever)."""
+    runner = Runner(service, config, context, publisher)
+    await runner.run(stop or asyncio.Event())
+
+
