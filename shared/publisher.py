@@ -126,7 +126,10 @@ class ZmqPublisher(Publisher):
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, source: str, hwm: int = 100_000):
         self.source = source
-        self.socket = context.socket(zmq.XPUB)
+        # A plain (blocking-API) socket even when given an asyncio context: sends are
+        # non-blocking anyway, and handlers publish without awaiting.
+        sync_context: zmq.Context[Any] = zmq.Context.shadow(context.underlying)
+        self.socket: zmq.Socket[Any] = sync_context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.connect(endpoint)

@@ -1,0 +1,144 @@
+"""Real ZeroMQ plumbing for service-level tests: a broker thread, a service runner and a
+fake gateway (a DEALER for requests plus a SUB for publications). No client, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from broker.broker import Broker, BrokerConfig
+from shared import topics
+from shared.envelope import GatewayStatus, Publication, Reply, Request, RequestKind, Session
+from shared.publisher import ZmqPublisher
+from shared.runner import Runner, RunnerConfig
+from shared.service import Service
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tcp(host: str = "127.0.0.1") -> str:
+    return f"tcp://{host}:{free_port(host)}"
+
+
+@contextlib.contextmanager
+def running_broker(timeout: float = 5.0) -> Any:
+    """A broker in a thread on free loopback ports; yields its BrokerConfig."""
+    config = BrokerConfig(publish_bind=tcp(), subscribe_bind=tcp(), heartbeat_interval=0.2)
+    broker = Broker(config, zmq.Context())
+    stop = threading.Event()
+    thread = threading.Thread(target=broker.run, args=(stop,), daemon=True)
+    thread.start()
+    assert broker.ready.wait(timeout), "broker did not start"
+    try:
+        yield config
+    finally:
+        stop.set()
+        thread.join(timeout)
+        broker.context.term()
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    service_factory: Any, broker: BrokerConfig, gateway_timeout: float = 5.0
+) -> AsyncIterator[tuple[Service, RunnerConfig]]:
+    """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket."""
+    ctx = zmq.asyncio.Context()
+    publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service")
+    service = service_factory(publisher)
+    config = RunnerConfig(bind=tcp(), broker_pub=broker.publish_bind,
+                          gateway_timeout=gateway_timeout)
+    runner = Runner(service, config, ctx, publisher)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(runner.ready.wait(), 10)
+    try:
+        yield service, config
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        publisher.close()
+        ctx.term()
+
+
+class FakeGateway:
+    """Speaks to services the way a gateway does, for tests without a client."""
+
+    def __init__(self, gateway_id: str = "gwtest", broker: BrokerConfig | None = None) -> None:
+        self.id = gateway_id
+        self.ctx = zmq.asyncio.Context()
+        self._ids = itertools.count(1)
+        self.dealers: dict[str, zmq.asyncio.Socket] = {}
+        self.sub: zmq.asyncio.Socket | None = None
+        if broker is not None:
+            self.sub = self.ctx.socket(zmq.SUB)
+            self.sub.setsockopt(zmq.LINGER, 0)
+            self.sub.connect(broker.subscribe_bind)
+
+    def connect(self, endpoint: str) -> None:
+        dealer = self.ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(endpoint)
+        self.dealers[endpoint] = dealer
+
+    def session(self, n: int = 1, ns: str = "/", **kw: Any) -> Session:
+        return Session(sid=f"{self.id}.s{n}", ns=ns, gateway=self.id, address="127.0.0.1",
+                       connected_at=time.time(), **kw)
+
+    async def request(self, endpoint: str, timeout: float = 5.0, **fields: Any) -> Reply:
+        """Send ``Request(**fields)`` (id and gateway filled in) and await its reply."""
+        if endpoint not in self.dealers:
+            self.connect(endpoint)
+        fields.setdefault("gateway", self.id)
+        request = Request(id=next(self._ids), **fields)
+        dealer = self.dealers[endpoint]
+        await dealer.send(request.encode())
+        while True:
+            body = await asyncio.wait_for(dealer.recv(), timeout)
+            reply = Reply.decode(body)
+            if reply.id == request.id:
+                return reply
+
+    async def heartbeat(self, endpoint: str, connections: dict[str, int] | None = None) -> Reply:
+        status = GatewayStatus(time.time(), connections or {}, "127.0.0.1:0")
+        return await self.request(endpoint, kind=RequestKind.HEARTBEAT, status=status)
+
+    async def subscribe(self, topic: bytes, timeout: float = 5.0) -> None:
+        """Subscribe and wait for the broker's confirmation (no slow-joiner race)."""
+        assert self.sub is not None, "FakeGateway needs a broker to subscribe"
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            frames = await asyncio.wait_for(self.sub.recv_multipart(), max(left, 0.001))
+            if frames[0] == topic and frames[1] == topics.SUBSCRIBED_MARKER:
+                return
+
+    async def next_publication(self, timeout: float = 5.0) -> tuple[bytes, Publication]:
+        assert self.sub is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            topic, body = await asyncio.wait_for(self.sub.recv_multipart(), max(left, 0.001))
+            if body == topics.SUBSCRIBED_MARKER or topic == topics.BROKER_HEARTBEAT:
+                continue
+            return topic, Publication.decode(body)
+
+    def close(self) -> None:
+        for dealer in self.dealers.values():
+            dealer.close(linger=0)
+        if self.sub is not None:
+            self.sub.close(linger=0)
+        self.ctx.term()
