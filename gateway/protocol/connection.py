@@ -290,9 +290,7 @@ class Connection:
         if self._closed:
             return None
         deadlines = [
-            d
-            for d in (self._ping_at, self._pong_deadline, self._connect_deadline)
-            if d is not None
+            d for d in (self._ping_at, self._pong_deadline, self._connect_deadline) if d is not None
         ]
         return min(deadlines) if deadlines else None
 
@@ -374,14 +372,12 @@ class Connection:
         that should see "io server disconnect" (the client will then not reconnect);
         without it the client sees "transport close" and reconnects.
         """
-        del reason  # part of the signature for symmetry with the I/O layer
         self._mark_closed()
 
     def data_to_send(self) -> list[str | bytes]:
         """Return and clear the queued frames, in order."""
         out = self._outgoing
-        if out:
-            self._outgoing = []
+        self._outgoing = []
         return out
 
     # ---------------------------------------------------------------- internals

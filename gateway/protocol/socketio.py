@@ -278,8 +278,15 @@ class Decoder:
     default is the server side, where a client sending CONNECT_ERROR is invalid.
     """
 
-    __slots__ = ("_buffered", "_buffers", "_client", "_max_attachments", "_max_buffered",
-                 "_partial", "_refs")
+    __slots__ = (
+        "_buffered",
+        "_buffers",
+        "_client",
+        "_max_attachments",
+        "_max_buffered",
+        "_partial",
+        "_refs",
+    )
 
     def __init__(
         self, max_attachments: int = 16, max_buffered: int = 1_000_000, *, client: bool = False
