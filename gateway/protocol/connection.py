@@ -195,13 +195,15 @@ class Connection:
 
     # ------------------------------------------------------------------- input
 
-    def receive_frame(self, data: str | bytes, now: float) -> list[Event]:
+    def receive_frame(self, data: str | bytes | bytearray | memoryview, now: float) -> list[Event]:
         """Process one WebSocket message from the client."""
         if self._closed:
             return []
         try:
             if isinstance(data, str):
                 return self._receive_text(data, now)
+            if not isinstance(data, bytes):
+                data = bytes(data)
             if len(data) > self._config.max_payload:
                 raise PayloadTooLarge("frame too large")
             packet = self._decoder.feed_binary(data)

@@ -67,7 +67,7 @@ class EioPacket:
         return f"{int(self.type)}{data}"
 
     @classmethod
-    def decode(cls, frame: str | bytes) -> EioPacket:
+    def decode(cls, frame: str | bytes | bytearray | memoryview) -> EioPacket:
         """Parse one WebSocket frame; raises :class:`DecodeError` if malformed."""
         if not isinstance(frame, str):
             return cls(EioType.MESSAGE, bytes(frame))

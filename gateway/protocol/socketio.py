@@ -331,11 +331,12 @@ class Decoder:
             if dash < 0:
                 raise DecodeError("missing attachment count")
             count = payload[1:dash]
-            if not _is_digits(count) or len(count) > 9:
+            if not _is_digits(count):
                 raise DecodeError("invalid attachment count")
-            attachments = int(count)
-            if attachments > self._max_attachments:
+            # The length test keeps int() away from absurdly long digit strings.
+            if len(count) > 9 or int(count) > self._max_attachments:
                 raise PayloadTooLarge("too many binary attachments")
+            attachments = int(count)
             pos = dash + 1
 
         namespace = "/"
@@ -417,17 +418,18 @@ class Decoder:
             raise DecodeError("CONNECT_ERROR payload must be an object or a string")
         return data
 
-    def feed_binary(self, data: bytes) -> Packet | None:
+    def feed_binary(self, data: bytes | bytearray | memoryview) -> Packet | None:
         """Take one attachment; returns the packet once the last one arrived."""
         partial = self._partial
         if partial is None or self._refs is None or self._buffers is None:
             raise UnexpectedBinary("unexpected binary frame")
-        self._buffered += len(data)
+        chunk = bytes(data)  # no-op for bytes; a memoryview's len() may not be bytes
+        self._buffered += len(chunk)
         if self._buffered > self._max_buffered:
             self.reset()
             raise PayloadTooLarge("binary attachments too large")
         buffers = self._buffers
-        buffers.append(bytes(data))
+        buffers.append(chunk)
         refs = self._refs
         if len(buffers) < len(refs):
             return None
