@@ -1,0 +1,211 @@
+"""AuthService: namespace policy, token sources and claims, directly and over ZeroMQ."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from services.auth import AuthService, Config, create, issue_token
+from shared.envelope import Reply, Request, RequestKind, Session
+from shared.errors import ConfigError
+from shared.publisher import MemoryPublisher
+from tests.support.backbone import FakeGateway, running_broker, running_service
+
+SECRET = "a-test-secret-that-is-32-bytes-long!"
+NO_TOKEN = "Authentication error: No token provided"
+INVALID = "Authentication error: Invalid token"
+DENIED = "Access denied: admin role required"
+
+
+def service(**kw: Any) -> AuthService:
+    return AuthService(MemoryPublisher(), Config(**{"jwt_secret": SECRET, **kw}))
+
+
+def session(ns: str = "/") -> Session:
+    return Session(sid="gw1.abc", ns=ns, gateway="gw1", address="10.0.0.1")
+
+
+async def connect(svc: AuthService, ns: str = "/", token: Any = None,
+                  header: str | None = None, auth: Any = None) -> Reply:
+    if auth is None:
+        auth = {} if token is None else {"token": token}
+    headers = {} if header is None else {"authorization": header}
+    request = Request(RequestKind.CONNECT, 1, "gw1", session(ns), auth=auth, headers=headers)
+    handler = svc.handler_for(request)
+    assert handler is not None
+    reply = await handler(request)
+    assert reply is not None
+    return reply
+
+
+def token(role: str = "user", **kw: Any) -> str:
+    return issue_token(SECRET, "u1", "alice", role=role, **kw)
+
+
+def write_pem(path: Path, key: Any) -> str:
+    path.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(path)
+
+
+async def test_valid_token_sets_identity_and_joins_user_room() -> None:
+    reply = await connect(service(), "/", token())
+    assert reply.ok
+    assert reply.session == session().with_user("u1", "alice", "user")
+    assert reply.joins == ("user:u1",)
+
+
+@pytest.mark.parametrize("ns", ["/", "/chat", "/admin"])
+async def test_token_required_namespaces_refuse_missing_token(ns: str) -> None:
+    reply = await connect(service(), ns)
+    assert (reply.ok, reply.error) == (False, NO_TOKEN)
+
+
+async def test_empty_token_counts_as_missing() -> None:
+    reply = await connect(service(), "/", auth={"token": ""})
+    assert reply.error == NO_TOKEN
+
+
+@pytest.mark.parametrize("bad", [
+    issue_token(SECRET, "u1", "alice", ttl=60, now=time.time() - 120),  # expired
+    issue_token("some-other-secret-of-32-bytes-xx", "u1", "alice"),  # forged
+    "not-a-jwt",
+    12345,  # not even a string
+])
+async def test_invalid_tokens_get_one_message(bad: Any) -> None:
+    reply = await connect(service(), "/", bad)
+    assert (reply.ok, reply.error) == (False, INVALID)
+
+
+async def test_alg_none_refused() -> None:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    forged = b64({"alg": "none"}) + "." + b64(
+        {"userId": "u1", "role": "admin", "exp": int(time.time()) + 60}) + "."
+    reply = await connect(service(), "/admin", forged)
+    assert reply.error == INVALID
+
+
+async def test_bearer_header_token() -> None:
+    reply = await connect(service(), "/chat", header=f"Bearer {token()}")
+    assert reply.ok and reply.joins == ("user:u1",)
+    lower = await connect(service(), "/chat", header=f"bearer {token()}")
+    assert lower.ok
+    basic = await connect(service(), "/chat", header="Basic dXNlcjpwYXNz")
+    assert basic.error == INVALID
+
+
+async def test_auth_payload_wins_over_header() -> None:
+    other = issue_token(SECRET, "u2", "bob")
+    reply = await connect(service(), "/", token(), header=f"Bearer {other}")
+    assert reply.session is not None and reply.session.user_id == "u1"
+
+
+async def test_admin_namespace_needs_admin_role() -> None:
+    assert (await connect(service(), "/admin", token())).error == DENIED
+    ok = await connect(service(), "/admin", token(role="admin"))
+    assert ok.ok and ok.session is not None and ok.session.role == "admin"
+
+
+async def test_anonymous_namespace() -> None:
+    anon = await connect(service(), "/game")
+    assert anon.ok and anon.joins == ()
+    assert anon.session == session("/game")  # user_id, username, role all None
+    known = await connect(service(), "/game", token())
+    assert known.ok and known.joins == ("user:u1",)
+    bad = await connect(service(), "/game", "garbage")
+    assert bad.error == INVALID  # a bad token is never silently downgraded to anonymous
+
+
+async def test_unknown_namespace_token_optional() -> None:
+    assert (await connect(service(), "/elsewhere")).ok
+    reply = await connect(service(), "/elsewhere", token())
+    assert reply.session is not None and reply.session.user_id == "u1"
+    assert (await connect(service(), "/elsewhere", "garbage")).error == INVALID
+
+
+async def test_policy_is_configuration() -> None:
+    svc = service(auth_policy="/=anonymous,/ops=role:ops,*=token")
+    assert (await connect(svc, "/")).ok
+    assert (await connect(svc, "/other")).error == NO_TOKEN
+    assert (await connect(svc, "/ops", token())).error == "Access denied: ops role required"
+    assert (await connect(svc, "/ops", token(role="ops"))).ok
+
+
+async def test_rs256_configured(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    svc = service(jwt_algorithm="RS256", jwt_public_key_file=write_pem(tmp_path / "k.pem", key))
+    good = issue_token(None, "u9", "carol", algorithm="RS256", private_key=key)
+    reply = await connect(svc, "/", good)
+    assert reply.ok and reply.joins == ("user:u9",)
+    # An HS256 token (even one made with the configured fallback secret) is refused.
+    assert (await connect(svc, "/", token())).error == INVALID
+
+
+async def test_hs256_configured_refuses_rs256(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rs = issue_token(None, "u9", "carol", algorithm="RS256", private_key=key)
+    assert (await connect(service(), "/", rs)).error == INVALID
+
+
+async def test_es256_configured(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    svc = service(jwt_algorithm="ES256", jwt_public_key_file=write_pem(tmp_path / "k.pem", key))
+    good = issue_token(None, "u9", "carol", algorithm="ES256", private_key=key)
+    assert (await connect(svc, "/", good)).ok
+    assert (await connect(svc, "/", token())).error == INVALID
+
+
+def test_misconfigured_key_refused_at_start(tmp_path: Path) -> None:
+    ec_file = write_pem(tmp_path / "ec.pem", ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ConfigError):
+        service(jwt_algorithm="RS256", jwt_public_key_file=ec_file)
+    with pytest.raises(ConfigError):
+        service(jwt_algorithm="RS256")  # no key file
+    with pytest.raises(ConfigError):
+        service(jwt_algorithm="RS256", jwt_public_key_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError):
+        service(auth_policy="/=sometimes")
+
+
+def test_default_secret_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="switchboard.auth"):
+        create(Config(), MemoryPublisher())
+    assert any("default JWT secret" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="switchboard.auth"):
+        service()
+    assert not caplog.records
+
+
+def test_routes() -> None:
+    info = service().info()
+    assert info.name == "auth"
+    assert [(r.kind, r.ns, r.priority) for r in info.routes] == [(RequestKind.CONNECT, "*", 10)]
+
+
+async def test_connect_over_real_sockets() -> None:
+    with running_broker() as broker:
+        async with running_service(lambda p: AuthService(p, Config(jwt_secret=SECRET)),
+                                   broker) as (_, cfg):
+            gw = FakeGateway()
+            try:
+                s = gw.session(ns="/chat")
+                refused = await gw.request(cfg.bind, kind=RequestKind.CONNECT, session=s,
+                                           auth={})
+                assert (refused.ok, refused.error) == (False, NO_TOKEN)
+                ok = await gw.request(cfg.bind, kind=RequestKind.CONNECT, session=s,
+                                      auth={}, headers={"authorization": f"Bearer {token()}"})
+                assert ok.ok and ok.joins == ("user:u1",)
+                assert ok.session == s.with_user("u1", "alice", "user")
+            finally:
+                gw.close()
