@@ -1,0 +1,948 @@
+"""The room service, handler by handler: direct calls, a MemoryPublisher, a real SQLite file.
+
+Every row of the contract (EVENTS.md, namespaces `/`, `/chat`, `/admin` stats/broadcast) and
+every refusal; atomic maxUsers under concurrency; room lifecycle; SYNC rebuild; lost gateways;
+persistence across restarts. No sleeps: time is a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from services.room import Config, RoomService, create
+from services.room.model import iso, parse_iso, to_ms
+from shared import topics
+from shared.config import click_options, from_options
+from shared.envelope import (
+    GatewayStatus,
+    PubKind,
+    Publication,
+    Reply,
+    Request,
+    RequestKind,
+    Session,
+    SocketState,
+)
+from shared.errors import ClientError
+from shared.publisher import MemoryPublisher
+
+#: argon2 at its cheapest: the tests exercise the logic, not the cost.
+FAST_PASSWORDS: dict[str, Any] = {
+    "password_time_cost": 1,
+    "password_memory_kib": 8,
+    "password_parallelism": 1,
+}
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20.000Z
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def room_config(db: Path, **overrides: Any) -> Config:
+    return Config(room_db_path=str(db), **{**FAST_PASSWORDS, **overrides})
+
+
+def session(
+    n: int,
+    user: str | None = None,
+    ns: str = "/",
+    gateway: str = "gw1",
+    username: str | None = None,
+    anonymous: bool = False,
+) -> Session:
+    """Socket ``<gateway>.s<n>`` of user ``u<n>`` (or ``user``), named ``user<n>``."""
+    return Session(
+        sid=f"{gateway}.s{n}",
+        ns=ns,
+        gateway=gateway,
+        address="127.0.0.1",
+        user_id=None if anonymous else (user or f"u{n}"),
+        username=None if anonymous else (username or f"user{n}"),
+        role=None if anonymous else "user",
+        connected_at=T0 + n,
+    )
+
+
+class Harness:
+    """Calls handlers the way the runner does (ClientError → failed reply), no sockets."""
+
+    def __init__(self, service: RoomService, publisher: MemoryPublisher, clock: FakeClock):
+        self.service = service
+        self.pub = publisher
+        self.clock = clock
+        self._ids = itertools.count(1)
+
+    async def call(self, **fields: Any) -> Reply:
+        request = Request(id=next(self._ids), **fields)
+        handler = self.service.handler_for(request)
+        assert handler is not None, f"no handler for {request.kind.name} {request.event!r}"
+        try:
+            reply = await handler(request)
+        except ClientError as exc:
+            return Reply(request.id, ok=False, error=exc.message)
+        return reply if reply is not None else Reply(request.id)
+
+    async def connect(self, s: Session) -> Reply:
+        return await self.call(kind=RequestKind.CONNECT, gateway=s.gateway, session=s, auth={})
+
+    async def disconnect(self, s: Session) -> Reply:
+        return await self.call(kind=RequestKind.DISCONNECT, gateway=s.gateway, session=s)
+
+    async def emit(self, s: Session, event: str, *args: Any) -> Reply:
+        return await self.call(kind=RequestKind.EVENT, gateway=s.gateway, session=s,
+                               event=event, args=list(args))
+
+    async def sync(self, gateway: str, *states: tuple[Session, tuple[str, ...]]) -> Reply:
+        sockets = tuple(SocketState(s, rooms) for s, rooms in states)
+        return await self.call(kind=RequestKind.SYNC, gateway=gateway, sockets=sockets)
+
+    async def ok(self, s: Session, event: str, *args: Any) -> dict[str, Any]:
+        """Emit an event that must succeed; its ack object."""
+        reply = await self.emit(s, event, *args)
+        assert reply.ok, reply.error
+        assert reply.ack is not None and len(reply.ack) == 1
+        ack: dict[str, Any] = reply.ack[0]
+        return ack
+
+    async def create(self, s: Session, room_id: str, **fields: Any) -> None:
+        ack = await self.ok(s, "create room", {"roomId": room_id, "roomName": f"Room {room_id}",
+                                               **fields})
+        assert ack == {"success": True, "roomId": room_id}
+
+    async def join(self, s: Session, room_id: str, password: str | None = None) -> Reply:
+        payload: dict[str, Any] = {"roomId": room_id}
+        if password is not None:
+            payload["password"] = password
+        return await self.emit(s, "join room", payload)
+
+    def published(self, event: str | None = None) -> list[tuple[bytes, Publication]]:
+        return [(topic, p) for topic, p in self.pub.published
+                if p.kind == PubKind.EMIT and (event is None or p.event == event)]
+
+    def clear(self) -> None:
+        self.pub.published.clear()
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "room.sqlite3"), clock)
+    yield Harness(service, pub, clock)
+    await service.stop()
+
+
+async def connected(h: Harness, *sessions: Session) -> None:
+    for s in sessions:
+        assert (await h.connect(s)).ok
+
+
+# -- routes and lifecycle ---------------------------------------------------------------------
+def test_routes_declare_namespaces_and_events(h: Harness) -> None:
+    info = h.service.info()
+    assert info.name == "room"
+    routes = {(r.kind, r.ns, r.event): r.priority for r in info.routes}
+    for ns in ("/", "/chat", "/admin", "*"):
+        assert routes[(RequestKind.CONNECT, ns, "")] == 30
+    assert (RequestKind.DISCONNECT, "*", "") in routes
+    assert (RequestKind.SYNC, "*", "") in routes
+    main = {"set username", "chat message", "private message", "create room", "join room",
+            "leave room", "room message", "get rooms", "get room info", "get online users",
+            "get history"}
+    assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/"} == main
+    assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/chat"} == {
+        "chat message", "private message"}
+    assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/admin"} == {
+        "get stats", "broadcast message"}
+
+
+async def test_start_asks_gateways_to_resync(h: Harness) -> None:
+    await h.service.start()
+    assert [(t, p.kind) for t, p in h.pub.published] == [(topics.ALL_GATEWAYS, PubKind.RESYNC)]
+
+
+def test_create_factory_and_config_options(tmp_path: Path) -> None:
+    import click
+
+    service = create(room_config(tmp_path / "x" / "room.sqlite3"), MemoryPublisher())
+    assert isinstance(service, RoomService) and service.name == "room"
+    assert (tmp_path / "x" / "room.sqlite3").exists()  # its directory is created
+    service.store.close()
+
+    @click.command()
+    @click_options(Config)
+    def cmd(**values: Any) -> None:
+        raise SystemExit(from_options(Config, values).room_max_users_default)
+
+    result = CliRunner().invoke(cmd, ["--room-max-users-default", "7"])
+    assert result.exit_code == 7
+    result = CliRunner().invoke(cmd, [], env={"SWITCHBOARD_ROOM_MAX_USERS_DEFAULT": "9"})
+    assert result.exit_code == 9
+    assert isinstance(cmd, click.Command)
+
+
+def test_timestamps_are_iso_utc_with_milliseconds() -> None:
+    assert iso(to_ms(T0 + 0.0456)) == "2023-11-14T22:13:20.046Z"
+    assert parse_iso("2023-11-14T22:13:20.046Z") == to_ms(T0 + 0.046)
+    assert parse_iso("2023-11-14T22:13:20.046") == to_ms(T0 + 0.046)  # naive = UTC
+    with pytest.raises(ClientError, match="before: must be a message id or an ISO-8601"):
+        parse_iso("yesterday")
+
+
+# -- CONNECT / DISCONNECT ---------------------------------------------------------------------
+async def test_connect_main_welcomes_registers_and_announces(h: Harness) -> None:
+    s = session(1)
+    reply = await h.connect(s)
+    assert reply.ok and [e.event for e in reply.emits] == ["welcome"]
+    welcome = reply.emits[0].args[0]
+    assert welcome == {"message": "Welcome to switchboard!", "socketId": s.sid,
+                       "serverId": "gw1", "timestamp": "2023-11-14T22:13:20.000Z"}
+    [(topic, pub)] = h.published("user online")
+    assert topic == topics.namespace("/")
+    assert (pub.args, pub.exclude) == ([{"userId": "u1", "username": "user1"}], (s.sid,))
+    entry = h.service.registry.get(s.sid)
+    assert entry is not None
+    assert (entry.ns, entry.gateway, entry.user_id, entry.username) == ("/", "gw1", "u1", "user1")
+    assert entry.connected_at == s.connected_at
+
+
+async def test_presence_is_per_user_not_per_tab(h: Harness) -> None:
+    tab1, tab2 = session(1, user="alice"), session(2, user="alice", gateway="gw2")
+    await connected(h, tab1, tab2)
+    await h.connect(tab1)  # a repeated CONNECT stage is idempotent
+    assert len(h.published("user online")) == 1
+    await h.disconnect(tab1)
+    assert h.published("user offline") == []
+    await h.disconnect(tab2)
+    [(topic, pub)] = h.published("user offline")
+    assert topic == topics.namespace("/")
+    assert (pub.args, pub.exclude) == ([{"userId": "alice", "username": "user2"}], (tab2.sid,))
+    assert len(h.service.registry) == 0
+
+
+async def test_anonymous_socket_is_its_own_identity(h: Harness) -> None:
+    s = session(1, anonymous=True)
+    await connected(h, s)
+    [(_, pub)] = h.published("user online")
+    assert pub.args == [{"userId": s.sid, "username": "Anonymous"}]
+
+
+async def test_other_namespaces_are_registered_silently(h: Harness) -> None:
+    for n, ns in enumerate(("/chat", "/admin", "/game", "/custom"), start=1):
+        reply = await h.connect(session(n, ns=ns))
+        assert reply.ok and reply.emits == () and reply.joins == ()
+    assert h.pub.published == []
+    assert h.service.registry.count_by_namespace() == {"/chat": 1, "/admin": 1, "/game": 1,
+                                                       "/custom": 1}
+    await h.disconnect(session(3, ns="/game"))
+    assert session(3, ns="/game").sid not in h.service.registry
+    assert h.pub.published == []  # presence is about "/" only
+
+
+async def test_disconnect_leaves_every_room_with_notices(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await connected(h, a, b)
+    await h.create(a, "r1")
+    await h.create(a, "r2")
+    for room in ("r1", "r2"):
+        assert (await h.join(a, room)).ok
+    assert (await h.join(b, "r1")).ok
+    h.clear()
+    await h.disconnect(a)
+    [(topic, pub)] = h.published("user left")
+    assert topic == topics.room("/", "r1")
+    assert (pub.args, pub.exclude) == (
+        [{"socketId": a.sid, "username": "user1", "roomId": "r1", "userCount": 1}], (a.sid,))
+    assert "r2" not in h.service.rooms  # its last member left: deleted
+    assert "r1" in h.service.rooms
+    assert [p.args for _, p in h.published("user offline")] == [
+        [{"userId": "u1", "username": "user1"}]]
+
+
+# -- create room ------------------------------------------------------------------------------
+async def test_create_room_public_and_private(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    await h.create(a, "vault", isPrivate=True, password="s3cret", maxUsers=5)
+    lobby, vault = h.service.rooms["lobby"], h.service.rooms["vault"]
+    assert (lobby.name, lobby.private, lobby.max_users, lobby.creator) == (
+        "Room lobby", False, 100, "u1")
+    assert lobby.password_hash is None and lobby.created_ms == to_ms(T0)
+    assert vault.private and vault.max_users == 5
+    assert vault.password_hash is not None and vault.password_hash.startswith("$argon2id$")
+    assert "s3cret" not in vault.password_hash
+    # the creator is not joined
+    assert h.service.membership.count("lobby") == 0
+    assert h.pub.published == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"roomId": "lobby", "roomName": "again"}, "room already exists"),
+        ({"roomId": "user:42", "roomName": "x"}, "roomId: must not start with 'user:'"),
+        ({"roomId": "a\x00b", "roomName": "x"}, "roomId: must not contain NUL characters"),
+        ({"roomId": "", "roomName": "x"}, "roomId: must be a non-empty string"),
+        ({"roomId": 5, "roomName": "x"}, "roomId: must be a non-empty string"),
+        ({"roomId": "x"}, "roomName: must be a non-empty string"),
+        ({"roomId": "x", "roomName": "x", "isPrivate": "yes"}, "isPrivate: must be true or false"),
+        ({"roomId": "x", "roomName": "x", "isPrivate": True},
+         "password: required for a private room"),
+        ({"roomId": "x", "roomName": "x", "isPrivate": True, "password": 123},
+         "password: required for a private room"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": 0}, "maxUsers: must be an integer 1..1000"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": 1001},
+         "maxUsers: must be an integer 1..1000"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": True},
+         "maxUsers: must be an integer 1..1000"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": "10"},
+         "maxUsers: must be an integer 1..1000"),
+        ("lobby", "expected an object {roomId, roomName, isPrivate?, password?, maxUsers?}"),
+    ],
+)
+async def test_create_room_refusals(h: Harness, payload: Any, error: str) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    reply = await h.emit(a, "create room", payload)
+    assert (reply.ok, reply.error) == (False, error)
+    assert set(h.service.rooms) == {"lobby"}
+
+
+async def test_create_room_accepts_integral_float_and_ignores_public_password(
+    h: Harness,
+) -> None:
+    await h.create(session(1), "x", maxUsers=10.0, password="ignored")
+    assert h.service.rooms["x"].max_users == 10
+    assert h.service.rooms["x"].password_hash is None
+
+
+async def test_concurrent_creates_of_one_private_room_make_one(h: Harness) -> None:
+    a = session(1)
+    payload = {"roomId": "x", "roomName": "X", "isPrivate": True, "password": "pw"}
+    replies = await asyncio.gather(*(h.emit(a, "create room", payload) for _ in range(10)))
+    assert sum(r.ok for r in replies) == 1
+    assert {r.error for r in replies if not r.ok} == {"room already exists"}
+
+
+# -- join room --------------------------------------------------------------------------------
+async def test_join_room_replies_and_publishes(h: Harness) -> None:
+    a, b = session(1), session(2, gateway="gw2")
+    await connected(h, a, b)
+    await h.create(a, "lobby")
+    assert (await h.join(a, "lobby")).ok
+    h.clear()
+    reply = await h.join(b, "lobby")
+    assert reply.ok and reply.ack == [{"success": True, "roomId": "lobby"}]
+    assert reply.joins == ("lobby",)
+    [joined] = reply.emits
+    assert joined.event == "room joined"
+    assert joined.args == [{
+        "roomId": "lobby", "roomName": "Room lobby", "userCount": 2,
+        "users": [{"id": "u1", "username": "user1", "socketId": a.sid},
+                  {"id": "u2", "username": "user2", "socketId": b.sid}],
+    }]
+    [(topic, pub)] = h.published("user joined")
+    assert topic == topics.room("/", "lobby")
+    assert pub.args == [{"socketId": b.sid, "username": "user2", "roomId": "lobby",
+                         "userCount": 2}]
+    assert pub.exclude == (b.sid,)
+
+
+async def test_join_room_twice_is_idempotent(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "lobby", maxUsers=1)
+    assert (await h.join(a, "lobby")).ok
+    h.clear()
+    again = await h.join(a, "lobby")  # full room, but a member is already in
+    assert again.ok and again.joins == ("lobby",)
+    assert again.emits[0].args[0]["userCount"] == 1
+    assert h.published("user joined") == []
+
+
+async def test_join_accepts_a_bare_room_id(h: Harness) -> None:
+    await h.create(session(1), "lobby")
+    assert (await h.emit(session(2), "join room", "lobby")).ok
+
+
+@pytest.mark.parametrize(
+    ("room_id", "password", "error"),
+    [
+        ("nowhere", None, "room not found"),
+        ("vault", "nope", "wrong password"),
+        ("vault", None, "wrong password"),
+        ("tiny", None, "room is full"),
+    ],
+)
+async def test_join_refusals_send_room_error_and_fail(
+    h: Harness, room_id: str, password: str | None, error: str
+) -> None:
+    a, b = session(1), session(2, gateway="gw2")
+    await h.create(a, "vault", isPrivate=True, password="s3cret")
+    await h.create(a, "tiny", maxUsers=1)
+    assert (await h.join(a, "tiny")).ok
+    h.clear()
+    reply = await h.join(b, room_id, password)
+    assert (reply.ok, reply.error, reply.joins) == (False, error, ())
+    [(topic, pub)] = h.published("room error")
+    assert topic == topics.gateway("gw2")
+    assert (pub.sids, pub.ns, pub.args) == ((b.sid,), "/", [{"message": error}])
+    assert not h.service.membership.is_member(room_id, b.sid)
+
+
+async def test_join_private_room_with_password(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "vault", isPrivate=True, password="s3cret")
+    assert (await h.join(a, "vault", "s3cret")).ok
+    assert (await h.join(a, "vault")).ok  # already a member: no password needed again
+
+
+@pytest.mark.parametrize("args", [[], [42], [{"roomId": 1}], [{"roomId": "x", "password": 7}]])
+async def test_join_room_bad_types(h: Harness, args: list[Any]) -> None:
+    reply = await h.emit(session(1), "join room", *args)
+    assert not reply.ok and reply.error is not None
+    assert reply.error.startswith(("expected an object", "roomId:", "password:"))
+
+
+@pytest.mark.parametrize("private", [False, True])
+async def test_concurrent_joins_admit_exactly_max_users(h: Harness, private: bool) -> None:
+    """50 sockets on 5 gateways join at once: exactly maxUsers get in, the rest are refused.
+
+    The private variant has an await (argon2 in a thread) before the capacity check, which is
+    where a non-atomic check-then-insert would over-admit."""
+    owner = session(0)
+    extra: dict[str, Any] = {"isPrivate": True, "password": "pw"} if private else {}
+    await h.create(owner, "hot", maxUsers=7, **extra)
+    joiners = [session(n, gateway=f"gw{n % 5}") for n in range(1, 51)]
+    replies = await asyncio.gather(
+        *(h.join(s, "hot", "pw" if private else None) for s in joiners)
+    )
+    admitted = [r for r in replies if r.ok]
+    assert len(admitted) == 7
+    assert {r.error for r in replies if not r.ok} == {"room is full"}
+    assert h.service.membership.count("hot") == 7
+    counts = sorted(p.args[0]["userCount"] for _, p in h.published("user joined"))
+    assert counts == [1, 2, 3, 4, 5, 6, 7]
+    assert len(h.published("room error")) == 43
+
+
+# -- leave room and the room lifecycle --------------------------------------------------------
+async def test_leave_room(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    await h.join(b, "lobby")
+    h.clear()
+    reply = await h.emit(b, "leave room", "lobby")
+    assert reply.ok and reply.ack == [{"success": True, "roomId": "lobby"}]
+    assert reply.leaves == ("lobby",)
+    [(topic, pub)] = h.published("user left")
+    assert topic == topics.room("/", "lobby")
+    assert (pub.args, pub.exclude) == (
+        [{"socketId": b.sid, "username": "user2", "roomId": "lobby", "userCount": 1}], (b.sid,))
+    assert (await h.emit(a, "leave room", {"roomId": "lobby"})).ok  # object form too
+
+
+async def test_leave_room_refusals(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    assert (await h.emit(a, "leave room", "nowhere")).error == "room not found"
+    assert (await h.emit(a, "leave room", "lobby")).error == "not a member of room lobby"
+    assert (await h.emit(a, "leave room")).error == "roomId: must be a non-empty string"
+    assert (await h.emit(a, "leave room", ["x"])).error == "roomId: must be a non-empty string"
+
+
+async def test_last_member_leaving_deletes_room_and_its_history(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    await h.ok(a, "chat message", {"content": "hi", "roomId": "lobby"})
+    await h.ok(a, "leave room", "lobby")
+    assert "lobby" not in h.service.rooms
+    assert h.service.store.load_rooms() == []
+    assert h.service.store.history("/", "lobby", 100) == []
+    assert (await h.join(a, "lobby")).error == "room not found"
+    await h.create(a, "lobby")  # the name is free again, with an empty history
+    await h.join(a, "lobby")
+    assert (await h.ok(a, "get history", {"roomId": "lobby"}))["messages"] == []
+
+
+async def test_unjoined_rooms_expire_after_ttl(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "idle")
+    await h.create(a, "used")
+    await h.join(a, "used")
+    h.clock.advance(599)
+    assert {r["id"] for r in (await h.ok(a, "get rooms"))["rooms"]} == {"idle", "used"}
+    h.clock.advance(1)
+    assert {r["id"] for r in (await h.ok(a, "get rooms"))["rooms"]} == {"used"}
+    assert [r.id for r in h.service.store.load_rooms()] == ["used"]
+    await h.create(a, "idle")  # its name is free again
+
+
+async def test_unjoined_ttl_zero_keeps_rooms(tmp_path: Path, clock: FakeClock) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "r.db", room_unjoined_ttl=0), clock)
+    h = Harness(service, pub, clock)
+    try:
+        await h.create(session(1), "idle")
+        clock.advance(10**7)
+        assert [r["id"] for r in (await h.ok(session(1), "get rooms"))["rooms"]] == ["idle"]
+    finally:
+        await service.stop()
+
+
+# -- get rooms / get room info ----------------------------------------------------------------
+async def test_get_rooms_lists_public_rooms_and_emits_room_list(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "b-room", maxUsers=3)
+    h.clock.advance(1.5)
+    await h.create(a, "a-room")
+    await h.create(a, "vault", isPrivate=True, password="pw")
+    await h.join(a, "b-room")
+    reply = await h.emit(a, "get rooms")
+    listing = {"success": True, "rooms": [
+        {"id": "b-room", "name": "Room b-room", "userCount": 1, "maxUsers": 3,
+         "createdAt": "2023-11-14T22:13:20.000Z"},
+        {"id": "a-room", "name": "Room a-room", "userCount": 0, "maxUsers": 100,
+         "createdAt": "2023-11-14T22:13:21.500Z"},
+    ]}
+    assert reply.ack == [listing]
+    assert [(e.event, e.args) for e in reply.emits] == [("room list", [listing])]
+
+
+async def test_get_room_info(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await h.create(a, "lobby", maxUsers=9)
+    await h.create(a, "vault", isPrivate=True, password="pw")
+    await h.join(a, "lobby")
+    await h.join(a, "vault", "pw")
+    info = {"id": "lobby", "name": "Room lobby", "userCount": 1, "maxUsers": 9,
+            "createdAt": "2023-11-14T22:13:20.000Z", "isPrivate": False,
+            "users": [{"id": "u1", "username": "user1", "socketId": a.sid}]}
+    reply = await h.emit(b, "get room info", "lobby")
+    assert reply.ack == [info]
+    assert [(e.event, e.args) for e in reply.emits] == [("room info", [info])]
+    assert (await h.emit(b, "get room info", {"roomId": "nowhere"})).ack == [None]
+    hidden = (await h.emit(b, "get room info", "vault")).ack
+    assert hidden is not None and hidden[0]["userCount"] == 1 and hidden[0]["users"] == []
+    shown = (await h.emit(a, "get room info", "vault")).ack
+    assert shown is not None and [u["socketId"] for u in shown[0]["users"]] == [a.sid]
+    assert (await h.emit(b, "get room info", 3)).error == "roomId: must be a non-empty string"
+
+
+# -- messages in / ----------------------------------------------------------------------------
+async def test_chat_message_to_namespace(h: Harness) -> None:
+    a = session(1)
+    ack = await h.ok(a, "chat message", {"content": "hello"})
+    assert ack["success"] is True and isinstance(ack["messageId"], str)
+    [(topic, pub)] = h.published("chat message")
+    assert topic == topics.namespace("/") and pub.exclude == (a.sid,)
+    assert pub.args == [{"id": ack["messageId"], "from": "u1", "username": "user1",
+                         "content": "hello", "type": "text", "roomId": None,
+                         "timestamp": "2023-11-14T22:13:20.000Z"}]
+
+
+async def test_chat_message_to_room_members_only(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    h.clear()
+    ack = await h.ok(a, "chat message", {"content": "pic", "roomId": "lobby", "type": "image"})
+    [(topic, pub)] = h.published("chat message")
+    assert topic == topics.room("/", "lobby") and pub.exclude == (a.sid,)
+    assert pub.args[0]["id"] == ack["messageId"]
+    assert (pub.args[0]["roomId"], pub.args[0]["type"]) == ("lobby", "image")
+    reply = await h.emit(b, "chat message", {"content": "hi", "roomId": "lobby"})
+    assert reply.error == "not a member of room lobby"
+    assert (await h.emit(a, "chat message", {"content": "x", "roomId": "user:u2"})).error == \
+        "not a member of room user:u2"
+    assert len(h.published("chat message")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ([], "expected an object {content, roomId?, type?}"),
+        (["hello"], "expected an object {content, roomId?, type?}"),
+        ([{"content": ""}], "content: must be a non-empty string"),
+        ([{"content": 5}], "content: must be a non-empty string"),
+        ([{"content": "x", "type": "video"}], "type: must be text, image or file"),
+        ([{"content": "x", "roomId": 3}], "roomId: must be a non-empty string"),
+    ],
+)
+async def test_chat_message_bad_payloads(h: Harness, args: list[Any], error: str) -> None:
+    reply = await h.emit(session(1), "chat message", *args)
+    assert (reply.ok, reply.error) == (False, error)
+    assert h.pub.published == []
+
+
+async def test_room_message(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    h.clear()
+    h.clock.advance(0.25)
+    assert (await h.ok(a, "room message", {"roomId": "lobby", "message": "yo"})) == {
+        "success": True}
+    [(topic, pub)] = h.published("room message")
+    assert topic == topics.room("/", "lobby") and pub.exclude == (a.sid,)
+    assert pub.args == [{"from": "u1", "username": "user1", "message": "yo", "roomId": "lobby",
+                         "timestamp": "2023-11-14T22:13:20.250Z"}]
+    reply = await h.emit(b, "room message", {"roomId": "lobby", "message": "hi"})
+    assert reply.error == "not a member of room lobby"
+    reply = await h.emit(a, "room message", {"roomId": "lobby"})
+    assert reply.error == "message: must be a non-empty string"
+
+
+async def test_private_message(h: Harness) -> None:
+    a, b, b2 = session(1), session(2, user="bob"), session(3, user="bob", gateway="gw2")
+    await connected(h, a, b, b2)
+    h.clear()
+    ack = await h.ok(a, "private message", {"to": "bob", "content": "psst"})
+    [(topic, pub)] = h.published("private message")
+    # one publication to the user's room reaches every socket of bob on every gateway
+    assert topic == topics.room("/", "user:bob")
+    assert pub.room == "user:bob" and pub.exclude == ()
+    assert pub.args == [{"id": ack["messageId"], "from": "u1", "to": "bob", "content": "psst",
+                         "type": "private", "timestamp": "2023-11-14T22:13:20.000Z"}]
+    assert h.service.store.messages_count() == 1
+
+
+async def test_private_message_to_offline_user(h: Harness) -> None:
+    a = session(1)
+    await connected(h, a, session(2, user="carol", ns="/chat"))  # online, but not in "/"
+    reply = await h.emit(a, "private message", {"to": "carol", "content": "psst"})
+    assert (reply.ok, reply.error) == (False, "user not online")
+    assert h.published("private message") == []
+    assert h.service.store.messages_count() == 0
+    reply = await h.emit(a, "private message", {"content": "psst"})
+    assert reply.error == "to: must be a non-empty string"
+
+
+async def test_set_username(h: Harness) -> None:
+    a = session(1)
+    await connected(h, a)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    reply = await h.emit(a, "set username", "Zed")
+    assert reply.ok and reply.ack == [{"success": True, "username": "Zed"}]
+    assert reply.session == Session(a.sid, "/", "gw1", "127.0.0.1", "u1", "Zed", "user",
+                                    a.connected_at)
+    users = (await h.ok(a, "get online users"))["users"]
+    assert users == [{"id": "u1", "username": "Zed", "socketId": a.sid}]
+    info = (await h.emit(a, "get room info", "lobby")).ack
+    assert info is not None and info[0]["users"][0]["username"] == "Zed"
+    for bad in ([], [""], [7]):
+        assert (await h.emit(a, "set username", *bad)).error == \
+            "username: must be a non-empty string"
+
+
+async def test_get_online_users_across_gateways(h: Harness) -> None:
+    a, b, c = session(1), session(2, gateway="gw2"), session(3, gateway="gw3")
+    await connected(h, a, b, c, session(4, ns="/chat"))
+    ack = await h.ok(a, "get online users")
+    assert ack == {"success": True, "users": [
+        {"id": "u1", "username": "user1", "socketId": a.sid},
+        {"id": "u2", "username": "user2", "socketId": b.sid},
+        {"id": "u3", "username": "user3", "socketId": c.sid},
+    ]}
+
+
+# -- history ----------------------------------------------------------------------------------
+async def test_history_order_limit_and_cursors(h: Harness) -> None:
+    a, b = session(1), session(2)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    await h.create(a, "other")
+    await h.join(a, "other")
+    ids = []
+    for i in range(6):
+        h.clock.advance(1)
+        ids.append((await h.ok(a, "chat message", {"content": f"m{i}", "roomId": "lobby"}))
+                   ["messageId"])
+    await h.ok(a, "chat message", {"content": "elsewhere", "roomId": "other"})
+    await h.ok(a, "chat message", {"content": "everyone"})
+
+    def contents(ack: dict[str, Any]) -> list[str]:
+        return [m["content"] for m in ack["messages"]]
+
+    full = await h.ok(a, "get history", {"roomId": "lobby"})
+    assert contents(full) == [f"m{i}" for i in range(6)]  # newest last
+    assert full["messages"][0] == {"id": ids[0], "from": "u1", "username": "user1",
+                                   "content": "m0", "type": "text", "roomId": "lobby",
+                                   "timestamp": "2023-11-14T22:13:21.000Z"}
+    assert contents(await h.ok(a, "get history", {"roomId": "lobby", "limit": 2})) == \
+        ["m4", "m5"]
+    assert contents(await h.ok(a, "get history", {"roomId": "lobby", "before": ids[3],
+                                                  "limit": 2})) == ["m1", "m2"]
+    before_time = iso(to_ms(T0 + 3))  # m2 was said at T0+3: strictly before it
+    assert contents(await h.ok(a, "get history", {"roomId": "lobby",
+                                                  "before": before_time})) == ["m0", "m1"]
+    await h.join(b, "lobby")
+    assert contents(await h.ok(b, "get history", {"roomId": "lobby", "limit": 1})) == ["m5"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"roomId": "lobby", "limit": 0}, "limit: must be an integer 1..100"),
+        ({"roomId": "lobby", "limit": 101}, "limit: must be an integer 1..100"),
+        ({"roomId": "lobby", "limit": "5"}, "limit: must be an integer 1..100"),
+        ({"roomId": "lobby", "before": "last tuesday"},
+         "before: must be a message id or an ISO-8601 timestamp"),
+        ({"roomId": "lobby", "before": 5}, "before: must be a non-empty string"),
+        ({"roomId": "nowhere"}, "not a member of room nowhere"),
+        ({}, "roomId: must be a non-empty string"),
+    ],
+)
+async def test_history_refusals(h: Harness, payload: dict[str, Any], error: str) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    assert (await h.emit(a, "get history", payload)).error == error
+
+
+async def test_history_is_for_members_only(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "lobby")
+    assert (await h.emit(session(2), "get history", {"roomId": "lobby"})).error == \
+        "not a member of room lobby"
+
+
+# -- /chat ------------------------------------------------------------------------------------
+async def test_chat_namespace_chat_message(h: Harness) -> None:
+    a = session(1, ns="/chat")
+    ack = await h.ok(a, "chat message", {"content": "hey"})
+    [(topic, pub)] = h.published("chat message")
+    assert topic == topics.namespace("/chat") and pub.ns == "/chat"
+    assert pub.exclude == ()  # "to all of /chat": the sender too
+    assert pub.args[0]["id"] == ack["messageId"] and pub.args[0]["roomId"] is None
+    h.clear()
+    await h.ok(a, "chat message", {"content": "hey", "roomId": "team"})
+    [(topic, pub)] = h.published("chat message")
+    assert topic == topics.room("/chat", "team") and pub.exclude == (a.sid,)
+    reply = await h.emit(a, "chat message", {"content": "x", "roomId": "user:u2"})
+    assert reply.error == "roomId: user rooms are reserved; use private message"
+    stored = h.service.store.history("/chat", "team", 10)
+    assert [(m.namespace, m.content) for m in stored] == [("/chat", "hey")]
+
+
+async def test_chat_namespace_private_message(h: Harness) -> None:
+    a = session(1, ns="/chat")
+    reply = await h.emit(a, "private message", {"to": "u9", "content": "secret"})
+    assert reply.ok and reply.ack is not None
+    message_id = reply.ack[0]["messageId"]
+    assert reply.ack == [{"success": True, "messageId": message_id}]
+    assert [(e.event, e.args) for e in reply.emits] == [
+        ("message sent", [{"messageId": message_id}])]
+    [(topic, pub)] = h.published("private message")
+    assert topic == topics.room("/chat", "user:u9") and pub.ns == "/chat"
+    assert pub.args == [{"id": message_id, "from": "u1", "to": "u9", "content": "secret",
+                         "type": "private", "timestamp": "2023-11-14T22:13:20.000Z"}]
+    assert (await h.emit(a, "private message", {"to": "u9"})).error == \
+        "content: must be a non-empty string"
+
+
+# -- /admin -----------------------------------------------------------------------------------
+async def test_admin_stats(h: Harness) -> None:
+    main1, main2 = session(1), session(2, gateway="gw2")
+    await connected(h, main1, main2, session(3, ns="/chat"), session(4, ns="/game"),
+                    session(5, ns="/game", gateway="gw2"), session(6, ns="/admin"))
+    await h.create(main1, "lobby", maxUsers=5)
+    await h.create(main1, "vault", isPrivate=True, password="pw")
+    await h.join(main1, "lobby")
+    await h.join(main2, "lobby")
+    h.service.gateways["gw1"] = GatewayStatus(T0 - 100, {"/": 1, "/chat": 1, "/game": 1,
+                                                         "/admin": 1})
+    h.service.gateways["gw2"] = GatewayStatus(T0 - 2.5, {"/": 1, "/game": 1})
+    h.clock.advance(10)
+    reply = await h.emit(session(6, ns="/admin"), "get stats")
+    stats = {
+        "totalConnections": 6,
+        "mainConnections": 2,
+        "chatConnections": 1,
+        "gameConnections": 2,
+        "adminConnections": 1,
+        "namespaces": {"/": 2, "/admin": 1, "/chat": 1, "/game": 2},
+        "rooms": [
+            {"id": "lobby", "name": "Room lobby", "userCount": 2, "maxUsers": 5,
+             "createdAt": "2023-11-14T22:13:20.000Z", "isPrivate": False},
+            {"id": "vault", "name": "Room vault", "userCount": 0, "maxUsers": 100,
+             "createdAt": "2023-11-14T22:13:20.000Z", "isPrivate": True},
+        ],
+        "gateways": [{"id": "gw1", "connections": 4, "uptime": 110.0},
+                     {"id": "gw2", "connections": 2, "uptime": 12.5}],
+        "timestamp": "2023-11-14T22:13:30.000Z",
+    }
+    assert reply.ack == [{"success": True, **stats}]
+    assert [(e.event, e.args) for e in reply.emits] == [("stats", [stats])]
+
+
+async def test_admin_broadcast(h: Harness) -> None:
+    admin = session(1, ns="/admin")
+    assert (await h.ok(admin, "broadcast message", {"message": "maintenance at 5"})) == {
+        "success": True}
+    [(topic, pub)] = h.published("system message")
+    assert topic == topics.namespace("/") and pub.ns == "/" and pub.exclude == ()
+    assert pub.args == [{"type": "announcement", "content": "maintenance at 5",
+                         "from": "system", "timestamp": "2023-11-14T22:13:20.000Z"}]
+    assert (await h.emit(admin, "broadcast message", {"message": ""})).error == \
+        "message: must be a non-empty string"
+
+
+# -- SYNC, lost gateways, restarts ------------------------------------------------------------
+async def test_sync_rebuilds_registry_and_membership_after_restart(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "room.sqlite3"
+    pub = MemoryPublisher()
+    before = RoomService(pub, room_config(db), clock)
+    h1 = Harness(before, pub, clock)
+    a, b, c = session(1), session(2), session(3, ns="/game")
+    await h1.create(a, "lobby")
+    await h1.create(a, "vault", isPrivate=True, password="pw")
+    await h1.join(a, "lobby")
+    await h1.join(b, "lobby")
+    await h1.ok(a, "chat message", {"content": "remember me", "roomId": "lobby"})
+    await before.stop()
+
+    pub2 = MemoryPublisher()
+    after = RoomService(pub2, room_config(db), clock)  # a new process on the same file
+    h2 = Harness(after, pub2, clock)
+    try:
+        assert set(after.rooms) == {"lobby", "vault"}
+        assert after.rooms["vault"].password_hash is not None
+        assert len(after.registry) == 0 and after.membership.count("lobby") == 0
+        reply = await h2.sync("gw1", (a, ("user:u1", "lobby")), (b, ("lobby", "gone-room")),
+                              (c, ("game:1",)))
+        assert reply.ok and pub2.published == []  # silent: clients already know all this
+        assert len(after.registry) == 3 and after.registry.is_online("/", "u2")
+        assert [m.sid for m in after.membership.members("lobby")] == [a.sid, b.sid]
+        assert after.membership.rooms_of(b.sid) == ["lobby"]
+        history = await h2.ok(a, "get history", {"roomId": "lobby"})
+        assert [m["content"] for m in history["messages"]] == ["remember me"]
+        assert (await h2.join(session(4), "vault", "pw")).ok  # the stored hash still verifies
+        assert (await h2.join(session(5), "vault", "no")).error == "wrong password"
+        pub2.published.clear()
+        # a second SYNC in which b is gone and a left the room: both depart with notices
+        await h2.sync("gw1", (a, ("user:u1",)), (c, ("game:1",)), (session(4), ("vault",)))
+        assert b.sid not in after.registry
+        assert "lobby" not in after.rooms  # its members are gone: deleted
+        assert [p.args[0]["userId"] for _, p in h2.published("user offline")] == ["u2"]
+    finally:
+        await after.stop()
+
+
+async def test_sync_keeps_loaded_rooms_until_ttl(tmp_path: Path, clock: FakeClock) -> None:
+    db = tmp_path / "room.sqlite3"
+    pub1 = MemoryPublisher()
+    first = RoomService(pub1, room_config(db), clock)
+    h1 = Harness(first, pub1, clock)
+    await h1.create(session(1), "lobby")
+    await h1.join(session(1), "lobby")
+    await first.stop()
+    clock.advance(10_000)  # long after creation: a loaded room's TTL counts from the load
+    pub = MemoryPublisher()
+    second = RoomService(pub, room_config(db), clock)
+    h2 = Harness(second, pub, clock)
+    try:
+        clock.advance(599)
+        assert [r["id"] for r in (await h2.ok(session(2), "get rooms"))["rooms"]] == ["lobby"]
+        clock.advance(1)
+        assert (await h2.ok(session(2), "get rooms"))["rooms"] == []
+    finally:
+        await second.stop()
+
+
+async def test_gateway_lost_drops_its_sockets_with_notices(h: Harness) -> None:
+    a1, a2 = session(1), session(2)  # on gw1
+    b = session(3, gateway="gw2")
+    await connected(h, a1, a2, b, session(4, ns="/game"))
+    await h.create(b, "lobby")
+    for s in (a1, a2, b):
+        await h.join(s, "lobby")
+    await h.create(b, "gw1-only")
+    await h.join(a1, "gw1-only")
+    h.clear()
+    await h.service.gateway_lost("gw1")
+    assert [e.sid for e in h.service.registry.in_namespace("/")] == [b.sid]
+    assert h.service.registry.count_by_namespace() == {"/": 1}
+    assert [m.sid for m in h.service.membership.members("lobby")] == [b.sid]
+    assert "gw1-only" not in h.service.rooms
+    left = [p.args[0] for _, p in h.published("user left")]
+    assert [(n["socketId"], n["userCount"]) for n in left] == [(a1.sid, 2), (a2.sid, 1)]
+    assert sorted(p.args[0]["userId"] for _, p in h.published("user offline")) == ["u1", "u2"]
+    # gw1 turns out to be alive (a partition): its next request asks for a resync
+    h.clear()
+    await h.ok(a1, "get rooms")
+    assert [p.kind for _, p in h.pub.published] == [PubKind.RESYNC]
+    await h.ok(a1, "get rooms")
+    assert [p.kind for _, p in h.pub.published] == [PubKind.RESYNC]  # only once
+
+
+async def test_membership_without_registration_is_cleaned_on_gateway_loss(h: Harness) -> None:
+    """A join that arrives before the SYNC after a restart still gets cleaned up."""
+    a, b = session(1), session(2, gateway="gw2")
+    await h.create(b, "lobby")
+    await h.join(a, "lobby")  # a never CONNECTed to this instance
+    await h.join(b, "lobby")
+    h.clear()
+    await h.service.gateway_lost("gw1")
+    assert [m.sid for m in h.service.membership.members("lobby")] == [b.sid]
+    assert [p.args[0]["userId"] for _, p in h.published("user offline")] == ["u1"]
+
+
+async def test_wrong_arguments_never_crash_any_handler(h: Harness) -> None:
+    """Every event with every kind of wrong argument gets a ClientError text, not a crash."""
+    events = {ns: [e for (k, n, e) in h.service._routes if k == RequestKind.EVENT and n == ns]
+              for ns in ("/", "/chat", "/admin")}
+    weird: list[list[Any]] = [[], [None], [1], [[1, 2]], [{"roomId": None}], [b"\x00"],
+                              [{"content": {}, "to": [], "roomId": {}, "message": 1}]]
+    for ns, names in events.items():
+        s = session(1, ns=ns)
+        for name in names:
+            for args in weird:
+                reply = await h.emit(s, name, *args)  # raises on a non-ClientError exception
+                assert reply.ok or reply.error, (ns, name, args)
+
+
+async def test_store_survives_restart_with_private_messages(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "room.sqlite3"
+    pub = MemoryPublisher()
+    first = RoomService(pub, room_config(db), clock)
+    h1 = Harness(first, pub, clock)
+    await connected(h1, session(1), session(2))
+    ack = await h1.ok(session(1), "private message", {"to": "u2", "content": "kept"})
+    await first.stop()
+    second = RoomService(MemoryPublisher(), room_config(db), clock)
+    try:
+        row = second.store.db.execute(
+            "SELECT id, namespace, room, sender, recipient, content, type FROM messages"
+        ).fetchall()
+        assert row == [(ack["messageId"], "/", None, "u1", "u2", "kept", "private")]
+        mode = second.store.db.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    finally:
+        await second.stop()
