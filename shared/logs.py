@@ -39,3 +39,5 @@ def setup_logging(part: str, level: str = "info", json_logs: bool = False) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # websockets logs every HTTP exchange at INFO; our own lines say what matters.
+    logging.getLogger("websockets").setLevel(max(root.level, logging.WARNING))

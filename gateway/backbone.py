@@ -1,0 +1,180 @@
+"""The gateway's side of request/reply: one DEALER per service, replies matched by id.
+
+Every request has a deadline; a missing or late reply becomes :class:`ServiceUnavailable`
+(the client sees a failed ack ``service unavailable``), never a hung socket. Heartbeats keep
+a liveness counter per service and notice restarts (a new ``instance``), after which the
+gateway re-describes the service and re-sends its sockets (SYNC).
+
+Sockets use ``IMMEDIATE`` so that requests are not queued for a service that is down (they
+fail at once instead of flooding it with stale work when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gateway.routing import RoutingTable
+from shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
+from shared.errors import EnvelopeError, ServiceUnavailable
+
+log = logging.getLogger("switchboard.gateway.backbone")
+
+
+class Backbone:
+    def __init__(
+        self,
+        gateway_id: str,
+        endpoints: dict[str, list[str]],
+        context: zmq.asyncio.Context,
+        request_timeout: float,
+        status: Callable[[], GatewayStatus],
+        on_restart: Callable[[str], Coroutine[Any, Any, None]],
+        hwm: int = 100_000,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.endpoints = endpoints
+        self.context = context
+        self.request_timeout = request_timeout
+        self.status = status
+        self.on_restart = on_restart
+        self.routing = RoutingTable()
+        self.instances: dict[str, str] = {}
+        self.missed: dict[str, int] = dict.fromkeys(endpoints, 0)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._dealers: dict[str, zmq.asyncio.Socket] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        for name, addresses in endpoints.items():
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.IMMEDIATE, 1)
+            dealer.setsockopt(zmq.SNDHWM, hwm)
+            dealer.setsockopt(zmq.RCVHWM, hwm)
+            dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            for address in addresses:
+                dealer.connect(address)
+            self._dealers[name] = dealer
+
+    def start(self) -> None:
+        for name, dealer in self._dealers.items():
+            self._tasks.append(asyncio.create_task(self._receive(name, dealer)))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ServiceUnavailable("gateway closing"))
+        for dealer in self._dealers.values():
+            dealer.close(linger=0)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def is_up(self, service: str) -> bool:
+        return service in self.instances and self.missed.get(service, 0) < 3
+
+    async def request(
+        self, service: str, kind: RequestKind, timeout: float | None = None, **fields: Any
+    ) -> Reply:
+        """Send one request and await its reply; raises ServiceUnavailable on any failure."""
+        dealer = self._dealers.get(service)
+        if dealer is None:
+            raise ServiceUnavailable(f"no endpoint configured for service {service!r}")
+        timeout = self.request_timeout if timeout is None else timeout
+        request_id = next(self._ids)
+        request = Request(
+            kind=kind, id=request_id, gateway=self.gateway_id,
+            deadline=time.time() + timeout, **fields,
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            try:
+                await dealer.send(request.encode(), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                raise ServiceUnavailable(f"service {service} is not connected") from None
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise ServiceUnavailable(f"service {service} did not answer in time") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _receive(self, name: str, dealer: zmq.asyncio.Socket) -> None:
+        while True:
+            body = await dealer.recv()
+            try:
+                reply = Reply.decode(body)
+            except EnvelopeError as exc:
+                log.warning("undecodable reply from %s dropped: %s", name, exc)
+                continue
+            future = self._pending.get(reply.id)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def heartbeat(self, service: str, timeout: float) -> bool:
+        """One heartbeat round trip; updates routing on first contact or restart."""
+        try:
+            reply = await self.request(
+                service, RequestKind.HEARTBEAT, timeout=timeout, status=self.status()
+            )
+        except ServiceUnavailable:
+            self.missed[service] = self.missed.get(service, 0) + 1
+            if self.missed[service] == 3:
+                log.warning("service %s unreachable (3 heartbeats missed)", service)
+            return False
+        if self.missed.get(service, 0) >= 3:
+            log.info("service %s reachable again", service)
+        self.missed[service] = 0
+        info = reply.info
+        if info is not None:
+            self._learn(service, info)
+        return True
+
+    def _learn(self, service: str, info: ServiceInfo) -> None:
+        previous = self.instances.get(service)
+        if previous == info.instance:
+            return
+        self.instances[service] = info.instance
+        self.routing.update(info)
+        if previous is None:
+            log.info("service %s described (%d routes)", service, len(info.routes))
+        else:
+            log.warning("service %s restarted (instance %s); resyncing", service, info.instance)
+            self._tasks.append(asyncio.create_task(self.on_restart(service)))
+
+    async def wait_described(self, timeout: float) -> bool:
+        """Readiness handshake: heartbeat every service until all answered (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            missing = [name for name in self._dealers if name not in self.instances]
+            if not missing:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("services not reachable at start: %s", ", ".join(missing))
+                return False
+            await asyncio.gather(*(self.heartbeat(name, min(0.5, left)) for name in missing))
+            if any(name not in self.instances for name in missing):
+                await asyncio.sleep(0.05)  # a DEALER with IMMEDIATE fails fast until connected
+
+    async def heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.gather(*(self.heartbeat(name, interval) for name in self._dealers))
+            await asyncio.sleep(interval)

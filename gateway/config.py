@@ -1,0 +1,61 @@
+"""Gateway settings (one frozen dataclass → click options via shared.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import setting
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = setting("127.0.0.1", "Address to listen on for clients.")
+    port: int = setting(3000, "Port to listen on for clients (HTTP + WebSocket).")
+    gateway_id: str = setting("", "Unique id of this gateway (default: random).")
+    broker_sub: str = setting(
+        "tcp://127.0.0.1:5551", "Broker endpoint to subscribe to (its XPUB side)."
+    )
+    services: tuple[str, ...] = setting(
+        ("auth=tcp://127.0.0.1:5560", "moderation=tcp://127.0.0.1:5561",
+         "room=tcp://127.0.0.1:5562", "game=tcp://127.0.0.1:5563"),
+        "Service endpoints as NAME=ENDPOINT (repeat, or comma-separated in the env variable).",
+    )
+    ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
+    ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
+    max_payload: int = setting(1_000_000, "Engine.IO maxPayload: largest message, bytes.")
+    connect_timeout: float = setting(
+        45.0, "Close a connection that joins no namespace within this many seconds."
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), "Allowed Origin headers (repeatable); empty allows any origin."
+    )
+    request_timeout: float = setting(5.0, "Seconds to wait for a service reply.")
+    heartbeat_interval: float = setting(1.0, "Seconds between heartbeats to services.")
+    heartbeat_liveness: int = setting(
+        3, "Missed heartbeats before a service or the broker is considered down."
+    )
+    ready_timeout: float = setting(
+        15.0, "Seconds to wait at start for the broker and every service to answer."
+    )
+    outbox_limit: int = setting(
+        10_000, "Frames queued for one client before it is disconnected as too slow."
+    )
+    connect_emit_delay: float = setting(
+        0.0,
+        "Seconds between a CONNECT ack and the events that follow it. Real clients need none;"
+        " the protocol test suite's client reads one message per wake-up and needs a few ms.",
+    )
+    shutdown_grace: float = setting(5.0, "Seconds to drain in-flight requests on shutdown.")
+
+    def service_endpoints(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for item in self.services:
+            for part in item.split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                name, sep, endpoint = part.partition("=")
+                if not sep or not name or not endpoint:
+                    raise ValueError(f"service must be NAME=ENDPOINT, got {part!r}")
+                out.setdefault(name.strip(), []).append(endpoint.strip())
+        return out

@@ -1,0 +1,581 @@
+"""The gateway: WebSocket I/O, the CONNECT and EVENT pipelines, and local fan-out.
+
+Decisions about sockets belong to services; this module only translates between clients
+(through the sans-I/O :mod:`gateway.protocol`) and services (through :mod:`gateway.backbone`
+and the broker's SUB stream), and keeps the local room index that fan-out needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+from prometheus_client import Counter, Gauge
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HttpRequest
+from websockets.http11 import Response
+
+from gateway import http
+from gateway.backbone import Backbone
+from gateway.client import Client
+from gateway.config import GatewayConfig
+from gateway.fanout import LocalIndex, NsSocket, Subscriptions, wait_all
+from gateway.protocol import (
+    AckReceived,
+    Closed,
+    Connection,
+    ConnectionConfig,
+    ConnectRequested,
+    DisconnectRequested,
+    Event,
+    EventReceived,
+    encode_event_frames,
+)
+from shared import topics
+from shared.envelope import (
+    GatewayStatus,
+    PubKind,
+    Publication,
+    Reply,
+    RequestKind,
+    Session,
+    SocketState,
+)
+from shared.errors import EnvelopeError, ServiceUnavailable
+
+log = logging.getLogger("switchboard.gateway")
+
+CONNECTIONS = Gauge("switchboard_gateway_connections", "Open WebSocket connections")
+SOCKETS = Gauge("switchboard_gateway_sockets", "Connected namespace sockets", ["ns"])
+EVENTS_IN = Counter("switchboard_gateway_events_received_total", "Client events", ["ns"])
+PUBLICATIONS = Counter(
+    "switchboard_gateway_publications_total", "Publications received from the broker", ["kind"]
+)
+DELIVERIES = Counter("switchboard_gateway_deliveries_total", "Fan-out packets written to sockets")
+CLOSES = Counter("switchboard_gateway_closes_total", "Connections closed, by reason", ["reason"])
+
+#: Handshake headers passed on to services (auth reads ``authorization``).
+FORWARDED_HEADERS = ("authorization", "origin", "user-agent", "x-forwarded-for")
+SUBSCRIBE_TIMEOUT = 2.0
+
+
+def new_gateway_id() -> str:
+    return "gw" + secrets.token_hex(4)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, context: zmq.asyncio.Context | None = None) -> None:
+        self.config = config
+        self.id = config.gateway_id or new_gateway_id()
+        if "." in self.id:
+            raise ValueError("gateway id may not contain '.' (socket ids use it)")
+        self.context = context or zmq.asyncio.Context()
+        self.started_at = time.time()
+        self.conn_config = ConnectionConfig(
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            max_payload=config.max_payload,
+            connect_timeout=config.connect_timeout,
+        )
+        self.allowed_origins = frozenset(config.allowed_origins)
+        self.subs = Subscriptions(self.context, config.broker_sub)
+        self.index = LocalIndex(self.subs)
+        self.backbone = Backbone(
+            self.id,
+            config.service_endpoints(),
+            self.context,
+            config.request_timeout,
+            status=self.status,
+            on_restart=self.sync_service,
+        )
+        self.clients: set[Client] = set()
+        self.counters = {"publications": 0, "deliveries": 0, "events": 0, "closed_bad_input": 0}
+        self.broker_instance: str | None = None
+        self.broker_missed = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._broker_beat = asyncio.Event()
+        self.server: Server | None = None
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.subs.add(topics.gateway(self.id))
+        self.subs.add(topics.BROKER_HEARTBEAT)
+        self.subs.add(topics.ALL_GATEWAYS)
+        self._loops.append(asyncio.create_task(self._subscriber_loop()))
+        self.backbone.start()
+        try:
+            await asyncio.wait_for(self._broker_beat.wait(), self.config.ready_timeout)
+        except TimeoutError:
+            log.warning("broker %s not reachable at start", self.config.broker_sub)
+        await self.backbone.wait_described(self.config.ready_timeout)
+        self._loops.append(
+            asyncio.create_task(self.backbone.heartbeat_loop(self.config.heartbeat_interval))
+        )
+        self._loops.append(asyncio.create_task(self._broker_watch()))
+        self.server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.config.max_payload,
+            ping_interval=None,  # Engine.IO has its own heartbeat
+            compression=None,
+            max_queue=64,
+            server_header="switchboard",
+        )
+        self.ready.set()
+        log.info("gateway %s ready on ws://%s:%d%s", self.id, self.config.host,
+                 self.config.port, http.ENGINE_PATH)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=False)
+        for client in list(self.clients):
+            self._close_client(client, "server shutdown")
+        for client in list(self.clients):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.ws.close(1001, "server shutdown"), 1.0)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.config.shutdown_grace)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.backbone.close()
+        self.subs.close()
+        log.info("gateway %s stopped", self.id)
+
+    def status(self) -> GatewayStatus:
+        return GatewayStatus(
+            self.started_at,
+            {ns: len(members) for ns, members in self.index.namespaces.items()},
+            f"{self.config.host}:{self.config.port}",
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "gateway": self.id,
+            "uptime": round(time.time() - self.started_at, 3),
+            "connections": len(self.clients),
+            "namespaces": {ns: len(m) for ns, m in self.index.namespaces.items()},
+            "rooms": len(self.index.rooms),
+            "subscriptions": len(self.subs.counts),
+            "publicationsReceived": self.counters["publications"],
+            "deliveries": self.counters["deliveries"],
+            "eventsReceived": self.counters["events"],
+            "closedForBadInput": self.counters["closed_bad_input"],
+            "services": {
+                name: self.backbone.is_up(name) for name in self.backbone.endpoints
+            },
+            "broker": self.broker_missed < self.config.heartbeat_liveness,
+        }
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def _process_request(
+        self, connection: ServerConnection, request: HttpRequest
+    ) -> Response | None:
+        path = http.route_path(request.path)
+        if path in (http.ENGINE_PATH, http.ENGINE_PATH.rstrip("/")):
+            return http.check_handshake(request, self.allowed_origins)
+        if path == "/stats":
+            return http.json_response(200, self.stats())
+        if path == "/health":
+            ok = self.stats()
+            healthy = ok["broker"] and all(ok["services"].values())
+            return http.json_response(
+                200 if healthy else 503,
+                {"status": "healthy" if healthy else "unhealthy", "gateway": self.id},
+            )
+        return http.json_response(404, {"error": "not found"})
+
+    # -- connections ---------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        headers = {
+            name: ws.request.headers[name]
+            for name in FORWARDED_HEADERS
+            if ws.request is not None and name in ws.request.headers
+        }
+        address = ws.remote_address[0] if ws.remote_address else ""
+        conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
+        client = Client(ws, conn, address, headers, self.config.outbox_limit, self._slow)
+        self.clients.add(client)
+        CONNECTIONS.inc()
+        client.flush()
+        client.start_writer()
+        client.schedule(lambda: self._on_timer(client))
+        try:
+            async for message in ws:
+                events = conn.receive_frame(message, loop.time())
+                if events:
+                    self._handle_events(client, events)
+                client.flush()
+                if conn.closed:
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            if not conn.closed:
+                self._handle_events(client, conn.connection_lost("transport close"))
+            self._forget_client(client)
+            client.stop()
+            self.clients.discard(client)
+            CONNECTIONS.dec()
+
+    def _on_timer(self, client: Client) -> None:
+        loop = asyncio.get_running_loop()
+        events = client.conn.tick(loop.time())
+        if events:
+            self._handle_events(client, events)
+        client.flush()
+        if not client.conn.closed:
+            client.schedule(lambda: self._on_timer(client))
+
+    def _handle_events(self, client: Client, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, EventReceived):
+                self.counters["events"] += 1
+                EVENTS_IN.labels(event.namespace).inc()
+                ev = event
+                client.enqueue(lambda ev=ev: self._event(client, ev))  # type: ignore[misc]
+            elif isinstance(event, ConnectRequested):
+                cr = event
+                client.enqueue(lambda cr=cr: self._connect(client, cr))  # type: ignore[misc]
+            elif isinstance(event, DisconnectRequested):
+                sock = client.sockets.get(event.namespace)
+                if sock is not None:
+                    self._drop_socket(sock)
+            elif isinstance(event, AckReceived):
+                # Server→client acks: services do not request them yet; drop quietly.
+                log.debug("ack %s from %s ignored", event.ack_id, client.conn.sid)
+            elif isinstance(event, Closed):
+                self._on_closed(client, event)
+
+    def _on_closed(self, client: Client, event: Closed) -> None:
+        reason = event.reason
+        if event.error:
+            self.counters["closed_bad_input"] += 1
+            log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
+        CLOSES.labels(_bounded_reason(reason)).inc()
+        self._forget_client(client)
+        self.spawn(_close_ws(client, 1002 if event.error else 1000, reason))
+
+    def _forget_client(self, client: Client) -> None:
+        for sock in list(client.sockets.values()):
+            self._drop_socket(sock)
+
+    def _close_client(self, client: Client, reason: str) -> None:
+        if not client.conn.closed:
+            client.conn.close(reason)
+            client.flush()
+        self._forget_client(client)
+
+    def _slow(self, client: Client) -> None:
+        log.warning("disconnecting slow client %s (outbox over %d frames)",
+                    client.conn.sid, self.config.outbox_limit)
+        CLOSES.labels("slow consumer").inc()
+        if not client.conn.closed:
+            client.conn.close("slow consumer")
+        self._forget_client(client)
+        self.spawn(_close_ws(client, 1008, "slow consumer"))
+
+    # -- CONNECT pipeline ----------------------------------------------------------------------
+    async def _connect(self, client: Client, request: ConnectRequested) -> None:
+        ns = request.namespace
+        conn = client.conn
+        routing = self.backbone.routing
+        if ns not in routing.namespaces:
+            conn.refuse(ns, "Invalid namespace")
+            client.flush()
+            return
+        session = Session(
+            sid=f"{self.id}.{secrets.token_urlsafe(9)}",
+            ns=ns,
+            gateway=self.id,
+            address=client.address,
+            connected_at=time.time(),
+        )
+        joins: list[str] = []
+        emits: list[tuple[str, list[Any]]] = []
+        accepted: list[str] = []
+        refusal: str | None = None
+        for stage in routing.connect_stages(ns):
+            try:
+                reply = await self.backbone.request(
+                    stage, RequestKind.CONNECT, session=session,
+                    auth=request.auth if isinstance(request.auth, dict) else {},
+                    headers=client.headers,
+                )
+            except ServiceUnavailable as exc:
+                log.warning("CONNECT to %s refused: %s", ns, exc)
+                refusal = "Service unavailable"
+                break
+            if not reply.ok:
+                refusal = reply.error or "Connection refused"
+                break
+            accepted.append(stage)
+            if reply.session is not None:
+                session = reply.session
+            joins.extend(reply.joins)
+            emits.extend((e.event, e.args) for e in reply.emits)
+        if refusal is not None or conn.closed:
+            if not conn.closed:
+                conn.refuse(ns, refusal or "Connection refused")
+                client.flush()
+            self._notify_disconnect(session, [s for s in accepted
+                                              if s in routing.disconnect_listeners(ns)])
+            return
+        sock = NsSocket(session, client)
+        client.sockets[ns] = sock
+        SOCKETS.labels(ns).inc()
+        confirmations = [self.index.add(sock)]
+        confirmations.extend(self.index.join(sock, room) for room in joins)
+        await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
+        if conn.closed or client.sockets.get(ns) is not sock:
+            return
+        conn.accept(ns, session.sid)
+        client.flush()
+        if emits:
+            # Like the reference server, write the CONNECT ack before the first emit rather
+            # than in the same burst: naive clients (the official protocol test suite among
+            # them) read one packet per wake-up and would miss a second one in the same read.
+            await client.drain(1.0)
+            await asyncio.sleep(self.config.connect_emit_delay)
+            if client.sockets.get(ns) is not sock:
+                return
+            for event, args in emits:
+                conn.send_event(ns, event, args)
+            client.flush()
+
+    # -- EVENT pipeline ------------------------------------------------------------------------
+    async def _event(self, client: Client, request: EventReceived) -> None:
+        sock = client.sockets.get(request.namespace)
+        if sock is None:
+            return
+        event, args = request.event, request.args
+        routing = self.backbone.routing
+        try:
+            for stage in routing.filters(sock.ns):
+                reply = await self.backbone.request(
+                    stage, RequestKind.FILTER, session=sock.session, event=event, args=args
+                )
+                if not reply.ok:
+                    self._apply(sock, reply, request)
+                    return
+                if reply.args is not None:
+                    args = reply.args
+            owner = routing.owner(sock.ns, event)
+            if owner is None:
+                self._fail(sock, request, f"unknown event: {event}")
+                return
+            reply = await self.backbone.request(
+                owner, RequestKind.EVENT, session=sock.session, event=event, args=args
+            )
+        except ServiceUnavailable as exc:
+            log.warning("event %r on %s failed: %s", event, sock.ns, exc)
+            self._fail(sock, request, ServiceUnavailable.client_message)
+            return
+        await self._apply_async(sock, reply, request)
+
+    async def _apply_async(self, sock: NsSocket, reply: Reply, request: EventReceived) -> None:
+        if reply.session is not None and client_has(sock):
+            sock.session = reply.session
+        if reply.joins:
+            await wait_all([self.index.join(sock, room) for room in reply.joins],
+                           SUBSCRIBE_TIMEOUT)
+        self._apply(sock, reply, request)
+
+    def _apply(self, sock: NsSocket, reply: Reply, request: EventReceived) -> None:
+        """Apply a final reply to the requesting socket: the one place replies become packets."""
+        client = sock.client
+        if client.sockets.get(sock.ns) is not sock:
+            return  # left the namespace meanwhile
+        for room in reply.leaves:
+            self.index.leave(sock, room)
+        if not reply.ok:
+            self._fail(sock, request, reply.error or "request failed")
+        elif request.ack_id is not None and reply.ack is not None:
+            client.conn.send_ack(sock.ns, request.ack_id, reply.ack)
+        for emit in reply.emits:
+            client.conn.send_event(sock.ns, emit.event, emit.args)
+        if reply.disconnect:
+            client.conn.disconnect(sock.ns)
+            self._drop_socket(sock)
+        client.flush()
+
+    def _fail(self, sock: NsSocket, request: EventReceived, message: str) -> None:
+        """Failures reach the client as a failed ack, or as an ``error`` event without one."""
+        conn = sock.client.conn
+        if request.ack_id is not None:
+            conn.send_ack(sock.ns, request.ack_id, [{"success": False, "error": message}])
+        else:
+            conn.send_event(sock.ns, "error", [{"event": request.event, "message": message}])
+        sock.client.flush()
+
+    # -- leaving -------------------------------------------------------------------------------
+    def _drop_socket(self, sock: NsSocket) -> None:
+        client = sock.client
+        if client.sockets.get(sock.ns) is not sock:
+            return
+        del client.sockets[sock.ns]
+        self.index.remove(sock)
+        SOCKETS.labels(sock.ns).dec()
+        self._notify_disconnect(
+            sock.session, self.backbone.routing.disconnect_listeners(sock.ns)
+        )
+
+    def _notify_disconnect(self, session: Session, services: Iterable[str]) -> None:
+        for service in services:
+            self.spawn(self._disconnect_request(service, session))
+
+    async def _disconnect_request(self, service: str, session: Session) -> None:
+        try:
+            await self.backbone.request(service, RequestKind.DISCONNECT, session=session)
+        except ServiceUnavailable as exc:
+            log.warning("DISCONNECT of %s not delivered to %s: %s", session.sid, service, exc)
+
+    async def sync_service(self, service: str) -> None:
+        sockets = tuple(
+            SocketState(sock.session, tuple(sorted(sock.rooms)))
+            for sock in self.index.by_sid.values()
+        )
+        try:
+            await self.backbone.request(
+                service, RequestKind.SYNC, timeout=max(self.config.request_timeout, 30.0),
+                sockets=sockets,
+            )
+            log.info("sent %d sockets to %s", len(sockets), service)
+        except ServiceUnavailable as exc:
+            log.warning("SYNC to %s failed: %s", service, exc)
+
+    # -- fan-out -------------------------------------------------------------------------------
+    async def _subscriber_loop(self) -> None:
+        sub = self.subs.socket
+        while True:
+            topic, body = await sub.recv_multipart()
+            if body == topics.SUBSCRIBED_MARKER:
+                self.subs.confirmed(topic)
+                continue
+            if topic == topics.BROKER_HEARTBEAT:
+                self._broker_heartbeat(body)
+                continue
+            try:
+                publication = Publication.decode(body)
+            except EnvelopeError as exc:
+                log.warning("undecodable publication on %r dropped: %s", topic, exc)
+                continue
+            self.counters["publications"] += 1
+            PUBLICATIONS.labels(publication.kind.name.lower()).inc()
+            try:
+                self._on_publication(publication)
+            except Exception:
+                log.exception("publication %s failed", publication.kind.name)
+
+    def _on_publication(self, pub: Publication) -> None:
+        if pub.kind == PubKind.RESYNC:
+            if pub.source in self.backbone.endpoints:
+                self.spawn(self.sync_service(pub.source))
+            return
+        targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
+        if not targets:
+            return
+        if pub.kind == PubKind.EMIT:
+            frames = encode_event_frames(pub.ns, pub.event, pub.args)
+            for sock in targets:
+                sock.client.push(frames)
+            self.counters["deliveries"] += len(targets)
+            DELIVERIES.inc(len(targets))
+        elif pub.kind == PubKind.JOIN and pub.room is not None:
+            for sock in targets:
+                self.index.join(sock, pub.room)
+        elif pub.kind == PubKind.LEAVE and pub.room is not None:
+            for sock in targets:
+                self.index.leave(sock, pub.room)
+        elif pub.kind == PubKind.DISCONNECT:
+            for sock in targets:
+                conn = sock.client.conn
+                if conn.closed:
+                    continue
+                if pub.event:
+                    conn.send_event(sock.ns, pub.event, pub.args)
+                conn.disconnect(sock.ns)
+                sock.client.flush()
+                self._drop_socket(sock)
+        elif pub.kind == PubKind.CLOSE:
+            for sock in targets:
+                self._close_client(sock.client, "closed by server")
+                self.spawn(_close_ws(sock.client, 1000, "closed by server"))
+
+    def _broker_heartbeat(self, body: bytes) -> None:
+        try:
+            instance, _seq = msgpack.unpackb(body)
+        except Exception:
+            return
+        self.broker_missed = 0
+        self._broker_beat.set()
+        if self.broker_instance is not None and instance != self.broker_instance:
+            log.warning("broker restarted (instance %s)", instance)
+        self.broker_instance = instance
+
+    async def _broker_watch(self) -> None:
+        """Liveness counter for the broker; after a silence, re-issue subscriptions."""
+        interval = self.config.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.broker_missed += 1
+            if self.broker_missed == self.config.heartbeat_liveness:
+                log.warning("broker silent for %d heartbeats", self.broker_missed)
+            if self.broker_missed >= self.config.heartbeat_liveness:
+                # ZeroMQ re-sends subscriptions on reconnect by itself; re-issuing them too
+                # costs nothing and covers a half-open TCP connection it has not noticed.
+                self.subs.reconnect()
+
+
+def client_has(sock: NsSocket) -> bool:
+    return sock.client.sockets.get(sock.ns) is sock
+
+
+def _bounded_reason(reason: str) -> str:
+    """Metric label for a close reason: a fixed set, never raw text from a peer."""
+    for known in ("ping timeout", "connect timeout", "client close", "transport close",
+                  "slow consumer", "server shutdown"):
+        if reason.startswith(known):
+            return known
+    return "bad input"
+
+
+async def _close_ws(client: Client, code: int, reason: str) -> None:
+    await client.drain(1.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.ws.close(code, reason[:120]), 2.0)
+
+
+async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a gateway until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM)."""
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await gateway.stop()
+        gateway.context.term()
