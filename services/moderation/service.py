@@ -22,11 +22,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter
 
 from shared import topics
 from shared.envelope import Reply, Request, fail, reply_to
+from shared.errors import ClientError
 from shared.publisher import Publisher
 from shared.service import Service, on_connect, on_disconnect, on_event, on_filter
 
@@ -211,25 +213,27 @@ class ModerationService(Service):
             self.per_socket.forget(request.session.sid)
 
     # -- admin actions -------------------------------------------------------------------------
-    def _admin_args(self, request: Request) -> dict[str, object]:
-        """The cleaned payload of an admin event (again: handlers may be called directly)."""
-        schema = EVENTS[("/admin", request.event)]
-        args = self.cleaner.apply(schema, request.args)
+    def _admin_payload(self, request: Request) -> dict[str, Any]:
+        """The cleaned payload of an admin event from an admin, or :class:`ClientError`.
+
+        Cleaned again although the filter already did it: handlers may be reached directly
+        (tests, a future caller), and cleaning is idempotent. The role is checked again too:
+        auth only lets admins into ``/admin``, but a policy mistake must not become a hole.
+        """
+        if request.session is None or request.session.role != "admin":
+            raise ClientError(ADMIN_ONLY)
+        args = self.cleaner.apply(EVENTS[("/admin", request.event)], request.args)
         payload = args[0]
         assert isinstance(payload, dict)
         return payload
 
-    @staticmethod
-    def _is_admin(request: Request) -> bool:
-        # Auth only lets admins into /admin; checked again so a policy mistake is not a hole.
-        return request.session is not None and request.session.role == "admin"
-
     @on_event("/admin", "ban user")
     async def ban_user(self, request: Request) -> Reply:
-        if not self._is_admin(request):
-            return fail(request, ADMIN_ONLY)
+        try:
+            payload = self._admin_payload(request)
+        except ClientError as exc:
+            return fail(request, exc.message)
         assert request.session is not None
-        payload = self._admin_args(request)
         user_id = str(payload["userId"])
         reason = str(payload["reason"])
         if user_id == request.session.user_id:
@@ -249,10 +253,11 @@ class ModerationService(Service):
 
     @on_event("/admin", "mute user")
     async def mute_user(self, request: Request) -> Reply:
-        if not self._is_admin(request):
-            return fail(request, ADMIN_ONLY)
+        try:
+            payload = self._admin_payload(request)
+        except ClientError as exc:
+            return fail(request, exc.message)
         assert request.session is not None
-        payload = self._admin_args(request)
         user_id = str(payload["userId"])
         seconds = payload["seconds"]
         assert isinstance(seconds, int)
@@ -265,10 +270,11 @@ class ModerationService(Service):
 
     @on_event("/admin", "kick user")
     async def kick_user(self, request: Request) -> Reply:
-        if not self._is_admin(request):
-            return fail(request, ADMIN_ONLY)
+        try:
+            payload = self._admin_payload(request)
+        except ClientError as exc:
+            return fail(request, exc.message)
         assert request.session is not None
-        payload = self._admin_args(request)
         sid = str(payload["socketId"])
         reason = str(payload.get("reason") or KICK_REASON)
         self.publisher.disconnect_socket(sid, KICK_NAMESPACE, "kicked", [{"reason": reason}])

@@ -1,0 +1,325 @@
+"""ModerationService handlers, called directly: limits, bans, mutes, admin actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.moderation import Config, ModerationService, SlidingWindow, create
+from services.moderation.service import client_key
+from shared import topics
+from shared.envelope import PubKind, Reply, Request, RequestKind, Session
+from shared.publisher import MemoryPublisher
+
+
+class Clock:
+    """A settable wall clock: tests move time instead of sleeping."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make(tmp_path: Path, clock: Clock | None = None, **kw: Any
+         ) -> tuple[ModerationService, MemoryPublisher]:
+    publisher = MemoryPublisher()
+    config = Config(moderation_db=str(tmp_path / "moderation.sqlite3"), **kw)
+    return ModerationService(publisher, config, clock or Clock()), publisher
+
+
+def session(n: int = 1, ns: str = "/", user: str | None = "u1", role: str | None = "user",
+            address: str = "10.0.0.1") -> Session:
+    return Session(sid=f"gw1.s{n}", ns=ns, gateway="gw1", address=address, user_id=user,
+                   username=user, role=role)
+
+
+async def run(svc: ModerationService, kind: RequestKind, sess: Session, event: str = "",
+              args: list[Any] | None = None) -> Reply:
+    request = Request(kind, 1, "gw1", sess, event=event, args=args or [])
+    handler = svc.handler_for(request)
+    assert handler is not None, (kind, sess.ns, event)
+    reply = await handler(request)
+    return reply if reply is not None else Reply(request.id)
+
+
+async def event(svc: ModerationService, sess: Session, name: str, *args: Any) -> Reply:
+    return await run(svc, RequestKind.FILTER, sess, name, list(args))
+
+
+async def admin(svc: ModerationService, name: str, payload: Any, role: str = "admin") -> Reply:
+    return await run(svc, RequestKind.EVENT, session(99, "/admin", "root", role), name, [payload])
+
+
+async def connect(svc: ModerationService, sess: Session) -> Reply:
+    return await run(svc, RequestKind.CONNECT, sess)
+
+
+def rejections(reason: str) -> float:
+    value = REGISTRY.get_sample_value("switchboard_moderation_rejections_total",
+                                      {"reason": reason})
+    return value or 0.0
+
+
+def test_routes(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path)
+    routes = {(r.kind, r.ns, r.event, r.priority) for r in svc.info().routes}
+    assert (RequestKind.FILTER, "*", "", 10) in routes
+    assert (RequestKind.CONNECT, "*", "", 20) in routes
+    assert (RequestKind.DISCONNECT, "*", "", 100) in routes
+    assert {(r[1], r[2]) for r in routes if r[0] == RequestKind.EVENT} == {
+        ("/admin", "ban user"), ("/admin", "mute user"), ("/admin", "kick user")}
+
+
+# -- filter --------------------------------------------------------------------------------------
+
+async def test_filter_cleans_args(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, banned_words=("darn,heck",))
+    reply = await event(svc, session(), "chat message", {"content": "<b>darn</b> it", "x": 1})
+    assert reply.ok and reply.args == [{"content": "*** it", "type": "text"}]
+
+
+async def test_filter_refuses_bad_payload_and_counts_it(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path)
+    before = rejections("validation")
+    reply = await event(svc, session(), "create room", {"roomId": "r", "roomName": "R",
+                                                        "isPrivate": True})
+    assert (reply.ok, reply.error) == (False, "password: required for a private room")
+    assert rejections("validation") == before + 1
+
+
+async def test_unknown_events_pass_unchanged(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path)
+    reply = await event(svc, session(), "custom thing", {"anything": "<b>goes</b>"})
+    assert reply.ok and reply.args is None
+
+
+async def test_rate_limit_per_socket(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, user_event_limit=0)
+    anon = session(user=None)
+    for _ in range(20):
+        assert (await event(svc, anon, "get rooms")).ok
+        clock.advance(0.1)
+    before = rejections("rate_limit")
+    refused = await event(svc, anon, "get rooms")
+    assert (refused.ok, refused.error) == (False, "rate limit exceeded")
+    assert rejections("rate_limit") == before + 1
+    assert (await event(svc, session(2, user=None), "get rooms")).ok  # other sockets unaffected
+    clock.advance(8.05)  # the first hit (at t=0) leaves the 10 s window, the second not
+    assert (await event(svc, anon, "get rooms")).ok
+    assert not (await event(svc, anon, "get rooms")).ok
+
+
+async def test_sliding_window_has_no_boundary_burst(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, user_event_limit=0)
+    clock.advance(9.9)
+    for _ in range(20):
+        assert (await event(svc, session(), "get rooms")).ok
+    clock.advance(0.2)  # a fixed window would reset here
+    assert not (await event(svc, session(), "get rooms")).ok
+
+
+async def test_rate_limit_per_user_across_sockets(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, event_limit=100, user_event_limit=20)
+    for i in range(20):
+        assert (await event(svc, session(1 + i % 4), "get rooms")).ok
+    assert (await event(svc, session(5), "get rooms")).error == "rate limit exceeded"
+    assert (await event(svc, session(6, user="u2"), "get rooms")).ok
+
+
+async def test_refused_events_do_not_count(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, event_limit=2, user_event_limit=100)
+    assert (await event(svc, session(), "get rooms")).ok
+    assert (await event(svc, session(), "get rooms")).ok
+    for _ in range(50):
+        assert not (await event(svc, session(), "get rooms")).ok
+    clock.advance(10.0)
+    assert (await event(svc, session(), "get rooms")).ok
+
+
+async def test_disconnect_forgets_socket_state(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, event_limit=1)
+    assert (await event(svc, session(), "get rooms")).ok
+    assert len(svc.per_socket) == 1
+    await run(svc, RequestKind.DISCONNECT, session())
+    assert len(svc.per_socket) == 0
+
+
+def test_sliding_window_prunes_quiet_keys() -> None:
+    clock = Clock()
+    window = SlidingWindow(3, 10.0, clock)
+    for key in "abc":
+        assert window.hit(key)
+    clock.advance(11)
+    assert window.hit("d")
+    assert len(window) == 1
+    assert window.retry_after("d") == 0.0
+    assert window.hit("d") and window.hit("d") and not window.hit("d")
+    assert window.retry_after("d") == pytest.approx(10.0)
+    unlimited = SlidingWindow(0, 10.0, clock)
+    assert all(unlimited.hit("x") for _ in range(1000))
+
+
+# -- connect -------------------------------------------------------------------------------------
+
+async def test_connect_rate_limit_per_ip(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, connect_limit=50, connect_window=60.0)
+    for i in range(50):
+        assert (await connect(svc, session(i, address="192.0.2.7"))).ok
+    before = rejections("rate_limit")
+    refused = await connect(svc, session(51, address="192.0.2.7"))
+    assert (refused.ok, refused.error) == (False, "Rate limit exceeded")
+    assert rejections("rate_limit") == before + 1
+    assert (await connect(svc, session(52, address="192.0.2.8"))).ok
+    clock.advance(60.0)
+    assert (await connect(svc, session(53, address="192.0.2.7"))).ok
+
+
+def test_client_key() -> None:
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("192.0.2.7:5555") == "192.0.2.7"
+    assert client_key("[2001:db8::1]:443") == "2001:db8::/64"
+    assert client_key("2001:db8::1") == client_key("2001:db8::ffff") == "2001:db8::/64"
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("unix-socket") == "unix-socket"
+
+
+async def test_anonymous_connect_without_address_is_not_limited(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, connect_limit=1)
+    for i in range(5):
+        assert (await connect(svc, session(i, user=None, address=""))).ok
+
+
+# -- bans ----------------------------------------------------------------------------------------
+
+async def test_ban_disconnects_every_namespace_and_refuses_reconnects(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, publisher = make(tmp_path, clock)
+    reply = await admin(svc, "ban user", {"userId": "u1", "reason": "<b>spam</b>",
+                                          "seconds": 3600})
+    assert reply.ok and reply.ack == [{"success": True}]
+    assert [(topic, p.kind, p.ns, p.room, p.event, p.args) for topic, p in publisher.published] == [
+        (topics.room(ns, "user:u1"), PubKind.DISCONNECT, ns, "user:u1", "banned",
+         [{"reason": "spam"}]) for ns in ("/", "/chat", "/game", "/admin")]
+    before = rejections("banned")
+    refused = await connect(svc, session())
+    assert (refused.ok, refused.error) == (False, "Banned")
+    assert rejections("banned") == before + 1
+    assert (await event(svc, session(), "get rooms")).error == "you are banned"
+    assert (await connect(svc, session(2, user="u2"))).ok
+    clock.advance(3600)
+    assert (await connect(svc, session())).ok  # the ban ended
+
+
+async def test_ban_persists_across_instances(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock)
+    assert (await admin(svc, "ban user", {"userId": "u1", "reason": "spam"})).ok
+    assert (await admin(svc, "ban user", {"userId": "u2", "reason": "x", "seconds": 60})).ok
+    await svc.stop()
+    clock.advance(120)
+    again, _ = make(tmp_path, clock)
+    assert set(again.bans) == {"u1"}  # the timed ban ended while the service was down
+    assert (await connect(again, session())).error == "Banned"
+    assert (await connect(again, session(2, user="u2"))).ok
+    await again.stop()
+
+
+async def test_ban_namespaces_configurable(tmp_path: Path) -> None:
+    svc, publisher = make(tmp_path, ban_namespaces=("/,/chat",))
+    assert (await admin(svc, "ban user", {"userId": "u1", "reason": "r"})).ok
+    assert [p.ns for _, p in publisher.published] == ["/", "/chat"]
+
+
+async def test_admin_cannot_ban_themselves(tmp_path: Path) -> None:
+    svc, publisher = make(tmp_path)
+    reply = await admin(svc, "ban user", {"userId": "root", "reason": "oops"})
+    assert (reply.ok, reply.error) == (False, "userId: you cannot ban yourself")
+    assert publisher.published == []
+
+
+# -- mutes ---------------------------------------------------------------------------------------
+
+async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, event_limit=0, user_event_limit=0)
+    assert (await admin(svc, "mute user", {"userId": "u1", "seconds": 30})).ok
+    before = rejections("muted")
+    for ns, name, payload in [
+        ("/", "chat message", {"content": "hi"}),
+        ("/", "private message", {"to": "u2", "content": "hi"}),
+        ("/", "room message", {"roomId": "r", "message": "hi"}),
+        ("/chat", "chat message", {"content": "hi"}),
+        ("/chat", "private message", {"to": "u2", "content": "hi"}),
+    ]:
+        reply = await event(svc, session(ns=ns), name, payload)
+        assert (reply.ok, reply.error) == (False, "you are muted for 30 more seconds")
+    assert rejections("muted") == before + 5
+    assert (await event(svc, session(), "join room", "r")).ok  # only messages are muted
+    assert (await event(svc, session(user="u2"), "chat message", "hi")).ok
+    clock.advance(29.5)
+    assert (await event(svc, session(), "chat message", "hi")).error == (
+        "you are muted for 1 more second")
+    clock.advance(0.5)
+    assert (await event(svc, session(), "chat message", "hi")).ok
+    assert "u1" not in svc.mutes
+
+
+async def test_mute_persists_across_instances(tmp_path: Path) -> None:
+    clock = Clock()
+    svc, _ = make(tmp_path, clock)
+    assert (await admin(svc, "mute user", {"userId": "u1", "seconds": 300})).ok
+    await svc.stop()
+    clock.advance(100)
+    again, _ = make(tmp_path, clock)
+    assert (await event(again, session(), "chat message", "hi")).error == (
+        "you are muted for 200 more seconds")
+    await again.stop()
+
+
+# -- kick and the admin check ---------------------------------------------------------------------
+
+async def test_kick_user(tmp_path: Path) -> None:
+    svc, publisher = make(tmp_path)
+    assert (await admin(svc, "kick user", "gw7.abc")).ack == [{"success": True}]
+    assert (await admin(svc, "kick user", {"socketId": "gw8.x", "reason": "flood"})).ok
+    assert [(t, p.kind, p.ns, p.sids, p.event, p.args) for t, p in publisher.published] == [
+        (topics.gateway("gw7"), PubKind.DISCONNECT, "/", ("gw7.abc",), "kicked",
+         [{"reason": "kicked by an administrator"}]),
+        (topics.gateway("gw8"), PubKind.DISCONNECT, "/", ("gw8.x",), "kicked",
+         [{"reason": "flood"}]),
+    ]
+    bad = await admin(svc, "kick user", "nonsense")
+    assert (bad.ok, bad.error) == (False, "socketId: not a socket id")
+
+
+@pytest.mark.parametrize(("name", "payload"), [
+    ("ban user", {"userId": "u1", "reason": "r"}),
+    ("mute user", {"userId": "u1", "seconds": 5}),
+    ("kick user", "gw1.s1"),
+])
+async def test_admin_events_need_the_admin_role(tmp_path: Path, name: str, payload: Any) -> None:
+    svc, publisher = make(tmp_path)
+    reply = await admin(svc, name, payload, role="user")
+    assert (reply.ok, reply.error) == (False, "Access denied: admin role required")
+    assert publisher.published == [] and not svc.bans and not svc.mutes
+
+
+def test_create_uses_config(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "dir" / "m.sqlite3"
+    svc = create(Config(moderation_db=str(db)), MemoryPublisher())
+    assert isinstance(svc, ModerationService) and db.exists()
+    mode = svc.store.db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    svc.store.close()
