@@ -64,9 +64,23 @@ def gateway(log_level: str, log_json: bool, **options: Any) -> None:
     parts.run_gateway(config)
 
 
-@main.group()
+class ServiceGroup(click.Group):
+    """Built-in services by name, plus any importable module with ``Config`` and ``create``
+    (``switchboard service myapp.scores``): how an application adds its own service."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(parts.SERVICES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        try:
+            return _service_command(name)
+        except (ImportError, KeyError) as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+@main.group(cls=ServiceGroup)
 def service() -> None:
-    """Run one service: auth, moderation, room, game or conformance."""
+    """Run one service: auth, moderation, room, game, conformance, or a module path."""
 
 
 def _service_command(name: str) -> click.Command:
@@ -83,13 +97,6 @@ def _service_command(name: str) -> click.Command:
 
     command.__doc__ = f"Run the {name} service."
     return click.command(name)(command)
-
-
-for _name in parts.SERVICES:
-    try:
-        service.add_command(_service_command(_name))
-    except (ImportError, AttributeError):  # a service package not present in this build
-        continue
 
 
 @main.command()

@@ -46,9 +46,15 @@ class ServiceRuntime:
 
 
 def service_module(name: str) -> ModuleType:
-    if name not in SERVICES:
-        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-    return importlib.import_module(f"services.{name}")
+    """A built-in service by name, or any module path exposing ``Config`` and ``create``."""
+    if name in SERVICES:
+        return importlib.import_module(f"services.{name}")
+    if "." not in name:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)} or a module path")
+    module = importlib.import_module(name)
+    if not hasattr(module, "Config") or not hasattr(module, "create"):
+        raise ImportError(f"module {name} has no Config and create()")
+    return module
 
 
 def run_broker(config: BrokerConfig) -> None:
@@ -64,11 +70,13 @@ def run_gateway(config: GatewayConfig) -> None:
 
 def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
     module = service_module(name)
+    if not runtime.bind and name not in SERVICES:
+        raise ValueError(f"--bind is required for service {name}")
     bind = runtime.bind or f"tcp://127.0.0.1:{SERVICES[name]}"
 
     async def main(stop: asyncio.Event) -> None:
         context = zmq.asyncio.Context()
-        publisher = ZmqPublisher(context, runtime.broker_pub, name)
+        publisher = ZmqPublisher(context, runtime.broker_pub, name.rpartition(".")[2])
         service = module.create(config, publisher)
         runner_config = RunnerConfig(
             bind=bind,

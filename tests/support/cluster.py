@@ -1,0 +1,141 @@
+"""Real processes for integration tests: broker, services and gateways started with the same
+``switchboard`` commands a deployment uses, on free loopback ports, stopped at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.backbone import free_port
+
+CMD = [sys.executable, "-m", "switchboard"]
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True, cwd=ROOT)
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def get_json(url: str) -> Any:
+    return json.loads(http_get(url)[2])
+
+
+class Cluster:
+    """Broker + services + gateways as processes; ``url(i)`` is gateway i's base URL."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.host = host
+        self.parts: dict[str, Part] = {}
+        self.broker_pub = f"tcp://{host}:{free_port(host)}"
+        self.broker_sub = f"tcp://{host}:{free_port(host)}"
+        self.services: dict[str, str] = {}
+        self.gateway_ports: list[int] = []
+
+    def _part(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Part:
+        part = Part(name, argv, self.workdir / "logs" / f"{name}.log", env or {})
+        self.parts[name] = part
+        part.start()
+        return part
+
+    def start_broker(self) -> Part:
+        return self._part("broker", [*CMD, "broker", "--publish-bind", self.broker_pub,
+                                     "--subscribe-bind", self.broker_sub,
+                                     "--heartbeat-interval", "0.2"])
+
+    def start_service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Part:
+        endpoint = self.services.get(name) or f"tcp://{self.host}:{free_port(self.host)}"
+        self.services[name] = endpoint
+        short = name.rpartition(".")[2]
+        return self._part(short, [*CMD, "service", name, "--bind", endpoint,
+                                  "--broker-pub", self.broker_pub, *args], env)
+
+    def start_gateway(self, *args: str, port: int | None = None) -> Part:
+        port = port or free_port(self.host)
+        if port not in self.gateway_ports:
+            self.gateway_ports.append(port)
+        argv = [*CMD, "gateway", "--host", self.host, "--port", str(port),
+                "--gateway-id", f"gw{port}", "--broker-sub", self.broker_sub,
+                "--heartbeat-interval", "0.2"]
+        for name, endpoint in self.services.items():
+            argv += ["--services", f"{name.rpartition('.')[2]}={endpoint}"]
+        part = self._part(f"gateway-{port}", [*argv, *args])
+        self.wait_ready(port)
+        return part
+
+    def url(self, index: int = 0) -> str:
+        return f"http://{self.host}:{self.gateway_ports[index]}"
+
+    def wait_ready(self, port: int, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.host}:{port}/health"
+        while time.monotonic() < deadline:
+            try:
+                status, _, _ = http_get(url, timeout=1)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        logs = "\n".join(f"--- {p.name}\n{p.output()[-3000:]}" for p in self.parts.values())
+        raise TimeoutError(f"gateway on port {port} not healthy in {timeout}s\n{logs}")
+
+    def stats(self, index: int = 0) -> Any:
+        return get_json(self.url(index) + "/stats")
+
+    def stop(self) -> None:
+        # Gateways first, then services, then the broker: the order `up` uses.
+        for part in reversed(list(self.parts.values())):
+            part.stop()
