@@ -46,3 +46,6 @@ class Config:
     password_parallelism: int = setting(
         4, "argon2id parallelism (lanes) for room passwords."
     )
+    password_workers: int = setting(
+        2, "Threads hashing/verifying room passwords at once (each uses the memory cost)."
+    )

@@ -110,6 +110,7 @@ class RoomService(Service):
             self.config.password_time_cost,
             self.config.password_memory_kib,
             self.config.password_parallelism,
+            self.config.password_workers,
         )
         self.registry = Registry()
         self.membership = Membership()
@@ -129,6 +130,7 @@ class RoomService(Service):
         self.publisher.resync()
 
     async def stop(self) -> None:
+        self.passwords.close()
         self.store.close()
 
     # -- helpers --------------------------------------------------------------------------

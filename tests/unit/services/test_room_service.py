@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,7 @@ def test_create_factory_and_config_options(tmp_path: Path) -> None:
     service = create(room_config(tmp_path / "x" / "room.sqlite3"), MemoryPublisher())
     assert isinstance(service, RoomService) and service.name == "room"
     assert (tmp_path / "x" / "room.sqlite3").exists()  # its directory is created
+    service.passwords.close()
     service.store.close()
 
     @click.command()
@@ -946,3 +948,10 @@ async def test_store_survives_restart_with_private_messages(
         assert mode == "wal"
     finally:
         await second.stop()
+
+
+async def test_corrupt_password_hash_refuses_instead_of_crashing(h: Harness) -> None:
+    a = session(1)
+    await h.create(a, "vault", isPrivate=True, password="pw")
+    h.service.rooms["vault"] = replace(h.service.rooms["vault"], password_hash="not-a-hash")
+    assert (await h.join(a, "vault", "pw")).error == "wrong password"
