@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from shared.config import setting
 
 
-def split_list(items: tuple[str, ...]) -> tuple[str, ...]:
-    """Entries of a repeatable option, each of which may itself be comma-separated (env)."""
-    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+def split_list(items: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Entries of a comma-separated setting (or of a repeatable one, each maybe comma-separated).
+
+    A single string rather than click's ``multiple``: click splits an env variable of a
+    multiple option on whitespace, which would break phrases such as ``heck no``.
+    """
+    parts = (items,) if isinstance(items, str) else items
+    return tuple(p.strip() for item in parts for p in item.split(",") if p.strip())
 
 
 @dataclass(frozen=True)
@@ -20,9 +25,9 @@ class Config:
     moderation_db: str = setting(
         "var/moderation.sqlite3", "SQLite file (WAL) holding bans and mutes across restarts."
     )
-    banned_words: tuple[str, ...] = setting(
-        (), "Words or phrases replaced by *** in user text, case-insensitively, whole words "
-        "only (repeat, or comma-separated in the env variable)."
+    banned_words: str = setting(
+        "", "Comma-separated words or phrases replaced by *** in user text, "
+        "case-insensitively, whole words only (e.g. 'darn,heck no')."
     )
     event_limit: int = setting(20, "Events one socket may send per event window (0: off).")
     user_event_limit: int = setting(

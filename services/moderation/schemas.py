@@ -34,6 +34,7 @@ for the server's own rooms (``user:<id>``, ``game:<id>``), which no client can n
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -188,7 +189,7 @@ def _before(value: Any, info: Any) -> str | int | float | None:
         return None
     if isinstance(value, str) and 1 <= len(value.strip()) <= MAX_BEFORE:
         return value.strip()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return value
     raise _error("sb_before_type", "must be a timestamp or message id")
 

@@ -177,8 +177,9 @@ def test_get_history() -> None:
                                       "limit": 100}) == [
         {"roomId": "r1", "before": "2024-01-01T00:00:00Z", "limit": 100}]
     assert error("/", "get history", {"roomId": "r1", "limit": 101}) == "limit: must be 1..100"
-    assert error("/", "get history", {"roomId": "r1", "before": []}) == (
-        "before: must be a timestamp or message id")
+    for before in ([], float("inf"), True, ""):
+        assert error("/", "get history", {"roomId": "r1", "before": before}) == (
+            "before: must be a timestamp or message id")
 
 
 @pytest.mark.parametrize(("ns", "event"), [

@@ -81,9 +81,10 @@ def test_routes(tmp_path: Path) -> None:
 # -- filter --------------------------------------------------------------------------------------
 
 async def test_filter_cleans_args(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, banned_words=("darn,heck",))
-    reply = await event(svc, session(), "chat message", {"content": "<b>darn</b> it", "x": 1})
-    assert reply.ok and reply.args == [{"content": "*** it", "type": "text"}]
+    svc, _ = make(tmp_path, banned_words="darn, heck no")
+    reply = await event(svc, session(), "chat message",
+                        {"content": "<b>darn</b> it, Heck  no... heck NO", "x": 1})
+    assert reply.ok and reply.args == [{"content": "*** it, Heck  no... ***", "type": "text"}]
 
 
 async def test_filter_refuses_bad_payload_and_counts_it(tmp_path: Path) -> None:

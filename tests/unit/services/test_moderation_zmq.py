@@ -13,7 +13,7 @@ from tests.support.backbone import FakeGateway, running_broker, running_service
 
 async def test_moderation_over_real_sockets(tmp_path: Path) -> None:
     config = Config(moderation_db=str(tmp_path / "m.sqlite3"), connect_limit=2,
-                    banned_words=("darn",))
+                    banned_words="darn")
 
     def factory(publisher: Publisher) -> ModerationService:
         return ModerationService(publisher, config)
