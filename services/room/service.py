@@ -21,8 +21,9 @@ Choices the contract leaves open (all documented here, tested in tests/unit/serv
   a user in two tabs takes two places.
 - Presence is per user: ``user online`` when a user's first ``/`` socket connects,
   ``user offline`` when its last one leaves (a second tab is not news to anyone).
-- A refused join answers with a failed ack *and* a ``room error`` event (published to the
-  socket, because the gateway does not apply a failed reply's emits).
+- A refused join answers with a failed ack *and* a ``room error`` event, both in the one
+  failed reply (the gateway applies a reply's ``emits`` after its failure too): they reach
+  the client together and in that order, with no detour through the broker.
 - The service cannot tell whether the client asked for an ack, so ``get rooms`` and
   ``get room info`` always ack *and* emit (``room list`` with the ack's object, ``room info``),
   and ``get stats`` acks ``{success, ...stats}`` and emits ``stats``.
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import topics
-from shared.envelope import Emit, Reply, Request, Session, fail, reply_to
+from shared.envelope import Emit, Reply, Request, Session, reply_to
 from shared.errors import ClientError
 from shared.publisher import Publisher
 from shared.service import Service, on_connect, on_disconnect, on_event, on_sync
@@ -225,9 +226,9 @@ class RoomService(Service):
             return False
         return await self.passwords.verify_async(room.password_hash, password)
 
-    def _refuse_join(self, session: Session, request: Request, message: str) -> Reply:
-        self.publisher.emit_socket(session.sid, session.ns, "room error", [{"message": message}])
-        return fail(request, message)
+    def _refuse_join(self, request: Request, message: str) -> Reply:
+        return Reply(request.id, ok=False, error=message,
+                     emits=(Emit("room error", [{"message": message}]),))
 
     def _save(
         self,
@@ -358,19 +359,19 @@ class RoomService(Service):
         self._expire_unjoined()
         room = self.rooms.get(spec.room_id)
         if room is None:
-            return self._refuse_join(session, request, "room not found")
+            return self._refuse_join(request, "room not found")
         needs_password = room.private and not self.membership.is_member(room.id, session.sid)
         if needs_password and not await self._password_ok(room, spec.password):
-            return self._refuse_join(session, request, "wrong password")
+            return self._refuse_join(request, "wrong password")
         # From here to the insert there is no await: the capacity check and the insert are
         # one step for the event loop, however many gateways send joins at once. The room
         # may have been deleted (or deleted and re-created) during the password check.
         if self.rooms.get(room.id) is not room:
-            return self._refuse_join(session, request, "room not found")
+            return self._refuse_join(request, "room not found")
         already = self.membership.is_member(room.id, session.sid)
         if not already:
             if self.membership.count(room.id) >= room.max_users:
-                return self._refuse_join(session, request, "room is full")
+                return self._refuse_join(request, "room is full")
             self.membership.add(room.id, self._entry(session).member())
             self._unjoined.pop(room.id, None)
         members = self.membership.members(room.id)
