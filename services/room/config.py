@@ -13,7 +13,7 @@ from shared.config import setting
 
 @dataclass(frozen=True)
 class Config:
-    room_db_path: str = setting(
+    room_db: str = setting(
         "var/room.sqlite3",
         "SQLite file (WAL) holding rooms and message history; its directory is created.",
     )

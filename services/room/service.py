@@ -106,7 +106,7 @@ class RoomService(Service):
         super().__init__(publisher)
         self.config = config or Config()
         self.clock = clock
-        self.store = Store(self.config.room_db_path)
+        self.store = Store(self.config.room_db)
         self.passwords = Passwords(
             self.config.password_time_cost,
             self.config.password_memory_kib,

@@ -23,7 +23,7 @@ FAST_PASSWORDS: dict[str, Any] = {
 
 def factory(db: Path) -> Callable[[Publisher], RoomService]:
     def make(publisher: Publisher) -> RoomService:
-        return RoomService(publisher, Config(room_db_path=str(db), **FAST_PASSWORDS))
+        return RoomService(publisher, Config(room_db=str(db), **FAST_PASSWORDS))
 
     return make
 

@@ -55,7 +55,7 @@ class FakeClock:
 
 
 def room_config(db: Path, **overrides: Any) -> Config:
-    return Config(room_db_path=str(db), **{**FAST_PASSWORDS, **overrides})
+    return Config(room_db=str(db), **{**FAST_PASSWORDS, **overrides})
 
 
 def session(
