@@ -29,6 +29,9 @@ class NsSocket:
     session: Session
     client: Client
     rooms: set[str] = field(default_factory=set)
+    #: False until the CONNECT ack is written: fan-out skips it, so nothing reaches a
+    #: namespace before its CONNECT ack (it is indexed earlier to subscribe in time).
+    live: bool = False
 
     @property
     def sid(self) -> str:
@@ -145,8 +148,8 @@ class LocalIndex:
             found = list(self.namespaces.get(ns, ()))
         if exclude:
             excluded = set(exclude)
-            found = [s for s in found if s.sid not in excluded]
-        return found
+            return [s for s in found if s.live and s.sid not in excluded]
+        return [s for s in found if s.live]
 
 
 async def wait_all(futures: Iterable[asyncio.Future[None] | None], timeout: float) -> None:

@@ -355,6 +355,7 @@ class Gateway:
             return
         conn.accept(ns, session.sid)
         client.flush()
+        sock.live = True
         if emits:
             # Like the reference server, write the CONNECT ack before the first emit rather
             # than in the same burst: naive clients (the official protocol test suite among
