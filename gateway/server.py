@@ -494,7 +494,7 @@ class Gateway:
 
     def _on_publication(self, pub: Publication) -> None:
         if pub.kind == PubKind.RESYNC:
-            if pub.source in self.backbone.endpoints:
+            if pub.source in self.backbone.instances:  # else it is synced once described
                 self.spawn(self.sync_service(pub.source))
             return
         targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)

@@ -75,7 +75,7 @@ def plan(config: UpConfig) -> list[Child]:
         endpoints.append(f"{name}={endpoint}")
         argv = [*cmd, "service", name, "--bind", endpoint, "--broker-pub", publish]
         if name in ("room", "moderation"):
-            argv += ["--db", os.path.join(config.data_dir, f"{name}.sqlite3")]
+            argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
         children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))
     for i in range(config.gateways):
         port = config.port + i

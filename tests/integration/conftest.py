@@ -19,3 +19,15 @@ def mini_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def chat_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The whole application behind two gateways (separate processes)."""
+    from tests.support.cluster import start_chat_cluster
+
+    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("chat")), gateways=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -139,3 +139,37 @@ class Cluster:
         # Gateways first, then services, then the broker: the order `up` uses.
         for part in reversed(list(self.parts.values())):
             part.stop()
+
+
+JWT_SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+def token(user_id: str, username: str, role: str = "user", ttl: int = 3600,
+          secret: str = JWT_SECRET) -> str:
+    from services.auth.tokens import issue_token
+
+    return issue_token(secret, user_id, username, role=role, ttl=ttl)
+
+
+def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[str, ...] = (),
+                       room_args: tuple[str, ...] = ()) -> Cluster:
+    """The full application (auth, moderation, room, game) behind ``gateways`` gateways.
+
+    Every test client comes from 127.0.0.1, so the per-IP connect limit is raised here; tests
+    of that limit start their own cluster with a low one.
+    """
+    cluster = Cluster(workdir)
+    env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
+    cluster.start_broker()
+    cluster.start_service("auth", env=env)
+    cluster.start_service(
+        "moderation", "--moderation-db", str(workdir / "moderation.sqlite3"),
+        "--connect-limit", "100000", *moderation_args, env=env,
+    )
+    cluster.start_service("room", "--room-db", str(workdir / "room.sqlite3"),
+                          "--password-time-cost", "1", "--password-memory-kib", "8192",
+                          *room_args, env=env)
+    cluster.start_service("game", env=env)
+    for _ in range(gateways):
+        cluster.start_gateway()
+    return cluster
