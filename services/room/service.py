@@ -203,8 +203,8 @@ class RoomService(Service):
         if entry is not None:
             ns, identity, username = entry.ns, entry.identity, entry.username
         elif session is not None:
-            ns, identity, username = session.ns, self._entry(session).identity, \
-                _display_name(session)
+            stand_in = self._entry(session)
+            ns, identity, username = stand_in.ns, stand_in.identity, stand_in.username
         elif member is not None:
             ns, identity, username = MAIN, member.identity, member.username
         else:
