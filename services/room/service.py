@@ -29,6 +29,11 @@ Choices the contract leaves open (all documented here, tested in tests/unit/serv
   and ``get stats`` acks ``{success, ...stats}`` and emits ``stats``.
 - ``room message`` is relayed, not saved (the contract saves only ``chat message`` and
   ``private message``); ``get history`` returns the room's saved ``chat message`` lines.
+- ``/chat`` ``chat message`` without a roomId goes "to all of /chat", the sender included
+  (EVENTS.md conventions); with a roomId, to the others in that room. ``/chat`` has no
+  managed rooms, so its roomId names a plain gateway room (``user:*`` refused).
+- ``stats`` adds ``mainConnections`` (namespace ``/``), ``namespaces`` (every count) and
+  ``timestamp`` to the contract's fields; gateway ``connections`` come from heartbeats.
 - Room ids starting with ``user:`` are refused: such a room would receive that user's
   private messages.
 - Atomicity: every check-then-change runs without an ``await`` in between (storage calls are
