@@ -13,11 +13,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import zmq
+from prometheus_client import Counter
 
 from shared import topics
 from shared.envelope import PubKind, Publication
 
 log = logging.getLogger(__name__)
+
+PUBLISH_DROPS = Counter(
+    "switchboard_publish_drops_total", "Publications dropped at the ZeroMQ high-water mark"
+)
 
 
 class Publisher:
@@ -161,6 +166,7 @@ class ZmqPublisher(Publisher):
             self.socket.send_multipart((topic, publication.encode()), flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
+            PUBLISH_DROPS.inc()
             log.warning("publish dropped at high-water mark (total %d)", self.dropped)
 
     def close(self) -> None:
