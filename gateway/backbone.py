@@ -12,6 +12,7 @@ fail at once instead of flooding it with stale work when it comes back).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from gateway import metrics as m
 from gateway.routing import RoutingTable
 from shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
 from shared.errors import EnvelopeError, ServiceUnavailable
@@ -39,7 +41,9 @@ class Backbone:
         status: Callable[[], GatewayStatus],
         on_restart: Callable[[str], Coroutine[Any, Any, None]],
         hwm: int = 100_000,
+        liveness: int = 3,
     ) -> None:
+        self.liveness = liveness
         self.gateway_id = gateway_id
         self.endpoints = endpoints
         self.context = context
@@ -53,6 +57,8 @@ class Backbone:
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Outcomes of recent client-driven requests (True = failed), for /health.
+        self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
             dealer = context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
@@ -81,12 +87,16 @@ class Backbone:
         for dealer in self._dealers.values():
             dealer.close(linger=0)
 
+    def recent_outcomes(self) -> tuple[int, int]:
+        """(failed, total) over the last requests other than heartbeats."""
+        return sum(self._recent), len(self._recent)
+
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def is_up(self, service: str) -> bool:
-        return service in self.instances and self.missed.get(service, 0) < 3
+        return service in self.instances and self.missed.get(service, 0) < self.liveness
 
     async def request(
         self, service: str, kind: RequestKind, timeout: float | None = None, **fields: Any
@@ -101,19 +111,29 @@ class Backbone:
             kind=kind, id=request_id, gateway=self.gateway_id,
             deadline=time.time() + timeout, **fields,
         )
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[request_id] = future
+        started = loop.time()
+        failed = True
         try:
             try:
                 await dealer.send(request.encode(), flags=zmq.NOBLOCK)
             except zmq.Again:
+                m.REQUEST_FAILURES.labels(service, "not connected").inc()
                 raise ServiceUnavailable(f"service {service} is not connected") from None
             try:
-                return await asyncio.wait_for(future, timeout)
+                reply = await asyncio.wait_for(future, timeout)
             except TimeoutError:
+                m.REQUEST_FAILURES.labels(service, "timeout").inc()
                 raise ServiceUnavailable(f"service {service} did not answer in time") from None
+            failed = False
+            m.REQUEST_SECONDS.labels(service, kind.name.lower()).observe(loop.time() - started)
+            return reply
         finally:
             self._pending.pop(request_id, None)
+            if kind != RequestKind.HEARTBEAT:
+                self._recent.append(failed)
 
     async def _receive(self, name: str, dealer: zmq.asyncio.Socket) -> None:
         while True:
@@ -135,10 +155,11 @@ class Backbone:
             )
         except ServiceUnavailable:
             self.missed[service] = self.missed.get(service, 0) + 1
-            if self.missed[service] == 3:
-                log.warning("service %s unreachable (3 heartbeats missed)", service)
+            if self.missed[service] == self.liveness:
+                log.warning("service %s unreachable (%d heartbeats missed)", service,
+                            self.liveness)
             return False
-        if self.missed.get(service, 0) >= 3:
+        if self.missed.get(service, 0) >= self.liveness:
             log.info("service %s reachable again", service)
         self.missed[service] = 0
         info = reply.info

@@ -24,10 +24,10 @@ log = logging.getLogger("switchboard.gateway.client")
 
 class Client:
     __slots__ = (
+        "_drained",
         "_lane",
         "_lane_task",
         "_timer",
-        "_drained",
         "_wake",
         "_writer",
         "address",

@@ -45,7 +45,22 @@ class GatewayConfig:
         "Seconds between a CONNECT ack and the events that follow it. Real clients need none;"
         " the protocol test suite's client reads one message per wake-up and needs a few ms.",
     )
-    shutdown_grace: float = setting(5.0, "Seconds to drain in-flight requests on shutdown.")
+    shutdown_grace: float = setting(
+        5.0, "Seconds a SIGTERM'd gateway gives in-flight requests before it closes."
+    )
+    max_connections_warning: int = setting(
+        20_000, "/health reports a warning above this many connections (0: never)."
+    )
+    max_memory_mb: int = setting(
+        2048, "/health warns above 80 % of this RSS and is unhealthy above it (0: never)."
+    )
+    max_error_rate: float = setting(
+        0.25, "/health warns when more than this share of recent service requests failed."
+    )
+    http_rate: int = setting(
+        600, "Plain HTTP requests per client IP per minute (pages, /health, /metrics)."
+    )
+    token_rate: int = setting(10, "Token-issuing HTTP requests per client IP per minute.")
 
     def service_endpoints(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

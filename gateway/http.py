@@ -64,9 +64,9 @@ def response(
     return Response(status, reasons.get(status, "Error"), headers, body)
 
 
-def json_response(status: int, doc: Any) -> Response:
+def json_response(status: int, doc: Any, extra: Iterable[tuple[str, str]] = ()) -> Response:
     body = json.dumps(doc, separators=(",", ":")).encode()
-    return response(status, body, "application/json")
+    return response(status, body, "application/json", extra)
 
 
 def engine_error(code: EngineError, status: int = 400) -> Response:

@@ -18,17 +18,19 @@ from typing import Any
 import msgpack
 import zmq
 import zmq.asyncio
-from prometheus_client import Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from gateway import http
+from gateway import metrics as m
 from gateway.backbone import Backbone
 from gateway.client import Client
 from gateway.config import GatewayConfig
 from gateway.fanout import LocalIndex, NsSocket, Subscriptions, wait_all
+from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from gateway.protocol import (
     AckReceived,
     Closed,
@@ -40,6 +42,8 @@ from gateway.protocol import (
     EventReceived,
     encode_event_frames,
 )
+from gateway.ratelimit import TokenBuckets, retry_after
+from gateway.web import WebRoutes
 from shared import topics
 from shared.envelope import (
     GatewayStatus,
@@ -51,17 +55,16 @@ from shared.envelope import (
     SocketState,
 )
 from shared.errors import EnvelopeError, ServiceUnavailable
+from shared.metrics import BoundedLabels
 
 log = logging.getLogger("switchboard.gateway")
 
-CONNECTIONS = Gauge("switchboard_gateway_connections", "Open WebSocket connections")
-SOCKETS = Gauge("switchboard_gateway_sockets", "Connected namespace sockets", ["ns"])
-EVENTS_IN = Counter("switchboard_gateway_events_received_total", "Client events", ["ns"])
-PUBLICATIONS = Counter(
-    "switchboard_gateway_publications_total", "Publications received from the broker", ["kind"]
+#: CONNECT refusal texts counted by name; anything else is "other" (bounded labels).
+KNOWN_REFUSALS = (
+    "Invalid namespace", "Authentication error: No token provided",
+    "Authentication error: Invalid token", "Access denied: admin role required",
+    "Rate limit exceeded", "Banned", "Service unavailable",
 )
-DELIVERIES = Counter("switchboard_gateway_deliveries_total", "Fan-out packets written to sockets")
-CLOSES = Counter("switchboard_gateway_closes_total", "Connections closed, by reason", ["reason"])
 
 #: Handshake headers passed on to services (auth reads ``authorization``).
 FORWARDED_HEADERS = ("authorization", "origin", "user-agent", "x-forwarded-for")
@@ -96,6 +99,7 @@ class Gateway:
             config.request_timeout,
             status=self.status,
             on_restart=self.sync_service,
+            liveness=config.heartbeat_liveness,
         )
         self.clients: set[Client] = set()
         self.counters = {"publications": 0, "deliveries": 0, "events": 0, "closed_bad_input": 0}
@@ -106,6 +110,17 @@ class Gateway:
         self._broker_beat = asyncio.Event()
         self.server: Server | None = None
         self.ready = asyncio.Event()
+        self.stopping = False
+        self.web = WebRoutes()
+        self.health_limits = HealthLimits(
+            config.max_connections_warning, config.max_memory_mb, config.max_error_rate
+        )
+        self.http_buckets = TokenBuckets(config.http_rate, 60.0)
+        self.token_buckets = TokenBuckets(config.token_rate, 60.0)
+        self.event_labels = BoundedLabels(limit=200)
+        self.sent_labels = BoundedLabels(limit=200)
+        self.peak_connections = 0
+        self.peak_sockets: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,15 +154,34 @@ class Gateway:
                  self.config.port, http.ENGINE_PATH)
 
     async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, tell sockets, finish in-flight work, leave.
+
+        Services hear every socket leave (DISCONNECT) before the process exits, so presence
+        and room counts are right at once rather than after the heartbeat timeout.
+        """
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace
         if self.server is not None:
             self.server.close(close_connections=False)
+        log.info("gateway %s shutting down: %d connections", self.id, len(self.clients))
+        for client in list(self.clients):
+            for sock in list(client.sockets.values()):
+                if sock.live and not client.conn.closed:
+                    client.conn.send_event(sock.ns, "server shutdown", [
+                        {"message": "This server is shutting down; reconnect to continue."}])
+            client.flush()
+        # In-flight requests (acks) finish; new events are still answered meanwhile.
+        while any(c.busy for c in self.clients) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         for client in list(self.clients):
             self._close_client(client, "server shutdown")
-        for client in list(self.clients):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.ws.close(1001, "server shutdown"), 1.0)
+        await asyncio.gather(
+            *(_close_ws(c, 1001, "server shutdown") for c in list(self.clients)),
+            return_exceptions=True,
+        )
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.config.shutdown_grace)
+            await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0.5))
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
@@ -190,22 +224,63 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def health(self) -> dict[str, Any]:
+        failures, total = self.backbone.recent_outcomes()
+        figures = HealthFigures(
+            broker_up=self.broker_missed < self.config.heartbeat_liveness,
+            services_up={name: self.backbone.is_up(name) for name in self.backbone.endpoints},
+            connections=len(self.clients),
+            rss_mb=rss_mb(),
+            recent_requests=total,
+            recent_failures=failures,
+        )
+        health = evaluate(figures, self.health_limits)
+        if self.stopping:
+            health.add("unhealthy", "shutting down")
+        return {
+            "status": health.status,
+            "reasons": health.reasons,
+            "gateway": self.id,
+            "connections": figures.connections,
+            "memoryMb": round(figures.rss_mb, 1),
+            "broker": figures.broker_up,
+            "services": figures.services_up,
+            "httpStatus": health.http_status,
+        }
+
     # -- HTTP ----------------------------------------------------------------------------------
     def _process_request(
         self, connection: ServerConnection, request: HttpRequest
     ) -> Response | None:
         path = http.route_path(request.path)
         if path in (http.ENGINE_PATH, http.ENGINE_PATH.rstrip("/")):
-            return http.check_handshake(request, self.allowed_origins)
+            refusal = http.check_handshake(request, self.allowed_origins)
+            if refusal is None and self.stopping:
+                refusal = http.json_response(503, {"error": "shutting down"})
+            return refusal
+        address = connection.remote_address[0] if connection.remote_address else ""
+        buckets = self.token_buckets if path.startswith("/api/token") else self.http_buckets
+        wait = buckets.take(address, time.monotonic())
+        if wait:
+            m.HTTP_REQUESTS.labels("limited", "429").inc()
+            return http.json_response(429, {"error": "too many requests"},
+                                      extra=[("Retry-After", retry_after(wait))])
+        response = self._route(path, request)
+        m.HTTP_REQUESTS.labels(path if path in ("/health", "/stats", "/metrics") else "other",
+                               str(response.status_code)).inc()
+        return response
+
+    def _route(self, path: str, request: HttpRequest) -> Response:
         if path == "/stats":
             return http.json_response(200, self.stats())
         if path == "/health":
-            ok = self.stats()
-            healthy = ok["broker"] and all(ok["services"].values())
-            return http.json_response(
-                200 if healthy else 503,
-                {"status": "healthy" if healthy else "unhealthy", "gateway": self.id},
-            )
+            doc = self.health()
+            return http.json_response(doc.pop("httpStatus"), doc)
+        if path == "/metrics":
+            return http.response(200, generate_latest(), CONTENT_TYPE_LATEST)
+        response = self.web.handle(path, request)
+        if response is not None:
+            return response
         return http.json_response(404, {"error": "not found"})
 
     # -- connections ---------------------------------------------------------------------------
@@ -220,7 +295,11 @@ class Gateway:
         conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
         client = Client(ws, conn, address, headers, self.config.outbox_limit, self._slow)
         self.clients.add(client)
-        CONNECTIONS.inc()
+        m.CONNECTIONS.inc()
+        m.CONNECTIONS_TOTAL.inc()
+        if len(self.clients) > self.peak_connections:
+            self.peak_connections = len(self.clients)
+            m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
         client.start_writer()
         client.schedule(lambda: self._on_timer(client))
@@ -240,7 +319,7 @@ class Gateway:
             self._forget_client(client)
             client.stop()
             self.clients.discard(client)
-            CONNECTIONS.dec()
+            m.CONNECTIONS.dec()
 
     def _on_timer(self, client: Client) -> None:
         loop = asyncio.get_running_loop()
@@ -255,7 +334,8 @@ class Gateway:
         for event in events:
             if isinstance(event, EventReceived):
                 self.counters["events"] += 1
-                EVENTS_IN.labels(event.namespace).inc()
+                m.EVENTS_RECEIVED.labels(
+                    event.namespace, self.event_labels(event.event)).inc()
                 ev = event
                 client.enqueue(lambda ev=ev: self._event(client, ev))  # type: ignore[misc]
             elif isinstance(event, ConnectRequested):
@@ -276,7 +356,7 @@ class Gateway:
         if event.error:
             self.counters["closed_bad_input"] += 1
             log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
-        CLOSES.labels(_bounded_reason(reason)).inc()
+        m.CLOSES.labels(_bounded_reason(reason)).inc()
         self._forget_client(client)
         self.spawn(_close_ws(client, 1002 if event.error else 1000, reason))
 
@@ -293,7 +373,7 @@ class Gateway:
     def _slow(self, client: Client) -> None:
         log.warning("disconnecting slow client %s (outbox over %d frames)",
                     client.conn.sid, self.config.outbox_limit)
-        CLOSES.labels("slow consumer").inc()
+        m.CLOSES.labels("slow consumer").inc()
         if not client.conn.closed:
             client.conn.close("slow consumer")
         self._forget_client(client)
@@ -307,6 +387,7 @@ class Gateway:
         if ns not in routing.namespaces:
             conn.refuse(ns, "Invalid namespace")
             client.flush()
+            m.CONNECT_REFUSALS.labels("other", "Invalid namespace").inc()
             return
         session = Session(
             sid=f"{self.id}.{secrets.token_urlsafe(9)}",
@@ -340,14 +421,23 @@ class Gateway:
             emits.extend((e.event, e.args) for e in reply.emits)
         if refusal is not None or conn.closed:
             if not conn.closed:
-                conn.refuse(ns, refusal or "Connection refused")
+                refusal = refusal or "Connection refused"
+                conn.refuse(ns, refusal)
                 client.flush()
+                m.CONNECT_REFUSALS.labels(
+                    ns, refusal if refusal in KNOWN_REFUSALS else "other").inc()
+                log.info("CONNECT to %s from %s refused: %s", ns, client.address, refusal)
             self._notify_disconnect(session, [s for s in accepted
                                               if s in routing.disconnect_listeners(ns)])
             return
         sock = NsSocket(session, client)
         client.sockets[ns] = sock
-        SOCKETS.labels(ns).inc()
+        m.SOCKETS.labels(ns).inc()
+        m.SOCKETS_TOTAL.labels(ns).inc()
+        count = len(self.index.namespaces.get(ns, ())) + 1
+        if count > self.peak_sockets.get(ns, 0):
+            self.peak_sockets[ns] = count
+            m.SOCKETS_PEAK.labels(ns).set(count)
         confirmations = [self.index.add(sock)]
         confirmations.extend(self.index.join(sock, room) for room in joins)
         await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
@@ -426,6 +516,7 @@ class Gateway:
 
     def _fail(self, sock: NsSocket, request: EventReceived, message: str) -> None:
         """Failures reach the client as a failed ack, or as an ``error`` event without one."""
+        m.EVENTS_FAILED.labels(sock.ns, self.event_labels(request.event)).inc()
         conn = sock.client.conn
         if request.ack_id is not None:
             conn.send_ack(sock.ns, request.ack_id, [{"success": False, "error": message}])
@@ -440,7 +531,9 @@ class Gateway:
             return
         del client.sockets[sock.ns]
         self.index.remove(sock)
-        SOCKETS.labels(sock.ns).dec()
+        m.SOCKETS.labels(sock.ns).dec()
+        log.info("socket %s left %s (user %s) after %.1fs", sock.sid, sock.ns,
+                 sock.session.user_id or "-", time.time() - sock.session.connected_at)
         self._notify_disconnect(
             sock.session, self.backbone.routing.disconnect_listeners(sock.ns)
         )
@@ -486,7 +579,7 @@ class Gateway:
                 log.warning("undecodable publication on %r dropped: %s", topic, exc)
                 continue
             self.counters["publications"] += 1
-            PUBLICATIONS.labels(publication.kind.name.lower()).inc()
+            m.PUBLICATIONS.labels(publication.kind.name.lower()).inc()
             try:
                 self._on_publication(publication)
             except Exception:
@@ -505,7 +598,8 @@ class Gateway:
             for sock in targets:
                 sock.client.push(frames)
             self.counters["deliveries"] += len(targets)
-            DELIVERIES.inc(len(targets))
+            m.DELIVERIES.inc(len(targets))
+            m.EVENTS_SENT.labels(pub.ns, self.sent_labels(pub.event)).inc()
         elif pub.kind == PubKind.JOIN and pub.room is not None:
             for sock in targets:
                 self.index.join(sock, pub.room)
