@@ -24,20 +24,33 @@ from typing import Any
 
 import msgpack
 import zmq
+from prometheus_client import Counter, Gauge
 
 from shared import topics
+from shared.config import setting
+from shared.metrics import serve_metrics
 
 log = logging.getLogger("switchboard.broker")
+
+MESSAGES = Counter("switchboard_broker_messages_total", "Messages forwarded to subscribers")
+SUBSCRIPTIONS = Counter(
+    "switchboard_broker_subscriptions_total", "Subscription changes seen", ["change"]
+)
+TOPICS = Gauge("switchboard_broker_topics", "Distinct topics subscribed")
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    #: Where publishers (services) connect: the XSUB side.
-    publish_bind: str = "tcp://127.0.0.1:5550"
-    #: Where subscribers (gateways) connect: the XPUB side.
-    subscribe_bind: str = "tcp://127.0.0.1:5551"
-    heartbeat_interval: float = 1.0
-    hwm: int = 100_000
+    publish_bind: str = setting(
+        "tcp://127.0.0.1:5550", "Where publishers (services) connect: the XSUB side."
+    )
+    subscribe_bind: str = setting(
+        "tcp://127.0.0.1:5551", "Where subscribers (gateways) connect: the XPUB side."
+    )
+    heartbeat_interval: float = setting(1.0, "Seconds between broker heartbeats.")
+    hwm: int = setting(100_000, "ZeroMQ high-water mark per peer, messages.")
+    metrics_port: int = setting(0, "Port for Prometheus /metrics on 127.0.0.1 (0: off).")
+    metrics_host: str = setting("127.0.0.1", "Address for the metrics endpoint.")
 
 
 @dataclass
@@ -109,6 +122,7 @@ class Broker:
                 return
             xpub.send_multipart(frames, copy=False)
             self.stats.forwarded += 1
+            MESSAGES.inc()
 
     def _subscription(self, xpub: zmq.Socket[Any]) -> None:
         while True:
@@ -121,16 +135,21 @@ class Broker:
             topic = msg[1:]
             if msg[0] == 1:
                 self.stats.subscribes += 1
+                SUBSCRIPTIONS.labels("subscribe").inc()
                 self.stats.topics[topic] = self.stats.topics.get(topic, 0) + 1
+                TOPICS.set(len(self.stats.topics))
                 xpub.send_multipart((topic, topics.SUBSCRIBED_MARKER))
             elif msg[0] == 0:
                 self.stats.unsubscribes += 1
+                SUBSCRIPTIONS.labels("unsubscribe").inc()
                 count = self.stats.topics.get(topic, 0) - 1
                 if count <= 0:
                     self.stats.topics.pop(topic, None)
                 else:
                     self.stats.topics[topic] = count
+                TOPICS.set(len(self.stats.topics))
 
 
 def run(config: BrokerConfig, stop: threading.Event | None = None) -> None:
+    serve_metrics(config.metrics_port, config.metrics_host)
     Broker(config).run(stop or threading.Event())

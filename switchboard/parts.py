@@ -17,6 +17,7 @@ from broker.broker import Broker, BrokerConfig
 from gateway.config import GatewayConfig
 from gateway.server import run as run_gateway_async
 from shared.config import setting
+from shared.metrics import serve_metrics
 from shared.process import run_until_signal
 from shared.publisher import ZmqPublisher
 from shared.runner import RunnerConfig, serve
@@ -43,6 +44,8 @@ class ServiceRuntime:
         5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
     )
     max_inflight: int = setting(1000, "Requests handled concurrently at most.")
+    metrics_port: int = setting(0, "Port for Prometheus /metrics (0: off).")
+    metrics_host: str = setting("127.0.0.1", "Address for the metrics endpoint.")
 
 
 def service_module(name: str) -> ModuleType:
@@ -61,6 +64,7 @@ def run_broker(config: BrokerConfig) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    serve_metrics(config.metrics_port, config.metrics_host)
     Broker(config, zmq.Context()).run(stop)
 
 
@@ -75,6 +79,7 @@ def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
     bind = runtime.bind or f"tcp://127.0.0.1:{SERVICES[name]}"
 
     async def main(stop: asyncio.Event) -> None:
+        serve_metrics(runtime.metrics_port, runtime.metrics_host)
         context = zmq.asyncio.Context()
         publisher = ZmqPublisher(context, runtime.broker_pub, name.rpartition(".")[2])
         service = module.create(config, publisher)
