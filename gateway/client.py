@@ -1,5 +1,11 @@
 """One WebSocket connection: the sans-I/O :class:`~gateway.protocol.Connection` plus the
-thin I/O around it (an outbox drained by a writer task, a timer, an ordered work lane).
+thin I/O around it (direct frame writes, a timer, an ordered work lane).
+
+Output goes straight to the transport as pre-encoded WebSocket frames (see
+:mod:`gateway.wsframe`): fan-out writes the same bytes to every member without a task, a
+queue or a per-socket encode. The transport's buffer is the only queue; a client whose
+buffer grows past ``write_limit`` bytes is too slow and is disconnected, which bounds the
+memory one reader that stopped reading can cost.
 
 Nothing here decides anything about namespaces or events: that is :mod:`gateway.server`.
 """
@@ -8,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
+from gateway import wsframe
 from gateway.fanout import NsSocket
 from gateway.protocol import Connection
 
@@ -24,20 +30,17 @@ log = logging.getLogger("switchboard.gateway.client")
 
 class Client:
     __slots__ = (
-        "_drained",
         "_lane",
         "_lane_task",
         "_timer",
-        "_wake",
-        "_writer",
         "address",
         "closing",
         "conn",
         "headers",
         "on_slow",
-        "outbox",
-        "outbox_limit",
         "sockets",
+        "transport",
+        "write_limit",
         "ws",
     )
 
@@ -47,67 +50,50 @@ class Client:
         conn: Connection,
         address: str,
         headers: dict[str, str],
-        outbox_limit: int,
+        write_limit: int,
         on_slow: Callable[[Client], None],
     ) -> None:
         self.ws = ws
+        self.transport = ws.transport
         self.conn = conn
         self.address = address
         self.headers = headers
         self.sockets: dict[str, NsSocket] = {}
-        self.outbox: collections.deque[str | bytes] = collections.deque()
-        self.outbox_limit = outbox_limit
+        self.write_limit = write_limit
         self.on_slow = on_slow
         self.closing = False
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
         self._lane: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
         self._lane_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # -- output ------------------------------------------------------------------------------
-    def push(self, frames: list[str | bytes]) -> None:
-        """Queue frames for the writer; a client too slow to keep up is disconnected."""
-        if self.closing:
+    def write(self, data: bytes) -> None:
+        """Write pre-encoded frames; a client too slow to keep up is disconnected."""
+        if self.closing or self.ws.protocol.state is not State.OPEN:
             return
-        if len(self.outbox) + len(frames) > self.outbox_limit:
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.write_limit:
             self.closing = True
-            self.outbox.clear()
             self.on_slow(self)
             return
-        self.outbox.extend(frames)
-        self._wake.set()
+        transport.write(data)
 
     def flush(self) -> None:
-        """Move what the protocol queued into the outbox."""
+        """Write what the protocol queued (handshake, acks, emits, pings)."""
         frames = self.conn.data_to_send()
         if frames:
-            self.push(frames)
+            self.write(b"".join(wsframe.encode(f) for f in frames))
 
-    def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop())
-
-    async def _write_loop(self) -> None:
-        ws = self.ws
-        outbox = self.outbox
-        try:
-            while True:
-                while outbox:
-                    await ws.send(outbox.popleft())
-                self._drained.set()
-                self._wake.clear()
-                await self._wake.wait()
-        except ConnectionClosed:
-            pass
+    @property
+    def buffered(self) -> int:
+        return int(self.transport.get_write_buffer_size())
 
     async def drain(self, timeout: float) -> None:
-        """Wait (bounded) until everything queued so far has been handed to the transport."""
-        if not self.outbox or self._writer is None or self._writer.done():
-            return
-        self._drained.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
+        """Wait (bounded) until the transport has handed everything to the kernel."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.buffered and loop.time() < deadline and not self.transport.is_closing():
+            await asyncio.sleep(0.005)
 
     # -- ordered work ------------------------------------------------------------------------
     def enqueue(self, work: Callable[[], Awaitable[None]]) -> None:
@@ -144,7 +130,5 @@ class Client:
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._writer is not None:
-            self._writer.cancel()
         # The lane is not cancelled: work in flight finishes and sees ``conn.closed``, so
         # services that accepted a half-done CONNECT still hear the DISCONNECT.

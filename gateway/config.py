@@ -37,8 +37,8 @@ class GatewayConfig:
     ready_timeout: float = setting(
         15.0, "Seconds to wait at start for the broker and every service to answer."
     )
-    outbox_limit: int = setting(
-        10_000, "Frames queued for one client before it is disconnected as too slow."
+    write_limit: int = setting(
+        1_048_576, "Bytes a client may leave unread before it is disconnected as too slow."
     )
     connect_emit_delay: float = setting(
         0.0,
@@ -61,6 +61,19 @@ class GatewayConfig:
         600, "Plain HTTP requests per client IP per minute (pages, /health, /metrics)."
     )
     token_rate: int = setting(10, "Token-issuing HTTP requests per client IP per minute.")
+    web_root: str = setting(
+        "", "Directory of the web app: pages in static/, the socket.io-client bundle under "
+        "node_modules/ (default: the repository's web/ beside the gateway package)."
+    )
+    demo: bool = setting(
+        False, "Demo mode: POST /api/token?name=NAME issues guest tokens signed with "
+        "--jwt-secret (never in production: anyone may sign in as anyone)."
+    )
+    jwt_secret: str = setting(
+        "dev-secret-change-me", "HS256 secret for demo-mode guest tokens (the auth service's).",
+        env="SWITCHBOARD_JWT_SECRET",
+    )
+    demo_token_ttl: int = setting(12 * 3600, "Lifetime of a demo-mode guest token, seconds.")
 
     def service_endpoints(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

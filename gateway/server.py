@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
-from gateway import http
+from gateway import http, wsframe
 from gateway import metrics as m
 from gateway.backbone import Backbone
 from gateway.client import Client
@@ -111,7 +111,7 @@ class Gateway:
         self.server: Server | None = None
         self.ready = asyncio.Event()
         self.stopping = False
-        self.web = WebRoutes()
+        self.web = WebRoutes(config)
         self.health_limits = HealthLimits(
             config.max_connections_warning, config.max_memory_mb, config.max_error_rate
         )
@@ -293,7 +293,7 @@ class Gateway:
         }
         address = ws.remote_address[0] if ws.remote_address else ""
         conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
-        client = Client(ws, conn, address, headers, self.config.outbox_limit, self._slow)
+        client = Client(ws, conn, address, headers, self.config.write_limit, self._slow)
         self.clients.add(client)
         m.CONNECTIONS.inc()
         m.CONNECTIONS_TOTAL.inc()
@@ -301,7 +301,6 @@ class Gateway:
             self.peak_connections = len(self.clients)
             m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
-        client.start_writer()
         client.schedule(lambda: self._on_timer(client))
         try:
             async for message in ws:
@@ -371,8 +370,8 @@ class Gateway:
         self._forget_client(client)
 
     def _slow(self, client: Client) -> None:
-        log.warning("disconnecting slow client %s (outbox over %d frames)",
-                    client.conn.sid, self.config.outbox_limit)
+        log.warning("disconnecting slow client %s (over %d bytes unsent)",
+                    client.conn.sid, self.config.write_limit)
         m.CLOSES.labels("slow consumer").inc()
         if not client.conn.closed:
             client.conn.close("slow consumer")
@@ -594,9 +593,10 @@ class Gateway:
         if not targets:
             return
         if pub.kind == PubKind.EMIT:
-            frames = encode_event_frames(pub.ns, pub.event, pub.args)
+            # Encoded once per message, then the same bytes are written to every member.
+            data = wsframe.encode_all(encode_event_frames(pub.ns, pub.event, pub.args))
             for sock in targets:
-                sock.client.push(frames)
+                sock.client.write(data)
             self.counters["deliveries"] += len(targets)
             m.DELIVERIES.inc(len(targets))
             m.EVENTS_SENT.labels(pub.ns, self.sent_labels(pub.event)).inc()

@@ -45,6 +45,10 @@ class UpConfig:
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
     max_payload: int = setting(1_000_000, "Engine.IO maxPayload, bytes.")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
+    demo: bool = setting(
+        True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
+        "sign in with just a name (turn off anywhere real)."
+    )
 
 
 @dataclass
@@ -88,8 +92,10 @@ def plan(config: UpConfig) -> list[Child]:
         for endpoint in endpoints:
             argv += ["--services", endpoint]
         if config.conformance:
-            argv += ["--connect-timeout", "1", "--connect-emit-delay", "0.005"]
-        children.append(Child(f"gateway:{port}", argv))
+            argv += ["--connect-timeout", "1", "--connect-emit-delay", "0.02"]
+        argv.append("--demo" if config.demo else "--no-demo")
+        children.append(Child(f"gateway:{port}", argv,
+                              {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))
     return children
 
 
