@@ -32,6 +32,19 @@ class NsSocket:
     #: False until the CONNECT ack is written: fan-out skips it, so nothing reaches a
     #: namespace before its CONNECT ack (it is indexed earlier to subscribe in time).
     live: bool = False
+    #: Server→client acks awaited: ack id → the event the client's ack becomes.
+    acks: dict[int, str] | None = None
+    next_ack: int = 0
+
+    def expect_ack(self, ack_event: str, limit: int = 1000) -> int | None:
+        """Allocate an ack id for an emit whose ack returns as ``ack_event`` (bounded)."""
+        if self.acks is None:
+            self.acks = {}
+        if len(self.acks) >= limit:
+            return None
+        self.next_ack += 1
+        self.acks[self.next_ack] = ack_event
+        return self.next_ack
 
     @property
     def sid(self) -> str:

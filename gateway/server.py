@@ -46,6 +46,7 @@ from gateway.ratelimit import TokenBuckets, retry_after
 from gateway.web import WebRoutes
 from shared import topics
 from shared.envelope import (
+    Emit,
     GatewayStatus,
     PubKind,
     Publication,
@@ -345,8 +346,8 @@ class Gateway:
                 if sock is not None:
                     self._drop_socket(sock)
             elif isinstance(event, AckReceived):
-                # Server→client acks: services do not request them yet; drop quietly.
-                log.debug("ack %s from %s ignored", event.ack_id, client.conn.sid)
+                ack = event
+                client.enqueue(lambda ack=ack: self._client_ack(client, ack))  # type: ignore[misc]
             elif isinstance(event, Closed):
                 self._on_closed(client, event)
 
@@ -396,7 +397,7 @@ class Gateway:
             connected_at=time.time(),
         )
         joins: list[str] = []
-        emits: list[tuple[str, list[Any]]] = []
+        emits: list[Emit] = []
         accepted: list[str] = []
         refusal: str | None = None
         for stage in routing.connect_stages(ns):
@@ -417,7 +418,7 @@ class Gateway:
             if reply.session is not None:
                 session = reply.session
             joins.extend(reply.joins)
-            emits.extend((e.event, e.args) for e in reply.emits)
+            emits.extend(reply.emits)
         if refusal is not None or conn.closed:
             if not conn.closed:
                 refusal = refusal or "Connection refused"
@@ -453,8 +454,8 @@ class Gateway:
             await asyncio.sleep(self.config.connect_emit_delay)
             if client.sockets.get(ns) is not sock:
                 return
-            for event, args in emits:
-                conn.send_event(ns, event, args)
+            for emit in emits:
+                self._send_event(sock, emit.event, emit.args, emit.ack_event)
             client.flush()
 
     # -- EVENT pipeline ------------------------------------------------------------------------
@@ -487,6 +488,29 @@ class Gateway:
             return
         await self._apply_async(sock, reply, request)
 
+    async def _client_ack(self, client: Client, ack: AckReceived) -> None:
+        """A client acked a server emit: deliver its arguments as the emit's ``ack_event``."""
+        sock = client.sockets.get(ack.namespace)
+        ack_event = sock.acks.pop(ack.ack_id, None) if sock is not None and sock.acks else None
+        if sock is None or ack_event is None:
+            log.debug("unexpected ack %s from %s ignored", ack.ack_id, client.conn.sid)
+            return
+        owner = self.backbone.routing.owner(sock.ns, ack_event)
+        if owner is None:
+            return
+        try:
+            reply = await self.backbone.request(
+                owner, RequestKind.EVENT, session=sock.session, event=ack_event, args=ack.args
+            )
+        except ServiceUnavailable as exc:
+            log.warning("ack event %r not delivered: %s", ack_event, exc)
+            return
+        await self._apply_async(sock, reply, EventReceived(sock.ns, ack_event, ack.args, None))
+
+    def _send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
+        ack_id = sock.expect_ack(ack_event) if ack_event else None
+        sock.client.conn.send_event(sock.ns, event, args, ack_id)
+
     async def _apply_async(self, sock: NsSocket, reply: Reply, request: EventReceived) -> None:
         if reply.session is not None and client_has(sock):
             sock.session = reply.session
@@ -507,7 +531,7 @@ class Gateway:
         elif request.ack_id is not None and reply.ack is not None:
             client.conn.send_ack(sock.ns, request.ack_id, reply.ack)
         for emit in reply.emits:
-            client.conn.send_event(sock.ns, emit.event, emit.args)
+            self._send_event(sock, emit.event, emit.args, emit.ack_event)
         if reply.disconnect:
             client.conn.disconnect(sock.ns)
             self._drop_socket(sock)
@@ -592,7 +616,11 @@ class Gateway:
         targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
         if not targets:
             return
-        if pub.kind == PubKind.EMIT:
+        if pub.kind == PubKind.EMIT and pub.ack_event:
+            for sock in targets:  # each needs its own ack id: no shared encoding here
+                self._send_event(sock, pub.event, pub.args, pub.ack_event)
+                sock.client.flush()
+        elif pub.kind == PubKind.EMIT:
             # Encoded once per message, then the same bytes are written to every member.
             data = wsframe.encode_all(encode_event_frames(pub.ns, pub.event, pub.args))
             for sock in targets:

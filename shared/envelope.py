@@ -173,10 +173,15 @@ class Request(_Envelope):
 
 @dataclass(frozen=True, slots=True)
 class Emit(_Envelope):
-    """An event for the requesting socket, sent after the ack / CONNECT ack: ``[event, args]``."""
+    """An event for the requesting socket, sent after the ack / CONNECT ack.
+
+    ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
+    ack arguments come back to the services as the event ``ack_event`` from that socket.
+    """
 
     event: str
     args: list[Any] = field(default_factory=list)
+    ack_event: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +255,14 @@ class PubKind(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Publication(_Envelope):
-    """``[kind, ns, event, args, room, sids, exclude, source]``, published on a topic.
+    """``[kind, ns, event, args, room, sids, exclude, source, ack_event]``, published on a topic.
 
     The topic (see :mod:`shared.topics`) chooses which gateways receive it; the body says
     which of their sockets act on it: members of ``room`` in ``ns`` (room / user targets),
     every socket of ``ns`` (``room`` None, ``sids`` empty), or exactly ``sids``. ``exclude``
     lists socket ids left out (the sender, for "to others"). ``source`` names the publisher.
+    ``ack_event`` (EMIT): ask each receiving client for an ack, delivered back to the
+    services as that event from the acking socket (as with :class:`Emit`).
     """
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PubKind}
@@ -268,6 +275,7 @@ class Publication(_Envelope):
     sids: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     source: str = ""
+    ack_event: str = ""
 
 
 def decode_args(value: Any) -> list[Any]:

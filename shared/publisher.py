@@ -57,8 +57,15 @@ class Publisher:
         """Every socket of ``user_id`` in ``ns``, on any gateway (its ``user:<id>`` room)."""
         self.emit_room(ns, topics.user_room(user_id), event, args, exclude)
 
-    def emit_socket(self, sid: str, ns: str, event: str, args: list[Any]) -> None:
-        self._to_socket(PubKind.EMIT, sid, ns, event=event, args=args)
+    def emit_socket(
+        self, sid: str, ns: str, event: str, args: list[Any], ack_event: str = ""
+    ) -> None:
+        """Emit to one socket; with ``ack_event`` its ack returns as that event."""
+        self.publish(
+            topics.gateway(topics.gateway_of(sid)),
+            Publication(PubKind.EMIT, ns, event, args, sids=(sid,), source=self.source,
+                        ack_event=ack_event),
+        )
 
     # -- membership and lifecycle ---------------------------------------------------------
     def join(self, sid: str, ns: str, room: str) -> None:

@@ -121,3 +121,15 @@ async def test_room_fanout_reaches_members_only(mini_cluster: Cluster) -> None:
     finally:
         for client in (a, b, c):
             await client.disconnect()
+
+
+async def test_server_to_client_ack_returns_to_the_service(mini_cluster: Cluster) -> None:
+    client = await connect(mini_cluster.url())
+    answered: asyncio.Queue[Any] = asyncio.Queue()
+    client.on("question", lambda q: {"answer": q["q"] * 2, "bin": b"\x07"})
+    client.on("answered", answered.put_nowait)
+    try:
+        await client.emit("ask", {"q": 21})
+        assert await asyncio.wait_for(answered.get(), WAIT) == {"answer": 42, "bin": b"\x07"}
+    finally:
+        await client.disconnect()

@@ -62,6 +62,15 @@ class MiniApp(Service):
                                  exclude=[request.session.sid])
         return reply_to(request, ack=[{"success": True}])
 
+    @on_event("*", "ask")
+    async def ask(self, request: Request) -> Reply:
+        """Ask the client a question whose ack comes back as the event ``answer``."""
+        return reply_to(request, emits=(Emit("question", request.args, ack_event="answer"),))
+
+    @on_event("*", "answer")
+    async def answer(self, request: Request) -> Reply:
+        return reply_to(request, emits=(Emit("answered", request.args),))
+
     @on_event("*", "whoami")
     async def whoami(self, request: Request) -> Reply:
         assert request.session is not None
