@@ -315,7 +315,12 @@ class Gateway:
             pass
         finally:
             if not conn.closed:
-                self._handle_events(client, conn.connection_lost("transport close"))
+                reason = "transport close"
+                if ws.close_code == 1009:  # websockets refused a frame over max_size
+                    reason = f"message over maxPayload ({self.config.max_payload} bytes)"
+                    self.counters["closed_bad_input"] += 1
+                    log.info("closing connection %s from %s: %s", conn.sid, address, reason)
+                self._handle_events(client, conn.connection_lost(reason))
             self._forget_client(client)
             client.stop()
             self.clients.discard(client)
