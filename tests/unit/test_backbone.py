@@ -22,7 +22,8 @@ class Echo(Service):
     @on_event("/", "echo")
     async def echo(self, request: Request) -> Reply:
         assert request.session is not None
-        self.publisher.emit_room("/", "lobby", "echoed", request.args, exclude=[request.session.sid])
+        sid = request.session.sid
+        self.publisher.emit_room("/", "lobby", "echoed", request.args, exclude=[sid])
         return reply_to(request, ack=request.args)
 
     @on_event("/", "boom")
