@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+WEB_STAMP  := web/node_modules/.installed
 ARGS   ?=
 
-.PHONY: setup up test lint unit conformance-suite clean
+.PHONY: setup system-deps up test lint unit conformance-suite clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -16,13 +17,23 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
-	./scripts/ensure-system-deps
+	./scripts/ensure-system-deps node
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+# The socket.io-client browser bundle the gateways serve to the web pages (pinned version).
+$(WEB_STAMP): web/package.json web/package-lock.json
+	./scripts/ensure-system-deps node
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
 
-up: $(STAMP)
+# Node.js/npm and Debian's chromium (browser tests); installs only what is missing.
+system-deps:
+	./scripts/ensure-system-deps
+
+setup: system-deps $(STAMP) $(NODE_STAMP) $(WEB_STAMP)
+
+up: $(STAMP) $(WEB_STAMP)
 	$(BIN)/switchboard up $(ARGS)
 
 lint: $(STAMP)
@@ -36,4 +47,4 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules var test-output
+	rm -rf $(VENV) tests/node/node_modules web/node_modules var test-output

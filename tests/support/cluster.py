@@ -152,11 +152,13 @@ def token(user_id: str, username: str, role: str = "user", ttl: int = 3600,
 
 
 def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[str, ...] = (),
-                       room_args: tuple[str, ...] = ()) -> Cluster:
+                       room_args: tuple[str, ...] = (),
+                       gateway_args: tuple[str, ...] = ()) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways.
 
     Every test client comes from 127.0.0.1, so the per-IP connect limit is raised here; tests
-    of that limit start their own cluster with a low one.
+    of that limit start their own cluster with a low one. ``gateway_args`` go to every gateway
+    (e.g. ``("--demo", "--jwt-secret", JWT_SECRET)``).
     """
     cluster = Cluster(workdir)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
@@ -171,5 +173,5 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                           *room_args, env=env)
     cluster.start_service("game", env=env)
     for _ in range(gateways):
-        cluster.start_gateway()
+        cluster.start_gateway(*gateway_args)
     return cluster
