@@ -1,0 +1,216 @@
+"""The servers under test, each started as a process tree on loopback and stopped after.
+
+- ``ours`` / ``ours2``: ``switchboard up`` (broker, auth, moderation, room, game, 1 or 2
+  gateways) with the moderation rate limits off and log level ``warning``.
+- ``node``: ``bench/peers/node/server.mjs`` (socket.io 4.8, the seed's chat logic).
+- ``pysio``: ``bench/peers/pysio/server.py`` (python-socketio 5, uvicorn + uvloop).
+
+All of them get the same JWT secret and listen on 127.0.0.1 ports below the ephemeral range,
+so the load generator's outgoing connections never take a port a server needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bench import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+JWT_SECRET = "bench-secret-0123456789-0123456789-abcdef"
+
+#: What the benchmark turns off in ``switchboard up`` (the peers have these off too):
+#: per-socket and per-user event limits and the per-IP connect limit of moderation.
+OURS_ENV = {
+    "SWITCHBOARD_EVENT_LIMIT": "0",
+    "SWITCHBOARD_USER_EVENT_LIMIT": "0",
+    "SWITCHBOARD_CONNECT_LIMIT": "0",
+}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, span: int = 1, avoid: tuple[int, ...] = ()) -> list[int]:
+    """``count`` blocks of ``span`` consecutive free ports in 20000..30000 (not ephemeral)."""
+    rng = random.Random()
+    out: list[int] = []
+    while len(out) < count:
+        base = rng.randrange(20000, 30000 - span)
+        block = range(base, base + span)
+        if any(p in out or p in avoid for p in block):
+            continue
+        if all(_free(p) for p in block):
+            out.append(base)
+    return out
+
+
+def wait_health(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not healthy within {timeout:.0f}s")
+
+
+class Server:
+    """One server under test; ``start()`` returns when every listener is healthy."""
+
+    name = "server"
+    title = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ports: list[int] = []
+        self.log = workdir / f"{self.name}.log"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def gateways(self) -> int:
+        return 1
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = [free_ports(1, span=self.gateways())[0] + i for i in range(self.gateways())]
+        env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=ROOT, start_new_session=True)
+        try:
+            for port in self.ports:
+                wait_health(f"http://127.0.0.1:{port}/health", 60, self.process)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"ws://127.0.0.1:{port}" for port in self.ports]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        started = {pid: procs.start_time(pid) for pid in procs.tree(self.process.pid)}
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(15)
+        # Whatever of the tree is left (children run in their own sessions): by pid, and
+        # only the very processes seen in the tree (same start time: not a reused pid).
+        for pid, start in started.items():
+            if start is not None and procs.start_time(pid) == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(5)
+        self.process = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class Ours(Server):
+    name = "ours"
+    title = "switchboard (1 gateway)"
+
+    def __init__(self, workdir: Path, gateways: int = 1) -> None:
+        self.n_gateways = gateways
+        if gateways != 1:
+            self.name = f"ours{gateways}"
+            self.title = f"switchboard ({gateways} gateways)"
+        super().__init__(workdir)
+        self.internal = 0
+
+    def gateways(self) -> int:
+        return self.n_gateways
+
+    def argv(self) -> list[str]:
+        self.internal = free_ports(1, span=21, avoid=tuple(self.ports))[0]
+        data = self.workdir / f"{self.name}-data"
+        # fresh SQLite files for every start: no rooms or history from an earlier run
+        for path in data.glob("*.sqlite3*") if data.exists() else ():
+            path.unlink()
+        return [sys.executable, "-m", "switchboard", "up",
+                "--port", str(self.ports[0]), "--gateways", str(self.n_gateways),
+                "--internal-port", str(self.internal), "--data-dir", str(data),
+                "--jwt-secret", JWT_SECRET, "--grace", "5", "--log-level", "warning"]
+
+    def env(self) -> dict[str, str]:
+        return dict(OURS_ENV)
+
+
+class Node(Server):
+    name = "node"
+    title = "Node socket.io 4.8"
+
+    def argv(self) -> list[str]:
+        return ["node", str(BENCH / "peers" / "node" / "server.mjs"), str(self.ports[0])]
+
+    def env(self) -> dict[str, str]:
+        return {"JWT_SECRET": JWT_SECRET}
+
+
+class Pysio(Server):
+    name = "pysio"
+    title = "python-socketio 5 (uvicorn, uvloop)"
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(BENCH / "peers" / "pysio" / "server.py"),
+                str(self.ports[0])]
+
+    def env(self) -> dict[str, str]:
+        return {"JWT_SECRET": JWT_SECRET}
+
+
+SERVERS = ("node", "ours", "ours2", "pysio")
+
+
+def make(name: str, workdir: Path) -> Server:
+    if name == "ours":
+        return Ours(workdir)
+    if name.startswith("ours") and name[4:].isdigit():
+        return Ours(workdir, int(name[4:]))
+    if name == "node":
+        return Node(workdir)
+    if name == "pysio":
+        return Pysio(workdir)
+    raise ValueError(f"unknown server {name!r} (use {', '.join(SERVERS)})")
