@@ -67,6 +67,8 @@ class Backbone:
             dealer.setsockopt(zmq.RCVHWM, hwm)
             dealer.setsockopt(zmq.RECONNECT_IVL, 100)
             dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
             for address in addresses:
                 dealer.connect(address)
             self._dealers[name] = dealer

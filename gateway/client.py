@@ -16,14 +16,16 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from gateway import wsframe
 from gateway.fanout import NsSocket
 from gateway.protocol import Connection
+
+if TYPE_CHECKING:
+    from gateway.transport import WsTransport
 
 log = logging.getLogger("switchboard.gateway.client")
 
@@ -37,24 +39,29 @@ class Client:
         "closing",
         "conn",
         "headers",
+        "link",
+        "lost",
         "on_slow",
         "sockets",
+        "started",
         "transport",
         "write_limit",
-        "ws",
     )
 
     def __init__(
         self,
-        ws: ServerConnection,
+        link: WsTransport,
         conn: Connection,
         address: str,
         headers: dict[str, str],
         write_limit: int,
         on_slow: Callable[[Client], None],
     ) -> None:
-        self.ws = ws
-        self.transport = ws.transport
+        self.link = link
+        assert link.transport is not None
+        self.transport = link.transport
+        self.lost = False
+        self.started = 0.0
         self.conn = conn
         self.address = address
         self.headers = headers
@@ -69,7 +76,7 @@ class Client:
     # -- output ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         """Write pre-encoded frames; a client too slow to keep up is disconnected."""
-        if self.closing or self.ws.protocol.state is not State.OPEN:
+        if self.closing or self.link.protocol.state is not State.OPEN:
             return
         transport = self.transport
         if transport.get_write_buffer_size() > self.write_limit:

@@ -64,18 +64,27 @@ class Subscriptions:
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.RECONNECT_IVL, 100)
         self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # ZeroMQ-level heartbeats: a half-open TCP connection to a vanished broker is
+        # dropped and re-dialled, and subscriptions are re-sent on the new connection.
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         self.socket.connect(endpoint)
         self.endpoint = endpoint
         self.counts: dict[bytes, int] = {}
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
 
     def add(self, topic: bytes) -> asyncio.Future[None] | None:
-        """Reference the topic; on first use subscribe and return a confirmation future."""
+        """Reference the topic; returns a future resolved when the broker has it in force.
+
+        None when it already is. A second reference while the first subscription is still
+        unconfirmed waits for that same confirmation (its ack must not overtake it).
+        """
         count = self.counts.get(topic, 0)
         self.counts[topic] = count + 1
-        if count:
+        if count and topic not in self._waiters:
             return None
-        self.socket.setsockopt(zmq.SUBSCRIBE, topic)
+        if not count:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(topic, []).append(future)
         return future
@@ -93,11 +102,6 @@ class Subscriptions:
         for future in self._waiters.pop(topic, ()):
             if not future.done():
                 future.set_result(None)
-
-    def reconnect(self) -> None:
-        """Recreate nothing: re-issue every subscription (used after a broker restart)."""
-        for topic in self.counts:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
 
     def close(self) -> None:
         self.socket.close(linger=0)
@@ -133,9 +137,14 @@ class LocalIndex:
     def join(self, sock: NsSocket, room: str) -> asyncio.Future[None] | None:
         if room in sock.rooms or sock.sid not in self.by_sid:
             return None
+        try:
+            topic = topics.room(sock.ns, room)
+        except ValueError:  # a NUL in the name: refuse before any state changes
+            log.warning("ignored join of %s to a room named with NUL", sock.sid)
+            return None
         sock.rooms.add(room)
         self.rooms.setdefault((sock.ns, room), set()).add(sock)
-        return self.subs.add(topics.room(sock.ns, room))
+        return self.subs.add(topic)
 
     def leave(self, sock: NsSocket, room: str) -> None:
         if room not in sock.rooms:

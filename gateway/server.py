@@ -19,8 +19,6 @@ import msgpack
 import zmq
 import zmq.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
@@ -43,6 +41,7 @@ from gateway.protocol import (
     encode_event_frames,
 )
 from gateway.ratelimit import TokenBuckets, retry_after
+from gateway.transport import WsTransport
 from gateway.web import WebRoutes
 from shared import topics
 from shared.envelope import (
@@ -109,7 +108,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._broker_beat = asyncio.Event()
-        self.server: Server | None = None
+        self.server: asyncio.Server | None = None
         self.ready = asyncio.Event()
         self.stopping = False
         self.web = WebRoutes(config)
@@ -139,16 +138,10 @@ class Gateway:
             asyncio.create_task(self.backbone.heartbeat_loop(self.config.heartbeat_interval))
         )
         self._loops.append(asyncio.create_task(self._broker_watch()))
-        self.server = await serve(
-            self._handle,
-            self.config.host,
-            self.config.port,
-            process_request=self._process_request,
-            max_size=self.config.max_payload,
-            ping_interval=None,  # Engine.IO has its own heartbeat
-            compression=None,
-            max_queue=64,
-            server_header="switchboard",
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: WsTransport(self), self.config.host, self.config.port,
+            reuse_address=True, backlog=4096,
         )
         self.ready.set()
         log.info("gateway %s ready on ws://%s:%d%s", self.id, self.config.host,
@@ -164,7 +157,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_grace
         if self.server is not None:
-            self.server.close(close_connections=False)
+            self.server.close()  # stop listening; connections stay until closed below
         log.info("gateway %s shutting down: %d connections", self.id, len(self.clients))
         for client in list(self.clients):
             for sock in list(client.sockets.values()):
@@ -177,10 +170,8 @@ class Gateway:
             await asyncio.sleep(0.02)
         for client in list(self.clients):
             self._close_client(client, "server shutdown")
-        await asyncio.gather(
-            *(_close_ws(c, 1001, "server shutdown") for c in list(self.clients)),
-            return_exceptions=True,
-        )
+        for client in list(self.clients):
+            client.link.close(1001, "server shutdown")
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0.5))
         if self.server is not None:
@@ -250,16 +241,15 @@ class Gateway:
         }
 
     # -- HTTP ----------------------------------------------------------------------------------
-    def _process_request(
-        self, connection: ServerConnection, request: HttpRequest
-    ) -> Response | None:
+    def process_request(self, link: WsTransport, request: HttpRequest) -> Response | None:
+        """None to accept a WebSocket handshake, else the HTTP response to send."""
         path = http.route_path(request.path)
         if path in (http.ENGINE_PATH, http.ENGINE_PATH.rstrip("/")):
             refusal = http.check_handshake(request, self.allowed_origins)
             if refusal is None and self.stopping:
                 refusal = http.json_response(503, {"error": "shutting down"})
             return refusal
-        address = connection.remote_address[0] if connection.remote_address else ""
+        address = link.address
         buckets = self.token_buckets if path.startswith("/api/token") else self.http_buckets
         wait = buckets.take(address, time.monotonic())
         if wait:
@@ -284,17 +274,16 @@ class Gateway:
             return response
         return http.json_response(404, {"error": "not found"})
 
-    # -- connections ---------------------------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
+    # -- connections (called by gateway.transport.WsTransport) ---------------------------------
+    def open_client(self, link: WsTransport, request: HttpRequest) -> Client:
+        """A WebSocket handshake succeeded: start the Engine.IO session."""
         loop = asyncio.get_running_loop()
         headers = {
-            name: ws.request.headers[name]
-            for name in FORWARDED_HEADERS
-            if ws.request is not None and name in ws.request.headers
+            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
         }
-        address = ws.remote_address[0] if ws.remote_address else ""
         conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
-        client = Client(ws, conn, address, headers, self.config.write_limit, self._slow)
+        client = Client(link, conn, link.address, headers, self.config.write_limit, self._slow)
+        client.started = time.monotonic()
         self.clients.add(client)
         m.CONNECTIONS.inc()
         m.CONNECTIONS_TOTAL.inc()
@@ -303,28 +292,41 @@ class Gateway:
             m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
         client.schedule(lambda: self._on_timer(client))
-        try:
-            async for message in ws:
-                events = conn.receive_frame(message, loop.time())
-                if events:
-                    self._handle_events(client, events)
-                client.flush()
-                if conn.closed:
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            if not conn.closed:
-                reason = "transport close"
-                if ws.close_code == 1009:  # websockets refused a frame over max_size
-                    reason = f"message over maxPayload ({self.config.max_payload} bytes)"
-                    self.counters["closed_bad_input"] += 1
-                    log.info("closing connection %s from %s: %s", conn.sid, address, reason)
-                self._handle_events(client, conn.connection_lost(reason))
-            self._forget_client(client)
-            client.stop()
-            self.clients.discard(client)
-            m.CONNECTIONS.dec()
+        return client
+
+    def on_message(self, client: Client, message: str | bytes) -> None:
+        conn = client.conn
+        if conn.closed:
+            return
+        events = conn.receive_frame(message, asyncio.get_running_loop().time())
+        if events:
+            self._handle_events(client, events)
+        client.flush()
+
+    def bad_input(self, client: Client, reason: str, code: int) -> None:
+        self.counters["closed_bad_input"] += 1
+        log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
+        m.CLOSES.labels("bad input").inc()
+        if not client.conn.closed:
+            client.conn.close(reason)
+        self._forget_client(client)
+        client.link.close(code, reason)
+
+    def client_lost(self, client: Client, reason: str) -> None:
+        """The connection is gone or closing (idempotent)."""
+        if client.lost:
+            return
+        client.lost = True
+        if not client.conn.closed:
+            if reason.startswith(("message too large", "invalid WebSocket")):
+                self.counters["closed_bad_input"] += 1
+                log.info("closing connection %s from %s: %s", client.conn.sid, client.address,
+                         reason)
+            self._handle_events(client, client.conn.connection_lost(reason))
+        self._forget_client(client)
+        client.stop()
+        self.clients.discard(client)
+        m.CONNECTIONS.dec()
 
     def _on_timer(self, client: Client) -> None:
         loop = asyncio.get_running_loop()
@@ -363,7 +365,7 @@ class Gateway:
             log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
         m.CLOSES.labels(_bounded_reason(reason)).inc()
         self._forget_client(client)
-        self.spawn(_close_ws(client, 1002 if event.error else 1000, reason))
+        client.link.close(1002 if event.error else 1000, reason)
 
     def _forget_client(self, client: Client) -> None:
         for sock in list(client.sockets.values()):
@@ -382,7 +384,9 @@ class Gateway:
         if not client.conn.closed:
             client.conn.close("slow consumer")
         self._forget_client(client)
-        self.spawn(_close_ws(client, 1008, "slow consumer"))
+        # The close frame queues behind the unread data; the close timeout drops the TCP
+        # connection if the client never reads it.
+        client.link.close(1008, "slow consumer")
 
     # -- CONNECT pipeline ----------------------------------------------------------------------
     async def _connect(self, client: Client, request: ConnectRequested) -> None:
@@ -652,7 +656,7 @@ class Gateway:
         elif pub.kind == PubKind.CLOSE:
             for sock in targets:
                 self._close_client(sock.client, "closed by server")
-                self.spawn(_close_ws(sock.client, 1000, "closed by server"))
+                sock.client.link.close(1000, "closed by server")
 
     def _broker_heartbeat(self, body: bytes) -> None:
         try:
@@ -666,17 +670,13 @@ class Gateway:
         self.broker_instance = instance
 
     async def _broker_watch(self) -> None:
-        """Liveness counter for the broker; after a silence, re-issue subscriptions."""
+        """Liveness counter for the broker (health); ZeroMQ heartbeats handle reconnects."""
         interval = self.config.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
             self.broker_missed += 1
             if self.broker_missed == self.config.heartbeat_liveness:
                 log.warning("broker silent for %d heartbeats", self.broker_missed)
-            if self.broker_missed >= self.config.heartbeat_liveness:
-                # ZeroMQ re-sends subscriptions on reconnect by itself; re-issuing them too
-                # costs nothing and covers a half-open TCP connection it has not noticed.
-                self.subs.reconnect()
 
 
 def client_has(sock: NsSocket) -> bool:
@@ -690,12 +690,6 @@ def _bounded_reason(reason: str) -> str:
         if reason.startswith(known):
             return known
     return "bad input"
-
-
-async def _close_ws(client: Client, code: int, reason: str) -> None:
-    await client.drain(1.0)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.ws.close(code, reason[:120]), 2.0)
 
 
 async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
