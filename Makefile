@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 WEB_STAMP  := web/node_modules/.installed
 ARGS   ?=
 
-.PHONY: setup system-deps up test lint unit conformance-suite clean
+.PHONY: setup system-deps up test lint unit conformance-suite clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -46,5 +46,9 @@ test: setup lint
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(ARGS)
 
+# Side-by-side benchmark vs Node socket.io and python-socketio (bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 clean:
-	rm -rf $(VENV) tests/node/node_modules web/node_modules var test-output
+	rm -rf $(VENV) tests/node/node_modules web/node_modules bench/loadgen/node_modules bench/peers/node/node_modules var test-output

@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.md").write_text(text)
     (out / "results.json").write_text(json.dumps(to_json(results, plan, header), indent=1,
                                                  default=str))
-    print(text)
+    print(text, end="")
     log(f"report: {out / 'report.md'}, data: {out / 'results.json'}")
     return 1 if any(r.error for r in results) else 0
 
