@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 WEB_STAMP  := web/node_modules/.installed
+SCHEMA_STAMP := deploy/compose-schema/node_modules/.installed
 ARGS   ?=
 
 .PHONY: setup system-deps up test lint unit conformance-suite clean bench
@@ -27,11 +28,18 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Compose Specification's JSON schema (tests/unit/test_compose_file.py checks
+# docker-compose.yml against it).
+$(SCHEMA_STAMP): deploy/compose-schema/package.json deploy/compose-schema/package-lock.json
+	./scripts/ensure-system-deps node
+	npm ci --prefix deploy/compose-schema --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Node.js/npm and Debian's chromium (browser tests); installs only what is missing.
 system-deps:
 	./scripts/ensure-system-deps
 
-setup: system-deps $(STAMP) $(NODE_STAMP) $(WEB_STAMP)
+setup: system-deps $(STAMP) $(NODE_STAMP) $(WEB_STAMP) $(SCHEMA_STAMP)
 
 up: $(STAMP) $(WEB_STAMP)
 	$(BIN)/switchboard up $(ARGS)
@@ -51,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules web/node_modules bench/loadgen/node_modules bench/peers/node/node_modules var test-output
+	rm -rf $(VENV) tests/node/node_modules web/node_modules deploy/compose-schema/node_modules bench/loadgen/node_modules bench/peers/node/node_modules var test-output
