@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import procs, report
 from bench.loadgen import LoadGen
 from bench.scenarios import NCPU, IdleResult, Plan, Runner, ServerResult
 from bench.servers import BENCH, ROOT, SERVERS, make
@@ -120,6 +120,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def wait_quiet(limit: float, log: Log) -> float:
+    """Wait (at most ``limit`` s) until the machine's busy time is < 25 % of a core over 3 s;
+    returns the last reading (% of one core)."""
+    deadline = time.monotonic() + limit
+    while True:
+        b0, _ = procs.machine_cpu()
+        time.sleep(3.0)
+        b1, _ = procs.machine_cpu()
+        busy = (b1 - b0) / 3.0 * 100
+        if busy < 25 or time.monotonic() > deadline:
+            return busy
+        log(f"machine busy ({busy:.0f}% of a core used by other processes); waiting")
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -213,6 +227,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=900.0,
                    help="seconds after which no new search step or idle run starts "
                    "(default: %(default)s)")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="first wait up to this long for the machine to be quiet (other "
+                   "processes using < 25%% of a core over 3 s); for shared machines")
     p.add_argument("--out", type=Path, help="folder for logs, report.md and results.json "
                    "(default: test-output/bench/<time>)")
     p.add_argument("--no-install", action="store_true", help="skip npm ci / pip")
@@ -256,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_install:
         install(servers, log)
     raise_nofile(2 * max(plan.idle, plan.clients) + 10_000, log)
+    if args.wait_quiet > 0:
+        busy = wait_quiet(args.wait_quiet, log)
+        log(f"machine busy before start: {busy:.0f}% of a core")
+        plan.deadline = time.monotonic() + args.budget
     header = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         **machine(),

@@ -75,7 +75,8 @@ def throughput(servers: list[ServerResult]) -> list[str]:
                 f"| {SCENARIO_TITLES[scenario]} | {server.title} | **{_n(rate)}** "
                 f"(offered {_n(best.rate)}) | {_n(best.p50, 1)} / {_n(best.p99, 1)} | "
                 f"{best.pct(best.server_cpu):.0f}% | {best.pct(best.loadgen_cpu):.0f}% | "
-                f"{best.machine_busy / best.measure_s * 100 / NCPU:.0f}% of {NCPU} cores | "
+                f"{best.machine_busy / best.measure_s * 100 / NCPU:.0f}% of {NCPU} cores "
+                f"(others {best.pct(best.other_cpu):.0f}% of a core) | "
                 f"{_limit(res)} | {' | '.join(ratios)} |")
     return lines
 
@@ -137,8 +138,8 @@ def latency(servers: list[ServerResult], plan: Plan) -> list[str]:
 
 def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
     lines = ["| scenario | server | load | delivered/s | p50 ms | p90 ms | p99 ms | loss | "
-             "server CPU | load gen CPU |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU | load gen CPU | other processes CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for scenario in SCENARIO_TITLES:
         for server, res in _scenario(servers, scenario):
             for rate in plan.fixed_rates:
@@ -149,7 +150,7 @@ def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
                     f"| {SCENARIO_TITLES[scenario]} | {server.title} | {_n(rate)} | "
                     f"{_n(st.delivered_rate)} | {_n(st.p50, 1)} | {_n(st.p90, 1)} | "
                     f"{_n(st.p99, 1)}{_mark(st)} | {st.lost} | {st.pct(st.server_cpu):.0f}% | "
-                    f"{st.pct(st.loadgen_cpu):.0f}% |")
+                    f"{st.pct(st.loadgen_cpu):.0f}% | {st.pct(st.other_cpu):.0f}% |")
     return lines
 
 

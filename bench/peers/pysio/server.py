@@ -265,7 +265,7 @@ async def leave(sid: str, user: dict[str, Any], room_id: str) -> bool:
                                  "roomId": room_id, "userCount": len(room.users)},
                    room=room_id, skip_sid=sid)
     if not room.users:
-        del rooms[room_id]
+        rooms.pop(room_id, None)  # concurrent departures may both see it empty
     return True
 
 
@@ -336,7 +336,7 @@ def main() -> None:
         sys.exit("JWT_SECRET is required")
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
     host = os.environ.get("HOST", "127.0.0.1")
-    uvicorn.run(app, host=host, port=port, loop="uvloop", ws="websockets",
+    uvicorn.run(app, host=host, port=port, loop="uvloop", ws="auto",
                 log_level="warning", access_log=False, lifespan="off",
                 ws_max_size=1_000_000, ws_ping_interval=None, ws_per_message_deflate=False)
 
