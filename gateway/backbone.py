@@ -57,6 +57,7 @@ class Backbone:
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._syncing: dict[str, asyncio.Future[None]] = {}
         #: Outcomes of recent client-driven requests (True = failed), for /health.
         self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
@@ -103,7 +104,27 @@ class Backbone:
     async def request(
         self, service: str, kind: RequestKind, timeout: float | None = None, **fields: Any
     ) -> Reply:
-        """Send one request and await its reply; raises ServiceUnavailable on any failure."""
+        """Send one request and await its reply; raises ServiceUnavailable on any failure.
+
+        A stateful service that has not had our SYNC yet answers ``resync``: send it (once
+        for all requests waiting on it), then the request again.
+        """
+        reply = await self._request(service, kind, timeout, **fields)
+        if reply.resync and kind != RequestKind.SYNC:
+            await self.resync(service)
+            reply = await self._request(service, kind, timeout, **fields)
+        return reply
+
+    async def resync(self, service: str) -> None:
+        running = self._syncing.get(service)
+        if running is None or running.done():
+            running = asyncio.ensure_future(self.on_restart(service))
+            self._syncing[service] = running
+        await asyncio.shield(running)
+
+    async def _request(
+        self, service: str, kind: RequestKind, timeout: float | None, **fields: Any
+    ) -> Reply:
         dealer = self._dealers.get(service)
         if dealer is None:
             raise ServiceUnavailable(f"no endpoint configured for service {service!r}")
@@ -179,7 +200,7 @@ class Backbone:
             log.info("service %s described (%d routes)", service, len(info.routes))
         else:
             log.warning("service %s restarted (instance %s); resyncing", service, info.instance)
-            self._tasks.append(asyncio.create_task(self.on_restart(service)))
+            self._tasks.append(asyncio.create_task(self.resync(service)))
 
     async def wait_described(self, timeout: float) -> bool:
         """Readiness handshake: heartbeat every service until all answered (bounded)."""

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.gateway.fanout")
 
+#: Namespace of a publication that targets socket ids in whatever namespace they are.
+ANY_NAMESPACE = "*"
+
 
 @dataclass(eq=False, slots=True)
 class NsSocket:
@@ -163,7 +166,8 @@ class LocalIndex:
     ) -> list[NsSocket]:
         if sids:
             found = [self.by_sid[s] for s in sids if s in self.by_sid]
-            found = [s for s in found if s.ns == ns]
+            if ns != ANY_NAMESPACE:  # a socket id names one namespace socket already
+                found = [s for s in found if s.ns == ns]
         elif room is not None:
             found = list(self.rooms.get((ns, room), ()))
         else:

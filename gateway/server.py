@@ -27,7 +27,7 @@ from gateway import metrics as m
 from gateway.backbone import Backbone
 from gateway.client import Client
 from gateway.config import GatewayConfig
-from gateway.fanout import LocalIndex, NsSocket, Subscriptions, wait_all
+from gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
 from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from gateway.protocol import (
     AckReceived,
@@ -620,7 +620,7 @@ class Gateway:
     def _on_publication(self, pub: Publication) -> None:
         if pub.kind == PubKind.RESYNC:
             if pub.source in self.backbone.instances:  # else it is synced once described
-                self.spawn(self.sync_service(pub.source))
+                self.spawn(self.backbone.resync(pub.source))
             return
         targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
         if not targets:
@@ -628,6 +628,10 @@ class Gateway:
         if pub.kind == PubKind.EMIT and pub.ack_event:
             for sock in targets:  # each needs its own ack id: no shared encoding here
                 self._send_event(sock, pub.event, pub.args, pub.ack_event)
+                sock.client.flush()
+        elif pub.kind == PubKind.EMIT and pub.ns == ANY_NAMESPACE:
+            for sock in targets:
+                sock.client.conn.send_event(sock.ns, pub.event, pub.args)
                 sock.client.flush()
         elif pub.kind == PubKind.EMIT:
             # Encoded once per message, then the same bytes are written to every member.

@@ -215,7 +215,7 @@ class ServiceInfo(_Envelope):
 
 @dataclass(frozen=True, slots=True)
 class Reply(_Envelope):
-    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info]``.
+    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync]``.
 
     - ``ok=False`` + ``error``: refusal (CONNECT_ERROR message) or failure (failed ack);
       ``error`` is client-facing text.
@@ -226,6 +226,8 @@ class Reply(_Envelope):
       order joins, leaves, ack, emits. ``disconnect``: then disconnect it from the namespace.
     - ``info``: DESCRIBE answers with a :class:`ServiceInfo`; HEARTBEAT with one too (its
       ``instance`` tells the gateway whether the service restarted).
+    - ``resync``: a stateful service has not had this gateway's SYNC since it started (or
+      since it declared the gateway lost): the gateway sends SYNC, then the request again.
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "info": ServiceInfo}
@@ -242,6 +244,7 @@ class Reply(_Envelope):
     leaves: tuple[str, ...] = ()
     disconnect: bool = False
     info: ServiceInfo | None = None
+    resync: bool = False
 
 
 class PubKind(IntEnum):

@@ -77,7 +77,10 @@ class Publisher:
     def disconnect_socket(
         self, sid: str, ns: str, event: str = "", args: list[Any] | None = None
     ) -> None:
-        """Optionally emit ``event`` to the socket, then disconnect it from ``ns``."""
+        """Optionally emit ``event`` to the socket, then disconnect it from its namespace.
+
+        ``ns`` may be ``*`` when the caller knows only the socket id (it names one
+        namespace socket anyway)."""
         self._to_socket(PubKind.DISCONNECT, sid, ns, event=event, args=args or [])
 
     def disconnect_room(

@@ -78,6 +78,11 @@ class Runner:
         self._slots = asyncio.Semaphore(config.max_inflight)
         self._known_events = {event for (_, _, event) in service._routes}
         self.ready = asyncio.Event()
+        #: A stateful service (one with a SYNC route) answers nothing from a gateway whose
+        #: sockets it does not know yet: such requests get ``resync`` and come back after
+        #: that gateway's SYNC, so no request is judged against half-rebuilt state.
+        self.stateful = any(kind == RequestKind.SYNC for (kind, _, _) in service._routes)
+        self.synced: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         self.router.bind(self.config.bind)
@@ -153,6 +158,11 @@ class Runner:
                 if request.status is not None:
                     self.service.gateways[request.gateway] = request.status
             return Reply(request.id, info=self.service.info())
+        if self.stateful and request.gateway:
+            if kind == RequestKind.SYNC:
+                self.synced.add(request.gateway)
+            elif request.gateway not in self.synced:
+                return Reply(request.id, ok=False, error="service resyncing", resync=True)
         event = request.event if request.event in self._known_events else "other"
         labels = (self.service.name, kind.name.lower(), event)
         handler = self.service.handler_for(request)
@@ -193,6 +203,7 @@ class Runner:
                 if now - seen > self.config.gateway_timeout:
                     del self.gateways[gateway_id]
                     self.service.gateways.pop(gateway_id, None)
+                    self.synced.discard(gateway_id)
                     log.warning(
                         "gateway %s lost (no heartbeat for %.1fs)", gateway_id, now - seen
                     )

@@ -35,7 +35,7 @@ from typing import Any
 from shared import topics
 from shared.envelope import Reply, Request, Session, fail, reply_to
 from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_disconnect, on_event, on_sync
+from shared.service import Service, on_connect, on_disconnect, on_event
 
 from .config import Config
 from .tictactoe import IllegalAction, TicTacToe
@@ -152,12 +152,9 @@ class GameService(Service):
     async def disconnect(self, request: Request) -> None:
         self._drop_socket(_session(request).sid)
 
-    @on_sync()
-    async def sync(self, request: Request) -> None:
-        """Nothing to rebuild: games live only in this process's memory, so after a restart
-        they are gone and a gateway's list of room members cannot bring them back. Players
-        get ``game not found`` and join again (which starts a fresh game)."""
-        return None
+    # No SYNC route: games live only in this process's memory, so after a restart they are
+    # gone and a gateway's list of room members cannot bring them back. Players get
+    # ``game not found`` and join again (which starts a fresh game).
 
     async def gateway_lost(self, gateway_id: str) -> None:
         """Its sockets will never send DISCONNECT: treat each as disconnected now."""

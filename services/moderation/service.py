@@ -55,7 +55,8 @@ BANNED = "Banned"
 BANNED_EVENT = "you are banned"
 ADMIN_ONLY = "Access denied: admin role required"
 KICK_REASON = "kicked by an administrator"
-KICK_NAMESPACE = "/"
+#: A socket id names one namespace socket, whichever it is: kick it wherever it is.
+KICK_NAMESPACE = "*"
 
 #: Events that carry a user's message: refused while the user is muted.
 MESSAGE_EVENTS = frozenset({

@@ -125,9 +125,6 @@ class RoomService(Service):
         # come back with the gateways' SYNC, which must not race a deletion.
         now = self._now_ms()
         self._unjoined: dict[str, int] = {room_id: now for room_id in self.rooms}
-        # Gateways declared lost: if one turns out to be alive (a partition, a long pause),
-        # its next request triggers a resync so its sockets are known again.
-        self._lost_gateways: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,11 +141,8 @@ class RoomService(Service):
         return to_ms(self.clock())
 
     def _begin(self, request: Request) -> Session:
-        """The request's session; also notices a lost gateway that came back."""
-        if request.gateway in self._lost_gateways:
-            self._lost_gateways.discard(request.gateway)
-            log.info("lost gateway %s is back; asking for a resync", request.gateway)
-            self.publisher.resync()
+        """The request's session. (A lost gateway that comes back is made to SYNC before
+        any of its requests reach a handler: see ``Runner.synced``.)"""
         if request.session is None:
             raise ClientError("no session")
         return request.session
@@ -301,7 +295,6 @@ class RoomService(Service):
         exist are ignored.
         """
         gateway_id = request.gateway
-        self._lost_gateways.discard(gateway_id)
         reported = {state.session.sid for state in request.sockets}
         gone = self._sids_of_gateway(gateway_id) - reported if gateway_id else set()
         for sid in sorted(gone):
@@ -324,7 +317,6 @@ class RoomService(Service):
         sids = self._sids_of_gateway(gateway_id)
         for sid in sorted(sids):
             self._depart(sid)
-        self._lost_gateways.add(gateway_id)
         log.warning("gateway %s lost: dropped %d sockets", gateway_id, len(sids))
 
     # -- managed rooms (namespace /) ------------------------------------------------------

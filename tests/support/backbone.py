@@ -17,7 +17,15 @@ import zmq.asyncio
 
 from broker.broker import Broker, BrokerConfig
 from shared import topics
-from shared.envelope import GatewayStatus, Publication, Reply, Request, RequestKind, Session
+from shared.envelope import (
+    GatewayStatus,
+    Publication,
+    Reply,
+    Request,
+    RequestKind,
+    Session,
+    SocketState,
+)
 from shared.publisher import ZmqPublisher
 from shared.runner import Runner, RunnerConfig
 from shared.service import Service
@@ -81,6 +89,8 @@ class FakeGateway:
         self.ctx = zmq.asyncio.Context()
         self._ids = itertools.count(1)
         self.dealers: dict[str, zmq.asyncio.Socket] = {}
+        #: What a SYNC from this fake gateway reports (tests may fill it).
+        self.sockets: list[SocketState] = []
         self.sub: zmq.asyncio.Socket | None = None
         if broker is not None:
             self.sub = self.ctx.socket(zmq.SUB)
@@ -98,7 +108,19 @@ class FakeGateway:
                        connected_at=time.time(), **kw)
 
     async def request(self, endpoint: str, timeout: float = 5.0, **fields: Any) -> Reply:
-        """Send ``Request(**fields)`` (id and gateway filled in) and await its reply."""
+        """Send ``Request(**fields)`` (id and gateway filled in) and await its reply.
+
+        Like a real gateway, answers a ``resync`` reply with a SYNC (of ``self.sockets``)
+        and sends the request again.
+        """
+        reply = await self._request(endpoint, timeout, **fields)
+        if reply.resync:
+            await self._request(endpoint, timeout, kind=RequestKind.SYNC,
+                                sockets=tuple(self.sockets))
+            reply = await self._request(endpoint, timeout, **fields)
+        return reply
+
+    async def _request(self, endpoint: str, timeout: float, **fields: Any) -> Reply:
         if endpoint not in self.dealers:
             self.connect(endpoint)
         fields.setdefault("gateway", self.id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from shared import topics
 from shared.envelope import Reply, Request, RequestKind, fail, reply_to
 from shared.errors import ClientError
 from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_event
+from shared.service import Service, on_connect, on_event, on_sync
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 
@@ -71,5 +73,48 @@ async def test_requests_and_publications_over_real_sockets() -> None:
                 hb = await gw.heartbeat(cfg.bind, {"/": 3})
                 assert hb.info is not None and hb.info.instance == service.instance
                 assert service.gateways[gw.id].connections == {"/": 3}
+            finally:
+                gw.close()
+
+
+class Stateful(Echo):
+    """A service with a SYNC route: requests from an unsynced gateway are held back."""
+
+    name = "stateful"
+    syncs: list[str]
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        self.syncs.append(request.gateway)
+
+
+def make_stateful(publisher: Publisher) -> Stateful:
+    service = Stateful(publisher)
+    service.syncs = []
+    return service
+
+
+async def test_stateful_service_asks_unsynced_gateways_to_resync_first() -> None:
+    with running_broker() as broker:
+        async with running_service(make_stateful, broker, gateway_timeout=0.3) as (svc, cfg):
+            gw = FakeGateway()
+            try:
+                s = gw.session()
+                raw = await gw._request(cfg.bind, 5.0, kind=RequestKind.EVENT, session=s,
+                                        event="echo", args=[1])
+                assert (raw.ok, raw.resync, raw.error) == (False, True, "service resyncing")
+                assert svc.syncs == []
+                ok = await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
+                                      event="echo", args=[1])
+                assert ok.ok and ok.ack == [1] and svc.syncs == [gw.id]
+                # Declared lost after silence: it must SYNC again before being served.
+                await gw.heartbeat(cfg.bind)
+                deadline = asyncio.get_running_loop().time() + 5
+                while gw.id in svc.gateways:
+                    assert asyncio.get_running_loop().time() < deadline, "never declared lost"
+                    await asyncio.sleep(0.05)
+                again = await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
+                                         event="echo", args=[2])
+                assert again.ack == [2] and svc.syncs == [gw.id, gw.id]
             finally:
                 gw.close()

@@ -320,14 +320,14 @@ async def test_a_lost_gateway_drops_its_sockets_only() -> None:
     assert h.take() == []
 
 
-async def test_sync_has_nothing_to_rebuild() -> None:
+async def test_no_sync_route_so_requests_are_never_held_for_a_resync() -> None:
+    """Games cannot be rebuilt from gateways' member lists, so the service declares no
+    SYNC route: its runner then never holds a gateway's requests back for a resync."""
     h = Harness()
-    s = sess(1)
     sync = Request(RequestKind.SYNC, next(_ids), gateway="gw1",
-                   sockets=(SocketState(s, ("game:g1",)),))
-    handler = h.game.handler_for(sync)
-    assert handler is not None and await handler(sync) is None
-    assert h.game.tables == {} and h.take() == []
+                   sockets=(SocketState(sess(1), ("game:g1",)),))
+    assert h.game.handler_for(sync) is None
+    assert all(route.kind != RequestKind.SYNC for route in h.game.info().routes)
 
 
 # -- expiry ------------------------------------------------------------------------------

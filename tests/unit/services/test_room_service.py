@@ -893,12 +893,8 @@ async def test_gateway_lost_drops_its_sockets_with_notices(h: Harness) -> None:
     left = [p.args[0] for _, p in h.published("user left")]
     assert [(n["socketId"], n["userCount"]) for n in left] == [(a1.sid, 2), (a2.sid, 1)]
     assert sorted(p.args[0]["userId"] for _, p in h.published("user offline")) == ["u1", "u2"]
-    # gw1 turns out to be alive (a partition): its next request asks for a resync
-    h.clear()
-    await h.ok(a1, "get rooms")
-    assert [p.kind for _, p in h.pub.published] == [PubKind.RESYNC]
-    await h.ok(a1, "get rooms")
-    assert [p.kind for _, p in h.pub.published] == [PubKind.RESYNC]  # only once
+    # (If gw1 turns out to be alive, the runner makes it SYNC before any of its requests
+    # reach a handler again: tests/unit/test_backbone.py covers that.)
 
 
 async def test_membership_without_registration_is_cleaned_on_gateway_loss(h: Harness) -> None:
