@@ -31,6 +31,8 @@
     serverId: "",
     removed: null, // why the server disconnected us (kicked/banned), if it did
     room: null, // {id, name, password, maxUsers, isPrivate}
+    lastJoin: null, // the room id of the latest join request (for `room error` texts)
+    mySockets: new Set(), // every socket id this page has had (notices about them are ours)
     rendered: new Set(), // message ids in the log (history and live may overlap)
     rooms: [],
     names: new Map(), // userId -> username (for private messages)
@@ -175,6 +177,7 @@
       const again = state.everConnected;
       state.everConnected = true;
       state.removed = null;
+      state.mySockets.add(socket.id);
       setStatus("connected", again ? "reconnected" : "connected");
       ui.status.title = state.serverId ? "via gateway " + state.serverId : "";
       if (again) notice("Reconnected to the server.", "info");
@@ -230,14 +233,19 @@
 
     socket.on("user joined", (data) => {
       if (!state.room || !data || data.roomId !== state.room.id) return;
-      notice((data.username || "Someone") + " joined the room.", "join");
+      if (!state.mySockets.has(data.socketId)) {
+        notice((data.username || "Someone") + " joined the room.", "join");
+      }
       showRoom(data.userCount);
       loadRooms();
     });
 
     socket.on("user left", (data) => {
       if (!state.room || !data || data.roomId !== state.room.id) return;
-      notice((data.username || "Someone") + " left the room.", "leave");
+      // Our own socket from before a reconnect, dropped late by the server: not news.
+      if (!state.mySockets.has(data.socketId)) {
+        notice((data.username || "Someone") + " left the room.", "leave");
+      }
       showRoom(data.userCount);
       loadRooms();
     });
@@ -284,7 +292,8 @@
     });
 
     socket.on("room error", (data) => {
-      if (data && data.message) showError(data.message);
+      // Comes with the failed ack of a join (same text): phrase it the same way.
+      if (data && data.message) showError(refusalText(state.lastJoin || "", data.message));
     });
   }
 
@@ -364,6 +373,7 @@
   async function joinRoom(roomId, password, known) {
     if (!roomId) return false;
     if (state.room && state.room.id === roomId) return true;
+    state.lastJoin = roomId;
     const payload = password ? { roomId, password } : { roomId };
     const res = await request(state.socket, "join room", payload);
     if (!res.success) {
@@ -398,6 +408,7 @@
   async function rejoin() {
     const room = state.room;
     const payload = room.password ? { roomId: room.id, password: room.password } : { roomId: room.id };
+    state.lastJoin = room.id;
     let res = await request(state.socket, "join room", payload);
     if (!res.success && res.error === "room not found") {
       const spec = { roomId: room.id, roomName: room.name, maxUsers: room.maxUsers,

@@ -1,0 +1,80 @@
+"""The admin dashboard (/admin): live figures, an announcement, and a kick that the kicked
+person's page shows."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.helpers import (
+    OpenPage,
+    create_room,
+    join_listed_room,
+    screenshot,
+    send,
+    sign_in,
+)
+from tests.support.cluster import Cluster, token
+
+
+def test_admin_sees_the_cluster_announces_and_kicks_a_user(
+    web_cluster: Cluster, open_page: OpenPage
+) -> None:
+    kim = open_page(web_cluster.url(0) + "/").page
+    sign_in(kim, "Kim")
+    create_room(kim, "ops-room", "Operations")
+
+    admin_token = token("admin-1", "Root", role="admin")
+    admin = open_page(f"{web_cluster.url(1)}/admin?token={admin_token}").page
+    expect(admin.locator("#status")).to_have_text("connected")
+    assert "token=" not in admin.url  # taken out of the address bar at once
+    expect(admin.locator("#me")).to_have_text("Root (admin)")
+
+    # Live figures from `get stats` (polled) and this gateway's /metrics.
+    expect(admin.locator("#gateways tr")).to_have_count(2)
+    for port in web_cluster.gateway_ports:
+        expect(admin.locator("#gateways")).to_contain_text(f"gw{port}")
+    expect(admin.locator("#rooms tr", has_text="Operations")).to_contain_text("1/100")
+    expect(admin.locator("#f-total")).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(admin.locator("#f-admin")).to_have_text("1")
+    expect(admin.locator("#f-events")).to_have_text(re.compile(r"^\d+\.\d$"))
+    expect(admin.locator("#chart")).to_have_attribute(
+        "aria-label", re.compile(r"connections now"))
+
+    # An announcement reaches the chat page.
+    admin.fill("#broadcast-text", "Maintenance at noon")
+    admin.click("#broadcast-form button[type=submit]")
+    expect(admin.locator("#admin-log li.ok", has_text="Announcement sent.")).to_be_visible()
+    expect(kim.locator("#messages .notice.announcement")).to_contain_text(
+        "Announcement: Maintenance at noon")
+
+    # Messages through the admin's own gateway show in its messages/s (from /metrics).
+    lee = open_page(web_cluster.url(1) + "/").page
+    sign_in(lee, "Lee")
+    join_listed_room(lee, "Operations")
+    for n in range(3):
+        send(lee, f"status update {n}")
+    expect(admin.locator("#f-messages")).to_have_text(re.compile(r"^(?!0\.0$)\d+\.\d$"))
+    expect(admin.locator("#rooms tr", has_text="Operations")).to_contain_text("2/100")
+
+    row = admin.locator("#users tr", has_text="Kim")
+    expect(row).to_be_visible()
+    screenshot(admin, "admin-dashboard", full_page=True)
+    row.get_by_role("button", name=re.compile("^Kick Kim")).click()
+    expect(admin.locator("#admin-log li.ok", has_text="Kicked Kim.")).to_be_visible()
+
+    expect(kim.locator("#status")).to_have_text("disconnected")
+    expect(kim.locator("#error .error-text")).to_have_text(
+        "You were removed from the chat: kicked by an administrator")
+    expect(kim.locator("#reconnect")).to_be_visible()
+    expect(admin.locator("#users tr", has_text="Kim")).to_have_count(0)
+    screenshot(kim, "chat-kicked")
+
+
+def test_admin_page_refuses_a_user_token(web_cluster: Cluster, open_page: OpenPage) -> None:
+    page = open_page(f"{web_cluster.url(0)}/admin?token={token('u-9', 'Nine')}").page
+    expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#error .error-text")).to_have_text(
+        "This token's role is “user”; the dashboard needs role admin.")
+    screenshot(page, "admin-signin")
