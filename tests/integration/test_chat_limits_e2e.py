@@ -1,0 +1,117 @@
+"""End to end: moderation's rate limits (per socket, per user across gateways, per client IP).
+
+This module runs its own two-gateway cluster with low limits: 5 events per socket and 8 per
+user per 30 s, and 5 new connections per client IP per 60 s. Every client of the tests comes
+from 127.0.0.1, so the connections this module makes are counted (:class:`Budget`) to know
+exactly how many more the IP may make. The module takes a few seconds, far less than the
+windows, so nothing leaves a window while it runs. It also sets banned words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.chat_helpers import ChatClient, Clients, failed, refusal, unique
+from tests.support.cluster import Cluster, start_chat_cluster, token
+
+EVENT_LIMIT = 5
+USER_EVENT_LIMIT = 8
+CONNECT_LIMIT = 5
+RATE_LIMITED = "rate limit exceeded"
+
+
+class Budget:
+    """Namespace CONNECTs this module's clients made (all from 127.0.0.1)."""
+
+    used = 0
+
+    @classmethod
+    async def user(cls, clients: Clients, gateway: int, user_id: str,
+                   namespaces: Iterable[str] = ("/",)) -> ChatClient:
+        names = list(namespaces)
+        client = await clients.user(gateway, user_id, user_id.title(), namespaces=names)
+        cls.used += len(names)
+        return client
+
+
+@pytest.fixture(scope="module")
+def limits_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_chat_cluster(
+        Path(tmp_path_factory.mktemp("limits")),
+        moderation_args=(
+            "--event-limit", str(EVENT_LIMIT), "--user-event-limit", str(USER_EVENT_LIMIT),
+            "--connect-limit", str(CONNECT_LIMIT), "--event-window", "30",
+            "--connect-window", "60", "--banned-words", "darn,heck no",
+        ),
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def ok(client: ChatClient, times: int) -> None:
+    for _ in range(times):
+        assert (await client.call("get online users"))["success"] is True
+
+
+async def test_event_limits_per_socket_and_per_user(limits_cluster: Cluster) -> None:
+    async with Clients(limits_cluster) as clients:
+        solo = await Budget.user(clients, 0, unique("solo"))
+        pair_id = unique("pair")
+        pair_gw0 = await Budget.user(clients, 0, pair_id)
+        pair_gw1 = await Budget.user(clients, 1, pair_id)
+        calm = await Budget.user(clients, 1, unique("calm"))
+
+        # Per socket: 5 events, then refused (with an ack: failed ack; without: `error`).
+        await ok(solo, EVENT_LIMIT)
+        assert await solo.call("get online users") == failed(RATE_LIMITED)
+        await solo.emit("get rooms")
+        assert await solo.next("error") == {"event": "get rooms", "message": RATE_LIMITED}
+        assert await solo.call("chat message", {"content": "over the limit"}) == failed(
+            RATE_LIMITED)
+
+        # Per user, across two sockets on two gateways: 4 + 4 = 8, then both are refused
+        # although neither socket reached its own limit of 5.
+        await ok(pair_gw0, 4)
+        await ok(pair_gw1, 4)
+        assert await pair_gw1.call("get online users") == failed(RATE_LIMITED)
+        assert await pair_gw0.call("chat message", {"content": "over the limit"}) == failed(
+            RATE_LIMITED)
+
+        # Another user is unaffected; refused lines reached nobody (this one is the barrier;
+        # it also shows banned words replaced case-insensitively, whole words only).
+        await ok(calm, 3)
+        sent = await calm.call("chat message",
+                               {"content": "Darn it, HECK NO <b>darned</b> heck"})
+        assert sent["success"] is True
+        for client in (solo, pair_gw0, pair_gw1):
+            line = await client.next("chat message")
+            assert line["id"] == sent["messageId"]
+            assert line["content"] == "*** it, *** darned heck"
+            assert not client.seen("chat message",
+                                   predicate=lambda p: p["content"] == "over the limit")
+
+
+async def test_connect_limit_per_client_ip(limits_cluster: Cluster) -> None:
+    async with Clients(limits_cluster) as clients:
+        assert Budget.used <= CONNECT_LIMIT
+        user_id = unique("late")
+        allowed = []
+        for i in range(CONNECT_LIMIT - Budget.used):
+            allowed.append(await Budget.user(clients, i % 2, user_id))
+        limited = {"message": "Rate limit exceeded"}
+        jwt = token(unique("another"), "Another")
+        for gateway in (0, 1):
+            assert await refusal(limits_cluster.url(gateway), "/", auth={"token": jwt}) == \
+                limited
+        assert await refusal(limits_cluster.url(1), "/game") == limited
+        # Auth runs first: a refused token is refused for that reason, not counted.
+        assert await refusal(limits_cluster.url(0), "/") == {
+            "message": "Authentication error: No token provided"}
+        # Connected clients are unaffected.
+        for client in allowed:
+            assert (await client.call("get online users"))["success"] is True
