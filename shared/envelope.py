@@ -13,6 +13,7 @@ Publish (service PUB → broker → gateway SUB), frames ``[topic, body]``:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
@@ -25,8 +26,11 @@ from shared.errors import EnvelopeError
 T = TypeVar("T", bound="_Envelope")
 
 
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return _packer.pack(obj)
 
 
 def _unpack(data: bytes) -> Any:
@@ -36,44 +40,85 @@ def _unpack(data: bytes) -> Any:
         raise EnvelopeError(f"undecodable msgpack: {exc.__class__.__name__}") from None
 
 
+# Per-field conversions a plan applies (everything else goes through msgpack as is: tuples
+# pack as arrays and IntEnums as ints).
+_NESTED, _NESTED_LIST, _ENUM, _TUPLE = 1, 2, 3, 4
+
+
 class _Envelope:
-    """Array codec shared by all envelopes: subclasses list nested envelope fields."""
+    """Array codec shared by all envelopes: subclasses list nested envelope fields.
+
+    The field layout is turned once per class into a plan (which positions need nesting,
+    enums or tuples), because envelopes are encoded and decoded on every hop of every
+    message: the generic per-field reflection would cost more than the rest of the hop.
+    """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {}
     _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {}
     _enums: ClassVar[dict[str, type[IntEnum]]] = {}
+    _plan: ClassVar[tuple[int, Any, tuple[tuple[int, int, Any], ...], tuple[int, ...]] | None]
+
+    @classmethod
+    def _get_plan(
+        cls,
+    ) -> tuple[int, Any, tuple[tuple[int, int, Any], ...], tuple[int, ...]]:
+        plan = cls.__dict__.get("_plan")
+        if plan is None:
+            flds = fields(cls)  # type: ignore[arg-type]
+            names = [f.name for f in flds]
+            steps: list[tuple[int, int, Any]] = []
+            nested_out: list[int] = []
+            for i, f in enumerate(flds):
+                if f.name in cls._nested:
+                    steps.append((i, _NESTED, cls._nested[f.name]))
+                    nested_out.append(i)
+                elif f.name in cls._nested_lists:
+                    steps.append((i, _NESTED_LIST, cls._nested_lists[f.name]))
+                    nested_out.append(i)
+                elif f.name in cls._enums:
+                    steps.append((i, _ENUM, cls._enums[f.name]))
+                elif str(f.type).startswith("tuple"):
+                    steps.append((i, _TUPLE, None))
+            getter = operator.attrgetter(*names) if len(names) > 1 else (
+                lambda obj, n=names[0]: (getattr(obj, n),)
+            )
+            plan = (len(names), getter, tuple(steps), tuple(nested_out))
+            cls._plan = plan
+        return plan
 
     def to_list(self) -> list[Any]:
-        out: list[Any] = []
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.name in self._nested:
-                value = None if value is None else value.to_list()
-            elif f.name in self._nested_lists:
-                value = [item.to_list() for item in value]
-            elif isinstance(value, tuple):
-                value = list(value)
-            out.append(value)
+        _, getter, steps, nested_out = self._get_plan()
+        out = list(getter(self))
+        if nested_out:
+            for i, op, _arg in steps:
+                if op == _NESTED:
+                    value = out[i]
+                    out[i] = None if value is None else value.to_list()
+                elif op == _NESTED_LIST:
+                    out[i] = [item.to_list() for item in out[i]]
         return out
 
     @classmethod
     def from_list(cls: type[T], items: Any) -> T:
-        flds = fields(cls)  # type: ignore[arg-type]
-        if not isinstance(items, list) or len(items) > len(flds):
-            raise EnvelopeError(f"{cls.__name__}: expected an array of at most {len(flds)}")
-        kwargs: dict[str, Any] = {}
+        size, _, steps, _ = cls._get_plan()
+        if not isinstance(items, list) or len(items) > size:
+            raise EnvelopeError(f"{cls.__name__}: expected an array of at most {size}")
+        count = len(items)
         try:
-            for f, value in zip(flds, items, strict=False):
-                if f.name in cls._nested and value is not None:
-                    value = cls._nested[f.name].from_list(value)
-                elif f.name in cls._nested_lists:
-                    value = tuple(cls._nested_lists[f.name].from_list(v) for v in value)
-                elif f.name in cls._enums:
-                    value = cls._enums[f.name](value)
-                elif isinstance(value, list) and str(f.type).startswith("tuple"):
-                    value = tuple(value)
-                kwargs[f.name] = value
-            return cls(**kwargs)
+            for i, op, arg in steps:
+                if i >= count:
+                    break
+                value = items[i]
+                if op == _NESTED:
+                    if value is not None:
+                        items[i] = arg.from_list(value)
+                elif op == _NESTED_LIST:
+                    items[i] = tuple(arg.from_list(v) for v in value)
+                elif op == _ENUM:
+                    items[i] = arg(value)
+                elif isinstance(value, list):
+                    items[i] = tuple(value)
+            return cls(*items)
         except EnvelopeError:
             raise
         except (TypeError, ValueError) as exc:
