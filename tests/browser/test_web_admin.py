@@ -58,6 +58,19 @@ def test_admin_sees_the_cluster_announces_and_kicks_a_user(
     expect(admin.locator("#f-messages")).to_have_text(re.compile(r"^(?!0\.0$)\d+\.\d$"))
     expect(admin.locator("#rooms tr", has_text="Operations")).to_contain_text("2/100")
 
+    # Mute: the form is filled from the user's row; the muted person is told why.
+    admin.locator("#users tr", has_text="Lee").get_by_role("button", name="Mute Lee").click()
+    expect(admin.locator("#mute-user")).to_have_value(re.compile("^guest-"))
+    admin.click("#mute-form button[type=submit]")
+    expect(admin.locator("#admin-log li.ok", has_text=re.compile(r"Muted guest-\w+ for 60 s"))
+           ).to_be_visible()
+    lee.fill("#message-input", "can anyone hear me?")
+    lee.press("#message-input", "Enter")
+    expect(lee.locator("#error .error-text")).to_have_text(re.compile(
+        r"^You are muted for (59|60) more seconds; your messages are not sent\.$"))
+    expect(lee.locator("#message-input")).to_have_value("can anyone hear me?")  # kept
+    screenshot(lee, "chat-muted")
+
     row = admin.locator("#users tr", has_text="Kim")
     expect(row).to_be_visible()
     screenshot(admin, "admin-dashboard", full_page=True)

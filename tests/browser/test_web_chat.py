@@ -165,3 +165,23 @@ def test_page_reconnects_after_its_gateway_restarts(
     # History was reloaded on rejoin: the message from before is still there, once.
     expect(mover.locator("#messages .body", has_text="before the restart")).to_have_count(1)
     screenshot(mover, "chat-reconnected")
+
+
+def test_sending_too_fast_is_explained(web_cluster: Cluster, open_page: OpenPage) -> None:
+    page = open_page(web_cluster.url(1) + "/").page
+    sign_in(page, "Speedy")
+    create_room(page, "fast-lane", "Fast lane")
+    page.locator("#error").evaluate("box => box.hidden = true")
+    # Moderation allows 20 events per 10 s per socket: within 30 sends one is refused.
+    for n in range(30):
+        page.fill("#message-input", f"message {n}")
+        page.press("#message-input", "Enter")
+        page.wait_for_function(
+            "() => document.querySelector('#message-input').value === ''"
+            " || !document.querySelector('#error').hidden", timeout=WAIT_MS)
+        if page.locator("#error").is_visible():
+            break
+    expect(page.locator("#error .error-text")).to_have_text(
+        "You are sending too fast; wait a few seconds.")
+    expect(page.locator("#message-input")).not_to_have_value("")  # the text is kept
+    screenshot(page, "chat-rate-limited")

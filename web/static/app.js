@@ -522,7 +522,7 @@
 
   function sendError(error) {
     if (error === "rate limit exceeded") return "You are sending too fast; wait a few seconds.";
-    if (/^you are muted/.test(error)) return "You are muted: " + error.replace(/^you are /, "") + ".";
+    if (/^you are muted/.test(error)) return "Y" + error.slice(1) + "; your messages are not sent.";
     return "Message not sent: " + error;
   }
 
