@@ -75,7 +75,6 @@ class Runner:
         self.router.setsockopt(zmq.SNDHWM, config.hwm)
         self.gateways: dict[str, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(config.max_inflight)
         self._known_events = {event for (_, _, event) in service._routes}
         self.ready = asyncio.Event()
         #: A stateful service (one with a SYNC route) answers nothing from a gateway whose
@@ -95,57 +94,61 @@ class Runner:
             self.ready.set()
             log.info("service %s ready on %s", self.service.name, self.config.bind)
             monitor = asyncio.create_task(self._monitor_gateways(stop))
+            receiver = asyncio.create_task(self._loop())
             try:
-                await self._loop(stop)
+                await stop.wait()
             finally:
+                receiver.cancel()
                 monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor
+                for task in (receiver, monitor):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=5.0)
                 await self.service.stop()
         finally:
             self.router.close(linger=0)
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            while not stop.is_set():
-                receiving = asyncio.ensure_future(self.router.recv_multipart())
-                done, _ = await asyncio.wait(
-                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if receiving not in done:
-                    receiving.cancel()
-                    break
-                frames = receiving.result()
-                if len(frames) != 2:
-                    BAD_ENVELOPES.labels(self.service.name).inc()
-                    continue
-                identity, body = frames
+    async def _loop(self) -> None:
+        """Receive requests until cancelled; a burst is drained without re-entering the loop."""
+        router = self.router
+        while True:
+            self._accept(await router.recv_multipart())
+            for _ in range(256):
                 try:
-                    request = Request.decode(body)
-                except EnvelopeError as exc:
-                    BAD_ENVELOPES.labels(self.service.name).inc()
-                    log.warning("dropped undecodable request: %s", exc)
-                    continue
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(identity, request))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
-        finally:
-            stopping.cancel()
+                    frames = await router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._accept(frames)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slots.release()
-
-    async def _handle(self, identity: bytes, request: Request) -> None:
-        reply = await self.dispatch(request)
+    def _accept(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            BAD_ENVELOPES.labels(self.service.name).inc()
+            return
+        identity, body = frames
         try:
-            await self.router.send_multipart((identity, reply.encode()))
-        except zmq.ZMQError as exc:  # gateway gone: nothing to answer
-            log.debug("reply to a departed gateway dropped: %s", exc)
+            request = Request.decode(body)
+        except EnvelopeError as exc:
+            BAD_ENVELOPES.labels(self.service.name).inc()
+            log.warning("dropped undecodable request: %s", exc)
+            return
+        if len(self._inflight) >= self.config.max_inflight:
+            # Over capacity: answer at once rather than queue without bound.
+            reply: Reply | None = Reply(request.id, ok=False, error="service busy")
+        else:
+            reply = None
+        task = asyncio.create_task(self._handle(identity, request, reply))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _reply(self, identity: bytes, reply: Reply) -> None:
+        try:
+            await self.router.send_multipart((identity, reply.encode()), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # gateway gone or its queue full: nothing to answer
+            log.debug("reply dropped: %s", exc)
+
+    async def _handle(self, identity: bytes, request: Request, reply: Reply | None) -> None:
+        await self._reply(identity, reply or await self.dispatch(request))
 
     async def dispatch(self, request: Request) -> Reply:
         """Handle one request: the single place where outcomes are timed, counted and mapped."""
