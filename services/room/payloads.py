@@ -8,6 +8,7 @@ depends on (types, presence, its own limits), not moderation's length policy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class PrivateLine:
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
     room_id: str
-    before: str | None
+    before: str | float | None  #: a message id, an ISO-8601 time, or epoch milliseconds
     limit: int
 
 
@@ -178,7 +179,14 @@ def username_arg(args: list[Any]) -> str:
 def history_query(args: list[Any], default_limit: int, max_limit: int) -> HistoryQuery:
     obj = _object(args, "{roomId, before?, limit?}")
     room_id = _room_name(_required_text(obj, "roomId"))
-    before = _text(obj, "before", required=False)
+    raw_before = obj.get("before")
+    before: str | float | None
+    if isinstance(raw_before, (int, float)) and not isinstance(raw_before, bool):
+        if not math.isfinite(raw_before) or raw_before < 0:
+            raise ClientError("before: must be a timestamp or message id")
+        before = float(raw_before)  # epoch milliseconds, as JavaScript's Date.now()
+    else:
+        before = _text(obj, "before", required=False)
     limit = obj.get("limit")
     limit = default_limit if limit is None else _int(limit, "limit", 1, max_limit)
     return HistoryQuery(room_id, before, limit)

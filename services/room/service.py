@@ -492,7 +492,9 @@ class RoomService(Service):
         )
         self._require_member(query.room_id, session.sid)
         before_seq = before_ms = None
-        if query.before is not None:
+        if isinstance(query.before, float):
+            before_ms = int(query.before)  # epoch milliseconds (JavaScript's Date.now())
+        elif query.before is not None:
             # A message id is the exact cursor (ties within a millisecond); a timestamp is
             # accepted too, for clients that page by time.
             before_seq = self.store.message_seq(MAIN, query.room_id, query.before)

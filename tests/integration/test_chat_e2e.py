@@ -554,12 +554,6 @@ async def test_get_history_newest_last_with_limit_and_before(chat_cluster: Clust
             f"not a member of room {room}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "moderation accepts a numeric `before` (services/moderation/schemas.py _before: 'a "
-    "timestamp or message id', int/float pass and reach the owner unchanged) but the room "
-    "service refuses it: services/room/payloads.py history_query line 181 reads `before` "
-    "with _text(), which fails every non-string with 'before: must be a non-empty string' "
-    "(and services/room/service.py get_history only parses ISO strings)"))
 async def test_get_history_before_a_numeric_timestamp(chat_cluster: Cluster) -> None:
     async with Clients(chat_cluster) as clients:
         room = unique("epoch")
