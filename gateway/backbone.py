@@ -31,6 +31,11 @@ from shared.errors import EnvelopeError, ServiceUnavailable
 log = logging.getLogger("switchboard.gateway.backbone")
 
 
+def _expire(future: asyncio.Future[Reply]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class Backbone:
     def __init__(
         self,
@@ -58,6 +63,10 @@ class Backbone:
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._syncing: dict[str, asyncio.Future[None]] = {}
+        self._latency = {
+            (name, kind): m.REQUEST_SECONDS.labels(name, kind.name.lower())
+            for name in endpoints for kind in RequestKind
+        }
         #: Outcomes of recent client-driven requests (True = failed), for /health.
         self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
@@ -145,13 +154,17 @@ class Backbone:
             except zmq.Again:
                 m.REQUEST_FAILURES.labels(service, "not connected").inc()
                 raise ServiceUnavailable(f"service {service} is not connected") from None
+            # A timer handle rather than asyncio.wait_for: no extra task or future per request.
+            timer = loop.call_later(timeout, _expire, future)
             try:
-                reply = await asyncio.wait_for(future, timeout)
+                reply = await future
             except TimeoutError:
                 m.REQUEST_FAILURES.labels(service, "timeout").inc()
                 raise ServiceUnavailable(f"service {service} did not answer in time") from None
+            finally:
+                timer.cancel()
             failed = False
-            m.REQUEST_SECONDS.labels(service, kind.name.lower()).observe(loop.time() - started)
+            self._latency[service, kind].observe(loop.time() - started)
             return reply
         finally:
             self._pending.pop(request_id, None)
