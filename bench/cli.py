@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -162,11 +163,13 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
                 return result
             log(f"{server.title}: starting (idle)")
             server.start()
-            lg = LoadGen(workdir / f"loadgen-{name}-idle.log")
+            count = plan.idle_procs or max(1, math.ceil(plan.idle / 15_000))
+            lgs = [LoadGen(workdir / f"loadgen-{name}-idle{j}.log") for j in range(count)]
             try:
-                result.idle = Runner(server, lg, plan, log).idle()
+                result.idle = Runner(server, lgs[0], plan, log).idle(lgs[1:])
             finally:
-                lg.close()
+                for lg in lgs:
+                    lg.close()
                 server.stop()
     except Exception as exc:  # one server failing does not lose the others' results
         result.error = f"{type(exc).__name__}: {exc}"
@@ -222,8 +225,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, help="idle connections (10000; 0 skips)")
     p.add_argument("--idle-ns", help="namespace of the idle connections (/chat: no "
                    "broadcast on connect, so the cost is that of holding them)")
-    p.add_argument("--idle-addrs", type=int, help="loopback source addresses 127.0.0.x for "
-                   "the idle connections (default: one per 20,000)")
+    p.add_argument("--idle-addrs", type=int, help="loopback source addresses 127.0.0.x per "
+                   "load generator process for the idle connections (default: one per 20,000)")
+    p.add_argument("--idle-procs", type=int, help="load generator processes for the idle "
+                   "connections (default: one per 15,000; a process holds at most its "
+                   "open-files limit)")
     p.add_argument("--budget", type=float, default=900.0,
                    help="seconds after which no new search step or idle run starts "
                    "(default: %(default)s)")
@@ -240,7 +246,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else Plan()
     changes: dict[str, Any] = {}
     for name in ("clients", "rooms", "broadcast_members", "warm", "measure", "drain",
-                 "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs"):
+                 "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs", "idle_procs"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

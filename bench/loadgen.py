@@ -46,9 +46,17 @@ class LoadGen:
     def call(self, cmd: dict[str, Any], timeout: float,
              on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Send one command; return its reply. Events before the reply go to ``on_event``."""
+        self.send(cmd)
+        return self.reply(cmd, timeout, on_event)
+
+    def send(self, cmd: dict[str, Any]) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write((json.dumps(cmd) + "\n").encode())
         self.process.stdin.flush()
+
+    def reply(self, cmd: dict[str, Any], timeout: float,
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The reply to ``cmd`` (already sent); events before it go to ``on_event``."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()

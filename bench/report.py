@@ -203,26 +203,25 @@ def idle(servers: list[ServerResult]) -> list[str]:
     return lines
 
 
+def _section(out: list[str], title: str, table: list[str]) -> None:
+    """A heading and its table, or nothing when the table has no rows."""
+    if len(table) > 2:
+        out += ["", f"## {title}", "", *table]
+
+
 def render(servers: list[ServerResult], plan: Plan, header: dict[str, Any]) -> str:
     out = ["# Benchmark: switchboard vs Node socket.io vs python-socketio", ""]
     for key, value in header.items():
         out.append(f"- **{key}**: {value}")
-    out += ["", "## Max sustained load (p99 ≤ "
-            f"{plan.p99_limit_ms:.0f} ms, no loss, no failed ack)", ""]
-    out += throughput(servers)
-    out += ["", "## CPU per delivery at fixed offered loads (whole server process tree; "
-            "* = load not sustained)", ""]
-    out += efficiency(servers, plan)
-    out += ["", "## Latency at fixed loads", ""]
-    out += fixed_latency(servers, plan)
-    lat = latency(servers, plan)
-    if len(lat) > 2:
-        out += ["", "## Latency at half of Node's max sustained load", "", *lat]
-    idl = idle(servers)
-    if idl:
-        out += ["", f"## Idle connections (namespace {plan.idle_ns})", "", *idl]
-    out += ["", f"## Per process at {_n(plan.fixed_rates[-1])} deliveries/s", ""]
-    out += per_process(servers, plan)
+    _section(out, f"Max sustained load (p99 ≤ {plan.p99_limit_ms:.0f} ms, no loss, no failed "
+             "ack)", throughput(servers))
+    _section(out, "CPU per delivery at fixed offered loads (whole server process tree; "
+             "* = load not sustained)", efficiency(servers, plan))
+    _section(out, "Latency at fixed loads", fixed_latency(servers, plan))
+    _section(out, "Latency at half of Node's max sustained load", latency(servers, plan))
+    _section(out, f"Idle connections (namespace {plan.idle_ns})", idle(servers))
+    _section(out, f"Per process at {_n(plan.fixed_rates[-1])} deliveries/s",
+             per_process(servers, plan))
     errors = [f"- {s.title}: {s.error}" for s in servers if s.error]
     notes = [f"- {s.title} {SCENARIO_TITLES.get(k, k)}: {r.note}"
              for s in servers for k, r in s.scenarios.items() if r.note]

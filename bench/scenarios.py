@@ -41,7 +41,8 @@ class Plan:
     content_bytes: int = 64
     idle: int = 10_000  # idle connections (0: skip)
     idle_ns: str = "/chat"
-    idle_addrs: int = 0  # loopback source addresses (0: one per 20,000 connections)
+    idle_addrs: int = 0  # source addresses per load generator (0: one per 20,000 connections)
+    idle_procs: int = 0  # load generator processes for idle (0: one per 15,000 connections)
     idle_settle: float = 2.0  # seconds after connecting before memory is read
     idle_hold: float = 3.0  # seconds over which the CPU of holding them is read
     scenarios: tuple[str, ...] = ("fanout", "broadcast", "idle")
@@ -363,26 +364,56 @@ class Runner:
             res.setup = {"rooms": 1, "members": members, "senders": 1}
             result.scenarios["broadcast"] = res
 
-    def idle(self) -> IdleResult:
+    def idle(self, extra: list[LoadGen] | None = None) -> IdleResult:
+        """Hold ``plan.idle`` connections, split over this load generator and ``extra`` ones
+        (one process may hold fewer connections than its open-files limit allows)."""
         plan = self.plan
         n = plan.idle
-        addrs = plan.idle_addrs or max(1, math.ceil(n / 20_000))
-        res = IdleResult(connections=n, addrs=addrs)
+        lgs = [self.lg, *(extra or [])]
+        shares = [n // len(lgs) + (1 if j < n % len(lgs) else 0) for j in range(len(lgs))]
+        per_addr = [plan.idle_addrs or max(1, math.ceil(k / 20_000)) for k in shares]
+        res = IdleResult(connections=n, addrs=sum(per_addr))
         time.sleep(plan.idle_settle / 2)
         before = procs.snapshot([self.server.pid], with_pss=True)
-        l0 = procs.cpu_seconds(self.lg.pid) or 0.0
-        self.log(f"  idle: connecting {n:,} clients to {plan.idle_ns} "
-                 f"from {addrs} source address(es) ...")
-        reply = self.connect(n, plan.idle_ns, addrs)
+        l0 = sum(procs.cpu_seconds(lg.pid) or 0.0 for lg in lgs)
+        self.log(f"  idle: connecting {n:,} clients to {plan.idle_ns} from {res.addrs} source "
+                 f"address(es), {len(lgs)} load generator process(es) ...")
+        cmds = []
+        offset = 0
+        for j, (lg, share, addrs) in enumerate(zip(lgs, shares, per_addr, strict=True)):
+            cmd = {"cmd": "connect", "urls": self.server.urls, "n": share, "ns": plan.idle_ns,
+                   "secret": JWT_SECRET, "addrs": addrs, "addrOffset": offset,
+                   "userPrefix": f"i{j}_", "concurrency": 200, "timeoutMs": 30000,
+                   "progress": j == 0}
+            offset += addrs
+            lg.send(cmd)
+            cmds.append(cmd)
+
+        def progress(ev: dict[str, Any]) -> None:
+            if ev.get("event") == "progress":
+                self.log(f"    connecting {ev['done']}/{ev['of']} (failed {ev['failed']})"
+                         + (" in the first process" if len(lgs) > 1 else ""))
+
+        replies = [lg.reply(cmd, 120 + n / 50, progress) for lg, cmd in zip(lgs, cmds,
+                                                                            strict=True)]
         connected = procs.snapshot([self.server.pid])
-        l1 = procs.cpu_seconds(self.lg.pid) or 0.0
-        res.connected, res.failed, res.errors = (reply["connected"], reply["failed"],
-                                                 reply["errors"])
-        res.connect_s = reply["elapsedMs"] / 1000
-        res.connect_p50, res.connect_p99 = reply["latency"]["p50"], reply["latency"]["p99"]
+        l1 = sum(procs.cpu_seconds(lg.pid) or 0.0 for lg in lgs)
+        res.connected = sum(r["connected"] for r in replies)
+        res.failed = sum(r["failed"] for r in replies)
+        for r in replies:
+            for text, count in r["errors"].items():
+                res.errors[text] = res.errors.get(text, 0) + count
+        res.connect_s = max(r["elapsedMs"] for r in replies) / 1000
+        p50s = sorted(r["latency"]["p50"] for r in replies if r["latency"]["p50"] is not None)
+        p99s = [r["latency"]["p99"] for r in replies if r["latency"]["p99"] is not None]
+        res.connect_p50 = p50s[len(p50s) // 2] if p50s else None  # median of the processes'
+        res.connect_p99 = max(p99s) if p99s else None  # the worst process'
         res.connect_cpu = procs.usage(before, connected, 0).cpu
         res.loadgen_connect_cpu = l1 - l0
-        self.quiesce(timeout=30)
+        self.log(f"    {res.connected:,}/{n:,} connected in {res.connect_s:.1f}s"
+                 + (f", failed {res.failed}: {res.errors}" if res.failed else ""))
+        for lg in lgs:
+            lg.call({"cmd": "quiesce", "quietMs": 400, "timeoutMs": 30000}, timeout=40)
         time.sleep(plan.idle_settle)
         s1 = procs.snapshot([self.server.pid], with_pss=True)
         t1 = time.monotonic()

@@ -276,7 +276,9 @@ async function cmdConnect(c) {
       iat,
       exp,
     });
-    const localAddress = addrs > 1 ? `127.0.0.${1 + (k % addrs)}` : undefined;
+    const offset = c.addrOffset || 0;
+    const localAddress =
+      addrs > 1 || offset > 0 ? `127.0.0.${1 + offset + (k % addrs)}` : undefined;
     const client = new Client(index, urls[k % urls.length], c.ns || "/", token, localAddress);
     clients.push(client);
     created.push(client);
