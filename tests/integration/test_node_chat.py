@@ -1,0 +1,151 @@
+"""The main chat flow of namespace ``/`` with the official Node ``socket.io-client`` (pinned in
+tests/node/package.json): two users on two gateways (separate processes) of the whole
+application. ``tests/node/chat.mjs`` drives the clients and prints what they saw as one JSON
+line; every assertion is here.
+
+Without ``tests/node/node_modules`` (``npm ci --prefix tests/node``) the test skips, unless
+``CI`` is set: then a missing Node client is a failure, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import ROOT, Cluster, token
+
+NODE_DIR = ROOT / "tests" / "node"
+SCRIPT = NODE_DIR / "chat.mjs"
+CLIENT_PACKAGE = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
+#: The script ends itself within ~15 s; this only guards against a wedged Node process.
+RUN_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    node = shutil.which("node")
+    missing = None
+    if node is None:
+        missing = "node is not installed"
+    elif not CLIENT_PACKAGE.exists():
+        missing = f"{CLIENT_PACKAGE.parent} is missing: run `npm ci --prefix tests/node`"
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Node chat test cannot run under CI: {missing}")
+        pytest.skip(missing)
+    assert node is not None
+    return node
+
+
+def run_flow(node: str, flow: dict[str, Any]) -> Any:
+    try:
+        done = subprocess.run(
+            [node, str(SCRIPT)],
+            cwd=NODE_DIR,
+            env={**os.environ, "CHAT_FLOW": json.dumps(flow)},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"node chat flow hung past {RUN_TIMEOUT}s: {exc}") from exc
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    out = json.loads(lines[0])
+    assert out["ok"] is True and done.returncode == 0, (out, done.stderr)
+    return out["result"]
+
+
+def iso_utc(value: Any) -> bool:
+    """An ISO-8601 UTC timestamp (EVENTS.md conventions)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+
+
+def test_main_chat_flow_across_gateways(node: str, chat_cluster: Cluster) -> None:
+    room = "node-lobby"
+    flow = {
+        "a": {"url": chat_cluster.url(0), "token": token("n-alice", "alice"),
+              "userId": "n-alice"},
+        "b": {"url": chat_cluster.url(1), "token": token("n-bob", "bob"), "userId": "n-bob"},
+        "roomId": room,
+        "roomName": "Node lobby",
+        "chat": "héllo from node, wörld 👋",
+        "private": "just between us",
+    }
+    r = run_flow(node, flow)
+    a_id, b_id = r["a"]["id"], r["b"]["id"]
+    gateways = [f"gw{port}" for port in chat_cluster.gateway_ports[:2]]
+    # Socket ids embed their gateway: the two clients really are on different gateways.
+    assert [a_id.partition(".")[0], b_id.partition(".")[0]] == gateways
+    alice = {"id": "n-alice", "username": "alice", "socketId": a_id}
+    bob = {"id": "n-bob", "username": "bob", "socketId": b_id}
+
+    for who, sid, gateway in (("a", a_id, gateways[0]), ("b", b_id, gateways[1])):
+        welcome = r[who]["welcome"]
+        assert welcome == {"message": "Welcome to switchboard!", "socketId": sid,
+                           "serverId": gateway, "timestamp": welcome["timestamp"]}
+        assert iso_utc(welcome["timestamp"])
+    assert r["userOnline"] == {"userId": "n-bob", "username": "bob"}
+
+    assert r["create"] == {"success": True, "roomId": room}
+    assert r["joinA"] == {
+        "ack": {"success": True, "roomId": room},
+        "roomJoined": {"roomId": room, "roomName": "Node lobby", "userCount": 1,
+                       "users": [alice]},
+    }
+    assert r["joinB"] == {
+        "ack": {"success": True, "roomId": room},
+        "roomJoined": {"roomId": room, "roomName": "Node lobby", "userCount": 2,
+                       "users": [alice, bob]},
+    }
+    assert r["userJoined"] == {"socketId": b_id, "username": "bob", "roomId": room,
+                               "userCount": 2}
+
+    chat = r["chat"]
+    assert chat["ack"] == {"success": True, "messageId": chat["ack"]["messageId"]}
+    message = {"id": chat["ack"]["messageId"], "from": "n-alice", "username": "alice",
+               "content": flow["chat"], "type": "text", "roomId": room,
+               "timestamp": chat["received"]["timestamp"]}
+    assert chat["received"] == message
+    assert iso_utc(message["timestamp"])
+
+    private = r["private"]
+    assert private["ack"] == {"success": True, "messageId": private["ack"]["messageId"]}
+    assert private["ack"]["messageId"] != message["id"]
+    assert private["received"] == {
+        "id": private["ack"]["messageId"], "from": "n-bob", "to": "n-alice",
+        "content": flow["private"], "type": "private",
+        "timestamp": private["received"]["timestamp"]}
+    assert iso_utc(private["received"]["timestamp"])
+
+    # The room's saved chat lines only (private messages are not room history).
+    assert r["history"] == {"success": True, "messages": [message]}
+    assert r["online"] == {"success": True, "users": [alice, bob]}
+
+    assert r["leave"] == {
+        "ack": {"success": True, "roomId": room},
+        "userLeft": {"socketId": b_id, "username": "bob", "roomId": room, "userCount": 1},
+    }
+    assert r["offline"] == {"userId": "n-bob", "username": "bob"}
+    assert r["roomsAfter"]["success"] is True
+    assert [(x["id"], x["userCount"]) for x in r["roomsAfter"]["rooms"]] == [(room, 1)]
+
+    # Exactly these events, once each: no echo of one's own chat message, no errors.
+    assert r["received"] == {
+        "a": {"welcome": 1, "user online": 1, "room joined": 1, "user joined": 1,
+              "private message": 1, "user left": 1, "user offline": 1},
+        "b": {"welcome": 1, "room joined": 1, "chat message": 1},
+    }
+    assert r["disconnected"] == {"a": True, "b": True}
