@@ -201,7 +201,13 @@ class Backbone:
         info = reply.info
         if info is not None:
             self._learn(service, info)
+        if reply.resync and not self._resync_running(service):
+            self._tasks.append(asyncio.create_task(self.resync(service)))
         return True
+
+    def _resync_running(self, service: str) -> bool:
+        running = self._syncing.get(service)
+        return running is not None and not running.done()
 
     def _learn(self, service: str, info: ServiceInfo) -> None:
         previous = self.instances.get(service)

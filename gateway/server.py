@@ -102,6 +102,8 @@ class Gateway:
             liveness=config.heartbeat_liveness,
         )
         self.clients: set[Client] = set()
+        #: Sessions in their CONNECT pipeline, by socket id (reported in SYNC too).
+        self.connecting: dict[str, Session] = {}
         self.counters = {"publications": 0, "deliveries": 0, "events": 0, "closed_bad_input": 0}
         self.broker_instance: str | None = None
         self.broker_missed = 0
@@ -409,25 +411,30 @@ class Gateway:
         emits: list[Emit] = []
         accepted: list[str] = []
         refusal: str | None = None
-        for stage in routing.connect_stages(ns):
-            try:
-                reply = await self.backbone.request(
-                    stage, RequestKind.CONNECT, session=session,
-                    auth=request.auth if isinstance(request.auth, dict) else {},
-                    headers=client.headers,
-                )
-            except ServiceUnavailable as exc:
-                log.warning("CONNECT to %s refused: %s", ns, exc)
-                refusal = "Service unavailable"
-                break
-            if not reply.ok:
-                refusal = reply.error or "Connection refused"
-                break
-            accepted.append(stage)
-            if reply.session is not None:
-                session = reply.session
-            joins.extend(reply.joins)
-            emits.extend(reply.emits)
+        self.connecting[session.sid] = session
+        try:
+            for stage in routing.connect_stages(ns):
+                try:
+                    reply = await self.backbone.request(
+                        stage, RequestKind.CONNECT, session=session,
+                        auth=request.auth if isinstance(request.auth, dict) else {},
+                        headers=client.headers,
+                    )
+                except ServiceUnavailable as exc:
+                    log.warning("CONNECT to %s refused: %s", ns, exc)
+                    refusal = "Service unavailable"
+                    break
+                if not reply.ok:
+                    refusal = reply.error or "Connection refused"
+                    break
+                accepted.append(stage)
+                if reply.session is not None:
+                    session = reply.session
+                    self.connecting[session.sid] = session
+                joins.extend(reply.joins)
+                emits.extend(reply.emits)
+        finally:
+            self.connecting.pop(session.sid, None)
         if refusal is not None or conn.closed:
             if not conn.closed:
                 refusal = refusal or "Connection refused"
@@ -581,10 +588,13 @@ class Gateway:
             log.warning("DISCONNECT of %s not delivered to %s: %s", session.sid, service, exc)
 
     async def sync_service(self, service: str) -> None:
+        # Sockets still in their CONNECT pipeline count too: a stage may already have
+        # registered them, and a SYNC without them would make the service drop them.
+        connecting = tuple(SocketState(session) for session in self.connecting.values())
         sockets = tuple(
             SocketState(sock.session, tuple(sorted(sock.rooms)))
             for sock in self.index.by_sid.values()
-        )
+        ) + connecting
         try:
             await self.backbone.request(
                 service, RequestKind.SYNC, timeout=max(self.config.request_timeout, 30.0),

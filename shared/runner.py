@@ -160,7 +160,10 @@ class Runner:
                 self.gateways[request.gateway] = time.monotonic()
                 if request.status is not None:
                     self.service.gateways[request.gateway] = request.status
-            return Reply(request.id, info=self.service.info())
+            # A stateful service asks an unsynced gateway for its sockets at once, so even a
+            # gateway whose clients are idle (no request to bounce) is re-registered.
+            resync = self.stateful and request.gateway not in self.synced
+            return Reply(request.id, info=self.service.info(), resync=resync)
         if self.stateful and request.gateway:
             if kind == RequestKind.SYNC:
                 self.synced.add(request.gateway)

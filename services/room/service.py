@@ -82,6 +82,7 @@ CHAT = "/chat"
 GAME = "/game"
 ADMIN = "/admin"
 ANONYMOUS = "Anonymous"
+LOST_SIDS_KEPT = 100_000
 
 Clock = Callable[[], float]
 
@@ -125,6 +126,8 @@ class RoomService(Service):
         # come back with the gateways' SYNC, which must not race a deletion.
         now = self._now_ms()
         self._unjoined: dict[str, int] = {room_id: now for room_id in self.rooms}
+        #: Sockets dropped with a gateway declared lost, in case it turns out to be alive.
+        self._lost_sids: dict[str, bool] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -290,9 +293,11 @@ class RoomService(Service):
         """A gateway's full socket list: make the registry and membership agree with it.
 
         Sockets it no longer reports left while we were not told: they depart with the
-        usual notices. Reported sockets are (re)registered silently (clients already know
-        them), and their managed rooms restored; rooms the gateway reports that no longer
-        exist are ignored.
+        usual notices. Reported sockets are (re)registered silently (after a restart of
+        this service, clients already know them), and their managed rooms restored; rooms
+        the gateway reports that no longer exist are ignored. Sockets this instance had
+        dropped with their gateway (declared lost, then alive after all) come back with
+        ``user online`` / ``user joined``, since others were told they had left.
         """
         gateway_id = request.gateway
         reported = {state.session.sid for state in request.sockets}
@@ -301,7 +306,18 @@ class RoomService(Service):
             self._depart(sid)
         for state in request.sockets:
             entry = self._entry(state.session)
+            returning = self._lost_sids.pop(entry.sid, False)
+            announce = (
+                returning and entry.ns == MAIN and entry.sid not in self.registry
+                and not self.registry.is_online(MAIN, entry.identity)
+            )
             self.registry.add(entry)
+            if announce:
+                self.publisher.emit_namespace(
+                    MAIN, "user online",
+                    [{"userId": entry.identity, "username": entry.username}],
+                    exclude=[entry.sid],
+                )
             if entry.ns != MAIN:
                 continue
             current = set(self.membership.rooms_of(entry.sid))
@@ -309,6 +325,11 @@ class RoomService(Service):
             for room_id in sorted(wanted - current):
                 self.membership.add(room_id, entry.member())
                 self._unjoined.pop(room_id, None)
+                if returning:
+                    notice = {"socketId": entry.sid, "username": entry.username,
+                              "roomId": room_id, "userCount": self.membership.count(room_id)}
+                    self.publisher.emit_room(MAIN, room_id, "user joined", [notice],
+                                             exclude=[entry.sid])
             for room_id in sorted(current - wanted):
                 self._leave_room(room_id, entry.sid)
         log.info("sync from %s: %d sockets, %d departed", gateway_id, len(reported), len(gone))
@@ -317,6 +338,9 @@ class RoomService(Service):
         sids = self._sids_of_gateway(gateway_id)
         for sid in sorted(sids):
             self._depart(sid)
+            self._lost_sids[sid] = True
+        while len(self._lost_sids) > LOST_SIDS_KEPT:  # bounded: oldest forgotten first
+            del self._lost_sids[next(iter(self._lost_sids))]
         log.warning("gateway %s lost: dropped %d sockets", gateway_id, len(sids))
 
     # -- managed rooms (namespace /) ------------------------------------------------------

@@ -464,13 +464,6 @@ async def test_killed_gateway_sockets_are_dropped(cluster: Cluster) -> None:
             await peer.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A gateway declared lost that turns out to be alive (a long pause, a partition) gets its "
-    "idle sockets back only when one of them sends a request: shared/runner.py "
-    "Runner.dispatch answers HEARTBEAT before its `synced` check, so the revived gateway's "
-    "heartbeats are accepted ('gateway ... seen') without a resync, and only a non-heartbeat "
-    "request gets the `resync` reply that makes the gateway SYNC. Until then its connected "
-    "users are missing from 'get online users' and room userCount/users, indefinitely"))
 async def test_paused_gateway_sockets_come_back(cluster: Cluster) -> None:
     """A gateway that misses heartbeats (SIGSTOP) is declared lost and its sockets dropped;
     when it resumes (SIGCONT), its sockets, still connected, are known again within a few
