@@ -951,3 +951,24 @@ async def test_corrupt_password_hash_refuses_instead_of_crashing(h: Harness) -> 
     await h.create(a, "vault", isPrivate=True, password="pw")
     h.service.rooms["vault"] = replace(h.service.rooms["vault"], password_hash="not-a-hash")
     assert (await h.join(a, "vault", "pw")).error == "wrong password"
+
+
+async def test_sockets_of_a_lost_gateway_that_comes_back_are_announced_again(h: Harness) -> None:
+    a = session(1)  # on gw1
+    b = session(3, gateway="gw2")
+    await connected(h, a, b)
+    await h.create(b, "lobby")
+    await h.join(a, "lobby")
+    await h.join(b, "lobby")
+    await h.service.gateway_lost("gw1")
+    h.clear()
+    await h.sync("gw1", (a, ("lobby",)))
+    online = [p.args[0] for _, p in h.published("user online")]
+    assert [n["userId"] for n in online] == ["u1"]
+    joined = [p.args[0] for _, p in h.published("user joined")]
+    assert [(n["socketId"], n["roomId"], n["userCount"]) for n in joined] == [
+        (a.sid, "lobby", 2)]
+    # A plain resync (e.g. after this service restarted) stays silent.
+    h.clear()
+    await h.sync("gw1", (a, ("lobby",)))
+    assert h.published("user online") == [] and h.published("user joined") == []
