@@ -212,6 +212,22 @@ def test_every_variable_is_an_option_of_its_command(
             assert source is ParameterSource.ENVIRONMENT, f"{name}: {key} not applied"
 
 
+def test_compose_variables_named_like_options_are_options() -> None:
+    """``${SWITCHBOARD_…}`` in the file is an option's variable (the secret), nothing else."""
+    referenced = set(re.findall(r"\$\{(SWITCHBOARD_[A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+    assert referenced == {"SWITCHBOARD_JWT_SECRET"}
+    options = {p.envvar for p in _service_command("auth").params if isinstance(p, click.Option)}
+    assert referenced <= options
+
+
+def _service_command(name: str) -> click.Command:
+    group = main.commands["service"]
+    assert isinstance(group, click.Group)
+    command = group.get_command(click.Context(group), name)
+    assert command is not None
+    return command
+
+
 def test_parts_bind_all_interfaces_and_find_each_other_by_service_name(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
