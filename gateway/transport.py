@@ -146,7 +146,9 @@ class WsTransport(asyncio.Protocol):
                 transport.close()
         if self.protocol.close_expected() and self._close_timer is None:
             loop = asyncio.get_running_loop()
-            self._close_timer = loop.call_later(CLOSE_TIMEOUT, transport.close)
+            # abort, not close: close() would first flush the write buffer, which a peer
+            # that stopped reading never lets happen (its buffer and descriptor would leak).
+            self._close_timer = loop.call_later(CLOSE_TIMEOUT, transport.abort)
 
     @property
     def is_open(self) -> bool:
