@@ -26,6 +26,9 @@ class GatewayConfig:
     connect_timeout: float = setting(
         45.0, "Close a connection that joins no namespace within this many seconds."
     )
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "Load balancers (addresses or CIDR networks) whose X-Forwarded-For names the client."
+    )
     allowed_origins: tuple[str, ...] = setting(
         (), "Allowed Origin headers (repeatable); empty allows any origin."
     )

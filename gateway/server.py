@@ -40,6 +40,7 @@ from gateway.protocol import (
     EventReceived,
     encode_event_frames,
 )
+from gateway.proxies import client_address, parse_networks
 from gateway.ratelimit import TokenBuckets, retry_after
 from gateway.transport import WsTransport
 from gateway.web import WebRoutes
@@ -90,6 +91,7 @@ class Gateway:
             connect_timeout=config.connect_timeout,
         )
         self.allowed_origins = frozenset(config.allowed_origins)
+        self.trusted_proxies = parse_networks(config.trusted_proxies)
         self.subs = Subscriptions(self.context, config.broker_sub)
         self.index = LocalIndex(self.subs)
         self.backbone = Backbone(
@@ -243,6 +245,9 @@ class Gateway:
         }
 
     # -- HTTP ----------------------------------------------------------------------------------
+    def client_address(self, peer: str, request: HttpRequest) -> str:
+        return client_address(peer, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
+
     def process_request(self, link: WsTransport, request: HttpRequest) -> Response | None:
         """None to accept a WebSocket handshake, else the HTTP response to send."""
         path = http.route_path(request.path)

@@ -86,6 +86,7 @@ class WsTransport(asyncio.Protocol):
 
     # -- handshake and frames ----------------------------------------------------------------
     def _handshake(self, request: Request) -> None:
+        self.address = self.gateway.client_address(self.address, request)
         response: Response | None = self.gateway.process_request(self, request)
         if response is None:
             response = self.protocol.accept(request)
