@@ -274,6 +274,27 @@ def test_parts_bind_all_interfaces_and_find_each_other_by_service_name(
             f"{gateway}: docker would SIGKILL before the graceful shutdown ends")
 
 
+def test_gateways_trust_exactly_the_balancer(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]],
+) -> None:
+    """X-Forwarded-For is believed from the load balancer's fixed address, and only from it."""
+    import ipaddress
+
+    lb = next(spec for spec in services.values() if "build" not in spec)
+    (network, settings), = lb["networks"].items()
+    address = ipaddress.ip_address(settings["ipv4_address"])
+    subnets = [ipaddress.ip_network(c["subnet"])
+               for c in compose["networks"][network]["ipam"]["config"]]
+    assert any(address in subnet for subnet in subnets)
+    for name, spec in ours(services):
+        trusted = environment(spec).get("SWITCHBOARD_TRUSTED_PROXIES")
+        if spec["command"] == ["gateway"]:
+            assert network in spec["networks"], name
+            assert trusted is not None and ipaddress.ip_address(trusted) == address, name
+        else:
+            assert trusted is None, name
+
+
 def test_room_and_moderation_keep_their_sqlite_files_on_volumes(
     compose: dict[str, Any], services: dict[str, dict[str, Any]],
 ) -> None:
