@@ -1,0 +1,533 @@
+"""Every WebSocket case of the official Socket.IO protocol test suite, ported to Python.
+
+The official suite (socket.io-protocol, ``test-suite/test-suite.js``) cannot be fetched in CI,
+so this is our own port of its facts, not of its code: the same frames are sent byte for byte
+over a raw WebSocket (the ``websockets`` library, no Socket.IO client) and the same exact
+strings and bytes are expected back. The long-polling and upgrade cases are out of scope: the
+gateway is websocket-only (those requests get ``Transport unknown``, tested below).
+
+The server is the real thing: ``switchboard up --conformance`` as a subprocess on free ports
+(broker + the conformance service + one gateway, pingInterval 300 ms, pingTimeout 200 ms,
+maxPayload 1000000, connect timeout 1 s). At the end it gets SIGTERM and must exit 0 on its
+own, well within its kill grace, with none of its children left.
+
+Deviations from the suite, each only making a case stricter or less timing-sensitive:
+
+* Where the suite ignores pings (``waitForPackets``), the helper also answers them with
+  ``"3"``, as a real client does; a slow CI machine then cannot turn a test into a ping
+  timeout.
+* The heartbeat case CONNECTs to ``/`` first (see :func:`test_heartbeat_ping_pong`).
+* Bad handshakes are checked for their HTTP status and JSON body, not only for a close.
+* Invalid input must close the connection *promptly*, not merely eventually (a server that
+  ignored bad input would still pass the suite, closed by its own ping timeout). See
+  :data:`PROMPT_CLOSE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.backbone import free_port
+from tests.support.cluster import http_get
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+PING_INTERVAL = 0.3
+PING_TIMEOUT = 0.2
+CONNECT_TIMEOUT = 1.0
+
+#: Bound on any single wait for something that should simply happen (a reply, a handshake).
+WAIT = 5.0
+#: How soon after a bad frame the server must have closed the connection.
+#:
+#: The close caused by checking the input takes milliseconds on loopback. The heartbeat can
+#: close a connection at the earliest pingTimeout after a ping, and a ping comes pingInterval
+#: after the previous pong: 500 ms of a fresh cycle. 450 ms is below that yet leaves a loaded
+#: CI machine hundreds of milliseconds of scheduling slack. On top of the bound, the reader
+#: answers every ping while it waits, so the heartbeat cannot be what closes the connection.
+PROMPT_CLOSE = PING_INTERVAL + PING_TIMEOUT - 0.05
+#: SIGTERM to exit. ``up`` SIGKILLs children after a 10 s grace and still exits 0; a bound
+#: below the grace makes a child that does not stop by itself fail the test.
+STOP_BOUND = 8.0
+READY_BOUND = 30.0
+
+OPEN_TEMPLATE = (
+    '0{{"sid":"{sid}","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}}'
+)
+PH0 = '{"_placeholder":true,"num":0}'
+PH1 = '{"_placeholder":true,"num":1}'
+
+
+# ------------------------------------------------------------------ the server process
+
+
+def free_port_block(size: int = 21, host: str = HOST) -> int:
+    """A base port with ``size`` consecutive free ports (``up --internal-port`` uses 21).
+
+    Chosen below the kernel's ephemeral range so outgoing connections do not take them.
+    """
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - size)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + size):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no block of free ports found")
+
+
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid → (ppid, pgid, start time) for every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+        fields = stat.rpartition(")")[2].split()
+        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[19]))
+    return table
+
+
+@dataclass
+class UpServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/socket.io/?EIO=4&transport=websocket"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def children(self) -> dict[int, tuple[int, int, int]]:
+        return {pid: info for pid, info in process_table().items()
+                if info[0] == self.process.pid}
+
+
+def start_up(workdir: Path, *args: str) -> UpServer:
+    port = free_port()
+    log = workdir / "up.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "up", "--port", str(port),
+             "--internal-port", str(free_port_block()), "--data-dir", str(workdir / "data"),
+             *args],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    server = UpServer(process, port, log)
+    deadline = time.monotonic() + READY_BOUND
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"up exited with {process.returncode}:\n{server.output()}")
+        with contextlib.suppress(OSError):
+            if http_get(server.url + "/health", timeout=1)[0] == 200:
+                return server
+        time.sleep(0.05)
+    stop_up(server)
+    raise AssertionError(f"up not healthy within {READY_BOUND}s:\n{server.output()}")
+
+
+def stop_up(server: UpServer) -> tuple[int | None, float, list[int]]:
+    """SIGTERM ``up``; returns (exit code or None if it hung, seconds, children left).
+
+    Whatever happens, nothing it started is left running afterwards.
+    """
+    children = server.children()
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = server.process.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        code = None
+    elapsed = time.monotonic() - started
+    # A child is "left" if the same process (pid + start time) still exists, or anything
+    # still lives in its process group (children run in their own sessions).
+    table = process_table()
+    left = [pid for pid, (ppid, pgid, start) in table.items()
+            if (pid in children and children[pid][2] == start) or pgid in children]
+    if code is None:  # up first, so that it cannot restart what is killed next
+        server.process.kill()
+        server.process.wait(5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return code, elapsed, left
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
+    """``switchboard up --conformance``; the teardown checks that SIGTERM stops it cleanly."""
+    server = start_up(Path(tmp_path_factory.mktemp("conformance")), "--conformance")
+    children = server.children()
+    if len(children) != 3:
+        stop_up(server)
+        pytest.fail(f"expected broker, service and gateway, found {children}")
+    yield server
+    code, elapsed, left = stop_up(server)
+    output = server.output()
+    assert code == 0, f"up exited with {code} after SIGTERM:\n{output}"
+    assert elapsed < STOP_BOUND
+    assert not left, f"processes left behind: {left}"
+    assert "did not stop in time" not in output, output
+
+
+# ------------------------------------------------------------------ raw WebSocket helpers
+
+
+@contextlib.asynccontextmanager
+async def raw(url: str) -> AsyncIterator[ClientConnection]:
+    """A raw WebSocket: no compression, no WebSocket-level pings, any message size."""
+    ws = await connect(url, compression=None, ping_interval=None, max_size=None,
+                       open_timeout=WAIT, close_timeout=1)
+    try:
+        yield ws
+    finally:
+        await ws.close()
+
+
+async def recv(ws: ClientConnection, timeout: float = WAIT) -> str | bytes:
+    """The next message, whatever it is (the suite's ``waitFor(socket, "message")``)."""
+    return await asyncio.wait_for(ws.recv(), timeout)
+
+
+async def recv_packet(ws: ClientConnection, timeout: float = WAIT) -> str | bytes:
+    """The next message that is not a ping; pings are answered (the suite ignores them)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.recv()
+            if message != "2":
+                return message
+            await ws.send("3")
+
+
+async def recv_open(ws: ClientConnection) -> dict[str, object]:
+    """Read the Engine.IO OPEN packet and check it byte for byte; return its JSON."""
+    frame = await recv(ws)
+    assert isinstance(frame, str) and frame.startswith("0"), frame
+    value = json.loads(frame[1:])
+    assert isinstance(value, dict)
+    sid = value.get("sid")
+    assert isinstance(sid, str) and sid
+    assert frame == OPEN_TEMPLATE.format(sid=sid)
+    return value
+
+
+def connect_ack_sid(frame: str | bytes, namespace: str = "/") -> str:
+    """Check ``40[/ns,]{"sid":...}`` (exactly one key, a string) and return the sid."""
+    prefix = "40" if namespace == "/" else f"40{namespace},"
+    assert isinstance(frame, str) and frame.startswith(prefix), frame
+    handshake = json.loads(frame[len(prefix):])
+    assert isinstance(handshake, dict) and list(handshake) == ["sid"], frame
+    assert isinstance(handshake["sid"], str) and handshake["sid"]
+    return handshake["sid"]
+
+
+async def init_socketio(url: str, stack: contextlib.AsyncExitStack) -> ClientConnection:
+    """The suite's ``initSocketIOConnection``: open, CONNECT to /, its ack, the auth event."""
+    ws = await stack.enter_async_context(raw(url))
+    await recv_open(ws)
+    await ws.send("40")
+    connect_ack_sid(await recv(ws))
+    assert await recv(ws) == '42["auth",{}]'
+    return ws
+
+
+async def expect_prompt_close(ws: ClientConnection, sent_at: float) -> float:
+    """Wait for the server to close ``ws``; fail unless it closed within :data:`PROMPT_CLOSE`
+    of ``sent_at`` without sending anything else. Pings are answered meanwhile, so the
+    heartbeat cannot be what closes it. Returns the seconds from ``sent_at`` to the close."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                break
+            if message != "2":
+                pytest.fail(f"expected the connection to close, got {message!r}")
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send("3")
+    elapsed = time.monotonic() - sent_at
+    assert elapsed < PROMPT_CLOSE, (
+        f"closed {elapsed:.3f}s after the bad frame: not promptly (a heartbeat close?)")
+    return elapsed
+
+
+async def handshake_refused(url: str) -> tuple[int, dict[str, object], str]:
+    """Try a WebSocket handshake expected to be refused; (status, JSON body, content type)."""
+    with pytest.raises(InvalidStatus) as info:
+        async with raw(url):
+            pass
+    response = info.value.response
+    return (response.status_code, json.loads(response.body),
+            response.headers.get("Content-Type", ""))
+
+
+# ================================================================== Engine.IO: handshake
+
+
+async def test_open_packet(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        value = await recv_open(ws)
+    assert list(value) == ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"]
+    assert value["upgrades"] == []
+    assert value["pingInterval"] == 300
+    assert value["pingTimeout"] == 200
+    assert value["maxPayload"] == 1000000
+
+
+async def test_open_packets_have_distinct_sids(up: UpServer) -> None:
+    async with raw(up.ws_url) as a, raw(up.ws_url) as b:
+        assert (await recv_open(a))["sid"] != (await recv_open(b))["sid"]
+
+
+@pytest.mark.parametrize("query", ["transport=websocket", "EIO=abc&transport=websocket",
+                                   "EIO=3&transport=websocket", "EIO=5&transport=websocket"])
+async def test_invalid_eio_is_refused(up: UpServer, query: str) -> None:
+    status, body, content_type = await handshake_refused(
+        f"ws://{HOST}:{up.port}/socket.io/?{query}")
+    assert status == 400
+    assert body == {"code": 5, "message": "Unsupported protocol version"}
+    assert content_type == "application/json"
+
+
+@pytest.mark.parametrize("query", ["EIO=4", "EIO=4&transport=abc", "EIO=4&transport=polling"])
+async def test_invalid_transport_is_refused(up: UpServer, query: str) -> None:
+    status, body, content_type = await handshake_refused(
+        f"ws://{HOST}:{up.port}/socket.io/?{query}")
+    assert status == 400
+    assert body == {"code": 0, "message": "Transport unknown"}
+    assert content_type == "application/json"
+
+
+def test_plain_http_get_without_upgrade_is_bad_request(up: UpServer) -> None:
+    status, headers, body = http_get(up.url + "/socket.io/?EIO=4&transport=websocket")
+    assert status == 400
+    assert json.loads(body) == {"code": 3, "message": "Bad request"}
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_long_polling_is_unknown_transport(up: UpServer) -> None:
+    status, headers, body = http_get(up.url + "/socket.io/?EIO=4&transport=polling")
+    assert status == 400
+    assert json.loads(body) == {"code": 0, "message": "Transport unknown"}
+    assert headers["Content-Type"] == "application/json"
+
+
+# ================================================================== Engine.IO: heartbeat
+
+
+async def test_heartbeat_ping_pong(up: UpServer) -> None:
+    """Three ping/pong cycles. Unlike the suite, the socket first CONNECTs to ``/``: ``up
+    --conformance`` closes connections without a namespace after 1 s, and the third ping is
+    due at 0.9 s plus two round trips, a margin a loaded machine can eat (the suite's server
+    has no such timeout). The heartbeat itself is the same with or without a namespace."""
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        previous = time.monotonic()  # the first ping is due pingInterval after the OPEN
+        await ws.send("40")
+        connect_ack_sid(await recv(ws))
+        assert await recv(ws) == '42["auth",{}]'
+        for _ in range(3):
+            # Each ping comes pingInterval after the OPEN or the last pong (with slack for
+            # scheduling on either side; the lower bound proves it is not sent early).
+            assert await recv(ws, timeout=PING_INTERVAL + 1.0) == "2"
+            now = time.monotonic()
+            assert now - previous > PING_INTERVAL - 0.05
+            previous = now
+            await ws.send("3")
+
+
+async def test_ping_timeout_closes(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        assert await recv(ws, timeout=PING_INTERVAL + 1.0) == "2"
+        pinged = time.monotonic()
+        # No pong: the server closes pingTimeout later (and not before).
+        with pytest.raises(ConnectionClosed):
+            await recv(ws, timeout=PING_TIMEOUT + 2.0)
+        waited = time.monotonic() - pinged
+        assert waited > PING_TIMEOUT - 0.05, f"closed after {waited:.3f}s"
+        assert (ws.close_code, ws.close_reason) == (1002, "ping timeout")
+
+
+# ================================================================== Engine.IO: close
+
+
+async def test_client_close_packet_closes(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        sent = time.monotonic()
+        await ws.send("1")
+        await expect_prompt_close(ws, sent)
+
+
+# ================================================================== Socket.IO: connect
+
+
+@pytest.mark.parametrize(
+    ("namespace", "connect", "auth"),
+    [
+        ("/", "40", '42["auth",{}]'),
+        ("/", '40{"token":"123"}', '42["auth",{"token":"123"}]'),
+        ("/custom", "40/custom,", '42/custom,["auth",{}]'),
+        ("/custom", '40/custom,{"token":"abc"}', '42/custom,["auth",{"token":"abc"}]'),
+    ],
+    ids=["main", "main-with-payload", "custom", "custom-with-payload"],
+)
+async def test_connect_to_namespace(up: UpServer, namespace: str, connect: str,
+                                    auth: str) -> None:
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        await ws.send(connect)
+        connect_ack_sid(await recv(ws), namespace)
+        assert await recv(ws) == auth
+
+
+async def test_namespace_sids_differ_from_engine_sid(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        engine_sid = (await recv_open(ws))["sid"]
+        await ws.send("40")
+        main = connect_ack_sid(await recv(ws))
+        assert await recv(ws) == '42["auth",{}]'
+        await ws.send("40/custom,")
+        custom = connect_ack_sid(await recv_packet(ws), "/custom")
+        assert len({engine_sid, main, custom}) == 3
+
+
+async def test_unknown_namespace_is_refused(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        await ws.send("40/random")
+        assert await recv(ws) == '44/random,{"message":"Invalid namespace"}'
+
+
+async def test_invalid_handshake_closes(up: UpServer) -> None:
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        sent = time.monotonic()
+        await ws.send("4abc")
+        await expect_prompt_close(ws, sent)
+
+
+async def test_no_handshake_closes(up: UpServer) -> None:
+    """Without a CONNECT the connect timeout (1 s here) closes the connection, even for a
+    client that answers every ping."""
+    async with raw(up.ws_url) as ws:
+        await recv_open(ws)
+        opened = time.monotonic()
+        async with asyncio.timeout(CONNECT_TIMEOUT + WAIT):
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    assert await ws.recv() == "2"
+                    await ws.send("3")
+        waited = time.monotonic() - opened
+        assert waited > CONNECT_TIMEOUT - 0.1, f"closed after {waited:.3f}s"
+        assert (ws.close_code, ws.close_reason) == (1002, "connect timeout")
+
+
+# ================================================================== Socket.IO: disconnect
+
+
+async def test_disconnect_from_main_namespace_keeps_connection(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        await ws.send("41")
+        # Nothing answers a DISCONNECT; the connection stays open, so the next message is
+        # the heartbeat's ping.
+        assert await recv(ws, timeout=PING_INTERVAL + 1.0) == "2"
+
+
+async def test_connect_then_disconnect_custom_namespace(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        assert await recv(ws, timeout=PING_INTERVAL + 1.0) == "2"
+        await ws.send("3")
+        await ws.send("40/custom")
+        connect_ack_sid(await recv_packet(ws), "/custom")
+        assert await recv_packet(ws) == '42/custom,["auth",{}]'
+        await ws.send("41/custom")
+        await ws.send('42["message","message to main namespace"]')
+        assert await recv_packet(ws) == '42["message-back","message to main namespace"]'
+
+
+# ================================================================== Socket.IO: message
+
+
+async def test_plain_text_event(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        await ws.send('42["message",1,"2",{"3":[true]}]')
+        assert await recv_packet(ws) == '42["message-back",1,"2",{"3":[true]}]'
+
+
+async def test_event_with_binary_attachments(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        await ws.send(f'452-["message",{PH0},{PH1}]')
+        await ws.send(bytes([1, 2, 3]))
+        await ws.send(bytes([4, 5, 6]))
+        assert await recv_packet(ws) == f'452-["message-back",{PH0},{PH1}]'
+        assert await recv_packet(ws) == b"\x01\x02\x03"  # bytes: a binary frame
+        assert await recv_packet(ws) == b"\x04\x05\x06"
+
+
+async def test_plain_text_event_with_ack(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        await ws.send('42456["message-with-ack",1,"2",{"3":[false]}]')
+        assert await recv_packet(ws) == '43456[1,"2",{"3":[false]}]'
+
+
+async def test_binary_event_with_ack(up: UpServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        await ws.send(f'452-789["message-with-ack",{PH0},{PH1}]')
+        await ws.send(bytes([1, 2, 3]))
+        await ws.send(bytes([4, 5, 6]))
+        assert await recv_packet(ws) == f"462-789[{PH0},{PH1}]"
+        assert await recv_packet(ws) == b"\x01\x02\x03"
+        assert await recv_packet(ws) == b"\x04\x05\x06"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["4abc", "42{}", '42abc["message-with-ack",1,"2",{"3":[false]}]'],
+    ids=["unknown-packet-type", "invalid-payload-format", "invalid-ack-id"],
+)
+async def test_invalid_format_closes(up: UpServer, frame: str) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        ws = await init_socketio(up.ws_url, stack)
+        sent = time.monotonic()
+        await ws.send(frame)
+        await expect_prompt_close(ws, sent)
