@@ -259,12 +259,12 @@ async def test_broker_killed_and_restarted_fan_out_resumes_on_every_gateway(
 async def test_sigterm_gateway_shuts_down_gracefully(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
-    gateway_timeout, grace = 60.0, 5.0
+    gateway_timeout, grace = 60.0, 8.0
     cluster = cluster_factory(
         gateways=2,
-        # The default argon2 cost (about a second per hash here) keeps a `create room` with a
+        # A high argon2 cost (about a second per hash here) keeps a `create room` with a
         # password in flight; the long gateway timeout proves departures are not timeouts.
-        room_args=("--gateway-timeout", str(gateway_timeout), "--password-time-cost", "3",
+        room_args=("--gateway-timeout", str(gateway_timeout), "--password-time-cost", "8",
                    "--password-memory-kib", "65536"),
         gateway_args=("--shutdown-grace", str(grace)),
     )
