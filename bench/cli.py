@@ -86,8 +86,9 @@ def raise_nofile(need: int, log: Log) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log(f"warning: open files limited to {hard} (wanted {need}); run as root or raise "
-            "the hard limit for the idle scenario")
+        log(f"warning: open files limited to {hard} per process (wanted {need}): a server "
+            "process cannot hold more connections than that (raising the hard limit needs "
+            "CAP_SYS_RESOURCE)")
 
 
 # ---------------------------------------------------------------------- header
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_install:
         install(servers, log)
-    raise_nofile(2 * max(plan.idle, plan.clients) + 10_000, log)
+    # a server process may hold every connection (one gateway, Node, python-socketio)
+    raise_nofile(max(plan.idle, plan.clients) + 2_000, log)
     if args.wait_quiet > 0:
         busy = wait_quiet(args.wait_quiet, log)
         log(f"machine busy before start: {busy:.0f}% of a core")

@@ -188,16 +188,19 @@ class Runner:
         self.room_sizes: dict[str, int] = {}
 
     # ------------------------------------------------------------------ setup
-    def connect(self, n: int, ns: str, addrs: int = 1) -> dict[str, Any]:
+    def connect(self, n: int, ns: str, addrs: int = 1, concurrency: int = 100,
+                timeout: float = 120.0) -> dict[str, Any]:
+        """Connect ``n`` clients; each may take ``timeout`` s (connecting to ``/`` makes the
+        server tell every connected client: slow servers take long at the end)."""
         def progress(ev: dict[str, Any]) -> None:
             if ev.get("event") == "progress":
                 self.log(f"    connecting {ev['done']}/{ev['of']} (failed {ev['failed']})")
 
         reply = self.lg.call(
             {"cmd": "connect", "urls": self.server.urls, "n": n, "ns": ns,
-             "secret": JWT_SECRET, "addrs": addrs, "concurrency": 200, "timeoutMs": 30000,
-             "progress": True},
-            timeout=120 + n / 50, on_event=progress)
+             "secret": JWT_SECRET, "addrs": addrs, "concurrency": concurrency,
+             "timeoutMs": timeout * 1000, "progress": True},
+            timeout=timeout + 180 + n / 20, on_event=progress)
         self.log(f"    {reply['connected']}/{n} connected in {reply['elapsedMs'] / 1000:.1f}s"
                  + (f", failed {reply['failed']}: {reply['errors']}" if reply["failed"] else ""))
         return reply

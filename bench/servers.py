@@ -98,7 +98,8 @@ class Server:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ports = [free_ports(1, span=self.gateways())[0] + i for i in range(self.gateways())]
+        base = free_ports(1, span=self.gateways())[0]
+        self.ports = [base + i for i in range(self.gateways())]
         env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
