@@ -39,16 +39,15 @@ from typing import Any, TypeVar
 
 import pytest
 import socketio
-import yaml
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
 from tests.support.cluster import JWT_SECRET, token
+from tests.support.compose import depends_on, interpolate, read_compose
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: What the image's ``ENTRYPOINT ["switchboard"]`` runs: the installed console script.
 ENTRYPOINT = [str(Path(sys.executable).with_name("switchboard"))]
 if not Path(ENTRYPOINT[0]).exists():  # pragma: no cover - a venv always has it
@@ -62,40 +61,8 @@ T = TypeVar("T")
 
 
 # -- reading the compose file ---------------------------------------------------------------
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolate(value: Any, env: Mapping[str, str]) -> Any:
-    """Compose's variable syntax (``${X}``, ``${X:-default}``, ``${X:?error}``, ``$$``) in
-    every string of a loaded compose document."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["plain"]
-        op, arg = match["op"], match["arg"] or ""
-        current = env.get(name)
-        unset = current is None or (op is not None and op.startswith(":") and current == "")
-        if op is not None and op.endswith("?") and unset:
-            raise ValueError(f"compose variable {name} is required: {arg}")
-        if op is not None and op.endswith("-") and unset:
-            return arg
-        return current or ""
-
-    return _VARIABLE.sub(substitute, value)
-
-
 def load_compose(env: Mapping[str, str]) -> dict[str, Any]:
-    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)  # type: ignore[no-any-return]
+    return interpolate(read_compose(), env)  # type: ignore[no-any-return]
 
 
 def environment(spec: dict[str, Any]) -> dict[str, str]:
@@ -104,13 +71,6 @@ def environment(spec: dict[str, Any]) -> dict[str, str]:
         env = dict(item.split("=", 1) for item in env)
     return {k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()}
-
-
-def depends_on(spec: dict[str, Any]) -> dict[str, str]:
-    deps = spec.get("depends_on") or {}
-    if isinstance(deps, list):
-        return dict.fromkeys(deps, "service_started")
-    return {name: (cond or {}).get("condition", "service_started") for name, cond in deps.items()}
 
 
 def start_order(services: dict[str, Any]) -> list[str]:

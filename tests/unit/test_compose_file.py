@@ -18,13 +18,12 @@ import shutil
 import subprocess
 import tomllib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
-import yaml
 from click.core import ParameterSource
 from click.testing import CliRunner
 
@@ -33,9 +32,9 @@ from gateway.config import GatewayConfig
 from shared.config import from_options
 from switchboard import parts
 from switchboard.cli import main
+from tests.support.compose import COMPOSE_FILE, depends_on, interpolate, read_compose
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -45,40 +44,9 @@ SCHEMA = (ROOT / "deploy" / "compose-schema" / "node_modules" / "compose-spec-sc
 COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": "x" * 32}
 SERVICES = ("auth", "moderation", "room", "game")
 
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolate(value: Any, env: Mapping[str, str]) -> Any:
-    """Compose's variable syntax in every string of a loaded document."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["plain"]
-        op, arg = match["op"], match["arg"] or ""
-        current = env.get(name)
-        unset = current is None or (op is not None and op.startswith(":") and current == "")
-        if op is not None and op.endswith("?") and unset:
-            raise ValueError(f"compose variable {name} is required: {arg}")
-        if op is not None and op.endswith("-") and unset:
-            return arg
-        return current or ""
-
-    return _VARIABLE.sub(substitute, value)
-
-
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
-    doc = yaml.safe_load(COMPOSE_FILE.read_text())
+    doc = read_compose()
     assert isinstance(doc, dict)
     return doc
 
@@ -105,13 +73,6 @@ def environment(spec: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: "" if v is None else str(v) for k, v in env.items()}
-
-
-def depends(spec: dict[str, Any]) -> dict[str, str]:
-    deps = spec.get("depends_on") or {}
-    if isinstance(deps, list):
-        return dict.fromkeys(deps, "service_started")
-    return {k: (v or {}).get("condition", "service_started") for k, v in deps.items()}
 
 
 def endpoint(value: str) -> tuple[str, int]:
@@ -342,7 +303,7 @@ def test_ports_volumes_networks_and_dependencies_are_well_formed(
                 assert source in volumes, f"{name}: volume {source} not declared"
         for network in spec.get("networks", ()):
             assert network in networks, f"{name}: network {network} not declared"
-        for dep, condition in depends(spec).items():
+        for dep, condition in depends_on(spec).items():
             assert dep in services and dep != name, f"{name}: depends on {dep}"
             assert condition in ("service_started", "service_healthy"), condition
             if condition == "service_healthy":
