@@ -11,50 +11,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster, token
+from tests.support.cluster import Cluster, token
+from tests.support.node import NODE_DIR, find_node, run_script
 
-NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "chat.mjs"
-CLIENT_PACKAGE = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
 #: The script ends itself within ~15 s; this only guards against a wedged Node process.
 RUN_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node = shutil.which("node")
-    missing = None
-    if node is None:
-        missing = "node is not installed"
-    elif not CLIENT_PACKAGE.exists():
-        missing = f"{CLIENT_PACKAGE.parent} is missing: run `npm ci --prefix tests/node`"
-    if missing is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Node chat test cannot run under CI: {missing}")
-        pytest.skip(missing)
-    assert node is not None
-    return node
+    return find_node("Node chat test")
 
 
 def run_flow(node: str, flow: dict[str, Any]) -> Any:
-    try:
-        done = subprocess.run(
-            [node, str(SCRIPT)],
-            cwd=NODE_DIR,
-            env={**os.environ, "CHAT_FLOW": json.dumps(flow)},
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"node chat flow hung past {RUN_TIMEOUT}s: {exc}") from exc
+    done = run_script(node, SCRIPT, timeout=RUN_TIMEOUT, what="node chat flow",
+                      env={**os.environ, "CHAT_FLOW": json.dumps(flow)})
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     out = json.loads(lines[0])

@@ -10,36 +10,23 @@ set: then a missing Node client is a failure, not a silent skip.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster
+from tests.support import node as node_support
+from tests.support.cluster import Cluster
+from tests.support.node import CLIENT_PACKAGE, NODE_DIR, find_node, run_script
 
-NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "scenarios.mjs"
-CLIENT_PACKAGE = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
 #: The script ends itself within ~9 s; this only guards against a wedged Node process.
 RUN_TIMEOUT = 20.0
 
 
 def _node() -> str:
-    node = shutil.which("node")
-    missing = None
-    if node is None:
-        missing = "node is not installed"
-    elif not CLIENT_PACKAGE.exists():
-        missing = f"{CLIENT_PACKAGE.parent} is missing: run `npm ci --prefix tests/node`"
-    if missing is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Node client tests cannot run under CI: {missing}")
-        pytest.skip(missing)
-    assert node is not None
-    return node
+    return find_node("Node client tests")
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +53,8 @@ def from_json(value: Any) -> Any:
 
 
 def run(node: str, cluster: Cluster, scenario: str) -> Any:
-    try:
-        done = subprocess.run(
-            [node, str(SCRIPT), cluster.url(), scenario],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"node scenario {scenario} hung past {RUN_TIMEOUT}s: {exc}") from exc
+    done = run_script(node, SCRIPT, cluster.url(), scenario, timeout=RUN_TIMEOUT,
+                      what=f"node scenario {scenario}")
     lines = done.stdout.strip().splitlines()
     assert lines, f"no output from {scenario} (rc {done.returncode}):\n{done.stderr}"
     report = json.loads(lines[-1])
@@ -196,7 +175,7 @@ def test_room_fanout_between_node_clients(node: str, mini_cluster: Cluster) -> N
 def test_missing_client_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No node_modules: a skip on a workstation, a failure under CI."""
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(f"{__name__}.CLIENT_PACKAGE", tmp_path / "absent" / "package.json")
+    monkeypatch.setattr(node_support, "CLIENT_PACKAGE", tmp_path / "absent" / "package.json")
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="npm ci --prefix tests/node"):
         _node()
