@@ -99,6 +99,20 @@ class Peers:
         self.peers.append(peer)
         return await peer.connect(self.cluster.url(gateway))
 
+    async def spread(self, room: str, elsewhere: str | None = None) -> list[Peer]:
+        """a and b on gateway 0 and c on gateway 1, all three joined to ``room``; with
+        ``elsewhere`` also d on gateway 2, joined to that room."""
+        a = await self.open("a@gw0", 0)
+        b = await self.open("b@gw0", 0)
+        c = await self.open("c@gw1", 1)
+        d = None if elsewhere is None else await self.open("d@gw2", 2)
+        for member in (a, b, c):
+            await member.join(room)
+        if d is None:
+            return [a, b, c]
+        await d.join(elsewhere)
+        return [a, b, c, d]
+
     async def close(self) -> None:
         for peer in self.peers:
             await asyncio.wait_for(peer.client.disconnect(), WAIT)
@@ -159,13 +173,7 @@ async def receive_burst(peer: Peer, count: int = BURST) -> None:
 async def test_room_message_crosses_gateways_to_members_only(
     cluster: Cluster, peers: Peers
 ) -> None:
-    a = await peers.open("a@gw0", 0)
-    b = await peers.open("b@gw0", 0)
-    c = await peers.open("c@gw1", 1)
-    d = await peers.open("d@gw2", 2)
-    for member in (a, b, c):
-        await member.join("r")
-    await d.join("s")
+    a, b, c, d = await peers.spread("r", elsewhere="s")
 
     await a.say("r", "hello", b"\x00\x01", {"n": 1})
     assert await b.next_said() == ("hello", b"\x00\x01", {"n": 1})
@@ -185,13 +193,7 @@ async def test_room_message_crosses_gateways_to_members_only(
 async def test_gateway_without_members_receives_none_of_the_room(
     cluster: Cluster, peers: Peers
 ) -> None:
-    a = await peers.open("a@gw0", 0)
-    b = await peers.open("b@gw0", 0)
-    c = await peers.open("c@gw1", 1)
-    d = await peers.open("d@gw2", 2)
-    for member in (a, b, c):
-        await member.join("burst-room")
-    await d.join("elsewhere")
+    a, b, c, d = await peers.spread("burst-room", elsewhere="elsewhere")
     before = [await stats(cluster, i) for i in range(3)]
 
     await burst(a, "burst-room")
@@ -222,11 +224,7 @@ async def test_gateway_without_members_receives_none_of_the_room(
 async def test_last_member_leaving_unsubscribes_the_gateway(
     cluster: Cluster, peers: Peers
 ) -> None:
-    a = await peers.open("a@gw0", 0)
-    b = await peers.open("b@gw0", 0)
-    c = await peers.open("c@gw1", 1)
-    for member in (a, b, c):
-        await member.join("leaving-room")
+    a, b, c = await peers.spread("leaving-room")
     await burst(a, "leaving-room", 5)
     await receive_burst(b, 5)
     await receive_burst(c, 5)
@@ -296,11 +294,7 @@ async def test_unsubscribe_still_works_after_a_broker_silence(
     """A gateway that re-issued its subscriptions during a broker silence must still stop
     receiving a room when its last member leaves. (Last in the module: it pauses the broker.)
     """
-    a = await peers.open("a@gw0", 0)
-    b = await peers.open("b@gw0", 0)
-    c = await peers.open("c@gw1", 1)
-    for member in (a, b, c):
-        await member.join("silence-room")
+    a, b, c = await peers.spread("silence-room")
 
     broker = cluster.parts["broker"]
     broker.signal(signal.SIGSTOP)
