@@ -41,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig
 from tests.support.cluster import Cluster, Part, start_chat_cluster, token
+from tests.support.peer import QueuedPeer
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,38 +54,27 @@ T = TypeVar("T")
 
 
 # -- helpers ------------------------------------------------------------------------------------
-class Peer:
+class Peer(QueuedPeer):
     """A python-socketio client of ``/`` that queues every event it gets, by name."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        super().__init__(name, socketio.AsyncClient(reconnection=False))
         self.counts: defaultdict[str, int] = defaultdict(int)
         self.disconnected = asyncio.Event()
-        self.client.on("*", self._record)
         self.client.on("disconnect", lambda *_: self.disconnected.set())
+
+    @property
+    def name(self) -> str:
+        return self.user_id
 
     async def _record(self, event: str, *args: Any) -> None:
         self.counts[event] += 1
-        self.queues[event].put_nowait(args[0] if len(args) == 1 else list(args))
-
-    @property
-    def sid(self) -> str:
-        return self.client.get_sid("/") or ""
+        await super()._record(event, *args)
 
     async def connect(self, url: str) -> Peer:
-        await asyncio.wait_for(self.client.connect(
-            url, transports=["websocket"], auth={"token": token(self.name, self.name)},
-            wait_timeout=WAIT), WAIT + 1)
+        await super().connect(url)
         await self.next("welcome")
         return self
-
-    async def next(self, event: str, timeout: float = WAIT) -> Any:
-        try:
-            return await asyncio.wait_for(self.queues[event].get(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"{self.name}: no {event!r} within {timeout}s") from None
 
     async def wait_for(self, event: str, accept: Callable[[Any], bool],
                        timeout: float = WAIT) -> Any:
@@ -103,25 +94,11 @@ class Peer:
     async def call(self, event: str, data: Any = None, timeout: float = WAIT) -> Any:
         return await self.client.call(event, data, timeout=timeout)
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.disconnect(), WAIT)
-
 
 async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
                timeout: float, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value: Any
-        try:
-            value = await fetch()
-        except (socketio.exceptions.TimeoutError, OSError, KeyError) as exc:
-            value = exc
-        if not isinstance(value, BaseException) and accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s; last: {value!r}")
-        await asyncio.sleep(interval)
+    return await poll_until(fetch, accept, what, timeout, interval,
+                            retry_on=(socketio.exceptions.TimeoutError, OSError, KeyError))
 
 
 def http_text(url: str) -> str:

@@ -18,7 +18,6 @@ Every wait is bounded: handshakes, acks, events, or polls with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -44,6 +43,8 @@ from websockets.exceptions import WebSocketException
 
 from tests.support.cluster import JWT_SECRET, token
 from tests.support.compose import depends_on, interpolate, read_compose
+from tests.support.peer import QueuedPeer
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -395,44 +396,18 @@ def get_json(url: str) -> Any:
         return json.loads(exc.read())
 
 
-class Peer:
+class Peer(QueuedPeer):
     """A python-socketio client of ``/`` that queues every event it gets, by name."""
 
     def __init__(self, user_id: str, reconnection: bool = False) -> None:
-        self.user_id = user_id
-        self.client = socketio.AsyncClient(
+        super().__init__(user_id, socketio.AsyncClient(
             reconnection=reconnection, reconnection_delay=0.1, reconnection_delay_max=0.5,
-            randomization_factor=0.2)
-        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        self.client.on("*", self._record)
+            randomization_factor=0.2))
         self.client.on("connect", lambda: self.queues["connect"].put_nowait(self.sid))
         self.client.on("disconnect", lambda *_: self.queues["disconnect"].put_nowait(True))
 
-    async def _record(self, event: str, *args: Any) -> None:
-        self.queues[event].put_nowait(args[0] if len(args) == 1 else list(args))
-
-    @property
-    def sid(self) -> str:
-        return self.client.get_sid("/") or ""
-
-    async def connect(self, url: str) -> Peer:
-        await asyncio.wait_for(self.client.connect(
-            url, transports=["websocket"], auth={"token": token(self.user_id, self.user_id)},
-            wait_timeout=WAIT), WAIT + 1)
-        return self
-
-    async def next(self, event: str, timeout: float = WAIT) -> Any:
-        try:
-            return await asyncio.wait_for(self.queues[event].get(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"{self.user_id}: no {event!r} within {timeout}s") from None
-
     async def call(self, event: str, data: Any = None) -> Any:
         return await self.client.call(event, data, timeout=WAIT)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.disconnect(), WAIT)
 
 
 #: Between two polls that are client events: moderation allows a user 20 events per 10 s.
@@ -441,19 +416,9 @@ EVENT_POLL = 0.6
 
 async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
                timeout: float, interval: float = EVENT_POLL) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value: Any
-        try:
-            value = await fetch()
-        except (socketio.exceptions.TimeoutError, WebSocketException, OSError, KeyError,
-                TypeError) as exc:
-            value = exc
-        if not isinstance(value, BaseException) and accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s; last: {value!r}")
-        await asyncio.sleep(interval)
+    return await poll_until(fetch, accept, what, timeout, interval,
+                            retry_on=(socketio.exceptions.TimeoutError, WebSocketException,
+                                      OSError, KeyError, TypeError))
 
 
 async def connect_all(url: str, users: list[str], reconnection: bool = False) -> list[Peer]:

@@ -23,6 +23,7 @@ import socketio
 
 from tests.support.backbone import FakeGateway
 from tests.support.cluster import Cluster, Part, http_get, start_chat_cluster, token
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -168,17 +169,8 @@ async def refusal(url: str, tok: str) -> Any:
 async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
                timeout: float, interval: float) -> T:
     """``fetch()`` until ``accept`` says yes; AssertionError with the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value: Any = await fetch()
-        except (socketio.exceptions.TimeoutError, OSError) as exc:
-            value = exc
-        if not isinstance(value, BaseException) and accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s; last: {value!r}")
-        await asyncio.sleep(interval)
+    return await poll_until(fetch, accept, what, timeout, interval,
+                            retry_on=(socketio.exceptions.TimeoutError, OSError))
 
 
 def services_up(cluster: Cluster, names: tuple[str, ...], up: bool) -> Callable[[], bool]:
