@@ -15,6 +15,8 @@
 
 import { io } from "socket.io-client";
 
+import { printAndExit } from "./finish.mjs";
+
 const WAIT_MS = 4000;
 const DEADLINE_MS = 15000;
 
@@ -23,15 +25,7 @@ const sockets = [];
 const result = {};
 
 function finish(code, body) {
-  process.stdout.write(JSON.stringify(body) + "\n");
-  for (const s of sockets) {
-    try {
-      s.disconnect();
-    } catch {
-      // closing is best effort
-    }
-  }
-  process.exit(code);
+  printAndExit(JSON.stringify(body), sockets, code);
 }
 
 const deadline = setTimeout(

@@ -11,6 +11,8 @@
 
 import { io } from "socket.io-client";
 
+import { printAndExit } from "./finish.mjs";
+
 const WAIT_MS = 4000;
 const DEADLINE_MS = 9000;
 
@@ -18,15 +20,7 @@ const [url, scenario] = process.argv.slice(2);
 const sockets = [];
 
 function finish(code, body) {
-  process.stdout.write(JSON.stringify({ scenario, ...body }, replacer) + "\n");
-  for (const s of sockets) {
-    try {
-      s.disconnect();
-    } catch {
-      // closing is best effort
-    }
-  }
-  process.exit(code);
+  printAndExit(JSON.stringify({ scenario, ...body }, replacer), sockets, code);
 }
 
 const deadline = setTimeout(
