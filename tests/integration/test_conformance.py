@@ -29,11 +29,8 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -45,9 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.backbone import free_port
 from tests.support.cluster import http_get
-
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
+from tests.support.upserver import HOST, free_port_block, process_table, spawn_up
 
 PING_INTERVAL = 0.3
 PING_TIMEOUT = 0.2
@@ -78,40 +73,6 @@ PH1 = '{"_placeholder":true,"num":1}'
 # ------------------------------------------------------------------ the server process
 
 
-def free_port_block(size: int = 21, host: str = HOST) -> int:
-    """A base port with ``size`` consecutive free ports (``up --internal-port`` uses 21).
-
-    Chosen below the kernel's ephemeral range so outgoing connections do not take them.
-    """
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - size)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((host, port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports found")
-
-
-def process_table() -> dict[int, tuple[int, int, int]]:
-    """pid → (ppid, pgid, start time) for every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-        fields = stat.rpartition(")")[2].split()
-        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[19]))
-    return table
-
-
 @dataclass
 class UpServer:
     process: subprocess.Popen[bytes]
@@ -136,15 +97,9 @@ class UpServer:
 
 def start_up(workdir: Path, *args: str) -> UpServer:
     port = free_port()
-    log = workdir / "up.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "up", "--port", str(port),
-             "--internal-port", str(free_port_block()), "--data-dir", str(workdir / "data"),
-             *args],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    process, log = spawn_up(
+        workdir, "--port", str(port), "--internal-port", str(free_port_block()),
+        "--data-dir", str(workdir / "data"), *args)
     server = UpServer(process, port, log)
     deadline = time.monotonic() + READY_BOUND
     while time.monotonic() < deadline:

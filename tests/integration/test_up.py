@@ -13,12 +13,9 @@ import contextlib
 import importlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,9 +26,8 @@ import pytest
 import socketio
 
 from tests.support.cluster import http_get
+from tests.support.upserver import HOST, free_port_block, process_table, spawn_up
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 WAIT = 8.0
 READY_BOUND = 30.0
 #: From a kill -9 to serving again: the supervisor polls every 0.2 s, restarts after a 0.5 s
@@ -41,34 +37,6 @@ RECOVERY_BOUND = 30.0
 STOP_BOUND = 8.0
 JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 APP_SERVICES = ("auth", "moderation", "room", "game")
-
-
-def free_port_block(size: int) -> int:
-    """A base port with ``size`` consecutive free ports, below the ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - size)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + size):
-                    stack.enter_context(socket.socket()).bind((HOST, port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports found")
-
-
-def process_table() -> dict[int, tuple[int, int, int]]:
-    """pid → (ppid, pgid, start time), from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rpartition(")")[2].split()  # the name may hold spaces or ")"
-            table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[19]))
-    return table
 
 
 def part_name(pid: int) -> str | None:
@@ -172,15 +140,10 @@ def cleanup(up: Up, pids: list[int]) -> None:
 
 def start_up(workdir: Path, *args: str, gateways: int = 1) -> Up:
     base = free_port_block(gateways)
-    log = workdir / "up.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "up", "--port", str(base),
-             "--gateways", str(gateways), "--internal-port", str(free_port_block(21)),
-             "--data-dir", str(workdir / "data"), "--jwt-secret", JWT_SECRET, *args],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    process, log = spawn_up(
+        workdir, "--port", str(base), "--gateways", str(gateways),
+        "--internal-port", str(free_port_block(21)), "--data-dir", str(workdir / "data"),
+        "--jwt-secret", JWT_SECRET, *args)
     up = Up(process, [base + i for i in range(gateways)], log)
     deadline = time.monotonic() + READY_BOUND
     for index in range(gateways):
