@@ -65,6 +65,11 @@ def run(node: str, cluster: Cluster, scenario: str) -> Any:
     return from_json(report["result"])
 
 
+def refusal(message: str) -> dict[str, Any]:
+    """What the client reports of a refused CONNECT: the error, and a socket left inactive."""
+    return {"message": message, "data": None, "connected": False, "active": False}
+
+
 def buf(data: bytes) -> tuple[str, bytes]:
     """A binary value as the Node client hands it over: always a Buffer."""
     return ("Buffer", data)
@@ -125,23 +130,13 @@ def test_two_namespaces_share_one_connection(node: str, mini_cluster: Cluster) -
 
 def test_unknown_namespace(node: str, mini_cluster: Cluster) -> None:
     result = run(node, mini_cluster, "invalidNamespace")
-    assert result["refusal"] == {
-        "message": "Invalid namespace",
-        "data": None,
-        "connected": False,
-        "active": False,
-    }
+    assert result["refusal"] == refusal("Invalid namespace")
     assert result["helloAfter"] == {"ns": "/"}
 
 
 def test_refused_connect(node: str, mini_cluster: Cluster) -> None:
     result = run(node, mini_cluster, "refused")
-    assert result["refusal"] == {
-        "message": "refused by test",
-        "data": None,
-        "connected": False,
-        "active": False,
-    }
+    assert result["refusal"] == refusal("refused by test")
     assert result["helloAfter"] == {"ns": "/"}
 
 
