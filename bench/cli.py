@@ -149,12 +149,13 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
     result = ServerResult(name, server.title)
     load = [s for s in ("fanout", "broadcast") if s in plan.scenarios]
     try:
-        if load:
-            log(f"{server.title}: starting")
+        # A fresh server for every scenario: an overload in one does not carry into the next.
+        for scenario in load:
+            log(f"{server.title}: starting ({scenario})")
             server.start()
-            lg = LoadGen(workdir / f"loadgen-{name}.log")
+            lg = LoadGen(workdir / f"loadgen-{name}-{scenario}.log")
             try:
-                Runner(server, lg, plan, log).fanout_and_broadcast(result)
+                result.scenarios[scenario] = Runner(server, lg, plan, log).load(scenario)
             finally:
                 lg.close()
                 server.stop()

@@ -155,17 +155,26 @@ class Client {
           if (!closing) disconnects++;
         }
         finish(false, "closed");
-        for (const p of this.pending.values()) p.resolve(null);
+        for (const p of this.pending.values()) p.resolve?.(null);
         this.pending.clear();
       });
     });
   }
 
-  // emit with an ack; resolves with the ack's first argument (null when the socket closed)
-  emit(event, payload) {
+  // emit with an ack; resolves with the ack's first argument, or null when the socket closed
+  // or no ack came within timeoutMs
+  emit(event, payload, timeoutMs = 30000) {
     return new Promise((resolve) => {
       const id = this.nextAck++;
-      this.pending.set(id, { t: now(), resolve });
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        resolve(null);
+      }, timeoutMs);
+      const done = (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      };
+      this.pending.set(id, { t: now(), resolve: done });
       this.ws.send(`42${this.prefix}${id}${JSON.stringify([event, payload])}`);
     });
   }
@@ -329,7 +338,7 @@ async function cmdRooms(c) {
       roomId: r.id,
       roomName: `bench ${r.id}`,
       maxUsers: c.maxUsers || 1000,
-    });
+    }, c.ackTimeoutMs);
     if (!ack || ack.success !== true) {
       createFailed++;
       if (errors.length < 5) errors.push({ create: r.id, ack });
@@ -338,7 +347,8 @@ async function cmdRooms(c) {
   const joins = [];
   for (const r of c.rooms) for (let k = 0; k < r.count; k++) joins.push([r.id, clients[r.first + k]]);
   await pool(joins, c.concurrency || 100, async ([roomId, client]) => {
-    const ack = await client.emit("join room", { roomId });
+    if (joinFailed >= 20) return; // broken: give up rather than time out a thousand times
+    const ack = await client.emit("join room", { roomId }, c.ackTimeoutMs);
     if (!ack || ack.success !== true) {
       joinFailed++;
       if (errors.length < 5) errors.push({ join: roomId, ack });
