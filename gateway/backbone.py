@@ -111,17 +111,28 @@ class Backbone:
         return service in self.instances and self.missed.get(service, 0) < self.liveness
 
     async def request(
-        self, service: str, kind: RequestKind, timeout: float | None = None, **fields: Any
+        self,
+        service: str,
+        kind: RequestKind,
+        timeout: float | None = None,
+        sent: asyncio.Future[None] | None = None,
+        **fields: Any,
     ) -> Reply:
         """Send one request and await its reply; raises ServiceUnavailable on any failure.
 
+        ``sent`` (optional) is resolved as soon as the request is on its way (or failed to
+        go): callers that keep an order between requests wait for that, not for the reply.
         A stateful service that has not had our SYNC yet answers ``resync``: send it (once
         for all requests waiting on it), then the request again.
         """
-        reply = await self._request(service, kind, timeout, **fields)
+        try:
+            reply = await self._request(service, kind, timeout, sent, **fields)
+        finally:
+            if sent is not None and not sent.done():
+                sent.set_result(None)
         if reply.resync and kind != RequestKind.SYNC:
             await self.resync(service)
-            reply = await self._request(service, kind, timeout, **fields)
+            reply = await self._request(service, kind, timeout, None, **fields)
         return reply
 
     async def resync(self, service: str) -> None:
@@ -132,7 +143,12 @@ class Backbone:
         await asyncio.shield(running)
 
     async def _request(
-        self, service: str, kind: RequestKind, timeout: float | None, **fields: Any
+        self,
+        service: str,
+        kind: RequestKind,
+        timeout: float | None,
+        sent: asyncio.Future[None] | None,
+        **fields: Any,
     ) -> Reply:
         dealer = self._dealers.get(service)
         if dealer is None:
@@ -154,6 +170,8 @@ class Backbone:
             except zmq.Again:
                 m.REQUEST_FAILURES.labels(service, "not connected").inc()
                 raise ServiceUnavailable(f"service {service} is not connected") from None
+            if sent is not None:
+                sent.set_result(None)
             # A timer handle rather than asyncio.wait_for: no extra task or future per request.
             timer = loop.call_later(timeout, _expire, future)
             try:

@@ -13,7 +13,6 @@ Nothing here decides anything about namespaces or events: that is :mod:`gateway.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -30,15 +29,57 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.gateway.client")
 
 
+#: Packets of one connection handled at once before it stops being read (backpressure).
+MAX_INFLIGHT = 256
+
+
+class Turn:
+    """One packet's place in its connection's order (see :meth:`Client.submit`)."""
+
+    __slots__ = ("barrier", "done", "prev_done", "prev_sent", "sent")
+
+    def __init__(
+        self,
+        prev_sent: asyncio.Future[None] | None,
+        prev_done: asyncio.Future[None] | None,
+        sent: asyncio.Future[None],
+        done: asyncio.Future[None],
+        barrier: bool,
+    ) -> None:
+        self.prev_sent = prev_sent
+        self.prev_done = prev_done
+        self.sent = sent
+        self.done = done
+        self.barrier = barrier
+
+    async def may_send(self) -> None:
+        """Wait until the previous packet's ordered request is on its way."""
+        if self.prev_sent is not None and not self.prev_sent.done():
+            await self.prev_sent
+
+    async def may_apply(self) -> None:
+        """Wait until the previous packet is completely handled."""
+        if self.prev_done is not None and not self.prev_done.done():
+            await self.prev_done
+
+    def finish(self) -> None:
+        for future in (self.sent, self.done):
+            if not future.done():
+                future.set_result(None)
+
+
 class Client:
     __slots__ = (
-        "_lane",
-        "_lane_task",
+        "_done_tail",
+        "_paused",
+        "_sent_tail",
+        "_tasks",
         "_timer",
         "address",
         "closing",
         "conn",
         "headers",
+        "inflight",
         "link",
         "lost",
         "on_slow",
@@ -69,8 +110,11 @@ class Client:
         self.write_limit = write_limit
         self.on_slow = on_slow
         self.closing = False
-        self._lane: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
-        self._lane_task: asyncio.Task[None] | None = None
+        self._sent_tail: asyncio.Future[None] | None = None
+        self._done_tail: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.inflight = 0
+        self._paused = False
         self._timer: asyncio.TimerHandle | None = None
 
     # -- output ------------------------------------------------------------------------------
@@ -103,27 +147,49 @@ class Client:
             await asyncio.sleep(0.005)
 
     # -- ordered work ------------------------------------------------------------------------
-    def enqueue(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run ``work`` after everything queued before it (Socket.IO keeps packet order)."""
-        self._lane.append(work)
-        if self._lane_task is None:
-            self._lane_task = asyncio.create_task(self._run_lane())
+    def submit(self, work: Callable[[Turn], Awaitable[None]], barrier: bool = False) -> None:
+        """Start ``work(turn)`` now, ordered after everything submitted before it.
 
-    async def _run_lane(self) -> None:
+        Socket.IO keeps a socket's packets in order, but waiting for each event's replies
+        before starting the next would cap one socket at one pipeline round trip per event.
+        So work runs concurrently and orders itself through its :class:`Turn`: it awaits
+        ``turn.may_send()`` before the request that must stay in order (the owner's), and
+        ``turn.may_apply()`` before it touches the socket. A ``barrier`` (CONNECT) waits for
+        everything before it to finish, and everything after waits for it. With
+        ``MAX_INFLIGHT`` packets in flight the connection stops being read until half have
+        finished: a flood is served, in order, at the pace of the services, in bounded memory.
+        """
+        loop = asyncio.get_running_loop()
+        turn = Turn(self._sent_tail, self._done_tail, loop.create_future(),
+                    loop.create_future(), barrier)
+        self._sent_tail = turn.done if barrier else turn.sent
+        self._done_tail = turn.done
+        self.inflight += 1
+        task = loop.create_task(self._run(work, turn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.inflight >= MAX_INFLIGHT and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    async def _run(self, work: Callable[[Turn], Awaitable[None]], turn: Turn) -> None:
         try:
-            while self._lane and not self.conn.closed:
-                work = self._lane.popleft()
-                try:
-                    await work()
-                except Exception:
-                    log.exception("handling a packet from %s failed", self.conn.sid)
+            if turn.barrier:
+                await turn.may_apply()
+            await work(turn)
+        except Exception:
+            log.exception("handling a packet from %s failed", self.conn.sid)
         finally:
-            self._lane.clear()
-            self._lane_task = None
+            turn.finish()
+            self.inflight -= 1
+            if self._paused and self.inflight <= MAX_INFLIGHT // 2:
+                self._paused = False
+                if not self.transport.is_closing():
+                    self.transport.resume_reading()
 
     @property
     def busy(self) -> bool:
-        return self._lane_task is not None
+        return self.inflight > 0
 
     # -- timers ------------------------------------------------------------------------------
     def schedule(self, callback: Callable[[], Any]) -> None:

@@ -25,7 +25,7 @@ from websockets.http11 import Response
 from gateway import http, wsframe
 from gateway import metrics as m
 from gateway.backbone import Backbone
-from gateway.client import Client
+from gateway.client import Client, Turn
 from gateway.config import GatewayConfig
 from gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
 from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
@@ -351,17 +351,19 @@ class Gateway:
                 m.EVENTS_RECEIVED.labels(
                     event.namespace, self.event_labels(event.event)).inc()
                 ev = event
-                client.enqueue(lambda ev=ev: self._event(client, ev))  # type: ignore[misc]
+                client.submit(lambda turn, ev=ev: self._event(client, ev, turn))  # type: ignore[misc]
             elif isinstance(event, ConnectRequested):
                 cr = event
-                client.enqueue(lambda cr=cr: self._connect(client, cr))  # type: ignore[misc]
+                client.submit(
+                    lambda turn, cr=cr: self._connect(client, cr), barrier=True  # type: ignore[misc]
+                )
             elif isinstance(event, DisconnectRequested):
                 sock = client.sockets.get(event.namespace)
                 if sock is not None:
                     self._drop_socket(sock)
             elif isinstance(event, AckReceived):
                 ack = event
-                client.enqueue(lambda ack=ack: self._client_ack(client, ack))  # type: ignore[misc]
+                client.submit(lambda turn, ack=ack: self._client_ack(client, ack, turn))  # type: ignore[misc]
             elif isinstance(event, Closed):
                 self._on_closed(client, event)
 
@@ -480,7 +482,8 @@ class Gateway:
             client.flush()
 
     # -- EVENT pipeline ------------------------------------------------------------------------
-    async def _event(self, client: Client, request: EventReceived) -> None:
+    async def _event(self, client: Client, request: EventReceived, turn: Turn) -> None:
+        """Filters run at once; the owner's request keeps the socket's order (``turn``)."""
         sock = client.sockets.get(request.namespace)
         if sock is None:
             return
@@ -492,24 +495,30 @@ class Gateway:
                     stage, RequestKind.FILTER, session=sock.session, event=event, args=args
                 )
                 if not reply.ok:
+                    await turn.may_apply()
                     self._apply(sock, reply, request)
                     return
                 if reply.args is not None:
                     args = reply.args
             owner = routing.owner(sock.ns, event)
+            await turn.may_send()
             if owner is None:
+                await turn.may_apply()
                 self._fail(sock, request, f"unknown event: {event}")
                 return
             reply = await self.backbone.request(
-                owner, RequestKind.EVENT, session=sock.session, event=event, args=args
+                owner, RequestKind.EVENT, sent=turn.sent, session=sock.session, event=event,
+                args=args,
             )
         except ServiceUnavailable as exc:
             log.warning("event %r on %s failed: %s", event, sock.ns, exc)
+            await turn.may_apply()
             self._fail(sock, request, ServiceUnavailable.client_message)
             return
+        await turn.may_apply()
         await self._apply_async(sock, reply, request)
 
-    async def _client_ack(self, client: Client, ack: AckReceived) -> None:
+    async def _client_ack(self, client: Client, ack: AckReceived, turn: Turn) -> None:
         """A client acked a server emit: deliver its arguments as the emit's ``ack_event``."""
         sock = client.sockets.get(ack.namespace)
         ack_event = sock.acks.pop(ack.ack_id, None) if sock is not None and sock.acks else None
@@ -519,13 +528,16 @@ class Gateway:
         owner = self.backbone.routing.owner(sock.ns, ack_event)
         if owner is None:
             return
+        await turn.may_send()
         try:
             reply = await self.backbone.request(
-                owner, RequestKind.EVENT, session=sock.session, event=ack_event, args=ack.args
+                owner, RequestKind.EVENT, sent=turn.sent, session=sock.session,
+                event=ack_event, args=ack.args,
             )
         except ServiceUnavailable as exc:
             log.warning("ack event %r not delivered: %s", ack_event, exc)
             return
+        await turn.may_apply()
         await self._apply_async(sock, reply, EventReceived(sock.ns, ack_event, ack.args, None))
 
     def _send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
