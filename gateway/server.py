@@ -125,6 +125,9 @@ class Gateway:
         self.sent_labels = BoundedLabels(limit=200)
         self.peak_connections = 0
         self.peak_sockets: dict[str, int] = {}
+        self._publication_counters = {
+            kind: m.PUBLICATIONS.labels(kind.name.lower()) for kind in PubKind
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -623,26 +626,38 @@ class Gateway:
 
     # -- fan-out -------------------------------------------------------------------------------
     async def _subscriber_loop(self) -> None:
+        """Receive publications; a burst is drained without re-entering the event loop."""
         sub = self.subs.socket
         while True:
-            topic, body = await sub.recv_multipart()
-            if body == topics.SUBSCRIBED_MARKER:
-                self.subs.confirmed(topic)
-                continue
-            if topic == topics.BROKER_HEARTBEAT:
-                self._broker_heartbeat(body)
-                continue
-            try:
-                publication = Publication.decode(body)
-            except EnvelopeError as exc:
-                log.warning("undecodable publication on %r dropped: %s", topic, exc)
-                continue
-            self.counters["publications"] += 1
-            m.PUBLICATIONS.labels(publication.kind.name.lower()).inc()
-            try:
-                self._on_publication(publication)
-            except Exception:
-                log.exception("publication %s failed", publication.kind.name)
+            self._on_message(await sub.recv_multipart())
+            for _ in range(256):
+                try:
+                    frames = await sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_message(frames)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        topic, body = frames
+        if body == topics.SUBSCRIBED_MARKER:
+            self.subs.confirmed(topic)
+            return
+        if topic == topics.BROKER_HEARTBEAT:
+            self._broker_heartbeat(body)
+            return
+        try:
+            publication = Publication.decode(body)
+        except EnvelopeError as exc:
+            log.warning("undecodable publication on %r dropped: %s", topic, exc)
+            return
+        self.counters["publications"] += 1
+        self._publication_counters[publication.kind].inc()
+        try:
+            self._on_publication(publication)
+        except Exception:
+            log.exception("publication %s failed", publication.kind.name)
 
     def _on_publication(self, pub: Publication) -> None:
         if pub.kind == PubKind.RESYNC:
