@@ -35,6 +35,10 @@ READY_BOUND = 30.0
 RECOVERY_BOUND = 30.0
 #: Below ``up``'s 10 s grace, so a child that only stops when SIGKILLed fails the test.
 STOP_BOUND = 8.0
+#: An ack in a probe. python-socketio's ``call`` waits this long even when the connection
+#: dropped meanwhile (which, with the conformance heartbeat of 300 + 200 ms, a very loaded
+#: machine can cause); probes are retried until their deadline, so keep each one short.
+PROBE_CALL = 3.0
 JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 APP_SERVICES = ("auth", "moderation", "room", "game")
 
@@ -198,8 +202,8 @@ async def conformance_round_trip(url: str) -> None:
         await asyncio.wait_for(
             client.connect(url, transports=["websocket"], auth={"probe": 1}), WAIT)
         assert await asyncio.wait_for(auth.get(), WAIT) == {"probe": 1}
-        assert await client.call("message-with-ack", {"n": [1, "2"]}, timeout=WAIT) == {
-            "n": [1, "2"]}
+        ack = await client.call("message-with-ack", {"n": [1, "2"]}, timeout=PROBE_CALL)
+        assert ack == {"n": [1, "2"]}
     finally:
         await asyncio.wait_for(client.disconnect(), WAIT)
 
@@ -218,15 +222,19 @@ async def app_round_trip(url: str) -> None:
                            auth={"token": token}), WAIT)
         greeting = await asyncio.wait_for(welcome.get(), WAIT)
         assert greeting["socketId"] == client.get_sid("/")
-        rooms = await client.call("get rooms", timeout=WAIT)
+        rooms = await client.call("get rooms", timeout=PROBE_CALL)
         assert rooms["success"] is True and isinstance(rooms["rooms"], list)
         assert client.get_sid("/game")
     finally:
         await asyncio.wait_for(client.disconnect(), WAIT)
 
 
-async def serves_again(probe: Callable[[str], Awaitable[None]], url: str) -> None:
-    """Poll ``probe`` until it succeeds, within :data:`RECOVERY_BOUND`."""
+async def serves(probe: Callable[[str], Awaitable[None]], url: str) -> None:
+    """Poll ``probe`` until it succeeds, within :data:`RECOVERY_BOUND`.
+
+    A first attempt normally succeeds; retrying only absorbs a probe lost to the 200 ms
+    conformance ping timeout on a very loaded machine. A part that does not serve still
+    fails, with the last probe's error."""
     deadline = time.monotonic() + RECOVERY_BOUND
     while True:
         try:
@@ -234,7 +242,7 @@ async def serves_again(probe: Callable[[str], Awaitable[None]], url: str) -> Non
             return
         except Exception as exc:
             if time.monotonic() > deadline:
-                raise AssertionError(f"not serving {RECOVERY_BOUND}s after the restart") from exc
+                raise AssertionError(f"not serving within {RECOVERY_BOUND}s") from exc
         await asyncio.sleep(0.1)
 
 
@@ -252,7 +260,7 @@ async def kill_and_recover(up: Up, victim: str,
     assert after[victim][0] == new_pid
     assert {name: info for name, info in after.items() if name != victim} == {
         name: info for name, info in before.items() if name != victim}, "others were restarted"
-    await serves_again(probe, up.url())
+    await serves(probe, up.url())
 
 
 # ------------------------------------------------------------------ tests
@@ -264,7 +272,7 @@ async def test_up_conformance_restarts_a_killed_part(tmp_path: Path, victim: str
         names = ["broker", "conformance", f"gateway:{up.ports[0]}"]
         assert sorted(up.children()) == sorted(names)
         assert_prefixed(up, names)
-        await conformance_round_trip(up.url())
+        await serves(conformance_round_trip, up.url())
         target = f"gateway:{up.ports[0]}" if victim == "gateway" else victim
         await kill_and_recover(up, target, conformance_round_trip)
         # The restarted part writes through the same prefix: a second "ready" line from it.
@@ -284,7 +292,7 @@ async def test_up_two_gateways_on_consecutive_ports(tmp_path: Path) -> None:
             status, _, body = http_get(up.url(index) + "/health")
             assert status == 200, body
             ids.add(json.loads(body)["gateway"])
-            await conformance_round_trip(up.url(index))
+            await serves(conformance_round_trip, up.url(index))
         assert len(ids) == 2, f"gateway ids: {ids}"
 
 
@@ -307,5 +315,5 @@ async def test_plain_up_runs_the_application(tmp_path: Path) -> None:
         names = ["broker", *APP_SERVICES, f"gateway:{up.ports[0]}"]
         assert sorted(up.children()) == sorted(names)
         assert_prefixed(up, names)
-        await app_round_trip(up.url())
+        await serves(app_round_trip, up.url())
         await kill_and_recover(up, "room", app_round_trip)
