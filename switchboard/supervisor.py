@@ -92,7 +92,7 @@ def plan(config: UpConfig) -> list[Child]:
         for endpoint in endpoints:
             argv += ["--services", endpoint]
         if config.conformance:
-            argv += ["--connect-timeout", "1", "--connect-emit-delay", "0.02"]
+            argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02"]
         argv.append("--demo" if config.demo else "--no-demo")
         children.append(Child(f"gateway:{port}", argv,
                               {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))
