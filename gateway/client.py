@@ -68,6 +68,31 @@ class Turn:
                 future.set_result(None)
 
 
+class Corker:
+    """Clients with frames queued this loop iteration; writes them all once, soon after."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[Client] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, client: Client) -> None:
+        self._dirty.append(client)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            client.write_pending()
+
+
 class Client:
     __slots__ = (
         "_done_tail",
@@ -78,11 +103,13 @@ class Client:
         "address",
         "closing",
         "conn",
+        "corker",
         "headers",
         "inflight",
         "link",
         "lost",
         "on_slow",
+        "pending",
         "sockets",
         "started",
         "transport",
@@ -97,6 +124,7 @@ class Client:
         headers: dict[str, str],
         write_limit: int,
         on_slow: Callable[[Client], None],
+        corker: Corker,
     ) -> None:
         self.link = link
         assert link.transport is not None
@@ -109,6 +137,8 @@ class Client:
         self.sockets: dict[str, NsSocket] = {}
         self.write_limit = write_limit
         self.on_slow = on_slow
+        self.corker = corker
+        self.pending: list[bytes] | None = None
         self.closing = False
         self._sent_tail: asyncio.Future[None] | None = None
         self._done_tail: asyncio.Future[None] | None = None
@@ -119,15 +149,33 @@ class Client:
 
     # -- output ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        """Write pre-encoded frames; a client too slow to keep up is disconnected."""
+        """Queue pre-encoded frames for this loop iteration's write; a client too slow to
+        keep up is disconnected.
+
+        Everything written to one client during one event-loop iteration leaves in one
+        ``transport.write`` (see :class:`Corker`): a send system call costs more than the
+        rest of a delivery, and under load several messages for a socket arrive per
+        iteration. An idle gateway still writes at once (the next iteration).
+        """
         if self.closing or self.link.protocol.state is not State.OPEN:
             return
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.write_limit:
-            self.closing = True
-            self.on_slow(self)
-            return
-        transport.write(data)
+        pending = self.pending
+        if pending is None:
+            if self.transport.get_write_buffer_size() > self.write_limit:
+                self.closing = True
+                self.on_slow(self)
+                return
+            self.pending = [data]
+            self.corker.add(self)
+        else:
+            pending.append(data)
+
+    def write_pending(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            if not self.transport.is_closing():
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def flush(self) -> None:
         """Write what the protocol queued (handshake, acks, emits, pings)."""
@@ -137,7 +185,8 @@ class Client:
 
     @property
     def buffered(self) -> int:
-        return int(self.transport.get_write_buffer_size())
+        queued = sum(map(len, self.pending)) if self.pending else 0
+        return int(self.transport.get_write_buffer_size()) + queued
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) until the transport has handed everything to the kernel."""

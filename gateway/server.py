@@ -25,7 +25,7 @@ from websockets.http11 import Response
 from gateway import http, wsframe
 from gateway import metrics as m
 from gateway.backbone import Backbone
-from gateway.client import Client, Turn
+from gateway.client import Client, Corker, Turn
 from gateway.config import GatewayConfig
 from gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
 from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
@@ -104,6 +104,7 @@ class Gateway:
             liveness=config.heartbeat_liveness,
         )
         self.clients: set[Client] = set()
+        self.corker = Corker()
         #: Sessions in their CONNECT pipeline, by socket id (reported in SYNC too).
         self.connecting: dict[str, Session] = {}
         self.counters = {"publications": 0, "deliveries": 0, "events": 0, "closed_bad_input": 0}
@@ -292,7 +293,8 @@ class Gateway:
             name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
         }
         conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
-        client = Client(link, conn, link.address, headers, self.config.write_limit, self._slow)
+        client = Client(link, conn, link.address, headers, self.config.write_limit, self._slow,
+                        self.corker)
         client.started = time.monotonic()
         self.clients.add(client)
         m.CONNECTIONS.inc()

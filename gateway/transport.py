@@ -138,6 +138,8 @@ class WsTransport(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self.client is not None:
+            self.client.write_pending()  # frames queued before a close frame go first
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
