@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
@@ -98,6 +98,23 @@ def muted_text(seconds_left: float) -> str:
     return f"you are muted for {n} more second{'s' if n != 1 else ''}"
 
 
+_Sanction = TypeVar("_Sanction", Ban, Mute)
+
+
+def _in_force(
+    table: dict[str, _Sanction], user_id: str | None, now: float,
+    delete: Callable[[str], None],
+) -> _Sanction | None:
+    if user_id is None:
+        return None
+    sanction = table.get(user_id)
+    if sanction is not None and not sanction.active(now):
+        del table[user_id]
+        delete(user_id)
+        return None
+    return sanction
+
+
 class ModerationService(Service):
     name = "moderation"
 
@@ -140,24 +157,11 @@ class ModerationService(Service):
     # -- state lookups -----------------------------------------------------------------------
     def ban_of(self, user_id: str | None) -> Ban | None:
         """The ban in force for ``user_id`` (an ended one is forgotten on the way)."""
-        if user_id is None:
-            return None
-        ban = self.bans.get(user_id)
-        if ban is not None and not ban.active(self.clock()):
-            del self.bans[user_id]
-            self.store.delete_ban(user_id)
-            return None
-        return ban
+        return _in_force(self.bans, user_id, self.clock(), self.store.delete_ban)
 
     def mute_of(self, user_id: str | None) -> Mute | None:
-        if user_id is None:
-            return None
-        mute = self.mutes.get(user_id)
-        if mute is not None and not mute.active(self.clock()):
-            del self.mutes[user_id]
-            self.store.delete_mute(user_id)
-            return None
-        return mute
+        """The mute in force for ``user_id`` (an ended one is forgotten on the way)."""
+        return _in_force(self.mutes, user_id, self.clock(), self.store.delete_mute)
 
     # -- pipeline stages ---------------------------------------------------------------------
     @on_connect("*", priority=20)
