@@ -173,7 +173,7 @@ class Ours(Server):
         return [sys.executable, "-m", "switchboard", "up",
                 "--port", str(self.ports[0]), "--gateways", str(self.n_gateways),
                 "--internal-port", str(self.internal), "--data-dir", str(data),
-                "--jwt-secret", JWT_SECRET, "--grace", "5", "--log-level", "warning"]
+                "--jwt-secret", JWT_SECRET, "--log-level", "warning"]
 
     def env(self) -> dict[str, str]:
         return dict(OURS_ENV)
