@@ -169,6 +169,10 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
             lgs = [LoadGen(workdir / f"loadgen-{name}-idle{j}.log") for j in range(count)]
             try:
                 result.idle = Runner(server, lgs[0], plan, log).idle(lgs[1:])
+                if result.idle.failed:
+                    result.error = (f"idle: {result.idle.failed} of {plan.idle} connections "
+                                    f"failed {result.idle.errors}"
+                                    + ("" if server.alive() else "; the server had stopped"))
             finally:
                 for lg in lgs:
                     lg.close()

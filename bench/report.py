@@ -179,8 +179,9 @@ def idle(servers: list[ServerResult]) -> list[str]:
     rows = [s for s in servers if s.idle is not None]
     if not rows:
         return []
-    node = next((s.idle for s in rows if s.name == "node"), None)
-    pysio = next((s.idle for s in rows if s.name == "pysio"), None)
+    ok = [s for s in rows if s.idle is not None and not s.idle.failed and s.idle.rss_after]
+    node = next((s.idle for s in ok if s.name == "node"), None)
+    pysio = next((s.idle for s in ok if s.name == "pysio"), None)
     lines = ["| server | connected | connect time s | conn/s | connect p50 / p99 ms | "
              "RSS before → after MB | RSS per conn KB | PSS per conn KB | "
              "server CPU µs per connect | idle CPU | RSS/conn x Node | connect time x Node | "
@@ -189,6 +190,11 @@ def idle(servers: list[ServerResult]) -> list[str]:
     for s in rows:
         r = s.idle
         assert r is not None
+        if r.failed or r.rss_after == 0:
+            lines.append(f"| {s.title} | {r.connected:,}/{r.connections:,} | failed: "
+                         f"{r.failed:,} connections {dict(list(r.errors.items())[:3])}"
+                         + " | -" * 11 + " |")
+            continue
         rate = r.connected / r.connect_s if r.connect_s else None
         lines.append(
             f"| {s.title} | {r.connected:,}/{r.connections:,} | {r.connect_s:.1f} | {_n(rate)} | "
