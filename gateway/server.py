@@ -475,13 +475,15 @@ class Gateway:
         client.flush()
         sock.live = True
         if emits:
-            # Like the reference server, write the CONNECT ack before the first emit rather
-            # than in the same burst: naive clients (the official protocol test suite among
-            # them) read one packet per wake-up and would miss a second one in the same read.
-            await client.drain(1.0)
-            await asyncio.sleep(self.config.connect_emit_delay)
-            if client.sockets.get(ns) is not sock:
-                return
+            if self.config.connect_emit_delay:
+                # Write the CONNECT ack before the first emit rather than in the same burst:
+                # naive clients (the official protocol test suite among them) read one packet
+                # per wake-up and would miss a second one in the same read. Real clients need
+                # no gap, so by default the emits leave in the same write as the ack.
+                await client.drain(1.0)
+                await asyncio.sleep(self.config.connect_emit_delay)
+                if client.sockets.get(ns) is not sock:
+                    return
             for emit in emits:
                 self._send_event(sock, emit.event, emit.args, emit.ack_event)
             client.flush()
