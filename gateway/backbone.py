@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -27,6 +28,7 @@ from gateway import metrics as m
 from gateway.routing import RoutingTable
 from shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
 from shared.errors import EnvelopeError, ServiceUnavailable
+from shared.loopsocket import LoopSocket, plain_socket
 
 log = logging.getLogger("switchboard.gateway.backbone")
 
@@ -60,7 +62,7 @@ class Backbone:
         self.missed: dict[str, int] = dict.fromkeys(endpoints, 0)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._dealers: dict[str, zmq.asyncio.Socket] = {}
+        self._dealers: dict[str, LoopSocket] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._syncing: dict[str, asyncio.Future[None]] = {}
         self._latency = {
@@ -70,7 +72,7 @@ class Backbone:
         #: Outcomes of recent client-driven requests (True = failed), for /health.
         self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
-            dealer = context.socket(zmq.DEALER)
+            dealer = plain_socket(context, zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.setsockopt(zmq.IMMEDIATE, 1)
             dealer.setsockopt(zmq.SNDHWM, hwm)
@@ -81,11 +83,11 @@ class Backbone:
             dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
             for address in addresses:
                 dealer.connect(address)
-            self._dealers[name] = dealer
+            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name))
 
     def start(self) -> None:
-        for name, dealer in self._dealers.items():
-            self._tasks.append(asyncio.create_task(self._receive(name, dealer)))
+        for dealer in self._dealers.values():
+            dealer.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -97,7 +99,7 @@ class Backbone:
             if not fut.done():
                 fut.set_exception(ServiceUnavailable("gateway closing"))
         for dealer in self._dealers.values():
-            dealer.close(linger=0)
+            dealer.close()
 
     def recent_outcomes(self) -> tuple[int, int]:
         """(failed, total) over the last requests other than heartbeats."""
@@ -166,7 +168,7 @@ class Backbone:
         failed = True
         try:
             try:
-                await dealer.send(request.encode(), flags=zmq.NOBLOCK)
+                dealer.send(request.encode())
             except zmq.Again:
                 m.REQUEST_FAILURES.labels(service, "not connected").inc()
                 raise ServiceUnavailable(f"service {service} is not connected") from None
@@ -189,17 +191,17 @@ class Backbone:
             if kind != RequestKind.HEARTBEAT:
                 self._recent.append(failed)
 
-    async def _receive(self, name: str, dealer: zmq.asyncio.Socket) -> None:
-        while True:
-            body = await dealer.recv()
-            try:
-                reply = Reply.decode(body)
-            except EnvelopeError as exc:
-                log.warning("undecodable reply from %s dropped: %s", name, exc)
-                continue
-            future = self._pending.get(reply.id)
-            if future is not None and not future.done():
-                future.set_result(reply)
+    def _on_reply(self, name: str, frames: list[bytes]) -> None:
+        try:
+            if len(frames) != 1:
+                raise EnvelopeError(f"{len(frames)} frames instead of 1")
+            reply = Reply.decode(frames[0])
+        except EnvelopeError as exc:
+            log.warning("undecodable reply from %s dropped: %s", name, exc)
+            return
+        future = self._pending.get(reply.id)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     async def heartbeat(self, service: str, timeout: float) -> bool:
         """One heartbeat round trip; updates routing on first contact or restart."""

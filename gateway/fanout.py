@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ import zmq.asyncio
 
 from shared import topics
 from shared.envelope import Session
+from shared.loopsocket import LoopSocket, plain_socket
 
 if TYPE_CHECKING:
     from gateway.client import Client
@@ -59,19 +60,30 @@ class NsSocket:
 
 
 class Subscriptions:
-    """A SUB socket with reference-counted topics and broker-confirmed subscribing."""
+    """A SUB socket with reference-counted topics and broker-confirmed subscribing.
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, hwm: int = 100_000) -> None:
-        self.socket = context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, hwm)
-        self.socket.setsockopt(zmq.RECONNECT_IVL, 100)
-        self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    Every message received goes to ``on_message(frames)`` (see :class:`LoopSocket`), from
+    :meth:`start` on.
+    """
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        endpoint: str,
+        on_message: Callable[[list[bytes]], None],
+        hwm: int = 100_000,
+    ) -> None:
+        sub = plain_socket(context, zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, hwm)
+        sub.setsockopt(zmq.RECONNECT_IVL, 100)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         # ZeroMQ-level heartbeats: a half-open TCP connection to a vanished broker is
         # dropped and re-dialled, and subscriptions are re-sent on the new connection.
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        self.socket.connect(endpoint)
+        sub.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sub.connect(endpoint)
+        self.socket = LoopSocket(sub, on_message)
         self.endpoint = endpoint
         self.counts: dict[bytes, int] = {}
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -106,8 +118,11 @@ class Subscriptions:
             if not future.done():
                 future.set_result(None)
 
+    def start(self) -> None:
+        self.socket.start()
+
     def close(self) -> None:
-        self.socket.close(linger=0)
+        self.socket.close()
 
 
 class LocalIndex:

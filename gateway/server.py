@@ -92,7 +92,7 @@ class Gateway:
         )
         self.allowed_origins = frozenset(config.allowed_origins)
         self.trusted_proxies = parse_networks(config.trusted_proxies)
-        self.subs = Subscriptions(self.context, config.broker_sub)
+        self.subs = Subscriptions(self.context, config.broker_sub, self._on_message)
         self.index = LocalIndex(self.subs)
         self.backbone = Backbone(
             self.id,
@@ -135,7 +135,7 @@ class Gateway:
         self.subs.add(topics.gateway(self.id))
         self.subs.add(topics.BROKER_HEARTBEAT)
         self.subs.add(topics.ALL_GATEWAYS)
-        self._loops.append(asyncio.create_task(self._subscriber_loop()))
+        self.subs.start()
         self.backbone.start()
         try:
             await asyncio.wait_for(self._broker_beat.wait(), self.config.ready_timeout)
@@ -629,18 +629,6 @@ class Gateway:
             log.warning("SYNC to %s failed: %s", service, exc)
 
     # -- fan-out -------------------------------------------------------------------------------
-    async def _subscriber_loop(self) -> None:
-        """Receive publications; a burst is drained without re-entering the event loop."""
-        sub = self.subs.socket
-        while True:
-            self._on_message(await sub.recv_multipart())
-            for _ in range(256):
-                try:
-                    frames = await sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._on_message(frames)
-
     def _on_message(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
             return

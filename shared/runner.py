@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from shared.envelope import Reply, Request, RequestKind
 from shared.errors import ClientError, EnvelopeError
+from shared.loopsocket import LoopSocket, plain_socket
 from shared.publisher import ZmqPublisher
 from shared.service import Service
 
@@ -69,10 +70,11 @@ class Runner:
         self.config = config
         self.context = context
         self.publisher = publisher
-        self.router = context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.RCVHWM, config.hwm)
-        self.router.setsockopt(zmq.SNDHWM, config.hwm)
+        router = plain_socket(context, zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.RCVHWM, config.hwm)
+        router.setsockopt(zmq.SNDHWM, config.hwm)
+        self.router = LoopSocket(router, self._accept)
         self.gateways: dict[str, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._known_events = {event for (_, _, event) in service._routes}
@@ -84,7 +86,7 @@ class Runner:
         self.synced: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.router.bind(self.config.bind)
+        self.router.socket.bind(self.config.bind)
         try:
             if self.publisher is not None and not await self.publisher.wait_ready(
                 self.config.ready_timeout
@@ -94,32 +96,19 @@ class Runner:
             self.ready.set()
             log.info("service %s ready on %s", self.service.name, self.config.bind)
             monitor = asyncio.create_task(self._monitor_gateways(stop))
-            receiver = asyncio.create_task(self._loop())
+            self.router.start()
             try:
                 await stop.wait()
             finally:
-                receiver.cancel()
+                self.router.stop_reading()  # in-flight requests below still get replies
                 monitor.cancel()
-                for task in (receiver, monitor):
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=5.0)
                 await self.service.stop()
         finally:
-            self.router.close(linger=0)
-
-    async def _loop(self) -> None:
-        """Receive requests until cancelled; a burst is drained without re-entering the loop."""
-        router = self.router
-        while True:
-            self._accept(await router.recv_multipart())
-            for _ in range(256):
-                try:
-                    frames = await router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._accept(frames)
+            self.router.close()
 
     def _accept(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -141,14 +130,16 @@ class Runner:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _reply(self, identity: bytes, reply: Reply) -> None:
+    def _reply(self, identity: bytes, reply: Reply) -> None:
+        if self.router.socket.closed:
+            return  # stopped meanwhile
         try:
-            await self.router.send_multipart((identity, reply.encode()), zmq.NOBLOCK)
+            self.router.send_multipart((identity, reply.encode()))
         except zmq.ZMQError as exc:  # gateway gone or its queue full: nothing to answer
             log.debug("reply dropped: %s", exc)
 
     async def _handle(self, identity: bytes, request: Request, reply: Reply | None) -> None:
-        await self._reply(identity, reply or await self.dispatch(request))
+        self._reply(identity, reply or await self.dispatch(request))
 
     async def dispatch(self, request: Request) -> Reply:
         """Handle one request: the single place where outcomes are timed, counted and mapped."""
