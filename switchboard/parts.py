@@ -18,7 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.server import run as run_gateway_async
 from shared.config import setting
 from shared.metrics import serve_metrics
-from shared.process import run_until_signal
+from shared.process import run_until_signal, tune_gc
 from shared.publisher import ZmqPublisher
 from shared.runner import RunnerConfig, serve
 
@@ -65,6 +65,7 @@ def run_broker(config: BrokerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     serve_metrics(config.metrics_port, config.metrics_host)
+    tune_gc()
     Broker(config, zmq.Context()).run(stop)
 
 

@@ -1,0 +1,145 @@
+"""LoopSocket through real ZeroMQ sockets: no message is stranded by the edge-triggered FD."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+
+import pytest
+import zmq
+
+from shared import process
+from shared.loopsocket import BURST, LoopSocket, plain_socket
+
+_ports = itertools.count(27_400)
+
+
+def _pair(ctx: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], str]:
+    endpoint = f"tcp://127.0.0.1:{next(_ports)}"
+    router = plain_socket(ctx, zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    dealer = plain_socket(ctx, zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    return router, dealer, endpoint
+
+
+async def _until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def test_ping_pong_never_stalls() -> None:
+    """Thousands of request/reply turns where every receive is followed by a send (the
+    send is what can swallow the FD's wake-up for the next message)."""
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    turns = 3000
+    got: list[int] = []
+
+    def echo(frames: list[bytes]) -> None:
+        router.send_multipart(frames)
+
+    def answer(frames: list[bytes]) -> None:
+        n = int(frames[0])
+        got.append(n)
+        if n < turns:
+            dealer.send(str(n + 1).encode())
+
+    router = LoopSocket(router_sock, echo)
+    dealer = LoopSocket(dealer_sock, answer)
+    router.start()
+    dealer.start()
+    try:
+        dealer.send(b"1")
+        await _until(lambda: len(got) == turns, timeout=30.0)
+        assert got == list(range(1, turns + 1))
+    finally:
+        router.close()
+        dealer.close()
+        ctx.term()
+
+
+async def test_a_burst_larger_than_one_turn_is_all_delivered_in_order() -> None:
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    received: list[bytes] = []
+    router = LoopSocket(router_sock, lambda frames: received.append(frames[1]))
+    router.start()
+    count = BURST * 4 + 7
+    try:
+        for i in range(count):
+            dealer_sock.send(b"%d" % i)
+        await _until(lambda: len(received) == count)
+        assert received == [b"%d" % i for i in range(count)]
+    finally:
+        router.close()
+        dealer_sock.close(linger=0)
+        ctx.term()
+
+
+async def test_a_failing_handler_is_logged_and_the_next_message_still_arrives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    received: list[bytes] = []
+
+    def handle(frames: list[bytes]) -> None:
+        if frames[1] == b"bad":
+            raise ValueError("boom")
+        received.append(frames[1])
+
+    router = LoopSocket(router_sock, handle)
+    router.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="switchboard.zmq"):
+            dealer_sock.send(b"bad")
+            dealer_sock.send(b"good")
+            await _until(lambda: received == [b"good"])
+        assert "handling a ZeroMQ message failed" in caplog.text
+    finally:
+        router.close()
+        dealer_sock.close(linger=0)
+        ctx.term()
+
+
+async def test_stop_reading_keeps_sending() -> None:
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    seen: list[list[bytes]] = []
+    router = LoopSocket(router_sock, seen.append)
+    router.start()
+    try:
+        dealer_sock.send(b"first")
+        await _until(lambda: len(seen) == 1)
+        identity = seen[0][0]
+        router.stop_reading()
+        dealer_sock.send(b"unread")
+        router.send_multipart((identity, b"reply"))
+        assert dealer_sock.poll(5000, zmq.POLLIN)
+        assert dealer_sock.recv() == b"reply"
+        # Nothing is read any more: the second request stays queued in ZeroMQ.
+        await asyncio.sleep(0)
+        assert len(seen) == 1
+    finally:
+        router.close()
+        dealer_sock.close(linger=0)
+        ctx.term()
+
+
+def test_tune_gc_freezes_startup_objects_and_raises_the_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        process.tune_gc()
+        assert gc.get_threshold() == process.GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
