@@ -8,6 +8,7 @@ strings with milliseconds and ``Z`` on the wire.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,10 +33,15 @@ def to_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+_last_second: list[Any] = [None, ""]  # [seconds, "YYYY-MM-DDTHH:MM:SS."] of the last call
+
+
 def iso(ms: int) -> str:
     """``2024-05-01T12:00:00.123Z``: ISO-8601 UTC with milliseconds, as EVENTS.md asks."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    if _last_second[0] != seconds:  # messages come many per second: format that part once
+        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))]
+    return f"{_last_second[1]}{millis:03d}Z"
 
 
 def parse_iso(text: str) -> int:

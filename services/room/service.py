@@ -232,7 +232,7 @@ class RoomService(Service):
         return Reply(request.id, ok=False, error=message,
                      emits=(Emit("room error", [{"message": message}]),))
 
-    def _save(
+    async def _save(
         self,
         session: Session,
         content: str,
@@ -252,6 +252,7 @@ class RoomService(Service):
             ts_ms=self._now_ms(),
         )
         self.store.insert_message(message)
+        await self.store.committed()  # before anyone is told about it
         return message
 
     # -- CONNECT / DISCONNECT / SYNC / lost gateways --------------------------------------
@@ -454,7 +455,7 @@ class RoomService(Service):
         line = payloads.chat_line(request.args)
         if line.room_id is not None:
             self._require_member(line.room_id, session.sid)
-        message = self._save(session, line.content, line.type, room=line.room_id)
+        message = await self._save(session, line.content, line.type, room=line.room_id)
         if line.room_id is not None:
             self.publisher.emit_room(MAIN, line.room_id, "chat message", [message.payload()],
                                      exclude=[session.sid])
@@ -485,7 +486,7 @@ class RoomService(Service):
         line = payloads.private_line(request.args)
         if not self.registry.is_online(MAIN, line.to):
             raise ClientError("user not online")
-        message = self._save(session, line.content, PRIVATE, recipient=line.to)
+        message = await self._save(session, line.content, PRIVATE, recipient=line.to)
         self.publisher.emit_user(MAIN, line.to, "private message", [message.payload()])
         return reply_to(request, ack=_ok(messageId=message.id))
 
@@ -534,7 +535,7 @@ class RoomService(Service):
         line = payloads.chat_line(request.args)
         if line.room_id is not None and line.room_id.startswith(RESERVED_ROOM_PREFIX):
             raise ClientError("roomId: user rooms are reserved; use private message")
-        message = self._save(session, line.content, line.type, room=line.room_id)
+        message = await self._save(session, line.content, line.type, room=line.room_id)
         if line.room_id is not None:
             self.publisher.emit_room(CHAT, line.room_id, "chat message", [message.payload()],
                                      exclude=[session.sid])
@@ -547,7 +548,7 @@ class RoomService(Service):
     async def chat_private_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = payloads.private_line(request.args)
-        message = self._save(session, line.content, PRIVATE, recipient=line.to)
+        message = await self._save(session, line.content, PRIVATE, recipient=line.to)
         self.publisher.emit_user(CHAT, line.to, "private message", [message.payload()])
         return reply_to(
             request,

