@@ -89,8 +89,13 @@ class Corker:
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        for client in dirty:
-            client.write_pending()
+        for client in dirty:  # Client.write_pending, inlined: this runs once per delivery
+            pending = client.pending
+            if pending is not None:
+                client.pending = None
+                transport = client.transport
+                if not transport.is_closing():
+                    transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
 
 class Client:
@@ -157,18 +162,20 @@ class Client:
         rest of a delivery, and under load several messages for a socket arrive per
         iteration. An idle gateway still writes at once (the next iteration).
         """
+        pending = self.pending
+        if pending is not None:
+            # Checked when the first frame was queued; a close frame flushes what is
+            # queued before it (``WsTransport._send_pending``), so nothing follows it.
+            pending.append(data)
+            return
         if self.closing or self.link.protocol.state is not State.OPEN:
             return
-        pending = self.pending
-        if pending is None:
-            if self.transport.get_write_buffer_size() > self.write_limit:
-                self.closing = True
-                self.on_slow(self)
-                return
-            self.pending = [data]
-            self.corker.add(self)
-        else:
-            pending.append(data)
+        if self.transport.get_write_buffer_size() > self.write_limit:
+            self.closing = True
+            self.on_slow(self)
+            return
+        self.pending = [data]
+        self.corker.add(self)
 
     def write_pending(self) -> None:
         pending = self.pending

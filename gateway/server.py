@@ -124,6 +124,9 @@ class Gateway:
         self.token_buckets = TokenBuckets(config.token_rate, 60.0)
         self.event_labels = BoundedLabels(limit=200)
         self.sent_labels = BoundedLabels(limit=200)
+        #: Metric children by (received?, namespace, event): a label lookup per message
+        #: costs more than the increment.
+        self._meters: dict[tuple[bool, str, str], Any] = {}
         self.peak_connections = 0
         self.peak_sockets: dict[str, int] = {}
         self._publication_counters = {
@@ -349,12 +352,23 @@ class Gateway:
         if not client.conn.closed:
             client.schedule(lambda: self._on_timer(client))
 
+    def _event_meter(self, received: bool, ns: str, event: str) -> Any:
+        key = (received, ns, event)
+        meter = self._meters.get(key)
+        if meter is None:  # bounded: BoundedLabels caps the label values, and this cache
+            if received:
+                meter = m.EVENTS_RECEIVED.labels(ns, self.event_labels(event))
+            else:
+                meter = m.EVENTS_SENT.labels(ns, self.sent_labels(event))
+            if len(self._meters) < 10_000:
+                self._meters[key] = meter
+        return meter
+
     def _handle_events(self, client: Client, events: Iterable[Event]) -> None:
         for event in events:
             if isinstance(event, EventReceived):
                 self.counters["events"] += 1
-                m.EVENTS_RECEIVED.labels(
-                    event.namespace, self.event_labels(event.event)).inc()
+                self._event_meter(True, event.namespace, event.event).inc()
                 ev = event
                 client.submit(lambda turn, ev=ev: self._event(client, ev, turn))  # type: ignore[misc]
             elif isinstance(event, ConnectRequested):
@@ -674,7 +688,7 @@ class Gateway:
                 sock.client.write(data)
             self.counters["deliveries"] += len(targets)
             m.DELIVERIES.inc(len(targets))
-            m.EVENTS_SENT.labels(pub.ns, self.sent_labels(pub.event)).inc()
+            self._event_meter(False, pub.ns, pub.event).inc()
         elif pub.kind == PubKind.JOIN and pub.room is not None:
             for sock in targets:
                 self.index.join(sock, pub.room)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -84,6 +85,8 @@ class Runner:
         #: that gateway's SYNC, so no request is judged against half-rebuilt state.
         self.stateful = any(kind == RequestKind.SYNC for (kind, _, _) in service._routes)
         self.synced: set[str] = set()
+        self._timers: dict[tuple[str, str, str], Any] = {}
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         self.router.socket.bind(self.config.bind)
@@ -164,7 +167,7 @@ class Runner:
         labels = (self.service.name, kind.name.lower(), event)
         handler = self.service.handler_for(request)
         if handler is None:
-            REQUESTS.labels(*labels, "refused").inc()
+            self._count(labels, "refused")
             if kind in (RequestKind.DISCONNECT, RequestKind.SYNC):
                 return Reply(request.id)
             return Reply(request.id, ok=False, error=f"unknown event: {request.event}")
@@ -185,9 +188,20 @@ class Runner:
                 "%s handler for %s %r failed", self.service.name, kind.name, request.event
             )
             reply = Reply(request.id, ok=False, error="internal error")
-        REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - start)
-        REQUESTS.labels(*labels, outcome).inc()
+        elapsed = time.perf_counter() - start
+        timer = self._timers.get(labels)
+        if timer is None:  # label sets are bounded: known events, "other"
+            timer = self._timers[labels] = REQUEST_SECONDS.labels(*labels)
+        timer.observe(elapsed)
+        self._count(labels, outcome)
         return reply
+
+    def _count(self, labels: tuple[str, str, str], outcome: str) -> None:
+        key = (*labels, outcome)
+        counter = self._counters.get(key)
+        if counter is None:  # a label lookup costs more than the increment: done once
+            counter = self._counters[key] = REQUESTS.labels(*key)
+        counter.inc()
 
     async def _monitor_gateways(self, stop: asyncio.Event) -> None:
         interval = max(self.config.gateway_timeout / 4, 0.05)
