@@ -173,6 +173,10 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
                     result.error = (f"idle: {result.idle.failed} of {plan.idle} connections "
                                     f"failed {result.idle.errors}"
                                     + ("" if server.alive() else "; the server had stopped"))
+                elif plan.idle_load:
+                    lgs.append(LoadGen(workdir / f"loadgen-{name}-idle-load.log"))
+                    result.idle.load_step = Runner(server, lgs[-1], plan, log).load_under_idle(
+                        plan.idle_load)
             finally:
                 for lg in lgs:
                     lg.close()
@@ -236,6 +240,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-procs", type=int, help="load generator processes for the idle "
                    "connections (default: one per 15,000; a process holds at most its "
                    "open-files limit)")
+    p.add_argument("--idle-load", type=float, help="deliveries/s of a fan-out step run "
+                   "while the idle connections are held, with --clients more connections "
+                   "(0: none; shows the system still delivers at that size)")
     p.add_argument("--budget", type=float, default=900.0,
                    help="seconds after which no new search step or idle run starts "
                    "(default: %(default)s)")
@@ -252,7 +259,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else Plan()
     changes: dict[str, Any] = {}
     for name in ("clients", "rooms", "broadcast_members", "warm", "measure", "drain",
-                 "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs", "idle_procs"):
+                 "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs", "idle_procs",
+                 "idle_load"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

@@ -206,6 +206,17 @@ def idle(servers: list[ServerResult]) -> list[str]:
             f"{'-' if s.name == 'node' else _ratio(r.rss_per_conn, node.rss_per_conn if node else None)} | "  # noqa: E501
             f"{'-' if s.name == 'node' else _ratio(r.connect_s, node.connect_s if node else None)} | "  # noqa: E501
             f"{'-' if s.name == 'pysio' else _ratio(r.rss_per_conn, pysio.rss_per_conn if pysio else None)} |")  # noqa: E501
+    for s in rows:
+        r = s.idle
+        st = r.load_step if r is not None else None
+        if r is None or st is None:
+            continue
+        lines.append(
+            f"\nWith {r.connected:,} idle connections held, {s.title} ran a fan-out step "
+            f"beside them (its own clients and rooms): offered {_n(st.rate)}/s, delivered "
+            f"{_n(st.delivered_rate)}/s, p50 {_n(st.p50, 1)} ms, p99 {_n(st.p99, 1)} ms, "
+            f"loss {st.lost}, server CPU {st.pct(st.server_cpu):.0f}% of a core — "
+            f"{'passed' if st.passed else 'FAILED: ' + st.why}.")
     return lines
 
 

@@ -45,6 +45,9 @@ class Plan:
     idle_procs: int = 0  # load generator processes for idle (0: one per 15,000 connections)
     idle_settle: float = 2.0  # seconds after connecting before memory is read
     idle_hold: float = 3.0  # seconds over which the CPU of holding them is read
+    #: deliveries/s of a fan-out step run while the idle connections are held, by another
+    #: load generator with its own ``clients`` connections (0: skip)
+    idle_load: float = 0.0
     scenarios: tuple[str, ...] = ("fanout", "broadcast", "idle")
     half_loads: dict[str, float] = field(default_factory=dict)  # scenario -> rate
     deadline: float = math.inf  # time.monotonic() after which no search step starts
@@ -143,6 +146,8 @@ class IdleResult:
     connect_cpu: float = 0.0  # server CPU seconds while connecting
     loadgen_connect_cpu: float = 0.0
     idle_cpu_pct: float = 0.0  # server CPU % of one core while holding them
+    #: the fan-out step run on top of the idle connections (``Plan.idle_load``)
+    load_step: Step | None = None
 
     @property
     def rss_per_conn(self) -> float | None:
@@ -154,6 +159,7 @@ class IdleResult:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out["load_step"] = self.load_step.to_json() if self.load_step else None
         out["rss_per_conn"] = self.rss_per_conn
         out["pss_per_conn"] = self.pss_per_conn
         return out
@@ -346,6 +352,13 @@ class Runner:
     # ------------------------------------------------------------------ scenarios
     def load(self, scenario: str) -> ScenarioResult:
         """One load scenario on a fresh server: connect, join the rooms, run the steps."""
+        rooms, setup = self.setup(scenario)
+        res = self.rates(scenario, rooms)
+        res.setup = setup
+        return res
+
+    def setup(self, scenario: str) -> tuple[list[str], dict[str, int]]:
+        """Connect ``plan.clients`` clients and join them to the scenario's rooms."""
         plan = self.plan
         self.log(f"  connecting {plan.clients} clients to / ...")
         connected = self.connect(plan.clients, "/")
@@ -367,9 +380,14 @@ class Runner:
         q = self.quiesce(timeout=180)
         self.log(f"  {scenario}: {len(rooms)} room(s) of {size} joined in "
                  f"{time.monotonic() - t0:.1f}s (settled: {q['quiet']})")
-        res = self.rates(scenario, [r["id"] for r in rooms])
-        res.setup = setup
-        return res
+        return [r["id"] for r in rooms], setup
+
+    def load_under_idle(self, rate: float) -> Step:
+        """A fan-out step at ``rate`` while other load generators hold the idle connections:
+        the system still delivers (no loss, p99 within the limit) at that size."""
+        self.log(f"  fan-out at {rate:,.0f} deliveries/s on top of the idle connections")
+        rooms, _ = self.setup("fanout")
+        return self.step("fanout", rooms, rate, "idle+")
 
     def idle(self, extra: list[LoadGen] | None = None) -> IdleResult:
         """Hold ``plan.idle`` connections, split over this load generator and ``extra`` ones

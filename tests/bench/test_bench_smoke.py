@@ -23,7 +23,7 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "--quick", "--servers", "ours",
             "--clients", "20", "--rooms", "2", "--broadcast-members", "20",
             "--rates", "200,400", "--warm", "0.3", "--measure", "1", "--search-steps", "0",
-            "--idle", "50", "--out", str(tmp_path)]
+            "--idle", "50", "--idle-load", "200", "--out", str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = proc.stdout
@@ -49,3 +49,6 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
     idle = ours["idle"]
     assert idle["connected"] == 50 and idle["failed"] == 0
     assert idle["rss_after"] > 0
+    beside = idle["load_step"]  # a fan-out step while the idle connections are held
+    assert beside["expected"] > 0 and beside["received"] == beside["expected"], beside
+    assert "idle connections held" in report
