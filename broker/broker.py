@@ -114,15 +114,15 @@ class Broker:
             log.info("broker stopped after forwarding %d messages", self.stats.forwarded)
 
     def _forward(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> None:
-        # Drain in a batch: one poll wake-up can move many messages.
-        for _ in range(1000):
-            try:
-                frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            xpub.send_multipart(frames, copy=False)
-            self.stats.forwarded += 1
-            MESSAGES.inc()
+        # Drain in a batch: one poll wake-up can move many messages. Messages are small
+        # (copying beats zero-copy frames), and the readiness check costs less than the
+        # exception a final empty read would raise.
+        moved = 0
+        while moved < 1000 and int(xsub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            xpub.send_multipart(xsub.recv_multipart(zmq.NOBLOCK))
+            moved += 1
+        self.stats.forwarded += moved
+        MESSAGES.inc(moved)
 
     def _subscription(self, xpub: zmq.Socket[Any]) -> None:
         while True:

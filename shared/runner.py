@@ -43,6 +43,18 @@ REQUESTS = Counter(
 BAD_ENVELOPES = Counter(
     "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
 )
+EXPIRED = Counter(
+    "switchboard_service_expired_requests_total",
+    "Requests dropped unhandled because their gateway had given up on them (overload)",
+    ["service"],
+)
+
+#: Seconds past a request's deadline before it is dropped: room for the clocks of different
+#: hosts to disagree (keep them NTP-synchronised; a second is far more than NTP allows).
+EXPIRY_GRACE = 1.0
+#: Kinds dropped once expired. DISCONNECT and SYNC always run (they keep state right),
+#: HEARTBEAT and DESCRIBE are cheap and say the gateway is alive.
+_EXPIRABLE = frozenset({RequestKind.CONNECT, RequestKind.EVENT, RequestKind.FILTER})
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Runner:
         self.stateful = any(kind == RequestKind.SYNC for (kind, _, _) in service._routes)
         self.synced: set[str] = set()
         self._timers: dict[tuple[str, str, str], Any] = {}
+        self._expired = EXPIRED.labels(service.name)
         self._counters: dict[tuple[str, str, str, str], Any] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,6 +136,16 @@ class Runner:
         except EnvelopeError as exc:
             BAD_ENVELOPES.labels(self.service.name).inc()
             log.warning("dropped undecodable request: %s", exc)
+            return
+        if request.gateway in self.gateways:
+            # Any request is a sign of life: under overload a heartbeat waits in the same
+            # queue as the data, and the gateway must not be declared lost meanwhile.
+            self.gateways[request.gateway] = time.monotonic()
+        if (request.kind in _EXPIRABLE and request.deadline
+                and time.time() > request.deadline + EXPIRY_GRACE):
+            # The gateway has already failed this request to its client: handling it now
+            # would only add work to an overload (and side effects nobody was told about).
+            self._expired.inc()
             return
         if len(self._inflight) >= self.config.max_inflight:
             # Over capacity: answer at once rather than queue without bound.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
-from shared import topics
+from prometheus_client import REGISTRY
+
+from shared import runner, topics
 from shared.envelope import Reply, Request, RequestKind, fail, reply_to
 from shared.errors import ClientError
 from shared.publisher import Publisher
@@ -116,5 +119,69 @@ async def test_stateful_service_asks_unsynced_gateways_to_resync_first() -> None
                 again = await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
                                          event="echo", args=[2])
                 assert again.ack == [2] and svc.syncs == [gw.id, gw.id]
+            finally:
+                gw.close()
+
+
+class Counting(Echo):
+    """Counts the events it handles."""
+
+    name = "counting"
+    handled: int = 0
+
+    @on_event("/", "count")
+    async def count(self, request: Request) -> Reply:
+        self.handled += 1
+        return reply_to(request, ack=[self.handled])
+
+
+def _expired_total() -> float:
+    return REGISTRY.get_sample_value(
+        "switchboard_service_expired_requests_total", {"service": "counting"}) or 0.0
+
+
+async def test_a_request_its_gateway_gave_up_on_is_dropped_unhandled() -> None:
+    """Under overload a request may wait in the queue past its deadline; by then the gateway
+    has told its client it failed, so the service must not act on it."""
+    with running_broker() as broker:
+        async with running_service(Counting, broker) as (svc, cfg):
+            gw = FakeGateway()
+            try:
+                s = gw.session()
+                before = _expired_total()
+                stale = time.time() - runner.EXPIRY_GRACE - 5.0
+                dealer_request = Request(kind=RequestKind.EVENT, id=10_000, gateway=gw.id,
+                                         session=s, event="count", deadline=stale)
+                gw.connect(cfg.bind)
+                await gw.dealers[cfg.bind].send(dealer_request.encode())
+                # The same DEALER → handled in order: once this one is answered, the stale
+                # one has been seen.
+                fresh = await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
+                                         event="count", deadline=time.time() + 5.0)
+                assert fresh.ack == [1]
+                assert svc.handled == 1
+                assert _expired_total() == before + 1
+                # Disconnects always run, however late: they keep presence right.
+                late = await gw.request(cfg.bind, kind=RequestKind.DISCONNECT, session=s,
+                                        deadline=stale)
+                assert late.ok
+            finally:
+                gw.close()
+
+
+async def test_requests_count_as_signs_of_life_when_heartbeats_are_queued() -> None:
+    with running_broker() as broker:
+        async with running_service(Counting, broker, gateway_timeout=0.3) as (svc, cfg):
+            gw = FakeGateway()
+            try:
+                await gw.heartbeat(cfg.bind)
+                assert gw.id in svc.gateways
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 1.2  # four gateway timeouts without a heartbeat
+                s = gw.session()
+                while loop.time() < end:
+                    assert (await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
+                                             event="count")).ok
+                assert gw.id in svc.gateways, "declared lost while its requests kept coming"
             finally:
                 gw.close()
