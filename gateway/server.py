@@ -355,7 +355,7 @@ class Gateway:
     def _event_meter(self, received: bool, ns: str, event: str) -> Any:
         key = (received, ns, event)
         meter = self._meters.get(key)
-        if meter is None:  # bounded: BoundedLabels caps the label values, and this cache
+        if meter is None:  # label values are capped by BoundedLabels, this cache at 10,000
             if received:
                 meter = m.EVENTS_RECEIVED.labels(ns, self.event_labels(event))
             else:
