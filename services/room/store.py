@@ -10,7 +10,8 @@ transaction, later inserts of the same iteration join it, and it commits at the 
 next iteration. A commit costs about three times an insert (measured: 74 µs per message in
 autocommit, 23 µs in batches), and under load many messages arrive per iteration. A handler
 awaits :meth:`Store.committed` before it acknowledges or publishes a message, so nothing is
-acknowledged that a crash could still take back.
+acknowledged that a crash could still take back. If a COMMIT fails (disk full), the batch is
+rolled back and every handler waiting on it fails (its sender gets ``internal error``).
 """
 
 from __future__ import annotations
