@@ -89,13 +89,8 @@ class Corker:
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        for client in dirty:  # Client.write_pending, inlined: this runs once per delivery
-            pending = client.pending
-            if pending is not None:
-                client.pending = None
-                transport = client.transport
-                if not transport.is_closing():
-                    transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        for client in dirty:
+            client.write_pending()
 
 
 class Client:
