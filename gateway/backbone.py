@@ -49,9 +49,12 @@ class Backbone:
         on_restart: Callable[[str], Coroutine[Any, Any, None]],
         hwm: int = 100_000,
         liveness: int = 3,
+        instance: str = "",
     ) -> None:
         self.liveness = liveness
         self.gateway_id = gateway_id
+        #: This process's instance id, sent with every request (see ``Request.instance``).
+        self.instance = instance
         self.endpoints = endpoints
         self.context = context
         self.request_timeout = request_timeout
@@ -159,7 +162,7 @@ class Backbone:
         request_id = next(self._ids)
         request = Request(
             kind=kind, id=request_id, gateway=self.gateway_id,
-            deadline=time.time() + timeout, **fields,
+            deadline=time.time() + timeout, instance=self.instance, **fields,
         )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()

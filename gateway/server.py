@@ -83,6 +83,8 @@ class Gateway:
         if "." in self.id:
             raise ValueError("gateway id may not contain '.' (socket ids use it)")
         self.context = context or zmq.asyncio.Context()
+        #: Random per process start: the same ``id`` after a restart is a new process.
+        self.instance = secrets.token_hex(8)
         self.started_at = time.time()
         self.conn_config = ConnectionConfig(
             ping_interval=config.ping_interval,
@@ -102,6 +104,7 @@ class Gateway:
             status=self.status,
             on_restart=self.sync_service,
             liveness=config.heartbeat_liveness,
+            instance=self.instance,
         )
         self.clients: set[Client] = set()
         self.corker = Corker()

@@ -1,9 +1,10 @@
 """Envelopes: every message that crosses ZeroMQ, as frozen dataclasses with encode/decode.
 
 Wire format: one msgpack array per envelope, fields in declaration order (no keys on the
-wire: compact and fast). Binary attachments of Socket.IO packets travel as msgpack ``bin``,
-never base64. Nested envelopes (a :class:`Session` inside a :class:`Request`) are nested
-arrays. ``decode`` raises :class:`~shared.errors.EnvelopeError` for anything malformed.
+wire: compact and fast). New fields are appended with a default: an older decoder ignores
+trailing fields it does not know, a newer one defaults the ones an older peer left out.
+Binary attachments of Socket.IO packets travel as msgpack ``bin``, never base64. Nested
+envelopes (a :class:`Session` inside a :class:`Request`) are nested arrays. ``decode`` raises :class:`~shared.errors.EnvelopeError` for anything malformed.
 
 Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
     :class:`Request` → :class:`Reply` (same ``id``)
@@ -101,8 +102,12 @@ class _Envelope:
     @classmethod
     def from_list(cls: type[T], items: Any) -> T:
         size, _, steps, _ = cls._get_plan()
-        if not isinstance(items, list) or len(items) > size:
-            raise EnvelopeError(f"{cls.__name__}: expected an array of at most {size}")
+        if not isinstance(items, list):
+            raise EnvelopeError(f"{cls.__name__}: expected an array")
+        if len(items) > size:
+            # Fields are only ever appended: a newer peer's extra fields are ignored, so
+            # parts of different versions interoperate during a rolling upgrade.
+            del items[size:]
         count = len(items)
         try:
             for i, op, arg in steps:
@@ -189,7 +194,8 @@ class GatewayStatus(_Envelope):
 
 @dataclass(frozen=True, slots=True)
 class Request(_Envelope):
-    """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status]``.
+    """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
+    instance]``.
 
     - ``id``: per-gateway counter; the reply echoes it.
     - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
@@ -197,6 +203,9 @@ class Request(_Envelope):
     - ``auth``/``headers``: CONNECT payload and the handshake's HTTP headers (lower-case names).
     - ``sockets``: SYNC; ``deadline``: wall-clock time after which the gateway gave up.
     - ``status``: HEARTBEAT (and DESCRIBE) carry the gateway's :class:`GatewayStatus`.
+    - ``instance``: random per gateway process start. A gateway restarted under the same id
+      is a new process whose predecessor's sockets are gone: a service that sees a new
+      instance drops the old one's sockets at once (see :class:`shared.runner.Runner`).
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
@@ -214,6 +223,7 @@ class Request(_Envelope):
     sockets: tuple[SocketState, ...] = ()
     deadline: float = 0.0
     status: GatewayStatus | None = None
+    instance: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,12 @@ class Runner:
         router.setsockopt(zmq.SNDHWM, config.hwm)
         self.router = LoopSocket(router, self._accept)
         self.gateways: dict[str, float] = {}
+        #: Each gateway's current process (instance id), and recently replaced ones.
+        self.instances: dict[str, str] = {}
+        self._retired: dict[str, tuple[str, ...]] = {}
+        #: Gateways whose previous process's sockets are being dropped: their new
+        #: instance's requests wait for it, so none is judged against the ghosts.
+        self._replacing: dict[str, asyncio.Task[None]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._known_events = {event for (_, _, event) in service._routes}
         self.ready = asyncio.Event()
@@ -137,6 +143,8 @@ class Runner:
             BAD_ENVELOPES.labels(self.service.name).inc()
             log.warning("dropped undecodable request: %s", exc)
             return
+        if request.instance and not self._current_instance(request.gateway, request.instance):
+            return  # from a gateway process that has since been replaced: it is dead
         if request.gateway in self.gateways:
             # Any request is a sign of life: under overload a heartbeat waits in the same
             # queue as the data, and the gateway must not be declared lost meanwhile.
@@ -165,7 +173,53 @@ class Runner:
             log.debug("reply dropped: %s", exc)
 
     async def _handle(self, identity: bytes, request: Request, reply: Reply | None) -> None:
+        replacing = self._replacing.get(request.gateway)
+        if replacing is not None:
+            await asyncio.shield(replacing)
         self._reply(identity, reply or await self.dispatch(request))
+
+    def _current_instance(self, gateway: str, instance: str) -> bool:
+        """Track gateway processes; False for a request from one already replaced.
+
+        A gateway restarted under its old id (a supervisor restarts it with the same argv)
+        is a new process: whatever its predecessor held — sockets, seats, presence — died
+        with it, however soon the new one starts heartbeating. So the first request of a
+        new instance drops the old instance's sockets at once, with the usual departures,
+        instead of waiting for a timeout that the new process's heartbeats would prevent.
+        """
+        known = self.instances.get(gateway)
+        if known == instance:
+            return True
+        retired = self._retired.get(gateway, ())
+        if instance in retired:
+            return False
+        self.instances[gateway] = instance
+        if known is None:
+            return True
+        self._retired[gateway] = (*retired[-3:], known)
+        while len(self._retired) > 1000:  # bounded: gateway ids change with deployments
+            del self._retired[next(iter(self._retired))]
+        log.warning("gateway %s restarted (instance %s, was %s): dropping the old "
+                    "instance's sockets", gateway, instance, known)
+        self._forget_gateway(gateway)
+        task = asyncio.create_task(self._gateway_lost(gateway))
+        self._replacing[gateway] = task
+        task.add_done_callback(
+            lambda done: self._replacing.pop(gateway) if self._replacing.get(gateway) is done
+            else None
+        )
+        return True
+
+    def _forget_gateway(self, gateway_id: str) -> None:
+        self.gateways.pop(gateway_id, None)
+        self.service.gateways.pop(gateway_id, None)
+        self.synced.discard(gateway_id)
+
+    async def _gateway_lost(self, gateway_id: str) -> None:
+        try:
+            await self.service.gateway_lost(gateway_id)
+        except Exception:
+            log.exception("gateway_lost handler failed")
 
     async def dispatch(self, request: Request) -> Reply:
         """Handle one request: the single place where outcomes are timed, counted and mapped."""
@@ -235,16 +289,14 @@ class Runner:
             now = time.monotonic()
             for gateway_id, seen in list(self.gateways.items()):
                 if now - seen > self.config.gateway_timeout:
-                    del self.gateways[gateway_id]
-                    self.service.gateways.pop(gateway_id, None)
-                    self.synced.discard(gateway_id)
+                    self._forget_gateway(gateway_id)
+                    # Its sockets are dropped now; a new instance later has nothing to drop,
+                    # and the same instance (a partition that healed) is welcome back.
+                    self.instances.pop(gateway_id, None)
                     log.warning(
                         "gateway %s lost (no heartbeat for %.1fs)", gateway_id, now - seen
                     )
-                    try:
-                        await self.service.gateway_lost(gateway_id)
-                    except Exception:
-                        log.exception("gateway_lost handler failed")
+                    await self._gateway_lost(gateway_id)
 
 
 async def serve(

@@ -44,6 +44,10 @@ class UpConfig:
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
     max_payload: int = setting(1_000_000, "Engine.IO maxPayload, bytes.")
+    gateway_timeout: float = setting(
+        5.0, "Seconds without a heartbeat before services drop a gateway's sockets (a gateway "
+        "restarted under its id is recognised at once by its new instance id)."
+    )
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
     demo: bool = setting(
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
@@ -77,7 +81,8 @@ def plan(config: UpConfig) -> list[Child]:
     for offset, name in enumerate(names, start=10):
         endpoint = f"tcp://127.0.0.1:{base + offset}"
         endpoints.append(f"{name}={endpoint}")
-        argv = [*cmd, "service", name, "--bind", endpoint, "--broker-pub", publish]
+        argv = [*cmd, "service", name, "--bind", endpoint, "--broker-pub", publish,
+                "--gateway-timeout", str(config.gateway_timeout)]
         if name in ("room", "moderation"):
             argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
         children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))

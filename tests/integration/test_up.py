@@ -317,3 +317,43 @@ async def test_plain_up_runs_the_application(tmp_path: Path) -> None:
         assert_prefixed(up, names)
         await serves(app_round_trip, up.url())
         await kill_and_recover(up, "room", app_round_trip)
+
+
+async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Path) -> None:
+    """kill -9 a gateway under ``up``: the supervisor restarts it under the same gateway id,
+    and the services, seeing a new instance of it, drop its dead sockets at once — far
+    sooner than the 60 s heartbeat timeout configured here, which cannot be what acts."""
+    missing = app_services_missing()
+    if missing:
+        pytest.skip(missing)
+    from services.auth.tokens import issue_token
+
+    with running_up(tmp_path, "--gateway-timeout", "60", gateways=2) as up:
+        victim = f"gateway:{up.ports[0]}"
+        ghost = socketio.AsyncClient(reconnection=False)
+        watcher = socketio.AsyncClient(reconnection=False)
+        offline: asyncio.Queue[Any] = asyncio.Queue()
+        watcher.on("user offline", offline.put_nowait)
+        try:
+            await asyncio.wait_for(ghost.connect(
+                up.url(0), transports=["websocket"],
+                auth={"token": issue_token(JWT_SECRET, "u-ghost", "ghost")}), WAIT)
+            await asyncio.wait_for(watcher.connect(
+                up.url(1), transports=["websocket"],
+                auth={"token": issue_token(JWT_SECRET, "u-watch", "watcher")}), WAIT)
+            online = await watcher.call("get online users", timeout=PROBE_CALL)
+            assert sorted(u["id"] for u in online["users"]) == ["u-ghost", "u-watch"]
+            pid, _ = up.children()[victim]
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            await up.wait_output(rf"{re.escape(victim)} restarted \(pid \d+\)")
+            gone = await asyncio.wait_for(offline.get(), 20)
+            assert gone == {"userId": "u-ghost", "username": "ghost"}
+            assert time.monotonic() - killed < 20
+            online = await watcher.call("get online users", timeout=PROBE_CALL)
+            assert [u["id"] for u in online["users"]] == ["u-watch"]
+            assert re.search(r"gateway \S+ restarted \(instance", up.output())
+        finally:
+            for client in (ghost, watcher):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.disconnect(), WAIT)

@@ -84,8 +84,12 @@ async def running_service(
 class FakeGateway:
     """Speaks to services the way a gateway does, for tests without a client."""
 
-    def __init__(self, gateway_id: str = "gwtest", broker: BrokerConfig | None = None) -> None:
+    def __init__(
+        self, gateway_id: str = "gwtest", broker: BrokerConfig | None = None, instance: str = ""
+    ) -> None:
         self.id = gateway_id
+        #: The process instance id sent with every request ("" sends none).
+        self.instance = instance
         self.ctx = zmq.asyncio.Context()
         self._ids = itertools.count(1)
         self.dealers: dict[str, zmq.asyncio.Socket] = {}
@@ -124,6 +128,7 @@ class FakeGateway:
         if endpoint not in self.dealers:
             self.connect(endpoint)
         fields.setdefault("gateway", self.id)
+        fields.setdefault("instance", self.instance)
         request = Request(id=next(self._ids), **fields)
         dealer = self.dealers[endpoint]
         await dealer.send(request.encode())

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services.room import Config, RoomService
 from shared import topics
 from shared.envelope import Publication, Reply, RequestKind, Session, SocketState
@@ -157,3 +159,58 @@ async def test_sync_and_lost_gateway_over_zmq(tmp_path: Path) -> None:
             finally:
                 gwa.close()
                 gwb.close()
+
+
+async def test_restarted_gateway_instance_drops_its_ghosts_at_once(tmp_path: Path) -> None:
+    """gwa restarts under its old id (as `switchboard up` restarts a killed gateway): its
+    first request as a new instance drops the old instance's sockets at once, long before
+    any heartbeat timeout, with the usual notices; their seats are free again, and a late
+    request from the dead instance is not served."""
+    with running_broker() as broker:
+        make = factory(tmp_path / "room.sqlite3")
+        async with running_service(make, broker, gateway_timeout=60) as (svc, cfg):
+            old = FakeGateway("gwa", instance="i-old")
+            gwb = FakeGateway("gwb", broker=broker, instance="i-b")
+            new: FakeGateway | None = None
+            try:
+                a = old.session(1, user_id="u1", username="alice")
+                assert (await old.request(cfg.bind, kind=RequestKind.CONNECT, session=a,
+                                          auth={})).ok
+                await event(old, cfg.bind, a, "create room", {"roomId": "duo",
+                                                             "roomName": "Duo",
+                                                             "maxUsers": 2})
+                await event(old, cfg.bind, a, "join room", {"roomId": "duo"})
+                b = gwb.session(1, user_id="u2", username="bob")
+                c = gwb.session(2, user_id="u3", username="carol")
+                for s in (b, c):
+                    assert (await gwb.request(cfg.bind, kind=RequestKind.CONNECT, session=s,
+                                              auth={})).ok
+                await event(gwb, cfg.bind, b, "join room", {"roomId": "duo"})
+                full = await gwb.request(cfg.bind, kind=RequestKind.EVENT, session=c,
+                                         event="join room", args=[{"roomId": "duo"}])
+                assert (full.ok, full.error) == (False, "room is full")
+
+                await gwb.subscribe(topics.room("/", "duo"))
+                await gwb.subscribe(topics.namespace("/"))
+                new = FakeGateway("gwa", instance="i-new")
+                assert (await new.heartbeat(cfg.bind, {})).ok
+                left = await expect(gwb, topics.room("/", "duo"), "user left")
+                assert left.args == [{"socketId": a.sid, "username": "alice",
+                                      "roomId": "duo", "userCount": 1}]
+                offline = await expect(gwb, topics.namespace("/"), "user offline")
+                assert offline.args == [{"userId": "u1", "username": "alice"}]
+                online = (await event(gwb, cfg.bind, b, "get online users")).ack
+                assert online is not None
+                assert sorted(u["id"] for u in online[0]["users"]) == ["u2", "u3"]
+                await event(gwb, cfg.bind, c, "join room", {"roomId": "duo"})  # a free seat
+
+                # The dead instance's request (late in a queue, say) gets no answer.
+                with pytest.raises(TimeoutError):
+                    await old.request(cfg.bind, timeout=0.5, kind=RequestKind.EVENT,
+                                      session=a, event="get online users")
+                assert svc.registry.get(a.sid) is None
+            finally:
+                old.close()
+                gwb.close()
+                if new is not None:
+                    new.close()
