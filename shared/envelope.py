@@ -4,7 +4,8 @@ Wire format: one msgpack array per envelope, fields in declaration order (no key
 wire: compact and fast). New fields are appended with a default: an older decoder ignores
 trailing fields it does not know, a newer one defaults the ones an older peer left out.
 Binary attachments of Socket.IO packets travel as msgpack ``bin``, never base64. Nested
-envelopes (a :class:`Session` inside a :class:`Request`) are nested arrays. ``decode`` raises :class:`~shared.errors.EnvelopeError` for anything malformed.
+envelopes (a :class:`Session` inside a :class:`Request`) are nested arrays. ``decode``
+raises :class:`~shared.errors.EnvelopeError` for anything malformed.
 
 Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
     :class:`Request` → :class:`Reply` (same ``id``)
