@@ -149,16 +149,27 @@ class Connection:
         "_sid",
     )
 
-    def __init__(self, sid: str, config: ConnectionConfig, now: float) -> None:
+    def __init__(
+        self,
+        sid: str,
+        config: ConnectionConfig,
+        now: float,
+        upgrades: tuple[str, ...] = (),
+        send_open: bool = True,
+    ) -> None:
+        """``upgrades`` is advertised in the OPEN packet (``("websocket",)`` for a session
+        opened by long-polling). ``send_open=False`` for a session another gateway opened
+        and handed over: the client has its OPEN already."""
         self._sid = sid
         self._config = config
         self._decoder = Decoder(config.max_attachments, config.max_payload)
         self._namespaces: dict[str, bool] = {}
         self._outgoing: list[str | bytes] = [
             encode_open(
-                sid, _ms(config.ping_interval), _ms(config.ping_timeout), config.max_payload
+                sid, _ms(config.ping_interval), _ms(config.ping_timeout), config.max_payload,
+                upgrades,
             )
-        ]
+        ] if send_open else []
         self._closed = False
         self._ping_at: float | None = now + config.ping_interval
         self._pong_deadline: float | None = None
