@@ -1,11 +1,17 @@
-"""One WebSocket connection: the sans-I/O :class:`~gateway.protocol.Connection` plus the
-thin I/O around it (direct frame writes, a timer, an ordered work lane).
+"""One Engine.IO session: the sans-I/O :class:`~gateway.protocol.Connection` plus the thin
+I/O around it (writes over its transport, a timer, an ordered work lane).
 
-Output goes straight to the transport as pre-encoded WebSocket frames (see
+The transport is a WebSocket (:class:`~gateway.transport.WsTransport`) or HTTP
+long-polling (a :class:`~gateway.protocol.polling.Polling` state machine and the GET
+waiting for data, if any); a session opened by polling switches to WebSocket in place when
+it upgrades, so the sockets that point at this object never notice.
+
+WebSocket output goes straight to the transport as pre-encoded frames (see
 :mod:`gateway.wsframe`): fan-out writes the same bytes to every member without a task, a
 queue or a per-socket encode. The transport's buffer is the only queue; a client whose
 buffer grows past ``write_limit`` bytes is too slow and is disconnected, which bounds the
-memory one reader that stopped reading can cost.
+memory one reader that stopped reading can cost. Polling output queues in the ``Polling``
+object under the same bound and leaves with the next GET.
 
 Nothing here decides anything about namespaces or events: that is :mod:`gateway.server`.
 """
@@ -15,22 +21,37 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-from websockets.protocol import State
+from enum import Enum
+from typing import Any, Protocol
 
 from gateway import wsframe
 from gateway.fanout import NsSocket
 from gateway.protocol import Connection
-
-if TYPE_CHECKING:
-    from gateway.transport import WsTransport
+from gateway.protocol.polling import Polling
+from gateway.transport import WsTransport
 
 log = logging.getLogger("switchboard.gateway.client")
 
 
 #: Packets of one connection handled at once before it stops being read (backpressure).
 MAX_INFLIGHT = 256
+#: Seconds a polling session closed by the server waits for the poll that takes its CLOSE.
+CLOSE_TIMEOUT = 30.0
+
+
+class Responder(Protocol):
+    """Where the answer to a waiting long-polling GET goes (a local HTTP exchange, or a
+    peer gateway that forwarded the request)."""
+
+    def respond(self, body: str) -> None: ...
+
+
+class CloseMode(Enum):
+    """How a session ends, which decides what a waiting poll is told (see Polling)."""
+
+    ABORT = "abort"  #: an error or timeout: at once
+    GRACEFUL = "graceful"  #: the server closes: after what is queued
+    CLIENT = "client"  #: the client asked
 
 
 class Turn:
@@ -97,6 +118,8 @@ class Client:
     __slots__ = (
         "_done_tail",
         "_paused",
+        "_poll_dirty",
+        "_resume",
         "_sent_tail",
         "_tasks",
         "_timer",
@@ -108,8 +131,11 @@ class Client:
         "inflight",
         "link",
         "lost",
+        "on_finished",
         "on_slow",
         "pending",
+        "polling",
+        "responder",
         "sockets",
         "started",
         "transport",
@@ -118,17 +144,23 @@ class Client:
 
     def __init__(
         self,
-        link: WsTransport,
         conn: Connection,
         address: str,
         headers: dict[str, str],
         write_limit: int,
         on_slow: Callable[[Client], None],
         corker: Corker,
+        link: WsTransport | None = None,
+        polling: Polling | None = None,
     ) -> None:
-        self.link = link
-        assert link.transport is not None
-        self.transport = link.transport
+        self.link: WsTransport | None = None
+        self.transport: asyncio.Transport | None = None
+        #: The polling side while the session polls (None once on WebSocket).
+        self.polling = polling
+        #: The GET waiting for data (polling only).
+        self.responder: Responder | None = None
+        #: Called once a polling session is over (so its sid is forgotten).
+        self.on_finished: Callable[[Client], None] | None = None
         self.lost = False
         self.started = 0.0
         self.conn = conn
@@ -140,17 +172,32 @@ class Client:
         self.corker = corker
         self.pending: list[bytes] | None = None
         self.closing = False
+        self._poll_dirty = False
         self._sent_tail: asyncio.Future[None] | None = None
         self._done_tail: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.inflight = 0
         self._paused = False
+        self._resume: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        if link is not None:
+            self.attach(link)
+
+    @property
+    def transport_name(self) -> str:
+        return "polling" if self.polling is not None else "websocket"
+
+    def attach(self, link: WsTransport) -> None:
+        """Make ``link`` the session's transport (a new WebSocket, or the upgrade)."""
+        assert link.transport is not None
+        self.link = link
+        self.transport = link.transport
+        link.before_send = self.write_pending
 
     # -- output ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        """Queue pre-encoded frames for this loop iteration's write; a client too slow to
-        keep up is disconnected.
+        """Queue pre-encoded WebSocket frames for this loop iteration's write; a client too
+        slow to keep up is disconnected. (Polling sessions take :meth:`queue` instead.)
 
         Everything written to one client during one event-loop iteration leaves in one
         ``transport.write`` (see :class:`Corker`): a send system call costs more than the
@@ -163,39 +210,132 @@ class Client:
             # queued before it (``WsTransport._send_pending``), so nothing follows it.
             pending.append(data)
             return
-        if self.closing or self.link.protocol.state is not State.OPEN:
+        link = self.link
+        if self.closing or link is None or not link.is_open:
             return
-        if self.transport.get_write_buffer_size() > self.write_limit:
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size() > self.write_limit:
             self.closing = True
             self.on_slow(self)
             return
         self.pending = [data]
         self.corker.add(self)
 
+    def queue(self, packets: list[str | bytes]) -> None:
+        """Queue Engine.IO packets for the next poll (polling sessions)."""
+        polling = self.polling
+        assert polling is not None
+        if self.closing:
+            return
+        polling.send(packets)
+        if polling.buffered > self.write_limit:
+            self.closing = True
+            self.on_slow(self)
+            return
+        if not self._poll_dirty and self.responder is not None:
+            self._poll_dirty = True
+            self.corker.add(self)
+
+    def send_frames(self, frames: list[str | bytes]) -> None:
+        """Engine.IO packets for this session, whatever its transport."""
+        if self.polling is None:
+            self.write(b"".join(wsframe.encode(f) for f in frames))
+        else:
+            self.queue(frames)
+
     def write_pending(self) -> None:
         pending = self.pending
         if pending is not None:
             self.pending = None
-            if not self.transport.is_closing():
-                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._poll_dirty:
+            self._poll_dirty = False
+            self.answer_poll()
+
+    def answer_poll(self) -> None:
+        """Answer the waiting GET if there is something to say (polling)."""
+        polling, responder = self.polling, self.responder
+        if polling is None or responder is None:
+            return
+        body = polling.flush()
+        if body is None:
+            return
+        self.responder = None
+        responder.respond(body)
+        if polling.finished:
+            self.finish()
+
+    def wait_poll(self, responder: Responder) -> None:
+        """A GET waits for data: answered by :meth:`answer_poll`, soon or at the next ping."""
+        self.responder = responder
 
     def flush(self) -> None:
         """Write what the protocol queued (handshake, acks, emits, pings)."""
         frames = self.conn.data_to_send()
         if frames:
-            self.write(b"".join(wsframe.encode(f) for f in frames))
+            self.send_frames(frames)
 
     @property
     def buffered(self) -> int:
+        if self.polling is not None:
+            return self.polling.buffered
         queued = sum(map(len, self.pending)) if self.pending else 0
-        return int(self.transport.get_write_buffer_size()) + queued
+        transport = self.transport
+        return (int(transport.get_write_buffer_size()) if transport is not None else 0) + queued
 
     async def drain(self, timeout: float) -> None:
-        """Wait (bounded) until the transport has handed everything to the kernel."""
+        """Wait (bounded) until everything written has been handed to the kernel (or, when
+        polling, taken by a GET)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.buffered and loop.time() < deadline and not self.transport.is_closing():
+        while self.buffered and loop.time() < deadline and not self.lost:
+            transport = self.transport
+            if self.polling is None and (transport is None or transport.is_closing()):
+                return
             await asyncio.sleep(0.005)
+
+    def close(self, code: int, reason: str, mode: CloseMode = CloseMode.GRACEFUL) -> None:
+        """End the transport: a WebSocket closing handshake with ``code``, or for polling
+        what ``mode`` says a waiting poll is told."""
+        polling = self.polling
+        if polling is None:
+            if self.link is not None:
+                self.link.close(code, reason)
+            return
+        if mode is CloseMode.ABORT:
+            body = polling.abort()
+        elif mode is CloseMode.CLIENT:
+            body = polling.client_closed()
+        else:
+            body = polling.close()
+        responder, self.responder = self.responder, None
+        if body is not None and responder is not None:
+            responder.respond(body)
+        elif responder is not None:
+            self.responder = responder  # still waiting: a graceful close leaves later
+        if polling.finished:
+            self.finish()
+        elif self._timer is None or mode is CloseMode.GRACEFUL:
+            # The CLOSE waits for the client's next poll, but not for ever.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        if self.polling is not None:
+            self.polling.abort()
+        self.finish()
+
+    def finish(self) -> None:
+        """The polling session is over: tell whoever owns it (once)."""
+        callback, self.on_finished = self.on_finished, None
+        if callback is not None:
+            callback(self)
 
     # -- ordered work ------------------------------------------------------------------------
     def submit(self, work: Callable[[Turn], Awaitable[None]], barrier: bool = False) -> None:
@@ -207,8 +347,9 @@ class Client:
         ``turn.may_send()`` before the request that must stay in order (the owner's), and
         ``turn.may_apply()`` before it touches the socket. A ``barrier`` (CONNECT) waits for
         everything before it to finish, and everything after waits for it. With
-        ``MAX_INFLIGHT`` packets in flight the connection stops being read until half have
-        finished: a flood is served, in order, at the pace of the services, in bounded memory.
+        ``MAX_INFLIGHT`` packets in flight the connection stops being read (a polling
+        session's POSTs stop being answered) until half have finished: a flood is served,
+        in order, at the pace of the services, in bounded memory.
         """
         loop = asyncio.get_running_loop()
         turn = Turn(self._sent_tail, self._done_tail, loop.create_future(),
@@ -221,7 +362,8 @@ class Client:
         task.add_done_callback(self._tasks.discard)
         if self.inflight >= MAX_INFLIGHT and not self._paused:
             self._paused = True
-            self.transport.pause_reading()
+            if self.polling is None and self.transport is not None:
+                self.transport.pause_reading()
 
     async def _run(self, work: Callable[[Turn], Awaitable[None]], turn: Turn) -> None:
         try:
@@ -235,8 +377,19 @@ class Client:
             self.inflight -= 1
             if self._paused and self.inflight <= MAX_INFLIGHT // 2:
                 self._paused = False
-                if not self.transport.is_closing():
-                    self.transport.resume_reading()
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
+                callbacks, self._resume = self._resume, []
+                for callback in callbacks:
+                    callback()
+
+    def when_readable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now, or once the lane is below its bound (a POST's answer)."""
+        if self._paused:
+            self._resume.append(callback)
+        else:
+            callback()
 
     @property
     def busy(self) -> bool:
@@ -245,6 +398,11 @@ class Client:
     # -- timers ------------------------------------------------------------------------------
     def schedule(self, callback: Callable[[], Any]) -> None:
         deadline = self.conn.next_deadline()
+        polling = self.polling
+        if polling is not None:
+            held = polling.next_deadline()
+            if held is not None and (deadline is None or held < deadline):
+                deadline = held
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None

@@ -15,6 +15,20 @@ class GatewayConfig:
     broker_sub: str = setting(
         "tcp://127.0.0.1:5551", "Broker endpoint to subscribe to (its XPUB side)."
     )
+    broker_pub: str = setting(
+        "tcp://127.0.0.1:5550",
+        "Broker endpoint to publish to (its XSUB side): the gateway announces its peer "
+        "endpoint there.",
+    )
+    peer_bind: str = setting(
+        "tcp://127.0.0.1:*",
+        "ZeroMQ endpoint for requests from other gateways (long-polling requests and "
+        "upgrades that reached them for sessions owned here); * picks a free port.",
+    )
+    peer_address: str = setting(
+        "", "Endpoint other gateways reach --peer-bind at (default: the bound endpoint; "
+        "required when binding every address)."
+    )
     services: tuple[str, ...] = setting(
         ("auth=tcp://127.0.0.1:5560", "moderation=tcp://127.0.0.1:5561",
          "room=tcp://127.0.0.1:5562", "game=tcp://127.0.0.1:5563"),
@@ -23,6 +37,32 @@ class GatewayConfig:
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
     max_payload: int = setting(1_000_000, "Engine.IO maxPayload: largest message, bytes.")
+    max_http_buffer_size: int = setting(
+        1_000_000, "maxHttpBufferSize: largest HTTP request body (a polling POST), bytes; "
+        "larger ones get 413."
+    )
+    polling_max_packets: int = setting(
+        16, "Most packets in one long-polling response (python-engineio clients refuse more "
+        "than 16); 0: no limit."
+    )
+    upgrade_hold: float = setting(
+        0.3, "Seconds a new polling session's Socket.IO packets wait for its WebSocket "
+        "upgrade, so that the session can move to the gateway the WebSocket reached (only "
+        "with other gateways around)."
+    )
+    upgrade_timeout: float = setting(
+        10.0, "Seconds a WebSocket probe may take to complete the upgrade."
+    )
+    http_keep_alive: float = setting(5.0, "Seconds an idle keep-alive HTTP connection stays.")
+    http_header_timeout: float = setting(
+        10.0, "Seconds a client has to send a complete request head (slow headers: 408)."
+    )
+    http_body_timeout: float = setting(
+        30.0, "Seconds a client has to send a request body after its head (slow body: 408)."
+    )
+    handshake_rate: int = setting(
+        100, "Engine.IO handshakes (new sessions) per client IP per minute; 0: no limit."
+    )
     connect_timeout: float = setting(
         45.0, "Close a connection that joins no namespace within this many seconds."
     )
@@ -30,7 +70,12 @@ class GatewayConfig:
         (), "Load balancers (addresses or CIDR networks) whose X-Forwarded-For names the client."
     )
     allowed_origins: tuple[str, ...] = setting(
-        (), "Allowed Origin headers (repeatable); empty allows any origin."
+        (), "Allowed Origin headers (repeatable), for WebSocket upgrades and CORS; empty "
+        "allows any origin."
+    )
+    cors_credentials: bool = setting(
+        True, "CORS: allow credentials (Access-Control-Allow-Credentials: true, the "
+        "request's origin echoed)."
     )
     request_timeout: float = setting(5.0, "Seconds to wait for a service reply.")
     heartbeat_interval: float = setting(1.0, "Seconds between heartbeats to services.")
@@ -42,6 +87,10 @@ class GatewayConfig:
     )
     write_limit: int = setting(
         1_048_576, "Bytes a client may leave unread before it is disconnected as too slow."
+    )
+    engine_echo: bool = setting(
+        False, "Serve the Engine.IO echo endpoint /engine.io/ that the official "
+        "engine.io-protocol test suite talks to (conformance runs only)."
     )
     connect_emit_delay: float = setting(
         0.0,

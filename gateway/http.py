@@ -1,19 +1,23 @@
-"""HTTP side of the gateway: the Engine.IO handshake checks and plain HTTP routes.
+"""HTTP messages of the gateway, as values: requests, responses, Engine.IO errors and CORS.
 
-Requests to ``/socket.io/`` that are not a valid Engine.IO v4 WebSocket handshake get HTTP 400
-with the Engine.IO error JSON (``{"code": N, "message": ...}``), like the reference server.
+Pure: no sockets. :mod:`gateway.httpconn` parses requests into :class:`HttpRequest` and
+writes :class:`HttpResponse`; everything that decides what to answer works on these.
+
+Engine.IO's HTTP errors are the reference server's: status 400 (403 for ``Forbidden``) with
+the JSON ``{"code": N, "message": ...}``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from enum import IntEnum
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 ENGINE_PATH = "/socket.io/"
 
@@ -25,6 +29,118 @@ SECURITY_HEADERS = (
      "img-src 'self' data:; frame-ancestors 'none'"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One parsed request. ``headers`` is case-insensitive; ``path`` excludes the query."""
+
+    method: str
+    target: str
+    headers: Headers
+    body: bytes = b""
+    keep_alive: bool = True
+    version: str = "1.1"
+    path: str = ""
+    query: str = ""
+
+    @classmethod
+    def build(cls, method: str, target: str, headers: Headers | Iterable[tuple[str, str]] = (),
+              body: bytes = b"", keep_alive: bool = True, version: str = "1.1") -> HttpRequest:
+        path, _, query = target.partition("?")
+        if not isinstance(headers, Headers):
+            headers = Headers(list(headers))
+        return cls(method, target, headers, body, keep_alive, version, path, query)
+
+    def params(self) -> dict[str, str]:
+        return parse_query(self.query)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A response; ``close`` asks the connection to close after it (``Connection: close``)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    close: bool = False
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    def with_headers(self, extra: Iterable[tuple[str, str]]) -> HttpResponse:
+        """These headers replace any of the same name."""
+        extra = tuple(extra)
+        if not extra:
+            return self
+        names = {name.lower() for name, _ in extra}
+        kept = tuple(h for h in self.headers if h[0].lower() not in names)
+        return replace(self, headers=kept + extra)
+
+    def with_status(self, status: int) -> HttpResponse:
+        return replace(self, status=status)
+
+    def serialize(self, keep_alive: bool, keep_alive_timeout: int = 5, head: bool = False) -> bytes:
+        """The bytes on the wire; ``head`` leaves the body out (HEAD requests)."""
+        try:
+            reason = HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = [f"HTTP/1.1 {self.status} {reason}"]
+        lines.extend(f"{name}: {value}" for name, value in self.headers)
+        if self.status not in (204, 304) or self.body:
+            lines.append(f"Content-Length: {len(self.body)}")
+        if keep_alive:
+            lines.append("Connection: keep-alive")
+            lines.append(f"Keep-Alive: timeout={keep_alive_timeout}")
+        else:
+            lines.append("Connection: close")
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head_bytes if head else head_bytes + self.body
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """``a=1&b=2`` → ``{"a": "1", "b": "2"}``; the first of repeated names wins."""
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        params.setdefault(name, value)
+    return params
+
+
+def response(
+    status: int, body: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()
+) -> HttpResponse:
+    """A response with the security headers every gateway response carries."""
+    headers = (("Content-Type", content_type), ("Cache-Control", "no-store"), *SECURITY_HEADERS)
+    return HttpResponse(status, headers, body).with_headers(extra)
+
+
+def json_response(status: int, doc: Any, extra: Iterable[tuple[str, str]] = ()) -> HttpResponse:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return response(status, body, "application/json", extra)
+
+
+def text_response(status: int, body: str, content_type: str = "text/plain; charset=UTF-8",
+                  extra: Iterable[tuple[str, str]] = ()) -> HttpResponse:
+    return response(status, body.encode(), content_type, extra)
+
+
+def route_path(path: str) -> str:
+    return path.partition("?")[0]
+
+
+# ------------------------------------------------------------------ Engine.IO errors
 
 
 class EngineError(IntEnum):
@@ -48,50 +164,96 @@ _MESSAGES = {
 }
 
 
-def response(
-    status: int, body: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()
-) -> Response:
-    headers = Headers()
-    headers["Content-Type"] = content_type
-    headers["Content-Length"] = str(len(body))
-    headers["Cache-Control"] = "no-store"
-    for name, value in SECURITY_HEADERS:
-        headers[name] = value
-    for name, value in extra:
-        headers[name] = value
-    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-               429: "Too Many Requests", 503: "Service Unavailable"}
-    return Response(status, reasons.get(status, "Error"), headers, body)
-
-
-def json_response(status: int, doc: Any, extra: Iterable[tuple[str, str]] = ()) -> Response:
-    body = json.dumps(doc, separators=(",", ":")).encode()
-    return response(status, body, "application/json", extra)
-
-
-def engine_error(code: EngineError, status: int = 400) -> Response:
+def engine_error(code: EngineError, status: int | None = None) -> HttpResponse:
+    if status is None:
+        status = 403 if code is EngineError.FORBIDDEN else 400
     return json_response(status, {"code": int(code), "message": _MESSAGES[code]})
 
 
-def check_handshake(request: Request, allowed_origins: frozenset[str]) -> Response | None:
-    """None when ``request`` is a WebSocket handshake we accept, else the error response."""
-    _, _, query = request.path.partition("?")
-    params = parse_qs(query)
-    if params.get("EIO") != ["4"]:
-        return engine_error(EngineError.UNSUPPORTED_PROTOCOL_VERSION)
-    transport = params.get("transport")
-    if transport != ["websocket"]:
-        # Long-polling is deliberately unsupported: clients use transports: ['websocket'].
-        return engine_error(EngineError.UNKNOWN_TRANSPORT)
-    if "sid" in params:
-        return engine_error(EngineError.UNKNOWN_SID)  # no polling sessions to upgrade
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        return engine_error(EngineError.BAD_REQUEST)
-    origin = request.headers.get("Origin")
-    if allowed_origins and origin is not None and origin not in allowed_origins:
-        return engine_error(EngineError.FORBIDDEN, 403)
+TRANSPORTS = ("polling", "websocket")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineQuery:
+    """The Engine.IO parameters of a request to :data:`ENGINE_PATH`."""
+
+    eio: str
+    transport: str
+    sid: str | None
+
+    @classmethod
+    def of(cls, params: Mapping[str, str]) -> EngineQuery:
+        return cls(params.get("EIO", ""), params.get("transport", ""), params.get("sid"))
+
+
+def check_engine_request(query: EngineQuery, method: str, upgrade: bool) -> EngineError | None:
+    """What the reference server checks before looking the session up (``verify``)."""
+    if query.transport not in TRANSPORTS:
+        return EngineError.UNKNOWN_TRANSPORT
+    if query.sid is None:
+        if query.eio != "4":
+            return EngineError.UNSUPPORTED_PROTOCOL_VERSION
+        if method != "GET":
+            return EngineError.BAD_HANDSHAKE_METHOD
+        if query.transport == "websocket" and not upgrade:
+            return EngineError.BAD_REQUEST
+    elif query.transport == "websocket" and not upgrade:
+        return EngineError.BAD_REQUEST
     return None
 
 
-def route_path(path: str) -> str:
-    return path.partition("?")[0]
+# ------------------------------------------------------------------------------ CORS
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """Cross-origin access to the Engine.IO endpoint, as the seed configures Socket.IO:
+    an origin allow-list (empty: any origin), methods GET and POST, credentials.
+
+    The request's origin is echoed (never ``*``: browsers refuse ``*`` with credentials).
+    A request from an origin not on the list is refused outright (403), not merely left
+    without CORS headers: a page may send a simple POST that the browser never lets it
+    read, and the server would still have acted on it.
+    """
+
+    allowed_origins: frozenset[str] = frozenset()
+    credentials: bool = True
+    methods: str = "GET, POST"
+    max_age: int = 600
+
+    def allows(self, origin: str | None) -> bool:
+        return origin is None or not self.allowed_origins or origin in self.allowed_origins
+
+    def headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
+        """Headers for an actual (non-preflight) response to ``origin``."""
+        if origin is None or not self.allows(origin):
+            return ()
+        out = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if self.credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        return tuple(out)
+
+    def preflight(self, request: HttpRequest) -> HttpResponse:
+        origin = request.headers.get("Origin")
+        if not self.allows(origin):
+            return engine_error(EngineError.FORBIDDEN)
+        extra = [*self.headers(origin), ("Access-Control-Allow-Methods", self.methods),
+                 ("Access-Control-Max-Age", str(self.max_age))]
+        asked = request.headers.get("Access-Control-Request-Headers")
+        if asked:
+            # Only header-name characters are echoed (no response splitting, no junk).
+            names = [n.strip() for n in asked.split(",")]
+            safe = ", ".join(n for n in names if n and _is_token(n))[:1000]
+            if safe:
+                extra.append(("Access-Control-Allow-Headers", safe))
+            extra = [(k, "Origin, Access-Control-Request-Headers" if k == "Vary" else v)
+                     for k, v in extra]
+        return HttpResponse(204, tuple(extra))
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(text: str) -> bool:
+    return all(c in _TOKEN for c in text)

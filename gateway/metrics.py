@@ -5,12 +5,36 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONNECTIONS = Gauge("switchboard_gateway_connections_active", "Open WebSocket connections")
+CONNECTIONS = Gauge(
+    "switchboard_gateway_connections_active", "Open Engine.IO sessions (every transport)"
+)
 CONNECTIONS_TOTAL = Counter(
-    "switchboard_gateway_connections_total", "WebSocket connections accepted"
+    "switchboard_gateway_connections_total", "Engine.IO sessions opened"
 )
 CONNECTIONS_PEAK = Gauge(
-    "switchboard_gateway_connections_peak", "Most WebSocket connections open at once"
+    "switchboard_gateway_connections_peak", "Most Engine.IO sessions open at once"
+)
+TRANSPORT_CONNECTIONS = Gauge(
+    "switchboard_gateway_transport_connections_active",
+    "Open Engine.IO sessions by current transport (polling, websocket)", ["transport"],
+)
+TRANSPORT_OPENED = Counter(
+    "switchboard_gateway_transport_connections_total",
+    "Engine.IO sessions opened, by the transport they opened with", ["transport"],
+)
+UPGRADES = Counter(
+    "switchboard_gateway_upgrades_total",
+    "Upgrades from long-polling to WebSocket, by outcome (completed, failed)", ["outcome"],
+)
+POLL_FORWARDED = Counter(
+    "switchboard_gateway_poll_forwarded_total",
+    "Long-polling requests forwarded to the gateway owning their session, by method",
+    ["method"],
+)
+HANDOVERS = Counter(
+    "switchboard_gateway_session_handovers_total",
+    "Unconnected sessions moved to the gateway with their WebSocket, by direction (in, out)",
+    ["direction"],
 )
 SOCKETS = Gauge("switchboard_gateway_sockets_active", "Connected namespace sockets", ["ns"])
 SOCKETS_TOTAL = Counter(

@@ -1,4 +1,4 @@
-"""The gateway: WebSocket I/O, the CONNECT and EVENT pipelines, and local fan-out.
+"""The gateway: client sessions, the CONNECT and EVENT pipelines, and local fan-out.
 
 Decisions about sockets belong to services; this module only translates between clients
 (through the sans-I/O :mod:`gateway.protocol`) and services (through :mod:`gateway.backbone`
@@ -13,22 +13,26 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 import zmq
 import zmq.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from websockets.http11 import Request as HttpRequest
-from websockets.http11 import Response
 
 from gateway import http, wsframe
 from gateway import metrics as m
 from gateway.backbone import Backbone
-from gateway.client import Client, Corker, Turn
+from gateway.client import Client, CloseMode, Corker, Turn
 from gateway.config import GatewayConfig
+from gateway.echo import ENGINE_ECHO_PATH, EchoHost
+from gateway.engine import Engine, EngineConfig
 from gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
 from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
+from gateway.http import CorsPolicy, HttpRequest, HttpResponse
+from gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
+from gateway.peers import Peers
 from gateway.protocol import (
     AckReceived,
     Closed,
@@ -40,6 +44,7 @@ from gateway.protocol import (
     EventReceived,
     encode_event_frames,
 )
+from gateway.protocol.polling import Polling
 from gateway.proxies import client_address, parse_networks
 from gateway.ratelimit import TokenBuckets, retry_after
 from gateway.transport import WsTransport
@@ -57,6 +62,7 @@ from shared.envelope import (
 )
 from shared.errors import EnvelopeError, ServiceUnavailable
 from shared.metrics import BoundedLabels
+from shared.publisher import ZmqPublisher
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -92,8 +98,32 @@ class Gateway:
             max_payload=config.max_payload,
             connect_timeout=config.connect_timeout,
         )
-        self.allowed_origins = frozenset(config.allowed_origins)
+        self.cors = CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials)
         self.trusted_proxies = parse_networks(config.trusted_proxies)
+        self.http_limits = HttpLimits(
+            max_body=config.max_http_buffer_size, head_timeout=config.http_header_timeout,
+            body_timeout=config.http_body_timeout, keep_alive=config.http_keep_alive,
+        )
+        #: Announces this gateway's peer endpoint on the broker (see gateway.peers).
+        self.publisher = ZmqPublisher(self.context, config.broker_pub, self.id)
+        self.peers = Peers(self.id, self.instance, self.context, config.peer_bind,
+                           config.peer_address, self._peer_request,
+                           stale_after=max(10 * config.heartbeat_interval, 3.0))
+        self.engine = Engine(self.id, EngineConfig(
+            max_payload=config.max_payload,
+            max_packets=config.polling_max_packets,
+            upgrade_hold=config.upgrade_hold,
+            upgrade_timeout=config.upgrade_timeout,
+            forward_timeout=config.request_timeout,
+            poll_timeout=config.ping_interval + config.ping_timeout + config.request_timeout,
+            write_limit=config.write_limit,
+        ), self, self.cors, self.peers)
+        self.echo: Engine | None = None
+        if config.engine_echo:
+            echo_host = EchoHost(self.conn_config, config.write_limit)
+            self.echo = Engine(self.id, replace(self.engine.config, upgrade_hold=0), echo_host,
+                               self.cors)
+            echo_host.engine = self.echo
         self.subs = Subscriptions(self.context, config.broker_sub, self._on_message)
         self.index = LocalIndex(self.subs)
         self.backbone = Backbone(
@@ -125,6 +155,7 @@ class Gateway:
         )
         self.http_buckets = TokenBuckets(config.http_rate, 60.0)
         self.token_buckets = TokenBuckets(config.token_rate, 60.0)
+        self.handshake_buckets = TokenBuckets(config.handshake_rate, 60.0)
         self.event_labels = BoundedLabels(limit=200)
         self.sent_labels = BoundedLabels(limit=200)
         #: Metric children by (received?, namespace, event): a label lookup per message
@@ -143,6 +174,7 @@ class Gateway:
         self.subs.add(topics.ALL_GATEWAYS)
         self.subs.start()
         self.backbone.start()
+        self.peers.start()
         try:
             await asyncio.wait_for(self._broker_beat.wait(), self.config.ready_timeout)
         except TimeoutError:
@@ -152,9 +184,10 @@ class Gateway:
             asyncio.create_task(self.backbone.heartbeat_loop(self.config.heartbeat_interval))
         )
         self._loops.append(asyncio.create_task(self._broker_watch()))
+        self._loops.append(asyncio.create_task(self._announce_loop()))
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: WsTransport(self), self.config.host, self.config.port,
+            lambda: HttpConnection(self, self.http_limits), self.config.host, self.config.port,
             reuse_address=True, backlog=4096,
         )
         self.ready.set()
@@ -185,7 +218,7 @@ class Gateway:
         for client in list(self.clients):
             self._close_client(client, "server shutdown")
         for client in list(self.clients):
-            client.link.close(1001, "server shutdown")
+            client.close(1001, "server shutdown", CloseMode.GRACEFUL)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0.5))
         if self.server is not None:
@@ -198,6 +231,8 @@ class Gateway:
                 await task
         await self.backbone.close()
         self.subs.close()
+        self.peers.close()
+        self.publisher.close()
         log.info("gateway %s stopped", self.id)
 
     def status(self) -> GatewayStatus:
@@ -208,10 +243,17 @@ class Gateway:
         )
 
     def stats(self) -> dict[str, Any]:
+        polling = sum(1 for c in self.clients if c.polling is not None)
         return {
             "gateway": self.id,
             "uptime": round(time.time() - self.started_at, 3),
             "connections": len(self.clients),
+            "transports": {"websocket": len(self.clients) - polling, "polling": polling},
+            "upgrades": self.engine.counters["upgrades"],
+            "pollsForwarded": self.engine.counters["forwarded"],
+            "pollsRelayed": self.engine.counters["relayed"],
+            "handovers": self.engine.counters["handovers"],
+            "peers": sorted(self.peers.peers),
             "namespaces": {ns: len(m) for ns, m in self.index.namespaces.items()},
             "rooms": len(self.index.rooms),
             "subscriptions": len(self.subs.counts),
@@ -254,31 +296,52 @@ class Gateway:
             "httpStatus": health.http_status,
         }
 
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- HTTP (gateway.httpconn.HttpApp) -------------------------------------------------------
     def client_address(self, peer: str, request: HttpRequest) -> str:
         return client_address(peer, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
 
-    def process_request(self, link: WsTransport, request: HttpRequest) -> Response | None:
-        """None to accept a WebSocket handshake, else the HTTP response to send."""
-        path = http.route_path(request.path)
+    def handle(self, exchange: Exchange) -> None:
+        request = exchange.request
+        path = request.path
+        now = time.monotonic()
+        if self.echo is not None and path == ENGINE_ECHO_PATH:
+            self.echo.handle(exchange)
+            return
         if path in (http.ENGINE_PATH, http.ENGINE_PATH.rstrip("/")):
-            refusal = http.check_handshake(request, self.allowed_origins)
-            if refusal is None and self.stopping:
-                refusal = http.json_response(503, {"error": "shutting down"})
-            return refusal
-        address = link.address
+            if "sid=" not in request.query and request.method == "GET":
+                wait = self.handshake_buckets.take(exchange.address, now)
+                if wait:
+                    exchange.respond(_too_many(wait))
+                    return
+            self.engine.handle(exchange)
+            return
         buckets = self.token_buckets if path.startswith("/api/token") else self.http_buckets
-        wait = buckets.take(address, time.monotonic())
+        wait = buckets.take(exchange.address, now)
         if wait:
             m.HTTP_REQUESTS.labels("limited", "429").inc()
-            return http.json_response(429, {"error": "too many requests"},
-                                      extra=[("Retry-After", retry_after(wait))])
+            exchange.respond(_too_many(wait))
+            return
         response = self._route(path, request)
         m.HTTP_REQUESTS.labels(path if path in ("/health", "/stats", "/metrics") else "other",
-                               str(response.status_code)).inc()
-        return response
+                               str(response.status)).inc()
+        exchange.respond(response)
 
-    def _route(self, path: str, request: HttpRequest) -> Response:
+    def upgrade(self, upgrade: Upgrade) -> None:
+        request = upgrade.request
+        if self.echo is not None and request.path == ENGINE_ECHO_PATH:
+            self.echo.upgrade(upgrade)
+            return
+        if request.path not in (http.ENGINE_PATH, http.ENGINE_PATH.rstrip("/")):
+            upgrade.refuse(http.json_response(404, {"error": "not found"}))
+            return
+        if "sid=" not in request.query:
+            wait = self.handshake_buckets.take(upgrade.address, time.monotonic())
+            if wait:
+                upgrade.refuse(_too_many(wait))
+                return
+        self.engine.upgrade(upgrade)
+
+    def _route(self, path: str, request: HttpRequest) -> HttpResponse:
         if path == "/stats":
             return http.json_response(200, self.stats())
         if path == "/health":
@@ -291,26 +354,53 @@ class Gateway:
             return response
         return http.json_response(404, {"error": "not found"})
 
-    # -- connections (called by gateway.transport.WsTransport) ---------------------------------
-    def open_client(self, link: WsTransport, request: HttpRequest) -> Client:
-        """A WebSocket handshake succeeded: start the Engine.IO session."""
-        loop = asyncio.get_running_loop()
-        headers = {
+    # -- sessions (gateway.engine.SessionHost) -------------------------------------------------
+    def forwarded_headers(self, request: HttpRequest) -> dict[str, str]:
+        return {
             name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
         }
-        conn = Connection(secrets.token_urlsafe(15), self.conn_config, loop.time())
-        client = Client(link, conn, link.address, headers, self.config.write_limit, self._slow,
-                        self.corker)
+
+    def new_session(self, sid: str, address: str, headers: dict[str, str], *,
+                    link: WsTransport | None = None, polling: Polling | None = None,
+                    send_open: bool = True) -> Client:
+        """A handshake succeeded (or a session was handed over): start the session."""
+        loop = asyncio.get_running_loop()
+        upgrades = ("websocket",) if polling is not None else ()
+        conn = Connection(sid, self.conn_config, loop.time(), upgrades, send_open)
+        client = Client(conn, address, headers, self.config.write_limit, self._slow,
+                        self.corker, polling=polling)
+        if link is not None:
+            self.attach_link(client, link)
         client.started = time.monotonic()
         self.clients.add(client)
         m.CONNECTIONS.inc()
         m.CONNECTIONS_TOTAL.inc()
+        m.TRANSPORT_CONNECTIONS.labels(client.transport_name).inc()
+        if send_open:
+            m.TRANSPORT_OPENED.labels(client.transport_name).inc()
         if len(self.clients) > self.peak_connections:
             self.peak_connections = len(self.clients)
             m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
         client.schedule(lambda: self._on_timer(client))
         return client
+
+    def attach_link(self, client: Client, link: WsTransport) -> None:
+        client.attach(link)
+        link.on_message = lambda message: self.on_message(client, message)
+        link.on_end = lambda reason: self.client_lost(client, reason)
+        link.on_bad = lambda reason, code: self.bad_input(client, reason, code)
+
+    def forget(self, client: Client) -> None:
+        """The session moved to another gateway before any namespace was connected."""
+        client.lost = True
+        client.stop()
+        self.clients.discard(client)
+        m.CONNECTIONS.dec()
+        m.TRANSPORT_CONNECTIONS.labels("polling").dec()
+
+    def _peer_request(self, identity: bytes, request: Any) -> None:
+        self.engine.on_peer_request(identity, request)
 
     def on_message(self, client: Client, message: str | bytes) -> None:
         conn = client.conn
@@ -328,7 +418,9 @@ class Gateway:
         if not client.conn.closed:
             client.conn.close(reason)
         self._forget_client(client)
-        client.link.close(code, reason)
+        client.close(code, reason, CloseMode.ABORT)
+        if client.polling is not None:
+            self.client_lost(client, reason)
 
     def client_lost(self, client: Client, reason: str) -> None:
         """The connection is gone or closing (idempotent)."""
@@ -343,11 +435,16 @@ class Gateway:
             self._handle_events(client, client.conn.connection_lost(reason))
         self._forget_client(client)
         client.stop()
+        if client.polling is not None and not client.polling.finished:
+            client.close(1000, reason, CloseMode.ABORT)
+        self.engine.forget_session(client)
         self.clients.discard(client)
         m.CONNECTIONS.dec()
+        m.TRANSPORT_CONNECTIONS.labels(client.transport_name).dec()
 
     def _on_timer(self, client: Client) -> None:
         loop = asyncio.get_running_loop()
+        self.engine.release_due(client)
         events = client.conn.tick(loop.time())
         if events:
             self._handle_events(client, events)
@@ -396,7 +493,11 @@ class Gateway:
             log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
         m.CLOSES.labels(_bounded_reason(reason)).inc()
         self._forget_client(client)
-        client.link.close(1002 if event.error else 1000, reason)
+        if event.error:
+            mode = CloseMode.ABORT
+        else:
+            mode = CloseMode.CLIENT if reason == "client close" else CloseMode.GRACEFUL
+        client.close(1002 if event.error else 1000, reason, mode)
 
     def _forget_client(self, client: Client) -> None:
         for sock in list(client.sockets.values()):
@@ -416,8 +517,11 @@ class Gateway:
             client.conn.close("slow consumer")
         self._forget_client(client)
         # The close frame queues behind the unread data; the close timeout drops the TCP
-        # connection if the client never reads it.
-        client.link.close(1008, "slow consumer")
+        # connection if the client never reads it. A polling client's waiting poll (if any)
+        # is told the session is over.
+        client.close(1008, "slow consumer", CloseMode.ABORT)
+        if client.polling is not None:
+            self.client_lost(client, "slow consumer")
 
     # -- CONNECT pipeline ----------------------------------------------------------------------
     async def _connect(self, client: Client, request: ConnectRequested) -> None:
@@ -669,6 +773,9 @@ class Gateway:
             log.exception("publication %s failed", publication.kind.name)
 
     def _on_publication(self, pub: Publication) -> None:
+        if pub.kind == PubKind.PEER:
+            self.peers.learn(pub)
+            return
         if pub.kind == PubKind.RESYNC:
             if pub.source in self.backbone.instances:  # else it is synced once described
                 self.spawn(self.backbone.resync(pub.source))
@@ -685,10 +792,18 @@ class Gateway:
                 sock.client.conn.send_event(sock.ns, pub.event, pub.args)
                 sock.client.flush()
         elif pub.kind == PubKind.EMIT:
-            # Encoded once per message, then the same bytes are written to every member.
-            data = wsframe.encode_all(encode_event_frames(pub.ns, pub.event, pub.args))
+            # Encoded once per message, then the same bytes are written to every member
+            # (polling members queue the same packets).
+            frames = encode_event_frames(pub.ns, pub.event, pub.args)
+            data: bytes | None = None
             for sock in targets:
-                sock.client.write(data)
+                client = sock.client
+                if client.polling is None:
+                    if data is None:
+                        data = wsframe.encode_all(frames)
+                    client.write(data)
+                else:
+                    client.queue(frames)
             self.counters["deliveries"] += len(targets)
             m.DELIVERIES.inc(len(targets))
             self._event_meter(False, pub.ns, pub.event).inc()
@@ -711,7 +826,7 @@ class Gateway:
         elif pub.kind == PubKind.CLOSE:
             for sock in targets:
                 self._close_client(sock.client, "closed by server")
-                sock.client.link.close(1000, "closed by server")
+                sock.client.close(1000, "closed by server", CloseMode.GRACEFUL)
 
     def _broker_heartbeat(self, body: bytes) -> None:
         try:
@@ -724,6 +839,15 @@ class Gateway:
             log.warning("broker restarted (instance %s)", instance)
         self.broker_instance = instance
 
+    async def _announce_loop(self) -> None:
+        """Tell the other gateways where this one takes their forwarded requests."""
+        interval = self.config.heartbeat_interval
+        while True:
+            self.publisher.publish(topics.ALL_GATEWAYS, self.peers.announcement())
+            self.publisher.drain_subscriptions()
+            self.peers.prune()
+            await asyncio.sleep(interval)
+
     async def _broker_watch(self) -> None:
         """Liveness counter for the broker (health); ZeroMQ heartbeats handle reconnects."""
         interval = self.config.heartbeat_interval
@@ -732,6 +856,11 @@ class Gateway:
             self.broker_missed += 1
             if self.broker_missed == self.config.heartbeat_liveness:
                 log.warning("broker silent for %d heartbeats", self.broker_missed)
+
+
+def _too_many(wait: float) -> HttpResponse:
+    return http.json_response(429, {"error": "too many requests"},
+                              extra=[("Retry-After", retry_after(wait))])
 
 
 def client_has(sock: NsSocket) -> bool:

@@ -1,25 +1,25 @@
-"""The gateway's network edge: one asyncio Protocol per TCP connection.
+"""The gateway's WebSocket edge: the handshake, then one asyncio Protocol per connection.
 
-WebSocket framing and the HTTP upgrade come from websockets' sans-I/O ``ServerProtocol``;
-Engine.IO/Socket.IO from :mod:`gateway.protocol`. This class only moves bytes between the
-socket and those two state machines: no task, queue or future per connection, which keeps
-an idle connection cheap (memory) and a delivery cheap (CPU).
+The HTTP/1.1 layer (:mod:`gateway.httpconn`) parses the upgrade request; :func:`handshake`
+checks it with websockets' sans-I/O ``ServerProtocol`` and builds the ``101``; from then on
+:class:`WsTransport` owns the TCP connection (``transport.set_protocol``) and moves bytes
+between it and websockets' framing. Messages go to the callbacks the owner sets — the
+session's handler, or during an upgrade the probe's — with no task, queue or future per
+connection, which keeps an idle connection cheap (memory) and a delivery cheap (CPU).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-if TYPE_CHECKING:
-    from gateway.client import Client
-    from gateway.server import Gateway
+from gateway.http import HttpRequest
 
 log = logging.getLogger("switchboard.gateway.transport")
 _WS_LOG = logging.getLogger("websockets.server")
@@ -30,24 +30,60 @@ CLOSE_TIMEOUT = 2.0
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
+def handshake(request: HttpRequest) -> tuple[bool, bytes]:
+    """Check a WebSocket upgrade request: (accepted, the response's bytes)."""
+    checker = ServerProtocol(logger=_WS_LOG)
+    response = checker.accept(Request(request.target, request.headers))
+    response.headers["Server"] = "switchboard"
+    return response.status_code == 101, response.serialize()
+
+
+def _ignore_message(_message: str | bytes) -> None:
+    pass
+
+
+def _ignore_end(_reason: str) -> None:
+    pass
+
+
+def _ignore_bad(_reason: str, _code: int) -> None:
+    pass
+
+
 class WsTransport(asyncio.Protocol):
+    """One WebSocket connection after its handshake.
+
+    ``on_message(message)`` gets each complete text (``str``) or binary (``bytes``)
+    message; ``on_end(reason)`` is called once when the connection is over or closing;
+    ``on_bad(reason, code)`` for input that breaks WebSocket rules beyond the framing
+    (invalid UTF-8). The owner swaps these as the connection changes hands.
+    """
+
     __slots__ = (
         "_close_timer",
+        "_ended",
         "_fragment_text",
         "_fragments",
-        "address",
-        "client",
-        "gateway",
+        "before_send",
+        "max_payload",
+        "on_bad",
+        "on_end",
+        "on_message",
         "protocol",
         "transport",
     )
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.protocol = ServerProtocol(max_size=gateway.config.max_payload, logger=_WS_LOG)
+    def __init__(self, max_payload: int) -> None:
+        self.max_payload = max_payload
+        self.protocol = ServerProtocol(state=State.OPEN, max_size=max_payload, logger=_WS_LOG)
         self.transport: asyncio.Transport | None = None
-        self.client: Client | None = None
-        self.address = ""
+        self.on_message: Callable[[str | bytes], None] = _ignore_message
+        self.on_end: Callable[[str], None] = _ignore_end
+        self.on_bad: Callable[[str, int], None] = _ignore_bad
+        #: Called before protocol output (pongs, close frames) is written, so that data
+        #: frames queued for this iteration go first.
+        self.before_send: Callable[[], None] | None = None
+        self._ended = False
         self._fragments: list[bytes | bytearray | memoryview] | None = None
         self._fragment_text = False
         self._close_timer: asyncio.TimerHandle | None = None
@@ -55,23 +91,19 @@ class WsTransport(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        peer = transport.get_extra_info("peername")
-        self.address = peer[0] if peer else ""
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
         for event in protocol.events_received():
             if isinstance(event, Frame):
-                if self.client is not None and event.opcode in _DATA:
+                if event.opcode in _DATA:
                     self._data_frame(event)
-                elif event.opcode is Opcode.CLOSE and self.client is not None:
-                    self.gateway.client_lost(self.client, "transport close")
-            elif isinstance(event, Request):
-                self._handshake(event)
+                elif event.opcode is Opcode.CLOSE:
+                    self._end("transport close")
         self._send_pending()
-        if self.client is not None and protocol.state is not State.OPEN:
-            self.gateway.client_lost(self.client, self._close_reason())
+        if protocol.state is not State.OPEN:
+            self._end(self._close_reason())
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -81,22 +113,12 @@ class WsTransport(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._close_timer is not None:
             self._close_timer.cancel()
-        if self.client is not None:
-            self.gateway.client_lost(self.client, "transport close")
+        self._end("transport close")
 
-    # -- handshake and frames ----------------------------------------------------------------
-    def _handshake(self, request: Request) -> None:
-        self.address = self.gateway.client_address(self.address, request)
-        response: Response | None = self.gateway.process_request(self, request)
-        if response is None:
-            response = self.protocol.accept(request)
-            response.headers["Server"] = "switchboard"
-        self.protocol.send_response(response)
-        self._send_pending()  # the 101 must precede the Engine.IO open packet
-        if response.status_code == 101:
-            self.client = self.gateway.open_client(self, request)
-
+    # -- frames ----------------------------------------------------------------------------
     def _data_frame(self, frame: Frame) -> None:
+        if self._ended:
+            return
         if frame.opcode is Opcode.CONT:
             if self._fragments is None:
                 return  # the protocol already failed the connection
@@ -113,22 +135,26 @@ class WsTransport(asyncio.Protocol):
         else:
             data = frame.data
             text = frame.opcode is Opcode.TEXT
-        assert self.client is not None
         if text:
             try:
                 message: str | bytes = bytes(data).decode()
             except UnicodeDecodeError:
-                self.gateway.bad_input(self.client, "invalid UTF-8 in a text frame", 1007)
+                self.on_bad("invalid UTF-8 in a text frame", 1007)
                 return
         else:
             message = bytes(data)
-        self.gateway.on_message(self.client, message)
+        self.on_message(message)
+
+    def _end(self, reason: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self.on_end(reason)
 
     def _close_reason(self) -> str:
         sent = self.protocol.close_sent
         code = sent.code if sent is not None else self.protocol.close_code
         if code == 1009:
-            return f"message too large (over maxPayload {self.gateway.config.max_payload} bytes)"
+            return f"message too large (over maxPayload {self.max_payload} bytes)"
         if code in (1002, 1007):
             return "invalid WebSocket frame"
         return "transport close"
@@ -138,8 +164,8 @@ class WsTransport(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self.client is not None:
-            self.client.write_pending()  # frames queued before a close frame go first
+        if self.before_send is not None:
+            self.before_send()  # frames queued before a close frame go first
         for data in self.protocol.data_to_send():
             if data:
                 transport.write(data)
@@ -155,12 +181,16 @@ class WsTransport(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self.protocol.state is State.OPEN
+        return self.protocol.state is State.OPEN and not self._ended
+
+    def send_text(self, text: str) -> None:
+        """One text message outside the session's write path (the upgrade probe)."""
+        if self.transport is not None and self.protocol.state is State.OPEN:
+            self.protocol.send_text(text.encode())
+            self._send_pending()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (after anything already written)."""
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason[:120])
             self._send_pending()
-        elif self.transport is not None and self.protocol.state is State.CONNECTING:
-            self.transport.close()

@@ -8,7 +8,8 @@
 ``GET /socket.io/socket.io.min.js``  the official ``socket.io-client`` browser bundle, from the
                                    npm package pinned in ``web/package.json`` (and its ``.map``)
 ``GET /api/config``                ``{demo}``: what the sign-in form offers
-``POST /api/token?name=NAME``      demo mode only: a guest token ``{token, userId, username}``
+``POST /api/token``                demo mode only: a guest token ``{token, userId, username}``
+                                   for the body ``{"name": NAME}`` (JSON, or a form field)
 =================================  ==========================================================
 
 Files are read from ``--web-root`` (default: the repository's ``web/``) and cached in memory by
@@ -20,24 +21,21 @@ single plain file name (letters, digits, ``._-``) with a known extension, so no 
 ``..``, slash or backslash reaches the file system; the resolved file must still lie inside
 its directory (symlinks out of it are refused).
 
-The name travels in the query string, not a JSON body: the gateway's HTTP parser (websockets)
-takes no request bodies at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs
-
-from websockets.http11 import Request, Response
 
 from gateway import http
 from gateway.config import GatewayConfig
+from gateway.http import HttpRequest, HttpResponse, parse_query
 from services.auth.tokens import check_secret, issue_token
 
 log = logging.getLogger("switchboard.gateway.web")
@@ -68,7 +66,6 @@ BUNDLE = {
 STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 MAX_NAME = 50
 CACHE_CONTROL = "no-cache"
-REASONS = {304: "Not Modified", 405: "Method Not Allowed", 500: "Internal Server Error"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +74,6 @@ class _File:
     size: int
     body: bytes
     etag: str
-
-
-def _status(response: Response, status: int) -> Response:
-    return replace(response, status_code=status, reason_phrase=REASONS.get(status, "Error"))
-
-
-def _with_header(response: Response, name: str, value: str) -> Response:
-    del response.headers[name]  # Headers is a multidict: replace, do not append
-    response.headers[name] = value
-    return response
 
 
 def guest_name(raw: str) -> str | None:
@@ -115,7 +102,7 @@ class WebRoutes:
                         "web); the web pages cannot connect without it", self.bundle)
 
     # -- routing -------------------------------------------------------------------------------
-    def handle(self, path: str, request: Request) -> Response | None:
+    def handle(self, path: str, request: HttpRequest) -> HttpResponse | None:
         if path == "/api/config":
             return self._only_get(request) or http.json_response(200, {"demo": self.demo})
         if path == "/api/token":
@@ -140,12 +127,11 @@ class WebRoutes:
         )
 
     @staticmethod
-    def _only_get(request: Request) -> Response | None:
-        if request.method == "GET":
+    def _only_get(request: HttpRequest) -> HttpResponse | None:
+        if request.method in ("GET", "HEAD"):
             return None
-        response = http.json_response(405, {"error": "method not allowed"},
-                                      extra=[("Allow", "GET")])
-        return _status(response, 405)
+        return http.json_response(405, {"error": "method not allowed"},
+                                  extra=[("Allow", "GET, HEAD")])
 
     # -- files ---------------------------------------------------------------------------------
     def _load(self, directory: Path, name: str) -> _File | None:
@@ -167,28 +153,25 @@ class WebRoutes:
         self._files[resolved] = entry
         return entry
 
-    def _file(self, directory: Path, name: str, request: Request) -> Response | None:
+    def _file(self, directory: Path, name: str, request: HttpRequest) -> HttpResponse | None:
         entry = self._load(directory, name)
         if entry is None:
             return None
         content_type = CONTENT_TYPES[Path(name).suffix]
         extra = [("ETag", entry.etag)]
+        extra.append(("Cache-Control", CACHE_CONTROL))
         if entry.etag in _etags(request.headers.get("If-None-Match", "")):
-            response = _status(http.response(304, b"", content_type, extra), 304)
-        else:
-            response = http.response(200, entry.body, content_type, extra)
-        return _with_header(response, "Cache-Control", CACHE_CONTROL)
+            return http.response(304, b"", content_type, extra)
+        return http.response(200, entry.body, content_type, extra)
 
     # -- demo sign-in --------------------------------------------------------------------------
-    def _token(self, request: Request) -> Response | None:
+    def _token(self, request: HttpRequest) -> HttpResponse | None:
         if not self.demo:
             return None  # the route does not exist outside demo mode: 404
         if request.method != "POST":
-            response = http.json_response(405, {"error": "use POST /api/token?name=NAME"},
-                                          extra=[("Allow", "POST")])
-            return _status(response, 405)
-        _, _, query = request.path.partition("?")
-        name = guest_name(parse_qs(query).get("name", [""])[0])
+            return http.json_response(405, {"error": 'use POST /api/token {"name": NAME}'},
+                                      extra=[("Allow", "POST")])
+        name = guest_name(_name_of(request))
         if name is None:
             return http.json_response(400, {"error": f"name: must be 1..{MAX_NAME} printable "
                                                      "characters"})
@@ -196,6 +179,23 @@ class WebRoutes:
         token = issue_token(self.secret, user_id, name, role="user", ttl=self.token_ttl)
         log.info("demo token issued to %s (%s)", user_id, name)
         return http.json_response(200, {"token": token, "userId": user_id, "username": name})
+
+
+def _name_of(request: HttpRequest) -> str:
+    """The sign-in name: a JSON body ``{"name": ...}``, a form body ``name=...``, or (older
+    pages) the query string."""
+    body = request.body
+    if body:
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            return parse_query(body.decode("utf-8", "replace")).get("name", "")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return ""
+        name = doc.get("name") if isinstance(doc, dict) else None
+        return name if isinstance(name, str) else ""
+    return request.params().get("name", "")
 
 
 def _etags(header: str) -> set[str]:

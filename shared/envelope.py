@@ -11,6 +11,8 @@ Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
     :class:`Request` → :class:`Reply` (same ``id``)
 Publish (service PUB → broker → gateway SUB), frames ``[topic, body]``:
     :class:`Publication`
+Gateway to gateway (DEALER → the owner's peer ROUTER), frames ``[body]``:
+    :class:`PeerRequest` → :class:`PeerReply` (same ``id``), a :class:`Handover` inside
 """
 
 from __future__ import annotations
@@ -310,6 +312,7 @@ class PubKind(IntEnum):
     DISCONNECT = 3  #: disconnect the target's sockets from ``ns`` (after emitting, if any)
     RESYNC = 4  #: a service (re)started: gateways send it SYNC
     CLOSE = 5  #: close the whole connection of the target's sockets
+    PEER = 6  #: a gateway announces itself: ``source`` its id, ``args`` [instance, endpoint]
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +338,58 @@ class Publication(_Envelope):
     exclude: tuple[str, ...] = ()
     source: str = ""
     ack_event: str = ""
+
+
+class PeerKind(IntEnum):
+    POLL = 0  #: a long-polling request (``method``, ``body``) for a session the receiver owns
+    ABORT = 1  #: the client of forwarded request ``id`` went away before its answer
+    CLAIM = 2  #: a WebSocket for session ``sid`` reached the sender: hand the session over
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRequest(_Envelope):
+    """``[kind, id, gateway, instance, sid, method, body, deadline]``: from gateway ``gateway``
+    (process ``instance``) to the gateway that owns Engine.IO session ``sid``."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PeerKind}
+
+    kind: PeerKind
+    id: int
+    gateway: str
+    instance: str
+    sid: str
+    method: str = ""
+    body: bytes = b""
+    deadline: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Handover(_Envelope):
+    """An Engine.IO session moving to the gateway that received its WebSocket, before any
+    namespace was connected on it: ``[sid, address, headers, queued, held]``. ``queued``
+    are packets for the client not yet delivered, ``held`` packets from it not yet handled
+    (text packets as ``str``, binary as ``bytes``)."""
+
+    sid: str
+    address: str
+    headers: dict[str, str] = field(default_factory=dict)
+    queued: list[str | bytes] = field(default_factory=list)
+    held: list[str | bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply(_Envelope):
+    """``[id, status, body, content_type, handover]``: for POLL the HTTP answer the
+    forwarding gateway gives its client; for CLAIM 200 with the ``handover``, 409 when the
+    session cannot move (it stays where it is), 400 when it is unknown."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"handover": Handover}
+
+    id: int
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    handover: Handover | None = None
 
 
 def decode_args(value: Any) -> list[Any]:

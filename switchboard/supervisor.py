@@ -90,14 +90,14 @@ def plan(config: UpConfig) -> list[Child]:
         port = config.port + i
         argv = [*cmd, "gateway", "--host", config.host, "--port", str(port),
                 "--gateway-id", f"gw{port}-{secrets.token_hex(2)}",
-                "--broker-sub", subscribe,
+                "--broker-sub", subscribe, "--broker-pub", publish,
                 "--ping-interval", str(ping_interval),
                 "--ping-timeout", str(ping_timeout),
                 "--max-payload", str(max_payload)]
         for endpoint in endpoints:
             argv += ["--services", endpoint]
         if config.conformance:
-            argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02"]
+            argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02", "--engine-echo"]
         argv.append("--demo" if config.demo else "--no-demo")
         children.append(Child(f"gateway:{port}", argv,
                               {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))

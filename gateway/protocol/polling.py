@@ -93,9 +93,9 @@ class Polling:
     __slots__ = (
         "_bytes",
         "_finishing",
+        "_held",
         "_hold",
         "_hold_deadline",
-        "_held",
         "_max_packets",
         "_queue",
         "_state",

@@ -108,6 +108,7 @@ class Cluster:
             self.gateway_ports.append(port)
         argv = [*CMD, "gateway", "--host", self.host, "--port", str(port),
                 "--gateway-id", f"gw{port}", "--broker-sub", self.broker_sub,
+                "--broker-pub", self.broker_pub,
                 "--heartbeat-interval", "0.2"]
         for name, endpoint in self.services.items():
             argv += ["--services", f"{name.rpartition('.')[2]}={endpoint}"]
