@@ -144,7 +144,7 @@ class _Envelope:
 class Session(_Envelope):
     """Who one namespace socket is, as every service sees it.
 
-    ``[sid, ns, gateway, address, user_id, username, role, connected_at]``. ``sid`` is the
+    ``[sid, ns, gateway, address, user_id, username, role, connected_at, avatar]``. ``sid`` is the
     Socket.IO socket id (``<gateway>.<random>``), unique cluster-wide. Services are
     stateless about sockets: the gateway sends the session with every request, and a stage
     (auth on CONNECT, ``set username``) may return an updated one.
@@ -158,6 +158,7 @@ class Session(_Envelope):
     username: str | None = None
     role: str | None = None
     connected_at: float = 0.0
+    avatar: str | None = None
 
     def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
         return replace(self, user_id=user_id, username=username, role=role)

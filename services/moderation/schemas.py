@@ -52,6 +52,7 @@ MAX_SOCKET_ID = 128
 MAX_REASON = 200
 MAX_PASSWORD = 100
 MAX_BEFORE = 100
+MAX_AVATAR = 2048
 #: Longest ban or mute: ten years (a permanent ban simply omits ``seconds``).
 MAX_SECONDS = 10 * 365 * 24 * 3600
 #: Raw text longer than this many times its limit is refused before the (costlier) sanitiser.
@@ -229,6 +230,24 @@ class SetUsername(Payload):
     username: Annotated[str, _text("username")]
 
 
+def _avatar(value: Any, info: Any) -> str | None:
+    # Not checked as a URL: the seed's own client sends placeholder text ("avatar-url").
+    # It is kept as opaque text; whoever displays it must treat it as untrusted.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _error("sb_avatar_type", "must be a string")
+    value = value.strip()
+    if not 1 <= len(value) <= MAX_AVATAR or not value.isprintable():
+        raise _error("sb_avatar_length", f"must be 1..{MAX_AVATAR} printable characters")
+    return value
+
+
+class UserInfo(Payload):
+    username: Annotated[str, _text("username")]
+    avatar: Annotated[str | None, BeforeValidator(_avatar)] = None
+
+
 class ChatMessage(Payload):
     content: Content
     roomId: OptRoomId = None
@@ -334,6 +353,7 @@ _PRIVATE = EventSchema(PrivateMessage, "{to, content}")
 #: (namespace, event) → schema, for every client → server event of EVENTS.md.
 EVENTS: dict[tuple[str, str], EventSchema] = {
     ("/", "set username"): EventSchema(SetUsername, "a string", "username", flatten=True),
+    ("/", "user info"): EventSchema(UserInfo, "{username, avatar?}", scalar="username"),
     ("/", "chat message"): _CHAT,
     ("/", "private message"): _PRIVATE,
     ("/", "create room"): EventSchema(

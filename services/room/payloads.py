@@ -176,6 +176,18 @@ def username_arg(args: list[Any]) -> str:
     return value
 
 
+def user_info(args: list[Any]) -> tuple[str, str | None]:
+    """``user info``: ``{username, avatar?}`` (moderation has validated and cleaned it)."""
+    obj = _first(args)
+    if isinstance(obj, str):
+        obj = {"username": obj}
+    if not isinstance(obj, dict):
+        raise ClientError("payload: must be an object {username, avatar?}")
+    username = username_arg([obj])
+    avatar = obj.get("avatar")
+    return username, avatar if isinstance(avatar, str) and avatar else None
+
+
 def history_query(args: list[Any], default_limit: int, max_limit: int) -> HistoryQuery:
     obj = _object(args, "{roomId, before?, limit?}")
     room_id = _room_name(_required_text(obj, "roomId"))

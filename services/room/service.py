@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from shared import topics
@@ -501,6 +502,20 @@ class RoomService(Service):
             session=session.with_user(session.user_id, username, session.role),
             ack=_ok(username=username),
         )
+
+    @on_event(MAIN, "user info")
+    async def user_info(self, request: Request) -> Reply:
+        """The seed client's ``set username``, with an avatar kept in the session."""
+        session = self._begin(request)
+        username, avatar = payloads.user_info(request.args)
+        self.registry.rename(session.sid, username)
+        self.membership.rename(session.sid, username)
+        updated = replace(session.with_user(session.user_id, username, session.role),
+                          avatar=avatar)
+        fields: dict[str, Any] = {"username": username}
+        if avatar is not None:
+            fields["avatar"] = avatar
+        return reply_to(request, session=updated, ack=_ok(**fields))
 
     @on_event(MAIN, "get online users")
     async def get_online_users(self, request: Request) -> Reply:

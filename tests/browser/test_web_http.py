@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from websockets.datastructures import Headers
-from websockets.http11 import Request
 
 from gateway.config import GatewayConfig
+from gateway.http import HttpRequest
 from gateway.web import WebRoutes, guest_name
 from services.auth.tokens import verify_token
 from switchboard.supervisor import UpConfig, plan
@@ -28,10 +27,11 @@ SECURITY = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Option
 
 
 def raw(cluster: Cluster, path: str, method: str = "GET",
-        headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(cluster.host, cluster.gateway_ports[0], timeout=5)
     try:
-        conn.request(method, path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
     finally:
@@ -116,7 +116,9 @@ def test_demo_sign_in_issues_a_token_the_auth_service_accepts(web_cluster: Clust
     status, headers, body = raw(web_cluster, "/api/config")
     assert (status, json.loads(body)) == (200, {"demo": True})
 
-    status, headers, body = raw(web_cluster, "/api/token?name=%20Ada%20%20Lovelace%20", "POST")
+    status, headers, body = raw(web_cluster, "/api/token", "POST",
+                                {"Content-Type": "application/json"},
+                                json.dumps({"name": " Ada  Lovelace "}).encode())
     assert status == 200
     assert headers.get_all("Cache-Control") == ["no-store"]
     doc = json.loads(body)
@@ -126,8 +128,14 @@ def test_demo_sign_in_issues_a_token_the_auth_service_accepts(web_cluster: Clust
     assert (identity.user_id, identity.username, identity.role) == (
         doc["userId"], "Ada Lovelace", "user")
 
-    status, _, body = raw(web_cluster, "/api/token?name=tab%09name", "POST")
+    status, _, body = raw(web_cluster, "/api/token", "POST",
+                          {"Content-Type": "application/x-www-form-urlencoded"},
+                          b"name=tab%09name")
     assert json.loads(body)["username"] == "tab name"  # whitespace is normalised
+    status, _, body = raw(web_cluster, "/api/token?name=Grace", "POST")  # older pages
+    assert json.loads(body)["username"] == "Grace"
+    status, _, body = raw(web_cluster, "/api/token", "POST", {}, b"{not json")
+    assert status == 400
     for name in ("", "%20%20", "x" * 51, "bell%07", "del%7f", "%e2%80%8b"):
         status, _, body = raw(web_cluster, f"/api/token?name={name}", "POST")
         assert status == 400, name
@@ -135,13 +143,14 @@ def test_demo_sign_in_issues_a_token_the_auth_service_accepts(web_cluster: Clust
     status, headers, _ = raw(web_cluster, "/api/token?name=Ada", "GET")
     assert (status, headers["Allow"]) == (405, "POST")
     status, headers, _ = raw(web_cluster, "/", "DELETE")
-    assert (status, headers["Allow"]) == (405, "GET")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
 
 
 # -- WebRoutes without a gateway -----------------------------------------------------------------
 def get(routes: WebRoutes, path: str, method: str = "GET", **headers: str) -> tuple[int, bytes]:
-    response = routes.handle(path.partition("?")[0], Request(path, Headers(headers), method))
-    return (404, b"") if response is None else (response.status_code, bytes(response.body))
+    request = HttpRequest.build(method, path, list(headers.items()))
+    response = routes.handle(request.path, request)
+    return (404, b"") if response is None else (response.status, bytes(response.body))
 
 
 def test_without_demo_mode_there_is_no_token_route() -> None:

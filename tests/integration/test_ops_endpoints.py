@@ -278,7 +278,8 @@ def test_security_headers_on_every_http_response(ops: Ops) -> None:
     url = ops.url()
     answers = {
         "/health": 200, "/stats": 200, "/metrics": 200, "/no/such/page": 404,
-        "/socket.io/?EIO=4&transport=polling": 400, "/socket.io/?EIO=3&transport=websocket": 400,
+        "/socket.io/?EIO=4&transport=polling": 200, "/socket.io/?EIO=3&transport=websocket": 400,
+        "/socket.io/?EIO=4&transport=polling&sid=nope": 400,
         "/": 200, "/static/app.js": 200, "/static/../../etc/passwd": 404,
     }
     for path, status in answers.items():

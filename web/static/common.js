@@ -125,19 +125,23 @@
 
   /** A guest token from the gateway (demo mode): {token, userId, username}. */
   async function guestToken(name) {
-    const res = await getJson("/api/token?name=" + encodeURIComponent(name), { method: "POST" });
+    const res = await getJson("/api/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
     if (res.status === 429) throw new Error("Too many sign-ins from here; wait a minute.");
     if (!res.ok) throw new Error((res.body && res.body.error) || "Sign-in failed (" + res.status + ")");
     return res.body;
   }
 
-  /** A Socket.IO socket for namespace `ns` on this page's gateway (websocket only). */
+  /** A Socket.IO socket for namespace `ns` on this page's gateway: the client's default
+   * transports (long-polling first, then the upgrade to WebSocket where the network allows). */
   function connect(ns, token) {
     if (typeof window.io !== "function") {
       throw new Error("The Socket.IO client did not load (/socket.io/socket.io.min.js); run `make setup`.");
     }
     return window.io(ns, {
-      transports: ["websocket"],
       auth: token ? { token } : {},
       reconnectionDelay: 500,
       reconnectionDelayMax: 3000,

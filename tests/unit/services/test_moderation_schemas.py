@@ -120,6 +120,17 @@ def test_set_username() -> None:
     assert error("/", "set username", 3) == "username: must be a string"
 
 
+def test_user_info_the_seed_clients_form() -> None:
+    assert clean("/", "user info", {"username": " <b>Alice</b>", "avatar": "avatar-url"}) == [
+        {"username": "Alice", "avatar": "avatar-url"}]
+    assert clean("/", "user info", {"username": "Bob", "extra": 1}) == [{"username": "Bob"}]
+    assert clean("/", "user info", "Carol") == [{"username": "Carol"}]
+    assert error("/", "user info", {"avatar": "x"}) == "username: required"
+    assert error("/", "user info", {"username": "A", "avatar": "x" * 2049}) == \
+        "avatar: must be 1..2048 printable characters"
+    assert error("/", "user info", {"username": "A", "avatar": 5}) == "avatar: must be a string"
+
+
 def test_create_room() -> None:
     assert clean("/", "create room", {"roomId": " lobby ", "roomName": "<b>Lobby</b>"}) == [
         {"roomId": "lobby", "roomName": "Lobby", "isPrivate": False, "maxUsers": 100}]
@@ -229,9 +240,9 @@ def test_admin_namespace() -> None:
 
 def test_every_contract_event_has_a_schema() -> None:
     contract = {
-        "/": {"set username", "chat message", "private message", "create room", "join room",
-              "leave room", "room message", "get rooms", "get room info", "get online users",
-              "get history"},
+        "/": {"set username", "user info", "chat message", "private message", "create room",
+              "join room", "leave room", "room message", "get rooms", "get room info",
+              "get online users", "get history"},
         "/chat": {"chat message", "private message"},
         "/game": {"join game", "game action"},
         "/admin": {"get stats", "broadcast message", "kick user", "ban user", "mute user"},

@@ -167,9 +167,9 @@ def test_routes_declare_namespaces_and_events(h: Harness) -> None:
         assert routes[(RequestKind.CONNECT, ns, "")] == 30
     assert (RequestKind.DISCONNECT, "*", "") in routes
     assert (RequestKind.SYNC, "*", "") in routes
-    main = {"set username", "chat message", "private message", "create room", "join room",
-            "leave room", "room message", "get rooms", "get room info", "get online users",
-            "get history"}
+    main = {"set username", "user info", "chat message", "private message", "create room",
+            "join room", "leave room", "room message", "get rooms", "get room info",
+            "get online users", "get history"}
     assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/"} == main
     assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/chat"} == {
         "chat message", "private message"}
@@ -656,6 +656,22 @@ async def test_set_username(h: Harness) -> None:
     for bad in ([], [""], [7]):
         assert (await h.emit(a, "set username", *bad)).error == \
             "username: must be a non-empty string"
+
+
+async def test_user_info_renames_and_keeps_the_avatar_in_the_session(h: Harness) -> None:
+    a = session(1)
+    await connected(h, a)
+    reply = await h.emit(a, "user info", {"username": "Alice", "avatar": "avatar-url"})
+    assert reply.ok and reply.ack == [{"success": True, "username": "Alice",
+                                       "avatar": "avatar-url"}]
+    assert reply.session is not None
+    assert (reply.session.username, reply.session.avatar) == ("Alice", "avatar-url")
+    users = (await h.ok(a, "get online users"))["users"]
+    assert users == [{"id": "u1", "username": "Alice", "socketId": a.sid}]
+    plain = await h.emit(a, "user info", {"username": "Al"})
+    assert plain.ack == [{"success": True, "username": "Al"}]
+    assert (await h.emit(a, "user info", 7)).error == \
+        "payload: must be an object {username, avatar?}"
 
 
 async def test_get_online_users_across_gateways(h: Harness) -> None:
