@@ -1,7 +1,8 @@
 """Helpers of the end-to-end chat tests: real python-socketio clients against a real cluster.
 
-- :class:`ChatClient` wraps one ``socketio.AsyncClient`` (websocket transport, no
-  reconnection) and records every event it receives, per namespace, in arrival order. Tests
+- :class:`ChatClient` wraps one ``socketio.AsyncClient`` (the client's default transports —
+  polling, then the upgrade — unless the cluster names others; no reconnection) and records
+  every event it receives, per namespace, in arrival order. Tests
   read events with :meth:`ChatClient.next` / :meth:`ChatClient.wait_for` (bounded waits) and
   check that something did *not* arrive with :meth:`ChatClient.seen` after a later "barrier"
   event arrived (the room service publishes in request order and one gateway delivers one
@@ -31,6 +32,7 @@ from typing import Any
 
 import socketio
 
+from shared.topics import gateway_of
 from tests.support.cluster import Cluster, token
 
 #: Generous: the suite must hold on a loaded two-core machine running other clusters too.
@@ -88,8 +90,9 @@ class ChatClient:
     """One Socket.IO client that records every event of the namespaces it listens to."""
 
     def __init__(self, label: str = "", user_id: str | None = None,
-                 username: str | None = None) -> None:
+                 username: str | None = None, transports: list[str] | None = None) -> None:
         self.label = label
+        self.transports = transports
         self.user_id = user_id
         self.username = username
         self.sio = socketio.AsyncClient(reconnection=False)
@@ -129,12 +132,19 @@ class ChatClient:
         names = list(namespaces)
         for ns in names:
             self.listen(ns)
+        options: dict[str, Any] = {} if self.transports is None else {
+            "transports": self.transports}
         await asyncio.wait_for(
-            self.sio.connect(url, transports=["websocket"], namespaces=names, auth=auth,
-                             headers=headers or {}, wait_timeout=WAIT),
+            self.sio.connect(url, namespaces=names, auth=auth, headers=headers or {},
+                             wait_timeout=WAIT, **options),
             WAIT + 1,
         )
         return self
+
+    @property
+    def gateway(self) -> str:
+        """The id of the gateway serving this client (socket ids embed it)."""
+        return gateway_of(self.sid(next(iter(self.connected_namespaces), "/")))
 
     def sid(self, ns: str = "/") -> str:
         sid = self.sio.get_sid(ns)
@@ -222,7 +232,7 @@ class Clients:
         await asyncio.gather(*(c.close() for c in clients))
 
     def url(self, gateway: int) -> str:
-        return self.cluster.url(gateway)
+        return self.cluster.client_url(gateway)
 
     async def gateway_id(self, gateway: int) -> str:
         """The id gateway ``gateway`` gives itself (its ``/stats``; socket ids embed it)."""
@@ -233,7 +243,7 @@ class Clients:
 
     def new(self, label: str = "", user_id: str | None = None,
             username: str | None = None) -> ChatClient:
-        client = ChatClient(label, user_id, username)
+        client = ChatClient(label, user_id, username, self.cluster.transports)
         self.all.append(client)
         return client
 

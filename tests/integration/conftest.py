@@ -21,13 +21,32 @@ def mini_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def chat_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The whole application behind two gateways (separate processes)."""
+@pytest.fixture(scope="module", params=["direct", "polling-behind-balancer"])
+def chat_cluster(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The whole application (separate processes), twice: two gateways that clients on their
+    default options (polling, then the upgrade) reach directly; and three gateways behind
+    HAProxy (round robin, no stickiness) that polling-only clients reach through it, so that
+    their requests land on every gateway."""
+    from tests.support.balancer import balancer
     from tests.support.cluster import start_chat_cluster
 
-    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("chat")), gateways=2)
+    workdir = Path(tmp_path_factory.mktemp("chat"))
+    if request.param == "direct":
+        cluster = start_chat_cluster(workdir, gateways=2)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    cluster = start_chat_cluster(workdir, gateways=3)
     try:
-        yield cluster
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 3
+            cluster.transports = ["polling"]
+            yield cluster
+            # The variant is only worth its name if requests did cross gateways.
+            forwarded = [cluster.stats(i)["pollsForwarded"] for i in range(3)]
+            assert sum(forwarded) > 0, forwarded
     finally:
         cluster.stop()

@@ -83,6 +83,11 @@ class Cluster:
         self.broker_sub = f"tcp://{host}:{free_port(host)}"
         self.services: dict[str, str] = {}
         self.gateway_ports: list[int] = []
+        #: Clients of the tests go through this balancer (when set) to the first
+        #: ``balanced`` gateways, with these transports (None: the client's defaults).
+        self.balancer_url: str | None = None
+        self.balanced = 0
+        self.transports: list[str] | None = None
 
     def _part(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Part:
         part = Part(name, argv, self.workdir / "logs" / f"{name}.log", env or {})
@@ -118,6 +123,13 @@ class Cluster:
 
     def url(self, index: int = 0) -> str:
         return f"http://{self.host}:{self.gateway_ports[index]}"
+
+    def client_url(self, index: int = 0) -> str:
+        """Where a test's client for "gateway ``index``" connects: the balancer in front
+        of the gateways when there is one (any gateway may then serve it)."""
+        if self.balancer_url is not None and index < self.balanced:
+            return self.balancer_url
+        return self.url(index)
 
     def wait_ready(self, port: int, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

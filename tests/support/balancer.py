@@ -1,0 +1,89 @@
+"""A real HAProxy in front of gateways, for tests: ``balance roundrobin``, no stickiness, so
+consecutive requests of one client (polling GETs and POSTs, the upgrade) land on different
+gateways; optionally refusing WebSocket upgrades, as corporate proxies do."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.support.backbone import free_port
+
+TEMPLATE = """\
+global
+    log stdout format raw local0 info
+    hard-stop-after 3s
+
+defaults
+    mode http
+    option forwardfor
+    option redispatch 1
+    retries 2
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout tunnel 1h
+
+frontend public
+    bind {host}:{port}
+{refuse}    default_backend gateways
+
+backend gateways
+    balance roundrobin
+{servers}
+"""
+
+#: What a proxy that blocks WebSocket does: the upgrade request is answered 403.
+REFUSE_WEBSOCKET = "    http-request deny deny_status 403 if { hdr(upgrade) -i websocket }\n"
+
+
+def haproxy_binary() -> str:
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        if os.environ.get("CI"):
+            pytest.fail("haproxy is not installed (scripts/ensure-system-deps installs it)")
+        pytest.skip("haproxy is not installed (run scripts/ensure-system-deps)")
+    return binary
+
+
+@contextlib.contextmanager
+def balancer(workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
+             refuse_websocket: bool = False) -> Iterator[str]:
+    """HAProxy for the block; yields its base URL."""
+    binary = haproxy_binary()
+    port = free_port(host)
+    servers = "".join(f"    server gw{i} {host}:{p}\n" for i, p in enumerate(ports))
+    config = TEMPLATE.format(host=host, port=port, servers=servers,
+                             refuse=REFUSE_WEBSOCKET if refuse_websocket else "")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"haproxy-{port}.cfg"
+    path.write_text(config)
+    log = workdir / f"haproxy-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([binary, "-db", "-f", str(path)], stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"haproxy did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
