@@ -221,6 +221,10 @@ class Engine:
             del self.sessions[client.conn.sid]
         self.host.client_lost(client, "transport close")
 
+    def waiting(self) -> int:
+        """Long-polling GETs waiting for data here."""
+        return sum(1 for client in self.sessions.values() if client.responder is not None)
+
     def forget_session(self, client: Client) -> None:
         """The host dropped the session (closed, lost): its sid is unknown from now on."""
         if self.sessions.get(client.conn.sid) is client:
@@ -316,6 +320,11 @@ class Engine:
             if client.conn.closed:
                 break
             self.host.on_message(client, packet)
+            if client.conn.closed and packet != "1":
+                # The packet broke the protocol (the session is closed for it): the sender
+                # is told plainly rather than with an "ok".
+                answer.reply(engine_error(EngineError.BAD_REQUEST))
+                return
         if polling.holding and polling.next_deadline() is not None:
             client.schedule(lambda: self.release_due(client))
         # Backpressure: a client with too much in flight gets its "ok" later, and engine.io

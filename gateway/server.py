@@ -253,6 +253,7 @@ class Gateway:
             "pollsForwarded": self.engine.counters["forwarded"],
             "pollsRelayed": self.engine.counters["relayed"],
             "handovers": self.engine.counters["handovers"],
+            "pollsWaiting": self.engine.waiting() + (self.echo.waiting() if self.echo else 0),
             "peers": sorted(self.peers.peers),
             "namespaces": {ns: len(m) for ns, m in self.index.namespaces.items()},
             "rooms": len(self.index.rooms),

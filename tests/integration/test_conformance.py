@@ -3,8 +3,8 @@
 The official suite (socket.io-protocol, ``test-suite/test-suite.js``) cannot be fetched in CI,
 so this is our own port of its facts, not of its code: the same frames are sent byte for byte
 over a raw WebSocket (the ``websockets`` library, no Socket.IO client) and the same exact
-strings and bytes are expected back. The long-polling and upgrade cases are out of scope: the
-gateway is websocket-only (those requests get ``Transport unknown``, tested below).
+strings and bytes are expected back. The long-polling and upgrade cases of this suite and of
+the engine.io-protocol one are in ``test_conformance_polling.py``.
 
 The server is the real thing: ``switchboard up --conformance`` as a subprocess on free ports
 (broker + the conformance service + one gateway, pingInterval 300 ms, pingTimeout 200 ms,
