@@ -67,6 +67,9 @@ class EchoHost:
         client.schedule(lambda: self._tick(client))
         return client
 
+    def rearm(self, client: Client) -> None:
+        client.schedule(lambda: self._tick(client))
+
     def attach_link(self, client: Client, link: WsTransport) -> None:
         client.attach(link)
         link.on_message = lambda message: self.on_message(client, message)
@@ -79,6 +82,8 @@ class EchoHost:
         client.flush()
 
     def _tick(self, client: Client) -> None:
+        if self.engine is not None:
+            self.engine.release_due(client)
         self._events(client, client.conn.tick(asyncio.get_running_loop().time()))
         client.flush()
         if not client.conn.closed:

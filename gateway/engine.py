@@ -82,6 +82,11 @@ class SessionHost(Protocol):
         """Make ``link`` the session's transport and route its messages to the session."""
         ...
 
+    def rearm(self, client: Client) -> None:
+        """Schedule the session's timer for its next deadline (the hold's end included);
+        the timer calls :meth:`Engine.release_due`."""
+        ...
+
     @property
     def stopping(self) -> bool: ...
 
@@ -326,7 +331,7 @@ class Engine:
                 answer.reply(engine_error(EngineError.BAD_REQUEST))
                 return
         if polling.holding and polling.next_deadline() is not None:
-            client.schedule(lambda: self.release_due(client))
+            self.host.rearm(client)  # its timer now also covers the hold's end
         # Backpressure: a client with too much in flight gets its "ok" later, and engine.io
         # clients send nothing more until they have it.
         client.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
@@ -337,7 +342,8 @@ class Engine:
         if polling is None or not polling.holding:
             return
         deadline = polling.next_deadline()
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        # Event-loop timers may fire a little early (uvloop's are in milliseconds).
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.002:
             self._release(client, polling)
 
     def _release(self, client: Client, polling: Polling) -> None:

@@ -34,6 +34,9 @@ from gateway.http import HttpRequest, HttpResponse, text_response
 
 log = logging.getLogger("switchboard.gateway.http")
 
+#: Seconds a connection closed for a bad request keeps draining what the client still sends.
+LINGER = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -180,7 +183,7 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading or self._broken or self.lost:
-            return  # reading is paused: an upgrade is being decided, or the request was bad
+            return  # an upgrade is being decided, or a bad request's rest is drained
         rest: bytes | None = None
         failure: tuple[int, str] | None = None
         try:
@@ -292,7 +295,10 @@ class HttpConnection(asyncio.Protocol):
                 transport.write(response.serialize(
                     keep, int(self.limits.keep_alive), head=request.method == "HEAD"))
             if not keep:
-                self._close()
+                if self._broken:
+                    self._linger()
+                else:
+                    self._close()
                 return
         if self._paused and len(exchanges) < self.limits.max_pipelined // 2:
             self._paused = False
@@ -369,6 +375,21 @@ class HttpConnection(asyncio.Protocol):
     def _idle(self) -> None:
         if not self._exchanges:
             self._close()
+
+    def _linger(self) -> None:
+        """Close after a refused request without losing the answer: a client may still be
+        sending the body we refused (a 413), and closing with unread input would make the
+        kernel reset the connection, discarding the response before the client reads it.
+        So stop writing, read and drop the rest for a moment, then close."""
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        if not transport.can_write_eof():
+            self._close()
+            return
+        transport.write_eof()
+        self._arm(LINGER, self._close)
+        transport.resume_reading()
 
     def _pause(self) -> None:
         if self.transport is not None and not self.lost:

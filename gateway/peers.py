@@ -13,6 +13,11 @@ ZeroMQ, answered there, and the answer relayed (see ``docs/polling.md``).
   awaits its :class:`~shared.envelope.PeerReply` (matched by id, with a deadline, like
   the service backbone). Requests that reach this gateway go to ``on_request(identity,
   request)``; :meth:`reply` answers them, now or later (a long-poll GET).
+- **Liveness.** Each DEALER is watched (a ZeroMQ socket monitor): requests go out only
+  once its connection is up (waiting a moment for a peer just heard of), and when it
+  drops — the peer died, or froze past the ZeroMQ heartbeat timeout — every request
+  waiting on that peer fails at once, so that a client whose session died with its
+  gateway hears ``Session ID unknown`` and reconnects instead of waiting out its poll.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from shared.envelope import PeerReply, PeerRequest, PubKind, Publication
 from shared.errors import EnvelopeError
@@ -40,13 +46,32 @@ class PeerUnavailable(Exception):
     """The gateway asked for is unknown, unreachable or did not answer in time."""
 
 
-@dataclass(slots=True)
+#: How long a request waits for the connection to a peer that was just heard of.
+CONNECT_WAIT = 1.0
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+@dataclass(slots=True, eq=False)
 class Peer:
     gateway: str
     instance: str
     endpoint: str
     seen: float
-    dealer: LoopSocket
+    dealer: LoopSocket | None = None
+    monitor: LoopSocket | None = None
+    up: bool = False
+    #: Requests waiting for this peer's answers (their ids), failed if it drops.
+    waiting: set[int] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self) -> None:
+        if self.dealer is not None and not self.dealer.socket.closed:
+            with contextlib.suppress(zmq.ZMQError):
+                self.dealer.socket.disable_monitor()
+        if self.monitor is not None:
+            self.monitor.close()
+        if self.dealer is not None:
+            self.dealer.close()
 
 
 def _expire(future: asyncio.Future[PeerReply]) -> None:
@@ -97,7 +122,7 @@ class Peers:
             if not future.done():
                 future.set_exception(PeerUnavailable("gateway closing"))
         for peer in self.peers.values():
-            peer.dealer.close()
+            peer.close()
         self.peers.clear()
         self.router.close()
 
@@ -121,11 +146,12 @@ class Peers:
             return
         if known is not None:
             log.info("gateway %s restarted (instance %s)", gateway, instance)
-            known.dealer.close()
+            self._drop(known)
         else:
             log.info("gateway %s is at %s", gateway, endpoint)
-        self.peers[gateway] = Peer(gateway, instance, endpoint, now, self._dealer(gateway,
-                                                                                 endpoint))
+        peer = Peer(gateway, instance, endpoint, now)
+        self._connect(peer)
+        self.peers[gateway] = peer
         self._learned.set()
         self._learned = asyncio.Event()
 
@@ -136,7 +162,7 @@ class Peers:
             if peer.seen < cutoff:
                 log.info("gateway %s gone (no announcement for %.0fs)", gateway,
                          self.stale_after)
-                peer.dealer.close()
+                self._drop(peer)
                 del self.peers[gateway]
 
     @property
@@ -158,43 +184,82 @@ class Peers:
                 return None
         return peer
 
-    def _dealer(self, gateway: str, endpoint: str) -> LoopSocket:
+    def _connect(self, peer: Peer) -> None:
         dealer = plain_socket(self.context, zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.SNDHWM, self.hwm)
         dealer.setsockopt(zmq.RCVHWM, self.hwm)
         dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # Heartbeats: a peer that froze (no RST ever comes) counts as gone after 3 s.
         dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        dealer.connect(endpoint)
-        socket = LoopSocket(dealer, self._on_reply)
-        socket.start()
-        return socket
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        monitor = dealer.get_monitor_socket(_WATCHED)
+        dealer.connect(peer.endpoint)
+        peer.dealer = LoopSocket(dealer, self._on_reply)
+        peer.monitor = LoopSocket(monitor, lambda frames: self._on_event(peer, frames))
+        peer.dealer.start()
+        peer.monitor.start()
+
+    def _on_event(self, peer: Peer, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (RuntimeError, ValueError):
+            return
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            peer.up = True
+            peer.ready.set()
+        elif event == zmq.EVENT_DISCONNECTED:
+            if peer.up:
+                log.info("connection to gateway %s lost", peer.gateway)
+            peer.up = False
+            peer.ready.clear()
+            self._fail_waiting(peer, "connection lost")
+
+    def _drop(self, peer: Peer) -> None:
+        self._fail_waiting(peer, "gone")
+        peer.close()
+
+    def _fail_waiting(self, peer: Peer, why: str) -> None:
+        for request_id in list(peer.waiting):
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_exception(PeerUnavailable(f"gateway {peer.gateway}: {why}"))
+        peer.waiting.clear()
 
     # -- requests out ----------------------------------------------------------------------
     def next_id(self) -> int:
         return next(self._ids)
 
     async def request(self, peer: Peer, request: PeerRequest, timeout: float) -> PeerReply:
+        if not peer.up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(peer.ready.wait(), CONNECT_WAIT)
+        dealer = peer.dealer
+        if not peer.up or dealer is None:
+            raise PeerUnavailable(f"gateway {peer.gateway} not connected")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PeerReply] = loop.create_future()
         self._pending[request.id] = future
+        peer.waiting.add(request.id)
         timer = loop.call_later(timeout, _expire, future)
         try:
             try:
-                peer.dealer.send(request.encode())
+                dealer.send(request.encode())
             except zmq.ZMQError as exc:
                 raise PeerUnavailable(f"gateway {peer.gateway} unreachable: {exc}") from None
             return await future
         finally:
             timer.cancel()
             self._pending.pop(request.id, None)
+            peer.waiting.discard(request.id)
 
     def send(self, peer: Peer, request: PeerRequest) -> None:
         """Fire and forget (ABORT)."""
-        with contextlib.suppress(zmq.ZMQError):
-            peer.dealer.send(request.encode())
+        if peer.dealer is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                peer.dealer.send(request.encode())
 
     def new_request(self, **fields: Any) -> PeerRequest:
         return PeerRequest(id=self.next_id(), gateway=self.gateway_id, instance=self.instance,

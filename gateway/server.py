@@ -386,6 +386,9 @@ class Gateway:
         client.schedule(lambda: self._on_timer(client))
         return client
 
+    def rearm(self, client: Client) -> None:
+        client.schedule(lambda: self._on_timer(client))
+
     def attach_link(self, client: Client, link: WsTransport) -> None:
         client.attach(link)
         link.on_message = lambda message: self.on_message(client, message)

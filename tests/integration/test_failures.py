@@ -57,8 +57,9 @@ T = TypeVar("T")
 class Peer(QueuedPeer):
     """A python-socketio client of ``/`` that queues every event it gets, by name."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name, socketio.AsyncClient(reconnection=False))
+    def __init__(self, name: str, transports: list[str] | None = None,
+                 reconnection: bool = False) -> None:
+        super().__init__(name, socketio.AsyncClient(reconnection=reconnection), transports)
         self.counts: defaultdict[str, int] = defaultdict(int)
         self.disconnected = asyncio.Event()
         self.client.on("disconnect", lambda *_: self.disconnected.set())

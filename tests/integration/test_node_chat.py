@@ -1,6 +1,7 @@
 """The main chat flow of namespace ``/`` with the official Node ``socket.io-client`` (pinned in
 tests/node/package.json): two users on two gateways (separate processes) of the whole
-application. ``tests/node/chat.mjs`` drives the clients and prints what they saw as one JSON
+application, on the client's default options (they upgrade to WebSocket); and again with
+polling-only clients through HAProxy in front of three gateways (see ``chat_cluster``). ``tests/node/chat.mjs`` drives the clients and prints what they saw as one JSON
 line; every assertion is here.
 
 Without ``tests/node/node_modules`` (``npm ci --prefix tests/node``) the test skips, unless
@@ -53,9 +54,11 @@ def iso_utc(value: Any) -> bool:
 def test_main_chat_flow_across_gateways(node: str, chat_cluster: Cluster) -> None:
     room = "node-lobby"
     flow = {
-        "a": {"url": chat_cluster.url(0), "token": token("n-alice", "alice"),
+        "a": {"url": chat_cluster.client_url(0), "token": token("n-alice", "alice"),
               "userId": "n-alice"},
-        "b": {"url": chat_cluster.url(1), "token": token("n-bob", "bob"), "userId": "n-bob"},
+        "b": {"url": chat_cluster.client_url(1), "token": token("n-bob", "bob"),
+              "userId": "n-bob"},
+        "transports": chat_cluster.transports,
         "roomId": room,
         "roomName": "Node lobby",
         "chat": "héllo from node, wörld 👋",
@@ -63,9 +66,13 @@ def test_main_chat_flow_across_gateways(node: str, chat_cluster: Cluster) -> Non
     }
     r = run_flow(node, flow)
     a_id, b_id = r["a"]["id"], r["b"]["id"]
-    gateways = [f"gw{port}" for port in chat_cluster.gateway_ports[:2]]
-    # Socket ids embed their gateway: the two clients really are on different gateways.
-    assert [a_id.partition(".")[0], b_id.partition(".")[0]] == gateways
+    gateways = [a_id.partition(".")[0], b_id.partition(".")[0]]
+    if chat_cluster.balancer_url is None:
+        # Socket ids embed their gateway: the two clients really are on different gateways.
+        assert gateways == [f"gw{port}" for port in chat_cluster.gateway_ports[:2]]
+        assert r["transports"] == {"a": "websocket", "b": "websocket"}  # upgraded
+    else:
+        assert r["transports"] == {"a": "polling", "b": "polling"}
     alice = {"id": "n-alice", "username": "alice", "socketId": a_id}
     bob = {"id": "n-bob", "username": "bob", "socketId": b_id}
 

@@ -4,7 +4,10 @@
 // variable (JSON):
 //
 //     {"a": {"url", "token", "userId"}, "b": {"url", "token", "userId"},
-//      "roomId", "roomName", "chat", "private"}
+//      "roomId", "roomName", "chat", "private", "transports"?}
+//
+// The clients use socket.io-client's default options (polling, then the upgrade) unless
+// "transports" names others.
 //
 //     CHAT_FLOW='{...}' node chat.mjs
 //
@@ -75,12 +78,9 @@ const EVENTS = ["welcome", "user online", "user offline", "room joined", "user j
                 "user left", "chat message", "private message", "room error", "error"];
 
 function client(name, { url, token }) {
-  const socket = io(url, {
-    transports: ["websocket"],
-    auth: { token },
-    reconnection: false,
-    timeout: WAIT_MS,
-  });
+  const options = { auth: { token }, reconnection: false, timeout: WAIT_MS };
+  if (flow.transports) options.transports = flow.transports;
+  const socket = io(url, options);
   sockets.push(socket);
   const boxes = Object.fromEntries(EVENTS.map((e) => [e, new Mailbox(socket, e, name)]));
   const connected = new Promise((resolve, reject) => {
@@ -122,6 +122,9 @@ async function main() {
                      received: await a.boxes["private message"].next() };
   result.history = await ack(a, "get history", { roomId });
   result.online = await ack(b, "get online users");
+  // Several round trips after connecting: a client that can upgrade has done so by now.
+  result.transports = { a: a.socket.io.engine.transport.name,
+                        b: b.socket.io.engine.transport.name };
 
   result.leave = { ack: await ack(b, "leave room", roomId),
                    userLeft: await a.boxes["user left"].next() };

@@ -82,7 +82,8 @@ function ack(socket, event, ...args) {
   return within(socket.timeout(WAIT_MS).emitWithAck(event, ...args), `ack for ${event}`);
 }
 
-const OPTIONS = { transports: ["websocket"], reconnection: false, timeout: WAIT_MS };
+// The client's defaults (polling first, then the upgrade), as a user's first try.
+const OPTIONS = { reconnection: false, timeout: WAIT_MS };
 
 function open(path = "", options = {}) {
   const socket = io(url + path, { ...OPTIONS, ...options });

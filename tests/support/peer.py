@@ -1,6 +1,6 @@
 """A python-socketio client of namespace ``/`` for integration tests: it connects as a user
-(a token for ``user_id``) over the websocket transport and queues every event it gets, by
-name; every wait is bounded."""
+(a token for ``user_id``) on the client's default transports (polling, then the upgrade)
+unless told others, and queues every event it gets, by name; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ class QueuedPeer:
     """User ``user_id`` on ``/``; each event's data (a list for several arguments) is queued
     under the event's name."""
 
-    def __init__(self, user_id: str, client: socketio.AsyncClient) -> None:
+    def __init__(self, user_id: str, client: socketio.AsyncClient,
+                 transports: list[str] | None = None) -> None:
         self.user_id = user_id
         self.client = client
+        self.transports = transports
         self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.client.on("*", self._record)
 
@@ -34,9 +36,11 @@ class QueuedPeer:
         return self.client.get_sid("/") or ""
 
     async def connect(self, url: str) -> Self:
+        options: dict[str, Any] = {} if self.transports is None else {
+            "transports": self.transports}
         await asyncio.wait_for(self.client.connect(
-            url, transports=["websocket"], auth={"token": token(self.user_id, self.user_id)},
-            wait_timeout=WAIT), WAIT + 1)
+            url, auth={"token": token(self.user_id, self.user_id)}, wait_timeout=WAIT,
+            **options), WAIT + 1)
         return self
 
     async def next(self, event: str, timeout: float = WAIT) -> Any:

@@ -1,0 +1,338 @@
+"""Long-polling and the upgrade with no sticky sessions: three gateways behind HAProxy
+(``balance roundrobin``), so a client's consecutive requests — handshake, polls, posts, the
+WebSocket — land on different gateways, with the clients' default options first.
+
+Also a balancer that refuses WebSocket upgrades (as many corporate proxies do): clients stay
+on polling and keep every feature. The chat rows of EVENTS.md over polling-only clients
+behind the balancer are ``test_chat_e2e.py``'s second ``chat_cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from tests.integration.chat_helpers import poll
+from tests.integration.test_failures import Peer, gateway_part, metric
+from tests.integration.test_node_chat import run_flow
+from tests.support.balancer import balancer
+from tests.support.cluster import Cluster, start_chat_cluster, token
+from tests.support.node import find_node
+
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = Path(tmp_path_factory.mktemp("polling"))
+    # No event rate limits: the burst test sends 200 messages at once.
+    cluster = start_chat_cluster(workdir, gateways=3, moderation_args=(
+        "--event-limit", "0", "--user-event-limit", "0"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def lb(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with balancer(Path(tmp_path_factory.mktemp("lb")), cluster.gateway_ports) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ws_blocked(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with balancer(Path(tmp_path_factory.mktemp("lb-nows")), cluster.gateway_ports,
+                  refuse_websocket=True) as url:
+        yield url
+
+
+def total(cluster: Cluster, key: str) -> int:
+    return sum(int(cluster.stats(i)[key]) for i in range(len(cluster.gateway_ports)))
+
+
+@contextlib.asynccontextmanager
+async def peers(*items: Peer) -> AsyncIterator[tuple[Peer, ...]]:
+    try:
+        yield items
+    finally:
+        await asyncio.gather(*(p.close() for p in items))
+
+
+async def chat_between(a: Peer, b: Peer, room: str) -> None:
+    """``a`` and ``b`` share a room and exchange a line each way."""
+    assert (await a.call("create room", {"roomId": room, "roomName": room}))["success"]
+    for peer in (a, b):
+        assert (await peer.call("join room", {"roomId": room}))["success"] is True
+    for sender, receiver in ((a, b), (b, a)):
+        ack = await sender.call("chat message", {"roomId": room, "content": f"hi {room}"})
+        line = await receiver.wait_for("chat message", lambda m: m["id"] == ack["messageId"])
+        assert line["from"] == sender.name
+
+
+# --------------------------------------------------------------- default-option clients
+
+
+async def test_python_async_clients_on_default_options_upgrade_and_chat(
+    cluster: Cluster, lb: str
+) -> None:
+    handovers = total(cluster, "handovers")
+    clients = [Peer(f"py-default-{i}") for i in range(6)]
+    async with peers(*clients):
+        for client in clients:
+            await client.connect(lb)
+        await chat_between(clients[0], clients[1], "py-default")
+        for client in clients:
+            await poll(lambda c=client: asyncio.sleep(0, c.client.transport()),
+                       lambda t: t == "websocket", what=f"{client.name} upgraded")
+        # Round robin sent some WebSockets to another gateway than the handshake's: the
+        # session moved there, before any namespace was connected on it.
+        assert len({c.sid.partition(".")[0] for c in clients}) > 1
+    assert total(cluster, "handovers") > handovers
+
+
+def test_python_sync_client_on_default_options_upgrades_and_chats(lb: str) -> None:
+    received: list[Any] = []
+    got = __import__("threading").Event()
+    client = socketio.Client(reconnection=False)
+
+    def on_line(data: Any) -> None:
+        received.append(data)
+        got.set()
+
+    client.on("chat message", on_line)
+    other = socketio.Client(reconnection=False)
+    try:
+        client.connect(lb, auth={"token": token("sync-a", "a")}, wait_timeout=WAIT)
+        other.connect(lb, auth={"token": token("sync-b", "b")}, wait_timeout=WAIT)
+        assert client.call("create room", {"roomId": "sync", "roomName": "S"},
+                           timeout=WAIT)["success"]
+        for c in (client, other):
+            assert c.call("join room", {"roomId": "sync"}, timeout=WAIT)["success"] is True
+        ack = other.call("chat message", {"roomId": "sync", "content": "sync hi"},
+                         timeout=WAIT)
+        assert got.wait(WAIT)
+        assert received[0]["id"] == ack["messageId"]
+        assert client.transport() == "websocket" and other.transport() == "websocket"
+    finally:
+        client.disconnect()
+        other.disconnect()
+
+
+def test_node_client_on_default_options_through_the_balancer(lb: str) -> None:
+    node = find_node("Node client through the balancer")
+    r = run_flow(node, {
+        "a": {"url": lb, "token": token("lb-alice", "alice"), "userId": "lb-alice"},
+        "b": {"url": lb, "token": token("lb-bob", "bob"), "userId": "lb-bob"},
+        "roomId": "lb-node", "roomName": "LB", "chat": "hello via haproxy",
+        "private": "psst",
+    })
+    assert r["transports"] == {"a": "websocket", "b": "websocket"}
+    assert r["chat"]["received"]["content"] == "hello via haproxy"
+    assert r["private"]["received"]["content"] == "psst"
+
+
+# ---------------------------------------------------------------------- polling members
+
+
+async def test_a_burst_reaches_polling_members_complete_and_in_order(
+    cluster: Cluster, lb: str
+) -> None:
+    sender = Peer("burst-sender")
+    members = [Peer(f"burst-member-{i}", transports=["polling"]) for i in range(3)]
+    async with peers(sender, *members):
+        await sender.connect(lb)
+        for member in members:
+            await member.connect(lb)
+        assert (await sender.call("create room", {"roomId": "burst", "roomName": "B"}))[
+            "success"]
+        for peer in (sender, *members):
+            assert (await peer.call("join room", {"roomId": "burst"}))["success"] is True
+        count = 200
+        # Pipelined: the sender does not wait for each ack, as a busy client would not.
+        acks = await asyncio.gather(*(sender.call(
+            "room message", {"roomId": "burst", "message": f"{n:04d}"}) for n in range(count)))
+        assert all(a == {"success": True} for a in acks)
+        for member in members:
+            got = [await member.next("room message") for _ in range(count)]
+            assert [m["message"] for m in got] == [f"{n:04d}" for n in range(count)]
+            assert member.client.transport() == "polling"
+
+
+async def test_binary_and_server_acks_over_polling(tmp_path: Path) -> None:
+    """The miniapp's echo (binary attachments both ways) and a server→client ack, over
+    polling-only clients of a two-gateway miniapp cluster behind the balancer."""
+    mini = Cluster(tmp_path)
+    mini.start_broker()
+    mini.start_service("tests.support.miniapp")
+    mini.start_gateway()
+    mini.start_gateway()
+    client = socketio.AsyncClient(reconnection=False)
+    questions: asyncio.Queue[Any] = asyncio.Queue()
+    answered: asyncio.Queue[Any] = asyncio.Queue()
+    client.on("question", lambda *args: questions.put_nowait(args) or "yes")
+    client.on("answered", lambda *args: answered.put_nowait(args))
+    try:
+        with balancer(tmp_path, mini.gateway_ports) as url:
+            await client.connect(url, transports=["polling"], wait_timeout=WAIT)
+            ack = await client.call("echo", [b"\x00\x01\xff", {"n": 1}], timeout=WAIT)
+            assert ack == [b"\x00\x01\xff", {"n": 1}]
+            await client.emit("ask", {"q": "ok?"})
+            assert await asyncio.wait_for(questions.get(), WAIT) == ({"q": "ok?"},)
+            assert await asyncio.wait_for(answered.get(), WAIT) == ("yes",)
+            assert client.transport() == "polling"
+            await client.disconnect()
+    finally:
+        mini.stop()
+
+
+async def test_behind_a_proxy_that_refuses_websocket_default_clients_stay_on_polling(
+    ws_blocked: str,
+) -> None:
+    a, b = Peer("nows-a"), Peer("nows-b")
+    async with peers(a, b):
+        await a.connect(ws_blocked)
+        await b.connect(ws_blocked)
+        await chat_between(a, b, "nows")
+        assert (a.client.transport(), b.client.transport()) == ("polling", "polling")
+
+
+async def test_polling_clients_reconnect_when_their_gateway_is_killed(
+    tmp_path: Path,
+) -> None:
+    """kill -9 the gateway that owns a polling session: the client's next request finds the
+    session unknown (whichever gateway gets it), the client reconnects through the
+    balancer, and carries on."""
+    own = start_chat_cluster(tmp_path, gateways=3)
+    try:
+        with balancer(tmp_path, own.gateway_ports) as url:
+            victim = Peer("kill-victim", transports=["polling"], reconnection=True)
+            friend = Peer("kill-friend", transports=["polling"])
+            async with peers(victim, friend):
+                await victim.connect(url)
+                await friend.connect(url)
+                first_sid = victim.sid
+                owner = first_sid.partition(".")[0]
+                index = next(i for i, port in enumerate(own.gateway_ports)
+                             if owner == f"gw{port}")
+                part = gateway_part(own, index)
+                assert part.process is not None
+                os.kill(part.process.pid, signal.SIGKILL)
+                await victim.next("welcome", timeout=WAIT)  # welcomed again after reconnecting
+                assert victim.sid != first_sid and victim.client.connected
+                if friend.sid.partition(".")[0] != owner:
+                    # A polling client elsewhere never noticed.
+                    ack = await friend.call("get online users")
+                    ids = {u["id"] for u in ack["users"]}
+                    assert "kill-victim" in ids
+    finally:
+        own.stop()
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+async def test_bad_http_input_costs_only_its_sender(cluster: Cluster, lb: str,
+                                                    tmp_path: Path) -> None:
+    """Oversize POSTs, malformed payloads, overlapping polls, unknown sids, a slow client:
+    each is answered (or dropped) plainly, and a bystander polling client goes on."""
+    bystander = Peer("bystander", transports=["polling"])
+    async with peers(bystander), aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
+        await bystander.connect(lb)
+        base = f"{lb}/socket.io/?EIO=4&transport=polling"
+
+        async def new_sid() -> str:
+            async with http.get(base) as response:
+                return json.loads((await response.text())[1:])["sid"]
+
+        sid = await new_sid()
+        async with http.post(f"{base}&sid={sid}", data=b"4" + b"x" * 1_000_001) as response:
+            assert response.status == 413
+        async with http.post(f"{base}&sid={sid}", data=b"\xff\xfe") as response:
+            assert response.status == 400
+            assert json.loads(await response.text()) == {"code": 3, "message": "Bad request"}
+        async with http.get(f"{base}&sid={sid}") as response:  # closed for its bad payload
+            assert response.status == 400
+        async with http.get(f"{base}&sid=gw0.nope") as response:
+            assert json.loads(await response.text()) == {"code": 1,
+                                                         "message": "Session ID unknown"}
+        async with http.get(f"{base}&sid=no-gateway-at-all") as response:
+            assert response.status == 400
+        assert (await bystander.call("get online users"))["success"] is True
+
+
+async def test_a_flood_of_handshakes_is_limited_per_address(tmp_path: Path) -> None:
+    own = start_chat_cluster(tmp_path, gateways=1, gateway_args=("--handshake-rate", "20"))
+    try:
+        url = own.url(0) + "/socket.io/?EIO=4&transport=polling"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
+            statuses = []
+            for _ in range(30):
+                async with http.get(url) as response:
+                    statuses.append(response.status)
+                    if response.status == 429:
+                        assert int(response.headers["Retry-After"]) >= 1
+        assert statuses.count(200) == 20 and statuses.count(429) == 10
+        # The sessions it opened are ordinary ones that time out; health is unaffected.
+        assert own.stats(0)["connections"] == 20
+    finally:
+        own.stop()
+
+
+async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) -> None:
+    """The slow-reader bound holds for polling: what queues for a client that never polls
+    is bounded by --write-limit, then its session ends (slow consumer)."""
+    own = start_chat_cluster(
+        tmp_path, gateways=1, gateway_args=("--write-limit", str(64 * 1024)),
+        moderation_args=("--event-limit", "0", "--user-event-limit", "0",
+                         "--max-content", "20000"))
+    try:
+        url = own.url(0)
+        sender = Peer("slowpoll-sender")
+        async with peers(sender), aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
+            await sender.connect(url)
+            assert (await sender.call("create room", {"roomId": "sp", "roomName": "SP"}))[
+                "success"]
+            await sender.call("join room", {"roomId": "sp"})
+            base = f"{url}/socket.io/?EIO=4&transport=polling"
+            async with http.get(base) as response:
+                sid = json.loads((await response.text())[1:])["sid"]
+            target = f"{base}&sid={sid}"
+            jwt = token("slowpoll", "slowpoll")
+            async with http.post(target, data='40{"token":"' + jwt + '"}') as response:
+                assert response.status == 200
+            body = ""
+            while '"room joined"' not in body:  # CONNECT ack, welcome, ... then the join
+                async with http.get(target) as response:
+                    body = await response.text()
+                    if body.startswith("40{"):
+                        async with http.post(target, data='42["join room",{"roomId":"sp"}]'):
+                            pass
+            closes = metric(url, "switchboard_gateway_closes_total", reason="slow consumer")
+            for n in range(40):  # 800 kB for a client allowed 64 kB
+                ack = await sender.call("room message", {"roomId": "sp",
+                                                         "message": f"{n}" + "y" * 19_000})
+                assert ack == {"success": True}
+            await poll(lambda: asyncio.to_thread(metric, url, "switchboard_gateway_closes_total",
+                                                 reason="slow consumer"),
+                       lambda n: n == closes + 1, what="the polling client cut off")
+            async with http.get(target) as response:
+                assert response.status == 400  # its session is gone
+            ack = await sender.call("room message", {"roomId": "sp", "message": "still"})
+            assert ack == {"success": True}
+            info = await sender.call("get room info", "sp")
+            assert [u["id"] for u in info["users"]] == ["slowpoll-sender"]
+    finally:
+        own.stop()
