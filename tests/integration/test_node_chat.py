@@ -1,8 +1,9 @@
 """The main chat flow of namespace ``/`` with the official Node ``socket.io-client`` (pinned in
 tests/node/package.json): two users on two gateways (separate processes) of the whole
 application, on the client's default options (they upgrade to WebSocket); and again with
-polling-only clients through HAProxy in front of three gateways (see ``chat_cluster``). ``tests/node/chat.mjs`` drives the clients and prints what they saw as one JSON
-line; every assertion is here.
+polling-only clients through HAProxy in front of three gateways (see ``chat_cluster``).
+``tests/node/chat.mjs`` drives the clients and prints what they saw as one JSON line; every
+assertion is here.
 
 Without ``tests/node/node_modules`` (``npm ci --prefix tests/node``) the test skips, unless
 ``CI`` is set: then a missing Node client is a failure, not a silent skip.

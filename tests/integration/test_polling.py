@@ -76,7 +76,8 @@ async def chat_between(a: Peer, b: Peer, room: str) -> None:
         assert (await peer.call("join room", {"roomId": room}))["success"] is True
     for sender, receiver in ((a, b), (b, a)):
         ack = await sender.call("chat message", {"roomId": room, "content": f"hi {room}"})
-        line = await receiver.wait_for("chat message", lambda m: m["id"] == ack["messageId"])
+        sent = ack["messageId"]
+        line = await receiver.wait_for("chat message", lambda m, sent=sent: m["id"] == sent)
         assert line["from"] == sender.name
 
 
