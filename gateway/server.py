@@ -769,6 +769,9 @@ class Gateway:
         except EnvelopeError as exc:
             log.warning("undecodable publication on %r dropped: %s", topic, exc)
             return
+        if publication.kind == PubKind.PEER:  # gateway announcements: not traffic
+            self.peers.learn(publication)
+            return
         self.counters["publications"] += 1
         self._publication_counters[publication.kind].inc()
         try:
@@ -777,9 +780,6 @@ class Gateway:
             log.exception("publication %s failed", publication.kind.name)
 
     def _on_publication(self, pub: Publication) -> None:
-        if pub.kind == PubKind.PEER:
-            self.peers.learn(pub)
-            return
         if pub.kind == PubKind.RESYNC:
             if pub.source in self.backbone.instances:  # else it is synced once described
                 self.spawn(self.backbone.resync(pub.source))
