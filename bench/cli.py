@@ -22,11 +22,12 @@ from bench.loadgen import LoadGen
 from bench.scenarios import NCPU, IdleResult, Plan, Runner, ServerResult
 from bench.servers import BENCH, ROOT, SERVERS, make
 
-SCENARIOS = ("fanout", "broadcast", "idle")
+SCENARIOS = ("fanout", "broadcast", "polling", "polling-spread", "idle")
 
 QUICK = Plan(clients=200, rooms=4, broadcast_members=200, fixed_rates=(5_000, 10_000),
              warm=0.5, measure=1.5, drain=2.0, search_steps=1, search_budget=6.0, idle=1000,
-             idle_settle=0.5, idle_hold=1.0)
+             idle_settle=0.5, idle_hold=1.0, polling_clients=100, polling_rooms=4,
+             polling_rates=(2_000,))
 
 
 class Log:
@@ -147,7 +148,9 @@ def loadavg() -> str:
 def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
     server = make(name, workdir)
     result = ServerResult(name, server.title)
-    load = [s for s in ("fanout", "broadcast") if s in plan.scenarios]
+    load = [s for s in ("fanout", "broadcast", "polling", "polling-spread")
+            if s in plan.scenarios
+            and (s != "polling-spread" or server.gateways() > 1)]  # spread: 2+ gateways
     try:
         # A fresh server for every scenario: an overload in one does not carry into the next.
         for scenario in load:
@@ -213,7 +216,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Start each server in turn (ours, Node socket.io, python-socketio), run "
-        "the fan-out, broadcast and idle scenarios with one load generator, print tables.")
+        "the fan-out, broadcast, polling and idle scenarios with one load generator, print "
+        "tables.")
     p.add_argument("--servers", default=",".join(SERVERS),
                    help="comma-separated, run in this order: node, ours, ours2 (two "
                    "gateways), ours3, pysio (default: %(default)s; put node first so the "
@@ -225,6 +229,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rooms", type=int, help="fan-out rooms, one sender each (10)")
     p.add_argument("--broadcast-members", type=int, help="members of the broadcast room (1000)")
     p.add_argument("--rates", help="fixed loads, deliveries/s, comma-separated (20000,50000)")
+    p.add_argument("--polling-clients", type=int,
+                   help="connections of the polling scenarios, long-polling only (300)")
+    p.add_argument("--polling-rooms", type=int, help="rooms of the polling scenarios (10)")
+    p.add_argument("--polling-rates", help="fixed loads of the polling scenarios, "
+                   "deliveries/s, comma-separated (5000,10000)")
     p.add_argument("--half", help="loads for the latency comparison as FANOUT,BROADCAST "
                    "deliveries/s (default: half of Node's max, measured in the same run)")
     p.add_argument("--warm", type=float, help="seconds of each step before measuring (2)")
@@ -260,12 +269,14 @@ def build_plan(args: argparse.Namespace) -> Plan:
     changes: dict[str, Any] = {}
     for name in ("clients", "rooms", "broadcast_members", "warm", "measure", "drain",
                  "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs", "idle_procs",
-                 "idle_load"):
+                 "idle_load", "polling_clients", "polling_rooms"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
     if args.rates:
         changes["fixed_rates"] = tuple(int(float(r)) for r in _csv(args.rates))
+    if args.polling_rates:
+        changes["polling_rates"] = tuple(int(float(r)) for r in _csv(args.polling_rates))
     changes["scenarios"] = tuple(_csv(args.scenarios))
     unknown = set(changes["scenarios"]) - set(SCENARIOS)
     if unknown:
@@ -288,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args)
     if plan.clients % plan.rooms:
         sys.exit("bench: --clients must be a multiple of --rooms")
+    if plan.polling_clients % plan.polling_rooms:
+        sys.exit("bench: --polling-clients must be a multiple of --polling-rooms")
     out = args.out or ROOT / "test-output" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_install:

@@ -6,7 +6,8 @@ from typing import Any
 
 from bench.scenarios import NCPU, Plan, ScenarioResult, ServerResult, Step
 
-SCENARIO_TITLES = {"fanout": "fan-out", "broadcast": "broadcast"}
+SCENARIO_TITLES = {"fanout": "fan-out", "broadcast": "broadcast", "polling": "polling fan-out",
+                   "polling-spread": "polling, requests spread over the gateways"}
 PEERS = ("node", "pysio")
 PEER_TITLES = {"node": "Node", "pysio": "py-sio"}
 

@@ -48,7 +48,11 @@ class Plan:
     #: deliveries/s of a fan-out step run while the idle connections are held, by another
     #: load generator with its own ``clients`` connections (0: skip)
     idle_load: float = 0.0
-    scenarios: tuple[str, ...] = ("fanout", "broadcast", "idle")
+    #: polling scenarios: clients that stay on HTTP long-polling, in rooms
+    polling_clients: int = 300
+    polling_rooms: int = 10
+    polling_rates: tuple[int, ...] = (5_000, 10_000)
+    scenarios: tuple[str, ...] = ("fanout", "broadcast", "polling", "polling-spread", "idle")
     half_loads: dict[str, float] = field(default_factory=dict)  # scenario -> rate
     deadline: float = math.inf  # time.monotonic() after which no search step starts
 
@@ -195,7 +199,8 @@ class Runner:
 
     # ------------------------------------------------------------------ setup
     def connect(self, n: int, ns: str, addrs: int = 1, concurrency: int = 100,
-                timeout: float = 120.0) -> dict[str, Any]:
+                timeout: float = 120.0, transport: str = "websocket",
+                spread: bool = False) -> dict[str, Any]:
         """Connect ``n`` clients; each may take ``timeout`` s (connecting to ``/`` makes the
         server tell every connected client: slow servers take long at the end)."""
         def progress(ev: dict[str, Any]) -> None:
@@ -205,7 +210,8 @@ class Runner:
         reply = self.lg.call(
             {"cmd": "connect", "urls": self.server.urls, "n": n, "ns": ns,
              "secret": JWT_SECRET, "addrs": addrs, "concurrency": concurrency,
-             "timeoutMs": timeout * 1000, "progress": True},
+             "timeoutMs": timeout * 1000, "progress": True, "transport": transport,
+             "spread": spread},
             timeout=timeout + 180 + n / 20, on_event=progress)
         self.log(f"    {reply['connected']}/{n} connected in {reply['elapsedMs'] / 1000:.1f}s"
                  + (f", failed {reply['failed']}: {reply['errors']}" if reply["failed"] else ""))
@@ -296,20 +302,21 @@ class Runner:
                 return False
             return True
 
-        for fixed in plan.fixed_rates:
+        fixed_rates = plan.polling_rates if scenario.startswith("polling") else plan.fixed_rates
+        for fixed in fixed_rates:
             if not run(fixed, "fixed"):
                 return res
             last = res.steps[-1]
             if last.lost and last.delivered_rate < 0.5 * fixed:
                 # Far past its capacity: a higher fixed load tells nothing more and its backlog
                 # would spoil the steps after it.
-                skipped = [r for r in plan.fixed_rates if r > fixed]
+                skipped = [r for r in fixed_rates if r > fixed]
                 if skipped:
                     res.note = (f"fixed load(s) {', '.join(f'{r:,}' for r in skipped)}/s not "
                                 f"run: {fixed:,}/s already delivered only "
                                 f"{last.delivered_rate:,.0f}/s")
                 break
-        if (half and not any(math.isclose(half, r) for r in plan.fixed_rates)
+        if (half and not any(math.isclose(half, r) for r in fixed_rates)
                 and not run(half, "half")):
             return res
         deadline = min(time.monotonic() + plan.search_budget, plan.deadline)
@@ -358,19 +365,23 @@ class Runner:
         return res
 
     def setup(self, scenario: str) -> tuple[list[str], dict[str, int]]:
-        """Connect ``plan.clients`` clients and join them to the scenario's rooms."""
+        """Connect the scenario's clients and join them to its rooms."""
         plan = self.plan
-        self.log(f"  connecting {plan.clients} clients to / ...")
-        connected = self.connect(plan.clients, "/")
+        polling = scenario.startswith("polling")
+        clients, room_count = ((plan.polling_clients, plan.polling_rooms) if polling
+                               else (plan.clients, plan.rooms))
+        self.log(f"  connecting {clients} clients to / ...")
+        connected = self.connect(clients, "/", transport="polling" if polling else "websocket",
+                                 spread=scenario == "polling-spread")
         if connected["failed"]:
             raise RuntimeError(f"{connected['failed']} connections failed: {connected['errors']}")
         q = self.quiesce(timeout=120)
         self.log(f"    settled after {q['elapsedMs'] / 1000:.1f}s ({q['frames']} frames)")
-        if scenario == "fanout":
-            size = plan.clients // plan.rooms
+        if scenario == "fanout" or polling:
+            size = clients // room_count
             rooms: list[dict[str, Any]] = [{"id": f"fo{i}", "first": i * size, "count": size}
-                                           for i in range(plan.rooms)]
-            setup = {"rooms": plan.rooms, "members": size, "senders": plan.rooms}
+                                           for i in range(room_count)]
+            setup = {"rooms": room_count, "members": size, "senders": room_count}
         else:
             size = min(plan.broadcast_members, plan.clients)
             rooms = [{"id": "bc", "first": 0, "count": size}]

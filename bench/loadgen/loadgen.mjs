@@ -3,7 +3,11 @@
 // Each client is a bare `ws` WebSocket speaking just enough Engine.IO v4 / Socket.IO v5:
 // the open packet, CONNECT with `auth.token`, answering pings, EVENT with an ack id, and
 // reading incoming `42[...]` frames only as far as a marker in the message content that
-// carries the step and the send time. No JSON parsing on the delivery path.
+// carries the step and the send time. No JSON parsing on the delivery path. With
+// "transport":"polling" a client is HTTP long-polling instead (keep-alive connections, one
+// GET waiting at a time, POSTs queued and joined as engine.io-client does); with
+// "spread":true each of its requests goes to the next of the URLs (the cost of requests that
+// reach a gateway which does not own their session).
 //
 // Driven over stdin/stdout, one JSON object per line (bench/loadgen.py is the other side):
 //   {"cmd":"connect", "urls":[...], "n":1000, "ns":"/", "secret":"...", "addrs":1, ...}
@@ -15,6 +19,7 @@
 // {"event":"measure_start"} and {"event":"measure_end"} at the edges of its measure window,
 // which is when the harness samples the CPU counters of the server and of this process.
 import { createHmac } from "node:crypto";
+import http from "node:http";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
 import readline from "node:readline";
@@ -125,28 +130,7 @@ class Client {
         handshakeTimeout: timeoutMs,
       });
       this.ws = ws;
-      ws.on("message", (data) => {
-        frames++;
-        lastFrame = now();
-        const b0 = data[0];
-        if (b0 === 0x34) {
-          // Socket.IO packet
-          const b1 = data[1];
-          if (b1 === 0x32) onEvent(data);
-          else if (b1 === 0x33) this.onAck(data);
-          else if (b1 === 0x30) {
-            if (!this.connected) {
-              this.connected = true;
-              openCount++;
-              finish(true);
-            }
-          } else if (b1 === 0x34) finish(false, data.toString().slice(0, 200));
-        } else if (b0 === 0x32) {
-          ws.send("3"); // pong
-        } else if (b0 === 0x30) {
-          ws.send(`40${this.prefix}${JSON.stringify({ token: this.token })}`);
-        }
-      });
+      ws.on("message", (data) => this.onPacket(data, finish));
       ws.on("error", (err) => finish(false, String(err.message || err)));
       ws.on("close", () => {
         if (this.connected) {
@@ -159,6 +143,38 @@ class Client {
         this.pending.clear();
       });
     });
+  }
+
+  /** One Engine.IO packet (a Buffer) from the server, whatever the transport. */
+  onPacket(data, finish) {
+    frames++;
+    lastFrame = now();
+    const b0 = data[0];
+    if (b0 === 0x34) {
+      // Socket.IO packet
+      const b1 = data[1];
+      if (b1 === 0x32) onEvent(data);
+      else if (b1 === 0x33) this.onAck(data);
+      else if (b1 === 0x30) {
+        if (!this.connected) {
+          this.connected = true;
+          openCount++;
+          finish(true);
+        }
+      } else if (b1 === 0x34) finish(false, data.toString().slice(0, 200));
+    } else if (b0 === 0x32) {
+      this.send("3"); // pong
+    } else if (b0 === 0x30) {
+      this.send(`40${this.prefix}${JSON.stringify({ token: this.token })}`);
+    }
+  }
+
+  send(packet) {
+    this.ws.send(packet);
+  }
+
+  terminate() {
+    this.ws?.terminate();
   }
 
   // emit with an ack; resolves with the ack's first argument, or null when the socket closed
@@ -175,7 +191,7 @@ class Client {
         resolve(value);
       };
       this.pending.set(id, { t: now(), resolve: done });
-      this.ws.send(`42${this.prefix}${id}${JSON.stringify([event, payload])}`);
+      this.send(`42${this.prefix}${id}${JSON.stringify([event, payload])}`);
     });
   }
 
@@ -183,7 +199,7 @@ class Client {
   emitCounted(event, payload, st) {
     const id = this.nextAck++;
     this.pending.set(id, { t: now(), resolve: null, st });
-    this.ws.send(`42${this.prefix}${id}${JSON.stringify([event, payload])}`);
+    this.send(`42${this.prefix}${id}${JSON.stringify([event, payload])}`);
   }
 
   onAck(data) {
@@ -221,6 +237,134 @@ class Client {
 }
 
 let closing = false;
+
+// An HTTP long-polling client: the same packets, carried by GETs (one waiting at a time) and
+// POSTs (one at a time; what is sent meanwhile is joined with \x1e into the next one).
+class PollingClient extends Client {
+  constructor(index, urls, ns, token, localAddress) {
+    super(index, urls[0], ns, token, localAddress);
+    this.urls = urls.map((u) => u.replace(/^ws/, "http")); // the harness names ws:// URLs
+    this.turn = index % urls.length;
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress });
+    this.sid = null;
+    this.outbox = [];
+    this.posting = false;
+    this.requests = new Set();
+    this.closed = false;
+  }
+
+  target() {
+    const url = this.urls[this.turn];
+    this.turn = (this.turn + 1) % this.urls.length;
+    const sid = this.sid ? `&sid=${this.sid}` : "";
+    return `${url}/socket.io/?EIO=4&transport=polling${sid}`;
+  }
+
+  request(method, body) {
+    return new Promise((resolve) => {
+      const req = http.request(this.target(), {
+        method, agent: this.agent,
+        headers: body === undefined ? {} : { "Content-Type": "text/plain;charset=UTF-8" },
+      }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => {
+          this.requests.delete(req);
+          resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() });
+        });
+      });
+      this.requests.add(req);
+      req.on("error", (err) => {
+        this.requests.delete(req);
+        resolve({ status: 0, body: String(err.message || err) });
+      });
+      req.end(body);
+    });
+  }
+
+  connect(timeoutMs) {
+    return new Promise((resolve) => {
+      const t0 = now();
+      let done = false;
+      const finish = (ok, error) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve({ ok, error, ms: now() - t0 });
+      };
+      const timer = setTimeout(() => {
+        finish(false, "timeout");
+        this.terminate();
+      }, timeoutMs);
+      this.finish = finish;
+      this.request("GET").then((r) => {
+        if (r.status !== 200 || r.body[0] !== "0") {
+          finish(false, `handshake ${r.status}: ${r.body.slice(0, 100)}`);
+          return;
+        }
+        this.sid = JSON.parse(r.body.slice(1)).sid;
+        this.onPacket(Buffer.from(r.body), finish);
+        this.poll();
+      });
+    });
+  }
+
+  async poll() {
+    while (!this.closed) {
+      const r = await this.request("GET");
+      if (r.status !== 200) {
+        this.lost(`poll ${r.status}`);
+        return;
+      }
+      for (const packet of r.body.split("\x1e")) {
+        if (packet[0] === "1") {
+          this.lost("closed by the server");
+          return;
+        }
+        if (packet[0] !== "b" && packet !== "6") this.onPacket(Buffer.from(packet), this.finish);
+      }
+    }
+  }
+
+  send(packet) {
+    if (this.closed) return;
+    this.outbox.push(packet);
+    if (!this.posting) this.flush();
+  }
+
+  async flush() {
+    this.posting = true;
+    while (this.outbox.length && !this.closed) {
+      const body = this.outbox.join("\x1e");
+      this.outbox = [];
+      const r = await this.request("POST", body);
+      if (r.status !== 200) {
+        this.lost(`post ${r.status}`);
+        break;
+      }
+    }
+    this.posting = false;
+  }
+
+  lost(why) {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.connected) {
+      this.connected = false;
+      openCount--;
+      if (!closing) disconnects++;
+    }
+    this.finish?.(false, why);
+    for (const p of this.pending.values()) p.resolve?.(null);
+    this.pending.clear();
+    for (const req of this.requests) req.destroy();
+    this.agent.destroy();
+  }
+
+  terminate() {
+    this.lost("terminated");
+  }
+}
 
 function onEvent(data) {
   const at = data.indexOf(MARK, 4);
@@ -288,7 +432,10 @@ async function cmdConnect(c) {
     const offset = c.addrOffset || 0;
     const localAddress =
       addrs > 1 || offset > 0 ? `127.0.0.${1 + offset + (k % addrs)}` : undefined;
-    const client = new Client(index, urls[k % urls.length], c.ns || "/", token, localAddress);
+    const client = c.transport === "polling"
+      ? new PollingClient(index, c.spread ? urls : [urls[k % urls.length]], c.ns || "/", token,
+                          localAddress)
+      : new Client(index, urls[k % urls.length], c.ns || "/", token, localAddress);
     clients.push(client);
     created.push(client);
   }
@@ -487,7 +634,7 @@ function cmdStep(c) {
 
 async function cmdClose() {
   closing = true;
-  for (const c of clients) c.ws?.terminate();
+  for (const c of clients) c.terminate();
   const t0 = now();
   while (openCount > 0 && now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
   const open = openCount;

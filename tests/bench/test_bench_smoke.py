@@ -23,6 +23,7 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "--quick", "--servers", "ours",
             "--clients", "20", "--rooms", "2", "--broadcast-members", "20",
             "--rates", "200,400", "--warm", "0.3", "--measure", "1", "--search-steps", "0",
+            "--polling-clients", "20", "--polling-rooms", "2", "--polling-rates", "200",
             "--idle", "50", "--idle-load", "200", "--out", str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -32,6 +33,7 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
         assert heading in report, report
     assert "| fan-out | switchboard (1 gateway) |" in report
     assert "| broadcast | switchboard (1 gateway) |" in report
+    assert "| polling fan-out | switchboard (1 gateway) |" in report
     assert (tmp_path / "report.md").read_text() == report
 
     data = json.loads((tmp_path / "results.json").read_text())
@@ -46,6 +48,10 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
             assert step["lost"] == 0 and step["ack_fail"] == 0 and step["disconnects"] == 0
             assert step["server_cpu"] > 0 and step["per_proc"]  # /proc sampling worked
         assert ours["scenarios"][scenario]["setup"]["members"] == members
+    # Clients that stay on long-polling: the same checks.
+    [polled] = ours["scenarios"]["polling"]["steps"]
+    assert polled["expected"] > 0 and polled["received"] == polled["expected"], polled
+    assert polled["lost"] == 0 and polled["ack_fail"] == 0 and polled["disconnects"] == 0
     idle = ours["idle"]
     assert idle["connected"] == 50 and idle["failed"] == 0
     assert idle["rss_after"] > 0

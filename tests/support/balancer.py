@@ -57,10 +57,10 @@ def haproxy_binary() -> str:
 
 @contextlib.contextmanager
 def balancer(workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
-             refuse_websocket: bool = False) -> Iterator[str]:
-    """HAProxy for the block; yields its base URL."""
+             refuse_websocket: bool = False, port: int = 0) -> Iterator[str]:
+    """HAProxy for the block (on ``port``, or a free one); yields its base URL."""
     binary = haproxy_binary()
-    port = free_port(host)
+    port = port or free_port(host)
     servers = "".join(f"    server gw{i} {host}:{p}\n" for i, p in enumerate(ports))
     config = TEMPLATE.format(host=host, port=port, servers=servers,
                              refuse=REFUSE_WEBSOCKET if refuse_websocket else "")

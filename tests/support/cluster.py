@@ -166,7 +166,8 @@ def token(user_id: str, username: str, role: str = "user", ttl: int = 3600,
 
 def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[str, ...] = (),
                        room_args: tuple[str, ...] = (),
-                       gateway_args: tuple[str, ...] = ()) -> Cluster:
+                       gateway_args: tuple[str, ...] = (),
+                       auth_args: tuple[str, ...] = ()) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways.
 
     Every test client comes from 127.0.0.1, so the per-IP connect limit is raised here; tests
@@ -176,7 +177,7 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     cluster = Cluster(workdir)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
     cluster.start_broker()
-    cluster.start_service("auth", env=env)
+    cluster.start_service("auth", *auth_args, env=env)
     cluster.start_service(
         "moderation", "--moderation-db", str(workdir / "moderation.sqlite3"),
         "--connect-limit", "100000", *moderation_args, env=env,

@@ -42,7 +42,7 @@ const server = http.createServer((req, res) => {
   res.end();
 });
 const io = new Server(server, {
-  transports: ["websocket"],
+  transports: ["polling", "websocket"],
   pingInterval: 25000,
   pingTimeout: 20000,
   maxHttpBufferSize: 1e6,
