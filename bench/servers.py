@@ -29,11 +29,13 @@ BENCH = ROOT / "bench"
 JWT_SECRET = "bench-secret-0123456789-0123456789-abcdef"
 
 #: What the benchmark turns off in ``switchboard up`` (the peers have these off too):
-#: per-socket and per-user event limits and the per-IP connect limit of moderation.
+#: per-socket and per-user event limits and the per-IP connect limit of moderation, and the
+#: gateways' per-IP handshake limit (one load generator address opens every connection).
 OURS_ENV = {
     "SWITCHBOARD_EVENT_LIMIT": "0",
     "SWITCHBOARD_USER_EVENT_LIMIT": "0",
     "SWITCHBOARD_CONNECT_LIMIT": "0",
+    "SWITCHBOARD_HANDSHAKE_RATE": "0",
 }
 
 

@@ -61,7 +61,8 @@ class GatewayConfig:
         30.0, "Seconds a client has to send a request body after its head (slow body: 408)."
     )
     handshake_rate: int = setting(
-        100, "Engine.IO handshakes (new sessions) per client IP per minute; 0: no limit."
+        600, "Engine.IO handshakes (new sessions) per client IP per minute, bursting to as "
+        "many; 0: no limit. Bounds what unauthenticated sessions one address can hold."
     )
     connect_timeout: float = setting(
         45.0, "Close a connection that joins no namespace within this many seconds."
