@@ -82,14 +82,24 @@ def throughput(servers: list[ServerResult]) -> list[str]:
     return lines
 
 
-def efficiency(servers: list[ServerResult], plan: Plan) -> list[str]:
-    rates = plan.fixed_rates
+POLLING = ("polling", "polling-spread")
+
+
+def rates_of(plan: Plan, scenario: str) -> tuple[int, ...]:
+    return plan.polling_rates if scenario in POLLING else plan.fixed_rates
+
+
+def efficiency(servers: list[ServerResult], plan: Plan, polling: bool = False) -> list[str]:
+    """CPU per delivery at the fixed loads: the WebSocket scenarios, or the polling ones."""
+    rates = plan.polling_rates if polling else plan.fixed_rates
     head = " | ".join(f"µs/delivery @ {_n(r)}/s" for r in rates)
     ratio_head = " | ".join(f"x {PEER_TITLES[p]} @ {_n(r / 1000)}k" for r in rates for p in PEERS)
     lines = [f"| scenario | server | {head} | load gen µs/delivery @ {_n(rates[-1])}/s | "
              f"{ratio_head} |",
              "|---|---|" + "---:|" * (len(rates) + 1 + 2 * len(rates))]
     for scenario in SCENARIO_TITLES:
+        if (scenario in POLLING) != polling:
+            continue
         rows = _scenario(servers, scenario)
         ref = {s.name: r for s, r in rows}
         for server, res in rows:
@@ -143,7 +153,7 @@ def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for scenario in SCENARIO_TITLES:
         for server, res in _scenario(servers, scenario):
-            for rate in plan.fixed_rates:
+            for rate in rates_of(plan, scenario):
                 st = res.at(rate)
                 if st is None:
                     continue
@@ -156,11 +166,11 @@ def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
 
 
 def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
-    rate = plan.fixed_rates[-1]
-    lines = [f"| scenario | server | process | CPU (% of a core) @ {_n(rate)}/s | "
-             "µs/delivery | RSS MB |",
-             "|---|---|---|---:|---:|---:|"]
+    lines = ["| scenario | server | process | load /s | CPU (% of a core) | µs/delivery | "
+             "RSS MB |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for scenario in SCENARIO_TITLES:
+        rate = rates_of(plan, scenario)[-1]
         for server, res in _scenario(servers, scenario):
             st = res.at(rate)
             if st is None or not st.per_proc:
@@ -168,10 +178,11 @@ def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
             for name, cpu in sorted(st.per_proc.items(), key=lambda kv: -kv[1]):
                 per = cpu / st.rx_window * 1e6 if st.rx_window else None
                 lines.append(f"| {SCENARIO_TITLES[scenario]} | {server.title} | {name} | "
-                             f"{st.pct(cpu):.1f}% | {_n(per, 2)} | "
+                             f"{_n(rate)} | {st.pct(cpu):.1f}% | {_n(per, 2)} | "
                              f"{st.rss.get(name, 0) / 2**20:.0f} |")
             lines.append(f"| {SCENARIO_TITLES[scenario]} | {server.title} | **all** | "
-                         f"**{st.pct(st.server_cpu):.1f}%** | **{_n(st.us_per_delivery, 2)}** | "
+                         f"{_n(rate)} | **{st.pct(st.server_cpu):.1f}%** | "
+                         f"**{_n(st.us_per_delivery, 2)}** | "
                          f"**{sum(st.rss.values()) / 2**20:.0f}** |")
     return lines
 
@@ -235,11 +246,12 @@ def render(servers: list[ServerResult], plan: Plan, header: dict[str, Any]) -> s
              "ack)", throughput(servers))
     _section(out, "CPU per delivery at fixed offered loads (whole server process tree; "
              "* = load not sustained)", efficiency(servers, plan))
+    _section(out, "Long-polling clients: CPU per delivery at fixed offered loads",
+             efficiency(servers, plan, polling=True))
     _section(out, "Latency at fixed loads", fixed_latency(servers, plan))
     _section(out, "Latency at half of Node's max sustained load", latency(servers, plan))
     _section(out, f"Idle connections (namespace {plan.idle_ns})", idle(servers))
-    _section(out, f"Per process at {_n(plan.fixed_rates[-1])} deliveries/s",
-             per_process(servers, plan))
+    _section(out, "Per process at the highest fixed load", per_process(servers, plan))
     errors = [f"- {s.title}: {s.error}" for s in servers if s.error]
     notes = [f"- {s.title} {SCENARIO_TITLES.get(k, k)}: {r.note}"
              for s in servers for k, r in s.scenarios.items() if r.note]

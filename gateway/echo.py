@@ -67,6 +67,9 @@ class EchoHost:
         client.schedule(lambda: self._tick(client))
         return client
 
+    def upgraded(self, client: Client) -> None:
+        pass
+
     def rearm(self, client: Client) -> None:
         client.schedule(lambda: self._tick(client))
 

@@ -82,6 +82,10 @@ class SessionHost(Protocol):
         """Make ``link`` the session's transport and route its messages to the session."""
         ...
 
+    def upgraded(self, client: Client) -> None:
+        """The session's transport became WebSocket (its sockets' sessions say so)."""
+        ...
+
     def rearm(self, client: Client) -> None:
         """Schedule the session's timer for its next deadline (the hold's end included);
         the timer calls :meth:`Engine.release_due`."""
@@ -112,7 +116,7 @@ class LocalAnswer:
         self.cors = cors
 
     def respond(self, body: str) -> None:
-        self.exchange.respond(http.response(200, body.encode(), POLL_TYPE, self.cors))
+        self.exchange.respond(HttpResponse(200, body=body.encode(), head=_poll_head(self.cors)))
 
     def reply(self, response: HttpResponse) -> None:
         self.exchange.respond(response.with_headers(self.cors))
@@ -147,6 +151,20 @@ class RemoteAnswer:
 
 
 Answer = LocalAnswer | RemoteAnswer
+
+
+#: The headers of a 200 poll answer, serialized once per CORS header set (bounded).
+_POLL_HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+
+def _poll_head(cors: tuple[tuple[str, str], ...]) -> bytes:
+    head = _POLL_HEADS.get(cors)
+    if head is None:
+        head = http.prepared(200, (("Content-Type", POLL_TYPE), ("Cache-Control", "no-store"),
+                                   ("X-Content-Type-Options", "nosniff"), *cors))
+        if len(_POLL_HEADS) < 1000:
+            _POLL_HEADS[cors] = head
+    return head
 
 
 def _bare(status: int) -> HttpResponse:
@@ -603,6 +621,7 @@ class Engine:
         if packets:
             client.send_frames(packets)
         client.flush()
+        self.host.upgraded(client)
         self.counters["upgrades"] += 1
         m.UPGRADES.labels("completed").inc()
         m.TRANSPORT_CONNECTIONS.labels("polling").dec()

@@ -14,10 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from http import HTTPStatus
-from typing import Any
+from typing import Any, overload
 from urllib.parse import unquote_plus
-
-from websockets.datastructures import Headers
 
 ENGINE_PATH = "/socket.io/"
 
@@ -31,13 +29,44 @@ SECURITY_HEADERS = (
 )
 
 
+class HeaderMap(dict[str, str]):
+    """Request headers by lower-case name (a repeated one's values joined with ``, ``);
+    looked up case-insensitively. Cheaper than a multidict on the per-request path."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, str]]) -> HeaderMap:
+        headers = cls()
+        for name, value in items:
+            key = name.lower()
+            old = dict.get(headers, key)
+            dict.__setitem__(headers, key, value if old is None else f"{old}, {value}")
+        return headers
+
+    @overload  # type: ignore[override]
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
     """One parsed request. ``headers`` is case-insensitive; ``path`` excludes the query."""
 
     method: str
     target: str
-    headers: Headers
+    headers: HeaderMap
     body: bytes = b""
     keep_alive: bool = True
     version: str = "1.1"
@@ -45,11 +74,12 @@ class HttpRequest:
     query: str = ""
 
     @classmethod
-    def build(cls, method: str, target: str, headers: Headers | Iterable[tuple[str, str]] = (),
-              body: bytes = b"", keep_alive: bool = True, version: str = "1.1") -> HttpRequest:
+    def build(cls, method: str, target: str,
+              headers: HeaderMap | Iterable[tuple[str, str]] = (), body: bytes = b"",
+              keep_alive: bool = True, version: str = "1.1") -> HttpRequest:
         path, _, query = target.partition("?")
-        if not isinstance(headers, Headers):
-            headers = Headers(list(headers))
+        if not isinstance(headers, HeaderMap):
+            headers = HeaderMap.of(headers)
         return cls(method, target, headers, body, keep_alive, version, path, query)
 
     def params(self) -> dict[str, str]:
@@ -64,6 +94,9 @@ class HttpResponse:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     close: bool = False
+    #: The status line and ``headers`` already serialized (:func:`prepared`), for responses
+    #: sent very often: only the length and the connection's fate are added per response.
+    head: bytes = b""
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
@@ -86,6 +119,13 @@ class HttpResponse:
 
     def serialize(self, keep_alive: bool, keep_alive_timeout: int = 5, head: bool = False) -> bytes:
         """The bytes on the wire; ``head`` leaves the body out (HEAD requests)."""
+        if self.head:
+            tail = (b"\r\nConnection: keep-alive\r\nKeep-Alive: timeout=%d\r\n\r\n"
+                    % keep_alive_timeout if keep_alive else b"\r\nConnection: close\r\n\r\n")
+            parts = [self.head, b"Content-Length: %d" % len(self.body), tail]
+            if not head:
+                parts.append(self.body)
+            return b"".join(parts)
         try:
             reason = HTTPStatus(self.status).phrase
         except ValueError:
@@ -124,6 +164,16 @@ def response(
     """A response with the security headers every gateway response carries."""
     headers = (("Content-Type", content_type), ("Cache-Control", "no-store"), *SECURITY_HEADERS)
     return HttpResponse(status, headers, body).with_headers(extra)
+
+
+def prepared(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """Serialized status line and headers for :attr:`HttpResponse.head`."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
 
 def json_response(status: int, doc: Any, extra: Iterable[tuple[str, str]] = ()) -> HttpResponse:

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httptools
-from websockets.datastructures import Headers
 
-from gateway.http import HttpRequest, HttpResponse, text_response
+from gateway.http import HeaderMap, HttpRequest, HttpResponse, text_response
 
 log = logging.getLogger("switchboard.gateway.http")
 
@@ -133,9 +132,11 @@ class HttpConnection(asyncio.Protocol):
         "_body_size",
         "_broken",
         "_complete",
+        "_deadline",
         "_exchanges",
         "_head_size",
         "_headers",
+        "_on_deadline",
         "_paused",
         "_timer",
         "_upgrade_request",
@@ -165,6 +166,8 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], None] | None = None
         self._paused = False
         self._upgrading = False
         self._upgrade_request: HttpRequest | None = None
@@ -211,6 +214,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         exchanges, self._exchanges = self._exchanges, deque()
         for exchange in exchanges:
             callback, exchange.on_abort = exchange.on_abort, None
@@ -258,7 +264,7 @@ class HttpConnection(asyncio.Protocol):
         except UnicodeDecodeError:
             raise _Refused(400, "non-ASCII request target") from None
         request = HttpRequest.build(
-            parser.get_method().decode("ascii"), target, Headers(self._headers),
+            parser.get_method().decode("ascii"), target, HeaderMap.of(self._headers),
             b"".join(self._body), parser.should_keep_alive(), parser.get_http_version(),
         )
         if parser.should_upgrade():
@@ -352,14 +358,32 @@ class HttpConnection(asyncio.Protocol):
         exchange.respond(_closing(text_response(status, text + "\n")))
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+        """Call ``callback`` in ``delay`` seconds unless re-armed or disarmed first.
+
+        Every request arms this up to three times (head, body, keep-alive) and nearly always
+        disarms it in time: so one loop timer stays scheduled and is only moved, lazily, when
+        it fires before the current deadline — instead of a cancel and a new timer each time.
+        """
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + delay
+        self._on_deadline = callback
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._fire)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._on_deadline = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        callback = self._on_deadline
+        if callback is None or self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() + 0.002 < self._deadline:  # moved since: wait for the new deadline
+            self._timer = loop.call_at(self._deadline, self._fire)
+            return
+        self._on_deadline = None
+        callback()
 
     def _head_timed_out(self) -> None:
         if self._head_size or self._url:

@@ -20,6 +20,7 @@ class RoutingTable:
         self._filters: dict[str, tuple[str, ...]] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self._disconnect: dict[str, tuple[str, ...]] = {}
+        self._update: dict[str, tuple[str, ...]] = {}
         for info in infos:
             self.infos[info.name] = info
         self._rebuild()
@@ -38,6 +39,7 @@ class RoutingTable:
         self._connect = {ns: self._stages(RequestKind.CONNECT, ns) for ns in namespaces}
         self._filters = {ns: self._stages(RequestKind.FILTER, ns) for ns in namespaces}
         self._disconnect = {ns: self._stages(RequestKind.DISCONNECT, ns) for ns in namespaces}
+        self._update = {ns: self._stages(RequestKind.UPDATE, ns) for ns in namespaces}
         owners: dict[tuple[str, str], str] = {}
         for info in self.infos.values():
             for route in info.routes:
@@ -75,6 +77,9 @@ class RoutingTable:
 
     def disconnect_listeners(self, ns: str) -> tuple[str, ...]:
         return self._disconnect.get(ns, ())
+
+    def update_listeners(self, ns: str) -> tuple[str, ...]:
+        return self._update.get(ns, ())
 
     def sync_listeners(self) -> tuple[str, ...]:
         return tuple(

@@ -386,6 +386,25 @@ class Gateway:
         client.schedule(lambda: self._on_timer(client))
         return client
 
+    def upgraded(self, client: Client) -> None:
+        for sock in client.sockets.values():
+            self._transport_changed(sock)
+
+    def _transport_changed(self, sock: NsSocket) -> None:
+        """Services that keep sockets hear of the new transport (the admin's socket list)."""
+        transport = sock.client.transport_name
+        if sock.session.transport == transport:
+            return
+        sock.session = replace(sock.session, transport=transport)
+        for service in self.backbone.routing.update_listeners(sock.ns):
+            self.spawn(self._update_request(service, sock.session))
+
+    async def _update_request(self, service: str, session: Session) -> None:
+        try:
+            await self.backbone.request(service, RequestKind.UPDATE, session=session)
+        except ServiceUnavailable as exc:
+            log.info("UPDATE of %s not delivered to %s: %s", session.sid, service, exc)
+
     def rearm(self, client: Client) -> None:
         client.schedule(lambda: self._on_timer(client))
 
@@ -543,6 +562,7 @@ class Gateway:
             gateway=self.id,
             address=client.address,
             connected_at=time.time(),
+            transport=client.transport_name,
         )
         joins: list[str] = []
         emits: list[Emit] = []
@@ -599,6 +619,7 @@ class Gateway:
         conn.accept(ns, session.sid)
         client.flush()
         sock.live = True
+        self._transport_changed(sock)  # upgraded while its CONNECT went round the services
         if emits:
             if self.config.connect_emit_delay:
                 # Write the CONNECT ack before the first emit rather than in the same burst:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -33,7 +34,7 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 def handshake(request: HttpRequest) -> tuple[bool, bytes]:
     """Check a WebSocket upgrade request: (accepted, the response's bytes)."""
     checker = ServerProtocol(logger=_WS_LOG)
-    response = checker.accept(Request(request.target, request.headers))
+    response = checker.accept(Request(request.target, Headers(list(request.headers.items()))))
     response.headers["Server"] = "switchboard"
     return response.status_code == 101, response.serialize()
 

@@ -144,7 +144,8 @@ class _Envelope:
 class Session(_Envelope):
     """Who one namespace socket is, as every service sees it.
 
-    ``[sid, ns, gateway, address, user_id, username, role, connected_at, avatar]``. ``sid`` is the
+    ``[sid, ns, gateway, address, user_id, username, role, connected_at, avatar,
+    transport]``. ``sid`` is the
     Socket.IO socket id (``<gateway>.<random>``), unique cluster-wide. Services are
     stateless about sockets: the gateway sends the session with every request, and a stage
     (auth on CONNECT, ``set username``) may return an updated one.
@@ -159,6 +160,8 @@ class Session(_Envelope):
     role: str | None = None
     connected_at: float = 0.0
     avatar: str | None = None
+    #: The Engine.IO transport the socket's connection uses now: polling or websocket.
+    transport: str = ""
 
     def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
         return replace(self, user_id=user_id, username=username, role=role)
@@ -172,6 +175,7 @@ class RequestKind(IntEnum):
     HEARTBEAT = 4  #: gateway liveness; reply carries the service instance id
     SYNC = 5  #: a gateway's full list of sockets and rooms (after a service restart)
     FILTER = 6  #: an EVENT seen by a filter stage before its owner
+    UPDATE = 7  #: the gateway changed a socket's session itself (its transport upgraded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -245,7 +245,7 @@ class Runner:
         handler = self.service.handler_for(request)
         if handler is None:
             self._count(labels, "refused")
-            if kind in (RequestKind.DISCONNECT, RequestKind.SYNC):
+            if kind in (RequestKind.DISCONNECT, RequestKind.SYNC, RequestKind.UPDATE):
                 return Reply(request.id)
             return Reply(request.id, ok=False, error=f"unknown event: {request.event}")
         start = time.perf_counter()

@@ -68,6 +68,12 @@ def on_disconnect(ns: str) -> Callable[[F], F]:
     return _register(Route(RequestKind.DISCONNECT, ns))
 
 
+def on_update(ns: str) -> Callable[[F], F]:
+    """Told when the gateway changes a socket's session on its own (the connection upgraded
+    from polling to WebSocket: ``session.transport``)."""
+    return _register(Route(RequestKind.UPDATE, ns))
+
+
 def on_sync() -> Callable[[F], F]:
     """Receives a gateway's full socket list after this service (re)started."""
     return _register(Route(RequestKind.SYNC, "*"))

@@ -371,6 +371,7 @@ EVENTS: dict[tuple[str, str], EventSchema] = {
     ("/game", "join game"): EventSchema(JoinGame, "a gameId", "gameId", flatten=True),
     ("/game", "game action"): EventSchema(GameAction, "{gameId, ...}", keep_none=True),
     ("/admin", "get stats"): NONE,
+    ("/admin", "get sockets"): NONE,
     ("/admin", "broadcast message"): EventSchema(BroadcastMessage, "{message}"),
     ("/admin", "kick user"): EventSchema(KickUser, "{socketId, reason?}", scalar="socketId"),
     ("/admin", "ban user"): EventSchema(BanUser, "{userId, reason, seconds?}"),

@@ -113,6 +113,7 @@ class SocketEntry:
     user_id: str | None
     username: str
     connected_at: float
+    transport: str = ""
 
     @property
     def identity(self) -> str:

@@ -48,6 +48,14 @@ class Registry:
         if entry is not None:
             self._sockets[sid] = replace(entry, username=username)
 
+    def set_transport(self, sid: str, transport: str) -> None:
+        entry = self._sockets.get(sid)
+        if entry is not None:
+            self._sockets[sid] = replace(entry, transport=transport)
+
+    def all(self) -> list[SocketEntry]:
+        return list(self._sockets.values())
+
     def _unindex(self, entry: SocketEntry) -> None:
         key = (entry.ns, entry.identity)
         sids = self._by_user.get(key)

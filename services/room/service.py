@@ -54,7 +54,7 @@ from shared import topics
 from shared.envelope import Emit, Reply, Request, Session, reply_to
 from shared.errors import ClientError
 from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_disconnect, on_event, on_sync
+from shared.service import Service, on_connect, on_disconnect, on_event, on_sync, on_update
 
 from . import payloads
 from .config import Config
@@ -159,6 +159,7 @@ class RoomService(Service):
             user_id=session.user_id,
             username=_display_name(session),
             connected_at=session.connected_at or self.clock(),
+            transport=session.transport,
         )
 
     def _require_member(self, room_id: str, sid: str) -> None:
@@ -289,6 +290,12 @@ class RoomService(Service):
     async def disconnect(self, request: Request) -> None:
         session = self._begin(request)
         self._depart(session.sid, session)
+
+    @on_update("*")
+    async def update(self, request: Request) -> None:
+        """A socket's connection upgraded (polling → WebSocket): its entry says so."""
+        session = self._begin(request)
+        self.registry.set_transport(session.sid, session.transport)
 
     @on_sync()
     async def sync(self, request: Request) -> None:
@@ -606,6 +613,16 @@ class RoomService(Service):
         self._begin(request)
         stats = self.stats()
         return reply_to(request, ack=_ok(**stats), emits=(Emit("stats", [stats]),))
+
+    @on_event(ADMIN, "get sockets")
+    async def get_sockets(self, request: Request) -> Reply:
+        """Every socket of the cluster, for operators: where it is, who, and over what."""
+        self._begin(request)
+        entries = sorted(self.registry.all(), key=lambda e: (e.connected_at, e.sid))
+        sockets = [{"socketId": e.sid, "ns": e.ns, "gateway": e.gateway, "userId": e.user_id,
+                    "username": e.username, "transport": e.transport or None,
+                    "connectedAt": iso(to_ms(e.connected_at))} for e in entries]
+        return reply_to(request, ack=_ok(sockets=sockets))
 
     @on_event(ADMIN, "broadcast message")
     async def broadcast_message(self, request: Request) -> Reply:

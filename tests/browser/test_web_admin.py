@@ -4,10 +4,12 @@ person's page shows."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import expect
 
 from tests.browser.helpers import (
+    WAIT_MS,
     OpenPage,
     create_room,
     join_listed_room,
@@ -73,6 +75,13 @@ def test_admin_sees_the_cluster_announces_and_kicks_a_user(
 
     row = admin.locator("#users tr", has_text="Kim")
     expect(row).to_be_visible()
+    # Kim's page connected on the client's defaults: polling first, then the upgrade (which
+    # the room service hears of a moment later; the table is refreshed until it shows).
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while row.locator("td.transport").inner_text() != "websocket":
+        assert time.monotonic() < deadline, row.locator("td.transport").inner_text()
+        admin.click("#refresh-users")
+        admin.wait_for_timeout(200)
     screenshot(admin, "admin-dashboard", full_page=True)
     row.get_by_role("button", name=re.compile("^Kick Kim")).click()
     expect(admin.locator("#admin-log li.ok", has_text="Kicked Kim.")).to_be_visible()

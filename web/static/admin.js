@@ -386,8 +386,12 @@
   }
 
   async function loadUsers() {
-    const res = await request(state.main, "get online users");
+    const [res, all] = await Promise.all([request(state.main, "get online users"),
+                                          request(state.admin, "get sockets")]);
     if (!res.success || !Array.isArray(res.users)) return;
+    // Each socket's transport (polling, or websocket once upgraded), from the cluster's list.
+    const transports = new Map((all.success && Array.isArray(all.sockets) ? all.sockets : [])
+      .map((s) => [s.socketId, s.transport || "?"]));
     SB.clear(ui.users);
     for (const user of res.users) {
       const me = state.claims && user.id === state.claims.userId;
@@ -408,9 +412,10 @@
         el("td", { text: user.username + (me ? " (you)" : "") }),
         el("td", { className: "mono", text: user.id }),
         el("td", { className: "mono", text: user.socketId }),
+        el("td", { className: "transport", text: transports.get(user.socketId) || "?" }),
         actions));
     }
-    if (!res.users.length) ui.users.append(emptyRow(4, "nobody online"));
+    if (!res.users.length) ui.users.append(emptyRow(5, "nobody online"));
   }
 
   ui.refreshUsers.addEventListener("click", loadUsers);

@@ -174,7 +174,7 @@ def test_routes_declare_namespaces_and_events(h: Harness) -> None:
     assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/chat"} == {
         "chat message", "private message"}
     assert {e for (k, ns, e) in routes if k == RequestKind.EVENT and ns == "/admin"} == {
-        "get stats", "broadcast message"}
+        "get stats", "get sockets", "broadcast message"}
 
 
 async def test_start_asks_gateways_to_resync(h: Harness) -> None:
@@ -988,3 +988,23 @@ async def test_sockets_of_a_lost_gateway_that_comes_back_are_announced_again(h: 
     h.clear()
     await h.sync("gw1", (a, ("lobby",)))
     assert h.published("user online") == [] and h.published("user joined") == []
+
+
+async def test_get_sockets_lists_every_socket_with_its_transport(h: Harness) -> None:
+    a, b = session(1), session(2, gateway="gw2", ns="/chat")
+    a = replace(a, transport="polling")
+    await connected(h, a, b)
+    admin = replace(session(9, ns="/admin"), role="admin")
+    await connected(h, admin)
+    ack = await h.ok(admin, "get sockets")
+    by_sid = {s["socketId"]: s for s in ack["sockets"]}
+    assert by_sid[a.sid]["transport"] == "polling"
+    assert (by_sid[b.sid]["ns"], by_sid[b.sid]["gateway"]) == ("/chat", "gw2")
+    assert set(by_sid[a.sid]) == {"socketId", "ns", "gateway", "userId", "username",
+                                  "transport", "connectedAt"}
+    # The connection upgraded: the gateway says so with an UPDATE.
+    reply = await h.call(kind=RequestKind.UPDATE, gateway="gw1",
+                         session=replace(a, transport="websocket"))
+    assert reply.ok
+    ack = await h.ok(admin, "get sockets")
+    assert {s["socketId"]: s["transport"] for s in ack["sockets"]}[a.sid] == "websocket"
