@@ -161,7 +161,7 @@ def _poll_head(cors: tuple[tuple[str, str], ...]) -> bytes:
     head = _POLL_HEADS.get(cors)
     if head is None:
         head = http.prepared(200, (("Content-Type", POLL_TYPE), ("Cache-Control", "no-store"),
-                                   ("X-Content-Type-Options", "nosniff"), *cors))
+                                   *http.SECURITY_HEADERS, *cors))
         if len(_POLL_HEADS) < 1000:
             _POLL_HEADS[cors] = head
     return head
