@@ -35,9 +35,11 @@ WAIT = 15.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = Path(tmp_path_factory.mktemp("polling"))
-    # No event rate limits: the burst test sends 200 messages at once.
+    # No event rate limits: the burst test sends 200 messages at once. Short slow-client
+    # timeouts: the bad-input test waits them out.
     cluster = start_chat_cluster(workdir, gateways=3, moderation_args=(
-        "--event-limit", "0", "--user-event-limit", "0"))
+        "--event-limit", "0", "--user-event-limit", "0"), gateway_args=(
+        "--http-header-timeout", "1", "--http-body-timeout", "1"))
     try:
         yield cluster
     finally:
@@ -270,6 +272,20 @@ async def test_bad_http_input_costs_only_its_sender(cluster: Cluster, lb: str,
                                                          "message": "Session ID unknown"}
         async with http.get(f"{base}&sid=no-gateway-at-all") as response:
             assert response.status == 400
+
+        # Slow senders: a head that never ends, a body that never ends. Each gets 408 and
+        # its connection closed; meanwhile the bystander's requests go on.
+        port = cluster.gateway_ports[0]
+        for partial in (b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n",
+                        b"POST /socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\n"
+                        b"Content-Length: 100\r\n\r\n4"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(partial)
+            assert (await bystander.call("get online users"))["success"] is True
+            answer = await asyncio.wait_for(reader.read(), WAIT)  # until the server closes
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+            assert b"Connection: close" in answer
+            writer.close()
         assert (await bystander.call("get online users"))["success"] is True
 
 
