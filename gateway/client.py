@@ -46,6 +46,16 @@ class Responder(Protocol):
     def respond(self, body: str) -> None: ...
 
 
+class SessionOwner(Protocol):
+    """Where a session's WebSocket messages and endings go (the gateway, or an echo host)."""
+
+    def on_message(self, client: Client, message: str | bytes) -> None: ...
+
+    def client_lost(self, client: Client, reason: str) -> None: ...
+
+    def bad_input(self, client: Client, reason: str, code: int) -> None: ...
+
+
 class CloseMode(Enum):
     """How a session ends, which decides what a waiting poll is told (see Polling)."""
 
@@ -150,10 +160,9 @@ class Client:
         write_limit: int,
         on_slow: Callable[[Client], None],
         corker: Corker,
-        link: WsTransport | None = None,
         polling: Polling | None = None,
     ) -> None:
-        self.link: WsTransport | None = None
+        self.link: WsTransport | None = None  # see attach()
         self.transport: asyncio.Transport | None = None
         #: The polling side while the session polls (None once on WebSocket).
         self.polling = polling
@@ -180,19 +189,21 @@ class Client:
         self._paused = False
         self._resume: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
-        if link is not None:
-            self.attach(link)
 
     @property
     def transport_name(self) -> str:
         return "polling" if self.polling is not None else "websocket"
 
-    def attach(self, link: WsTransport) -> None:
-        """Make ``link`` the session's transport (a new WebSocket, or the upgrade)."""
+    def attach(self, link: WsTransport, owner: SessionOwner) -> None:
+        """Make ``link`` the session's transport (a new WebSocket, or the upgrade); its
+        messages and its end go to ``owner``."""
         assert link.transport is not None
         self.link = link
         self.transport = link.transport
         link.before_send = self.write_pending
+        link.on_message = lambda message: owner.on_message(self, message)
+        link.on_end = lambda reason: owner.client_lost(self, reason)
+        link.on_bad = lambda reason, code: owner.bad_input(self, reason, code)
 
     # -- output ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

@@ -60,7 +60,7 @@ class EchoHost:
         client = Client(conn, address, headers, self.write_limit, self._slow, self.corker,
                         polling=polling)
         if link is not None:
-            self.attach_link(client, link)
+            client.attach(link, self)
         client.started = time.monotonic()
         self.clients.add(client)
         client.flush()
@@ -72,12 +72,6 @@ class EchoHost:
 
     def rearm(self, client: Client) -> None:
         client.schedule(lambda: self._tick(client))
-
-    def attach_link(self, client: Client, link: WsTransport) -> None:
-        client.attach(link)
-        link.on_message = lambda message: self.on_message(client, message)
-        link.on_end = lambda reason: self.client_lost(client, reason)
-        link.on_bad = lambda reason, code: self.bad_input(client, reason, code)
 
     def on_message(self, client: Client, message: str | bytes) -> None:
         self._events(client, client.conn.receive_frame(message,

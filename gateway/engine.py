@@ -78,10 +78,6 @@ class SessionHost(Protocol):
         """The handshake headers a session keeps (for the services' CONNECT stages)."""
         ...
 
-    def attach_link(self, client: Client, link: WsTransport) -> None:
-        """Make ``link`` the session's transport and route its messages to the session."""
-        ...
-
     def upgraded(self, client: Client) -> None:
         """The session's transport became WebSocket (its sockets' sessions say so)."""
         ...
@@ -617,7 +613,7 @@ class Engine:
         packets = polling.take_all()
         client.answer_poll()  # a poll still waiting is released with a NOOP
         client.polling = None
-        self.host.attach_link(client, link)
+        client.attach(link, self.host)
         if packets:
             client.send_frames(packets)
         client.flush()

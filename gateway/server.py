@@ -371,7 +371,7 @@ class Gateway:
         client = Client(conn, address, headers, self.config.write_limit, self._slow,
                         self.corker, polling=polling)
         if link is not None:
-            self.attach_link(client, link)
+            client.attach(link, self)
         client.started = time.monotonic()
         self.clients.add(client)
         m.CONNECTIONS.inc()
@@ -407,12 +407,6 @@ class Gateway:
 
     def rearm(self, client: Client) -> None:
         client.schedule(lambda: self._on_timer(client))
-
-    def attach_link(self, client: Client, link: WsTransport) -> None:
-        client.attach(link)
-        link.on_message = lambda message: self.on_message(client, message)
-        link.on_end = lambda reason: self.client_lost(client, reason)
-        link.on_bad = lambda reason, code: self.bad_input(client, reason, code)
 
     def forget(self, client: Client) -> None:
         """The session moved to another gateway before any namespace was connected."""

@@ -82,6 +82,26 @@ class Histogram {
 }
 
 // ---------------------------------------------------------------- clients
+/** A connect attempt: `finish(ok, error)` settles `promise` with {ok, error, ms} once;
+ * after `timeoutMs` it settles as a timeout and `onTimeout` runs. */
+function attempt(timeoutMs, onTimeout) {
+  const t0 = now();
+  let done = false;
+  let resolve;
+  const promise = new Promise((r) => { resolve = r; });
+  const timer = setTimeout(() => {
+    finish(false, "timeout");
+    onTimeout();
+  }, timeoutMs);
+  function finish(ok, error) {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    resolve({ ok, error, ms: now() - t0 });
+  }
+  return { promise, finish };
+}
+
 const clients = [];
 const rooms = new Map(); // id -> {id, first, count}
 let openCount = 0;
@@ -110,19 +130,8 @@ class Client {
   }
 
   connect(timeoutMs) {
-    return new Promise((resolve) => {
-      const t0 = now();
-      let done = false;
-      const finish = (ok, error) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        resolve({ ok, error, ms: now() - t0 });
-      };
-      const timer = setTimeout(() => {
-        finish(false, "timeout");
-        this.ws?.terminate();
-      }, timeoutMs);
+    const { promise, finish } = attempt(timeoutMs, () => this.ws?.terminate());
+    {
       const ws = new WebSocket(`${this.url}/socket.io/?EIO=4&transport=websocket`, {
         perMessageDeflate: false,
         skipUTF8Validation: true,
@@ -142,7 +151,8 @@ class Client {
         for (const p of this.pending.values()) p.resolve?.(null);
         this.pending.clear();
       });
-    });
+    }
+    return promise;
   }
 
   /** One Engine.IO packet (a Buffer) from the server, whatever the transport. */
@@ -283,30 +293,18 @@ class PollingClient extends Client {
   }
 
   connect(timeoutMs) {
-    return new Promise((resolve) => {
-      const t0 = now();
-      let done = false;
-      const finish = (ok, error) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        resolve({ ok, error, ms: now() - t0 });
-      };
-      const timer = setTimeout(() => {
-        finish(false, "timeout");
-        this.terminate();
-      }, timeoutMs);
-      this.finish = finish;
-      this.request("GET").then((r) => {
-        if (r.status !== 200 || r.body[0] !== "0") {
-          finish(false, `handshake ${r.status}: ${r.body.slice(0, 100)}`);
-          return;
-        }
-        this.sid = JSON.parse(r.body.slice(1)).sid;
-        this.onPacket(Buffer.from(r.body), finish);
-        this.poll();
-      });
+    const { promise, finish } = attempt(timeoutMs, () => this.terminate());
+    this.finish = finish;
+    this.request("GET").then((r) => {
+      if (r.status !== 200 || r.body[0] !== "0") {
+        finish(false, `handshake ${r.status}: ${r.body.slice(0, 100)}`);
+        return;
+      }
+      this.sid = JSON.parse(r.body.slice(1)).sid;
+      this.onPacket(Buffer.from(r.body), finish);
+      this.poll();
     });
+    return promise;
   }
 
   async poll() {
