@@ -26,9 +26,9 @@ import msgpack
 import zmq
 from prometheus_client import Counter, Gauge
 
-from shared import topics
-from shared.config import setting
-from shared.metrics import serve_metrics
+from switchboard.shared import topics
+from switchboard.shared.config import setting
+from switchboard.shared.metrics import serve_metrics
 
 log = logging.getLogger("switchboard.broker")
 

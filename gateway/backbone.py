@@ -24,11 +24,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from gateway import metrics as m
-from gateway.routing import RoutingTable
-from shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
-from shared.errors import EnvelopeError, ServiceUnavailable
-from shared.loopsocket import LoopSocket, plain_socket
+from switchboard.gateway import metrics as m
+from switchboard.gateway.routing import RoutingTable
+from switchboard.shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
+from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
+from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
 log = logging.getLogger("switchboard.gateway.backbone")
 

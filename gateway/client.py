@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any, Protocol
 
-from gateway import wsframe
-from gateway.fanout import NsSocket
-from gateway.protocol import Connection
-from gateway.protocol.polling import Polling
-from gateway.transport import WsTransport
+from switchboard.gateway import wsframe
+from switchboard.gateway.fanout import NsSocket
+from switchboard.gateway.protocol import Connection
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.transport import WsTransport
 
 log = logging.getLogger("switchboard.gateway.client")
 

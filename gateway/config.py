@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import setting
+from switchboard.shared.config import setting
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import asyncio
 import time
 from typing import Any
 
-from gateway.client import Client, CloseMode, Corker
-from gateway.http import HttpRequest
-from gateway.protocol import Closed, Connection, ConnectionConfig, Event
-from gateway.protocol.polling import Polling
-from gateway.transport import WsTransport
+from switchboard.gateway.client import Client, CloseMode, Corker
+from switchboard.gateway.http import HttpRequest
+from switchboard.gateway.protocol import Closed, Connection, ConnectionConfig, Event
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.transport import WsTransport
 
 ENGINE_ECHO_PATH = "/engine.io/"
 

@@ -26,18 +26,29 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import http
-from gateway import metrics as m
-from gateway.client import Client
-from gateway.http import CorsPolicy, EngineError, EngineQuery, HttpResponse, engine_error
-from gateway.httpconn import Exchange, Upgrade
-from gateway.peers import Peer, Peers, PeerUnavailable
-from gateway.protocol.engineio import decode_payload
-from gateway.protocol.errors import DecodeError, PollOverlap, TransportMismatch, UpgradeRefused
-from gateway.protocol.polling import Polling, UpgradeState
-from gateway.transport import WsTransport, handshake
-from shared import topics
-from shared.envelope import Handover, PeerKind, PeerReply, PeerRequest
+from switchboard.gateway import http
+from switchboard.gateway import metrics as m
+from switchboard.gateway.client import Client
+from switchboard.gateway.http import (
+    CorsPolicy,
+    EngineError,
+    EngineQuery,
+    HttpResponse,
+    engine_error,
+)
+from switchboard.gateway.httpconn import Exchange, Upgrade
+from switchboard.gateway.peers import Peer, Peers, PeerUnavailable
+from switchboard.gateway.protocol.engineio import decode_payload
+from switchboard.gateway.protocol.errors import (
+    DecodeError,
+    PollOverlap,
+    TransportMismatch,
+    UpgradeRefused,
+)
+from switchboard.gateway.protocol.polling import Polling, UpgradeState
+from switchboard.gateway.transport import WsTransport, handshake
+from switchboard.shared import topics
+from switchboard.shared.envelope import Handover, PeerKind, PeerReply, PeerRequest
 
 log = logging.getLogger("switchboard.gateway.engine")
 

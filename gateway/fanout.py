@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import zmq
 import zmq.asyncio
 
-from shared import topics
-from shared.envelope import Session
-from shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared import topics
+from switchboard.shared.envelope import Session
+from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
 if TYPE_CHECKING:
-    from gateway.client import Client
+    from switchboard.gateway.client import Client
 
 log = logging.getLogger("switchboard.gateway.fanout")
 

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import httptools
 
-from gateway.http import HeaderMap, HttpRequest, HttpResponse, text_response
+from switchboard.gateway.http import HeaderMap, HttpRequest, HttpResponse, text_response
 
 log = logging.getLogger("switchboard.gateway.http")
 

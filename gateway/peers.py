@@ -35,9 +35,9 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from shared.envelope import PeerReply, PeerRequest, PubKind, Publication
-from shared.errors import EnvelopeError
-from shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.envelope import PeerReply, PeerRequest, PubKind, Publication
+from switchboard.shared.errors import EnvelopeError
+from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
 log = logging.getLogger("switchboard.gateway.peers")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.envelope import RequestKind, ServiceInfo
+from switchboard.shared.envelope import RequestKind, ServiceInfo
 
 WILDCARD = "*"
 

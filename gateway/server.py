@@ -21,19 +21,19 @@ import zmq
 import zmq.asyncio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import http, wsframe
-from gateway import metrics as m
-from gateway.backbone import Backbone
-from gateway.client import Client, CloseMode, Corker, Turn
-from gateway.config import GatewayConfig
-from gateway.echo import ENGINE_ECHO_PATH, EchoHost
-from gateway.engine import Engine, EngineConfig
-from gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
-from gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
-from gateway.http import CorsPolicy, HttpRequest, HttpResponse
-from gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
-from gateway.peers import Peers
-from gateway.protocol import (
+from switchboard.gateway import http, wsframe
+from switchboard.gateway import metrics as m
+from switchboard.gateway.backbone import Backbone
+from switchboard.gateway.client import Client, CloseMode, Corker, Turn
+from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.echo import ENGINE_ECHO_PATH, EchoHost
+from switchboard.gateway.engine import Engine, EngineConfig
+from switchboard.gateway.fanout import ANY_NAMESPACE, LocalIndex, NsSocket, Subscriptions, wait_all
+from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
+from switchboard.gateway.http import CorsPolicy, HttpRequest, HttpResponse
+from switchboard.gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
+from switchboard.gateway.peers import Peers
+from switchboard.gateway.protocol import (
     AckReceived,
     Closed,
     Connection,
@@ -44,13 +44,13 @@ from gateway.protocol import (
     EventReceived,
     encode_event_frames,
 )
-from gateway.protocol.polling import Polling
-from gateway.proxies import client_address, parse_networks
-from gateway.ratelimit import TokenBuckets, retry_after
-from gateway.transport import WsTransport
-from gateway.web import WebRoutes
-from shared import topics
-from shared.envelope import (
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.proxies import client_address, parse_networks
+from switchboard.gateway.ratelimit import TokenBuckets, retry_after
+from switchboard.gateway.transport import WsTransport
+from switchboard.gateway.web import WebRoutes
+from switchboard.shared import topics
+from switchboard.shared.envelope import (
     Emit,
     GatewayStatus,
     PubKind,
@@ -60,9 +60,9 @@ from shared.envelope import (
     Session,
     SocketState,
 )
-from shared.errors import EnvelopeError, ServiceUnavailable
-from shared.metrics import BoundedLabels
-from shared.publisher import ZmqPublisher
+from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
+from switchboard.shared.metrics import BoundedLabels
+from switchboard.shared.publisher import ZmqPublisher
 
 log = logging.getLogger("switchboard.gateway")
 

@@ -20,7 +20,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from gateway.http import HttpRequest
+from switchboard.gateway.http import HttpRequest
 
 log = logging.getLogger("switchboard.gateway.transport")
 _WS_LOG = logging.getLogger("websockets.server")

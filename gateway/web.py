@@ -33,10 +33,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import http
-from gateway.config import GatewayConfig
-from gateway.http import HttpRequest, HttpResponse, parse_query
-from services.auth.tokens import check_secret, issue_token
+from switchboard.gateway import http
+from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.http import HttpRequest, HttpResponse, parse_query
+from switchboard.services.auth.tokens import check_secret, issue_token
 
 log = logging.getLogger("switchboard.gateway.web")
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
-from shared.errors import EnvelopeError
+from switchboard.shared.errors import EnvelopeError
 
 T = TypeVar("T", bound="_Envelope")
 

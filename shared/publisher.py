@@ -15,8 +15,8 @@ from typing import Any
 import zmq
 from prometheus_client import Counter
 
-from shared import topics
-from shared.envelope import PubKind, Publication
+from switchboard.shared import topics
+from switchboard.shared.envelope import PubKind, Publication
 
 log = logging.getLogger(__name__)
 

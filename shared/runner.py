@@ -21,11 +21,11 @@ import zmq
 import zmq.asyncio
 from prometheus_client import Counter, Histogram
 
-from shared.envelope import Reply, Request, RequestKind
-from shared.errors import ClientError, EnvelopeError
-from shared.loopsocket import LoopSocket, plain_socket
-from shared.publisher import ZmqPublisher
-from shared.service import Service
+from switchboard.shared.envelope import Reply, Request, RequestKind
+from switchboard.shared.errors import ClientError, EnvelopeError
+from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.publisher import ZmqPublisher
+from switchboard.shared.service import Service
 
 log = logging.getLogger("switchboard.service")
 

@@ -24,8 +24,15 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
-from shared.envelope import GatewayStatus, Reply, Request, RequestKind, Route, ServiceInfo
-from shared.publisher import Publisher
+from switchboard.shared.envelope import (
+    GatewayStatus,
+    Reply,
+    Request,
+    RequestKind,
+    Route,
+    ServiceInfo,
+)
+from switchboard.shared.publisher import Publisher
 
 Handler = Callable[[Any, Request], Awaitable[Reply | None]]
 BoundHandler = Callable[[Request], Awaitable[Reply | None]]

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from broker.broker import BrokerConfig
-from gateway.config import GatewayConfig
-from shared.config import click_options, from_options
-from shared.logs import setup_logging
 from switchboard import parts
+from switchboard.broker.broker import BrokerConfig
+from switchboard.gateway.config import GatewayConfig
+from switchboard.shared.config import click_options, from_options
+from switchboard.shared.logs import setup_logging
 from switchboard.supervisor import UpConfig
 
 
@@ -109,7 +109,7 @@ def _service_command(name: str) -> click.Command:
               envvar="SWITCHBOARD_JWT_SECRET", show_envvar=True, help="HS256 signing secret.")
 def token(user_id: str, username: str, role: str, ttl: int, jwt_secret: str) -> None:
     """Print a signed token (development and tests)."""
-    from services.auth.tokens import issue_token
+    from switchboard.services.auth.tokens import issue_token
 
     click.echo(issue_token(jwt_secret, user_id, username, role=role, ttl=ttl))
 

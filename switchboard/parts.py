@@ -13,14 +13,14 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from broker.broker import Broker, BrokerConfig
-from gateway.config import GatewayConfig
-from gateway.server import run as run_gateway_async
-from shared.config import setting
-from shared.metrics import serve_metrics
-from shared.process import run_until_signal, tune_gc
-from shared.publisher import ZmqPublisher
-from shared.runner import RunnerConfig, serve
+from switchboard.broker.broker import Broker, BrokerConfig
+from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.server import run as run_gateway_async
+from switchboard.shared.config import setting
+from switchboard.shared.metrics import serve_metrics
+from switchboard.shared.process import run_until_signal, tune_gc
+from switchboard.shared.publisher import ZmqPublisher
+from switchboard.shared.runner import RunnerConfig, serve
 
 #: Services `switchboard service NAME` knows, with their default request ports.
 SERVICES: dict[str, int] = {
@@ -51,7 +51,7 @@ class ServiceRuntime:
 def service_module(name: str) -> ModuleType:
     """A built-in service by name, or any module path exposing ``Config`` and ``create``."""
     if name in SERVICES:
-        return importlib.import_module(f"services.{name}")
+        return importlib.import_module(f"switchboard.services.{name}")
     if "." not in name:
         raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)} or a module path")
     module = importlib.import_module(name)

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from shared.config import setting
+from switchboard.shared.config import setting
 
 log = logging.getLogger("switchboard.up")
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from shared.publisher import Publisher
+from switchboard.shared.publisher import Publisher
 
 from .config import Config
 from .policy import Policy, Rule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import setting
+from switchboard.shared.config import setting
 
 #: The development secret; using it is logged as a warning at start (never in production).
 DEFAULT_SECRET = "dev-secret-change-me"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.errors import ConfigError
+from switchboard.shared.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

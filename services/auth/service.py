@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 
-from shared import topics
-from shared.envelope import Reply, Request, fail, reply_to
-from shared.publisher import Publisher
-from shared.service import Service, on_connect
+from switchboard.shared import topics
+from switchboard.shared.envelope import Reply, Request, fail, reply_to
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect
 
 from .config import DEFAULT_SECRET, Config
 from .policy import Policy

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.envelope import Emit, Reply, Request, reply_to
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_event
+from switchboard.shared.envelope import Emit, Reply, Request, reply_to
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_event
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ How an application adds its own service: a pure model (:mod:`.tictactoe`), a ``C
 
 from __future__ import annotations
 
-from shared.publisher import Publisher
+from switchboard.shared.publisher import Publisher
 
 from .config import Config
 from .service import GameService

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import topics
-from shared.envelope import Reply, Request, Session, fail, reply_to
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_disconnect, on_event
+from switchboard.shared import topics
+from switchboard.shared.envelope import Reply, Request, Session, fail, reply_to
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_disconnect, on_event
 
 from .config import Config
 from .tictactoe import IllegalAction, TicTacToe

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import setting
+from switchboard.shared.config import setting
 
 
 def split_list(items: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.errors import ClientError
+from switchboard.shared.errors import ClientError
 
 from .sanitize import Sanitizer
 

@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
-from shared import topics
-from shared.envelope import Reply, Request, fail, reply_to
-from shared.errors import ClientError
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_disconnect, on_event, on_filter
+from switchboard.shared import topics
+from switchboard.shared.envelope import Reply, Request, fail, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_disconnect, on_event, on_filter
 
 from .config import Config, split_list
 from .ratelimit import SlidingWindow

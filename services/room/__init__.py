@@ -5,7 +5,7 @@ See :mod:`.service` for what it owns and the choices it makes where the contract
 
 from __future__ import annotations
 
-from shared.publisher import Publisher
+from switchboard.shared.publisher import Publisher
 
 from .config import Config
 from .service import RoomService

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import ClientError
+from switchboard.shared.errors import ClientError
 
 #: Rooms whose name starts with this belong to auth (every socket of a user joins
 #: ``user:<id>``); a managed room of that name would receive the user's private messages.

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import ClientError
+from switchboard.shared.errors import ClientError
 
 from .model import MESSAGE_TYPES, RESERVED_ROOM_PREFIX
 

@@ -50,11 +50,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from shared import topics
-from shared.envelope import Emit, Reply, Request, Session, reply_to
-from shared.errors import ClientError
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_disconnect, on_event, on_sync, on_update
+from switchboard.shared import topics
+from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import (
+    Service,
+    on_connect,
+    on_disconnect,
+    on_event,
+    on_sync,
+    on_update,
+)
 
 from . import payloads
 from .config import Config

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.http import HttpRequest
-from gateway.web import WebRoutes, guest_name
-from services.auth.tokens import verify_token
+from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.http import HttpRequest
+from switchboard.gateway.web import WebRoutes, guest_name
+from switchboard.services.auth.tokens import verify_token
 from switchboard.supervisor import UpConfig, plan
 from tests.support.cluster import JWT_SECRET, ROOT, Cluster
 

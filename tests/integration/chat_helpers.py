@@ -32,7 +32,7 @@ from typing import Any
 
 import socketio
 
-from shared.topics import gateway_of
+from switchboard.shared.topics import gateway_of
 from tests.support.cluster import Cluster, token
 
 #: Generous: the suite must hold on a loaded two-core machine running other clusters too.

@@ -13,7 +13,7 @@ from typing import Any
 
 import socketio
 
-from shared.topics import gateway_of
+from switchboard.shared.topics import gateway_of
 from tests.integration.chat_helpers import (
     ChatClient,
     Clients,

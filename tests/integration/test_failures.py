@@ -39,7 +39,7 @@ import pytest
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import GatewayConfig
+from switchboard.gateway.config import GatewayConfig
 from tests.support.cluster import Cluster, Part, start_chat_cluster, token
 from tests.support.peer import QueuedPeer
 from tests.support.polling import poll_until
@@ -554,7 +554,7 @@ async def test_slow_client_connection_is_dropped_after_the_close_timeout(
     """The client that never reads does not keep its TCP connection (and the unsent bytes
     buffered for it) either: the closing handshake it ignores times out and the gateway drops
     the connection."""
-    from gateway.transport import CLOSE_TIMEOUT
+    from switchboard.gateway.transport import CLOSE_TIMEOUT
 
     async with flood_room(cluster_factory, 64 * 1024, flooders=1, readers=1) as flood:
         closes = flood.slow_closes()

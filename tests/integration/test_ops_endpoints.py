@@ -24,7 +24,7 @@ import pytest
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.http import SECURITY_HEADERS
+from switchboard.gateway.http import SECURITY_HEADERS
 from tests.support.backbone import free_port
 from tests.support.cluster import CMD, JWT_SECRET, Cluster, Part, http_get, token
 

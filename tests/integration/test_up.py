@@ -210,7 +210,7 @@ async def conformance_round_trip(url: str) -> None:
 
 async def app_round_trip(url: str) -> None:
     """The full application: a signed-in socket on / (welcome, rooms) and one on /game."""
-    from services.auth.tokens import issue_token
+    from switchboard.services.auth.tokens import issue_token
 
     token = issue_token(JWT_SECRET, "u-up-test", "uptest")
     client = socketio.AsyncClient(reconnection=False)
@@ -299,11 +299,11 @@ async def test_up_two_gateways_on_consecutive_ports(tmp_path: Path) -> None:
 def app_services_missing() -> str | None:
     for name in APP_SERVICES:
         try:
-            module = importlib.import_module(f"services.{name}")
+            module = importlib.import_module(f"switchboard.services.{name}")
         except Exception as exc:  # a half-written service is as absent as a missing one
-            return f"services.{name} does not import: {exc!r}"
+            return f"switchboard.services.{name} does not import: {exc!r}"
         if not hasattr(module, "Config") or not hasattr(module, "create"):
-            return f"services.{name} has no Config/create yet"
+            return f"switchboard.services.{name} has no Config/create yet"
     return None
 
 
@@ -326,7 +326,7 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
     missing = app_services_missing()
     if missing:
         pytest.skip(missing)
-    from services.auth.tokens import issue_token
+    from switchboard.services.auth.tokens import issue_token
 
     with running_up(tmp_path, "--gateway-timeout", "60", gateways=2) as up:
         victim = f"gateway:{up.ports[0]}"

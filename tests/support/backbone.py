@@ -15,9 +15,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from broker.broker import Broker, BrokerConfig
-from shared import topics
-from shared.envelope import (
+from switchboard.broker.broker import Broker, BrokerConfig
+from switchboard.shared import topics
+from switchboard.shared.envelope import (
     GatewayStatus,
     Publication,
     Reply,
@@ -26,9 +26,9 @@ from shared.envelope import (
     Session,
     SocketState,
 )
-from shared.publisher import ZmqPublisher
-from shared.runner import Runner, RunnerConfig
-from shared.service import Service
+from switchboard.shared.publisher import ZmqPublisher
+from switchboard.shared.runner import Runner, RunnerConfig
+from switchboard.shared.service import Service
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.envelope import Emit, Reply, Request, reply_to
-from shared.errors import ClientError
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_event
+from switchboard.shared.envelope import Emit, Reply, Request, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_event
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ import time
 
 from prometheus_client import REGISTRY
 
-from shared import runner, topics
-from shared.envelope import Reply, Request, RequestKind, fail, reply_to
-from shared.errors import ClientError
-from shared.publisher import Publisher
-from shared.service import Service, on_connect, on_event, on_sync
+from switchboard.shared import runner, topics
+from switchboard.shared.envelope import Reply, Request, RequestKind, fail, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_event, on_sync
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from shared.envelope import (
+from switchboard.shared.envelope import (
     Emit,
     GatewayStatus,
     PubKind,
@@ -16,7 +16,7 @@ from shared.envelope import (
     Session,
     SocketState,
 )
-from shared.errors import EnvelopeError
+from switchboard.shared.errors import EnvelopeError
 
 
 def test_request_round_trip_with_nested_envelopes_and_binary() -> None:

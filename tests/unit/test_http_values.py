@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http import (
+from switchboard.gateway.http import (
     CorsPolicy,
     EngineError,
     EngineQuery,

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.http import HttpRequest, HttpResponse, text_response
-from gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
+from switchboard.gateway.http import HttpRequest, HttpResponse, text_response
+from switchboard.gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
 
 BOUND = 5.0
 

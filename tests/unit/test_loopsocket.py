@@ -10,8 +10,8 @@ import logging
 import pytest
 import zmq
 
-from shared import process
-from shared.loopsocket import BURST, LoopSocket, plain_socket
+from switchboard.shared import process
+from switchboard.shared.loopsocket import BURST, LoopSocket, plain_socket
 
 _ports = itertools.count(27_400)
 

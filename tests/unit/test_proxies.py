@@ -1,4 +1,4 @@
-from gateway.proxies import client_address, parse_networks
+from switchboard.gateway.proxies import client_address, parse_networks
 
 LB = parse_networks(["10.0.0.0/8", "127.0.0.5"])
 

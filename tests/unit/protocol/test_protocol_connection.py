@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.protocol.connection import (
+from switchboard.gateway.protocol.connection import (
     AckReceived,
     Closed,
     Connection,
@@ -16,7 +16,7 @@ from gateway.protocol.connection import (
     Event,
     EventReceived,
 )
-from gateway.protocol.errors import NotConnected, ProtocolError
+from switchboard.gateway.protocol.errors import NotConnected, ProtocolError
 
 PH0 = '{"_placeholder":true,"num":0}'
 PH1 = '{"_placeholder":true,"num":1}'

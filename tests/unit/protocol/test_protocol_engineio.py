@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.protocol.engineio import EioPacket, EioType, encode_open
-from gateway.protocol.errors import DecodeError, ProtocolError
+from switchboard.gateway.protocol.engineio import EioPacket, EioType, encode_open
+from switchboard.gateway.protocol.errors import DecodeError, ProtocolError
 
 
 def test_type_values_match_spec() -> None:

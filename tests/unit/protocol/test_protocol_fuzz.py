@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from gateway.protocol.connection import Closed, Connection, ConnectionConfig, Event
-from gateway.protocol.engineio import EioPacket
-from gateway.protocol.errors import ProtocolError
-from gateway.protocol.socketio import Decoder, encode_frames
+from switchboard.gateway.protocol.connection import Closed, Connection, ConnectionConfig, Event
+from switchboard.gateway.protocol.engineio import EioPacket
+from switchboard.gateway.protocol.errors import ProtocolError
+from switchboard.gateway.protocol.socketio import Decoder, encode_frames
 
 TOKENS = [
     *"0123456789",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.protocol.socketio import Decoder, Packet, PacketType, encode_frames
+from switchboard.gateway.protocol.socketio import Decoder, Packet, PacketType, encode_frames
 
 sio_packet: Any = pytest.importorskip("socketio.packet")
 

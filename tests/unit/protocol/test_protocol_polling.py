@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.protocol import Connection, ConnectionConfig
-from gateway.protocol.engineio import decode_payload, encode_open, encode_payload
-from gateway.protocol.errors import (
+from switchboard.gateway.protocol import Connection, ConnectionConfig
+from switchboard.gateway.protocol.engineio import decode_payload, encode_open, encode_payload
+from switchboard.gateway.protocol.errors import (
     DecodeError,
     LocalProtocolError,
     PollOverlap,
@@ -18,7 +18,7 @@ from gateway.protocol.errors import (
     TransportMismatch,
     UpgradeRefused,
 )
-from gateway.protocol.polling import TRANSITIONS, Polling, UpgradeState, UpgradeStep
+from switchboard.gateway.protocol.polling import TRANSITIONS, Polling, UpgradeState, UpgradeStep
 
 # ------------------------------------------------------------------------- payloads
 

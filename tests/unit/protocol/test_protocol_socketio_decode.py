@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from gateway.protocol.errors import (
+from switchboard.gateway.protocol.errors import (
     DecodeError,
     PayloadTooLarge,
     ProtocolError,
     UnexpectedBinary,
 )
-from gateway.protocol.socketio import Decoder, Packet, PacketType, encode_frames
+from switchboard.gateway.protocol.socketio import Decoder, Packet, PacketType, encode_frames
 
 P = PacketType
 PH0 = '{"_placeholder":true,"num":0}'

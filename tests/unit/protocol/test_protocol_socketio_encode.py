@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gateway.protocol.socketio import (
+from switchboard.gateway.protocol.socketio import (
     Packet,
     PacketType,
     encode_event_frames,

@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.auth import AuthService, Config, create, issue_token
-from shared.envelope import Reply, Request, RequestKind, Session
-from shared.errors import ConfigError
-from shared.publisher import MemoryPublisher
+from switchboard.services.auth import AuthService, Config, create, issue_token
+from switchboard.shared.envelope import Reply, Request, RequestKind, Session
+from switchboard.shared.errors import ConfigError
+from switchboard.shared.publisher import MemoryPublisher
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 SECRET = "a-test-secret-that-is-32-bytes-long!"

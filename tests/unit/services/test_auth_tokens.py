@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.auth.policy import Policy, Rule
-from services.auth.tokens import (
+from switchboard.services.auth.policy import Policy, Rule
+from switchboard.services.auth.tokens import (
     Identity,
     TokenError,
     Verifier,
@@ -23,7 +23,7 @@ from services.auth.tokens import (
     load_public_key,
     verify_token,
 )
-from shared.errors import ConfigError
+from switchboard.shared.errors import ConfigError
 
 SECRET = "a-test-secret-that-is-32-bytes-long!"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.game import Config, GameService, create
-from shared import topics
-from shared.envelope import Publication, Reply, RequestKind
-from shared.publisher import Publisher
+from switchboard.services.game import Config, GameService, create
+from switchboard.shared import topics
+from switchboard.shared.envelope import Publication, Reply, RequestKind
+from switchboard.shared.publisher import Publisher
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 NS = "/game"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.game import Config, GameService, create
-from shared import topics
-from shared.envelope import (
+from switchboard.services.game import Config, GameService, create
+from switchboard.shared import topics
+from switchboard.shared.envelope import (
     PubKind,
     Publication,
     Reply,
@@ -19,7 +19,7 @@ from shared.envelope import (
     Session,
     SocketState,
 )
-from shared.publisher import MemoryPublisher
+from switchboard.shared.publisher import MemoryPublisher
 
 NS = "/game"
 ROOM = topics.room(NS, "game:g1")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.game.tictactoe import EMPTY, IllegalAction, TicTacToe
+from switchboard.services.game.tictactoe import EMPTY, IllegalAction, TicTacToe
 
 
 @contextlib.contextmanager

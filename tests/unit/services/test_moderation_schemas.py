@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.moderation.sanitize import Sanitizer, strip_html
-from services.moderation.schemas import EVENTS, Cleaner, Limits, PayloadError
+from switchboard.services.moderation.sanitize import Sanitizer, strip_html
+from switchboard.services.moderation.schemas import EVENTS, Cleaner, Limits, PayloadError
 
 cleaner = Cleaner(sanitizer=Sanitizer(["darn", "heck no"]))
 

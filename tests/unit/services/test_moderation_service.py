@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.moderation import Config, ModerationService, SlidingWindow, create
-from services.moderation.service import client_key
-from shared import topics
-from shared.envelope import PubKind, Reply, Request, RequestKind, Session
-from shared.publisher import MemoryPublisher
+from switchboard.services.moderation import Config, ModerationService, SlidingWindow, create
+from switchboard.services.moderation.service import client_key
+from switchboard.shared import topics
+from switchboard.shared.envelope import PubKind, Reply, Request, RequestKind, Session
+from switchboard.shared.publisher import MemoryPublisher
 
 
 class Clock:

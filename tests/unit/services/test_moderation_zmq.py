@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.moderation import Config, ModerationService
-from shared import topics
-from shared.envelope import PubKind, RequestKind
-from shared.publisher import Publisher
+from switchboard.services.moderation import Config, ModerationService
+from switchboard.shared import topics
+from switchboard.shared.envelope import PubKind, RequestKind
+from switchboard.shared.publisher import Publisher
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from services.room import Config, RoomService
-from shared import topics
-from shared.envelope import Publication, Reply, RequestKind, Session, SocketState
-from shared.publisher import Publisher
+from switchboard.services.room import Config, RoomService
+from switchboard.shared import topics
+from switchboard.shared.envelope import Publication, Reply, RequestKind, Session, SocketState
+from switchboard.shared.publisher import Publisher
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 FAST_PASSWORDS: dict[str, Any] = {

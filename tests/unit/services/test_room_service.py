@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from services.room import Config, RoomService, create
-from services.room.model import iso, parse_iso, to_ms
-from shared import topics
-from shared.config import click_options, from_options
-from shared.envelope import (
+from switchboard.services.room import Config, RoomService, create
+from switchboard.services.room.model import iso, parse_iso, to_ms
+from switchboard.shared import topics
+from switchboard.shared.config import click_options, from_options
+from switchboard.shared.envelope import (
     GatewayStatus,
     PubKind,
     Publication,
@@ -31,8 +31,8 @@ from shared.envelope import (
     Session,
     SocketState,
 )
-from shared.errors import ClientError
-from shared.publisher import MemoryPublisher
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import MemoryPublisher
 
 #: argon2 at its cheapest: the tests exercise the logic, not the cost.
 FAST_PASSWORDS: dict[str, Any] = {

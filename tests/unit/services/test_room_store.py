@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.room.model import Message, Room
-from services.room.store import Store
+from switchboard.services.room.model import Message, Room
+from switchboard.services.room.store import Store
 
 
 def _message(n: int, room: str = "lobby") -> Message:

@@ -1,0 +1,266 @@
+"""The gateway's side of request/reply: one DEALER per service, replies matched by id.
+
+Every request has a deadline; a missing or late reply becomes :class:`ServiceUnavailable`
+(the client sees a failed ack ``service unavailable``), never a hung socket. Heartbeats keep
+a liveness counter per service and notice restarts (a new ``instance``), after which the
+gateway re-describes the service and re-sends its sockets (SYNC).
+
+Sockets use ``IMMEDIATE`` so that requests are not queued for a service that is down (they
+fail at once instead of flooding it with stale work when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from switchboard.gateway import metrics as m
+from switchboard.gateway.routing import RoutingTable
+from switchboard.shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
+from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
+from switchboard.shared.loopsocket import LoopSocket, plain_socket
+
+log = logging.getLogger("switchboard.gateway.backbone")
+
+
+def _expire(future: asyncio.Future[Reply]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+class Backbone:
+    def __init__(
+        self,
+        gateway_id: str,
+        endpoints: dict[str, list[str]],
+        context: zmq.asyncio.Context,
+        request_timeout: float,
+        status: Callable[[], GatewayStatus],
+        on_restart: Callable[[str], Coroutine[Any, Any, None]],
+        hwm: int = 100_000,
+        liveness: int = 3,
+        instance: str = "",
+    ) -> None:
+        self.liveness = liveness
+        self.gateway_id = gateway_id
+        #: This process's instance id, sent with every request (see ``Request.instance``).
+        self.instance = instance
+        self.endpoints = endpoints
+        self.context = context
+        self.request_timeout = request_timeout
+        self.status = status
+        self.on_restart = on_restart
+        self.routing = RoutingTable()
+        self.instances: dict[str, str] = {}
+        self.missed: dict[str, int] = dict.fromkeys(endpoints, 0)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._dealers: dict[str, LoopSocket] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._syncing: dict[str, asyncio.Future[None]] = {}
+        self._latency = {
+            (name, kind): m.REQUEST_SECONDS.labels(name, kind.name.lower())
+            for name in endpoints for kind in RequestKind
+        }
+        #: Outcomes of recent client-driven requests (True = failed), for /health.
+        self._recent: collections.deque[bool] = collections.deque(maxlen=200)
+        for name, addresses in endpoints.items():
+            dealer = plain_socket(context, zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.IMMEDIATE, 1)
+            dealer.setsockopt(zmq.SNDHWM, hwm)
+            dealer.setsockopt(zmq.RCVHWM, hwm)
+            dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+            for address in addresses:
+                dealer.connect(address)
+            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name))
+
+    def start(self) -> None:
+        for dealer in self._dealers.values():
+            dealer.start()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ServiceUnavailable("gateway closing"))
+        for dealer in self._dealers.values():
+            dealer.close()
+
+    def recent_outcomes(self) -> tuple[int, int]:
+        """(failed, total) over the last requests other than heartbeats."""
+        return sum(self._recent), len(self._recent)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def is_up(self, service: str) -> bool:
+        return service in self.instances and self.missed.get(service, 0) < self.liveness
+
+    async def request(
+        self,
+        service: str,
+        kind: RequestKind,
+        timeout: float | None = None,
+        sent: asyncio.Future[None] | None = None,
+        **fields: Any,
+    ) -> Reply:
+        """Send one request and await its reply; raises ServiceUnavailable on any failure.
+
+        ``sent`` (optional) is resolved as soon as the request is on its way (or failed to
+        go): callers that keep an order between requests wait for that, not for the reply.
+        A stateful service that has not had our SYNC yet answers ``resync``: send it (once
+        for all requests waiting on it), then the request again.
+        """
+        try:
+            reply = await self._request(service, kind, timeout, sent, **fields)
+        finally:
+            if sent is not None and not sent.done():
+                sent.set_result(None)
+        if reply.resync and kind != RequestKind.SYNC:
+            await self.resync(service)
+            reply = await self._request(service, kind, timeout, None, **fields)
+        return reply
+
+    async def resync(self, service: str) -> None:
+        running = self._syncing.get(service)
+        if running is None or running.done():
+            running = asyncio.ensure_future(self.on_restart(service))
+            self._syncing[service] = running
+        await asyncio.shield(running)
+
+    async def _request(
+        self,
+        service: str,
+        kind: RequestKind,
+        timeout: float | None,
+        sent: asyncio.Future[None] | None,
+        **fields: Any,
+    ) -> Reply:
+        dealer = self._dealers.get(service)
+        if dealer is None:
+            raise ServiceUnavailable(f"no endpoint configured for service {service!r}")
+        timeout = self.request_timeout if timeout is None else timeout
+        request_id = next(self._ids)
+        request = Request(
+            kind=kind, id=request_id, gateway=self.gateway_id,
+            deadline=time.time() + timeout, instance=self.instance, **fields,
+        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+        self._pending[request_id] = future
+        started = loop.time()
+        failed = True
+        try:
+            try:
+                dealer.send(request.encode())
+            except zmq.Again:
+                m.REQUEST_FAILURES.labels(service, "not connected").inc()
+                raise ServiceUnavailable(f"service {service} is not connected") from None
+            if sent is not None:
+                sent.set_result(None)
+            # A timer handle rather than asyncio.wait_for: no extra task or future per request.
+            timer = loop.call_later(timeout, _expire, future)
+            try:
+                reply = await future
+            except TimeoutError:
+                m.REQUEST_FAILURES.labels(service, "timeout").inc()
+                raise ServiceUnavailable(f"service {service} did not answer in time") from None
+            finally:
+                timer.cancel()
+            failed = False
+            self._latency[service, kind].observe(loop.time() - started)
+            return reply
+        finally:
+            self._pending.pop(request_id, None)
+            if kind != RequestKind.HEARTBEAT:
+                self._recent.append(failed)
+
+    def _on_reply(self, name: str, frames: list[bytes]) -> None:
+        try:
+            if len(frames) != 1:
+                raise EnvelopeError(f"{len(frames)} frames instead of 1")
+            reply = Reply.decode(frames[0])
+        except EnvelopeError as exc:
+            log.warning("undecodable reply from %s dropped: %s", name, exc)
+            return
+        future = self._pending.get(reply.id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def heartbeat(self, service: str, timeout: float) -> bool:
+        """One heartbeat round trip; updates routing on first contact or restart."""
+        try:
+            reply = await self.request(
+                service, RequestKind.HEARTBEAT, timeout=timeout, status=self.status()
+            )
+        except ServiceUnavailable:
+            self.missed[service] = self.missed.get(service, 0) + 1
+            if self.missed[service] == self.liveness:
+                log.warning("service %s unreachable (%d heartbeats missed)", service,
+                            self.liveness)
+            return False
+        if self.missed.get(service, 0) >= self.liveness:
+            log.info("service %s reachable again", service)
+        self.missed[service] = 0
+        info = reply.info
+        if info is not None:
+            self._learn(service, info)
+        if reply.resync and not self._resync_running(service):
+            self._tasks.append(asyncio.create_task(self.resync(service)))
+        return True
+
+    def _resync_running(self, service: str) -> bool:
+        running = self._syncing.get(service)
+        return running is not None and not running.done()
+
+    def _learn(self, service: str, info: ServiceInfo) -> None:
+        previous = self.instances.get(service)
+        if previous == info.instance:
+            return
+        self.instances[service] = info.instance
+        self.routing.update(info)
+        if previous is None:
+            log.info("service %s described (%d routes)", service, len(info.routes))
+        else:
+            log.warning("service %s restarted (instance %s); resyncing", service, info.instance)
+            self._tasks.append(asyncio.create_task(self.resync(service)))
+
+    async def wait_described(self, timeout: float) -> bool:
+        """Readiness handshake: heartbeat every service until all answered (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            missing = [name for name in self._dealers if name not in self.instances]
+            if not missing:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("services not reachable at start: %s", ", ".join(missing))
+                return False
+            await asyncio.gather(*(self.heartbeat(name, min(0.5, left)) for name in missing))
+            if any(name not in self.instances for name in missing):
+                await asyncio.sleep(0.05)  # a DEALER with IMMEDIATE fails fast until connected
+
+    async def heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.gather(*(self.heartbeat(name, interval) for name in self._dealers))
+            await asyncio.sleep(interval)

@@ -1,0 +1,427 @@
+"""One Engine.IO session: the sans-I/O :class:`~gateway.protocol.Connection` plus the thin
+I/O around it (writes over its transport, a timer, an ordered work lane).
+
+The transport is a WebSocket (:class:`~gateway.transport.WsTransport`) or HTTP
+long-polling (a :class:`~gateway.protocol.polling.Polling` state machine and the GET
+waiting for data, if any); a session opened by polling switches to WebSocket in place when
+it upgrades, so the sockets that point at this object never notice.
+
+WebSocket output goes straight to the transport as pre-encoded frames (see
+:mod:`gateway.wsframe`): fan-out writes the same bytes to every member without a task, a
+queue or a per-socket encode. The transport's buffer is the only queue; a client whose
+buffer grows past ``write_limit`` bytes is too slow and is disconnected, which bounds the
+memory one reader that stopped reading can cost. Polling output queues in the ``Polling``
+object under the same bound and leaves with the next GET.
+
+Nothing here decides anything about namespaces or events: that is :mod:`gateway.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Any, Protocol
+
+from switchboard.gateway import wsframe
+from switchboard.gateway.fanout import NsSocket
+from switchboard.gateway.protocol import Connection
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.transport import WsTransport
+
+log = logging.getLogger("switchboard.gateway.client")
+
+
+#: Packets of one connection handled at once before it stops being read (backpressure).
+MAX_INFLIGHT = 256
+#: Seconds a polling session closed by the server waits for the poll that takes its CLOSE.
+CLOSE_TIMEOUT = 30.0
+
+
+class Responder(Protocol):
+    """Where the answer to a waiting long-polling GET goes (a local HTTP exchange, or a
+    peer gateway that forwarded the request)."""
+
+    def respond(self, body: str) -> None: ...
+
+
+class SessionOwner(Protocol):
+    """Where a session's WebSocket messages and endings go (the gateway, or an echo host)."""
+
+    def on_message(self, client: Client, message: str | bytes) -> None: ...
+
+    def client_lost(self, client: Client, reason: str) -> None: ...
+
+    def bad_input(self, client: Client, reason: str, code: int) -> None: ...
+
+
+class CloseMode(Enum):
+    """How a session ends, which decides what a waiting poll is told (see Polling)."""
+
+    ABORT = "abort"  #: an error or timeout: at once
+    GRACEFUL = "graceful"  #: the server closes: after what is queued
+    CLIENT = "client"  #: the client asked
+
+
+class Turn:
+    """One packet's place in its connection's order (see :meth:`Client.submit`)."""
+
+    __slots__ = ("barrier", "done", "prev_done", "prev_sent", "sent")
+
+    def __init__(
+        self,
+        prev_sent: asyncio.Future[None] | None,
+        prev_done: asyncio.Future[None] | None,
+        sent: asyncio.Future[None],
+        done: asyncio.Future[None],
+        barrier: bool,
+    ) -> None:
+        self.prev_sent = prev_sent
+        self.prev_done = prev_done
+        self.sent = sent
+        self.done = done
+        self.barrier = barrier
+
+    async def may_send(self) -> None:
+        """Wait until the previous packet's ordered request is on its way."""
+        if self.prev_sent is not None and not self.prev_sent.done():
+            await self.prev_sent
+
+    async def may_apply(self) -> None:
+        """Wait until the previous packet is completely handled."""
+        if self.prev_done is not None and not self.prev_done.done():
+            await self.prev_done
+
+    def finish(self) -> None:
+        for future in (self.sent, self.done):
+            if not future.done():
+                future.set_result(None)
+
+
+class Corker:
+    """Clients with frames queued this loop iteration; writes them all once, soon after."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[Client] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, client: Client) -> None:
+        self._dirty.append(client)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            client.write_pending()
+
+
+class Client:
+    __slots__ = (
+        "_done_tail",
+        "_paused",
+        "_poll_dirty",
+        "_resume",
+        "_sent_tail",
+        "_tasks",
+        "_timer",
+        "address",
+        "closing",
+        "conn",
+        "corker",
+        "headers",
+        "inflight",
+        "link",
+        "lost",
+        "on_finished",
+        "on_slow",
+        "pending",
+        "polling",
+        "responder",
+        "sockets",
+        "started",
+        "transport",
+        "write_limit",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        address: str,
+        headers: dict[str, str],
+        write_limit: int,
+        on_slow: Callable[[Client], None],
+        corker: Corker,
+        polling: Polling | None = None,
+    ) -> None:
+        self.link: WsTransport | None = None  # see attach()
+        self.transport: asyncio.Transport | None = None
+        #: The polling side while the session polls (None once on WebSocket).
+        self.polling = polling
+        #: The GET waiting for data (polling only).
+        self.responder: Responder | None = None
+        #: Called once a polling session is over (so its sid is forgotten).
+        self.on_finished: Callable[[Client], None] | None = None
+        self.lost = False
+        self.started = 0.0
+        self.conn = conn
+        self.address = address
+        self.headers = headers
+        self.sockets: dict[str, NsSocket] = {}
+        self.write_limit = write_limit
+        self.on_slow = on_slow
+        self.corker = corker
+        self.pending: list[bytes] | None = None
+        self.closing = False
+        self._poll_dirty = False
+        self._sent_tail: asyncio.Future[None] | None = None
+        self._done_tail: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.inflight = 0
+        self._paused = False
+        self._resume: list[Callable[[], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def transport_name(self) -> str:
+        return "polling" if self.polling is not None else "websocket"
+
+    def attach(self, link: WsTransport, owner: SessionOwner) -> None:
+        """Make ``link`` the session's transport (a new WebSocket, or the upgrade); its
+        messages and its end go to ``owner``."""
+        assert link.transport is not None
+        self.link = link
+        self.transport = link.transport
+        link.before_send = self.write_pending
+        link.on_message = lambda message: owner.on_message(self, message)
+        link.on_end = lambda reason: owner.client_lost(self, reason)
+        link.on_bad = lambda reason, code: owner.bad_input(self, reason, code)
+
+    # -- output ------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Queue pre-encoded WebSocket frames for this loop iteration's write; a client too
+        slow to keep up is disconnected. (Polling sessions take :meth:`queue` instead.)
+
+        Everything written to one client during one event-loop iteration leaves in one
+        ``transport.write`` (see :class:`Corker`): a send system call costs more than the
+        rest of a delivery, and under load several messages for a socket arrive per
+        iteration. An idle gateway still writes at once (the next iteration).
+        """
+        pending = self.pending
+        if pending is not None:
+            # Checked when the first frame was queued; a close frame flushes what is
+            # queued before it (``WsTransport._send_pending``), so nothing follows it.
+            pending.append(data)
+            return
+        link = self.link
+        if self.closing or link is None or not link.is_open:
+            return
+        transport = self.transport
+        assert transport is not None
+        if transport.get_write_buffer_size() > self.write_limit:
+            self.closing = True
+            self.on_slow(self)
+            return
+        self.pending = [data]
+        self.corker.add(self)
+
+    def queue(self, packets: list[str | bytes]) -> None:
+        """Queue Engine.IO packets for the next poll (polling sessions)."""
+        polling = self.polling
+        assert polling is not None
+        if self.closing:
+            return
+        polling.send(packets)
+        if polling.buffered > self.write_limit:
+            self.closing = True
+            self.on_slow(self)
+            return
+        if not self._poll_dirty and self.responder is not None:
+            self._poll_dirty = True
+            self.corker.add(self)
+
+    def send_frames(self, frames: list[str | bytes]) -> None:
+        """Engine.IO packets for this session, whatever its transport."""
+        if self.polling is None:
+            self.write(b"".join(wsframe.encode(f) for f in frames))
+        else:
+            self.queue(frames)
+
+    def write_pending(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._poll_dirty:
+            self._poll_dirty = False
+            self.answer_poll()
+
+    def answer_poll(self) -> None:
+        """Answer the waiting GET if there is something to say (polling)."""
+        polling, responder = self.polling, self.responder
+        if polling is None or responder is None:
+            return
+        body = polling.flush()
+        if body is None:
+            return
+        self.responder = None
+        responder.respond(body)
+        if polling.finished:
+            self.finish()
+
+    def wait_poll(self, responder: Responder) -> None:
+        """A GET waits for data: answered by :meth:`answer_poll`, soon or at the next ping."""
+        self.responder = responder
+
+    def flush(self) -> None:
+        """Write what the protocol queued (handshake, acks, emits, pings)."""
+        frames = self.conn.data_to_send()
+        if frames:
+            self.send_frames(frames)
+
+    @property
+    def buffered(self) -> int:
+        if self.polling is not None:
+            return self.polling.buffered
+        queued = sum(map(len, self.pending)) if self.pending else 0
+        transport = self.transport
+        return (int(transport.get_write_buffer_size()) if transport is not None else 0) + queued
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) until everything written has been handed to the kernel (or, when
+        polling, taken by a GET)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.buffered and loop.time() < deadline and not self.lost:
+            transport = self.transport
+            if self.polling is None and (transport is None or transport.is_closing()):
+                return
+            await asyncio.sleep(0.005)
+
+    def close(self, code: int, reason: str, mode: CloseMode = CloseMode.GRACEFUL) -> None:
+        """End the transport: a WebSocket closing handshake with ``code``, or for polling
+        what ``mode`` says a waiting poll is told."""
+        polling = self.polling
+        if polling is None:
+            if self.link is not None:
+                self.link.close(code, reason)
+            return
+        if mode is CloseMode.ABORT:
+            body = polling.abort()
+        elif mode is CloseMode.CLIENT:
+            body = polling.client_closed()
+        else:
+            body = polling.close()
+        responder, self.responder = self.responder, None
+        if body is not None and responder is not None:
+            responder.respond(body)
+        elif responder is not None:
+            self.responder = responder  # still waiting: a graceful close leaves later
+        if polling.finished:
+            self.finish()
+        elif self._timer is None or mode is CloseMode.GRACEFUL:
+            # The CLOSE waits for the client's next poll, but not for ever.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        if self.polling is not None:
+            self.polling.abort()
+        self.finish()
+
+    def finish(self) -> None:
+        """The polling session is over: tell whoever owns it (once)."""
+        callback, self.on_finished = self.on_finished, None
+        if callback is not None:
+            callback(self)
+
+    # -- ordered work ------------------------------------------------------------------------
+    def submit(self, work: Callable[[Turn], Awaitable[None]], barrier: bool = False) -> None:
+        """Start ``work(turn)`` now, ordered after everything submitted before it.
+
+        Socket.IO keeps a socket's packets in order, but waiting for each event's replies
+        before starting the next would cap one socket at one pipeline round trip per event.
+        So work runs concurrently and orders itself through its :class:`Turn`: it awaits
+        ``turn.may_send()`` before the request that must stay in order (the owner's), and
+        ``turn.may_apply()`` before it touches the socket. A ``barrier`` (CONNECT) waits for
+        everything before it to finish, and everything after waits for it. With
+        ``MAX_INFLIGHT`` packets in flight the connection stops being read (a polling
+        session's POSTs stop being answered) until half have finished: a flood is served,
+        in order, at the pace of the services, in bounded memory.
+        """
+        loop = asyncio.get_running_loop()
+        turn = Turn(self._sent_tail, self._done_tail, loop.create_future(),
+                    loop.create_future(), barrier)
+        self._sent_tail = turn.done if barrier else turn.sent
+        self._done_tail = turn.done
+        self.inflight += 1
+        task = loop.create_task(self._run(work, turn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.inflight >= MAX_INFLIGHT and not self._paused:
+            self._paused = True
+            if self.polling is None and self.transport is not None:
+                self.transport.pause_reading()
+
+    async def _run(self, work: Callable[[Turn], Awaitable[None]], turn: Turn) -> None:
+        try:
+            if turn.barrier:
+                await turn.may_apply()
+            await work(turn)
+        except Exception:
+            log.exception("handling a packet from %s failed", self.conn.sid)
+        finally:
+            turn.finish()
+            self.inflight -= 1
+            if self._paused and self.inflight <= MAX_INFLIGHT // 2:
+                self._paused = False
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
+                callbacks, self._resume = self._resume, []
+                for callback in callbacks:
+                    callback()
+
+    def when_readable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now, or once the lane is below its bound (a POST's answer)."""
+        if self._paused:
+            self._resume.append(callback)
+        else:
+            callback()
+
+    @property
+    def busy(self) -> bool:
+        return self.inflight > 0
+
+    # -- timers ------------------------------------------------------------------------------
+    def schedule(self, callback: Callable[[], Any]) -> None:
+        deadline = self.conn.next_deadline()
+        polling = self.polling
+        if polling is not None:
+            held = polling.next_deadline()
+            if held is not None and (deadline is None or held < deadline):
+                deadline = held
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        if deadline is not None and not self.conn.closed:
+            self._timer = asyncio.get_running_loop().call_at(deadline, callback)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        # The lane is not cancelled: work in flight finishes and sees ``conn.closed``, so
+        # services that accepted a half-done CONNECT still hear the DISCONNECT.

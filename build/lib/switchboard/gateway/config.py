@@ -1,0 +1,142 @@
+"""Gateway settings (one frozen dataclass → click options via shared.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switchboard.shared.config import setting
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = setting("127.0.0.1", "Address to listen on for clients.")
+    port: int = setting(3000, "Port to listen on for clients (HTTP + WebSocket).")
+    gateway_id: str = setting("", "Unique id of this gateway (default: random).")
+    broker_sub: str = setting(
+        "tcp://127.0.0.1:5551", "Broker endpoint to subscribe to (its XPUB side)."
+    )
+    broker_pub: str = setting(
+        "tcp://127.0.0.1:5550",
+        "Broker endpoint to publish to (its XSUB side): the gateway announces its peer "
+        "endpoint there.",
+    )
+    peer_bind: str = setting(
+        "tcp://127.0.0.1:*",
+        "ZeroMQ endpoint for requests from other gateways (long-polling requests and "
+        "upgrades that reached them for sessions owned here); * picks a free port.",
+    )
+    peer_address: str = setting(
+        "", "Endpoint other gateways reach --peer-bind at (default: the bound endpoint; "
+        "required when binding every address)."
+    )
+    services: tuple[str, ...] = setting(
+        ("auth=tcp://127.0.0.1:5560", "moderation=tcp://127.0.0.1:5561",
+         "room=tcp://127.0.0.1:5562", "game=tcp://127.0.0.1:5563"),
+        "Service endpoints as NAME=ENDPOINT (repeat, or comma-separated in the env variable).",
+    )
+    ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
+    ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
+    max_payload: int = setting(1_000_000, "Engine.IO maxPayload: largest message, bytes.")
+    max_http_buffer_size: int = setting(
+        1_000_000, "maxHttpBufferSize: largest HTTP request body (a polling POST), bytes; "
+        "larger ones get 413."
+    )
+    polling_max_packets: int = setting(
+        16, "Most packets in one long-polling response (python-engineio clients refuse more "
+        "than 16); 0: no limit."
+    )
+    upgrade_hold: float = setting(
+        0.3, "Seconds a new polling session's Socket.IO packets wait for its WebSocket "
+        "upgrade, so that the session can move to the gateway the WebSocket reached (only "
+        "with other gateways around)."
+    )
+    upgrade_timeout: float = setting(
+        10.0, "Seconds a WebSocket probe may take to complete the upgrade."
+    )
+    http_keep_alive: float = setting(5.0, "Seconds an idle keep-alive HTTP connection stays.")
+    http_header_timeout: float = setting(
+        10.0, "Seconds a client has to send a complete request head (slow headers: 408)."
+    )
+    http_body_timeout: float = setting(
+        30.0, "Seconds a client has to send a request body after its head (slow body: 408)."
+    )
+    handshake_rate: int = setting(
+        600, "Engine.IO handshakes (new sessions) per client IP per minute, bursting to as "
+        "many; 0: no limit. Bounds what unauthenticated sessions one address can hold."
+    )
+    connect_timeout: float = setting(
+        45.0, "Close a connection that joins no namespace within this many seconds."
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "Load balancers (addresses or CIDR networks) whose X-Forwarded-For names the client."
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), "Allowed Origin headers (repeatable), for WebSocket upgrades and CORS; empty "
+        "allows any origin."
+    )
+    cors_credentials: bool = setting(
+        True, "CORS: allow credentials (Access-Control-Allow-Credentials: true, the "
+        "request's origin echoed)."
+    )
+    request_timeout: float = setting(5.0, "Seconds to wait for a service reply.")
+    heartbeat_interval: float = setting(1.0, "Seconds between heartbeats to services.")
+    heartbeat_liveness: int = setting(
+        3, "Missed heartbeats before a service or the broker is considered down."
+    )
+    ready_timeout: float = setting(
+        15.0, "Seconds to wait at start for the broker and every service to answer."
+    )
+    write_limit: int = setting(
+        1_048_576, "Bytes a client may leave unread before it is disconnected as too slow."
+    )
+    engine_echo: bool = setting(
+        False, "Serve the Engine.IO echo endpoint /engine.io/ that the official "
+        "engine.io-protocol test suite talks to (conformance runs only)."
+    )
+    connect_emit_delay: float = setting(
+        0.0,
+        "Seconds between a CONNECT ack and the events that follow it. Real clients need none;"
+        " the protocol test suite's client reads one message per wake-up and needs a few ms.",
+    )
+    shutdown_grace: float = setting(
+        5.0, "Seconds a SIGTERM'd gateway gives in-flight requests before it closes."
+    )
+    max_connections_warning: int = setting(
+        20_000, "/health reports a warning above this many connections (0: never)."
+    )
+    max_memory_mb: int = setting(
+        2048, "/health warns above 80 % of this RSS and is unhealthy above it (0: never)."
+    )
+    max_error_rate: float = setting(
+        0.25, "/health warns when more than this share of recent service requests failed."
+    )
+    http_rate: int = setting(
+        600, "Plain HTTP requests per client IP per minute (pages, /health, /metrics)."
+    )
+    token_rate: int = setting(10, "Token-issuing HTTP requests per client IP per minute.")
+    web_root: str = setting(
+        "", "Directory of the web app: pages in static/, the socket.io-client bundle under "
+        "node_modules/ (default: the repository's web/ beside the gateway package)."
+    )
+    demo: bool = setting(
+        False, "Demo mode: POST /api/token?name=NAME issues guest tokens signed with "
+        "--jwt-secret (never in production: anyone may sign in as anyone)."
+    )
+    jwt_secret: str = setting(
+        "dev-secret-change-me", "HS256 secret for demo-mode guest tokens (the auth service's).",
+        env="SWITCHBOARD_JWT_SECRET",
+    )
+    demo_token_ttl: int = setting(12 * 3600, "Lifetime of a demo-mode guest token, seconds.")
+
+    def service_endpoints(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for item in self.services:
+            for part in item.split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                name, sep, endpoint = part.partition("=")
+                if not sep or not name or not endpoint:
+                    raise ValueError(f"service must be NAME=ENDPOINT, got {part!r}")
+                out.setdefault(name.strip(), []).append(endpoint.strip())
+        return out

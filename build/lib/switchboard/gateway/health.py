@@ -1,0 +1,73 @@
+"""Health evaluation, pure: figures in, ``healthy`` / ``warning`` / ``unhealthy`` + reasons out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEALTHY, WARNING, UNHEALTHY = "healthy", "warning", "unhealthy"
+_RANK = {HEALTHY: 0, WARNING: 1, UNHEALTHY: 2}
+
+
+@dataclass(frozen=True)
+class HealthLimits:
+    max_connections: int  #: warning above this many connections (0: no limit)
+    max_memory_mb: int  #: warning above 80 %, unhealthy above 100 % (0: no limit)
+    max_error_rate: float  #: warning when this share of recent requests failed
+
+
+@dataclass(frozen=True)
+class HealthFigures:
+    broker_up: bool
+    services_up: dict[str, bool]
+    connections: int
+    rss_mb: float
+    recent_requests: int
+    recent_failures: int
+
+
+@dataclass
+class Health:
+    status: str = HEALTHY
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, status: str, reason: str) -> None:
+        self.reasons.append(reason)
+        if _RANK[status] > _RANK[self.status]:
+            self.status = status
+
+    @property
+    def http_status(self) -> int:
+        return 503 if self.status == UNHEALTHY else 200
+
+
+def evaluate(figures: HealthFigures, limits: HealthLimits) -> Health:
+    health = Health()
+    if not figures.broker_up:
+        health.add(UNHEALTHY, "broker unreachable")
+    for name, up in sorted(figures.services_up.items()):
+        if not up:
+            health.add(UNHEALTHY, f"service {name} unreachable")
+    if limits.max_memory_mb:
+        if figures.rss_mb > limits.max_memory_mb:
+            health.add(UNHEALTHY, f"memory {figures.rss_mb:.0f} MB over {limits.max_memory_mb} MB")
+        elif figures.rss_mb > 0.8 * limits.max_memory_mb:
+            health.add(WARNING, f"memory {figures.rss_mb:.0f} MB near {limits.max_memory_mb} MB")
+    if limits.max_connections and figures.connections > limits.max_connections:
+        health.add(WARNING, f"{figures.connections} connections over {limits.max_connections}")
+    if figures.recent_requests >= 20:
+        rate = figures.recent_failures / figures.recent_requests
+        if rate > limits.max_error_rate:
+            health.add(WARNING, f"{rate:.0%} of recent requests failed")
+    return health
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, from /proc (0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)

@@ -1,0 +1,99 @@
+"""Entry points of each part, callable from the CLI and from tests: ``run_*(config)``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from switchboard.broker.broker import Broker, BrokerConfig
+from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.server import run as run_gateway_async
+from switchboard.shared.config import setting
+from switchboard.shared.metrics import serve_metrics
+from switchboard.shared.process import run_until_signal, tune_gc
+from switchboard.shared.publisher import ZmqPublisher
+from switchboard.shared.runner import RunnerConfig, serve
+
+#: Services `switchboard service NAME` knows, with their default request ports.
+SERVICES: dict[str, int] = {
+    "auth": 5560,
+    "moderation": 5561,
+    "room": 5562,
+    "game": 5563,
+    "conformance": 5569,
+}
+
+
+@dataclass(frozen=True)
+class ServiceRuntime:
+    """Settings every service process has (its sockets and how it judges gateways)."""
+
+    bind: str = setting("", "ROUTER endpoint to bind (default tcp://127.0.0.1:<service port>).")
+    broker_pub: str = setting(
+        "tcp://127.0.0.1:5550", "Broker endpoint to publish to (its XSUB side)."
+    )
+    gateway_timeout: float = setting(
+        5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
+    )
+    max_inflight: int = setting(1000, "Requests handled concurrently at most.")
+    metrics_port: int = setting(0, "Port for Prometheus /metrics (0: off).")
+    metrics_host: str = setting("127.0.0.1", "Address for the metrics endpoint.")
+
+
+def service_module(name: str) -> ModuleType:
+    """A built-in service by name, or any module path exposing ``Config`` and ``create``."""
+    if name in SERVICES:
+        return importlib.import_module(f"switchboard.services.{name}")
+    if "." not in name:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)} or a module path")
+    module = importlib.import_module(name)
+    if not hasattr(module, "Config") or not hasattr(module, "create"):
+        raise ImportError(f"module {name} has no Config and create()")
+    return module
+
+
+def run_broker(config: BrokerConfig) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve_metrics(config.metrics_port, config.metrics_host)
+    tune_gc()
+    Broker(config, zmq.Context()).run(stop)
+
+
+def run_gateway(config: GatewayConfig) -> None:
+    run_until_signal(lambda stop: run_gateway_async(config, stop))
+
+
+def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
+    module = service_module(name)
+    if not runtime.bind and name not in SERVICES:
+        raise ValueError(f"--bind is required for service {name}")
+    bind = runtime.bind or f"tcp://127.0.0.1:{SERVICES[name]}"
+
+    async def main(stop: asyncio.Event) -> None:
+        serve_metrics(runtime.metrics_port, runtime.metrics_host)
+        context = zmq.asyncio.Context()
+        publisher = ZmqPublisher(context, runtime.broker_pub, name.rpartition(".")[2])
+        service = module.create(config, publisher)
+        runner_config = RunnerConfig(
+            bind=bind,
+            broker_pub=runtime.broker_pub,
+            gateway_timeout=runtime.gateway_timeout,
+            max_inflight=runtime.max_inflight,
+        )
+        try:
+            await serve(service, runner_config, context, publisher, stop)
+        finally:
+            publisher.close()
+            context.term()
+
+    run_until_signal(main)

@@ -1,0 +1,51 @@
+"""Settings of the room service (each also an option and a ``SWITCHBOARD_*`` variable).
+
+Field names carry a ``room``/``history``/``password`` prefix so that they stay unambiguous
+when several services' options share one command line or environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switchboard.shared.config import setting
+
+
+@dataclass(frozen=True)
+class Config:
+    room_db: str = setting(
+        "var/room.sqlite3",
+        "SQLite file (WAL) holding rooms and message history; its directory is created.",
+    )
+    room_max_users_default: int = setting(
+        100, "maxUsers of a created room when the client gives none."
+    )
+    room_max_users_limit: int = setting(
+        1000, "Largest maxUsers a client may ask for when creating a room."
+    )
+    room_unjoined_ttl: float = setting(
+        600.0,
+        "Seconds a room that nobody has joined yet (just created, or loaded at start) is kept "
+        "before it is deleted; 0 keeps such rooms forever.",
+    )
+    history_default_limit: int = setting(
+        50, "Messages returned by 'get history' when the client gives no limit."
+    )
+    history_max_limit: int = setting(
+        100, "Largest limit a client may ask 'get history' for."
+    )
+    welcome_message: str = setting(
+        "Welcome to switchboard!", "Text of the 'welcome' event sent on connecting to '/'."
+    )
+    password_time_cost: int = setting(
+        3, "argon2id time cost (iterations) for room passwords."
+    )
+    password_memory_kib: int = setting(
+        65536, "argon2id memory cost in KiB for room passwords."
+    )
+    password_parallelism: int = setting(
+        4, "argon2id parallelism (lanes) for room passwords."
+    )
+    password_workers: int = setting(
+        2, "Threads hashing/verifying room passwords at once (each uses the memory cost)."
+    )

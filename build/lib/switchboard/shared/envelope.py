@@ -1,0 +1,417 @@
+"""Envelopes: every message that crosses ZeroMQ, as frozen dataclasses with encode/decode.
+
+Wire format: one msgpack array per envelope, fields in declaration order (no keys on the
+wire: compact and fast). New fields are appended with a default: an older decoder ignores
+trailing fields it does not know, a newer one defaults the ones an older peer left out.
+Binary attachments of Socket.IO packets travel as msgpack ``bin``, never base64. Nested
+envelopes (a :class:`Session` inside a :class:`Request`) are nested arrays. ``decode``
+raises :class:`~shared.errors.EnvelopeError` for anything malformed.
+
+Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
+    :class:`Request` → :class:`Reply` (same ``id``)
+Publish (service PUB → broker → gateway SUB), frames ``[topic, body]``:
+    :class:`Publication`
+Gateway to gateway (DEALER → the owner's peer ROUTER), frames ``[body]``:
+    :class:`PeerRequest` → :class:`PeerReply` (same ``id``), a :class:`Handover` inside
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import IntEnum
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from switchboard.shared.errors import EnvelopeError
+
+T = TypeVar("T", bound="_Envelope")
+
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def _pack(obj: Any) -> bytes:
+    return _packer.pack(obj)
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise EnvelopeError(f"undecodable msgpack: {exc.__class__.__name__}") from None
+
+
+# Per-field conversions a plan applies (everything else goes through msgpack as is: tuples
+# pack as arrays and IntEnums as ints).
+_NESTED, _NESTED_LIST, _ENUM, _TUPLE = 1, 2, 3, 4
+
+
+class _Envelope:
+    """Array codec shared by all envelopes: subclasses list nested envelope fields.
+
+    The field layout is turned once per class into a plan (which positions need nesting,
+    enums or tuples), because envelopes are encoded and decoded on every hop of every
+    message: the generic per-field reflection would cost more than the rest of the hop.
+    """
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {}
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {}
+    _plan: ClassVar[tuple[int, Any, tuple[tuple[int, int, Any], ...], tuple[int, ...]] | None]
+
+    @classmethod
+    def _get_plan(
+        cls,
+    ) -> tuple[int, Any, tuple[tuple[int, int, Any], ...], tuple[int, ...]]:
+        plan = cls.__dict__.get("_plan")
+        if plan is None:
+            flds = fields(cls)  # type: ignore[arg-type]
+            names = [f.name for f in flds]
+            steps: list[tuple[int, int, Any]] = []
+            nested_out: list[int] = []
+            for i, f in enumerate(flds):
+                if f.name in cls._nested:
+                    steps.append((i, _NESTED, cls._nested[f.name]))
+                    nested_out.append(i)
+                elif f.name in cls._nested_lists:
+                    steps.append((i, _NESTED_LIST, cls._nested_lists[f.name]))
+                    nested_out.append(i)
+                elif f.name in cls._enums:
+                    steps.append((i, _ENUM, cls._enums[f.name]))
+                elif str(f.type).startswith("tuple"):
+                    steps.append((i, _TUPLE, None))
+            getter = operator.attrgetter(*names) if len(names) > 1 else (
+                lambda obj, n=names[0]: (getattr(obj, n),)
+            )
+            plan = (len(names), getter, tuple(steps), tuple(nested_out))
+            cls._plan = plan
+        return plan
+
+    def to_list(self) -> list[Any]:
+        _, getter, steps, nested_out = self._get_plan()
+        out = list(getter(self))
+        if nested_out:
+            for i, op, _arg in steps:
+                if op == _NESTED:
+                    value = out[i]
+                    out[i] = None if value is None else value.to_list()
+                elif op == _NESTED_LIST:
+                    out[i] = [item.to_list() for item in out[i]]
+        return out
+
+    @classmethod
+    def from_list(cls: type[T], items: Any) -> T:
+        size, _, steps, _ = cls._get_plan()
+        if not isinstance(items, list):
+            raise EnvelopeError(f"{cls.__name__}: expected an array")
+        if len(items) > size:
+            # Fields are only ever appended: a newer peer's extra fields are ignored, so
+            # parts of different versions interoperate during a rolling upgrade.
+            del items[size:]
+        count = len(items)
+        try:
+            for i, op, arg in steps:
+                if i >= count:
+                    break
+                value = items[i]
+                if op == _NESTED:
+                    if value is not None:
+                        items[i] = arg.from_list(value)
+                elif op == _NESTED_LIST:
+                    items[i] = tuple(arg.from_list(v) for v in value)
+                elif op == _ENUM:
+                    items[i] = arg(value)
+                elif isinstance(value, list):
+                    items[i] = tuple(value)
+            return cls(*items)
+        except EnvelopeError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"{cls.__name__}: {exc}") from None
+
+    def encode(self) -> bytes:
+        return _pack(self.to_list())
+
+    @classmethod
+    def decode(cls: type[T], data: bytes) -> T:
+        return cls.from_list(_unpack(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Session(_Envelope):
+    """Who one namespace socket is, as every service sees it.
+
+    ``[sid, ns, gateway, address, user_id, username, role, connected_at, avatar,
+    transport]``. ``sid`` is the
+    Socket.IO socket id (``<gateway>.<random>``), unique cluster-wide. Services are
+    stateless about sockets: the gateway sends the session with every request, and a stage
+    (auth on CONNECT, ``set username``) may return an updated one.
+    """
+
+    sid: str
+    ns: str
+    gateway: str
+    address: str = ""
+    user_id: str | None = None
+    username: str | None = None
+    role: str | None = None
+    connected_at: float = 0.0
+    avatar: str | None = None
+    #: The Engine.IO transport the socket's connection uses now: polling or websocket.
+    transport: str = ""
+
+    def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
+        return replace(self, user_id=user_id, username=username, role=role)
+
+
+class RequestKind(IntEnum):
+    DESCRIBE = 0  #: what do you handle? (readiness handshake)
+    CONNECT = 1  #: a socket asks to join a namespace; every CONNECT stage must accept
+    EVENT = 2  #: a client event: filters first (moderation), then the owner
+    DISCONNECT = 3  #: a socket left (no reply needed, but one is sent)
+    HEARTBEAT = 4  #: gateway liveness; reply carries the service instance id
+    SYNC = 5  #: a gateway's full list of sockets and rooms (after a service restart)
+    FILTER = 6  #: an EVENT seen by a filter stage before its owner
+    UPDATE = 7  #: the gateway changed a socket's session itself (its transport upgraded)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketState(_Envelope):
+    """One socket and its rooms, as a gateway reports it in SYNC: ``[session, rooms]``."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session}
+
+    session: Session
+    rooms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus(_Envelope):
+    """A gateway's state, sent with each HEARTBEAT: ``[started_at, connections, address]``.
+
+    ``connections`` counts sockets per namespace; ``address`` is where clients reach it.
+    """
+
+    started_at: float = 0.0
+    connections: dict[str, int] = field(default_factory=dict)
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request(_Envelope):
+    """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
+    instance]``.
+
+    - ``id``: per-gateway counter; the reply echoes it.
+    - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
+    - ``event``/``args``: EVENT and FILTER (``args`` excludes the event name).
+    - ``auth``/``headers``: CONNECT payload and the handshake's HTTP headers (lower-case names).
+    - ``sockets``: SYNC; ``deadline``: wall-clock time after which the gateway gave up.
+    - ``status``: HEARTBEAT (and DESCRIBE) carry the gateway's :class:`GatewayStatus`.
+    - ``instance``: random per gateway process start. A gateway restarted under the same id
+      is a new process whose predecessor's sockets are gone: a service that sees a new
+      instance drops the old one's sockets at once (see :class:`shared.runner.Runner`).
+    """
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState}
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
+
+    kind: RequestKind
+    id: int
+    gateway: str = ""
+    session: Session | None = None
+    event: str = ""
+    args: list[Any] = field(default_factory=list)
+    auth: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    sockets: tuple[SocketState, ...] = ()
+    deadline: float = 0.0
+    status: GatewayStatus | None = None
+    instance: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Emit(_Envelope):
+    """An event for the requesting socket, sent after the ack / CONNECT ack.
+
+    ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
+    ack arguments come back to the services as the event ``ack_event`` from that socket.
+    """
+
+    event: str
+    args: list[Any] = field(default_factory=list)
+    ack_event: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route(_Envelope):
+    """One thing a service handles: ``[kind, ns, event, priority]``; ``ns`` may be ``*``."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
+
+    kind: RequestKind
+    ns: str
+    event: str = ""
+    priority: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo(_Envelope):
+    """A service's self-description: ``[name, instance, routes]``.
+
+    ``instance`` is random per process start, so a gateway notices a restart and resyncs.
+    Routes: CONNECT (pipeline stage, ordered by priority; declaring one also makes the
+    namespace exist), EVENT (owner of ``event`` in ``ns``), FILTER (sees every event of ``ns``
+    before the owner, by priority), DISCONNECT (wants to hear of departures), SYNC.
+    """
+
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"routes": Route}
+
+    name: str
+    instance: str
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(_Envelope):
+    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync]``.
+
+    - ``ok=False`` + ``error``: refusal (CONNECT_ERROR message) or failure (failed ack);
+      ``error`` is client-facing text.
+    - ``ack``: the ack arguments for the client (None: this stage does not ack).
+    - ``args``: a filter's cleaned arguments, passed on to the next stage instead.
+    - ``session``: the socket's updated session (kept by the gateway from now on).
+    - ``emits``/``joins``/``leaves``: applied by the gateway to the requesting socket, in the
+      order joins, leaves, ack, emits. ``disconnect``: then disconnect it from the namespace.
+    - ``info``: DESCRIBE answers with a :class:`ServiceInfo`; HEARTBEAT with one too (its
+      ``instance`` tells the gateway whether the service restarted).
+    - ``resync``: a stateful service has not had this gateway's SYNC since it started (or
+      since it declared the gateway lost): the gateway sends SYNC, then the request again.
+    """
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "info": ServiceInfo}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"emits": Emit}
+
+    id: int
+    ok: bool = True
+    error: str | None = None
+    ack: list[Any] | None = None
+    args: list[Any] | None = None
+    session: Session | None = None
+    emits: tuple[Emit, ...] = ()
+    joins: tuple[str, ...] = ()
+    leaves: tuple[str, ...] = ()
+    disconnect: bool = False
+    info: ServiceInfo | None = None
+    resync: bool = False
+
+
+class PubKind(IntEnum):
+    EMIT = 0  #: send ``event(*args)`` to the target's sockets
+    JOIN = 1  #: the sockets in ``sids`` join ``room``
+    LEAVE = 2  #: the sockets in ``sids`` leave ``room``
+    DISCONNECT = 3  #: disconnect the target's sockets from ``ns`` (after emitting, if any)
+    RESYNC = 4  #: a service (re)started: gateways send it SYNC
+    CLOSE = 5  #: close the whole connection of the target's sockets
+    PEER = 6  #: a gateway announces itself: ``source`` its id, ``args`` [instance, endpoint]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication(_Envelope):
+    """``[kind, ns, event, args, room, sids, exclude, source, ack_event]``, published on a topic.
+
+    The topic (see :mod:`shared.topics`) chooses which gateways receive it; the body says
+    which of their sockets act on it: members of ``room`` in ``ns`` (room / user targets),
+    every socket of ``ns`` (``room`` None, ``sids`` empty), or exactly ``sids``. ``exclude``
+    lists socket ids left out (the sender, for "to others"). ``source`` names the publisher.
+    ``ack_event`` (EMIT): ask each receiving client for an ack, delivered back to the
+    services as that event from the acking socket (as with :class:`Emit`).
+    """
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PubKind}
+
+    kind: PubKind
+    ns: str
+    event: str = ""
+    args: list[Any] = field(default_factory=list)
+    room: str | None = None
+    sids: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    source: str = ""
+    ack_event: str = ""
+
+
+class PeerKind(IntEnum):
+    POLL = 0  #: a long-polling request (``method``, ``body``) for a session the receiver owns
+    ABORT = 1  #: the client of forwarded request ``id`` went away before its answer
+    CLAIM = 2  #: a WebSocket for session ``sid`` reached the sender: hand the session over
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRequest(_Envelope):
+    """``[kind, id, gateway, instance, sid, method, body, deadline]``: from gateway ``gateway``
+    (process ``instance``) to the gateway that owns Engine.IO session ``sid``."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PeerKind}
+
+    kind: PeerKind
+    id: int
+    gateway: str
+    instance: str
+    sid: str
+    method: str = ""
+    body: bytes = b""
+    deadline: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Handover(_Envelope):
+    """An Engine.IO session moving to the gateway that received its WebSocket, before any
+    namespace was connected on it: ``[sid, address, headers, queued, held]``. ``queued``
+    are packets for the client not yet delivered, ``held`` packets from it not yet handled
+    (text packets as ``str``, binary as ``bytes``)."""
+
+    sid: str
+    address: str
+    headers: dict[str, str] = field(default_factory=dict)
+    queued: list[str | bytes] = field(default_factory=list)
+    held: list[str | bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply(_Envelope):
+    """``[id, status, body, content_type, handover]``: for POLL the HTTP answer the
+    forwarding gateway gives its client; for CLAIM 200 with the ``handover``, 409 when the
+    session cannot move (it stays where it is), 400 when it is unknown."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"handover": Handover}
+
+    id: int
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    handover: Handover | None = None
+
+
+def decode_args(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise EnvelopeError("args must be an array")
+    return value
+
+
+def as_tuple(items: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(items) if items else ()
+
+
+def reply_to(request: Request, **kwargs: Any) -> Reply:
+    """A successful reply to ``request`` (``kwargs`` are :class:`Reply` fields)."""
+    return Reply(id=request.id, **kwargs)
+
+
+def fail(request: Request, message: str) -> Reply:
+    """A failed reply to ``request``; ``message`` is shown to the client."""
+    return Reply(id=request.id, ok=False, error=message)

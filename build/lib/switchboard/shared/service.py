@@ -1,0 +1,143 @@
+"""The service base class: plain classes with plain async handlers.
+
+Decorators only register; nothing is wrapped or patched. A handler takes the
+:class:`~shared.envelope.Request` and returns a :class:`~shared.envelope.Reply` (use
+:func:`~shared.envelope.reply_to` / :func:`~shared.envelope.fail`), or None for "accepted,
+nothing to say". Raising :class:`~shared.errors.ClientError` is the same as returning
+``fail(request, message)``. Dependencies (publisher, stores, clocks, settings) come in
+through the constructor, so tests call handlers directly; :func:`shared.runner.serve` runs
+the same object behind its real ZeroMQ socket.
+
+Example::
+
+    class Echo(Service):
+        name = "echo"
+
+        @on_event("/", "ping")
+        async def ping(self, request: Request) -> Reply:
+            return reply_to(request, ack=request.args)
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+from switchboard.shared.envelope import (
+    GatewayStatus,
+    Reply,
+    Request,
+    RequestKind,
+    Route,
+    ServiceInfo,
+)
+from switchboard.shared.publisher import Publisher
+
+Handler = Callable[[Any, Request], Awaitable[Reply | None]]
+BoundHandler = Callable[[Request], Awaitable[Reply | None]]
+F = TypeVar("F", bound=Handler)
+
+_ROUTES_ATTR = "__switchboard_routes__"
+
+
+def _register(route: Route) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        routes = getattr(func, _ROUTES_ATTR, [])
+        routes.append(route)
+        setattr(func, _ROUTES_ATTR, routes)
+        return func
+
+    return decorate
+
+
+def on_connect(ns: str, priority: int = 100) -> Callable[[F], F]:
+    """A CONNECT stage for ``ns`` (``*``: every namespace); stages run by ascending priority.
+
+    Declaring a CONNECT stage for a namespace also makes that namespace exist: CONNECTs to a
+    namespace nobody declared are refused with ``Invalid namespace``.
+    """
+    return _register(Route(RequestKind.CONNECT, ns, "", priority))
+
+
+def on_event(ns: str, event: str) -> Callable[[F], F]:
+    """The owner of ``event`` in ``ns``; its reply becomes the client's ack."""
+    return _register(Route(RequestKind.EVENT, ns, event))
+
+
+def on_filter(ns: str, priority: int = 100) -> Callable[[F], F]:
+    """Sees every event of ``ns`` before its owner; may refuse it or replace its args."""
+    return _register(Route(RequestKind.FILTER, ns, "", priority))
+
+
+def on_disconnect(ns: str) -> Callable[[F], F]:
+    """Told when a socket of ``ns`` leaves (client, server or gateway shutdown)."""
+    return _register(Route(RequestKind.DISCONNECT, ns))
+
+
+def on_update(ns: str) -> Callable[[F], F]:
+    """Told when the gateway changes a socket's session on its own (the connection upgraded
+    from polling to WebSocket: ``session.transport``)."""
+    return _register(Route(RequestKind.UPDATE, ns))
+
+
+def on_sync() -> Callable[[F], F]:
+    """Receives a gateway's full socket list after this service (re)started."""
+    return _register(Route(RequestKind.SYNC, "*"))
+
+
+class Service:
+    """Base for every service. Subclasses set :attr:`name` and decorate async methods."""
+
+    name: ClassVar[str] = "service"
+    _routes: ClassVar[dict[tuple[RequestKind, str, str], str]] = {}
+    _priorities: ClassVar[dict[tuple[RequestKind, str, str], int]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[tuple[RequestKind, str, str], str] = {}
+        priorities: dict[tuple[RequestKind, str, str], int] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                for route in getattr(value, _ROUTES_ATTR, ()):
+                    key = (route.kind, route.ns, route.event)
+                    table[key] = attr
+                    priorities[key] = route.priority
+        cls._routes = table
+        cls._priorities = priorities
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        #: Random per process start; gateways compare it to notice a restart and resync.
+        self.instance = secrets.token_hex(8)
+        #: Live gateways and their last reported status (kept up to date by the runner).
+        self.gateways: dict[str, GatewayStatus] = {}
+
+    def info(self) -> ServiceInfo:
+        routes = tuple(
+            Route(kind, ns, event, self._priorities[(kind, ns, event)])
+            for (kind, ns, event) in self._routes
+        )
+        return ServiceInfo(self.name, self.instance, routes)
+
+    def handler_for(self, request: Request) -> BoundHandler | None:
+        """The bound handler for a request, trying the exact namespace then ``*``."""
+        ns = request.session.ns if request.session is not None else "*"
+        event = request.event if request.kind == RequestKind.EVENT else ""
+        for key in ((request.kind, ns, event), (request.kind, "*", event)):
+            attr = self._routes.get(key)
+            if attr is not None:
+                return getattr(self, attr)
+        return None
+
+    async def gateway_lost(self, gateway_id: str) -> None:
+        """A gateway stopped sending heartbeats (crashed or partitioned); drop its sockets.
+
+        Called after :attr:`gateways` no longer lists it.
+        """
+
+    async def start(self) -> None:
+        """Called once before the first request (open databases, start timers)."""
+
+    async def stop(self) -> None:
+        """Called once on shutdown, after the last request was answered."""

@@ -1,0 +1,66 @@
+"""ZeroMQ topic scheme for the broker's PUB/SUB fan-out.
+
+A topic is the first frame of every published message; ZeroMQ matches subscriptions by byte
+prefix, so each variable part is terminated by NUL: room ``a`` must not match room ``ab``, and
+namespace ``/a`` must not match ``/ab``.
+
+===========  =================================  ==========================================
+kind         layout                             delivered to
+===========  =================================  ==========================================
+room         ``r`` ns ``\\0`` room ``\\0``       gateways holding a member of that room
+namespace    ``n`` ns ``\\0``                    gateways holding a socket of that namespace
+gateway      ``g`` gateway-id ``\\0``            one gateway (a socket id names its gateway)
+control      ``c`` name ``\\0``                  every gateway (heartbeat, cluster-wide asks)
+===========  =================================  ==========================================
+"""
+
+from __future__ import annotations
+
+ROOM = b"r"
+NAMESPACE = b"n"
+GATEWAY = b"g"
+CONTROL = b"c"
+
+#: Published by the broker every heartbeat interval; gateways count it for liveness.
+BROKER_HEARTBEAT = b"chb\x00"
+#: Sent by the broker on XPUB right after it sees a subscription, on that very topic, so the
+#: subscriber knows the subscription is in force (no slow-joiner loss after a room join).
+SUBSCRIBED_MARKER = b"\x00subscribed"
+#: Cluster-wide control messages every gateway acts on (e.g. "everybody resync").
+ALL_GATEWAYS = b"call\x00"
+
+
+def _part(value: str) -> bytes:
+    raw = value.encode()
+    if b"\x00" in raw:
+        raise ValueError("topic parts may not contain NUL")
+    return raw + b"\x00"
+
+
+def room(namespace: str, name: str) -> bytes:
+    return ROOM + _part(namespace) + _part(name)
+
+
+def namespace(name: str) -> bytes:
+    return NAMESPACE + _part(name)
+
+
+def gateway(gateway_id: str) -> bytes:
+    return GATEWAY + _part(gateway_id)
+
+
+def control(name: str) -> bytes:
+    return CONTROL + _part(name)
+
+
+def user_room(user_id: str) -> str:
+    """The room every socket of an authenticated user joins, in each of its namespaces."""
+    return f"user:{user_id}"
+
+
+def gateway_of(sid: str) -> str:
+    """The gateway id encoded in a socket id (``<gateway>.<counter>``, see gateway.ids)."""
+    gw, sep, _ = sid.rpartition(".")
+    if not sep or not gw:
+        raise ValueError(f"not a switchboard socket id: {sid!r}")
+    return gw
