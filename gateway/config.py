@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared.config import setting
+from switchboard.shared.tokens import DEFAULT_SECRET
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class GatewayConfig:
         "--jwt-secret (never in production: anyone may sign in as anyone)."
     )
     jwt_secret: str = setting(
-        "dev-secret-change-me", "HS256 secret for demo-mode guest tokens (the auth service's).",
+        DEFAULT_SECRET, "HS256 secret for demo-mode guest tokens (the auth service's).",
         env="SWITCHBOARD_JWT_SECRET",
     )
     demo_token_ttl: int = setting(12 * 3600, "Lifetime of a demo-mode guest token, seconds.")

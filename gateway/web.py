@@ -36,7 +36,7 @@ from pathlib import Path
 from switchboard.gateway import http
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.http import HttpRequest, HttpResponse, parse_query
-from switchboard.services.auth.tokens import check_secret, issue_token
+from switchboard.shared.tokens import check_secret, issue_token
 
 log = logging.getLogger("switchboard.gateway.web")
 

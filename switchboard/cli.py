@@ -12,6 +12,7 @@ from switchboard.broker.broker import BrokerConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.shared.config import click_options, from_options
 from switchboard.shared.logs import setup_logging
+from switchboard.shared.tokens import DEFAULT_SECRET
 from switchboard.supervisor import UpConfig
 
 
@@ -105,11 +106,11 @@ def _service_command(name: str) -> click.Command:
 @click.option("--role", default="user", show_default=True, type=click.Choice(["user", "admin"]),
               help="The token's role claim.")
 @click.option("--ttl", default=3600, show_default=True, type=int, help="Lifetime in seconds.")
-@click.option("--jwt-secret", default="dev-secret-change-me", show_default=True,
+@click.option("--jwt-secret", default=DEFAULT_SECRET, show_default=True,
               envvar="SWITCHBOARD_JWT_SECRET", show_envvar=True, help="HS256 signing secret.")
 def token(user_id: str, username: str, role: str, ttl: int, jwt_secret: str) -> None:
     """Print a signed token (development and tests)."""
-    from switchboard.services.auth.tokens import issue_token
+    from switchboard.shared.tokens import issue_token
 
     click.echo(issue_token(jwt_secret, user_id, username, role=role, ttl=ttl))
 

@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from switchboard.shared.config import setting
+from switchboard.shared.tokens import DEFAULT_SECRET
 
 log = logging.getLogger("switchboard.up")
 
@@ -39,7 +40,7 @@ class UpConfig:
     )
     data_dir: str = setting("var", "Directory for SQLite files.")
     jwt_secret: str = setting(
-        "dev-secret-change-me", "HS256 secret for tokens.", env="SWITCHBOARD_JWT_SECRET"
+        DEFAULT_SECRET, "HS256 secret for tokens.", env="SWITCHBOARD_JWT_SECRET"
     )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")

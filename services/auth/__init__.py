@@ -1,17 +1,18 @@
 """The auth service: JWT verification and per-namespace policy on CONNECT.
 
-``create(config, publisher)`` builds the service; :mod:`.tokens` issues and verifies tokens
-(also used by the ``switchboard token`` command).
+``create(config, publisher)`` builds the service. Tokens are issued and verified by
+:mod:`switchboard.shared.tokens` (which the gateway's demo sign-in and ``switchboard token``
+use too).
 """
 
 from __future__ import annotations
 
 from switchboard.shared.publisher import Publisher
+from switchboard.shared.tokens import Identity, TokenError, Verifier, issue_token, verify_token
 
 from .config import Config
 from .policy import Policy, Rule
 from .service import AuthService
-from .tokens import Identity, TokenError, Verifier, issue_token, verify_token
 
 __all__ = [
     "AuthService",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared.config import setting
+from switchboard.shared.tokens import DEFAULT_SECRET
 
 #: The development secret; using it is logged as a warning at start (never in production).
-DEFAULT_SECRET = "dev-secret-change-me"
 #: The contract's default namespace policy (see :mod:`services.auth.policy` for the syntax).
 DEFAULT_POLICY = "/=token,/chat=token,/game=anonymous,/admin=admin"
 

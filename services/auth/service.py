@@ -17,10 +17,17 @@ from switchboard.shared import topics
 from switchboard.shared.envelope import Reply, Request, fail, reply_to
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect
+from switchboard.shared.tokens import (
+    DEFAULT_SECRET,
+    HMAC_ALGORITHMS,
+    Identity,
+    TokenError,
+    Verifier,
+    load_public_key_file,
+)
 
-from .config import DEFAULT_SECRET, Config
+from .config import Config
 from .policy import Policy
-from .tokens import HMAC_ALGORITHMS, Identity, TokenError, Verifier, load_public_key_file
 
 log = logging.getLogger("switchboard.auth")
 

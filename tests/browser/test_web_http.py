@@ -16,7 +16,7 @@ import pytest
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.http import HttpRequest
 from switchboard.gateway.web import WebRoutes, guest_name
-from switchboard.services.auth.tokens import verify_token
+from switchboard.shared.tokens import verify_token
 from switchboard.supervisor import UpConfig, plan
 from tests.support.cluster import JWT_SECRET, ROOT, Cluster
 

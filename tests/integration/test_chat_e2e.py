@@ -14,7 +14,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
-from switchboard.services.auth.tokens import issue_token
+from switchboard.shared.tokens import issue_token
 from tests.integration.chat_helpers import (
     WAIT,
     ChatClient,

@@ -210,7 +210,7 @@ async def conformance_round_trip(url: str) -> None:
 
 async def app_round_trip(url: str) -> None:
     """The full application: a signed-in socket on / (welcome, rooms) and one on /game."""
-    from switchboard.services.auth.tokens import issue_token
+    from switchboard.shared.tokens import issue_token
 
     token = issue_token(JWT_SECRET, "u-up-test", "uptest")
     client = socketio.AsyncClient(reconnection=False)
@@ -326,7 +326,7 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
     missing = app_services_missing()
     if missing:
         pytest.skip(missing)
-    from switchboard.services.auth.tokens import issue_token
+    from switchboard.shared.tokens import issue_token
 
     with running_up(tmp_path, "--gateway-timeout", "60", gateways=2) as up:
         victim = f"gateway:{up.ports[0]}"

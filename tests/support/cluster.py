@@ -159,7 +159,7 @@ JWT_SECRET = "test-secret-0123456789-0123456789-abcdef"
 
 def token(user_id: str, username: str, role: str = "user", ttl: int = 3600,
           secret: str = JWT_SECRET) -> str:
-    from switchboard.services.auth.tokens import issue_token
+    from switchboard.shared.tokens import issue_token
 
     return issue_token(secret, user_id, username, role=role, ttl=ttl)
 

@@ -1,4 +1,4 @@
-"""services.auth.tokens: issuing and verifying JWTs, key rules and the policy syntax."""
+"""shared.tokens: issuing and verifying JWTs, key rules and the policy syntax."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from switchboard.services.auth.policy import Policy, Rule
-from switchboard.services.auth.tokens import (
+from switchboard.shared.errors import ConfigError
+from switchboard.shared.tokens import (
     Identity,
     TokenError,
     Verifier,
@@ -23,7 +24,6 @@ from switchboard.services.auth.tokens import (
     load_public_key,
     verify_token,
 )
-from switchboard.shared.errors import ConfigError
 
 SECRET = "a-test-secret-that-is-32-bytes-long!"
 
