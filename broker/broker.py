@@ -26,9 +26,8 @@ import msgpack
 import zmq
 from prometheus_client import Counter, Gauge
 
-from switchboard.shared import topics
+from switchboard.shared import ports, topics
 from switchboard.shared.config import setting
-from switchboard.shared.metrics import serve_metrics
 
 log = logging.getLogger("switchboard.broker")
 
@@ -42,10 +41,11 @@ TOPICS = Gauge("switchboard_broker_topics", "Distinct topics subscribed")
 @dataclass(frozen=True)
 class BrokerConfig:
     publish_bind: str = setting(
-        "tcp://127.0.0.1:5550", "Where publishers (services) connect: the XSUB side."
+        ports.local(ports.BROKER_PUBLISH), "Where publishers (services) connect: the XSUB side."
     )
     subscribe_bind: str = setting(
-        "tcp://127.0.0.1:5551", "Where subscribers (gateways) connect: the XPUB side."
+        ports.local(ports.BROKER_SUBSCRIBE),
+        "Where subscribers (gateways) connect: the XPUB side.",
     )
     heartbeat_interval: float = setting(1.0, "Seconds between broker heartbeats.")
     hwm: int = setting(100_000, "ZeroMQ high-water mark per peer, messages.")
@@ -150,6 +150,3 @@ class Broker:
                 TOPICS.set(len(self.stats.topics))
 
 
-def run(config: BrokerConfig, stop: threading.Event | None = None) -> None:
-    serve_metrics(config.metrics_port, config.metrics_host)
-    Broker(config).run(stop or threading.Event())

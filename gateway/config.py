@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switchboard.shared import ports
 from switchboard.shared.config import setting
 from switchboard.shared.tokens import DEFAULT_SECRET
 
@@ -11,13 +12,13 @@ from switchboard.shared.tokens import DEFAULT_SECRET
 @dataclass(frozen=True)
 class GatewayConfig:
     host: str = setting("127.0.0.1", "Address to listen on for clients.")
-    port: int = setting(3000, "Port to listen on for clients (HTTP + WebSocket).")
+    port: int = setting(ports.GATEWAY_HTTP, "Port to listen on for clients (HTTP + WebSocket).")
     gateway_id: str = setting("", "Unique id of this gateway (default: random).")
     broker_sub: str = setting(
-        "tcp://127.0.0.1:5551", "Broker endpoint to subscribe to (its XPUB side)."
+        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side)."
     )
     broker_pub: str = setting(
-        "tcp://127.0.0.1:5550",
+        ports.local(ports.BROKER_PUBLISH),
         "Broker endpoint to publish to (its XSUB side): the gateway announces its peer "
         "endpoint there.",
     )
@@ -31,8 +32,8 @@ class GatewayConfig:
         "required when binding every address)."
     )
     services: tuple[str, ...] = setting(
-        ("auth=tcp://127.0.0.1:5560", "moderation=tcp://127.0.0.1:5561",
-         "room=tcp://127.0.0.1:5562", "game=tcp://127.0.0.1:5563"),
+        tuple(f"{name}={ports.local(ports.SERVICES[name])}"
+              for name in ("auth", "moderation", "room", "game")),
         "Service endpoints as NAME=ENDPOINT (repeat, or comma-separated in the env variable).",
     )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")

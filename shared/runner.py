@@ -96,12 +96,13 @@ class Runner:
         #: instance's requests wait for it, so none is judged against the ghosts.
         self._replacing: dict[str, asyncio.Task[None]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
-        self._known_events = {event for (_, _, event) in service._routes}
+        routes = service.routes()
+        self._known_events = {route.event for route in routes}
         self.ready = asyncio.Event()
         #: A stateful service (one with a SYNC route) answers nothing from a gateway whose
         #: sockets it does not know yet: such requests get ``resync`` and come back after
         #: that gateway's SYNC, so no request is judged against half-rebuilt state.
-        self.stateful = any(kind == RequestKind.SYNC for (kind, _, _) in service._routes)
+        self.stateful = any(route.kind == RequestKind.SYNC for route in routes)
         self.synced: set[str] = set()
         self._timers: dict[tuple[str, str, str], Any] = {}
         self._expired = EXPIRED.labels(service.name)

@@ -113,12 +113,16 @@ class Service:
         #: Live gateways and their last reported status (kept up to date by the runner).
         self.gateways: dict[str, GatewayStatus] = {}
 
-    def info(self) -> ServiceInfo:
-        routes = tuple(
-            Route(kind, ns, event, self._priorities[(kind, ns, event)])
-            for (kind, ns, event) in self._routes
+    @classmethod
+    def routes(cls) -> tuple[Route, ...]:
+        """Everything the service's decorators registered, with priorities."""
+        return tuple(
+            Route(kind, ns, event, cls._priorities[(kind, ns, event)])
+            for (kind, ns, event) in cls._routes
         )
-        return ServiceInfo(self.name, self.instance, routes)
+
+    def info(self) -> ServiceInfo:
+        return ServiceInfo(self.name, self.instance, self.routes())
 
     def handler_for(self, request: Request) -> BoundHandler | None:
         """The bound handler for a request, trying the exact namespace then ``*``."""

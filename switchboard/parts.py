@@ -16,6 +16,7 @@ import zmq.asyncio
 from switchboard.broker.broker import Broker, BrokerConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.server import run as run_gateway_async
+from switchboard.shared import ports
 from switchboard.shared.config import setting
 from switchboard.shared.metrics import serve_metrics
 from switchboard.shared.process import run_until_signal, tune_gc
@@ -23,13 +24,7 @@ from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.runner import RunnerConfig, serve
 
 #: Services `switchboard service NAME` knows, with their default request ports.
-SERVICES: dict[str, int] = {
-    "auth": 5560,
-    "moderation": 5561,
-    "room": 5562,
-    "game": 5563,
-    "conformance": 5569,
-}
+SERVICES = ports.SERVICES
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,7 @@ class ServiceRuntime:
 
     bind: str = setting("", "ROUTER endpoint to bind (default tcp://127.0.0.1:<service port>).")
     broker_pub: str = setting(
-        "tcp://127.0.0.1:5550", "Broker endpoint to publish to (its XSUB side)."
+        ports.local(ports.BROKER_PUBLISH), "Broker endpoint to publish to (its XSUB side)."
     )
     gateway_timeout: float = setting(
         5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
@@ -77,7 +72,7 @@ def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
     module = service_module(name)
     if not runtime.bind and name not in SERVICES:
         raise ValueError(f"--bind is required for service {name}")
-    bind = runtime.bind or f"tcp://127.0.0.1:{SERVICES[name]}"
+    bind = runtime.bind or ports.local(SERVICES[name])
 
     async def main(stop: asyncio.Event) -> None:
         serve_metrics(runtime.metrics_port, runtime.metrics_host)

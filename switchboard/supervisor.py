@@ -19,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from switchboard.shared import ports
 from switchboard.shared.config import setting
 from switchboard.shared.tokens import DEFAULT_SECRET
 
@@ -30,13 +31,15 @@ PREFIX_COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
 @dataclass(frozen=True)
 class UpConfig:
     host: str = setting("127.0.0.1", "Address the gateways listen on.")
-    port: int = setting(3000, "Port of the first gateway; others use the next ports.")
+    port: int = setting(ports.GATEWAY_HTTP,
+                        "Port of the first gateway; others use the next ports.")
     gateways: int = setting(1, "Number of gateways.")
     conformance: bool = setting(
         False, "Run the configuration the official Socket.IO protocol test suite expects."
     )
     internal_port: int = setting(
-        5550, "First loopback port for the broker and services (uses the next 20)."
+        ports.BROKER_PUBLISH,
+        "First loopback port for the broker and services (uses the next 20)."
     )
     data_dir: str = setting("var", "Directory for SQLite files.")
     jwt_secret: str = setting(

@@ -7,9 +7,9 @@ the event loop; reads happen once, at start, after which the service answers fro
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
+
+from switchboard.shared.sqlite import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -55,14 +55,8 @@ class ModerationStore:
     """The SQLite file behind bans and mutes (``:memory:`` works too, for throwaway use)."""
 
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: every statement is its own transaction; there are no multi-step writes.
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=2000")
-        self.db.executescript(SCHEMA)
+        # Every statement is its own transaction: there are no multi-step writes.
+        self.db = open_database(path, SCHEMA)
 
     def active_bans(self, now: float) -> dict[str, Ban]:
         """Bans still in force (ended ones are deleted on the way)."""

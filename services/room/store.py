@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
+
+from switchboard.shared.sqlite import open_database
 
 from .model import Message, Room
 
@@ -56,14 +57,7 @@ class Store:
     """Rooms and messages in one SQLite file."""
 
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across application crashes in WAL mode; only an OS crash may
-        # lose the last transactions, an acceptable price for chat history.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_database(path, _SCHEMA)
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         #: The open group commit's outcome, or None when no transaction is open.
         self._batch: asyncio.Future[None] | None = None
