@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import REGISTRY
 
-from switchboard.shared import runner, topics
+from switchboard.shared import dispatch, topics
 from switchboard.shared.envelope import Reply, Request, RequestKind, fail, reply_to
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import Publisher
@@ -149,7 +149,7 @@ async def test_a_request_its_gateway_gave_up_on_is_dropped_unhandled() -> None:
             try:
                 s = gw.session()
                 before = _expired_total()
-                stale = time.time() - runner.EXPIRY_GRACE - 5.0
+                stale = time.time() - dispatch.EXPIRY_GRACE - 5.0
                 dealer_request = Request(kind=RequestKind.EVENT, id=10_000, gateway=gw.id,
                                          session=s, event="count", deadline=stale)
                 gw.connect(cfg.bind)

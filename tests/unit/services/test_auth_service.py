@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from switchboard.services.auth import AuthService, Config, create, issue_token
-from switchboard.shared.envelope import Reply, Request, RequestKind, Session
+from switchboard.shared.envelope import Reply, RequestKind, Session
 from switchboard.shared.errors import ConfigError
 from switchboard.shared.publisher import MemoryPublisher
+from switchboard.shared.testing import ServiceHarness
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 SECRET = "a-test-secret-that-is-32-bytes-long!"
@@ -38,12 +39,7 @@ async def connect(svc: AuthService, ns: str = "/", token: Any = None,
     if auth is None:
         auth = {} if token is None else {"token": token}
     headers = {} if header is None else {"authorization": header}
-    request = Request(RequestKind.CONNECT, 1, "gw1", session(ns), auth=auth, headers=headers)
-    handler = svc.handler_for(request)
-    assert handler is not None
-    reply = await handler(request)
-    assert reply is not None
-    return reply
+    return await ServiceHarness(svc).connect(session(ns), auth, headers)
 
 
 def token(role: str = "user", **kw: Any) -> str:

@@ -20,6 +20,7 @@ from switchboard.shared.envelope import (
     SocketState,
 )
 from switchboard.shared.publisher import MemoryPublisher
+from switchboard.shared.testing import ServiceHarness
 
 NS = "/game"
 ROOM = topics.room(NS, "game:g1")
@@ -43,19 +44,17 @@ def request(kind: RequestKind, session: Session, event: str = "", *args: Any) ->
                    args=list(args))
 
 
-class Harness:
+class Harness(ServiceHarness[GameService]):
+    """The game service through the real dispatch, with this file's conveniences."""
+
     def __init__(self, **config: Any) -> None:
         self.pub = MemoryPublisher()
         self.clock = Clock()
         self.game = GameService(self.pub, Config(**config), clock=self.clock)
+        super().__init__(self.game)
 
     async def send(self, session: Session, event: str, *args: Any) -> Reply:
-        req = request(RequestKind.EVENT, session, event, *args)
-        handler = self.game.handler_for(req)
-        assert handler is not None, event
-        reply = await handler(req)
-        assert reply is not None
-        return reply
+        return await self.event(session, event, *args)
 
     async def join(self, session: Session, game_id: Any = "g1") -> Reply:
         return await self.send(session, "join game", game_id)
@@ -63,8 +62,6 @@ class Harness:
     async def act(self, session: Session, **payload: Any) -> Reply:
         return await self.send(session, "game action", {"gameId": "g1", **payload})
 
-    async def disconnect(self, session: Session) -> None:
-        await self.game.disconnect(request(RequestKind.DISCONNECT, session))
 
     def take(self) -> list[tuple[bytes, Publication]]:
         out, self.pub.published = self.pub.published, []

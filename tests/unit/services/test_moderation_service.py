@@ -1,4 +1,5 @@
-"""ModerationService handlers, called directly: limits, bans, mutes, admin actions."""
+"""ModerationService handlers through the real dispatch: limits, bans, mutes, admin
+actions."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from prometheus_client import REGISTRY
 from switchboard.services.moderation import Config, ModerationService, SlidingWindow, create
 from switchboard.services.moderation.service import client_key
 from switchboard.shared import topics
-from switchboard.shared.envelope import PubKind, Reply, Request, RequestKind, Session
+from switchboard.shared.envelope import PubKind, Reply, RequestKind, Session
 from switchboard.shared.publisher import MemoryPublisher
+from switchboard.shared.testing import ServiceHarness
 
 
 class Clock:
@@ -43,11 +45,8 @@ def session(n: int = 1, ns: str = "/", user: str | None = "u1", role: str | None
 
 async def run(svc: ModerationService, kind: RequestKind, sess: Session, event: str = "",
               args: list[Any] | None = None) -> Reply:
-    request = Request(kind, 1, "gw1", sess, event=event, args=args or [])
-    handler = svc.handler_for(request)
-    assert handler is not None, (kind, sess.ns, event)
-    reply = await handler(request)
-    return reply if reply is not None else Reply(request.id)
+    """Through the real dispatch (a ClientError is a failed reply, as in production)."""
+    return await ServiceHarness(svc).request(kind, session=sess, event=event, args=args or [])
 
 
 async def event(svc: ModerationService, sess: Session, name: str, *args: Any) -> Reply:

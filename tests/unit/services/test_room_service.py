@@ -8,7 +8,6 @@ persistence across restarts. No sleeps: time is a fake clock.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,13 +25,13 @@ from switchboard.shared.envelope import (
     PubKind,
     Publication,
     Reply,
-    Request,
     RequestKind,
     Session,
     SocketState,
 )
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import MemoryPublisher
+from switchboard.shared.testing import ServiceHarness
 
 #: argon2 at its cheapest: the tests exercise the logic, not the cost.
 FAST_PASSWORDS: dict[str, Any] = {
@@ -79,46 +78,18 @@ def session(
     )
 
 
-class Harness:
-    """Calls handlers the way the runner does (ClientError → failed reply), no sockets."""
+class Harness(ServiceHarness[RoomService]):
+    """The room service through the real dispatch (:mod:`switchboard.shared.testing`), plus
+    the room conveniences of these tests."""
 
     def __init__(self, service: RoomService, publisher: MemoryPublisher, clock: FakeClock):
-        self.service = service
+        super().__init__(service)
         self.pub = publisher
         self.clock = clock
-        self._ids = itertools.count(1)
 
-    async def call(self, **fields: Any) -> Reply:
-        request = Request(id=next(self._ids), **fields)
-        handler = self.service.handler_for(request)
-        assert handler is not None, f"no handler for {request.kind.name} {request.event!r}"
-        try:
-            reply = await handler(request)
-        except ClientError as exc:
-            return Reply(request.id, ok=False, error=exc.message)
-        return reply if reply is not None else Reply(request.id)
-
-    async def connect(self, s: Session) -> Reply:
-        return await self.call(kind=RequestKind.CONNECT, gateway=s.gateway, session=s, auth={})
-
-    async def disconnect(self, s: Session) -> Reply:
-        return await self.call(kind=RequestKind.DISCONNECT, gateway=s.gateway, session=s)
-
-    async def emit(self, s: Session, event: str, *args: Any) -> Reply:
-        return await self.call(kind=RequestKind.EVENT, gateway=s.gateway, session=s,
-                               event=event, args=list(args))
-
-    async def sync(self, gateway: str, *states: tuple[Session, tuple[str, ...]]) -> Reply:
-        sockets = tuple(SocketState(s, rooms) for s, rooms in states)
-        return await self.call(kind=RequestKind.SYNC, gateway=gateway, sockets=sockets)
-
-    async def ok(self, s: Session, event: str, *args: Any) -> dict[str, Any]:
-        """Emit an event that must succeed; its ack object."""
-        reply = await self.emit(s, event, *args)
-        assert reply.ok, reply.error
-        assert reply.ack is not None and len(reply.ack) == 1
-        ack: dict[str, Any] = reply.ack[0]
-        return ack
+    async def sync_states(self, gateway: str, *states: tuple[Session, tuple[str, ...]]
+                          ) -> Reply:
+        return await self.sync(gateway, (SocketState(s, rooms) for s, rooms in states))
 
     async def create(self, s: Session, room_id: str, **fields: Any) -> None:
         ack = await self.ok(s, "create room", {"roomId": room_id, "roomName": f"Room {room_id}",
@@ -129,7 +100,7 @@ class Harness:
         payload: dict[str, Any] = {"roomId": room_id}
         if password is not None:
             payload["password"] = password
-        return await self.emit(s, "join room", payload)
+        return await self.event(s, "join room", payload)
 
     def published(self, event: str | None = None) -> list[tuple[bytes, Publication]]:
         return [(topic, p) for topic, p in self.pub.published
@@ -325,7 +296,7 @@ async def test_create_room_public_and_private(h: Harness) -> None:
 async def test_create_room_refusals(h: Harness, payload: Any, error: str) -> None:
     a = session(1)
     await h.create(a, "lobby")
-    reply = await h.emit(a, "create room", payload)
+    reply = await h.event(a, "create room", payload)
     assert (reply.ok, reply.error) == (False, error)
     assert set(h.service.rooms) == {"lobby"}
 
@@ -341,7 +312,7 @@ async def test_create_room_accepts_integral_float_and_ignores_public_password(
 async def test_concurrent_creates_of_one_private_room_make_one(h: Harness) -> None:
     a = session(1)
     payload = {"roomId": "x", "roomName": "X", "isPrivate": True, "password": "pw"}
-    replies = await asyncio.gather(*(h.emit(a, "create room", payload) for _ in range(10)))
+    replies = await asyncio.gather(*(h.event(a, "create room", payload) for _ in range(10)))
     assert sum(r.ok for r in replies) == 1
     assert {r.error for r in replies if not r.ok} == {"room already exists"}
 
@@ -383,7 +354,7 @@ async def test_join_room_twice_is_idempotent(h: Harness) -> None:
 
 async def test_join_accepts_a_bare_room_id(h: Harness) -> None:
     await h.create(session(1), "lobby")
-    assert (await h.emit(session(2), "join room", "lobby")).ok
+    assert (await h.event(session(2), "join room", "lobby")).ok
 
 
 @pytest.mark.parametrize(
@@ -419,7 +390,7 @@ async def test_join_private_room_with_password(h: Harness) -> None:
 
 @pytest.mark.parametrize("args", [[], [42], [{"roomId": 1}], [{"roomId": "x", "password": 7}]])
 async def test_join_room_bad_types(h: Harness, args: list[Any]) -> None:
-    reply = await h.emit(session(1), "join room", *args)
+    reply = await h.event(session(1), "join room", *args)
     assert not reply.ok and reply.error is not None
     assert reply.error.startswith(("expected an object", "roomId:", "password:"))
 
@@ -453,23 +424,23 @@ async def test_leave_room(h: Harness) -> None:
     await h.join(a, "lobby")
     await h.join(b, "lobby")
     h.clear()
-    reply = await h.emit(b, "leave room", "lobby")
+    reply = await h.event(b, "leave room", "lobby")
     assert reply.ok and reply.ack == [{"success": True, "roomId": "lobby"}]
     assert reply.leaves == ("lobby",)
     [(topic, pub)] = h.published("user left")
     assert topic == topics.room("/", "lobby")
     assert (pub.args, pub.exclude) == (
         [{"socketId": b.sid, "username": "user2", "roomId": "lobby", "userCount": 1}], (b.sid,))
-    assert (await h.emit(a, "leave room", {"roomId": "lobby"})).ok  # object form too
+    assert (await h.event(a, "leave room", {"roomId": "lobby"})).ok  # object form too
 
 
 async def test_leave_room_refusals(h: Harness) -> None:
     a = session(1)
     await h.create(a, "lobby")
-    assert (await h.emit(a, "leave room", "nowhere")).error == "room not found"
-    assert (await h.emit(a, "leave room", "lobby")).error == "not a member of room lobby"
-    assert (await h.emit(a, "leave room")).error == "roomId: must be a non-empty string"
-    assert (await h.emit(a, "leave room", ["x"])).error == "roomId: must be a non-empty string"
+    assert (await h.event(a, "leave room", "nowhere")).error == "room not found"
+    assert (await h.event(a, "leave room", "lobby")).error == "not a member of room lobby"
+    assert (await h.event(a, "leave room")).error == "roomId: must be a non-empty string"
+    assert (await h.event(a, "leave room", ["x"])).error == "roomId: must be a non-empty string"
 
 
 async def test_last_member_leaving_deletes_room_and_its_history(h: Harness) -> None:
@@ -520,7 +491,7 @@ async def test_get_rooms_lists_public_rooms_and_emits_room_list(h: Harness) -> N
     await h.create(a, "a-room")
     await h.create(a, "vault", isPrivate=True, password="pw")
     await h.join(a, "b-room")
-    reply = await h.emit(a, "get rooms")
+    reply = await h.event(a, "get rooms")
     listing = {"success": True, "rooms": [
         {"id": "b-room", "name": "Room b-room", "userCount": 1, "maxUsers": 3,
          "createdAt": "2023-11-14T22:13:20.000Z"},
@@ -540,15 +511,15 @@ async def test_get_room_info(h: Harness) -> None:
     info = {"id": "lobby", "name": "Room lobby", "userCount": 1, "maxUsers": 9,
             "createdAt": "2023-11-14T22:13:20.000Z", "isPrivate": False,
             "users": [{"id": "u1", "username": "user1", "socketId": a.sid}]}
-    reply = await h.emit(b, "get room info", "lobby")
+    reply = await h.event(b, "get room info", "lobby")
     assert reply.ack == [info]
     assert [(e.event, e.args) for e in reply.emits] == [("room info", [info])]
-    assert (await h.emit(b, "get room info", {"roomId": "nowhere"})).ack == [None]
-    hidden = (await h.emit(b, "get room info", "vault")).ack
+    assert (await h.event(b, "get room info", {"roomId": "nowhere"})).ack == [None]
+    hidden = (await h.event(b, "get room info", "vault")).ack
     assert hidden is not None and hidden[0]["userCount"] == 1 and hidden[0]["users"] == []
-    shown = (await h.emit(a, "get room info", "vault")).ack
+    shown = (await h.event(a, "get room info", "vault")).ack
     assert shown is not None and [u["socketId"] for u in shown[0]["users"]] == [a.sid]
-    assert (await h.emit(b, "get room info", 3)).error == "roomId: must be a non-empty string"
+    assert (await h.event(b, "get room info", 3)).error == "roomId: must be a non-empty string"
 
 
 # -- messages in / ----------------------------------------------------------------------------
@@ -573,9 +544,9 @@ async def test_chat_message_to_room_members_only(h: Harness) -> None:
     assert topic == topics.room("/", "lobby") and pub.exclude == (a.sid,)
     assert pub.args[0]["id"] == ack["messageId"]
     assert (pub.args[0]["roomId"], pub.args[0]["type"]) == ("lobby", "image")
-    reply = await h.emit(b, "chat message", {"content": "hi", "roomId": "lobby"})
+    reply = await h.event(b, "chat message", {"content": "hi", "roomId": "lobby"})
     assert reply.error == "not a member of room lobby"
-    assert (await h.emit(a, "chat message", {"content": "x", "roomId": "user:u2"})).error == \
+    assert (await h.event(a, "chat message", {"content": "x", "roomId": "user:u2"})).error == \
         "not a member of room user:u2"
     assert len(h.published("chat message")) == 1
 
@@ -592,7 +563,7 @@ async def test_chat_message_to_room_members_only(h: Harness) -> None:
     ],
 )
 async def test_chat_message_bad_payloads(h: Harness, args: list[Any], error: str) -> None:
-    reply = await h.emit(session(1), "chat message", *args)
+    reply = await h.event(session(1), "chat message", *args)
     assert (reply.ok, reply.error) == (False, error)
     assert h.pub.published == []
 
@@ -609,9 +580,9 @@ async def test_room_message(h: Harness) -> None:
     assert topic == topics.room("/", "lobby") and pub.exclude == (a.sid,)
     assert pub.args == [{"from": "u1", "username": "user1", "message": "yo", "roomId": "lobby",
                          "timestamp": "2023-11-14T22:13:20.250Z"}]
-    reply = await h.emit(b, "room message", {"roomId": "lobby", "message": "hi"})
+    reply = await h.event(b, "room message", {"roomId": "lobby", "message": "hi"})
     assert reply.error == "not a member of room lobby"
-    reply = await h.emit(a, "room message", {"roomId": "lobby"})
+    reply = await h.event(a, "room message", {"roomId": "lobby"})
     assert reply.error == "message: must be a non-empty string"
 
 
@@ -632,11 +603,11 @@ async def test_private_message(h: Harness) -> None:
 async def test_private_message_to_offline_user(h: Harness) -> None:
     a = session(1)
     await connected(h, a, session(2, user="carol", ns="/chat"))  # online, but not in "/"
-    reply = await h.emit(a, "private message", {"to": "carol", "content": "psst"})
+    reply = await h.event(a, "private message", {"to": "carol", "content": "psst"})
     assert (reply.ok, reply.error) == (False, "user not online")
     assert h.published("private message") == []
     assert h.service.store.messages_count() == 0
-    reply = await h.emit(a, "private message", {"content": "psst"})
+    reply = await h.event(a, "private message", {"content": "psst"})
     assert reply.error == "to: must be a non-empty string"
 
 
@@ -645,32 +616,32 @@ async def test_set_username(h: Harness) -> None:
     await connected(h, a)
     await h.create(a, "lobby")
     await h.join(a, "lobby")
-    reply = await h.emit(a, "set username", "Zed")
+    reply = await h.event(a, "set username", "Zed")
     assert reply.ok and reply.ack == [{"success": True, "username": "Zed"}]
     assert reply.session == Session(a.sid, "/", "gw1", "127.0.0.1", "u1", "Zed", "user",
                                     a.connected_at)
     users = (await h.ok(a, "get online users"))["users"]
     assert users == [{"id": "u1", "username": "Zed", "socketId": a.sid}]
-    info = (await h.emit(a, "get room info", "lobby")).ack
+    info = (await h.event(a, "get room info", "lobby")).ack
     assert info is not None and info[0]["users"][0]["username"] == "Zed"
     for bad in ([], [""], [7]):
-        assert (await h.emit(a, "set username", *bad)).error == \
+        assert (await h.event(a, "set username", *bad)).error == \
             "username: must be a non-empty string"
 
 
 async def test_user_info_renames_and_keeps_the_avatar_in_the_session(h: Harness) -> None:
     a = session(1)
     await connected(h, a)
-    reply = await h.emit(a, "user info", {"username": "Alice", "avatar": "avatar-url"})
+    reply = await h.event(a, "user info", {"username": "Alice", "avatar": "avatar-url"})
     assert reply.ok and reply.ack == [{"success": True, "username": "Alice",
                                        "avatar": "avatar-url"}]
     assert reply.session is not None
     assert (reply.session.username, reply.session.avatar) == ("Alice", "avatar-url")
     users = (await h.ok(a, "get online users"))["users"]
     assert users == [{"id": "u1", "username": "Alice", "socketId": a.sid}]
-    plain = await h.emit(a, "user info", {"username": "Al"})
+    plain = await h.event(a, "user info", {"username": "Al"})
     assert plain.ack == [{"success": True, "username": "Al"}]
-    assert (await h.emit(a, "user info", 7)).error == \
+    assert (await h.event(a, "user info", 7)).error == \
         "payload: must be an object {username, avatar?}"
 
 
@@ -737,13 +708,13 @@ async def test_history_refusals(h: Harness, payload: dict[str, Any], error: str)
     a = session(1)
     await h.create(a, "lobby")
     await h.join(a, "lobby")
-    assert (await h.emit(a, "get history", payload)).error == error
+    assert (await h.event(a, "get history", payload)).error == error
 
 
 async def test_history_is_for_members_only(h: Harness) -> None:
     a = session(1)
     await h.create(a, "lobby")
-    assert (await h.emit(session(2), "get history", {"roomId": "lobby"})).error == \
+    assert (await h.event(session(2), "get history", {"roomId": "lobby"})).error == \
         "not a member of room lobby"
 
 
@@ -759,7 +730,7 @@ async def test_chat_namespace_chat_message(h: Harness) -> None:
     await h.ok(a, "chat message", {"content": "hey", "roomId": "team"})
     [(topic, pub)] = h.published("chat message")
     assert topic == topics.room("/chat", "team") and pub.exclude == (a.sid,)
-    reply = await h.emit(a, "chat message", {"content": "x", "roomId": "user:u2"})
+    reply = await h.event(a, "chat message", {"content": "x", "roomId": "user:u2"})
     assert reply.error == "roomId: user rooms are reserved; use private message"
     stored = h.service.store.history("/chat", "team", 10)
     assert [(m.namespace, m.content) for m in stored] == [("/chat", "hey")]
@@ -767,7 +738,7 @@ async def test_chat_namespace_chat_message(h: Harness) -> None:
 
 async def test_chat_namespace_private_message(h: Harness) -> None:
     a = session(1, ns="/chat")
-    reply = await h.emit(a, "private message", {"to": "u9", "content": "secret"})
+    reply = await h.event(a, "private message", {"to": "u9", "content": "secret"})
     assert reply.ok and reply.ack is not None
     message_id = reply.ack[0]["messageId"]
     assert reply.ack == [{"success": True, "messageId": message_id}]
@@ -777,7 +748,7 @@ async def test_chat_namespace_private_message(h: Harness) -> None:
     assert topic == topics.room("/chat", "user:u9") and pub.ns == "/chat"
     assert pub.args == [{"id": message_id, "from": "u1", "to": "u9", "content": "secret",
                          "type": "private", "timestamp": "2023-11-14T22:13:20.000Z"}]
-    assert (await h.emit(a, "private message", {"to": "u9"})).error == \
+    assert (await h.event(a, "private message", {"to": "u9"})).error == \
         "content: must be a non-empty string"
 
 
@@ -794,7 +765,7 @@ async def test_admin_stats(h: Harness) -> None:
                                                          "/admin": 1})
     h.service.gateways["gw2"] = GatewayStatus(T0 - 2.5, {"/": 1, "/game": 1})
     h.clock.advance(10)
-    reply = await h.emit(session(6, ns="/admin"), "get stats")
+    reply = await h.event(session(6, ns="/admin"), "get stats")
     stats = {
         "totalConnections": 6,
         "mainConnections": 2,
@@ -824,7 +795,7 @@ async def test_admin_broadcast(h: Harness) -> None:
     assert topic == topics.namespace("/") and pub.ns == "/" and pub.exclude == ()
     assert pub.args == [{"type": "announcement", "content": "maintenance at 5",
                          "from": "system", "timestamp": "2023-11-14T22:13:20.000Z"}]
-    assert (await h.emit(admin, "broadcast message", {"message": ""})).error == \
+    assert (await h.event(admin, "broadcast message", {"message": ""})).error == \
         "message: must be a non-empty string"
 
 
@@ -851,7 +822,7 @@ async def test_sync_rebuilds_registry_and_membership_after_restart(
         assert set(after.rooms) == {"lobby", "vault"}
         assert after.rooms["vault"].password_hash is not None
         assert len(after.registry) == 0 and after.membership.count("lobby") == 0
-        reply = await h2.sync("gw1", (a, ("user:u1", "lobby")), (b, ("lobby", "gone-room")),
+        reply = await h2.sync_states("gw1", (a, ("user:u1", "lobby")), (b, ("lobby", "gone-room")),
                               (c, ("game:1",)))
         assert reply.ok and pub2.published == []  # silent: clients already know all this
         assert len(after.registry) == 3 and after.registry.is_online("/", "u2")
@@ -863,7 +834,7 @@ async def test_sync_rebuilds_registry_and_membership_after_restart(
         assert (await h2.join(session(5), "vault", "no")).error == "wrong password"
         pub2.published.clear()
         # a second SYNC in which b is gone and a left the room: both depart with notices
-        await h2.sync("gw1", (a, ("user:u1",)), (c, ("game:1",)), (session(4), ("vault",)))
+        await h2.sync_states("gw1", (a, ("user:u1",)), (c, ("game:1",)), (session(4), ("vault",)))
         assert b.sid not in after.registry
         assert "lobby" not in after.rooms  # its members are gone: deleted
         assert [p.args[0]["userId"] for _, p in h2.published("user offline")] == ["u2"]
@@ -936,7 +907,7 @@ async def test_wrong_arguments_never_crash_any_handler(h: Harness) -> None:
         s = session(1, ns=ns)
         for name in names:
             for args in weird:
-                reply = await h.emit(s, name, *args)  # raises on a non-ClientError exception
+                reply = await h.event(s, name, *args)  # raises on a non-ClientError exception
                 assert reply.ok or reply.error, (ns, name, args)
 
 
@@ -978,7 +949,7 @@ async def test_sockets_of_a_lost_gateway_that_comes_back_are_announced_again(h: 
     await h.join(b, "lobby")
     await h.service.gateway_lost("gw1")
     h.clear()
-    await h.sync("gw1", (a, ("lobby",)))
+    await h.sync_states("gw1", (a, ("lobby",)))
     online = [p.args[0] for _, p in h.published("user online")]
     assert [n["userId"] for n in online] == ["u1"]
     joined = [p.args[0] for _, p in h.published("user joined")]
@@ -986,7 +957,7 @@ async def test_sockets_of_a_lost_gateway_that_comes_back_are_announced_again(h: 
         (a.sid, "lobby", 2)]
     # A plain resync (e.g. after this service restarted) stays silent.
     h.clear()
-    await h.sync("gw1", (a, ("lobby",)))
+    await h.sync_states("gw1", (a, ("lobby",)))
     assert h.published("user online") == [] and h.published("user joined") == []
 
 
@@ -1003,8 +974,7 @@ async def test_get_sockets_lists_every_socket_with_its_transport(h: Harness) -> 
     assert set(by_sid[a.sid]) == {"socketId", "ns", "gateway", "userId", "username",
                                   "transport", "connectedAt"}
     # The connection upgraded: the gateway says so with an UPDATE.
-    reply = await h.call(kind=RequestKind.UPDATE, gateway="gw1",
-                         session=replace(a, transport="websocket"))
+    reply = await h.update(replace(a, transport="websocket"))
     assert reply.ok
     ack = await h.ok(admin, "get sockets")
     assert {s["socketId"]: s["transport"] for s in ack["sockets"]}[a.sid] == "websocket"
