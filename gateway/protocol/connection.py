@@ -11,11 +11,15 @@ The I/O layer owns the WebSocket and the clock; this object owns the protocol::
         send(conn.data_to_send())
         if conn.closed: close the WebSocket
 
-Namespace life cycle (per namespace)::
+Namespace life cycle (per namespace, :data:`NS_TRANSITIONS`)::
 
     absent --client CONNECT--> pending --accept()--> connected
                                   \\--refuse()--> absent      (CONNECT_ERROR sent)
     connected --client DISCONNECT / disconnect()--> absent
+
+A step the table does not allow is the client's fault when the client took it (a second
+CONNECT: :class:`~.errors.DecodeError`, the connection is closed) and a bug when the server
+did (accepting a namespace nobody asked for: :class:`~.errors.NotConnected`).
 
 Leaving the last namespace does not close the Engine.IO connection (as in the
 reference server: the client may connect again).
@@ -40,13 +44,15 @@ asynchronous code and must not raise).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from .engineio import encode_open
+from .engineio import EioType, encode_open, packet_type
 from .errors import DecodeError, NotConnected, PayloadTooLarge, ProtocolError
 from .socketio import Decoder, Packet, PacketType, encode_event_frames, encode_frames
 
 __all__ = [
+    "NS_TRANSITIONS",
     "AckReceived",
     "Closed",
     "ConnectRequested",
@@ -55,7 +61,38 @@ __all__ = [
     "DisconnectRequested",
     "Event",
     "EventReceived",
+    "NsState",
+    "NsStep",
 ]
+
+
+class NsState(Enum):
+    """Where a namespace of a connection stands (absent ones are simply not recorded)."""
+
+    ABSENT = "absent"
+    PENDING = "pending"
+    CONNECTED = "connected"
+
+
+class NsStep(Enum):
+    CONNECT = "the client sent CONNECT"
+    ACCEPT = "the server accepted"
+    REFUSE = "the server refused"
+    LEAVE = "the client sent DISCONNECT"
+    KICK = "the server disconnected it"
+
+
+_A, _P, _C = NsState.ABSENT, NsState.PENDING, NsState.CONNECTED
+#: Every allowed step; anything else is refused (see :meth:`Connection._step`).
+NS_TRANSITIONS: dict[tuple[NsState, NsStep], NsState] = {
+    (_A, NsStep.CONNECT): _P,
+    (_P, NsStep.ACCEPT): _C,
+    (_P, NsStep.REFUSE): _A,
+    (_C, NsStep.LEAVE): _A,
+    (_C, NsStep.KICK): _A,
+}
+#: Steps the client takes (an illegal one is a remote protocol error).
+_REMOTE_STEPS = frozenset({NsStep.CONNECT, NsStep.LEAVE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +173,7 @@ class Connection:
     """Protocol state of one client WebSocket (see the module docstring)."""
 
     # Tens of thousands of these live at once: no __dict__, the namespace states share
-    # one dict (True = connected, False = pending) and timers are plain floats.
+    # one dict (absent ones have no entry) and timers are plain floats.
     __slots__ = (
         "_closed",
         "_config",
@@ -163,7 +200,7 @@ class Connection:
         self._sid = sid
         self._config = config
         self._decoder = Decoder(config.max_attachments, config.max_payload)
-        self._namespaces: dict[str, bool] = {}
+        self._namespaces: dict[str, NsState] = {}
         self._outgoing: list[str | bytes] = [
             encode_open(
                 sid, _ms(config.ping_interval), _ms(config.ping_timeout), config.max_payload,
@@ -193,16 +230,19 @@ class Connection:
     @property
     def namespaces(self) -> frozenset[str]:
         """Connected (accepted) namespaces.  Kept as-is once closed, for cleanup."""
-        return frozenset(ns for ns, connected in self._namespaces.items() if connected)
+        return frozenset(ns for ns, st in self._namespaces.items() if st is NsState.CONNECTED)
 
     @property
     def pending(self) -> frozenset[str]:
         """Namespaces whose CONNECT awaits accept() or refuse()."""
-        return frozenset(ns for ns, connected in self._namespaces.items() if not connected)
+        return frozenset(ns for ns, st in self._namespaces.items() if st is NsState.PENDING)
 
     def is_connected(self, namespace: str) -> bool:
         """Cheaper than ``namespace in conn.namespaces``."""
-        return self._namespaces.get(namespace) is True
+        return self._namespaces.get(namespace) is NsState.CONNECTED
+
+    def state(self, namespace: str) -> NsState:
+        return self._namespaces.get(namespace, NsState.ABSENT)
 
     # ------------------------------------------------------------------- input
 
@@ -233,44 +273,36 @@ class Connection:
             and len(data.encode("utf-8", "surrogatepass")) > limit
         ):
             raise PayloadTooLarge("frame too large")
-        if not size:
-            raise DecodeError("empty Engine.IO packet")
-        kind = data[0]
-        if kind == "4":
+        kind = packet_type(data)
+        if kind is EioType.MESSAGE:
             packet = self._decoder.feed_text(data[1:])
             return [] if packet is None else self._on_packet(packet)
-        if kind == "3":
+        if kind is EioType.PONG:
             # Unsolicited pongs are harmless and must not postpone the next ping.
             if self._pong_deadline is not None:
                 self._pong_deadline = None
                 self._ping_at = now + self._config.ping_interval
             return []
-        if kind == "2":
+        if kind is EioType.PING:
             self._outgoing.append("3" + data[1:])
             return []
-        if kind == "1":
+        if kind is EioType.CLOSE:
             self._mark_closed()
             return [Closed("client close", False)]
-        if kind == "6":
+        if kind is EioType.NOOP:
             return []
-        if kind == "0" or kind == "5":
-            raise DecodeError("unexpected Engine.IO packet from client")
-        raise DecodeError("unknown Engine.IO packet type")
+        raise DecodeError("unexpected Engine.IO packet from client")  # OPEN, UPGRADE
 
     def _on_packet(self, packet: Packet) -> list[Event]:
         namespace = packet.namespace
         state = self._namespaces.get(namespace)
         ptype = packet.type
         if ptype is PacketType.CONNECT:
-            if state is not None:
-                raise DecodeError(
-                    "namespace already connected" if state else "namespace connection pending"
-                )
-            if len(self._namespaces) >= self._config.max_namespaces:
+            if len(self._namespaces) >= self._config.max_namespaces and state is None:
                 raise PayloadTooLarge("too many namespaces")
-            self._namespaces[namespace] = False
+            self._step(namespace, NsStep.CONNECT)
             return [ConnectRequested(namespace, packet.data if packet.data is not None else {})]
-        if state is not True:
+        if state is not NsState.CONNECTED:
             # A client may still be emitting right after a refusal or a server-side
             # disconnect; dropping is friendlier than killing its other namespaces.
             return []
@@ -281,7 +313,7 @@ class Connection:
             assert packet.id is not None  # the decoder requires it
             return [AckReceived(namespace, packet.id, packet.data)]
         # DISCONNECT (CONNECT_ERROR is rejected by the server-side decoder)
-        del self._namespaces[namespace]
+        self._step(namespace, NsStep.LEAVE)
         return [DisconnectRequested(namespace)]
 
     def tick(self, now: float) -> list[Event]:
@@ -324,9 +356,7 @@ class Connection:
         """Accept a pending namespace: queues ``40[/ns,]{"sid":…}``."""
         if self._closed:
             return
-        if self._namespaces.get(namespace) is not False:
-            raise NotConnected("namespace not pending")
-        self._namespaces[namespace] = True
+        self._step(namespace, NsStep.ACCEPT)
         self._connect_deadline = None
         self._outgoing.extend(encode_frames(Packet(PacketType.CONNECT, namespace, {"sid": sid})))
 
@@ -334,9 +364,7 @@ class Connection:
         """Refuse a pending namespace: queues ``44[/ns,]{"message":…[,"data":…]}``."""
         if self._closed:
             return
-        if self._namespaces.get(namespace) is not False:
-            raise NotConnected("namespace not pending")
-        del self._namespaces[namespace]
+        self._step(namespace, NsStep.REFUSE)
         payload: dict[str, Any] = {"message": message}
         if data is not None:
             payload["data"] = data
@@ -372,8 +400,7 @@ class Connection:
         """Server-side kick from a namespace: queues ``41[/ns,]``."""
         if self._closed:
             return
-        self._require_connected(namespace)
-        del self._namespaces[namespace]
+        self._step(namespace, NsStep.KICK)
         self._outgoing.extend(encode_frames(Packet(PacketType.DISCONNECT, namespace)))
 
     def close(self, reason: str) -> None:
@@ -396,8 +423,23 @@ class Connection:
     # ---------------------------------------------------------------- internals
 
     def _require_connected(self, namespace: str) -> None:
-        if self._namespaces.get(namespace) is not True:
+        if self._namespaces.get(namespace) is not NsState.CONNECTED:
             raise NotConnected("namespace not connected")
+
+    def _step(self, namespace: str, step: NsStep) -> None:
+        """Apply ``step`` to ``namespace`` by :data:`NS_TRANSITIONS`, or refuse it."""
+        state = self._namespaces.get(namespace, NsState.ABSENT)
+        new = NS_TRANSITIONS.get((state, step))
+        if new is None:
+            if step in _REMOTE_STEPS:
+                raise DecodeError("namespace already connected" if state is NsState.CONNECTED
+                                  else "namespace connection pending")
+            raise NotConnected("namespace not pending" if step is not NsStep.KICK
+                               else "namespace not connected")
+        if new is NsState.ABSENT:
+            del self._namespaces[namespace]
+        else:
+            self._namespaces[namespace] = new
 
     def _mark_closed(self) -> None:
         self._closed = True

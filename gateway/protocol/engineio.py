@@ -36,6 +36,7 @@ __all__ = [
     "decode_payload",
     "encode_open",
     "encode_payload",
+    "packet_type",
 ]
 
 #: Joins the packets of a long-polling payload.
@@ -57,6 +58,21 @@ class EioType(IntEnum):
 # Lookup by character is faster than int() + range check and rejects
 # non-ASCII digits such as "٤" that str.isdigit() would accept.
 _TYPE_BY_CHAR: dict[str, EioType] = {str(int(t)): t for t in EioType}
+
+
+
+def packet_type(frame: str) -> EioType:
+    """The type of a text packet (its first character); the one place that reads it.
+
+    Raises :class:`DecodeError` for an empty packet or an unknown type.
+    """
+    if not frame:
+        raise DecodeError("empty Engine.IO packet")
+    ptype = _TYPE_BY_CHAR.get(frame[0])
+    if ptype is None:
+        raise DecodeError("unknown Engine.IO packet type")
+    return ptype
+
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -89,11 +105,7 @@ class EioPacket:
         """Parse one WebSocket frame; raises :class:`DecodeError` if malformed."""
         if not isinstance(frame, str):
             return cls(EioType.MESSAGE, bytes(frame))
-        if not frame:
-            raise DecodeError("empty Engine.IO packet")
-        ptype = _TYPE_BY_CHAR.get(frame[0])
-        if ptype is None:
-            raise DecodeError("unknown Engine.IO packet type")
+        ptype = packet_type(frame)
         rest = frame[1:]
         if ptype is EioType.MESSAGE:
             return cls(ptype, rest)

@@ -43,15 +43,21 @@ from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 
-from .engineio import encode_payload
-from .errors import LocalProtocolError, PollOverlap, TransportMismatch, UpgradeRefused
+from .engineio import EioType, encode_payload, packet_type
+from .errors import (
+    DecodeError,
+    LocalProtocolError,
+    PollOverlap,
+    TransportMismatch,
+    UpgradeRefused,
+)
 
 __all__ = ["Polling", "UpgradeState", "UpgradeStep"]
 
 NOOP = "6"
 CLOSE = "1"
-#: Packet types a client may send but that mean nothing over polling (OPEN, UPGRADE, NOOP).
-_IGNORED = frozenset("056")
+#: Packet types a client may send but that mean nothing over polling.
+_IGNORED = frozenset({EioType.OPEN, EioType.UPGRADE, EioType.NOOP})
 
 
 class UpgradeState(Enum):
@@ -192,9 +198,14 @@ class Polling:
         held = self._held
         for packet in packets:
             if isinstance(packet, str):
-                if packet[0] in _IGNORED:
+                try:
+                    kind = packet_type(packet)
+                except DecodeError:
+                    out.append(packet)  # the connection refuses it, and closes
                     continue
-                message = packet[0] == "4"
+                if kind in _IGNORED:
+                    continue
+                message = kind is EioType.MESSAGE
             else:
                 message = True
             if message and held is not None:

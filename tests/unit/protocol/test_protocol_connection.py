@@ -607,3 +607,17 @@ def test_events_are_frozen() -> None:
     with pytest.raises(AttributeError):
         event.reason = "y"  # type: ignore[misc]
     assert isinstance(event, Event)
+
+
+def test_namespace_transition_table_is_explicit() -> None:
+    from switchboard.gateway.protocol.connection import NS_TRANSITIONS, NsState, NsStep
+
+    assert NS_TRANSITIONS[(NsState.ABSENT, NsStep.CONNECT)] is NsState.PENDING
+    assert NS_TRANSITIONS[(NsState.PENDING, NsStep.ACCEPT)] is NsState.CONNECTED
+    assert (NsState.CONNECTED, NsStep.CONNECT) not in NS_TRANSITIONS
+    assert (NsState.ABSENT, NsStep.ACCEPT) not in NS_TRANSITIONS
+    conn = Connection("s", ConnectionConfig(), 0.0)
+    conn.receive_frame("40", 0.0)
+    assert conn.state("/") is NsState.PENDING
+    conn.accept("/", "s1")
+    assert conn.state("/") is NsState.CONNECTED and conn.state("/x") is NsState.ABSENT
