@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
 from switchboard.gateway import wsframe
-from switchboard.gateway.fanout import NsSocket
 from switchboard.gateway.protocol import Connection
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.transport import WsTransport
+from switchboard.shared.envelope import Session
 
 log = logging.getLogger("switchboard.gateway.client")
 
@@ -37,6 +38,39 @@ log = logging.getLogger("switchboard.gateway.client")
 MAX_INFLIGHT = 256
 #: Seconds a polling session closed by the server waits for the poll that takes its CLOSE.
 CLOSE_TIMEOUT = 30.0
+
+
+@dataclass(eq=False, slots=True)
+class NsSocket:
+    """One Socket.IO socket: a client's membership in one namespace."""
+
+    session: Session
+    client: Client
+    rooms: set[str] = field(default_factory=set)
+    #: False until the CONNECT ack is written: fan-out skips it, so nothing reaches a
+    #: namespace before its CONNECT ack (it is indexed earlier to subscribe in time).
+    live: bool = False
+    #: Server→client acks awaited: ack id → the event the client's ack becomes.
+    acks: dict[int, str] | None = None
+    next_ack: int = 0
+
+    def expect_ack(self, ack_event: str, limit: int = 1000) -> int | None:
+        """Allocate an ack id for an emit whose ack returns as ``ack_event`` (bounded)."""
+        if self.acks is None:
+            self.acks = {}
+        if len(self.acks) >= limit:
+            return None
+        self.next_ack += 1
+        self.acks[self.next_ack] = ack_event
+        return self.next_ack
+
+    @property
+    def sid(self) -> str:
+        return self.session.sid
+
+    @property
+    def ns(self) -> str:
+        return self.session.ns
 
 
 class Responder(Protocol):

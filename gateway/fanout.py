@@ -1,62 +1,36 @@
-"""Local fan-out state: which of this gateway's sockets are in which rooms, and the SUB
-socket whose subscriptions follow that index (a room topic is subscribed while at least one
-local socket is in the room, and only then)."""
+"""Fan-out: the broker's publications delivered to this gateway's sockets.
+
+- :class:`Subscriptions` — the SUB socket, with reference-counted, broker-confirmed topics.
+- :class:`LocalIndex` — which local sockets are in which namespaces and rooms; a room topic
+  is subscribed while at least one local socket is in the room, and only then.
+- :class:`Fanout` — every publication that arrives: EMITs encoded once and written to each
+  member, membership changes, disconnects, and the broker's heartbeat (its liveness).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+import msgpack
 import zmq
 import zmq.asyncio
 
+from switchboard.gateway import metrics as m
+from switchboard.gateway import wsframe
+from switchboard.gateway.client import Client, NsSocket
+from switchboard.gateway.protocol import encode_event_frames
 from switchboard.shared import topics
-from switchboard.shared.envelope import Session
+from switchboard.shared.envelope import PubKind, Publication
+from switchboard.shared.errors import EnvelopeError
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
-
-if TYPE_CHECKING:
-    from switchboard.gateway.client import Client
 
 log = logging.getLogger("switchboard.gateway.fanout")
 
 #: Namespace of a publication that targets socket ids in whatever namespace they are.
 ANY_NAMESPACE = "*"
-
-
-@dataclass(eq=False, slots=True)
-class NsSocket:
-    """One Socket.IO socket: a client's membership in one namespace."""
-
-    session: Session
-    client: Client
-    rooms: set[str] = field(default_factory=set)
-    #: False until the CONNECT ack is written: fan-out skips it, so nothing reaches a
-    #: namespace before its CONNECT ack (it is indexed earlier to subscribe in time).
-    live: bool = False
-    #: Server→client acks awaited: ack id → the event the client's ack becomes.
-    acks: dict[int, str] | None = None
-    next_ack: int = 0
-
-    def expect_ack(self, ack_event: str, limit: int = 1000) -> int | None:
-        """Allocate an ack id for an emit whose ack returns as ``ack_event`` (bounded)."""
-        if self.acks is None:
-            self.acks = {}
-        if len(self.acks) >= limit:
-            return None
-        self.next_ack += 1
-        self.acks[self.next_ack] = ack_event
-        return self.next_ack
-
-    @property
-    def sid(self) -> str:
-        return self.session.sid
-
-    @property
-    def ns(self) -> str:
-        return self.session.ns
 
 
 class Subscriptions:
@@ -125,10 +99,18 @@ class Subscriptions:
         self.socket.close()
 
 
-class LocalIndex:
-    """Namespaces and rooms → local sockets; drives :class:`Subscriptions`."""
+class Subscriber(Protocol):
+    """What the index needs of the SUB socket (:class:`Subscriptions`)."""
 
-    def __init__(self, subscriptions: Subscriptions) -> None:
+    def add(self, topic: bytes) -> asyncio.Future[None] | None: ...
+
+    def remove(self, topic: bytes) -> None: ...
+
+
+class LocalIndex:
+    """Namespaces and rooms → local sockets; drives the subscriptions."""
+
+    def __init__(self, subscriptions: Subscriber) -> None:
         self.subs = subscriptions
         self.by_sid: dict[str, NsSocket] = {}
         self.namespaces: dict[str, set[NsSocket]] = {}
@@ -204,3 +186,142 @@ async def wait_all(futures: Iterable[asyncio.Future[None] | None], timeout: floa
                     len(not_done), timeout)
 
 
+
+
+class Actions(Protocol):
+    """What publications may ask of the rest of the gateway."""
+
+    def send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
+        """An event to one socket, asking for an ack when ``ack_event`` is set."""
+
+    def drop_socket(self, sock: NsSocket) -> None:
+        """The socket left its namespace."""
+
+    def close_client(self, client: Client, reason: str) -> None:
+        """End the whole connection."""
+
+    def resync(self, service: str) -> None:
+        """A stateful service (re)started: send it our sockets."""
+
+    def peer(self, announcement: Publication) -> None:
+        """Another gateway announced itself."""
+
+
+class Fanout:
+    """Handles every message of the SUB socket (see the module docstring)."""
+
+    def __init__(self, subs: Subscriptions, index: LocalIndex, actions: Actions,
+                 meters: m.EventMeters, liveness: int = 3) -> None:
+        self.subs = subs
+        self.index = index
+        self.actions = actions
+        self.meters = meters
+        self.liveness = liveness
+        self.counters = {"publications": 0, "deliveries": 0}
+        self.broker_instance: str | None = None
+        self.broker_missed = 0
+        self.broker_seen = asyncio.Event()
+        self._publication_counters = {
+            kind: m.PUBLICATIONS.labels(kind.name.lower()) for kind in PubKind
+        }
+
+    @property
+    def broker_up(self) -> bool:
+        return self.broker_missed < self.liveness
+
+    def on_message(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        topic, body = frames
+        if body == topics.SUBSCRIBED_MARKER:
+            self.subs.confirmed(topic)
+            return
+        if topic == topics.BROKER_HEARTBEAT:
+            self._broker_heartbeat(body)
+            return
+        try:
+            publication = Publication.decode(body)
+        except EnvelopeError as exc:
+            log.warning("undecodable publication on %r dropped: %s", topic, exc)
+            return
+        if publication.kind == PubKind.PEER:  # gateway announcements: not traffic
+            self.actions.peer(publication)
+            return
+        self.counters["publications"] += 1
+        self._publication_counters[publication.kind].inc()
+        try:
+            self.deliver(publication)
+        except Exception:
+            log.exception("publication %s failed", publication.kind.name)
+
+    def deliver(self, pub: Publication) -> None:
+        if pub.kind == PubKind.RESYNC:
+            self.actions.resync(pub.source)
+            return
+        targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
+        if not targets:
+            return
+        actions = self.actions
+        if pub.kind == PubKind.EMIT and pub.ack_event:
+            for sock in targets:  # each needs its own ack id: no shared encoding here
+                actions.send_event(sock, pub.event, pub.args, pub.ack_event)
+                sock.client.flush()
+        elif pub.kind == PubKind.EMIT and pub.ns == ANY_NAMESPACE:
+            for sock in targets:
+                sock.client.conn.send_event(sock.ns, pub.event, pub.args)
+                sock.client.flush()
+        elif pub.kind == PubKind.EMIT:
+            # Encoded once per message, then the same bytes are written to every member
+            # (polling members queue the same packets).
+            frames = encode_event_frames(pub.ns, pub.event, pub.args)
+            data: bytes | None = None
+            for sock in targets:
+                client = sock.client
+                if client.polling is None:
+                    if data is None:
+                        data = wsframe.encode_all(frames)
+                    client.write(data)
+                else:
+                    client.queue(frames)
+            self.counters["deliveries"] += len(targets)
+            m.DELIVERIES.inc(len(targets))
+            self.meters.sent(pub.ns, pub.event).inc()
+        elif pub.kind == PubKind.JOIN and pub.room is not None:
+            for sock in targets:
+                self.index.join(sock, pub.room)
+        elif pub.kind == PubKind.LEAVE and pub.room is not None:
+            for sock in targets:
+                self.index.leave(sock, pub.room)
+        elif pub.kind == PubKind.DISCONNECT:
+            for sock in targets:
+                conn = sock.client.conn
+                if conn.closed:
+                    continue
+                if pub.event:
+                    conn.send_event(sock.ns, pub.event, pub.args)
+                conn.disconnect(sock.ns)
+                sock.client.flush()
+                actions.drop_socket(sock)
+        elif pub.kind == PubKind.CLOSE:
+            for sock in targets:
+                actions.close_client(sock.client, "closed by server")
+
+    # -- the broker's liveness ---------------------------------------------------------------
+    def _broker_heartbeat(self, body: bytes) -> None:
+        try:
+            instance, _seq = msgpack.unpackb(body)
+        except Exception:
+            return
+        self.broker_missed = 0
+        self.broker_seen.set()
+        if self.broker_instance is not None and instance != self.broker_instance:
+            log.warning("broker restarted (instance %s)", instance)
+        self.broker_instance = instance
+
+    async def watch_broker(self, interval: float) -> None:
+        """Count missed broker heartbeats (health); ZeroMQ heartbeats handle reconnects."""
+        while True:
+            await asyncio.sleep(interval)
+            self.broker_missed += 1
+            if self.broker_missed == self.liveness:
+                log.warning("broker silent for %d heartbeats", self.broker_missed)

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from switchboard.shared.metrics import BoundedLabels
 
 CONNECTIONS = Gauge(
     "switchboard_gateway_connections_active", "Open Engine.IO sessions (every transport)"
@@ -82,3 +86,38 @@ HTTP_REQUESTS = Counter(
     "switchboard_gateway_http_requests_total", "Plain HTTP requests, by route and status",
     ["route", "status"],
 )
+
+
+class EventMeters:
+    """Counters per (namespace, event), their children cached: a label lookup per message
+    costs more than the increment. Event names come from clients and services, so their
+    label values are bounded (:class:`~switchboard.shared.metrics.BoundedLabels`) and so is
+    this cache."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self._received_labels = BoundedLabels(limit=limit)
+        self._sent_labels = BoundedLabels(limit=limit)
+        self._cache: dict[tuple[int, str, str], Any] = {}
+
+    def received(self, ns: str, event: str) -> Any:
+        return self._get(0, ns, event)
+
+    def sent(self, ns: str, event: str) -> Any:
+        return self._get(1, ns, event)
+
+    def failed(self, ns: str, event: str) -> Any:
+        return self._get(2, ns, event)
+
+    def _get(self, which: int, ns: str, event: str) -> Any:
+        key = (which, ns, event)
+        meter = self._cache.get(key)
+        if meter is None:
+            if which == 0:
+                meter = EVENTS_RECEIVED.labels(ns, self._received_labels(event))
+            elif which == 1:
+                meter = EVENTS_SENT.labels(ns, self._sent_labels(event))
+            else:
+                meter = EVENTS_FAILED.labels(ns, self._received_labels(event))
+            if len(self._cache) < 10_000:
+                self._cache[key] = meter
+        return meter
