@@ -188,6 +188,12 @@ async def wait_all(futures: Iterable[asyncio.Future[None] | None], timeout: floa
 
 
 
+class Confirmations(Protocol):
+    """Where the broker's subscription confirmations go (:class:`Subscriptions`)."""
+
+    def confirmed(self, topic: bytes) -> None: ...
+
+
 class Actions(Protocol):
     """What publications may ask of the rest of the gateway."""
 
@@ -210,7 +216,7 @@ class Actions(Protocol):
 class Fanout:
     """Handles every message of the SUB socket (see the module docstring)."""
 
-    def __init__(self, subs: Subscriptions, index: LocalIndex, actions: Actions,
+    def __init__(self, subs: Confirmations, index: LocalIndex, actions: Actions,
                  meters: m.EventMeters, liveness: int = 3) -> None:
         self.subs = subs
         self.index = index

@@ -1,0 +1,106 @@
+"""The upgrade from long-polling to WebSocket, on the gateway that owns the session.
+
+A WebSocket opened with the session's sid is a *probe* until the client completes the
+sequence (``2probe`` → ``3probe``, then ``5``; the state machine is
+:class:`~switchboard.gateway.protocol.polling.Polling`'s). Meanwhile the session keeps
+polling, and a poll that waits is released with a NOOP so that the client can finish. On
+``5`` the WebSocket becomes the session's transport in place, and what was queued for the
+client goes out on it, in order. A probe that breaks the sequence, closes, or takes longer
+than the upgrade timeout is closed; the session goes on polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from switchboard.gateway import metrics as m
+from switchboard.gateway.client import Client, SessionOwner
+from switchboard.gateway.httpconn import Upgrade
+from switchboard.gateway.protocol.errors import UpgradeRefused
+from switchboard.gateway.protocol.polling import Polling, UpgradeState
+from switchboard.gateway.transport import WsTransport
+
+log = logging.getLogger("switchboard.gateway.upgrade")
+
+
+def refuse_after_handshake(upgrade: Upgrade, handshake: bytes, max_payload: int) -> None:
+    """As the reference server does for a session that cannot upgrade now: complete the
+    WebSocket handshake, then close it (an HTTP error would be an error event in some
+    clients, not a failed probe)."""
+    link = WsTransport(max_payload)
+    upgrade.accept(link, handshake)
+    link.close(1008, "upgrade refused")
+
+
+def probe(client: Client, upgrade: Upgrade, handshake: bytes, owner: SessionOwner,
+          max_payload: int, timeout: float, release: Callable[[Client, Polling], None],
+          upgraded: Callable[[Client], None]) -> bool:
+    """Accept ``upgrade`` as the probe of ``client``'s session; False when the session
+    cannot upgrade (the WebSocket is then accepted and closed). ``release`` hands a held
+    session's packets on: the session stays here whatever the probe does. Once upgraded,
+    the WebSocket's messages go to ``owner`` and ``upgraded(client)`` is called."""
+    polling = client.polling
+    try:
+        if polling is None:
+            raise UpgradeRefused("already a WebSocket session")
+        polling.probe_opened()
+    except UpgradeRefused:
+        refuse_after_handshake(upgrade, handshake, max_payload)
+        return False
+    if polling.holding:
+        release(client, polling)
+    link = WsTransport(max_payload)
+    timer = asyncio.get_running_loop().call_later(timeout, _failed, client, polling, link,
+                                                  "upgrade timeout")
+
+    def on_message(message: str | bytes) -> None:
+        try:
+            reply = polling.probe_received(message)
+        except UpgradeRefused as exc:
+            timer.cancel()
+            _failed(client, polling, link, exc.reason)
+            return
+        if reply is not None:
+            link.send_text(reply)
+            client.answer_poll()  # the paused poll gets a NOOP
+            return
+        timer.cancel()
+        _switch(client, polling, link, owner)
+        upgraded(client)
+
+    def on_end(reason: str) -> None:
+        timer.cancel()
+        _failed(client, polling, link, reason)
+
+    def ready() -> None:
+        link.on_message = on_message
+        link.on_end = on_end
+        link.on_bad = lambda reason, code: on_end(reason)
+
+    upgrade.accept(link, handshake, ready)
+    return True
+
+
+def _failed(client: Client, polling: Polling, link: WsTransport, reason: str) -> None:
+    if polling.state in (UpgradeState.PROBING, UpgradeState.PROBED):
+        log.info("upgrade of %s failed: %s; it stays on polling", client.conn.sid, reason)
+        polling.probe_failed()
+        m.UPGRADES.labels("failed").inc()
+    link.on_message = lambda _m: None
+    link.on_end = lambda _r: None
+    link.close(1008 if reason != "transport close" else 1000, "upgrade failed")
+
+
+def _switch(client: Client, polling: Polling, link: WsTransport, owner: SessionOwner) -> None:
+    packets = polling.take_all()
+    client.answer_poll()  # a poll still waiting is released with a NOOP
+    client.polling = None
+    client.attach(link, owner)
+    if packets:
+        client.send_frames(packets)
+    client.flush()
+    m.UPGRADES.labels("completed").inc()
+    m.TRANSPORT_CONNECTIONS.labels("polling").dec()
+    m.TRANSPORT_CONNECTIONS.labels("websocket").inc()

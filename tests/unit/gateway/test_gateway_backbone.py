@@ -1,0 +1,97 @@
+"""gateway.backbone against a real service behind its real ROUTER socket (a broker thread,
+the runner): request/reply by id, the readiness handshake, heartbeats that notice a
+restart, and failures that come back as ServiceUnavailable rather than hangs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq.asyncio
+
+from switchboard.gateway.backbone import Backbone
+from switchboard.shared.envelope import (
+    GatewayStatus,
+    Reply,
+    Request,
+    RequestKind,
+    Session,
+    reply_to,
+)
+from switchboard.shared.errors import ServiceUnavailable
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_event
+from tests.support.backbone import running_broker, running_service, tcp
+
+
+class Echo(Service):
+    name = "echo"
+
+    @on_connect("/")
+    async def connect(self, request: Request) -> None:
+        return None
+
+    @on_event("/", "echo")
+    async def echo(self, request: Request) -> Reply:
+        return reply_to(request, ack=request.args)
+
+
+def make(publisher: Publisher) -> Echo:
+    return Echo(publisher)
+
+
+SESSION = Session("gw1.s", "/", "gw1")
+
+
+async def test_requests_heartbeats_and_a_restart() -> None:
+    restarts: list[str] = []
+
+    async def on_restart(service: str) -> None:
+        restarts.append(service)
+
+    with running_broker() as broker:
+        async with running_service(make, broker) as (service, cfg):
+            ctx = zmq.asyncio.Context()
+            backbone = Backbone("gw1", {"echo": [cfg.bind]}, ctx, 2.0, GatewayStatus,
+                                on_restart, instance="i1")
+            backbone.start()
+            try:
+                assert await backbone.wait_described(5.0)
+                assert backbone.is_up("echo")
+                assert backbone.routing.owner("/", "echo") == "echo"
+                reply = await backbone.request("echo", RequestKind.EVENT, session=SESSION,
+                                               event="echo", args=[1, b"\x00"])
+                assert reply.ack == [1, b"\x00"]
+                many = await asyncio.gather(*(backbone.request(
+                    "echo", RequestKind.EVENT, session=SESSION, event="echo", args=[n])
+                    for n in range(50)))
+                assert [r.ack for r in many] == [[n] for n in range(50)]  # matched by id
+                # The same service, restarted: its new instance id shows in a heartbeat.
+                service.instance = "restarted"
+                assert await backbone.heartbeat("echo", 2.0)
+                async with asyncio.timeout(5):
+                    while not restarts:
+                        await asyncio.sleep(0.01)
+                assert restarts == ["echo"]
+            finally:
+                await backbone.close()
+                ctx.term()
+
+
+async def test_a_service_that_is_not_there_fails_fast() -> None:
+    async def on_restart(service: str) -> None:
+        pass
+
+    ctx = zmq.asyncio.Context()
+    backbone = Backbone("gw1", {"nobody": [tcp()]}, ctx, 0.5, GatewayStatus, on_restart)
+    backbone.start()
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await backbone.request("nobody", RequestKind.EVENT, session=SESSION, event="x")
+        with pytest.raises(ServiceUnavailable):
+            await backbone.request("unconfigured", RequestKind.EVENT, session=SESSION)
+        assert not await backbone.heartbeat("nobody", 0.2)
+        assert not backbone.is_up("nobody")
+    finally:
+        await backbone.close()
+        ctx.term()

@@ -1,0 +1,157 @@
+"""gateway.fanout through its interfaces: broker frames in, what local sockets receive out
+(polling sessions' queues), membership kept in the index, actions asked of the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+
+from switchboard.gateway import metrics as m
+from switchboard.gateway.client import Client, Corker, NsSocket
+from switchboard.gateway.fanout import Fanout, LocalIndex
+from switchboard.gateway.protocol import Connection, ConnectionConfig
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.shared import topics
+from switchboard.shared.envelope import PubKind, Publication, Session
+
+
+class Subs:
+    def __init__(self) -> None:
+        self.topics: dict[bytes, int] = {}
+        self.confirmations: list[bytes] = []
+
+    def add(self, topic: bytes) -> asyncio.Future[None] | None:
+        self.topics[topic] = self.topics.get(topic, 0) + 1
+        return None
+
+    def remove(self, topic: bytes) -> None:
+        self.topics[topic] -= 1
+        if not self.topics[topic]:
+            del self.topics[topic]
+
+    def confirmed(self, topic: bytes) -> None:
+        self.confirmations.append(topic)
+
+
+class Actions:
+    def __init__(self) -> None:
+        self.done: list[tuple[str, Any]] = []
+
+    def send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
+        self.done.append(("send", (sock.sid, event, ack_event)))
+        sock.client.conn.send_event(sock.ns, event, args, 1)
+
+    def drop_socket(self, sock: NsSocket) -> None:
+        self.done.append(("drop", sock.sid))
+
+    def close_client(self, client: Client, reason: str) -> None:
+        self.done.append(("close", reason))
+
+    def resync(self, service: str) -> None:
+        self.done.append(("resync", service))
+
+    def peer(self, announcement: Publication) -> None:
+        self.done.append(("peer", announcement.source))
+
+
+def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = ()) -> NsSocket:
+    conn = Connection(f"gw1.e{n}", ConnectionConfig(), 0.0, ("websocket",))
+    client = Client(conn, "", {}, 1_000_000, lambda c: None, Corker(), polling=Polling())
+    client.flush()
+    assert client.polling is not None
+    client.polling.get()  # OPEN
+    conn.receive_frame("40", 0.0)
+    conn.accept("/", f"gw1.s{n}")
+    client.flush()
+    client.polling.get()  # CONNECT ack
+    sock = NsSocket(Session(f"gw1.s{n}", "/", "gw1"), client, live=True)
+    client.sockets["/"] = sock
+    index.add(sock)
+    for room in rooms:
+        index.join(sock, room)
+    return sock
+
+
+def received(sock: NsSocket) -> list[str]:
+    polling = sock.client.polling
+    assert polling is not None
+    body = polling.get()
+    polling.abandon()
+    return [] if body is None else body.split("\x1e")
+
+
+def world() -> tuple[Fanout, LocalIndex, Subs, Actions]:
+    subs, actions = Subs(), Actions()
+    index = LocalIndex(subs)
+    return Fanout(subs, index, actions, m.EventMeters()), index, subs, actions
+
+
+def frames(topic: bytes, pub: Publication) -> list[bytes]:
+    return [topic, pub.encode()]
+
+
+async def test_a_room_message_reaches_its_members_once_each_but_the_excluded() -> None:
+    fanout, index, _, _ = world()
+    a, b, c = member(index, 1, ("lobby",)), member(index, 2, ("lobby",)), member(index, 3)
+    pub = Publication(PubKind.EMIT, "/", "chat message", [{"n": 1}], room="lobby",
+                      exclude=(a.sid,))
+    fanout.on_message(frames(topics.room("/", "lobby"), pub))
+    assert received(b) == ['42["chat message",{"n":1}]']
+    assert received(a) == [] and received(c) == []
+    assert fanout.counters == {"publications": 1, "deliveries": 1}
+
+
+async def test_membership_publications_change_the_index_and_its_subscriptions() -> None:
+    fanout, index, subs, _ = world()
+    a = member(index, 1)
+    fanout.on_message(frames(topics.gateway("gw1"),
+                             Publication(PubKind.JOIN, "/", room="r", sids=(a.sid,))))
+    assert a.rooms == {"r"} and subs.topics[topics.room("/", "r")] == 1
+    fanout.on_message(frames(topics.gateway("gw1"),
+                             Publication(PubKind.LEAVE, "/", room="r", sids=(a.sid,))))
+    assert a.rooms == set() and topics.room("/", "r") not in subs.topics
+
+
+async def test_a_kick_tells_the_socket_then_disconnects_it() -> None:
+    fanout, index, _, actions = world()
+    a = member(index, 1)
+    fanout.on_message(frames(topics.gateway("gw1"), Publication(
+        PubKind.DISCONNECT, "*", "kicked", [{"reason": "bye"}], sids=(a.sid,))))
+    assert received(a) == ['42["kicked",{"reason":"bye"}]', "41"]
+    assert actions.done == [("drop", a.sid)]
+
+
+async def test_emits_asking_for_acks_go_one_by_one_through_the_gateway() -> None:
+    fanout, index, _, actions = world()
+    a = member(index, 1)
+    fanout.on_message(frames(topics.gateway("gw1"), Publication(
+        PubKind.EMIT, "/", "question", [1], sids=(a.sid,), ack_event="answer")))
+    assert actions.done == [("send", (a.sid, "question", "answer"))]
+    assert received(a) == ['421["question",1]']
+
+
+async def test_control_messages() -> None:
+    fanout, index, subs, actions = world()
+    a = member(index, 1)
+    fanout.on_message([b"r/\x00x\x00", topics.SUBSCRIBED_MARKER])
+    assert subs.confirmations == [b"r/\x00x\x00"]
+    fanout.on_message(frames(topics.ALL_GATEWAYS, Publication(PubKind.RESYNC, "", source="room")))
+    fanout.on_message(frames(topics.ALL_GATEWAYS, Publication(
+        PubKind.PEER, "", args=["i", "tcp://x:1"], source="gw2")))
+    fanout.on_message(frames(topics.gateway("gw1"), Publication(
+        PubKind.CLOSE, "*", sids=(a.sid,))))
+    assert actions.done == [("resync", "room"), ("peer", "gw2"), ("close", "closed by server")]
+    assert fanout.counters["publications"] == 2  # announcements are not traffic
+    fanout.on_message([topics.gateway("gw1"), b"\xc1 not msgpack"])  # dropped, logged
+    fanout.on_message([b"one frame"])
+
+
+async def test_the_broker_heartbeat_keeps_it_alive() -> None:
+    fanout, _, _, _ = world()
+    fanout.broker_missed = 5
+    assert not fanout.broker_up
+    fanout.on_message([topics.BROKER_HEARTBEAT, msgpack.packb(("inst", 1))])
+    assert fanout.broker_up and fanout.broker_seen.is_set()
+    assert fanout.broker_instance == "inst"

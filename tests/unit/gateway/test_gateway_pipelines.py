@@ -1,0 +1,239 @@
+"""gateway.pipelines through its interfaces: scripted services (the Services protocol), a
+real local index over a fake subscriber, real sessions on the polling transport; what the
+client would receive is read from its poll queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from switchboard.gateway import metrics as m
+from switchboard.gateway.client import Client, Corker, NsSocket
+from switchboard.gateway.fanout import LocalIndex
+from switchboard.gateway.pipelines import Pipelines
+from switchboard.gateway.protocol import Connection, ConnectionConfig, ConnectRequested
+from switchboard.gateway.protocol import EventReceived as Ev
+from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.routing import RoutingTable
+from switchboard.shared.envelope import (
+    Emit,
+    Reply,
+    RequestKind,
+    Route,
+    ServiceInfo,
+    Session,
+)
+from switchboard.shared.errors import ServiceUnavailable
+
+K = RequestKind
+
+
+class Subscriber:
+    def __init__(self) -> None:
+        self.topics: dict[bytes, int] = {}
+
+    def add(self, topic: bytes) -> asyncio.Future[None] | None:
+        self.topics[topic] = self.topics.get(topic, 0) + 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    def remove(self, topic: bytes) -> None:
+        self.topics[topic] -= 1
+        if not self.topics[topic]:
+            del self.topics[topic]
+
+
+class Services:
+    """Answers requests with ``script(service, kind, fields)``; records them."""
+
+    def __init__(self, script: Callable[[str, RequestKind, dict[str, Any]], Reply]) -> None:
+        self.routing = RoutingTable([
+            ServiceInfo("auth", "i", (Route(K.CONNECT, "/", "", 10), Route(K.DISCONNECT, "/"))),
+            ServiceInfo("mod", "i", (Route(K.FILTER, "*", "", 10),)),
+            ServiceInfo("room", "i", (Route(K.CONNECT, "/", "", 30), Route(K.EVENT, "/", "say"),
+                                      Route(K.DISCONNECT, "*"), Route(K.UPDATE, "*"))),
+        ])
+        self.script = script
+        self.seen: list[tuple[str, RequestKind, dict[str, Any]]] = []
+
+    async def request(self, service: str, kind: RequestKind, timeout: float | None = None,
+                      sent: asyncio.Future[None] | None = None, **fields: Any) -> Reply:
+        self.seen.append((service, kind, fields))
+        if sent is not None and not sent.done():
+            sent.set_result(None)
+        return self.script(service, kind, fields)
+
+
+def ok(**fields: Any) -> Reply:
+    return Reply(0, **fields)
+
+
+class World:
+    def __init__(self, script: Callable[[str, RequestKind, dict[str, Any]], Reply]) -> None:
+        self.services = Services(script)
+        self.subs = Subscriber()
+        self.index = LocalIndex(self.subs)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.pipelines = Pipelines("gw1", self.services, self.index, m.EventMeters(),
+                                   self._spawn)
+        conn = Connection("gw1.e", ConnectionConfig(), 0.0, ("websocket",))
+        self.client = Client(conn, "10.0.0.1", {"authorization": "Bearer t"}, 1_000_000,
+                             lambda c: None, Corker(), polling=Polling())
+        self.client.flush()
+        assert self.client.polling is not None
+        self.client.polling.get()  # the OPEN packet
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.ensure_future(coro))
+
+    def sent(self) -> list[str]:
+        """Everything queued for the client since the last look, packet by packet."""
+        assert self.client.polling is not None
+        body = self.client.polling.get()
+        self.client.polling.abandon()
+        return [] if body is None else body.split("\x1e")
+
+    async def connected(self) -> NsSocket:
+        self.client.conn.receive_frame("40", 0.0)
+        await self.pipelines.connect(self.client, ConnectRequested("/", {"token": "t"}))
+        return self.client.sockets["/"]
+
+    async def event(self, event: Ev) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        async def work(turn: Any) -> None:
+            await self.pipelines.event(self.client, event, turn)
+            done.set_result(None)
+
+        self.client.submit(work)
+        await asyncio.wait_for(done, 5)
+
+
+def accept_all(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:
+    if kind == K.CONNECT and service == "auth":
+        session = fields["session"].with_user("u1", "alice", "user")
+        return ok(session=session, joins=("user:u1",))
+    if kind == K.CONNECT:
+        return ok(emits=(Emit("welcome", [{"hi": 1}]),))
+    if kind == K.FILTER:
+        return ok(args=[{"clean": True}])
+    if kind == K.EVENT:
+        return ok(ack=[{"success": True}], joins=("lobby",), emits=(Emit("said", [1]),))
+    return ok()
+
+
+async def test_connect_runs_every_stage_then_acks_subscribed_and_emits() -> None:
+    w = World(accept_all)
+    sock = await w.connected()
+    stages = [(s, k) for s, k, _ in w.services.seen]
+    assert stages == [("auth", K.CONNECT), ("room", K.CONNECT)]
+    # The second stage saw the session the first one returned, and the handshake headers.
+    assert w.services.seen[1][2]["session"].user_id == "u1"
+    assert w.services.seen[0][2]["headers"] == {"authorization": "Bearer t"}
+    packets = w.sent()
+    assert packets[0] == "40" + json.dumps({"sid": sock.sid}, separators=(",", ":"))
+    assert packets[1] == '42["welcome",{"hi":1}]'
+    assert sock.live and sock.rooms == {"user:u1"}
+    assert set(w.subs.topics) == {b"n/\x00", b"r/\x00user:u1\x00"}
+
+
+async def test_a_refusal_is_a_connect_error_and_the_stages_that_accepted_hear_it() -> None:
+    def refuse_at_room(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:
+        if kind == K.CONNECT and service == "room":
+            return Reply(0, ok=False, error="Banned")
+        return ok()
+
+    w = World(refuse_at_room)
+    w.client.conn.receive_frame("40", 0.0)
+    await w.pipelines.connect(w.client, ConnectRequested("/", {}))
+    assert w.sent() == ['44{"message":"Banned"}']
+    assert "/" not in w.client.sockets and not w.subs.topics
+    await asyncio.gather(*w.tasks)
+    # auth accepted, so it hears the socket is gone; room refused, so it does not.
+    assert [(s, k) for s, k, _ in w.services.seen] == [
+        ("auth", K.CONNECT), ("room", K.CONNECT), ("auth", K.DISCONNECT)]
+
+
+async def test_an_unknown_namespace_is_refused_without_asking_anyone() -> None:
+    w = World(accept_all)
+    w.client.conn.receive_frame("40/nope,", 0.0)
+    await w.pipelines.connect(w.client, ConnectRequested("/nope", {}))
+    assert w.sent() == ['44/nope,{"message":"Invalid namespace"}']
+    assert w.services.seen == []
+
+
+async def test_an_event_passes_the_filter_then_its_owner_whose_reply_is_applied() -> None:
+    w = World(accept_all)
+    await w.connected()
+    w.sent()
+    await w.event(Ev("/", "say", [{"raw": True}], 7))
+    filter_, owner = w.services.seen[-2:]
+    assert (filter_[0], filter_[1], owner[0], owner[1]) == ("mod", K.FILTER, "room", K.EVENT)
+    assert owner[2]["args"] == [{"clean": True}]  # the filter's cleaned args
+    assert w.sent() == ['437[{"success":true}]', '42["said",1]']
+    assert "lobby" in w.client.sockets["/"].rooms
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    (lambda s, k, f: Reply(0, ok=False, error="rate limit exceeded") if k == K.FILTER
+     else accept_all(s, k, f),
+     '437[{"success":false,"error":"rate limit exceeded"}]'),
+    (lambda s, k, f: ok() if k == K.FILTER and f["event"] == "nobody" else accept_all(s, k, f),
+     '437[{"success":false,"error":"unknown event: nobody"}]'),
+])
+async def test_refused_and_unknown_events_fail_the_ack(script: Any, expected: str) -> None:
+    w = World(script)
+    await w.connected()
+    w.sent()
+    name = "nobody" if "unknown" in expected else "say"
+    await w.event(Ev("/", name, [], 7))
+    assert w.sent() == [expected]
+
+
+async def test_an_unavailable_service_is_an_error_event_without_an_ack() -> None:
+    def down(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:
+        if kind == K.EVENT:
+            raise ServiceUnavailable("room did not answer in time")
+        return accept_all(service, kind, fields)
+
+    w = World(down)
+    await w.connected()
+    w.sent()
+    await w.event(Ev("/", "say", [], None))
+    assert w.sent() == ['42["error",{"event":"say","message":"service unavailable"}]']
+
+
+async def test_a_socket_that_leaves_is_unindexed_and_its_services_told() -> None:
+    w = World(accept_all)
+    sock = await w.connected()
+    w.pipelines.drop_socket(sock)
+    await asyncio.gather(*w.tasks)
+    assert {s for s, k, _ in w.services.seen if k == K.DISCONNECT} == {"auth", "room"}
+    assert not w.subs.topics and sock.sid not in w.index.by_sid
+
+
+async def test_sync_reports_every_socket_with_its_rooms() -> None:
+    w = World(accept_all)
+    sock = await w.connected()
+    await w.pipelines.sync_service("room")
+    service, kind, fields = w.services.seen[-1]
+    assert (service, kind) == ("room", K.SYNC)
+    [state] = fields["sockets"]
+    assert state.session == sock.session and state.rooms == ("user:u1",)
+
+
+async def test_a_new_transport_is_told_to_the_services_that_keep_sockets() -> None:
+    w = World(accept_all)
+    sock = await w.connected()
+    w.client.polling = None  # upgraded
+    w.pipelines.transport_changed(sock)
+    await asyncio.gather(*w.tasks)
+    assert w.services.seen[-1][:2] == ("room", K.UPDATE)
+    session: Session = w.services.seen[-1][2]["session"]
+    assert session.transport == "websocket" and sock.session.transport == "websocket"

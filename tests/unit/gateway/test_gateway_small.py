@@ -1,0 +1,68 @@
+"""The gateway's small pure pieces: routing from service descriptions, WebSocket frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.gateway import wsframe
+from switchboard.gateway.routing import RoutingTable
+from switchboard.shared.envelope import RequestKind, Route, ServiceInfo
+
+K = RequestKind
+
+
+def table() -> RoutingTable:
+    return RoutingTable([
+        ServiceInfo("auth", "1", (Route(K.CONNECT, "*", "", 10),)),
+        ServiceInfo("room", "1", (Route(K.CONNECT, "/", "", 30), Route(K.CONNECT, "/chat", "", 30),
+                                  Route(K.EVENT, "/", "say"), Route(K.EVENT, "*", "ping"),
+                                  Route(K.DISCONNECT, "*"), Route(K.SYNC, "*"))),
+        ServiceInfo("mod", "1", (Route(K.FILTER, "*", "", 10), Route(K.CONNECT, "*", "", 20))),
+        ServiceInfo("game", "1", (Route(K.CONNECT, "/game", "", 40), Route(K.EVENT, "*", "say"))),
+    ])
+
+
+def test_namespaces_exist_only_where_some_service_declares_them_exactly() -> None:
+    assert table().namespaces == frozenset({"/", "/chat", "/game"})
+
+
+def test_connect_stages_run_by_priority_wildcards_included() -> None:
+    assert table().connect_stages("/") == ("auth", "mod", "room")
+    assert table().connect_stages("/game") == ("auth", "mod", "game")
+    assert table().connect_stages("/unknown") == ()
+
+
+def test_owners_exact_namespace_beats_wildcard() -> None:
+    t = table()
+    assert t.owner("/", "say") == "room"
+    assert t.owner("/game", "say") == "game"
+    assert t.owner("/chat", "ping") == "room"
+    assert t.owner("/", "nobody") is None
+    assert t.filters("/chat") == ("mod",)
+    assert t.disconnect_listeners("/game") == ("room",)
+    assert t.sync_listeners() == ("room",)
+
+
+def test_a_service_redescribing_itself_replaces_its_routes() -> None:
+    t = table()
+    t.update(ServiceInfo("game", "2", ()))
+    assert t.namespaces == frozenset({"/", "/chat"})
+    assert t.owner("/", "say") == "room"
+
+
+@pytest.mark.parametrize(("payload", "head"), [
+    ("42", b"\x81\x02"),
+    (b"\x00" * 3, b"\x82\x03"),
+    ("x" * 126, b"\x81\x7e\x00\x7e"),
+    ("x" * 65536, b"\x81\x7f" + (65536).to_bytes(8, "big")),
+])
+def test_server_frames_are_unmasked_and_sized_by_rfc_6455(payload: str | bytes,
+                                                          head: bytes) -> None:
+    frame = wsframe.encode(payload)
+    data = payload.encode() if isinstance(payload, str) else payload
+    assert frame == head + data
+
+
+def test_a_packet_with_attachments_is_its_frames_in_order() -> None:
+    assert wsframe.encode_all(['451-["x",{}]', b"\x01"]) == (
+        wsframe.encode('451-["x",{}]') + wsframe.encode(b"\x01"))
