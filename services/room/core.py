@@ -1,0 +1,287 @@
+"""The room service's state and what every handler shares: the socket registry, room
+membership, the lazy sweep of unjoined rooms, and the requests that keep the registry true
+(CONNECT, DISCONNECT, UPDATE, SYNC, a lost gateway).
+
+The event handlers are in :mod:`.rooms`, :mod:`.messages` and :mod:`.admin`, each a subclass
+of :class:`RoomCore`; :class:`~.service.RoomService` combines them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from switchboard.shared import topics
+from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_connect, on_disconnect, on_sync, on_update
+
+from .config import Config
+from .model import Member, Room, SocketEntry, iso, to_ms
+from .passwords import Passwords
+from .registry import Membership, Registry
+from .store import Store
+
+log = logging.getLogger("switchboard.room")
+
+#: After auth (10): the socket's user is known when it is registered.
+CONNECT_PRIORITY = 30
+MAIN = "/"
+CHAT = "/chat"
+GAME = "/game"
+ADMIN = "/admin"
+ANONYMOUS = "Anonymous"
+LOST_SIDS_KEPT = 100_000
+
+Clock = Callable[[], float]
+
+
+def gateway_of(sid: str) -> str | None:
+    try:
+        return topics.gateway_of(sid)
+    except ValueError:
+        return None
+
+
+def display_name(session: Session) -> str:
+    return session.username or session.user_id or ANONYMOUS
+
+
+def ok(**fields: Any) -> list[Any]:
+    """The ack arguments ``[{success: true, ...}]``."""
+    return [{"success": True, **fields}]
+
+
+class RoomCore(Service):
+    """State and shared steps; no event handlers (see the module docstring)."""
+
+    def __init__(
+        self, publisher: Publisher, config: Config | None = None, clock: Clock = time.time
+    ) -> None:
+        super().__init__(publisher)
+        self.config = config or Config()
+        self.clock = clock
+        self.store = Store(self.config.room_db)
+        self.passwords = Passwords(
+            self.config.password_time_cost,
+            self.config.password_memory_kib,
+            self.config.password_parallelism,
+            self.config.password_workers,
+        )
+        self.registry = Registry()
+        self.membership = Membership()
+        self.rooms: dict[str, Room] = {room.id: room for room in self.store.load_rooms()}
+        # Rooms without members since when (ms). Loaded rooms count from now: their members
+        # come back with the gateways' SYNC, which must not race a deletion.
+        now = self._now_ms()
+        self._unjoined: dict[str, int] = {room_id: now for room_id in self.rooms}
+        #: Sockets dropped with a gateway declared lost, in case it turns out to be alive.
+        self._lost_sids: dict[str, bool] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        # Membership was lost with the previous process: ask every gateway for its sockets
+        # now rather than when each notices our new instance id on its next heartbeat.
+        self.publisher.resync()
+
+    async def stop(self) -> None:
+        self.passwords.close()
+        self.store.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return to_ms(self.clock())
+
+    def _begin(self, request: Request) -> Session:
+        """The request's session. (A lost gateway that comes back is made to SYNC before
+        any of its requests reach a handler: see ``Runner.synced``.)"""
+        if request.session is None:
+            raise ClientError("no session")
+        return request.session
+
+    def _entry(self, session: Session) -> SocketEntry:
+        return SocketEntry(
+            sid=session.sid,
+            ns=session.ns,
+            gateway=session.gateway or gateway_of(session.sid) or "",
+            user_id=session.user_id,
+            username=display_name(session),
+            connected_at=session.connected_at or self.clock(),
+            transport=session.transport,
+        )
+
+    def _require_member(self, room_id: str, sid: str) -> None:
+        if not self.membership.is_member(room_id, sid):
+            raise ClientError(f"not a member of room {room_id}")
+
+    def _expire_unjoined(self) -> None:
+        """Delete rooms nobody joined within the TTL (lazily; see the module docstring)."""
+        ttl = self.config.room_unjoined_ttl
+        if ttl <= 0 or not self._unjoined:
+            return
+        deadline = self._now_ms() - to_ms(ttl)
+        for room_id, since in list(self._unjoined.items()):
+            if since <= deadline and self.membership.count(room_id) == 0:
+                log.info("room %s expired: nobody joined it", room_id)
+                self._delete_room(room_id)
+
+    def _delete_room(self, room_id: str) -> None:
+        self.store.delete_room(room_id)
+        self.rooms.pop(room_id, None)
+        self._unjoined.pop(room_id, None)
+
+    def _leave_room(self, room_id: str, sid: str) -> Member | None:
+        """Take a socket out of a room; tell the others; delete the room when it empties."""
+        member = self.membership.remove(room_id, sid)
+        if member is None:
+            return None
+        count = self.membership.count(room_id)
+        if count == 0:
+            self._delete_room(room_id)
+        else:
+            notice = {
+                "socketId": sid,
+                "username": member.username,
+                "roomId": room_id,
+                "userCount": count,
+            }
+            self.publisher.emit_room(MAIN, room_id, "user left", [notice], exclude=[sid])
+        return member
+
+    def _depart(self, sid: str, session: Session | None = None) -> None:
+        """A socket is gone (disconnect, lost gateway, missing from a SYNC): forget it."""
+        entry = self.registry.remove(sid)
+        member: Member | None = None
+        for room_id in self.membership.rooms_of(sid):
+            member = self._leave_room(room_id, sid) or member
+        # Who it was: the registry knows best; the request's session or a room membership
+        # stand in for a socket that was never registered (e.g. joined before a SYNC).
+        if entry is not None:
+            ns, identity, username = entry.ns, entry.identity, entry.username
+        elif session is not None:
+            stand_in = self._entry(session)
+            ns, identity, username = stand_in.ns, stand_in.identity, stand_in.username
+        elif member is not None:
+            ns, identity, username = MAIN, member.identity, member.username
+        else:
+            return
+        if ns == MAIN and not self.registry.is_online(MAIN, identity):
+            self.publisher.emit_namespace(
+                MAIN,
+                "user offline",
+                [{"userId": identity, "username": username}],
+                exclude=[sid],
+            )
+
+    def _sids_of_gateway(self, gateway_id: str) -> set[str]:
+        sids = {entry.sid for entry in self.registry.of_gateway(gateway_id)}
+        sids.update(sid for sid in self.membership.sids() if gateway_of(sid) == gateway_id)
+        return sids
+
+    # -- CONNECT / DISCONNECT / SYNC / lost gateways --------------------------------------
+    @on_connect(MAIN, CONNECT_PRIORITY)
+    async def connect_main(self, request: Request) -> Reply:
+        session = self._begin(request)
+        entry = self._entry(session)
+        first = session.sid not in self.registry and not self.registry.is_online(
+            MAIN, entry.identity
+        )
+        self.registry.add(entry)
+        if first:
+            self.publisher.emit_namespace(
+                MAIN,
+                "user online",
+                [{"userId": entry.identity, "username": entry.username}],
+                exclude=[session.sid],
+            )
+        welcome = {
+            "message": self.config.welcome_message,
+            "socketId": session.sid,
+            "serverId": entry.gateway,
+            "timestamp": iso(self._now_ms()),
+        }
+        return reply_to(request, emits=(Emit("welcome", [welcome]),))
+
+    @on_connect(CHAT, CONNECT_PRIORITY)
+    @on_connect(ADMIN, CONNECT_PRIORITY)
+    @on_connect("*", CONNECT_PRIORITY)
+    async def connect_other(self, request: Request) -> None:
+        """Registers sockets of every other namespace (``/game`` too), for stats."""
+        self.registry.add(self._entry(self._begin(request)))
+
+    @on_disconnect("*")
+    async def disconnect(self, request: Request) -> None:
+        session = self._begin(request)
+        self._depart(session.sid, session)
+
+    @on_update("*")
+    async def update(self, request: Request) -> None:
+        """A socket's connection upgraded (polling → WebSocket): its entry says so."""
+        session = self._begin(request)
+        self.registry.set_transport(session.sid, session.transport)
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        """A gateway's full socket list: make the registry and membership agree with it.
+
+        Sockets it no longer reports left while we were not told: they depart with the
+        usual notices. Reported sockets are (re)registered silently (after a restart of
+        this service, clients already know them), and their managed rooms restored; rooms
+        the gateway reports that no longer exist are ignored. Sockets this instance had
+        dropped with their gateway (declared lost, then alive after all) come back with
+        ``user online`` / ``user joined``, since others were told they had left.
+        """
+        gateway_id = request.gateway
+        reported = {state.session.sid for state in request.sockets}
+        gone = self._sids_of_gateway(gateway_id) - reported if gateway_id else set()
+        for sid in sorted(gone):
+            self._depart(sid)
+        for state in request.sockets:
+            entry = self._entry(state.session)
+            returning = self._lost_sids.pop(entry.sid, False)
+            announce = (
+                returning
+                and entry.ns == MAIN
+                and entry.sid not in self.registry
+                and not self.registry.is_online(MAIN, entry.identity)
+            )
+            self.registry.add(entry)
+            if announce:
+                self.publisher.emit_namespace(
+                    MAIN,
+                    "user online",
+                    [{"userId": entry.identity, "username": entry.username}],
+                    exclude=[entry.sid],
+                )
+            if entry.ns != MAIN:
+                continue
+            current = set(self.membership.rooms_of(entry.sid))
+            wanted = {room_id for room_id in state.rooms if room_id in self.rooms}
+            for room_id in sorted(wanted - current):
+                self.membership.add(room_id, entry.member())
+                self._unjoined.pop(room_id, None)
+                if returning:
+                    notice = {
+                        "socketId": entry.sid,
+                        "username": entry.username,
+                        "roomId": room_id,
+                        "userCount": self.membership.count(room_id),
+                    }
+                    self.publisher.emit_room(
+                        MAIN, room_id, "user joined", [notice], exclude=[entry.sid]
+                    )
+            for room_id in sorted(current - wanted):
+                self._leave_room(room_id, entry.sid)
+        log.info("sync from %s: %d sockets, %d departed", gateway_id, len(reported), len(gone))
+
+    async def gateway_lost(self, gateway_id: str) -> None:
+        sids = self._sids_of_gateway(gateway_id)
+        for sid in sorted(sids):
+            self._depart(sid)
+            self._lost_sids[sid] = True
+        while len(self._lost_sids) > LOST_SIDS_KEPT:  # bounded: oldest forgotten first
+            del self._lost_sids[next(iter(self._lost_sids))]
+        log.warning("gateway %s lost: dropped %d sockets", gateway_id, len(sids))

@@ -1,0 +1,165 @@
+"""Messages and who sends them: chat, room and private messages (saved before anyone is told),
+usernames, online users and history of ``/``, and namespace ``/chat``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
+from switchboard.shared.errors import ClientError
+from switchboard.shared.service import on_event
+
+from . import payloads
+from .core import CHAT, MAIN, RoomCore, display_name, ok
+from .model import PRIVATE, RESERVED_ROOM_PREFIX, Message, iso, new_id, parse_iso
+
+
+class MessageEvents(RoomCore):
+    """The message, identity and history events."""
+
+    async def _save(
+        self,
+        session: Session,
+        content: str,
+        kind: str,
+        room: str | None = None,
+        recipient: str | None = None,
+    ) -> Message:
+        message = Message(
+            id=new_id(),
+            namespace=session.ns,
+            room=room,
+            sender=self._entry(session).identity,
+            recipient=recipient,
+            username=display_name(session),
+            content=content,
+            type=kind,
+            ts_ms=self._now_ms(),
+        )
+        self.store.insert_message(message)
+        await self.store.committed()  # before anyone is told about it
+        return message
+
+    # -- messages (namespace /) -----------------------------------------------------------
+    @on_event(MAIN, "chat message")
+    async def chat_message(self, request: Request) -> Reply:
+        session = self._begin(request)
+        line = payloads.chat_line(request.args)
+        if line.room_id is not None:
+            self._require_member(line.room_id, session.sid)
+        message = await self._save(session, line.content, line.type, room=line.room_id)
+        if line.room_id is not None:
+            self.publisher.emit_room(
+                MAIN, line.room_id, "chat message", [message.payload()], exclude=[session.sid]
+            )
+        else:
+            self.publisher.emit_namespace(
+                MAIN, "chat message", [message.payload()], exclude=[session.sid]
+            )
+        return reply_to(request, ack=ok(messageId=message.id))
+
+    @on_event(MAIN, "room message")
+    async def room_message(self, request: Request) -> Reply:
+        session = self._begin(request)
+        line = payloads.room_line(request.args)
+        self._require_member(line.room_id, session.sid)
+        relay = {
+            "from": self._entry(session).identity,
+            "username": display_name(session),
+            "message": line.message,
+            "roomId": line.room_id,
+            "timestamp": iso(self._now_ms()),
+        }
+        self.publisher.emit_room(MAIN, line.room_id, "room message", [relay], exclude=[session.sid])
+        return reply_to(request, ack=ok())
+
+    @on_event(MAIN, "private message")
+    async def private_message(self, request: Request) -> Reply:
+        session = self._begin(request)
+        line = payloads.private_line(request.args)
+        if not self.registry.is_online(MAIN, line.to):
+            raise ClientError("user not online")
+        message = await self._save(session, line.content, PRIVATE, recipient=line.to)
+        self.publisher.emit_user(MAIN, line.to, "private message", [message.payload()])
+        return reply_to(request, ack=ok(messageId=message.id))
+
+    @on_event(MAIN, "set username")
+    async def set_username(self, request: Request) -> Reply:
+        session = self._begin(request)
+        username = payloads.username_arg(request.args)
+        self.registry.rename(session.sid, username)
+        self.membership.rename(session.sid, username)
+        return reply_to(
+            request,
+            session=session.with_user(session.user_id, username, session.role),
+            ack=ok(username=username),
+        )
+
+    @on_event(MAIN, "user info")
+    async def user_info(self, request: Request) -> Reply:
+        """The seed client's ``set username``, with an avatar kept in the session."""
+        session = self._begin(request)
+        username, avatar = payloads.user_info(request.args)
+        self.registry.rename(session.sid, username)
+        self.membership.rename(session.sid, username)
+        updated = replace(session.with_user(session.user_id, username, session.role), avatar=avatar)
+        fields: dict[str, Any] = {"username": username}
+        if avatar is not None:
+            fields["avatar"] = avatar
+        return reply_to(request, session=updated, ack=ok(**fields))
+
+    @on_event(MAIN, "get online users")
+    async def get_online_users(self, request: Request) -> Reply:
+        self._begin(request)
+        entries = sorted(self.registry.in_namespace(MAIN), key=lambda e: (e.connected_at, e.sid))
+        users = [e.member().payload() for e in entries]
+        return reply_to(request, ack=ok(users=users))
+
+    @on_event(MAIN, "get history")
+    async def get_history(self, request: Request) -> Reply:
+        session = self._begin(request)
+        query = payloads.history_query(
+            request.args, self.config.history_default_limit, self.config.history_max_limit
+        )
+        self._require_member(query.room_id, session.sid)
+        before_seq = before_ms = None
+        if isinstance(query.before, float):
+            before_ms = int(query.before)  # epoch milliseconds (JavaScript's Date.now())
+        elif query.before is not None:
+            # A message id is the exact cursor (ties within a millisecond); a timestamp is
+            # accepted too, for clients that page by time.
+            before_seq = self.store.message_seq(MAIN, query.room_id, query.before)
+            if before_seq is None:
+                before_ms = parse_iso(query.before)
+        messages = self.store.history(MAIN, query.room_id, query.limit, before_seq, before_ms)
+        return reply_to(request, ack=ok(messages=[m.payload() for m in messages]))
+
+    # -- namespace /chat ------------------------------------------------------------------
+    @on_event(CHAT, "chat message")
+    async def chat_chat_message(self, request: Request) -> Reply:
+        session = self._begin(request)
+        line = payloads.chat_line(request.args)
+        if line.room_id is not None and line.room_id.startswith(RESERVED_ROOM_PREFIX):
+            raise ClientError("roomId: user rooms are reserved; use private message")
+        message = await self._save(session, line.content, line.type, room=line.room_id)
+        if line.room_id is not None:
+            self.publisher.emit_room(
+                CHAT, line.room_id, "chat message", [message.payload()], exclude=[session.sid]
+            )
+        else:
+            # EVENTS.md: "to all of /chat" (conventions: "to all" includes the sender).
+            self.publisher.emit_namespace(CHAT, "chat message", [message.payload()])
+        return reply_to(request, ack=ok(messageId=message.id))
+
+    @on_event(CHAT, "private message")
+    async def chat_private_message(self, request: Request) -> Reply:
+        session = self._begin(request)
+        line = payloads.private_line(request.args)
+        message = await self._save(session, line.content, PRIVATE, recipient=line.to)
+        self.publisher.emit_user(CHAT, line.to, "private message", [message.payload()])
+        return reply_to(
+            request,
+            ack=ok(messageId=message.id),
+            emits=(Emit("message sent", [{"messageId": message.id}]),),
+        )
