@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from switchboard.gateway import http
+from switchboard.gateway.exchange import Exchange
 from switchboard.gateway.http import HttpResponse
-from switchboard.gateway.httpconn import Exchange
 from switchboard.shared.envelope import PeerReply
 
 POLL_TYPE = "text/plain; charset=UTF-8"

@@ -1,5 +1,5 @@
 """One Engine.IO session: the sans-I/O :class:`~gateway.protocol.Connection` plus the thin
-I/O around it (writes over its transport, a timer, an ordered work lane).
+I/O around it (writes over its transport, a timer, an ordered work :class:`~.lane.Lane`).
 
 The transport is a WebSocket (:class:`~gateway.transport.WsTransport`) or HTTP
 long-polling (a :class:`~gateway.protocol.polling.Polling` state machine and the GET
@@ -19,23 +19,18 @@ Nothing here decides anything about namespaces or events: that is :mod:`gateway.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
 from switchboard.gateway import wsframe
+from switchboard.gateway.lane import Lane
 from switchboard.gateway.protocol import Connection
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.transport import WsTransport
 from switchboard.shared.envelope import Session
 
-log = logging.getLogger("switchboard.gateway.client")
-
-
-#: Packets of one connection handled at once before it stops being read (backpressure).
-MAX_INFLIGHT = 256
 #: Seconds a polling session closed by the server waits for the poll that takes its CLOSE.
 CLOSE_TIMEOUT = 30.0
 
@@ -98,41 +93,6 @@ class CloseMode(Enum):
     CLIENT = "client"  #: the client asked
 
 
-class Turn:
-    """One packet's place in its connection's order (see :meth:`Client.submit`)."""
-
-    __slots__ = ("barrier", "done", "prev_done", "prev_sent", "sent")
-
-    def __init__(
-        self,
-        prev_sent: asyncio.Future[None] | None,
-        prev_done: asyncio.Future[None] | None,
-        sent: asyncio.Future[None],
-        done: asyncio.Future[None],
-        barrier: bool,
-    ) -> None:
-        self.prev_sent = prev_sent
-        self.prev_done = prev_done
-        self.sent = sent
-        self.done = done
-        self.barrier = barrier
-
-    async def may_send(self) -> None:
-        """Wait until the previous packet's ordered request is on its way."""
-        if self.prev_sent is not None and not self.prev_sent.done():
-            await self.prev_sent
-
-    async def may_apply(self) -> None:
-        """Wait until the previous packet is completely handled."""
-        if self.prev_done is not None and not self.prev_done.done():
-            await self.prev_done
-
-    def finish(self) -> None:
-        for future in (self.sent, self.done):
-            if not future.done():
-                future.set_result(None)
-
-
 class Corker:
     """Clients with frames queued this loop iteration; writes them all once, soon after."""
 
@@ -160,19 +120,14 @@ class Corker:
 
 class Client:
     __slots__ = (
-        "_done_tail",
-        "_paused",
         "_poll_dirty",
-        "_resume",
-        "_sent_tail",
-        "_tasks",
         "_timer",
         "address",
         "closing",
         "conn",
         "corker",
         "headers",
-        "inflight",
+        "lane",
         "link",
         "lost",
         "on_finished",
@@ -216,12 +171,8 @@ class Client:
         self.pending: list[bytes] | None = None
         self.closing = False
         self._poll_dirty = False
-        self._sent_tail: asyncio.Future[None] | None = None
-        self._done_tail: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.inflight = 0
-        self._paused = False
-        self._resume: list[Callable[[], None]] = []
+        #: The packets' ordered work (``client.lane.submit``).
+        self.lane = Lane(conn.sid, self._pause_reading, self._resume_reading)
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -382,63 +333,18 @@ class Client:
         if callback is not None:
             callback(self)
 
-    # -- ordered work ------------------------------------------------------------------------
-    def submit(self, work: Callable[[Turn], Awaitable[None]], barrier: bool = False) -> None:
-        """Start ``work(turn)`` now, ordered after everything submitted before it.
-
-        Socket.IO keeps a socket's packets in order, but waiting for each event's replies
-        before starting the next would cap one socket at one pipeline round trip per event.
-        So work runs concurrently and orders itself through its :class:`Turn`: it awaits
-        ``turn.may_send()`` before the request that must stay in order (the owner's), and
-        ``turn.may_apply()`` before it touches the socket. A ``barrier`` (CONNECT) waits for
-        everything before it to finish, and everything after waits for it. With
-        ``MAX_INFLIGHT`` packets in flight the connection stops being read (a polling
-        session's POSTs stop being answered) until half have finished: a flood is served,
-        in order, at the pace of the services, in bounded memory.
-        """
-        loop = asyncio.get_running_loop()
-        turn = Turn(self._sent_tail, self._done_tail, loop.create_future(),
-                    loop.create_future(), barrier)
-        self._sent_tail = turn.done if barrier else turn.sent
-        self._done_tail = turn.done
-        self.inflight += 1
-        task = loop.create_task(self._run(work, turn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if self.inflight >= MAX_INFLIGHT and not self._paused:
-            self._paused = True
-            if self.polling is None and self.transport is not None:
-                self.transport.pause_reading()
-
-    async def _run(self, work: Callable[[Turn], Awaitable[None]], turn: Turn) -> None:
-        try:
-            if turn.barrier:
-                await turn.may_apply()
-            await work(turn)
-        except Exception:
-            log.exception("handling a packet from %s failed", self.conn.sid)
-        finally:
-            turn.finish()
-            self.inflight -= 1
-            if self._paused and self.inflight <= MAX_INFLIGHT // 2:
-                self._paused = False
-                transport = self.transport
-                if transport is not None and not transport.is_closing():
-                    transport.resume_reading()
-                callbacks, self._resume = self._resume, []
-                for callback in callbacks:
-                    callback()
-
-    def when_readable(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` now, or once the lane is below its bound (a POST's answer)."""
-        if self._paused:
-            self._resume.append(callback)
-        else:
-            callback()
-
     @property
     def busy(self) -> bool:
-        return self.inflight > 0
+        return self.lane.inflight > 0
+
+    def _pause_reading(self) -> None:
+        if self.polling is None and self.transport is not None:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     # -- timers ------------------------------------------------------------------------------
     def schedule(self, callback: Callable[[], Any]) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from switchboard.gateway import http, upgrade
 from switchboard.gateway.answers import Answer, LocalAnswer, RemoteAnswer
 from switchboard.gateway.client import Client
+from switchboard.gateway.exchange import Exchange, Upgrade
 from switchboard.gateway.http import (
     CorsPolicy,
     EngineError,
@@ -33,7 +34,6 @@ from switchboard.gateway.http import (
     HttpResponse,
     engine_error,
 )
-from switchboard.gateway.httpconn import Exchange, Upgrade
 from switchboard.gateway.peers import Peers
 from switchboard.gateway.protocol.engineio import decode_payload
 from switchboard.gateway.protocol.errors import DecodeError, PollOverlap, TransportMismatch
@@ -268,7 +268,7 @@ class Engine:
             self.host.rearm(client)  # its timer now also covers the hold's end
         # Backpressure: a client with too much in flight gets its "ok" later, and engine.io
         # clients send nothing more until they have it.
-        client.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
+        client.lane.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
 
     def release_due(self, client: Client) -> None:
         """Timer: the hold is over; hand the held packets to the session."""

@@ -23,8 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
 from switchboard.gateway.echo import ENGINE_ECHO_PATH
+from switchboard.gateway.exchange import Exchange, Upgrade
 from switchboard.gateway.http import HttpRequest, HttpResponse
-from switchboard.gateway.httpconn import Exchange, Upgrade
 from switchboard.gateway.proxies import Network, client_address
 from switchboard.gateway.ratelimit import TokenBuckets, retry_after
 from switchboard.gateway.web import WebRoutes

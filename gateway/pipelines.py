@@ -25,8 +25,9 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, NsSocket, Turn
+from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.fanout import LocalIndex, wait_all
+from switchboard.gateway.lane import Turn
 from switchboard.gateway.protocol import AckReceived, ConnectRequested, EventReceived
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import Emit, Reply, RequestKind, Session, SocketState

@@ -24,8 +24,8 @@ from switchboard.gateway import http
 from switchboard.gateway import metrics as m
 from switchboard.gateway.answers import Answer, RemoteWaits
 from switchboard.gateway.client import Client
+from switchboard.gateway.exchange import Upgrade
 from switchboard.gateway.http import EngineError, engine_error
-from switchboard.gateway.httpconn import Upgrade
 from switchboard.gateway.peers import Peer, Peers, PeerUnavailable
 from switchboard.gateway.protocol.polling import UpgradeState
 from switchboard.shared import topics

@@ -36,10 +36,11 @@ from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.echo import EchoHost
 from switchboard.gateway.engine import Engine, EngineConfig
+from switchboard.gateway.exchange import HttpLimits
 from switchboard.gateway.fanout import Fanout, LocalIndex, Subscriptions
 from switchboard.gateway.front import Front
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
-from switchboard.gateway.httpconn import HttpConnection, HttpLimits
+from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.peers import Peers
 from switchboard.gateway.pipelines import Pipelines
 from switchboard.gateway.protocol import ConnectionConfig

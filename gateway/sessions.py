@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, CloseMode, Corker, NsSocket, Turn
+from switchboard.gateway.client import Client, CloseMode, Corker, NsSocket
 from switchboard.gateway.http import HttpRequest
+from switchboard.gateway.lane import Turn
 from switchboard.gateway.protocol import (
     AckReceived,
     Closed,
@@ -149,10 +150,10 @@ class Sessions:
                 self.counters["events"] += 1
                 self.meters.received(event.namespace, event.event).inc()
                 ev = event
-                client.submit(lambda turn, ev=ev: work.event(client, ev, turn))  # type: ignore[misc]
+                client.lane.submit(lambda turn, ev=ev: work.event(client, ev, turn))  # type: ignore[misc]
             elif isinstance(event, ConnectRequested):
                 cr = event
-                client.submit(lambda turn, cr=cr: work.connect(client, cr),  # type: ignore[misc]
+                client.lane.submit(lambda turn, cr=cr: work.connect(client, cr),  # type: ignore[misc]
                               barrier=True)
             elif isinstance(event, DisconnectRequested):
                 sock = client.sockets.get(event.namespace)
@@ -160,7 +161,7 @@ class Sessions:
                     work.drop_socket(sock)
             elif isinstance(event, AckReceived):
                 ack = event
-                client.submit(lambda turn, ack=ack: work.client_ack(client, ack, turn))  # type: ignore[misc]
+                client.lane.submit(lambda turn, ack=ack: work.client_ack(client, ack, turn))  # type: ignore[misc]
             elif isinstance(event, Closed):
                 self._on_closed(client, event)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, SessionOwner
-from switchboard.gateway.httpconn import Upgrade
+from switchboard.gateway.exchange import Upgrade
 from switchboard.gateway.protocol.errors import UpgradeRefused
 from switchboard.gateway.protocol.polling import Polling, UpgradeState
 from switchboard.gateway.transport import WsTransport

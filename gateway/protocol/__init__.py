@@ -6,7 +6,10 @@ passed in as float seconds).  Modules:
 * :mod:`.errors`     -- the ProtocolError hierarchy
 * :mod:`.engineio`   -- Engine.IO packets and the OPEN handshake
 * :mod:`.socketio`   -- Socket.IO packets, encoders and the stateful Decoder
+* :mod:`.states`     -- namespace states and their transition table
+* :mod:`.events`     -- what a connection reports (frozen events)
 * :mod:`.connection` -- the per-connection state machine (namespaces, heartbeat)
+* :mod:`.polling`    -- the long-polling side of a session (payloads, the waiting GET)
 """
 
 from .connection import (

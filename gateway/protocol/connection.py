@@ -44,12 +44,20 @@ asynchronous code and must not raise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from .engineio import EioType, encode_open, packet_type
 from .errors import DecodeError, NotConnected, PayloadTooLarge, ProtocolError
+from .events import (
+    AckReceived,
+    Closed,
+    ConnectRequested,
+    DisconnectRequested,
+    Event,
+    EventReceived,
+)
 from .socketio import Decoder, Packet, PacketType, encode_event_frames, encode_frames
+from .states import NS_TRANSITIONS, REMOTE_STEPS, NsState, NsStep
 
 __all__ = [
     "NS_TRANSITIONS",
@@ -64,35 +72,6 @@ __all__ = [
     "NsState",
     "NsStep",
 ]
-
-
-class NsState(Enum):
-    """Where a namespace of a connection stands (absent ones are simply not recorded)."""
-
-    ABSENT = "absent"
-    PENDING = "pending"
-    CONNECTED = "connected"
-
-
-class NsStep(Enum):
-    CONNECT = "the client sent CONNECT"
-    ACCEPT = "the server accepted"
-    REFUSE = "the server refused"
-    LEAVE = "the client sent DISCONNECT"
-    KICK = "the server disconnected it"
-
-
-_A, _P, _C = NsState.ABSENT, NsState.PENDING, NsState.CONNECTED
-#: Every allowed step; anything else is refused (see :meth:`Connection._step`).
-NS_TRANSITIONS: dict[tuple[NsState, NsStep], NsState] = {
-    (_A, NsStep.CONNECT): _P,
-    (_P, NsStep.ACCEPT): _C,
-    (_P, NsStep.REFUSE): _A,
-    (_C, NsStep.LEAVE): _A,
-    (_C, NsStep.KICK): _A,
-}
-#: Steps the client takes (an illegal one is a remote protocol error).
-_REMOTE_STEPS = frozenset({NsStep.CONNECT, NsStep.LEAVE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,56 +89,6 @@ class ConnectionConfig:
     connect_timeout: float = 45.0
     max_attachments: int = 16
     max_namespaces: int = 64
-
-
-# ------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base class of everything :meth:`Connection.receive_frame`/``tick`` return."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRequested(Event):
-    """The client asks to join ``namespace``; answer with accept() or refuse()."""
-
-    namespace: str
-    auth: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class DisconnectRequested(Event):
-    """The client left ``namespace``; the Engine.IO connection stays open."""
-
-    namespace: str
-
-
-@dataclass(frozen=True, slots=True)
-class EventReceived(Event):
-    """An event; ``ack_id`` is set when the client waits for send_ack()."""
-
-    namespace: str
-    event: str
-    args: list[Any]
-    ack_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AckReceived(Event):
-    """The client acknowledged the server event ``ack_id`` (not checked here)."""
-
-    namespace: str
-    ack_id: int
-    args: list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Closed(Event):
-    """The connection is over; emitted once.  ``error`` is True for bad input/timeouts."""
-
-    reason: str
-    error: bool
 
 
 # --------------------------------------------------------------------- connection
@@ -431,7 +360,7 @@ class Connection:
         state = self._namespaces.get(namespace, NsState.ABSENT)
         new = NS_TRANSITIONS.get((state, step))
         if new is None:
-            if step in _REMOTE_STEPS:
+            if step in REMOTE_STEPS:
                 raise DecodeError("namespace already connected" if state is NsState.CONNECTED
                                   else "namespace connection pending")
             raise NotConnected("namespace not pending" if step is not NsStep.KICK

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from switchboard.gateway.exchange import Exchange, HttpLimits, Upgrade
 from switchboard.gateway.http import HttpRequest, HttpResponse, text_response
-from switchboard.gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
+from switchboard.gateway.httpconn import HttpConnection
 
 BOUND = 5.0
 

@@ -159,8 +159,8 @@ async def test_work_runs_concurrently_but_sends_and_applies_in_order() -> None:
         await turn.may_apply()
         order.append("apply 2")
 
-    client.submit(first)
-    client.submit(second)
+    client.lane.submit(first)
+    client.lane.submit(second)
     async with asyncio.timeout(5):
         while order != ["send 1", "send 2"]:
             await asyncio.sleep(0)

@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.exchange import Exchange, HttpLimits, Upgrade
 from switchboard.gateway.front import Front
 from switchboard.gateway.http import HttpResponse
-from switchboard.gateway.httpconn import Exchange, HttpConnection, HttpLimits, Upgrade
+from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.web import WebRoutes
 
 

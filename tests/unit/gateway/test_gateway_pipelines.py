@@ -111,7 +111,7 @@ class World:
             await self.pipelines.event(self.client, event, turn)
             done.set_result(None)
 
-        self.client.submit(work)
+        self.client.lane.submit(work)
         await asyncio.wait_for(done, 5)
 
 

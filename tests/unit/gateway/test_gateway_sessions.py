@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, NsSocket, Turn
+from switchboard.gateway.client import Client, NsSocket
+from switchboard.gateway.lane import Turn
 from switchboard.gateway.protocol import (
     AckReceived,
     ConnectionConfig,
