@@ -1,0 +1,168 @@
+"""The arrows between the packages: no import circles, everything points toward ``shared``,
+the protocol core imports no I/O, and the gateway imports no service.
+
+Read from the source (``ast``), so the ``TYPE_CHECKING`` imports count too: a circle hidden
+behind one is still a circle between rooms.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTS = ("gateway", "broker", "services", "shared")
+#: What the sans-I/O core may not import (directly or through a module of ours).
+IO_MODULES = ("asyncio", "zmq", "websockets", "httptools", "socket", "selectors")
+
+
+def _modules() -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for part in PARTS:
+        for path in (ROOT / part).rglob("*.py"):
+            if "node_modules" in path.parts:
+                continue
+            names = list(path.relative_to(ROOT).with_suffix("").parts)
+            if names[-1] == "__init__":
+                names = names[:-1]
+            mods[".".join(["switchboard", *names])] = path
+    for path in (ROOT / "switchboard").glob("*.py"):
+        mods["switchboard" if path.stem == "__init__" else f"switchboard.{path.stem}"] = path
+    return mods
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module ``name`` imports (absolute names; packages and the modules in them)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+MODULES = _modules()
+IMPORTS = {name: _imports(name, path) for name, path in MODULES.items()}
+#: Edges between our modules; a package re-exporting its own modules is not an edge.
+GRAPH = {
+    name: {dep for dep in deps if dep in MODULES and dep != name
+           and not dep.startswith(name + ".")}
+    for name, deps in IMPORTS.items()
+}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            for dep in edges:
+                if dep not in index:
+                    index[dep] = low[dep] = len(index)
+                    stack.append(dep)
+                    on_stack.add(dep)
+                    work.append((dep, iter(sorted(graph[dep]))))
+                    break
+                if dep in on_stack:
+                    low[node] = min(low[node], index[dep])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_the_graph_is_read() -> None:
+    # Not vacuous: the modules and their edges are there to be checked.
+    assert len(MODULES) > 60
+    assert "switchboard.shared.envelope" in GRAPH["switchboard.gateway.server"] | set().union(
+        *(GRAPH[dep] for dep in GRAPH["switchboard.gateway.server"])
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles() -> None:
+    assert _cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize("part", ["shared", "broker"])
+def test_arrows_point_toward_shared(part: str) -> None:
+    prefix = f"switchboard.{part}"
+    allowed = ("switchboard.shared", prefix)
+    outward = {
+        name: sorted(dep for dep in deps if not dep.startswith(allowed))
+        for name, deps in GRAPH.items()
+        if name.startswith(prefix)
+    }
+    assert {name: deps for name, deps in outward.items() if deps} == {}
+
+
+def test_the_gateway_imports_no_service() -> None:
+    into_services = {
+        name: sorted(dep for dep in deps if dep.startswith("switchboard.services"))
+        for name, deps in GRAPH.items()
+        if name.startswith("switchboard.gateway")
+    }
+    assert {name: deps for name, deps in into_services.items() if deps} == {}
+
+
+def test_services_import_no_gateway_and_not_each_other() -> None:
+    crossing = {}
+    for name, deps in GRAPH.items():
+        if not name.startswith("switchboard.services."):
+            continue
+        own = ".".join(name.split(".")[:3])
+        bad = sorted(
+            dep for dep in deps
+            if dep.startswith("switchboard.gateway")
+            or (dep.startswith("switchboard.services.") and not dep.startswith(own))
+        )
+        if bad:
+            crossing[name] = bad
+    assert crossing == {}
+
+
+def test_the_protocol_core_imports_no_io() -> None:
+    core = {name for name in MODULES if name.startswith("switchboard.gateway.protocol")}
+    assert len(core) >= 6
+    for name in sorted(core):
+        ours = {dep for dep in GRAPH[name] if dep.startswith("switchboard.")}
+        assert ours <= core, f"{name} imports {sorted(ours - core)}"
+        io = sorted(dep for dep in IMPORTS[name] if dep.split(".")[0] in IO_MODULES)
+        assert io == [], f"{name} imports {io}"
