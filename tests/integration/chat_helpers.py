@@ -1,17 +1,18 @@
 """Helpers of the end-to-end chat tests: real python-socketio clients against a real cluster.
 
-- :class:`ChatClient` wraps one ``socketio.AsyncClient`` (the client's default transports —
-  polling, then the upgrade — unless the cluster names others; no reconnection) and records
-  every event it receives, per namespace, in arrival order. Tests
-  read events with :meth:`ChatClient.next` / :meth:`ChatClient.wait_for` (bounded waits) and
-  check that something did *not* arrive with :meth:`ChatClient.seen` after a later "barrier"
+- :class:`ChatClient` is a :class:`~tests.support.peer.QueuedPeer` (the client's default
+  transports — polling, then the upgrade — unless the cluster names others; no
+  reconnection): it records every event it receives, per namespace, in arrival order. Tests
+  read events with :meth:`~QueuedPeer.next` / :meth:`~QueuedPeer.wait_for` (bounded waits) and
+  check that something did *not* arrive with :meth:`~QueuedPeer.seen` after a later "barrier"
   event arrived (the room service publishes in request order and one gateway delivers one
   subscription's messages in order, so once the barrier is in, anything sent before it is too).
 - :class:`Clients` creates clients for a test and disconnects all of them at the end
   (``async with Clients(cluster) as clients``), whatever happens.
 - :func:`refusal` connects expecting a CONNECT_ERROR and returns its data.
-- :func:`poll` retries a coroutine until a predicate holds, with a deadline and a backoff
-  that keeps a polling user well under the event rate limit.
+- :data:`POLL_TIMEOUT` and :data:`POLL_MAX_INTERVAL`: the deadline and the backoff of these
+  tests' polls (:func:`tests.support.polling.poll_until`), which keeps a polling user well
+  under the event rate limit.
 
 Every wait is bounded by :data:`WAIT` seconds.
 """
@@ -24,9 +25,7 @@ import itertools
 import re
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +33,15 @@ import socketio
 
 from switchboard.shared.topics import gateway_of
 from tests.support.cluster import Cluster, token
+from tests.support.peer import QueuedPeer
 
 #: Generous: the suite must hold on a loaded two-core machine running other clusters too.
 WAIT = 15.0
+#: A poll's deadline, and the longest pause of its backoff: the pause doubles from 50 ms up
+#: to 800 ms, so a poll sends at most about a dozen requests within the (default, 10 s)
+#: rate-limit window.
+POLL_TIMEOUT = 12.0
+POLL_MAX_INTERVAL = 0.8
 #: The contract's timestamps: ISO-8601 UTC (``Z`` or ``+00:00``), optional fraction.
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$")
 
@@ -72,145 +77,25 @@ def failed(error: str) -> dict[str, Any]:
     return {"success": False, "error": error}
 
 
-@dataclass(frozen=True)
-class Received:
-    ns: str
-    event: str
-    args: tuple[Any, ...]
-
-    @property
-    def data(self) -> Any:
-        """The payload: the single argument, or the tuple of them (None when there are none)."""
-        if len(self.args) == 1:
-            return self.args[0]
-        return self.args or None
-
-
-class ChatClient:
-    """One Socket.IO client that records every event of the namespaces it listens to."""
+class ChatClient(QueuedPeer):
+    """A client of the chat tests: ``label`` names it; ``user_id`` and ``username`` are who
+    it signs in as, if anyone."""
 
     def __init__(self, label: str = "", user_id: str | None = None,
                  username: str | None = None, transports: list[str] | None = None) -> None:
+        super().__init__(label or user_id or "", transports=transports, wait=WAIT)
         self.label = label
-        self.transports = transports
         self.user_id = user_id
         self.username = username
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.log: list[Received] = []
-        self._queues: dict[tuple[str, str], asyncio.Queue[Received]] = defaultdict(asyncio.Queue)
-        self.disconnects: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self.connect_errors: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        self._listening: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"<ChatClient {self.label or self.user_id}>"
-
-    # -- connecting ----------------------------------------------------------------------------
-    def listen(self, ns: str) -> None:
-        """Record events of ``ns`` (done before connecting so that nothing is missed)."""
-        if ns in self._listening:
-            return
-        self._listening.add(ns)
-
-        def record(event: str, *args: Any) -> None:
-            item = Received(ns, event, args)
-            self.log.append(item)
-            self._queues[(ns, event)].put_nowait(item)
-
-        def disconnected(*_: Any) -> None:
-            self.disconnects[ns].set()
-
-        def connect_error(data: Any = None) -> None:
-            self.connect_errors[ns].put_nowait(data)
-
-        self.sio.on("*", record, namespace=ns)
-        self.sio.on("disconnect", disconnected, namespace=ns)
-        self.sio.on("connect_error", connect_error, namespace=ns)
-
-    async def connect(self, url: str, namespaces: Iterable[str] = ("/",), auth: Any = None,
-                      headers: dict[str, str] | None = None) -> ChatClient:
-        names = list(namespaces)
-        for ns in names:
-            self.listen(ns)
-        options: dict[str, Any] = {} if self.transports is None else {
-            "transports": self.transports}
-        await asyncio.wait_for(
-            self.sio.connect(url, namespaces=names, auth=auth, headers=headers or {},
-                             wait_timeout=WAIT, **options),
-            WAIT + 1,
-        )
-        return self
 
     @property
     def gateway(self) -> str:
         """The id of the gateway serving this client (socket ids embed it)."""
-        return gateway_of(self.sid(next(iter(self.connected_namespaces), "/")))
-
-    def sid(self, ns: str = "/") -> str:
-        sid = self.sio.get_sid(ns)
-        assert isinstance(sid, str), f"{self} is not connected to {ns}"
-        return sid
+        return gateway_of(self.sid_of(next(iter(self.connected_namespaces), "/")))
 
     @property
     def connected_namespaces(self) -> set[str]:
-        return set(self.sio.namespaces)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.sio.disconnect(), WAIT)
-
-    # -- sending -------------------------------------------------------------------------------
-    async def call(self, event: str, data: Any = None, ns: str = "/") -> Any:
-        """Emit with an ack callback; the ack's (single) argument."""
-        return await self.sio.call(event, data, namespace=ns, timeout=WAIT)
-
-    async def emit(self, event: str, data: Any = None, ns: str = "/") -> None:
-        """Emit without an ack callback."""
-        await self.sio.emit(event, data, namespace=ns)
-
-    # -- receiving -----------------------------------------------------------------------------
-    async def next(self, event: str, ns: str = "/", timeout: float = WAIT) -> Any:
-        """The payload of the next unread ``event`` of ``ns``."""
-        try:
-            item = await asyncio.wait_for(self._queues[(ns, event)].get(), timeout)
-        except TimeoutError:
-            raise AssertionError(
-                f"{self}: no {event!r} on {ns} within {timeout}s; got "
-                f"{[(r.ns, r.event) for r in self.log]}"
-            ) from None
-        return item.data
-
-    async def wait_for(self, event: str, predicate: Callable[[Any], bool], ns: str = "/",
-                       timeout: float = WAIT) -> Any:
-        """The payload of the next unread ``event`` that matches; earlier ones are dropped."""
-        deadline = time.monotonic() + timeout
-        skipped: list[Any] = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self}: no matching {event!r} on {ns}; saw {skipped}")
-            try:
-                item = await asyncio.wait_for(self._queues[(ns, event)].get(), left)
-            except TimeoutError:
-                continue
-            if predicate(item.data):
-                return item.data
-            skipped.append(item.data)
-
-    def seen(self, event: str, ns: str = "/",
-             predicate: Callable[[Any], bool] = lambda _: True) -> list[Any]:
-        """Every payload of ``event`` received so far (read or not) that matches."""
-        return [r.data for r in self.log if r.ns == ns and r.event == event
-                and predicate(r.data)]
-
-    def unread(self, event: str, ns: str = "/") -> int:
-        return self._queues[(ns, event)].qsize()
-
-    async def wait_disconnected(self, ns: str = "/", timeout: float = WAIT) -> None:
-        try:
-            await asyncio.wait_for(self.disconnects[ns].wait(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"{self}: still connected to {ns} after {timeout}s") from None
+        return set(self.client.namespaces)
 
 
 class Clients:
@@ -281,29 +166,6 @@ async def refusal(url: str, namespace: str = "/", auth: Any = None,
         with contextlib.suppress(socketio.exceptions.ConnectionError):
             await client.connect(url, [namespace], auth=auth, headers=headers)
             raise AssertionError(f"CONNECT to {namespace} of {url} succeeded")
-        try:
-            return await asyncio.wait_for(client.connect_errors[namespace].get(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no connect_error for {namespace}") from None
+        return await client.next("connect_error", ns=namespace)
     finally:
         await client.close()
-
-
-async def poll(fetch: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool],
-               timeout: float = 12.0, what: str = "condition") -> Any:
-    """``await fetch()`` until ``predicate`` holds for its result; that result.
-
-    The pause between tries doubles from 50 ms up to 800 ms, so a poll sends at most about
-    a dozen requests within the (default, 10 s) rate-limit window.
-    """
-    deadline = time.monotonic() + timeout
-    pause = 0.05
-    last: Any = None
-    while True:
-        last = await fetch()
-        if predicate(last):
-            return last
-        if time.monotonic() + pause > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.8)

@@ -15,16 +15,18 @@ import socketio
 
 from switchboard.shared.topics import gateway_of
 from tests.integration.chat_helpers import (
+    POLL_MAX_INTERVAL,
+    POLL_TIMEOUT,
     ChatClient,
     Clients,
     assert_iso_utc,
     assert_keys,
     failed,
-    poll,
     refusal,
     unique,
 )
 from tests.support.cluster import Cluster, token
+from tests.support.polling import poll_until
 
 STATS_KEYS = ("totalConnections", "chatConnections", "gameConnections", "adminConnections",
               "rooms", "gateways")
@@ -42,7 +44,7 @@ def sockets_by_gateway(clients: Clients) -> dict[str, int]:
     counts: dict[str, int] = {}
     for client in clients.all:
         for ns in client.connected_namespaces:
-            gateway = gateway_of(client.sid(ns))
+            gateway = gateway_of(client.sid_of(ns))
             counts[gateway] = counts.get(gateway, 0) + 1
     return counts
 
@@ -75,8 +77,8 @@ async def test_get_stats_counts_the_whole_cluster(chat_cluster: Cluster) -> None
                           if g["connections"]}
             return {k: ack.get(k) for k in expected} == expected and by_gateway == placed
 
-        await poll(lambda: admin.call("get stats", ns="/admin"), settled,
-                   what="cluster-wide stats")
+        await poll_until(lambda: admin.call("get stats", ns="/admin"), settled,
+                         "cluster-wide stats", POLL_TIMEOUT, max_interval=POLL_MAX_INTERVAL)
         ack = await admin.call("get stats", ns="/admin")
         assert settled(ack), ack
         assert ack["success"] is True
@@ -100,12 +102,13 @@ async def test_get_stats_counts_the_whole_cluster(chat_cluster: Cluster) -> None
         await alice.close()
         placed[gone] -= 1
         placed = {gw: n for gw, n in placed.items() if n}
-        await poll(lambda: admin.call("get stats", ns="/admin"),
-                   lambda s: s["mainConnections"] == 2 and s["totalConnections"] == 6
-                   and {g["id"]: g["connections"] for g in s["gateways"]
-                        if g["connections"]} == placed
-                   and room not in [r["id"] for r in s["rooms"]],
-                   what="stats after a disconnect")
+        await poll_until(lambda: admin.call("get stats", ns="/admin"),
+                         lambda s: s["mainConnections"] == 2 and s["totalConnections"] == 6
+                         and {g["id"]: g["connections"] for g in s["gateways"]
+                              if g["connections"]} == placed
+                         and room not in [r["id"] for r in s["rooms"]],
+                         "stats after a disconnect", POLL_TIMEOUT,
+                         max_interval=POLL_MAX_INTERVAL)
 
 
 async def test_broadcast_reaches_every_main_socket_on_both_gateways(chat_cluster: Cluster
@@ -146,7 +149,7 @@ async def test_kick_disconnects_one_socket_on_the_other_gateway(chat_cluster: Cl
         assert (await watcher.call("create room", {"roomId": room, "roomName": "K"}))["success"]
         assert (await watcher.call("join room", room))["success"]
         assert (await tab1.call("join room", room))["success"]
-        tab1_sid, tab2_sid = tab1.sid(), tab2.sid()
+        tab1_sid, tab2_sid = tab1.sid, tab2.sid
 
         ack = await admin.call("kick user", {"socketId": tab1_sid, "reason": "spamming"},
                                ns="/admin")
@@ -159,8 +162,9 @@ async def test_kick_disconnects_one_socket_on_the_other_gateway(chat_cluster: Cl
                         "userCount": 1}
 
         # Only that socket: the user's other tab stays, and the user stays online.
-        users = await poll(lambda: watcher.call("get online users"),
-                           lambda a: tab1_sid not in online_sids(a), what="kicked socket gone")
+        users = await poll_until(lambda: watcher.call("get online users"),
+                                 lambda a: tab1_sid not in online_sids(a), "kicked socket gone",
+                                 POLL_TIMEOUT, max_interval=POLL_MAX_INTERVAL)
         assert tab2_sid in online_sids(users)
         assert (await tab2.call("get online users"))["success"] is True
         assert not tab2.seen("kicked")
@@ -241,16 +245,17 @@ async def test_temporary_ban_ends(chat_cluster: Cluster) -> None:
             try:
                 return await client.connect(chat_cluster.url(1), ["/"], auth={"token": jwt})
             except socketio.exceptions.ConnectionError:
-                refusals.append(client.connect_errors["/"].get_nowait())
+                refusals.append(await client.next("connect_error"))
                 await client.close()
                 return None
 
-        back = await poll(try_connect, lambda c: c is not None, timeout=seconds + 12,
-                          what="reconnect after the ban")
+        back = await poll_until(try_connect, lambda c: c is not None, "reconnect after the ban",
+                                seconds + 12, max_interval=POLL_MAX_INTERVAL)
+        assert back is not None
         # The ban ended on the server's clock; from here it can only look a little shorter.
         assert time.monotonic() - banned_at > seconds - 1
         assert refusals and all(r == {"message": "Banned"} for r in refusals), refusals
-        assert (await back.next("welcome"))["socketId"] == back.sid()
+        assert (await back.next("welcome"))["socketId"] == back.sid
 
 
 async def test_mute_refuses_messages_of_that_user_only(chat_cluster: Cluster) -> None:
@@ -311,8 +316,9 @@ async def test_mute_ends(chat_cluster: Cluster) -> None:
         ack = await muted.call("chat message", {"content": "first try"})
         assert ack in (failed("you are muted for 2 more seconds"),
                        failed("you are muted for 1 more second")), ack
-        ack = await poll(lambda: muted.call("chat message", {"content": "later"}),
-                         lambda a: a["success"], what="the mute to end")
+        ack = await poll_until(lambda: muted.call("chat message", {"content": "later"}),
+                               lambda a: a["success"], "the mute to end", POLL_TIMEOUT,
+                               max_interval=POLL_MAX_INTERVAL)
         line = await listener.wait_for("chat message", lambda p: p["from"] == muted.user_id)
         assert line["id"] == ack["messageId"] and line["content"] == "later"
         assert not listener.seen("chat message", predicate=lambda p: p["content"] == "first try")
@@ -324,7 +330,7 @@ async def test_kick_of_a_chat_socket(chat_cluster: Cluster) -> None:
     async with Clients(chat_cluster) as clients:
         admin = await clients.admin(0)
         target = await clients.user(1, unique("chatter"), "Chatter", namespaces=("/", "/chat"))
-        ack = await admin.call("kick user", {"socketId": target.sid("/chat"), "reason": "off"},
+        ack = await admin.call("kick user", {"socketId": target.sid_of("/chat"), "reason": "off"},
                                ns="/admin")
         assert ack == {"success": True}
         assert await target.next("kicked", ns="/chat") == {"reason": "off"}

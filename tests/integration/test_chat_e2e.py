@@ -16,17 +16,19 @@ import pytest
 
 from switchboard.shared.tokens import issue_token
 from tests.integration.chat_helpers import (
+    POLL_MAX_INTERVAL,
+    POLL_TIMEOUT,
     WAIT,
     ChatClient,
     Clients,
     assert_iso_utc,
     assert_keys,
     failed,
-    poll,
     refusal,
     unique,
 )
 from tests.support.cluster import JWT_SECRET, Cluster, token
+from tests.support.polling import poll_until
 
 MESSAGE_KEYS = ("id", "from", "username", "content", "type", "roomId", "timestamp")
 PRIVATE_KEYS = ("id", "from", "to", "content", "type", "timestamp")
@@ -39,7 +41,7 @@ CONTENT_SIZE = "content: must be 1..1000 characters"
 
 def member(client: ChatClient) -> dict[str, Any]:
     """How a client appears in ``users`` lists (``room joined``, ``get online users``)."""
-    return {"id": client.user_id, "username": client.username, "socketId": client.sid("/")}
+    return {"id": client.user_id, "username": client.username, "socketId": client.sid}
 
 
 async def create_room(owner: ChatClient, room_id: str, name: str = "Room", **fields: Any
@@ -68,7 +70,7 @@ async def test_welcome_and_presence_across_gateways(chat_cluster: Cluster) -> No
 
         welcome = await bob.next("welcome")
         assert_keys(welcome, ("message", "socketId", "serverId", "timestamp"))
-        assert welcome["socketId"] == bob.sid("/")
+        assert welcome["socketId"] == bob.sid
         assert welcome["serverId"] == bob.gateway
         assert welcome["socketId"].startswith(bob.gateway + ".")
         if chat_cluster.balancer_url is None:  # each client is on the gateway it dialled
@@ -98,7 +100,7 @@ async def test_second_tab_is_not_news_and_last_tab_goes_offline(chat_cluster: Cl
         await create_room(alice, room)
         await join(alice, room)
         await join(bob_tab1, room)
-        tab1_sid = bob_tab1.sid()
+        tab1_sid = bob_tab1.sid
 
         await bob_tab1.close()
         # The disconnect leaves the room: Alice gets `user left` (the same departure would
@@ -144,7 +146,7 @@ async def test_token_in_authorization_header(chat_cluster: Cluster) -> None:
         carol_id = unique("carol")
         carol = await clients.user(1, carol_id, "Carol", via_header=True,
                                    namespaces=("/", "/chat"))
-        assert (await carol.next("welcome"))["socketId"] == carol.sid("/")
+        assert (await carol.next("welcome"))["socketId"] == carol.sid
         assert carol.connected_namespaces == {"/", "/chat"}
         users = (await carol.call("get online users"))["users"]
         assert member(carol) in users
@@ -202,7 +204,7 @@ async def test_set_username_is_used_by_later_events(chat_cluster: Cluster) -> No
         await create_room(dave, room)
         await join(dave, room)
         assert (await join(erin, room))["users"] == [member(dave), member(erin)]
-        dave_sid = dave.sid()
+        dave_sid = dave.sid
         await dave.close()
         left = await erin.wait_for("user left", lambda p: p["socketId"] == dave_sid)
         assert left["username"] == "Dave the Brave"
@@ -269,11 +271,12 @@ async def test_events_of_one_socket_are_handled_in_order(chat_cluster: Cluster) 
         acks: list[Any] = []
         # Ten lines sent back to back, none waiting for the previous one's ack.
         for i in range(10):
-            await alice.sio.emit("chat message", {"roomId": room, "content": f"n{i}"},
-                                 callback=lambda ack: acks.append(ack))
+            await alice.client.emit("chat message", {"roomId": room, "content": f"n{i}"},
+                                    callback=lambda ack: acks.append(ack))
         lines = [await bob.next("chat message") for _ in range(10)]
         assert [line["content"] for line in lines] == [f"n{i}" for i in range(10)]
-        await poll(lambda: _ready(acks), lambda n: n == 10, what="ten acks")
+        await poll_until(lambda: _ready(acks), lambda n: n == 10, "ten acks", POLL_TIMEOUT,
+                         max_interval=POLL_MAX_INTERVAL)
         assert [ack["messageId"] for ack in acks] == [line["id"] for line in lines]
         history = await bob.call("get history", {"roomId": room})
         assert [m["id"] for m in history["messages"]] == [line["id"] for line in lines]
@@ -365,7 +368,7 @@ async def test_room_lifecycle_join_leave_and_deletion(chat_cluster: Cluster) -> 
         assert joined == {"roomId": room, "roomName": "Life", "userCount": 2,
                           "users": [member(alice), member(bob)]}
         notice = await alice.next("user joined")
-        assert notice == {"socketId": bob.sid(), "username": "Bob", "roomId": room,
+        assert notice == {"socketId": bob.sid, "username": "Bob", "roomId": room,
                           "userCount": 2}
 
         info = await bob.call("get room info", room)
@@ -374,7 +377,7 @@ async def test_room_lifecycle_join_leave_and_deletion(chat_cluster: Cluster) -> 
 
         assert await bob.call("leave room", room) == {"success": True, "roomId": room}
         notice = await alice.next("user left")
-        assert notice == {"socketId": bob.sid(), "username": "Bob", "roomId": room,
+        assert notice == {"socketId": bob.sid, "username": "Bob", "roomId": room,
                           "userCount": 1}
         assert await bob.call("leave room", room) == failed(f"not a member of room {room}")
         assert not bob.seen("user left")
@@ -577,7 +580,7 @@ async def test_disconnect_leaves_rooms_and_goes_offline(chat_cluster: Cluster) -
         await create_room(alice, room, "Bye")
         await join(alice, room)
         await join(bob, room)
-        bob_sid = bob.sid()
+        bob_sid = bob.sid
 
         await bob.close()
         left = await alice.wait_for("user left", lambda p: p["socketId"] == bob_sid)
@@ -592,8 +595,9 @@ async def test_disconnect_leaves_rooms_and_goes_offline(chat_cluster: Cluster) -
         # The last member disconnecting deletes the room too.
         observer = await clients.user(1, unique("observer"), "Observer")
         await alice.close()
-        await poll(lambda: observer.call("get room info", room), lambda info: info is None,
-                   what="the empty room to be deleted")
+        await poll_until(lambda: observer.call("get room info", room), lambda info: info is None,
+                         "the empty room to be deleted", POLL_TIMEOUT,
+                         max_interval=POLL_MAX_INTERVAL)
 
 
 async def test_user_count_counts_sockets(chat_cluster: Cluster) -> None:
@@ -607,7 +611,7 @@ async def test_user_count_counts_sockets(chat_cluster: Cluster) -> None:
         await join(tab1, room)
         joined = await join(tab2, room)
         assert joined["userCount"] == 2 and joined["users"] == [member(tab1), member(tab2)]
-        assert await tab1.next("user joined") == {"socketId": tab2.sid(), "username": "Tabby",
+        assert await tab1.next("user joined") == {"socketId": tab2.sid, "username": "Tabby",
                                                   "roomId": room, "userCount": 2}
         assert await other.call("join room", room) == failed("room is full")
         # Joining again is not a second place.
@@ -692,7 +696,7 @@ async def test_game_two_players_on_different_gateways(chat_cluster: Cluster) -> 
         o_id = unique("olga")
         o_player = await clients.user(1, o_id, "Olga", namespaces=(ns,))
         watcher = await clients.anonymous(1)
-        x_sid = x_player.sid(ns)
+        x_sid = x_player.sid_of(ns)
 
         joined = await x_player.call("join game", game, ns=ns)
         assert_keys(joined, ("success", "gameId", "role", "state"))
@@ -737,14 +741,14 @@ async def test_game_two_players_on_different_gateways(chat_cluster: Cluster) -> 
 
         spectating = await watcher.call("join game", game, ns=ns)
         assert spectating["role"] == "spectator" and spectating["state"] == final
-        watcher_sid = watcher.sid(ns)
+        watcher_sid = watcher.sid_of(ns)
         for client in (x_player, o_player):
             assert await client.wait_for("player joined", lambda p: p["playerId"] == watcher_sid,
                                          ns=ns) == {"playerId": watcher_sid, "gameId": game}
         assert await watcher.call("game action", {"gameId": game, "action": "rematch"},
                                   ns=ns) == failed("you are not a player in this game")
 
-        o_sid = o_player.sid(ns)
+        o_sid = o_player.sid_of(ns)
         await o_player.close()
         gone = await x_player.wait_for("player disconnected", lambda p: p == o_sid, ns=ns)
         assert gone == o_sid
@@ -780,7 +784,7 @@ async def test_fifty_clients_race_for_ten_places(chat_cluster: Cluster) -> None:
 
         info = await owner.call("get room info", room)
         assert info["userCount"] == 10 and info["maxUsers"] == 10
-        assert sorted(u["socketId"] for u in info["users"]) == sorted(c.sid() for c in winners)
+        assert sorted(u["socketId"] for u in info["users"]) == sorted(c.sid for c in winners)
 
         # Every join was in force when it was acked, on both gateways: a line sent right
         # away reaches the nine other winners and none of the losers.
@@ -816,7 +820,7 @@ async def test_concurrent_creates_and_password_joins(chat_cluster: Cluster) -> N
         winners = [c for c, ack in zip(racers, acks, strict=True) if ack["success"]]
         info = await winners[0].call("get room info", room)
         assert info["userCount"] == 3 and info["isPrivate"] is True
-        assert sorted(u["socketId"] for u in info["users"]) == sorted(c.sid() for c in winners)
+        assert sorted(u["socketId"] for u in info["users"]) == sorted(c.sid for c in winners)
 
 
 async def _expect(client: ChatClient, event: str, payload: Any) -> None:

@@ -30,10 +30,9 @@ import struct
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import socketio
@@ -41,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.gateway.config import GatewayConfig
 from tests.support.cluster import Cluster, Part, start_chat_cluster, token
-from tests.support.peer import QueuedPeer
+from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,56 +49,10 @@ WAIT = 10.0
 #: Between two polls that are client events: moderation allows a user 20 events per 10 s.
 EVENT_POLL = 0.6
 
-T = TypeVar("T")
-
 
 # -- helpers ------------------------------------------------------------------------------------
-class Peer(QueuedPeer):
-    """A python-socketio client of ``/`` that queues every event it gets, by name."""
-
-    def __init__(self, name: str, transports: list[str] | None = None,
-                 reconnection: bool = False) -> None:
-        super().__init__(name, socketio.AsyncClient(reconnection=reconnection), transports)
-        self.counts: defaultdict[str, int] = defaultdict(int)
-        self.disconnected = asyncio.Event()
-        self.client.on("disconnect", lambda *_: self.disconnected.set())
-
-    @property
-    def name(self) -> str:
-        return self.user_id
-
-    async def _record(self, event: str, *args: Any) -> None:
-        self.counts[event] += 1
-        await super()._record(event, *args)
-
-    async def connect(self, url: str) -> Peer:
-        await super().connect(url)
-        await self.next("welcome")
-        return self
-
-    async def wait_for(self, event: str, accept: Callable[[Any], bool],
-                       timeout: float = WAIT) -> Any:
-        """The next ``event`` that ``accept`` takes; the ones before it are dropped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self.name}: no matching {event!r} in {timeout}s")
-            try:
-                data = await asyncio.wait_for(self.queues[event].get(), left)
-            except TimeoutError:
-                continue
-            if accept(data):
-                return data
-
-    async def call(self, event: str, data: Any = None, timeout: float = WAIT) -> Any:
-        return await self.client.call(event, data, timeout=timeout)
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
-               timeout: float, interval: float = 0.05) -> T:
-    return await poll_until(fetch, accept, what, timeout, interval,
-                            retry_on=(socketio.exceptions.TimeoutError, OSError, KeyError))
+#: What a poll retries: an ack that timed out, a request refused, a field not there yet.
+RETRY = (socketio.exceptions.TimeoutError, OSError, KeyError)
 
 
 def http_text(url: str) -> str:
@@ -161,20 +114,20 @@ async def test_broker_killed_and_restarted_fan_out_resumes_on_every_gateway(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
     cluster = cluster_factory(gateways=3)
-    peers = [await Peer(f"b{i}").connect(cluster.url(i % 3)) for i in range(6)]
+    peers = [await UserPeer(f"b{i}").connect(cluster.url(i % 3)) for i in range(6)]
     try:
         assert (await peers[0].call("create room", {"roomId": "hub", "roomName": "Hub"}))[
             "success"]
         for peer in peers:
             assert (await peer.call("join room", {"roomId": "hub"}))["success"] is True
 
-        async def say(sender: Peer, content: str, timeout: float = WAIT) -> None:
+        async def say(sender: UserPeer, content: str, timeout: float = WAIT) -> None:
             ack = await sender.call("chat message", {"roomId": "hub", "content": content})
             assert ack["success"] is True, ack
             for peer in peers:
                 if peer is not sender:
                     await peer.wait_for("chat message", lambda m: m["content"] == content,
-                                        timeout)
+                                        timeout=timeout)
 
         await say(peers[0], "before")
         before = pids(cluster)
@@ -183,9 +136,10 @@ async def test_broker_killed_and_restarted_fan_out_resumes_on_every_gateway(
         killed = time.monotonic()
         # Every gateway notices the silence (its /health says so).
         for index in range(3):
-            await poll(lambda i=index: asyncio.to_thread(  # type: ignore[misc]
+            await poll_until(lambda i=index: asyncio.to_thread(  # type: ignore[misc]
                 http_text, cluster.url(i) + "/health"),
-                lambda text: "broker unreachable" in text, "gateway sees the broker gone", WAIT)
+                lambda text: "broker unreachable" in text, "gateway sees the broker gone", WAIT,
+                retry_on=RETRY)
         cluster.start_broker()  # same endpoints (Cluster keeps them)
 
         # Fan-out resumes: a message from gateway 0 reaches members on all three gateways.
@@ -200,8 +154,8 @@ async def test_broker_killed_and_restarted_fan_out_resumes_on_every_gateway(
                 return False
             return True
 
-        await poll(probe, bool, "fan-out to every gateway after the broker restart", 20,
-                   interval=EVENT_POLL)
+        await poll_until(probe, bool, "fan-out to every gateway after the broker restart", 20,
+                         interval=EVENT_POLL, retry_on=RETRY)
         resumed = time.monotonic() - killed
         # ...and from every gateway to every other one, with nothing restarted but the broker.
         for index, sender in enumerate(peers[:3]):
@@ -217,7 +171,7 @@ async def test_broker_killed_and_restarted_fan_out_resumes_on_every_gateway(
             if peer is not peers[2]:
                 await peer.wait_for("chat message", lambda m: m["content"] == "fresh")
         # Namespace-wide fan-out (presence) reaches every gateway too.
-        late = await Peer("b-late").connect(cluster.url(1))
+        late = await UserPeer("b-late").connect(cluster.url(1))
         peers.append(late)
         for peer in peers[:-1]:
             await peer.wait_for("user online", lambda u: u["userId"] == "b-late")
@@ -246,8 +200,8 @@ async def test_sigterm_gateway_shuts_down_gracefully(
                    "--password-memory-kib", "65536"),
         gateway_args=("--shutdown-grace", str(grace)),
     )
-    bob = await Peer("bob").connect(cluster.url(0))  # stays
-    alice = await Peer("alice").connect(cluster.url(1))  # on the gateway that stops
+    bob = await UserPeer("bob").connect(cluster.url(0))  # stays
+    alice = await UserPeer("alice").connect(cluster.url(1))  # on the gateway that stops
     peers = [bob, alice]
     alice_sid = alice.sid
     try:
@@ -263,9 +217,10 @@ async def test_sigterm_gateway_shuts_down_gracefully(
 
         in_flight = asyncio.create_task(alice.call("create room", {
             "roomId": "vault", "roomName": "Vault", "isPrivate": True, "password": "hunter22"}))
-        await poll(lambda: asyncio.to_thread(
+        await poll_until(lambda: asyncio.to_thread(
             metric, url, "switchboard_gateway_events_received_total", event="create room"),
-            lambda n: n > received, "the gateway got the create room", WAIT, interval=0.01)
+            lambda n: n > received, "the gateway got the create room", WAIT, interval=0.01,
+            retry_on=RETRY)
         assert not in_flight.done()
         part.signal(signal.SIGTERM)
         stopped = time.monotonic()
@@ -279,15 +234,16 @@ async def test_sigterm_gateway_shuts_down_gracefully(
         # The request in flight when SIGTERM came still gets its ack...
         assert await asyncio.wait_for(in_flight, WAIT) == {"success": True, "roomId": "vault"}
         acked = time.monotonic() - stopped
-        assert alice.counts["server shutdown"] == 1
+        assert len(alice.seen("server shutdown")) == 1
         # ...then the connection closes.
-        await asyncio.wait_for(alice.disconnected.wait(), grace + 2)
+        await alice.wait_disconnected(timeout=grace + 2)
 
         # The room service heard alice's socket leave at once, not after its gateway timeout.
-        left = await bob.next("user left", WAIT)
+        left = await bob.next("user left", timeout=WAIT)
         assert left == {"socketId": alice_sid, "username": "alice",
                         "roomId": "lobby", "userCount": 1}
-        assert await bob.next("user offline", WAIT) == {"userId": "alice", "username": "alice"}
+        assert await bob.next("user offline", timeout=WAIT) == {
+            "userId": "alice", "username": "alice"}
         heard = time.monotonic() - stopped
         assert heard < gateway_timeout / 4, f"departure heard after {heard:.1f}s"
 
@@ -426,7 +382,7 @@ class Flood:
     """A one-gateway cluster with a room ``flood``: ``flooders`` that send, ``readers`` that
     read everything, and ``slow``, a raw client that joined and then stopped reading."""
 
-    def __init__(self, cluster: Cluster, flooders: list[Peer], readers: list[Peer],
+    def __init__(self, cluster: Cluster, flooders: list[UserPeer], readers: list[UserPeer],
                  slow: RawClient) -> None:
         self.cluster = cluster
         self.url = cluster.url(0)
@@ -437,7 +393,7 @@ class Flood:
         self.sent = 0
 
     @property
-    def peers(self) -> list[Peer]:
+    def peers(self) -> list[UserPeer]:
         return [*self.flooders, *self.readers]
 
     def slow_closes(self) -> float:
@@ -447,7 +403,7 @@ class Flood:
         """``count`` more messages, the flooders sending at once (each in order)."""
         body = "x" * (SIZE - 12)
 
-        async def one(flooder: Peer, numbers: range) -> None:
+        async def one(flooder: UserPeer, numbers: range) -> None:
             for n in numbers:
                 ack = await flooder.call("room message", {
                     "roomId": "flood", "message": f"{n:012d}{body}"})
@@ -473,8 +429,8 @@ async def flood_room(factory: Callable[..., Cluster], write_limit: int,
         gateway_args=write_limit_args(write_limit),
     )
     url = cluster.url(0)
-    senders = [await Peer(f"flooder{i}").connect(url) for i in range(flooders)]
-    others = [await Peer(f"reader{i}").connect(url) for i in range(readers)]
+    senders = [await UserPeer(f"flooder{i}").connect(url) for i in range(flooders)]
+    others = [await UserPeer(f"reader{i}").connect(url) for i in range(readers)]
     slow = await asyncio.to_thread(RawClient, cluster.host, cluster.gateway_ports[0])
     flood = Flood(cluster, senders, others, slow)
     try:
@@ -504,17 +460,18 @@ async def test_slow_client_is_disconnected_and_memory_stays_bounded(
 
         # Everyone else got every message, each flooder's in order.
         for reader in flood.readers:
-            async def received(r: Peer = reader) -> int:
-                return r.counts["room message"]
+            async def received(r: UserPeer = reader) -> int:
+                return len(r.seen("room message"))
 
-            await poll(received, lambda n: n >= count, f"{reader.name} got the flood", 30)
-            got = [reader.queues["room message"].get_nowait() for _ in range(count)]
+            await poll_until(received, lambda n: n >= count, f"{reader.name} got the flood", 30,
+                             retry_on=RETRY)
+            got = [await reader.next("room message") for _ in range(count)]
             assert sorted(int(m["message"][:12]) for m in got) == list(range(count))
             for flooder in flood.flooders:
                 mine = [int(m["message"][:12]) for m in got if m["from"] == flooder.name]
                 assert mine == sorted(mine) and mine, flooder.name
-        await poll(lambda: asyncio.to_thread(flood.slow_closes), lambda n: n == closes + 1,
-                   "the slow client disconnected", WAIT)
+        await poll_until(lambda: asyncio.to_thread(flood.slow_closes), lambda n: n == closes + 1,
+                         "the slow client disconnected", WAIT, retry_on=RETRY)
         rss_after = rss_kib(flood.part)
 
         # The room service heard it leave; the others still chat.
@@ -529,10 +486,10 @@ async def test_slow_client_is_disconnected_and_memory_stays_bounded(
             if peer is not reader:
                 got = await peer.wait_for("room message", lambda m: m["message"] == "still here")
                 assert got["from"] == reader.name
-        stats = await poll(lambda: asyncio.to_thread(
+        stats = await poll_until(lambda: asyncio.to_thread(
             lambda: json.loads(http_text(flood.url + "/stats"))),
             lambda st: st["connections"] == connections - 1, "the slow connection dropped", WAIT,
-            interval=0.1)
+            interval=0.1, retry_on=RETRY)
         assert stats["namespaces"]["/"] == len(flood.peers), stats
         growth = (rss_after - rss_before) / 1024
         volume = SIZE * count / 2**20
@@ -566,8 +523,8 @@ async def test_slow_client_connection_is_dropped_after_the_close_timeout(
         else:
             raise AssertionError("the client that does not read was never disconnected")
         cut = time.monotonic()
-        await poll(lambda: asyncio.to_thread(
+        await poll_until(lambda: asyncio.to_thread(
             lambda: json.loads(http_text(flood.url + "/stats"))["connections"]),
             lambda n: n == connections - 1, "the slow client's connection dropped",
-            CLOSE_TIMEOUT + 5, interval=0.1)
+            CLOSE_TIMEOUT + 5, interval=0.1, retry_on=RETRY)
         assert time.monotonic() - cut < CLOSE_TIMEOUT + 5

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 
 from tests.support.cluster import Cluster
+from tests.support.peer import QueuedPeer
+from tests.support.polling import poll_until
 
 WAIT = 10.0
 BURST = 50
@@ -44,27 +45,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-class Peer:
-    """A python-socketio client on one gateway that queues every ``said`` per namespace."""
+class Peer(QueuedPeer):
+    """A client of the miniapp (WebSocket only) on one gateway: it joins, leaves and says."""
 
-    def __init__(self, name: str, namespaces: list[str]) -> None:
-        self.name = name
-        self.namespaces = namespaces
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.said: dict[str, asyncio.Queue[tuple[Any, ...]]] = {}
-        for ns in namespaces:
-            queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-            self.said[ns] = queue
-            self.client.on("said", lambda *args, q=queue: q.put_nowait(args), namespace=ns)
-
-    async def connect(self, url: str) -> Peer:
-        await asyncio.wait_for(
-            self.client.connect(url, transports=["websocket"], namespaces=self.namespaces), WAIT
-        )
-        return self
-
-    async def call(self, event: str, *args: Any, ns: str = "/") -> Any:
-        return await self.client.call(event, args, namespace=ns, timeout=WAIT)
+    def __init__(self, name: str) -> None:
+        super().__init__(name, transports=["websocket"], wait=WAIT)
 
     async def join(self, room: str, ns: str = "/") -> None:
         assert await self.call("join", room, ns=ns) == {"success": True, "room": room}
@@ -76,14 +61,11 @@ class Peer:
         assert await self.call("say", room, *args, ns=ns) == {"success": True}
 
     async def next_said(self, ns: str = "/") -> tuple[Any, ...]:
-        try:
-            return await asyncio.wait_for(self.said[ns].get(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"{self.name} got no `said` on {ns} in {WAIT}s") from None
+        """The arguments of the next ``said`` of ``ns``."""
+        return (await self.receive("said", ns=ns)).args
 
     def assert_quiet(self, ns: str = "/") -> None:
-        queue = self.said[ns]
-        pending = [queue.get_nowait() for _ in range(queue.qsize())]
+        pending = [item.args for item in self.drain("said", ns=ns)]
         assert not pending, f"{self.name} got unexpected `said` on {ns}: {pending}"
 
 
@@ -95,9 +77,11 @@ class Peers:
         self.peers: list[Peer] = []
 
     async def open(self, name: str, gateway: int, namespaces: list[str] | None = None) -> Peer:
-        peer = Peer(name, namespaces or ["/"])
+        peer = Peer(name)
         self.peers.append(peer)
-        return await peer.connect(self.cluster.url(gateway))
+        # wait_timeout: python-socketio's default, the wait for the namespaces' CONNECT
+        # answers these tests have always had.
+        return await peer.connect(self.cluster.url(gateway), namespaces or ["/"], wait_timeout=1)
 
     async def spread(self, room: str, elsewhere: str | None = None) -> list[Peer]:
         """a and b on gateway 0 and c on gateway 1, all three joined to ``room``; with
@@ -140,15 +124,8 @@ async def poll_stats(
     cluster: Cluster, gateway: int, ready: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
     """Read gateway's /stats until ``ready`` holds, or fail after WAIT seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while True:
-        current = await stats(cluster, gateway)
-        if ready(current):
-            return current
-        if loop.time() > deadline:
-            raise AssertionError(f"gateway {gateway}: {what} not reached in {WAIT}s: {current}")
-        await asyncio.sleep(0.02)  # poll interval, not a settling delay
+    return await poll_until(lambda: stats(cluster, gateway), ready, f"gateway {gateway}: {what}",
+                            WAIT, 0.02)
 
 
 async def all_idle(cluster: Cluster) -> None:

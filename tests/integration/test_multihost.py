@@ -31,10 +31,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import socketio
@@ -43,7 +43,7 @@ from websockets.exceptions import WebSocketException
 
 from tests.support.cluster import JWT_SECRET, token
 from tests.support.compose import depends_on, interpolate, read_compose
-from tests.support.peer import QueuedPeer
+from tests.support.peer import QueuedPeer, user_auth
 from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,8 +57,6 @@ WAIT = 10.0
 START_WAIT = 40.0
 #: What `docker compose up` would be given: the secret the compose file requires.
 COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
-
-T = TypeVar("T")
 
 
 # -- reading the compose file ---------------------------------------------------------------
@@ -397,28 +395,21 @@ def get_json(url: str) -> Any:
 
 
 class Peer(QueuedPeer):
-    """A python-socketio client of ``/`` that queues every event it gets, by name."""
+    """User ``user_id`` on ``/``, with python-socketio's own reconnection if asked for (quick
+    retries). Its connects and disconnects are queued as the events ``connect`` and
+    ``disconnect``."""
 
     def __init__(self, user_id: str, reconnection: bool = False) -> None:
         super().__init__(user_id, socketio.AsyncClient(
             reconnection=reconnection, reconnection_delay=0.1, reconnection_delay_max=0.5,
-            randomization_factor=0.2))
-        self.client.on("connect", lambda: self.queues["connect"].put_nowait(self.sid))
-        self.client.on("disconnect", lambda *_: self.queues["disconnect"].put_nowait(True))
-
-    async def call(self, event: str, data: Any = None) -> Any:
-        return await self.client.call(event, data, timeout=WAIT)
+            randomization_factor=0.2), auth=user_auth(user_id))
 
 
 #: Between two polls that are client events: moderation allows a user 20 events per 10 s.
 EVENT_POLL = 0.6
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
-               timeout: float, interval: float = EVENT_POLL) -> T:
-    return await poll_until(fetch, accept, what, timeout, interval,
-                            retry_on=(socketio.exceptions.TimeoutError, WebSocketException,
-                                      OSError, KeyError, TypeError))
+#: What a poll retries: an ack that timed out, a connection refused or cut, an answer not
+#: shaped yet.
+RETRY = (socketio.exceptions.TimeoutError, WebSocketException, OSError, KeyError, TypeError)
 
 
 async def connect_all(url: str, users: list[str], reconnection: bool = False) -> list[Peer]:
@@ -464,13 +455,13 @@ async def test_clients_spread_over_the_gateways_and_chat_crosses_them(
                 "success": True, "roomId": "compose"}
             assert (await peer.next("room joined"))["userCount"] == count
         for sender in peers:  # from each gateway to the others (and its own)
-            content = f"hello from {sender.user_id}"
+            content = f"hello from {sender.name}"
             ack = await sender.call("chat message", {"roomId": "compose", "content": content})
             assert ack["success"] is True
             for peer in peers:
                 if peer is not sender:
                     got = await peer.next("chat message")
-                    assert (got["content"], got["from"]) == (content, sender.user_id)
+                    assert (got["content"], got["from"]) == (content, sender.name)
         online = await first.call("get online users")
         assert sorted(u["id"] for u in online["users"]) == sorted(users)
     finally:
@@ -491,7 +482,7 @@ async def test_killed_gateway_clients_reconnect_through_the_balancer(
     try:
         for peer in peers:
             await peer.next("connect")
-        servers = {p.user_id: await welcome_server(p) for p in peers}
+        servers = {p.name: await welcome_server(p) for p in peers}
         assert await peers[0].call("create room", {"roomId": "phoenix", "roomName": "P"}) == {
             "success": True, "roomId": "phoenix"}
         for peer in peers:
@@ -499,17 +490,17 @@ async def test_killed_gateway_clients_reconnect_through_the_balancer(
 
         victim = deployment.gateways()[1]
         victim_id = deployment.gateway_id(victim)
-        moved = [p for p in peers if servers[p.user_id] == victim_id]
-        stayed = [p for p in peers if servers[p.user_id] != victim_id]
+        moved = [p for p in peers if servers[p.name] == victim_id]
+        stayed = [p for p in peers if servers[p.name] != victim_id]
         assert moved and stayed
-        old_sids = {p.user_id: p.sid for p in moved}
+        old_sids = {p.name: p.sid for p in moved}
         deployment.hosts[victim].kill()
         killed = time.monotonic()
 
         for peer in moved:  # python-socketio's own reconnection, through the balancer
             await peer.next("disconnect")
             await peer.next("connect", timeout=WAIT)
-            assert peer.sid != old_sids[peer.user_id]
+            assert peer.sid != old_sids[peer.name]
             assert await welcome_server(peer) != victim_id
             assert (await peer.call("join room", {"roomId": "phoenix"}))["success"] is True
 
@@ -522,8 +513,9 @@ async def test_killed_gateway_clients_reconnect_through_the_balancer(
             ack = await next(asking).call("get online users")
             return sorted(u["socketId"] for u in ack["users"])
 
-        await poll(online, lambda sids: sids == current(),
-                   "every user online once, with its new socket", gateway_timeout + 5)
+        await poll_until(online, lambda sids: sids == current(),
+                         "every user online once, with its new socket", gateway_timeout + 5,
+                         EVENT_POLL, retry_on=RETRY)
         info = await stayed[0].call("get room info", "phoenix")
         assert info["userCount"] == len(peers)
         assert sorted(u["socketId"] for u in info["users"]) == current()
@@ -588,10 +580,10 @@ async def test_connect_limit_is_per_client_behind_the_balancer(
         deployment.restart("moderation")
         deployment.wait_healthy("moderation")
         for gateway in deployment.gateways():
-            await poll(lambda g=gateway: raw_connect(  # type: ignore[misc]
-                           deployment.gateway_url(g), "127.0.0.1", "returning"),
-                       lambda answer: answer.startswith("40"), f"{gateway} lets clients in",
-                       WAIT, interval=0.1)
+            await poll_until(lambda g=gateway: raw_connect(  # type: ignore[misc]
+                                 deployment.gateway_url(g), "127.0.0.1", "returning"),
+                             lambda answer: answer.startswith("40"), f"{gateway} lets clients in",
+                             WAIT, interval=0.1, retry_on=RETRY)
 
 
 async def test_compose_down_stops_every_part_cleanly(deployment: Deployment) -> None:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import socketio
@@ -27,11 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchboard.gateway.http import SECURITY_HEADERS
 from tests.support.backbone import free_port
 from tests.support.cluster import CMD, JWT_SECRET, Cluster, Part, http_get, token
+from tests.support.peer import QueuedPeer, user_auth
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
-WAIT = 10.0
-T = TypeVar("T")
 METRICS = "switchboard_gateway_"
 
 
@@ -111,66 +109,25 @@ def get_json(url: str) -> tuple[int, Any]:
     return status, json.loads(body)
 
 
-class Peer:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.queues: defaultdict[tuple[str, str], asyncio.Queue[Any]] = defaultdict(
-            asyncio.Queue)
-        self.refusals: asyncio.Queue[Any] = asyncio.Queue()
-
-    def listen(self, ns: str) -> None:
-        async def record(event: str, *args: Any) -> None:
-            self.queues[(ns, event)].put_nowait(args[0] if len(args) == 1 else list(args))
-
-        self.client.on("*", record, namespace=ns)
-        self.client.on("connect_error", self.refusals.put_nowait, namespace=ns)
-
-    async def connect(self, url: str, namespaces: list[str], tok: str | None) -> Peer:
-        for ns in namespaces:
-            self.listen(ns)
-        await asyncio.wait_for(self.client.connect(
-            url, transports=["websocket"], namespaces=namespaces,
-            auth={"token": tok} if tok is not None else None, wait_timeout=WAIT), WAIT + 1)
-        return self
-
-    async def next(self, event: str, ns: str = "/") -> Any:
-        try:
-            return await asyncio.wait_for(self.queues[(ns, event)].get(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"{self.name}: no {event!r} on {ns}") from None
-
-    async def call(self, event: str, data: Any = None, ns: str = "/") -> Any:
-        return await self.client.call(event, data, namespace=ns, timeout=WAIT)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.disconnect(), WAIT)
+def websocket_peer(name: str) -> QueuedPeer:
+    """A client of this module's tests: WebSocket only."""
+    return QueuedPeer(name, transports=["websocket"])
 
 
 async def refused(url: str, ns: str, tok: str | None) -> Any:
-    peer = Peer("refused")
+    peer = websocket_peer("refused")
     try:
         with contextlib.suppress(socketio.exceptions.ConnectionError):
-            await peer.connect(url, [ns], tok)
+            await peer.connect(url, [ns], auth=None if tok is None else {"token": tok})
             raise AssertionError(f"CONNECT to {ns} succeeded")
-        return await asyncio.wait_for(peer.refusals.get(), WAIT)
+        return await peer.next("connect_error", ns=ns)
     finally:
         await peer.close()
 
 
-async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
-               timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    pause = 0.05
-    while True:
-        result = await fetch()
-        if accept(result):
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s; last: {result!r}")
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.5)  # well under the gateway's per-IP HTTP rate limit
+#: Between two polls of the gateway's HTTP endpoints the pause doubles up to this: well under
+#: its per-IP HTTP rate limit.
+MAX_POLL_INTERVAL = 0.5
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -178,13 +135,14 @@ async def test_stats_and_metrics_count_what_clients_did(ops: Ops) -> None:
     url = ops.url()
     stats0 = get_json(url + "/stats")[1]
     metrics0 = scrape(url + "/metrics")
-    peers: list[Peer] = []
+    peers: list[QueuedPeer] = []
     try:
         # Four WebSocket connections: three on "/" (two of them also on "/chat"), one
         # anonymous on "/game".
         for i, namespaces in enumerate((["/", "/chat"], ["/", "/chat"], ["/"])):
-            peers.append(await Peer(f"ops{i}").connect(url, namespaces, token(f"ops{i}", f"o{i}")))
-        peers.append(await Peer("gamer").connect(url, ["/game"], None))
+            peers.append(await websocket_peer(f"ops{i}").connect(
+                url, namespaces, auth=user_auth(f"ops{i}", f"o{i}")))
+        peers.append(await websocket_peer("gamer").connect(url, ["/game"]))
         for peer in peers[:3]:
             await peer.next("welcome")
         stats1 = get_json(url + "/stats")[1]
@@ -268,9 +226,10 @@ async def test_stats_and_metrics_count_what_clients_did(ops: Ops) -> None:
     finally:
         await asyncio.gather(*(p.close() for p in peers))
     # Disconnects are counted down again.
-    stats4 = await poll(lambda: asyncio.to_thread(lambda: get_json(url + "/stats")[1]),
-                        lambda s: s["connections"] == stats0["connections"],
-                        "connections back to where they were")
+    stats4 = await poll_until(lambda: asyncio.to_thread(lambda: get_json(url + "/stats")[1]),
+                              lambda s: s["connections"] == stats0["connections"],
+                              "connections back to where they were",
+                              max_interval=MAX_POLL_INTERVAL)
     assert stats4["namespaces"].get("/chat", 0) == stats0["namespaces"].get("/chat", 0)
 
 
@@ -301,34 +260,37 @@ async def test_health_is_503_while_a_service_is_down_then_healthy_again(ops: Ops
     async def health() -> tuple[int, Any]:
         return await asyncio.to_thread(get_json, url)
 
-    _, body = await poll(health, lambda r: r[0] == 200, "healthy at first")
+    _, body = await poll_until(health, lambda r: r[0] == 200, "healthy at first",
+                               max_interval=MAX_POLL_INTERVAL)
     assert body["status"] == "healthy" and body["reasons"] == []
     assert body["broker"] is True and all(body["services"].values())
 
     ops.parts["game"].kill()
-    _, body = await poll(health, lambda r: r[0] == 503, "503 with game down")
+    _, body = await poll_until(health, lambda r: r[0] == 503, "503 with game down",
+                               max_interval=MAX_POLL_INTERVAL)
     assert body["status"] == "unhealthy"
     assert body["reasons"] == ["service game unreachable"]
     assert body["services"] == {"auth": True, "moderation": True, "room": True, "game": False}
     assert get_json(ops.url() + "/stats")[1]["services"]["game"] is False
 
     ops.start_chat_service("game", *ops.service_args["game"])  # same endpoint, same ports
-    _, body = await poll(health, lambda r: r[0] == 200, "healthy after the restart",
-                              timeout=30)
+    _, body = await poll_until(health, lambda r: r[0] == 200, "healthy after the restart",
+                               timeout=30, max_interval=MAX_POLL_INTERVAL)
     assert body["status"] == "healthy" and body["reasons"] == []
     assert all(body["services"].values())
 
 
 async def test_broker_and_services_serve_their_own_metrics(ops: Ops) -> None:
     url = ops.url()
-    peer = await Peer("metered").connect(url, ["/"], token("metered", "m"))
+    peer = await websocket_peer("metered").connect(url, ["/"], auth=user_auth("metered", "m"))
     try:
         await peer.next("welcome")
         rooms0 = scrape(ops.metrics_url("room"))
         broker0 = scrape(ops.metrics_url("broker"))
         assert (await peer.call("get rooms"))["success"] is True
-        rooms1 = await poll(lambda: asyncio.to_thread(scrape, ops.metrics_url("room")),
-                            lambda s: s != rooms0, "room metrics moved")
+        rooms1 = await poll_until(lambda: asyncio.to_thread(scrape, ops.metrics_url("room")),
+                                  lambda s: s != rooms0, "room metrics moved",
+                                  max_interval=MAX_POLL_INTERVAL)
         ok = {"service": "room", "kind": "event", "event": "get rooms", "outcome": "ok"}
         assert (value(rooms1, "switchboard_service_requests_total", **ok)
                 - value(rooms0, "switchboard_service_requests_total", **ok)) == 1

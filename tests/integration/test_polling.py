@@ -22,12 +22,14 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.integration.chat_helpers import poll
-from tests.integration.test_failures import Peer, gateway_part, metric
+from tests.integration.chat_helpers import POLL_MAX_INTERVAL, POLL_TIMEOUT
+from tests.integration.test_failures import gateway_part, metric
 from tests.integration.test_node_chat import run_flow
 from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, start_chat_cluster, token
 from tests.support.node import find_node
+from tests.support.peer import UserPeer
+from tests.support.polling import poll_until
 
 WAIT = 15.0
 
@@ -64,14 +66,14 @@ def total(cluster: Cluster, key: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def peers(*items: Peer) -> AsyncIterator[tuple[Peer, ...]]:
+async def peers(*items: UserPeer) -> AsyncIterator[tuple[UserPeer, ...]]:
     try:
         yield items
     finally:
         await asyncio.gather(*(p.close() for p in items))
 
 
-async def chat_between(a: Peer, b: Peer, room: str) -> None:
+async def chat_between(a: UserPeer, b: UserPeer, room: str) -> None:
     """``a`` and ``b`` share a room and exchange a line each way."""
     assert (await a.call("create room", {"roomId": room, "roomName": room}))["success"]
     for peer in (a, b):
@@ -90,14 +92,15 @@ async def test_python_async_clients_on_default_options_upgrade_and_chat(
     cluster: Cluster, lb: str
 ) -> None:
     handovers = total(cluster, "handovers")
-    clients = [Peer(f"py-default-{i}") for i in range(6)]
+    clients = [UserPeer(f"py-default-{i}") for i in range(6)]
     async with peers(*clients):
         for client in clients:
             await client.connect(lb)
         await chat_between(clients[0], clients[1], "py-default")
         for client in clients:
-            await poll(lambda c=client: asyncio.sleep(0, c.client.transport()),
-                       lambda t: t == "websocket", what=f"{client.name} upgraded")
+            await poll_until(lambda c=client: asyncio.sleep(0, c.client.transport()),
+                             lambda t: t == "websocket", f"{client.name} upgraded", POLL_TIMEOUT,
+                             max_interval=POLL_MAX_INTERVAL)
         # Round robin sent some WebSockets to another gateway than the handshake's: the
         # session moved there, before any namespace was connected on it.
         assert len({c.sid.partition(".")[0] for c in clients}) > 1
@@ -151,8 +154,8 @@ def test_node_client_on_default_options_through_the_balancer(lb: str) -> None:
 async def test_a_burst_reaches_polling_members_complete_and_in_order(
     cluster: Cluster, lb: str
 ) -> None:
-    sender = Peer("burst-sender")
-    members = [Peer(f"burst-member-{i}", transports=["polling"]) for i in range(3)]
+    sender = UserPeer("burst-sender")
+    members = [UserPeer(f"burst-member-{i}", transports=["polling"]) for i in range(3)]
     async with peers(sender, *members):
         await sender.connect(lb)
         for member in members:
@@ -202,7 +205,7 @@ async def test_binary_and_server_acks_over_polling(tmp_path: Path) -> None:
 async def test_behind_a_proxy_that_refuses_websocket_default_clients_stay_on_polling(
     ws_blocked: str,
 ) -> None:
-    a, b = Peer("nows-a"), Peer("nows-b")
+    a, b = UserPeer("nows-a"), UserPeer("nows-b")
     async with peers(a, b):
         await a.connect(ws_blocked)
         await b.connect(ws_blocked)
@@ -219,8 +222,8 @@ async def test_polling_clients_reconnect_when_their_gateway_is_killed(
     own = start_chat_cluster(tmp_path, gateways=3)
     try:
         with balancer(tmp_path, own.gateway_ports) as url:
-            victim = Peer("kill-victim", transports=["polling"], reconnection=True)
-            friend = Peer("kill-friend", transports=["polling"])
+            victim = UserPeer("kill-victim", transports=["polling"], reconnection=True)
+            friend = UserPeer("kill-friend", transports=["polling"])
             async with peers(victim, friend):
                 await victim.connect(url)
                 await friend.connect(url)
@@ -249,7 +252,7 @@ async def test_bad_http_input_costs_only_its_sender(cluster: Cluster, lb: str,
                                                     tmp_path: Path) -> None:
     """Oversize POSTs, malformed payloads, overlapping polls, unknown sids, a slow client:
     each is answered (or dropped) plainly, and a bystander polling client goes on."""
-    bystander = Peer("bystander", transports=["polling"])
+    bystander = UserPeer("bystander", transports=["polling"])
     async with peers(bystander), aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
         await bystander.connect(lb)
@@ -316,7 +319,7 @@ async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) ->
                          "--max-content", "20000"))
     try:
         url = own.url(0)
-        sender = Peer("slowpoll-sender")
+        sender = UserPeer("slowpoll-sender")
         async with peers(sender), aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
             await sender.connect(url)
@@ -342,9 +345,10 @@ async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) ->
                 ack = await sender.call("room message", {"roomId": "sp",
                                                          "message": f"{n}" + "y" * 19_000})
                 assert ack == {"success": True}
-            await poll(lambda: asyncio.to_thread(metric, url, "switchboard_gateway_closes_total",
-                                                 reason="slow consumer"),
-                       lambda n: n == closes + 1, what="the polling client cut off")
+            await poll_until(lambda: asyncio.to_thread(
+                metric, url, "switchboard_gateway_closes_total", reason="slow consumer"),
+                lambda n: n == closes + 1, "the polling client cut off", POLL_TIMEOUT,
+                max_interval=POLL_MAX_INTERVAL)
             async with http.get(target) as response:
                 assert response.status == 400  # its session is gone
             ack = await sender.call("room message", {"roomId": "sp", "message": "still"})

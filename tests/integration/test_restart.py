@@ -10,20 +10,19 @@ system settle. Each test starts its own cluster: they kill parts of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import socketio
 
 from tests.support.backbone import FakeGateway
 from tests.support.cluster import Cluster, Part, http_get, start_chat_cluster, token
-from tests.support.polling import poll_until
+from tests.support.peer import QueuedPeer, user_auth
+from tests.support.polling import poll_until, until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -38,8 +37,6 @@ RESTART_WAIT = 30.0
 #: Between two polls that go through moderation: its rate limit is 20 events / 10 s per user.
 EVENT_POLL = 0.6
 UNAVAILABLE = {"success": False, "error": "service unavailable"}
-
-T = TypeVar("T")
 
 
 async def services_answer(cluster: Cluster, timeout: float = RESTART_WAIT) -> None:
@@ -90,60 +87,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-class Peer:
-    """One python-socketio client on one namespace; every event it gets is queued by name."""
+#: What a poll retries: an ack that timed out, a request refused.
+RETRY = (socketio.exceptions.TimeoutError, OSError)
 
-    def __init__(self, name: str, ns: str = "/") -> None:
-        self.name = name
-        self.ns = ns
-        self.sid = ""
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        self.disconnected = asyncio.Event()
-        self.client.on("*", self._record, namespace=ns)
-        self.client.on("connect_error", self._connect_error, namespace=ns)
-        self.client.on("disconnect", self._disconnect, namespace=ns)
 
-    async def _record(self, event: str, *args: Any) -> None:
-        self.queues[event].put_nowait(args[0] if len(args) == 1 else list(args))
-
-    async def _connect_error(self, data: Any = None) -> None:
-        self.queues["connect_error"].put_nowait(data)
-
-    async def _disconnect(self, *_: Any) -> None:
-        self.disconnected.set()
-
-    async def connect(self, url: str, tok: str | None) -> None:
-        await asyncio.wait_for(
-            self.client.connect(url, transports=["websocket"], namespaces=[self.ns],
-                                auth={"token": tok} if tok else None, wait_timeout=WAIT),
-            WAIT,
-        )
-        self.sid = self.client.get_sid(self.ns) or ""
-
-    async def next(self, event: str, timeout: float = WAIT) -> Any:
-        try:
-            return await asyncio.wait_for(self.queues[event].get(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"{self.name}: no {event!r} within {timeout}s") from None
-
-    def pending(self, event: str) -> int:
-        return self.queues[event].qsize()
-
-    async def call(self, event: str, *args: Any, timeout: float = WAIT) -> Any:
-        data: Any = None if not args else args[0] if len(args) == 1 else tuple(args)
-        return await self.client.call(event, data, namespace=self.ns, timeout=timeout)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.disconnect(), WAIT)
+def websocket_peer(name: str, ns: str = "/") -> QueuedPeer:
+    """A client of one namespace (WebSocket only), named ``name``."""
+    return QueuedPeer(name, ns=ns, transports=["websocket"])
 
 
 async def user(cluster: Cluster, gateway: int, user_id: str, name: str, ns: str = "/",
-               role: str = "user") -> Peer:
+               role: str = "user") -> QueuedPeer:
     """A connected client of user ``user_id``; on ``/`` its ``welcome`` is checked."""
-    peer = Peer(name, ns)
-    await peer.connect(cluster.url(gateway), token(user_id, name, role=role))
+    peer = websocket_peer(name, ns)
+    await peer.connect(cluster.url(gateway), auth=user_auth(user_id, name, role))
     if ns == "/":
         welcome = await peer.next("welcome")
         assert welcome["socketId"] == peer.sid
@@ -153,9 +110,9 @@ async def user(cluster: Cluster, gateway: int, user_id: str, name: str, ns: str 
 
 async def refusal(url: str, tok: str) -> Any:
     """Connect to ``/`` expecting a CONNECT_ERROR; its data (bounded waits throughout)."""
-    peer = Peer("refused")
+    peer = websocket_peer("refused")
     try:
-        await peer.connect(url, tok)
+        await peer.connect(url, auth={"token": tok})
     except socketio.exceptions.ConnectionError:
         pass
     else:
@@ -164,13 +121,6 @@ async def refusal(url: str, tok: str) -> Any:
     finally:
         await peer.close()
     return await peer.next("connect_error")
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], accept: Callable[[T], bool], what: str,
-               timeout: float, interval: float) -> T:
-    """``fetch()`` until ``accept`` says yes; AssertionError with the last value at the deadline."""
-    return await poll_until(fetch, accept, what, timeout, interval,
-                            retry_on=(socketio.exceptions.TimeoutError, OSError))
 
 
 def services_up(cluster: Cluster, names: tuple[str, ...], up: bool) -> Callable[[], bool]:
@@ -184,13 +134,6 @@ def services_up(cluster: Cluster, names: tuple[str, ...], up: bool) -> Callable[
         return True
 
     return check
-
-
-async def until_true(check: Callable[[], bool], what: str, timeout: float) -> None:
-    async def fetch() -> bool:
-        return await asyncio.to_thread(check)
-
-    await poll(fetch, bool, what, timeout, 0.05)
 
 
 def restart(cluster: Cluster, name: str) -> Part:
@@ -209,7 +152,7 @@ def alive(cluster: Cluster, *names: str) -> None:
         assert process is not None and process.poll() is None, f"{name} exited"
 
 
-def member(peer: Peer, user_id: str) -> dict[str, str]:
+def member(peer: QueuedPeer, user_id: str) -> dict[str, str]:
     return {"id": user_id, "username": peer.name, "socketId": peer.sid}
 
 
@@ -217,14 +160,14 @@ def by_sid(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(users, key=lambda u: u["socketId"])
 
 
-def chat(msg_id: str, sender: Peer, user_id: str, content: str, room: str,
+def chat(msg_id: str, sender: QueuedPeer, user_id: str, content: str, room: str,
          timestamp: str) -> dict[str, Any]:
     return {"id": msg_id, "from": user_id, "username": sender.name, "content": content,
             "type": "text", "roomId": room, "timestamp": timestamp}
 
 
-async def say(sender: Peer, user_id: str, room: str, content: str,
-              receivers: list[Peer]) -> dict[str, Any]:
+async def say(sender: QueuedPeer, user_id: str, room: str, content: str,
+              receivers: list[QueuedPeer]) -> dict[str, Any]:
     """A room ``chat message``; every receiver gets exactly the saved message. Returns it."""
     ack = await sender.call("chat message", {"content": content, "roomId": room})
     assert ack == {"success": True, "messageId": ack["messageId"]}
@@ -234,7 +177,7 @@ async def say(sender: Peer, user_id: str, room: str, content: str,
     return expected
 
 
-async def join(peer: Peer, room: str, witnesses: list[Peer], count: int,
+async def join(peer: QueuedPeer, room: str, witnesses: list[QueuedPeer], count: int,
                password: str | None = None) -> dict[str, Any]:
     """``join room``: ack, ``room joined`` to the joiner, ``user joined`` to ``witnesses``."""
     payload = {"roomId": room} if password is None else {"roomId": room, "password": password}
@@ -281,7 +224,7 @@ async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluste
         assert await admin.call("ban user", {
             "userId": "u-dave", "reason": "spamming", "seconds": 3600}) == {"success": True}
         assert await dave.next("banned") == {"reason": "spamming"}
-        await asyncio.wait_for(dave.disconnected.wait(), WAIT)
+        await dave.wait_disconnected(timeout=WAIT)
         left = {"socketId": dave.sid, "username": "dave", "roomId": "lobby", "userCount": 3}
         for peer in (alice, bob, carol):
             assert await peer.next("user left") == left
@@ -314,8 +257,9 @@ async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluste
         started = time.monotonic()
         assert await erin.call("get rooms", timeout=REQUEST_TIMEOUT + 5) == UNAVAILABLE
         assert time.monotonic() - started < REQUEST_TIMEOUT + 2
-        await until_true(services_up(cluster, ("room",), up=False),
-                         "both gateways see the room service down", WAIT)
+        await until(services_up(cluster, ("room",), up=False),
+                   "both gateways see the room service down", WAIT, in_thread=True,
+                   retry_on=RETRY)
         assert http_get(cluster.url(0) + "/health")[0] == 503
         started = time.monotonic()
         assert await bob.call("get history", {"roomId": "lobby"},
@@ -324,8 +268,9 @@ async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluste
 
         # -- and moderation too (it filters every event and vets every CONNECT) ------------
         cluster.parts["moderation"].kill()
-        await until_true(services_up(cluster, ("moderation",), up=False),
-                         "both gateways see moderation down", WAIT)
+        await until(services_up(cluster, ("moderation",), up=False),
+                   "both gateways see moderation down", WAIT, in_thread=True,
+                   retry_on=RETRY)
         started = time.monotonic()
         assert await alice.call("get rooms", timeout=REQUEST_TIMEOUT + 5) == UNAVAILABLE
         assert time.monotonic() - started < REQUEST_TIMEOUT + 2
@@ -337,16 +282,19 @@ async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluste
         # -- both come back on the same endpoints with the same database files -------------
         restart(cluster, "room")
         restart(cluster, "moderation")
-        await until_true(services_up(cluster, ("room", "moderation"), up=True),
-                         "both gateways see room and moderation again", RESTART_WAIT)
+        await until(services_up(cluster, ("room", "moderation"), up=True),
+                   "both gateways see room and moderation again", RESTART_WAIT, in_thread=True,
+                   retry_on=RETRY)
         # Rooms from the database; userCount from both gateways' SYNC.
-        rooms_after = await poll(lambda: erin.call("get rooms"),
-                                 lambda ack: ack == rooms_before,
-                                 "get rooms as before the restart", WAIT, EVENT_POLL)
+        rooms_after = await poll_until(lambda: erin.call("get rooms"),
+                                       lambda ack: ack == rooms_before,
+                                       "get rooms as before the restart", WAIT, EVENT_POLL,
+                                       retry_on=RETRY)
         assert rooms_after == rooms_before
-        lobby_after = await poll(lambda: watcher.call("get room info", "lobby"),
-                                 lambda info: info and info.get("userCount") == 3,
-                                 "lobby membership rebuilt", WAIT, EVENT_POLL)
+        lobby_after = await poll_until(lambda: watcher.call("get room info", "lobby"),
+                                       lambda info: info and info.get("userCount") == 3,
+                                       "lobby membership rebuilt", WAIT, EVENT_POLL,
+                                       retry_on=RETRY)
         # Membership comes back from the gateways, one gateway at a time: the same members,
         # not necessarily in join order (the contract gives `users` no order).
         assert {**lobby_after, "users": by_sid(lobby_after["users"])} == {
@@ -387,8 +335,8 @@ async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluste
         for peer in (alice, bob):
             assert await peer.next("user left") == left
         # Nobody got what was not theirs: the sender is excluded, non-members are outside.
-        assert alice.pending("chat message") == 0 and watcher.pending("chat message") == 0
-        assert bob.pending("room message") == 0 and alice.pending("room message") == 0
+        assert alice.unread("chat message") == 0 and watcher.unread("chat message") == 0
+        assert bob.unread("room message") == 0 and alice.unread("room message") == 0
         alive(cluster, "broker", "auth", "game", "room", "moderation", gw0, gw1)
     finally:
         for peer in peers:
@@ -411,9 +359,10 @@ async def test_killed_gateway_sockets_are_dropped(cluster: Cluster) -> None:
         assert online == {"success": True, "users": [
             member(alice, "u-alice"), member(bob, "u-bob"), member(carol, "u-carol")]}
         # Live gateways by heartbeat (the readiness probe's entry, if still there, expires).
-        await poll(lambda: admin.call("get stats"),
-                   lambda stats: sorted(g["id"] for g in stats["gateways"]) == sorted([gw0, gw1]),
-                   "get stats lists both gateways", WAIT, EVENT_POLL)
+        await poll_until(lambda: admin.call("get stats"),
+                         lambda stats: sorted(g["id"] for g in stats["gateways"])
+                         == sorted([gw0, gw1]),
+                         "get stats lists both gateways", WAIT, EVENT_POLL, retry_on=RETRY)
         came = [await alice.next("user online") for _ in range(2)]
         assert came == [{"userId": "u-bob", "username": "bob"},
                         {"userId": "u-carol", "username": "carol"}]
@@ -422,9 +371,9 @@ async def test_killed_gateway_sockets_are_dropped(cluster: Cluster) -> None:
         killed = time.monotonic()
         # The room service notices the silence within its gateway timeout and drops the
         # dead gateway's sockets, with the usual notices to the survivors.
-        assert await alice.next("user left", GATEWAY_TIMEOUT + 5) == {
+        assert await alice.next("user left", timeout=GATEWAY_TIMEOUT + 5) == {
             "socketId": bob.sid, "username": "bob", "roomId": "lobby", "userCount": 1}
-        offline = [await alice.next("user offline", 5) for _ in range(2)]
+        offline = [await alice.next("user offline", timeout=5) for _ in range(2)]
         assert sorted(offline, key=lambda u: u["userId"]) == [
             {"userId": "u-bob", "username": "bob"}, {"userId": "u-carol", "username": "carol"}]
         noticed = time.monotonic() - killed
@@ -439,7 +388,7 @@ async def test_killed_gateway_sockets_are_dropped(cluster: Cluster) -> None:
         assert [g["id"] for g in stats["gateways"]] == [gw0]
         assert stats["totalConnections"] == 2 and stats["adminConnections"] == 1
         for peer in (bob, carol):
-            await asyncio.wait_for(peer.disconnected.wait(), WAIT)
+            await peer.wait_disconnected(timeout=WAIT)
 
         # Clients reconnect elsewhere and are everybody again.
         bob2 = await user(cluster, 0, "u-bob", "bob")
@@ -471,16 +420,16 @@ async def test_paused_gateway_sockets_come_back(cluster: Cluster) -> None:
         await join(bob, "lobby", [alice], 2)
         gateway1.signal(signal.SIGSTOP)
         try:
-            assert await alice.next("user left", GATEWAY_TIMEOUT + 5) == {
+            assert await alice.next("user left", timeout=GATEWAY_TIMEOUT + 5) == {
                 "socketId": bob.sid, "username": "bob", "roomId": "lobby", "userCount": 1}
         finally:
             gateway1.signal(signal.SIGCONT)
         assert await alice.next("user offline") == {"userId": "u-bob", "username": "bob"}
         assert bob.client.connected
         everyone = {"success": True, "users": [member(alice, "u-alice"), member(bob, "u-bob")]}
-        await poll(lambda: alice.call("get online users"), lambda ack: ack == everyone,
-                   "bob (idle, on the resumed gateway) listed again", GATEWAY_TIMEOUT + 3,
-                   EVENT_POLL)
+        await poll_until(lambda: alice.call("get online users"), lambda ack: ack == everyone,
+                         "bob (idle, on the resumed gateway) listed again", GATEWAY_TIMEOUT + 3,
+                         EVENT_POLL, retry_on=RETRY)
         info = await alice.call("get room info", "lobby")
         assert info["userCount"] == 2
         assert by_sid(info["users"]) == by_sid([member(alice, "u-alice"), member(bob, "u-bob")])
@@ -500,7 +449,7 @@ async def test_no_member_is_refused_while_membership_is_rebuilt(tmp_path: Path) 
     gateway's DEALER reconnected, before its SYNC, and got ``not a member of room lobby``.)"""
     cluster = start_chat_cluster(tmp_path, gateways=0, moderation_args=(
         "--event-limit", "0", "--user-event-limit", "0"))
-    peers: list[Peer] = []
+    peers: list[QueuedPeer] = []
     try:
         for _ in range(2):
             cluster.start_gateway("--heartbeat-interval", "1")
@@ -515,8 +464,9 @@ async def test_no_member_is_refused_while_membership_is_rebuilt(tmp_path: Path) 
         history = {"success": True, "messages": [line]}
 
         cluster.parts["room"].kill()
-        await until_true(services_up(cluster, ("room",), up=False),
-                         "both gateways see the room service down", WAIT)
+        await until(services_up(cluster, ("room",), up=False),
+                   "both gateways see the room service down", WAIT, in_thread=True,
+                   retry_on=RETRY)
         restart(cluster, "room")
         answers: list[Any] = []
         deadline = time.monotonic() + RESTART_WAIT

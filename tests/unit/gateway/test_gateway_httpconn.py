@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from switchboard.gateway.exchange import Exchange, HttpLimits, Upgrade
 from switchboard.gateway.http import HttpRequest, HttpResponse, text_response
 from switchboard.gateway.httpconn import HttpConnection
+from tests.support.polling import until
 
 BOUND = 5.0
 
@@ -101,13 +102,6 @@ async def closed(reader: asyncio.StreamReader) -> bool:
     return data == b""
 
 
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = asyncio.get_running_loop().time() + BOUND
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def test_persistent_connection_serves_requests_one_after_another() -> None:
     async with server() as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -138,7 +132,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /later HTTP/1.1\r\n\r\nGET /echo?2 HTTP/1.1\r\n\r\n"
                      b"POST /echo?3 HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
-        await until(lambda: len(app.later) == 1)
+        await until(lambda: len(app.later) == 1, "the application holds /later", BOUND, 0.01)
         app.later[0].respond(HttpResponse(200, (), b"first"))
         bodies = [(await read_response(reader))[2] for _ in range(3)]
         assert bodies == [b"first", b"GET /echo?2 ", b"POST /echo?3 x"]
@@ -206,10 +200,11 @@ async def test_a_waiting_exchange_hears_that_its_client_left() -> None:
     async with server() as (app, port):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /later?who=me HTTP/1.1\r\n\r\n")
-        await until(lambda: len(app.later) == 1)
+        await until(lambda: len(app.later) == 1, "the application holds /later", BOUND, 0.01)
         assert app.later[0].open
         writer.close()
-        await until(lambda: app.aborted == ["/later?who=me"])
+        await until(lambda: app.aborted == ["/later?who=me"], "the exchange aborted", BOUND,
+                    0.01)
         assert not app.later[0].open
         app.later[0].respond(HttpResponse(200))  # answering a gone client is harmless
 
