@@ -49,6 +49,7 @@ from switchboard.gateway.sessions import Sessions
 from switchboard.gateway.web import WebRoutes
 from switchboard.shared import topics
 from switchboard.shared.envelope import GatewayStatus, PeerRequest, Publication
+from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 
 log = logging.getLogger("switchboard.gateway")
@@ -297,9 +298,10 @@ class Gateway:
 async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     """Run a gateway until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM)."""
     gateway = Gateway(config)
-    await gateway.start()
+    stop = stop or asyncio.Event()
     try:
-        await (stop or asyncio.Event()).wait()
+        if await unless_stopped(gateway.start(), stop):
+            await stop.wait()
     finally:
         await gateway.stop()
         gateway.context.term()

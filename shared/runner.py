@@ -23,6 +23,7 @@ from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request
 from switchboard.shared.errors import EnvelopeError
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.service import Service
 
@@ -71,11 +72,8 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         self.router.socket.bind(self.config.bind)
         try:
-            if self.publisher is not None and not await self.publisher.wait_ready(
-                self.config.ready_timeout
-            ):
-                log.warning("broker not reachable yet; publishing will start when it is")
-            await self.service.start()
+            if not await unless_stopped(self._start(), stop):
+                return
             self.ready.set()
             log.info("service %s ready on %s", self.service.name, self.config.bind)
             monitor = asyncio.create_task(self._monitor_gateways(stop))
@@ -92,6 +90,13 @@ class Runner:
                 await self.service.stop()
         finally:
             self.router.close()
+
+    async def _start(self) -> None:
+        if self.publisher is not None and not await self.publisher.wait_ready(
+            self.config.ready_timeout
+        ):
+            log.warning("broker not reachable yet; publishing will start when it is")
+        await self.service.start()
 
     def _accept(self, frames: list[bytes]) -> None:
         if len(frames) != 2:

@@ -12,6 +12,7 @@ from switchboard.broker.broker import BrokerConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.shared.config import click_options, from_options
 from switchboard.shared.logs import setup_logging
+from switchboard.shared.process import die_with_supervisor
 from switchboard.shared.tokens import DEFAULT_SECRET
 from switchboard.supervisor import UpConfig
 
@@ -32,6 +33,7 @@ def _log_options(func: Any) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """switchboard: Socket.IO-compatible real-time messaging on a ZeroMQ backbone."""
+    die_with_supervisor()  # a no-op unless started by `switchboard up`
 
 
 @main.command()

@@ -4,14 +4,31 @@ Children are the same commands a multi-host deployment runs (``switchboard broke
 ``switchboard service NAME``, ``switchboard gateway``), configured through their options.
 Their output is prefixed with the part's name; a child that dies is reported and restarted
 (with backoff); SIGINT/SIGTERM stop everything (SIGTERM to each child, SIGKILL after a grace).
+
+Three rules keep a crash from leaving a mess:
+
+- **A stop every time.** The signal handler only records the signal; the supervising loop
+  sleeps in ``select`` on a wake-up pipe (``signal.set_wakeup_fd``) and acts on it. (A handler
+  that takes a lock, as ``threading.Event.set`` does, deadlocks when a second signal arrives
+  while the main thread holds that lock: ``make`` forwards SIGTERM to its child, so stopping
+  ``make up``'s process group delivers two.)
+- **No orphans.** Children die with the supervisor however it dies: each is started with
+  ``SWITCHBOARD_SUPERVISOR_PID`` and asks the kernel for SIGKILL when its parent goes
+  (:func:`~switchboard.shared.process.die_with_supervisor`).
+- **No half start.** Every port ``up`` needs is checked first; one taken (another ``up``
+  still running, say) stops it before it starts anything, naming the port.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import secrets
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +38,7 @@ from dataclasses import dataclass, field
 
 from switchboard.shared import ports
 from switchboard.shared.config import setting
+from switchboard.shared.process import SUPERVISOR_ENV
 from switchboard.shared.tokens import DEFAULT_SECRET
 
 log = logging.getLogger("switchboard.up")
@@ -64,9 +82,38 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    #: TCP (host, port) pairs the child binds: checked before anything starts.
+    binds: tuple[tuple[str, int], ...] = ()
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
+
+
+class PortTaken(Exception):
+    """A port ``up`` needs is in use: nothing was started."""
+
+    def __init__(self, child: str, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} (for {child}) is already in use; is another "
+                         "'switchboard up' running? (choose others with --port / --internal-port)")
+        self.port = port
+
+
+def check_ports(children: list[Child]) -> None:
+    """Raise :class:`PortTaken` for the first port a child needs that something holds.
+
+    Bound the way the parts bind (``SO_REUSEADDR``, as asyncio and ZeroMQ do), so a port
+    in TIME_WAIT after a previous run counts as free and a listening one as taken.
+    """
+    for child in children:
+        for host, port in child.binds:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise PortTaken(child.name, host, port) from None
+                    raise
 
 
 def plan(config: UpConfig) -> list[Child]:
@@ -74,8 +121,10 @@ def plan(config: UpConfig) -> list[Child]:
     base = config.internal_port
     publish, subscribe = f"tcp://127.0.0.1:{base}", f"tcp://127.0.0.1:{base + 1}"
     cmd = [sys.executable, "-m", "switchboard"]
+    loopback = "127.0.0.1"
     children = [Child("broker", [*cmd, "broker", "--publish-bind", publish,
-                                 "--subscribe-bind", subscribe])]
+                                 "--subscribe-bind", subscribe],
+                      binds=((loopback, base), (loopback, base + 1)))]
     names = ["conformance"] if config.conformance else ["auth", "moderation", "room", "game"]
     ping_interval, ping_timeout, max_payload = (
         (0.3, 0.2, 1_000_000) if config.conformance  # what the official suite asserts
@@ -89,7 +138,8 @@ def plan(config: UpConfig) -> list[Child]:
                 "--gateway-timeout", str(config.gateway_timeout)]
         if name in ("room", "moderation"):
             argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
-        children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))
+        children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
+                              binds=((loopback, base + offset),)))
     for i in range(config.gateways):
         port = config.port + i
         argv = [*cmd, "gateway", "--host", config.host, "--port", str(port),
@@ -104,7 +154,8 @@ def plan(config: UpConfig) -> list[Child]:
             argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02", "--engine-echo"]
         argv.append("--demo" if config.demo else "--no-demo")
         children.append(Child(f"gateway:{port}", argv,
-                              {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}))
+                              {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
+                              binds=((config.host, port),)))
     return children
 
 
@@ -115,13 +166,43 @@ class Supervisor:
         self.log_level = log_level
         self.log_json = log_json
         self.grace = grace
-        self.stopping = threading.Event()
+        #: The signal that asked us to stop (set by the handler; nothing else happens there).
+        self.signalled: int | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.width = max(len(c.name) for c in children)
+
+    @property
+    def stopping(self) -> bool:
+        return self.signalled is not None
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signalled = signum  # only this: see the module docstring
+
+    def request_stop(self) -> None:
+        """Stop as a signal would (for callers in other threads: the tests)."""
+        self.signalled = signal.SIGTERM
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until asked to stop; True when asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            select.select([self._wake_r], [], [], remaining)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 512):
+                    pass
+        return True
 
     def start(self, child: Child) -> None:
         env = {**os.environ, **child.env, "SWITCHBOARD_LOG_LEVEL": self.log_level,
                "SWITCHBOARD_LOG_JSON": "1" if self.log_json else "0",
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", SUPERVISOR_ENV: str(os.getpid())}
         child.process = subprocess.Popen(
             child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
@@ -140,11 +221,15 @@ class Supervisor:
             sys.stdout.flush()
 
     def run(self) -> int:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(self._wake_w)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
         for child in self.children:
+            if self.stopping:
+                break
             self.start(child)
-        while not self.stopping.wait(0.2):
+        while not self.sleep(0.2):
             for child in self.children:
                 assert child.process is not None
                 code = child.process.poll()
@@ -156,7 +241,7 @@ class Supervisor:
                 delay = min(0.5 * 2 ** (child.restarts - 1), 10.0)
                 log.error("%s exited with code %s after %.1fs; restarting in %.1fs",
                           child.name, code, uptime, delay)
-                if self.stopping.wait(delay):
+                if self.sleep(delay):
                     break
                 self.start(child)
                 log.info("%s restarted (pid %d)", child.name, child.process.pid)
@@ -164,7 +249,8 @@ class Supervisor:
         return 0
 
     def stop(self) -> None:
-        log.info("stopping %d parts", len(self.children))
+        name = signal.Signals(self.signalled).name if self.signalled else "request"
+        log.info("stopping %d parts (%s)", len(self.children), name)
         # Gateways first (they drain clients), then services, then the broker.
         for child in reversed(self.children):
             if child.process is not None and child.process.poll() is None:
@@ -194,8 +280,15 @@ def wait_http(url: str, timeout: float) -> bool:
 
 
 def run(config: UpConfig, log_level: str = "info", log_json: bool = False) -> int:
+    """Run everything until a signal; 2 when a port is taken (nothing is started then)."""
+    children = plan(config)
+    try:
+        check_ports(children)
+    except PortTaken as exc:
+        log.error("%s", exc)
+        return 2
     os.makedirs(config.data_dir, exist_ok=True)
-    supervisor = Supervisor(plan(config), log_level, log_json, config.grace)
+    supervisor = Supervisor(children, log_level, log_json, config.grace)
 
     def announce() -> None:
         for i in range(config.gateways):

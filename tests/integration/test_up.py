@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -200,7 +201,7 @@ async def conformance_round_trip(url: str) -> None:
     client.on("auth", auth.put_nowait)
     try:
         await asyncio.wait_for(
-            client.connect(url, transports=["websocket"], auth={"probe": 1}), WAIT)
+            client.connect(url, auth={"probe": 1}), WAIT)
         assert await asyncio.wait_for(auth.get(), WAIT) == {"probe": 1}
         ack = await client.call("message-with-ack", {"n": [1, "2"]}, timeout=PROBE_CALL)
         assert ack == {"n": [1, "2"]}
@@ -218,7 +219,7 @@ async def app_round_trip(url: str) -> None:
     client.on("welcome", welcome.put_nowait)
     try:
         await asyncio.wait_for(
-            client.connect(url, transports=["websocket"], namespaces=["/", "/game"],
+            client.connect(url, namespaces=["/", "/game"],
                            auth={"token": token}), WAIT)
         greeting = await asyncio.wait_for(welcome.get(), WAIT)
         assert greeting["socketId"] == client.get_sid("/")
@@ -336,10 +337,10 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
         watcher.on("user offline", offline.put_nowait)
         try:
             await asyncio.wait_for(ghost.connect(
-                up.url(0), transports=["websocket"],
+                up.url(0),
                 auth={"token": issue_token(JWT_SECRET, "u-ghost", "ghost")}), WAIT)
             await asyncio.wait_for(watcher.connect(
-                up.url(1), transports=["websocket"],
+                up.url(1),
                 auth={"token": issue_token(JWT_SECRET, "u-watch", "watcher")}), WAIT)
             online = await watcher.call("get online users", timeout=PROBE_CALL)
             assert sorted(u["id"] for u in online["users"]) == ["u-ghost", "u-watch"]
@@ -357,3 +358,136 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
             for client in (ghost, watcher):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), WAIT)
+
+
+# ------------------------------------------------------------------ stops and crashes of up
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has died: only its parent has not reaped it,
+    and an orphan's new parent may be an init that never does)."""
+    table = process_table()
+    running = []
+    for pid in pids:
+        if pid not in table:
+            continue
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            if state != "Z":
+                running.append(pid)
+    return running
+
+
+async def test_killed_up_takes_its_children_with_it(tmp_path: Path) -> None:
+    """kill -9 of ``up`` itself (an OOM kill, a crashed terminal) runs none of its code; its
+    children still go (the kernel kills each when its parent dies), within 2 s, so the next
+    ``up`` finds its ports free."""
+    up = start_up(tmp_path, "--conformance", gateways=2)
+    pids = up.descendants()
+    try:
+        assert len(up.children()) == 4, up.children()
+        killed = time.monotonic()
+        up.process.kill()
+        up.process.wait(5)
+        while alive(pids) and time.monotonic() - killed < 2.0:
+            await asyncio.sleep(0.02)
+        assert alive(pids) == [], f"left running 2 s after up was killed: {alive(pids)}"
+    finally:
+        cleanup(up, pids)
+    # Its ports are free again: the same command starts cleanly.
+    again, log = spawn_up(tmp_path, *up.process.args[4:])  # type: ignore[index]
+    second = Up(again, up.ports, log)
+    try:
+        await serves(conformance_round_trip, second.url())
+        second.stop()
+    finally:
+        cleanup(second, second.descendants())
+
+
+async def test_up_refuses_to_start_when_a_port_is_taken(tmp_path: Path) -> None:
+    """A second ``up`` on the ports of a running one starts nothing and exits non-zero, naming
+    the port: a gateway port, and (on other gateway ports) an internal one."""
+    with running_up(tmp_path, "--conformance") as first:
+        internal = int(first.process.args[first.process.args.index("--internal-port") + 1])  # type: ignore[union-attr,index]
+        cases = [
+            (["--port", str(first.ports[0]), "--internal-port", str(free_port_block(21))],
+             first.ports[0]),
+            (["--port", str(free_port_block(1)), "--internal-port", str(internal)], internal),
+        ]
+        for index, (ports_args, taken) in enumerate(cases):
+            workdir = tmp_path / f"second-{index}"
+            workdir.mkdir()
+            process, log = spawn_up(workdir, "--conformance", "--data-dir",
+                                    str(workdir / "data"), *ports_args)
+            try:
+                code = process.wait(WAIT)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(5)
+            output = log.read_text()
+            assert code == 2, output
+            assert f"port {taken} " in output and "already in use" in output, output
+            assert " | " not in output, f"a part was started:\n{output}"  # no child's output
+        # The first is untouched by the attempts.
+        await serves(conformance_round_trip, first.url())
+
+
+STOP_MOMENTS = 12
+
+
+async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
+    """SIGTERM at random moments (while it starts its children, idle, while it restarts a
+    killed one), sometimes twice in a row as stopping ``make up``'s process group does:
+    every time ``up`` stops within its grace and leaves nothing behind."""
+    rng = random.Random(15)
+    moments = ["starting", "idle", "restarting", "twice"] * (STOP_MOMENTS // 4)
+    outcomes = []
+    for round_, moment in enumerate(moments):
+        workdir = tmp_path / f"round-{round_}"
+        workdir.mkdir()
+        base = free_port_block(1)
+        process, log = spawn_up(workdir, "--conformance", "--port", str(base),
+                                "--internal-port", str(free_port_block(21)),
+                                "--data-dir", str(workdir / "data"))
+        up = Up(process, [base], log)
+        seen: set[int] = set()
+        try:
+            if moment == "starting":
+                deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+                while time.monotonic() < deadline:
+                    seen.update(up.descendants())
+                    await asyncio.sleep(0.01)
+            else:
+                await serves(conformance_round_trip, up.url())
+                seen.update(up.descendants())
+                if moment == "restarting":
+                    victim = rng.choice(sorted(up.children()))
+                    os.kill(up.children()[victim][0], signal.SIGKILL)
+                    await up.wait_output(rf"{re.escape(victim)} exited with code -9")
+                    await asyncio.sleep(rng.uniform(0.0, 0.6))  # within the restart backoff
+                    seen.update(up.descendants())
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            if moment == "twice":
+                process.send_signal(signal.SIGTERM)
+            try:
+                code: int | None = process.wait(STOP_BOUND)
+            except subprocess.TimeoutExpired:
+                code = None
+            elapsed = time.monotonic() - started
+            seen.update(up.descendants())
+            deadline = time.monotonic() + 2.0
+            while alive(sorted(seen)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            left = alive(sorted(seen))
+            outcomes.append((moment, code, round(elapsed, 2), left))
+            # Killed by the signal itself is a stop too, but only before up installed its
+            # handler, when it had started nothing.
+            assert code == 0 or (code == -signal.SIGTERM and not seen), (moment, code,
+                                                                        up.output()[-3000:])
+            assert left == [], (moment, left)
+        finally:
+            cleanup(up, sorted(seen | set(up.descendants())))
+    assert len(outcomes) == STOP_MOMENTS
+    assert sum(1 for _, code, _, _ in outcomes if code == 0) >= STOP_MOMENTS // 2, outcomes
