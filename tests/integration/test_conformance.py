@@ -29,28 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.backbone import free_port
 from tests.support.cluster import http_get
-from tests.support.upserver import HOST, free_port_block, process_table, spawn_up
+from tests.support.conformance import PING_INTERVAL, PING_TIMEOUT, WAIT, raw, recv
+from tests.support.upserver import HOST, Up, running_up
 
-PING_INTERVAL = 0.3
-PING_TIMEOUT = 0.2
 CONNECT_TIMEOUT = 2.0
 
-#: Bound on any single wait for something that should simply happen (a reply, a handshake).
-WAIT = 5.0
 #: How soon after a bad frame the server must have closed the connection.
 #:
 #: The close caused by checking the input takes milliseconds on loopback. The heartbeat can
@@ -59,10 +51,6 @@ WAIT = 5.0
 #: CI machine hundreds of milliseconds of scheduling slack. On top of the bound, the reader
 #: answers every ping while it waits, so the heartbeat cannot be what closes the connection.
 PROMPT_CLOSE = PING_INTERVAL + PING_TIMEOUT - 0.05
-#: SIGTERM to exit. ``up`` SIGKILLs children after a 10 s grace and still exits 0; a bound
-#: below the grace makes a child that does not stop by itself fail the test.
-STOP_BOUND = 8.0
-READY_BOUND = 30.0
 
 OPEN_TEMPLATE = (
     '0{{"sid":"{sid}","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}}'
@@ -71,110 +59,16 @@ PH0 = '{"_placeholder":true,"num":0}'
 PH1 = '{"_placeholder":true,"num":1}'
 
 
-# ------------------------------------------------------------------ the server process
-
-
-@dataclass
-class UpServer:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}/socket.io/?EIO=4&transport=websocket"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def children(self) -> dict[int, tuple[int, int, int]]:
-        return {pid: info for pid, info in process_table().items()
-                if info[0] == self.process.pid}
-
-
-def start_up(workdir: Path, *args: str) -> UpServer:
-    port = free_port()
-    process, log = spawn_up(
-        workdir, "--port", str(port), "--internal-port", str(free_port_block()),
-        "--data-dir", str(workdir / "data"), *args)
-    server = UpServer(process, port, log)
-    deadline = time.monotonic() + READY_BOUND
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"up exited with {process.returncode}:\n{server.output()}")
-        with contextlib.suppress(OSError):
-            if http_get(server.url + "/health", timeout=1)[0] == 200:
-                return server
-        time.sleep(0.05)
-    stop_up(server)
-    raise AssertionError(f"up not healthy within {READY_BOUND}s:\n{server.output()}")
-
-
-def stop_up(server: UpServer) -> tuple[int | None, float, list[int]]:
-    """SIGTERM ``up``; returns (exit code or None if it hung, seconds, children left).
-
-    Whatever happens, nothing it started is left running afterwards.
-    """
-    children = server.children()
-    started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        code: int | None = server.process.wait(STOP_BOUND)
-    except subprocess.TimeoutExpired:
-        code = None
-    elapsed = time.monotonic() - started
-    # A child is "left" if the same process (pid + start time) still exists, or anything
-    # still lives in its process group (children run in their own sessions).
-    table = process_table()
-    left = [pid for pid, (ppid, pgid, start) in table.items()
-            if (pid in children and children[pid][2] == start) or pgid in children]
-    if code is None:  # up first, so that it cannot restart what is killed next
-        server.process.kill()
-        server.process.wait(5)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return code, elapsed, left
-
-
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """``switchboard up --conformance``; the teardown checks that SIGTERM stops it cleanly."""
-    server = start_up(Path(tmp_path_factory.mktemp("conformance")), "--conformance")
-    children = server.children()
-    if len(children) != 3:
-        stop_up(server)
-        pytest.fail(f"expected broker, service and gateway, found {children}")
-    yield server
-    code, elapsed, left = stop_up(server)
-    output = server.output()
-    assert code == 0, f"up exited with {code} after SIGTERM:\n{output}"
-    assert elapsed < STOP_BOUND
-    assert not left, f"processes left behind: {left}"
-    assert "did not stop in time" not in output, output
+    with running_up(Path(tmp_path_factory.mktemp("conformance")), "--conformance") as server:
+        children = server.children()
+        assert sorted(children) == ["broker", "conformance", f"gateway:{server.port}"], children
+        yield server
 
 
 # ------------------------------------------------------------------ raw WebSocket helpers
-
-
-@contextlib.asynccontextmanager
-async def raw(url: str) -> AsyncIterator[ClientConnection]:
-    """A raw WebSocket: no compression, no WebSocket-level pings, any message size."""
-    ws = await connect(url, compression=None, ping_interval=None, max_size=None,
-                       open_timeout=WAIT, close_timeout=1)
-    try:
-        yield ws
-    finally:
-        await ws.close()
-
-
-async def recv(ws: ClientConnection, timeout: float = WAIT) -> str | bytes:
-    """The next message, whatever it is (the suite's ``waitFor(socket, "message")``)."""
-    return await asyncio.wait_for(ws.recv(), timeout)
 
 
 async def recv_packet(ws: ClientConnection, timeout: float = WAIT) -> str | bytes:
@@ -252,7 +146,7 @@ async def handshake_refused(url: str) -> tuple[int, dict[str, object], str]:
 # ================================================================== Engine.IO: handshake
 
 
-async def test_open_packet(up: UpServer) -> None:
+async def test_open_packet(up: Up) -> None:
     async with raw(up.ws_url) as ws:
         value = await recv_open(ws)
     assert list(value) == ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"]
@@ -262,14 +156,14 @@ async def test_open_packet(up: UpServer) -> None:
     assert value["maxPayload"] == 1000000
 
 
-async def test_open_packets_have_distinct_sids(up: UpServer) -> None:
+async def test_open_packets_have_distinct_sids(up: Up) -> None:
     async with raw(up.ws_url) as a, raw(up.ws_url) as b:
         assert (await recv_open(a))["sid"] != (await recv_open(b))["sid"]
 
 
 @pytest.mark.parametrize("query", ["transport=websocket", "EIO=abc&transport=websocket",
                                    "EIO=3&transport=websocket", "EIO=5&transport=websocket"])
-async def test_invalid_eio_is_refused(up: UpServer, query: str) -> None:
+async def test_invalid_eio_is_refused(up: Up, query: str) -> None:
     status, body, content_type = await handshake_refused(
         f"ws://{HOST}:{up.port}/socket.io/?{query}")
     assert status == 400
@@ -278,7 +172,7 @@ async def test_invalid_eio_is_refused(up: UpServer, query: str) -> None:
 
 
 @pytest.mark.parametrize("query", ["EIO=4", "EIO=4&transport=abc"])
-async def test_invalid_transport_is_refused(up: UpServer, query: str) -> None:
+async def test_invalid_transport_is_refused(up: Up, query: str) -> None:
     status, body, content_type = await handshake_refused(
         f"ws://{HOST}:{up.port}/socket.io/?{query}")
     assert status == 400
@@ -286,14 +180,14 @@ async def test_invalid_transport_is_refused(up: UpServer, query: str) -> None:
     assert content_type == "application/json"
 
 
-async def test_websocket_handshake_naming_polling_is_bad_request(up: UpServer) -> None:
+async def test_websocket_handshake_naming_polling_is_bad_request(up: Up) -> None:
     status, body, _ = await handshake_refused(
         f"ws://{HOST}:{up.port}/socket.io/?EIO=4&transport=polling")
     assert status == 400
     assert body == {"code": 3, "message": "Bad request"}
 
 
-def test_plain_http_get_without_upgrade_is_bad_request(up: UpServer) -> None:
+def test_plain_http_get_without_upgrade_is_bad_request(up: Up) -> None:
     status, headers, body = http_get(up.url + "/socket.io/?EIO=4&transport=websocket")
     assert status == 400
     assert json.loads(body) == {"code": 3, "message": "Bad request"}
@@ -303,7 +197,7 @@ def test_plain_http_get_without_upgrade_is_bad_request(up: UpServer) -> None:
 # ================================================================== Engine.IO: heartbeat
 
 
-async def test_heartbeat_ping_pong(up: UpServer) -> None:
+async def test_heartbeat_ping_pong(up: Up) -> None:
     """Three ping/pong cycles. Unlike the suite, the socket first CONNECTs to ``/``: ``up
     --conformance`` closes connections without a namespace after 1 s, and the third ping is
     due at 0.9 s plus two round trips, a margin a loaded machine can eat (the suite's server
@@ -335,7 +229,7 @@ async def test_heartbeat_ping_pong(up: UpServer) -> None:
                 await ws.send("3")
 
 
-async def test_ping_timeout_closes(up: UpServer) -> None:
+async def test_ping_timeout_closes(up: Up) -> None:
     requested = time.monotonic()
     async with raw(up.ws_url) as ws:
         await recv_open(ws)
@@ -352,7 +246,7 @@ async def test_ping_timeout_closes(up: UpServer) -> None:
 # ================================================================== Engine.IO: close
 
 
-async def test_client_close_packet_closes(up: UpServer) -> None:
+async def test_client_close_packet_closes(up: Up) -> None:
     async with raw(up.ws_url) as ws:
         await recv_open(ws)
         sent = time.monotonic()
@@ -373,7 +267,7 @@ async def test_client_close_packet_closes(up: UpServer) -> None:
     ],
     ids=["main", "main-with-payload", "custom", "custom-with-payload"],
 )
-async def test_connect_to_namespace(up: UpServer, namespace: str, connect: str,
+async def test_connect_to_namespace(up: Up, namespace: str, connect: str,
                                     auth: str) -> None:
     async with raw(up.ws_url) as ws:
         await recv_open(ws)
@@ -382,7 +276,7 @@ async def test_connect_to_namespace(up: UpServer, namespace: str, connect: str,
         assert await recv_packet(ws) == auth
 
 
-async def test_namespace_sids_differ_from_engine_sid(up: UpServer) -> None:
+async def test_namespace_sids_differ_from_engine_sid(up: Up) -> None:
     async with raw(up.ws_url) as ws:
         engine_sid = (await recv_open(ws))["sid"]
         await ws.send("40")
@@ -393,14 +287,14 @@ async def test_namespace_sids_differ_from_engine_sid(up: UpServer) -> None:
         assert len({engine_sid, main, custom}) == 3
 
 
-async def test_unknown_namespace_is_refused(up: UpServer) -> None:
+async def test_unknown_namespace_is_refused(up: Up) -> None:
     async with raw(up.ws_url) as ws:
         await recv_open(ws)
         await ws.send("40/random")
         assert await recv_packet(ws) == '44/random,{"message":"Invalid namespace"}'
 
 
-async def test_invalid_handshake_closes(up: UpServer) -> None:
+async def test_invalid_handshake_closes(up: Up) -> None:
     async with raw(up.ws_url) as ws:
         await recv_open(ws)
         sent = time.monotonic()
@@ -408,7 +302,7 @@ async def test_invalid_handshake_closes(up: UpServer) -> None:
         await expect_prompt_close(ws, sent)
 
 
-async def test_no_handshake_closes(up: UpServer) -> None:
+async def test_no_handshake_closes(up: Up) -> None:
     """Without a CONNECT the connect timeout (2 s here) closes the connection, even for a
     client that answers every ping."""
     # The server starts the clock when it accepts the handshake, after this instant; the
@@ -429,7 +323,7 @@ async def test_no_handshake_closes(up: UpServer) -> None:
 # ================================================================== Socket.IO: disconnect
 
 
-async def test_disconnect_from_main_namespace_keeps_connection(up: UpServer) -> None:
+async def test_disconnect_from_main_namespace_keeps_connection(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         await ws.send("41")
@@ -438,7 +332,7 @@ async def test_disconnect_from_main_namespace_keeps_connection(up: UpServer) -> 
         assert await recv(ws, timeout=PING_INTERVAL + WAIT) == "2"
 
 
-async def test_connect_then_disconnect_custom_namespace(up: UpServer) -> None:
+async def test_connect_then_disconnect_custom_namespace(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         assert await recv(ws, timeout=PING_INTERVAL + WAIT) == "2"
@@ -454,14 +348,14 @@ async def test_connect_then_disconnect_custom_namespace(up: UpServer) -> None:
 # ================================================================== Socket.IO: message
 
 
-async def test_plain_text_event(up: UpServer) -> None:
+async def test_plain_text_event(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         await ws.send('42["message",1,"2",{"3":[true]}]')
         assert await recv_packet(ws) == '42["message-back",1,"2",{"3":[true]}]'
 
 
-async def test_event_with_binary_attachments(up: UpServer) -> None:
+async def test_event_with_binary_attachments(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         await ws.send(f'452-["message",{PH0},{PH1}]')
@@ -472,14 +366,14 @@ async def test_event_with_binary_attachments(up: UpServer) -> None:
         assert await recv_packet(ws) == b"\x04\x05\x06"
 
 
-async def test_plain_text_event_with_ack(up: UpServer) -> None:
+async def test_plain_text_event_with_ack(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         await ws.send('42456["message-with-ack",1,"2",{"3":[false]}]')
         assert await recv_packet(ws) == '43456[1,"2",{"3":[false]}]'
 
 
-async def test_binary_event_with_ack(up: UpServer) -> None:
+async def test_binary_event_with_ack(up: Up) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         await ws.send(f'452-789["message-with-ack",{PH0},{PH1}]')
@@ -495,7 +389,7 @@ async def test_binary_event_with_ack(up: UpServer) -> None:
     ["4abc", "42{}", '42abc["message-with-ack",1,"2",{"3":[false]}]'],
     ids=["unknown-packet-type", "invalid-payload-format", "invalid-ack-id"],
 )
-async def test_invalid_format_closes(up: UpServer, frame: str) -> None:
+async def test_invalid_format_closes(up: Up, frame: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
         ws = await init_socketio(up.ws_url, stack)
         sent = time.monotonic()

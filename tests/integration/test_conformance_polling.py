@@ -22,29 +22,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.test_conformance import (
-    PING_INTERVAL,
-    PING_TIMEOUT,
-    STOP_BOUND,
-    WAIT,
-    UpServer,
-    raw,
-    recv,
-    start_up,
-    stop_up,
-)
+from tests.support.conformance import PING_INTERVAL, PING_TIMEOUT, WAIT, raw, recv
+from tests.support.upserver import Up, running_up
 
 PATHS = ["/socket.io/", "/engine.io/"]
 TIMEOUT = aiohttp.ClientTimeout(total=WAIT)
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
-    server = start_up(Path(tmp_path_factory.mktemp("conformance-polling")), "--conformance")
-    yield server
-    code, elapsed, left = stop_up(server)
-    assert code == 0, server.output()
-    assert elapsed < STOP_BOUND and not left
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """``switchboard up --conformance``; the teardown checks that SIGTERM stops it cleanly."""
+    workdir = Path(tmp_path_factory.mktemp("conformance-polling"))
+    with running_up(workdir, "--conformance") as server:
+        yield server
 
 
 @pytest.fixture
@@ -53,7 +43,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def url(up: UpServer, path: str, query: str = "EIO=4&transport=polling") -> str:
+def url(up: Up, path: str, query: str = "EIO=4&transport=polling") -> str:
     return f"{up.url}{path}?{query}"
 
 
@@ -68,7 +58,7 @@ async def post(http: aiohttp.ClientSession, target: str, body: str | bytes
         return response.status, await response.text()
 
 
-async def open_session(http: aiohttp.ClientSession, up: UpServer, path: str) -> str:
+async def open_session(http: aiohttp.ClientSession, up: Up, path: str) -> str:
     status, body = await get(http, url(up, path))
     assert status == 200 and body.startswith("0"), body
     sid = json.loads(body[1:])["sid"]
@@ -76,16 +66,16 @@ async def open_session(http: aiohttp.ClientSession, up: UpServer, path: str) -> 
     return sid
 
 
-def session_url(up: UpServer, path: str, sid: str) -> str:
+def session_url(up: Up, path: str, sid: str) -> str:
     return url(up, path, f"EIO=4&transport=polling&sid={sid}")
 
 
-async def waiting(http: aiohttp.ClientSession, up: UpServer) -> int:
+async def waiting(http: aiohttp.ClientSession, up: Up) -> int:
     async with http.get(up.url + "/stats") as response:
         return int((await response.json())["pollsWaiting"])
 
 
-async def start_poll(http: aiohttp.ClientSession, up: UpServer, target: str
+async def start_poll(http: aiohttp.ClientSession, up: Up, target: str
                      ) -> asyncio.Future[tuple[int, str]]:
     """A GET that is waiting at the server when this returns (its /stats says so)."""
     before = await waiting(http, up)
@@ -99,7 +89,7 @@ async def start_poll(http: aiohttp.ClientSession, up: UpServer, target: str
     return poll
 
 
-async def assert_unknown(http: aiohttp.ClientSession, up: UpServer, path: str, sid: str
+async def assert_unknown(http: aiohttp.ClientSession, up: Up, path: str, sid: str
                          ) -> None:
     status, body = await get(http, session_url(up, path, sid))
     assert (status, json.loads(body)) == (400, {"code": 1, "message": "Session ID unknown"})
@@ -109,7 +99,7 @@ async def assert_unknown(http: aiohttp.ClientSession, up: UpServer, path: str, s
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_polling_handshake_opens_a_session(up: UpServer, http: aiohttp.ClientSession,
+async def test_polling_handshake_opens_a_session(up: Up, http: aiohttp.ClientSession,
                                                  path: str) -> None:
     async with http.get(url(up, path)) as response:
         assert response.status == 200
@@ -129,7 +119,7 @@ async def test_polling_handshake_opens_a_session(up: UpServer, http: aiohttp.Cli
     ("transport=polling", 5), ("EIO=abc&transport=polling", 5), ("EIO=3&transport=polling", 5),
     ("EIO=4", 0), ("EIO=4&transport=abc", 0),
 ])
-async def test_polling_handshake_refusals(up: UpServer, http: aiohttp.ClientSession,
+async def test_polling_handshake_refusals(up: Up, http: aiohttp.ClientSession,
                                           path: str, query: str, code: int) -> None:
     status, body = await get(http, url(up, path, query))
     assert status == 400 and json.loads(body)["code"] == code
@@ -138,7 +128,7 @@ async def test_polling_handshake_refusals(up: UpServer, http: aiohttp.ClientSess
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_handshake_with_another_method_is_refused(
-    up: UpServer, http: aiohttp.ClientSession, path: str, method: str
+    up: Up, http: aiohttp.ClientSession, path: str, method: str
 ) -> None:
     async with http.request(method, url(up, path)) as response:
         assert response.status == 400
@@ -146,7 +136,7 @@ async def test_handshake_with_another_method_is_refused(
                                                      "message": "Bad handshake method"}
 
 
-async def test_websocket_handshake_on_the_echo_endpoint(up: UpServer) -> None:
+async def test_websocket_handshake_on_the_echo_endpoint(up: Up) -> None:
     async with raw(f"ws://{up.url[7:]}/engine.io/?EIO=4&transport=websocket") as ws:
         frame = await recv(ws)
         assert isinstance(frame, str) and json.loads(frame[1:])["upgrades"] == []
@@ -156,14 +146,14 @@ async def test_websocket_handshake_on_the_echo_endpoint(up: UpServer) -> None:
 
 
 @pytest.mark.parametrize("body", ["4hello", "4test1\x1e4test2\x1e4test3", "4hello\x1ebAQIDBA=="])
-async def test_echo_payloads_over_polling(up: UpServer, http: aiohttp.ClientSession,
+async def test_echo_payloads_over_polling(up: Up, http: aiohttp.ClientSession,
                                           body: str) -> None:
     sid = await open_session(http, up, "/engine.io/")
     assert await post(http, session_url(up, "/engine.io/", sid), body) == (200, "ok")
     assert await get(http, session_url(up, "/engine.io/", sid)) == (200, body)
 
 
-async def test_echo_over_websocket_text_and_binary(up: UpServer) -> None:
+async def test_echo_over_websocket_text_and_binary(up: Up) -> None:
     async with raw(f"ws://{up.url[7:]}/engine.io/?EIO=4&transport=websocket") as ws:
         await recv(ws)
         await ws.send("4hello")
@@ -174,7 +164,7 @@ async def test_echo_over_websocket_text_and_binary(up: UpServer) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_invalid_packet_format_closes_the_session(
-    up: UpServer, http: aiohttp.ClientSession, path: str
+    up: Up, http: aiohttp.ClientSession, path: str
 ) -> None:
     sid = await open_session(http, up, path)
     status, _ = await post(http, session_url(up, path, sid), "abc")
@@ -182,7 +172,7 @@ async def test_invalid_packet_format_closes_the_session(
     await assert_unknown(http, up, path, sid)
 
 
-async def test_invalid_packet_over_websocket_closes_it(up: UpServer) -> None:
+async def test_invalid_packet_over_websocket_closes_it(up: Up) -> None:
     async with raw(f"ws://{up.url[7:]}/engine.io/?EIO=4&transport=websocket") as ws:
         await recv(ws)
         await ws.send("abc")
@@ -191,7 +181,7 @@ async def test_invalid_packet_over_websocket_closes_it(up: UpServer) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_duplicate_poll_requests_close_the_session(
-    up: UpServer, http: aiohttp.ClientSession, path: str
+    up: Up, http: aiohttp.ClientSession, path: str
 ) -> None:
     sid = await open_session(http, up, path)
     first = await start_poll(http, up, session_url(up, path, sid))
@@ -205,7 +195,7 @@ async def test_duplicate_poll_requests_close_the_session(
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_ping_pong_over_polling(up: UpServer, http: aiohttp.ClientSession,
+async def test_ping_pong_over_polling(up: Up, http: aiohttp.ClientSession,
                                       path: str) -> None:
     sid = await open_session(http, up, path)
     for _ in range(3):
@@ -215,7 +205,7 @@ async def test_ping_pong_over_polling(up: UpServer, http: aiohttp.ClientSession,
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_ping_timeout_over_polling_closes_the_session(
-    up: UpServer, http: aiohttp.ClientSession, path: str
+    up: Up, http: aiohttp.ClientSession, path: str
 ) -> None:
     sid = await open_session(http, up, path)
     # No pong is ever sent: the session must be gone by pingInterval + pingTimeout (and
@@ -233,7 +223,7 @@ async def test_ping_timeout_over_polling_closes_the_session(
         assert loop.time() < deadline
 
 
-async def test_ping_pong_and_timeout_over_websocket(up: UpServer) -> None:
+async def test_ping_pong_and_timeout_over_websocket(up: Up) -> None:
     async with raw(f"ws://{up.url[7:]}/engine.io/?EIO=4&transport=websocket") as ws:
         await recv(ws)
         for _ in range(3):
@@ -248,7 +238,7 @@ async def test_ping_pong_and_timeout_over_websocket(up: UpServer) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_client_close_over_polling(up: UpServer, http: aiohttp.ClientSession,
+async def test_client_close_over_polling(up: Up, http: aiohttp.ClientSession,
                                          path: str) -> None:
     sid = await open_session(http, up, path)
     poll = await start_poll(http, up, session_url(up, path, sid))
@@ -257,7 +247,7 @@ async def test_client_close_over_polling(up: UpServer, http: aiohttp.ClientSessi
     await assert_unknown(http, up, path, sid)
 
 
-async def test_client_close_over_websocket(up: UpServer) -> None:
+async def test_client_close_over_websocket(up: Up) -> None:
     async with raw(f"ws://{up.url[7:]}/engine.io/?EIO=4&transport=websocket") as ws:
         await recv(ws)
         await ws.send("1")
@@ -267,12 +257,12 @@ async def test_client_close_over_websocket(up: UpServer) -> None:
 # ---------------------------------------------------------------------------- upgrade
 
 
-def ws_url(up: UpServer, path: str, sid: str) -> str:
+def ws_url(up: Up, path: str, sid: str) -> str:
     return f"ws://{up.url[7:]}{path}?EIO=4&transport=websocket&sid={sid}"
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_upgrade_from_polling_to_websocket(up: UpServer, http: aiohttp.ClientSession,
+async def test_upgrade_from_polling_to_websocket(up: Up, http: aiohttp.ClientSession,
                                                  path: str) -> None:
     sid = await open_session(http, up, path)
     async with raw(ws_url(up, path, sid)) as ws:
@@ -287,7 +277,7 @@ async def test_upgrade_from_polling_to_websocket(up: UpServer, http: aiohttp.Cli
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_polling_after_the_upgrade_is_refused(up: UpServer, http: aiohttp.ClientSession,
+async def test_polling_after_the_upgrade_is_refused(up: Up, http: aiohttp.ClientSession,
                                                     path: str) -> None:
     sid = await open_session(http, up, path)
     async with raw(ws_url(up, path, sid)) as ws:
@@ -311,7 +301,7 @@ async def test_polling_after_the_upgrade_is_refused(up: UpServer, http: aiohttp.
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_second_websocket_for_an_upgraded_session_is_closed(
-    up: UpServer, http: aiohttp.ClientSession, path: str
+    up: Up, http: aiohttp.ClientSession, path: str
 ) -> None:
     sid = await open_session(http, up, path)
     async with raw(ws_url(up, path, sid)) as ws:
@@ -326,7 +316,7 @@ async def test_a_second_websocket_for_an_upgraded_session_is_closed(
 
 
 async def test_packets_queued_during_the_probe_go_out_over_websocket_in_order(
-    up: UpServer, http: aiohttp.ClientSession
+    up: Up, http: aiohttp.ClientSession
 ) -> None:
     """Nothing is lost or reordered across the switch: messages echoed while probing are
     polled or, once upgraded, come over the WebSocket, each exactly once, in order."""

@@ -36,10 +36,17 @@ from typing import Any
 
 import pytest
 import socketio
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.gateway.config import GatewayConfig
-from tests.support.cluster import Cluster, Part, start_chat_cluster, token
+from tests.support.cluster import (
+    Cluster,
+    Part,
+    gateway_part,
+    http_text,
+    metric,
+    start_chat_cluster,
+    token,
+)
 from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
 
@@ -55,23 +62,6 @@ EVENT_POLL = 0.6
 RETRY = (socketio.exceptions.TimeoutError, OSError, KeyError)
 
 
-def http_text(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        return str(exc.read().decode())
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """The value of one sample of the gateway's /metrics (0 when absent)."""
-    for family in text_string_to_metric_families(http_text(url + "/metrics")):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
 def rss_kib(part: Part) -> int:
     """VmRSS of a part's process, from /proc/<pid>/status."""
     assert part.process is not None
@@ -79,10 +69,6 @@ def rss_kib(part: Part) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def gateway_part(cluster: Cluster, index: int) -> Part:
-    return cluster.parts[f"gateway-{cluster.gateway_ports[index]}"]
 
 
 def pids(cluster: Cluster) -> dict[str, int]:

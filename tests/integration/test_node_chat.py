@@ -11,34 +11,18 @@ Without ``tests/node/node_modules`` (``npm ci --prefix tests/node``) the test sk
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster, token
-from tests.support.node import NODE_DIR, find_node, run_script
-
-SCRIPT = NODE_DIR / "chat.mjs"
-#: The script ends itself within ~15 s; this only guards against a wedged Node process.
-RUN_TIMEOUT = 30.0
+from tests.support.node import find_node, run_flow
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
     return find_node("Node chat test")
-
-
-def run_flow(node: str, flow: dict[str, Any]) -> Any:
-    done = run_script(node, SCRIPT, timeout=RUN_TIMEOUT, what="node chat flow",
-                      env={**os.environ, "CHAT_FLOW": json.dumps(flow)})
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    out = json.loads(lines[0])
-    assert out["ok"] is True and done.returncode == 0, (out, done.stderr)
-    return out["result"]
 
 
 def iso_utc(value: Any) -> bool:

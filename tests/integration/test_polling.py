@@ -23,11 +23,9 @@ import pytest
 import socketio
 
 from tests.integration.chat_helpers import POLL_MAX_INTERVAL, POLL_TIMEOUT
-from tests.integration.test_failures import gateway_part, metric
-from tests.integration.test_node_chat import run_flow
 from tests.support.balancer import balancer
-from tests.support.cluster import Cluster, start_chat_cluster, token
-from tests.support.node import find_node
+from tests.support.cluster import Cluster, gateway_part, metric, start_chat_cluster, token
+from tests.support.node import find_node, run_flow
 from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
 

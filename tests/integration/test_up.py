@@ -19,23 +19,26 @@ import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
 
+from tests.support import upserver
 from tests.support.cluster import http_get
-from tests.support.upserver import HOST, free_port_block, process_table, spawn_up
+from tests.support.upserver import (
+    RECOVERY_BOUND,
+    STOP_BOUND,
+    Up,
+    alive,
+    assert_prefixed,
+    cleanup,
+    free_port_block,
+    spawn_up,
+)
 
 WAIT = 8.0
-READY_BOUND = 30.0
-#: From a kill -9 to serving again: the supervisor polls every 0.2 s, restarts after a 0.5 s
-#: backoff, and the part needs a second or two to start (a gateway waits for the services).
-RECOVERY_BOUND = 30.0
-#: Below ``up``'s 10 s grace, so a child that only stops when SIGKILLed fails the test.
-STOP_BOUND = 8.0
 #: An ack in a probe. python-socketio's ``call`` waits this long even when the connection
 #: dropped meanwhile (which, with the conformance heartbeat of 300 + 200 ms, a very loaded
 #: machine can cause); probes are retried until their deadline, so keep each one short.
@@ -44,150 +47,13 @@ JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 APP_SERVICES = ("auth", "moderation", "room", "game")
 
 
-def part_name(pid: int) -> str | None:
-    """The supervisor's name for a child, from its command line."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return None
-    if "switchboard" not in argv:
-        return None
-    args = argv[argv.index("switchboard") + 1:]
-    if args[:1] == ["broker"]:
-        return "broker"
-    if args[:1] == ["service"]:
-        return args[1]
-    if args[:1] == ["gateway"]:
-        return f"gateway:{args[args.index('--port') + 1]}"
-    return None
-
-
-@dataclass
-class Up:
-    process: subprocess.Popen[bytes]
-    ports: list[int]
-    log: Path
-
-    def url(self, index: int = 0) -> str:
-        return f"http://{HOST}:{self.ports[index]}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def children(self) -> dict[str, tuple[int, int]]:
-        """Part name → (pid, start time) of the running children."""
-        found = {}
-        for pid, (ppid, _, start) in process_table().items():
-            if ppid == self.process.pid:
-                name = part_name(pid)
-                if name is not None:
-                    found[name] = (pid, start)
-        return found
-
-    def descendants(self) -> list[int]:
-        """Children and anything in their process groups (each child leads its own)."""
-        children = {pid for pid, (ppid, _, _) in process_table().items()
-                    if ppid == self.process.pid}
-        return [pid for pid, (_, pgid, _) in process_table().items()
-                if pid in children or pgid in children]
-
-    async def wait_output(self, pattern: str, bound: float = RECOVERY_BOUND) -> re.Match[str]:
-        regex = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + bound
-        while True:
-            match = regex.search(self.output())
-            if match:
-                return match
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                pytest.fail(f"no output matching {pattern!r}:\n{self.output()[-4000:]}")
-            await asyncio.sleep(0.05)
-
-    async def wait_ready_lines(self, label: str, count: int) -> None:
-        regex = re.compile(rf"^{re.escape(label)} \| .*\bready\b", re.MULTILINE)
-        deadline = time.monotonic() + RECOVERY_BOUND
-        while len(regex.findall(self.output())) < count:
-            if time.monotonic() > deadline:
-                pytest.fail(f"fewer than {count} ready lines from {label.strip()}")
-            await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM; assert a clean exit and that nothing it started survives."""
-        children = {pid: start for pid, start in self.children().values()}
-        assert children, "no children to stop"
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.process.wait(STOP_BOUND)
-        except subprocess.TimeoutExpired:
-            code = None
-        elapsed = time.monotonic() - started
-        left = [pid for pid, (_, pgid, start) in process_table().items()
-                if children.get(pid) == start or pgid in children]
-        cleanup(self, left)
-        output = self.output()
-        assert code == 0, f"up exited with {code} after SIGTERM:\n{output[-4000:]}"
-        assert elapsed < STOP_BOUND
-        assert not left, f"left running after up exited: {left}"
-        assert "did not stop in time" not in output, output[-4000:]
-        assert "all parts stopped" in output
-
-
-def cleanup(up: Up, pids: list[int]) -> None:
-    """Make sure nothing started by ``up`` survives the test (after a failure too): ``up``
-    itself first, so that it cannot restart what is killed next."""
-    if up.process.poll() is None:
-        up.process.kill()
-        up.process.wait(5)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+def running_up(workdir: Path, *args: str, gateways: int = 1) -> Any:
+    """``up`` with this module's token secret, for the block (see upserver.running_up)."""
+    return upserver.running_up(workdir, "--jwt-secret", JWT_SECRET, *args, gateways=gateways)
 
 
 def start_up(workdir: Path, *args: str, gateways: int = 1) -> Up:
-    base = free_port_block(gateways)
-    process, log = spawn_up(
-        workdir, "--port", str(base), "--gateways", str(gateways),
-        "--internal-port", str(free_port_block(21)), "--data-dir", str(workdir / "data"),
-        "--jwt-secret", JWT_SECRET, *args)
-    up = Up(process, [base + i for i in range(gateways)], log)
-    deadline = time.monotonic() + READY_BOUND
-    for index in range(gateways):
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"up exited with {process.returncode}:\n{up.output()}")
-            with contextlib.suppress(OSError):
-                if http_get(up.url(index) + "/health", timeout=1)[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                cleanup(up, up.descendants())
-                pytest.fail(f"up not healthy within {READY_BOUND}s:\n{up.output()}")
-            time.sleep(0.1)
-    return up
-
-
-@contextlib.contextmanager
-def running_up(workdir: Path, *args: str, gateways: int = 1) -> Any:
-    """``up`` for the block; stopped (and checked) at its end, killed if the block failed."""
-    up = start_up(workdir, *args, gateways=gateways)
-    try:
-        yield up
-        up.stop()
-    except BaseException:
-        cleanup(up, up.descendants())
-        print(f"--- output of up (tail)\n{up.output()[-8000:]}")  # shown with the failure
-        raise
-
-
-def assert_prefixed(up: Up, names: list[str]) -> None:
-    """Every line comes from a named part (``name | ``) or is ``up``'s own log."""
-    width = max(len(name) for name in names)
-    prefixes = tuple(f"{name.ljust(width)} | " for name in names)
-    for line in up.output().split("\n"):  # not splitlines(): it also splits at \r, \x1c...
-        if line and not line.startswith(prefixes):
-            assert " up " in line and "switchboard.up" in line, f"unprefixed line: {line!r}"
-    for prefix in prefixes:
-        assert re.search(rf"^{re.escape(prefix)}.*\bready\b", up.output(), re.MULTILINE), (
-            f"no ready line from {prefix!r}:\n{up.output()}")
+    return upserver.start_up(workdir, "--jwt-secret", JWT_SECRET, *args, gateways=gateways)
 
 
 # ------------------------------------------------------------------ Socket.IO probes
@@ -261,7 +127,7 @@ async def kill_and_recover(up: Up, victim: str,
     assert after[victim][0] == new_pid
     assert {name: info for name, info in after.items() if name != victim} == {
         name: info for name, info in before.items() if name != victim}, "others were restarted"
-    await serves(probe, up.url())
+    await serves(probe, up.url)
 
 
 # ------------------------------------------------------------------ tests
@@ -273,7 +139,7 @@ async def test_up_conformance_restarts_a_killed_part(tmp_path: Path, victim: str
         names = ["broker", "conformance", f"gateway:{up.ports[0]}"]
         assert sorted(up.children()) == sorted(names)
         assert_prefixed(up, names)
-        await serves(conformance_round_trip, up.url())
+        await serves(conformance_round_trip, up.url)
         target = f"gateway:{up.ports[0]}" if victim == "gateway" else victim
         await kill_and_recover(up, target, conformance_round_trip)
         # The restarted part writes through the same prefix: a second "ready" line from it.
@@ -290,10 +156,10 @@ async def test_up_two_gateways_on_consecutive_ports(tmp_path: Path) -> None:
         assert_prefixed(up, names)
         ids = set()
         for index in range(2):
-            status, _, body = http_get(up.url(index) + "/health")
+            status, _, body = http_get(up.url_of(index) + "/health")
             assert status == 200, body
             ids.add(json.loads(body)["gateway"])
-            await serves(conformance_round_trip, up.url(index))
+            await serves(conformance_round_trip, up.url_of(index))
         assert len(ids) == 2, f"gateway ids: {ids}"
 
 
@@ -316,7 +182,7 @@ async def test_plain_up_runs_the_application(tmp_path: Path) -> None:
         names = ["broker", *APP_SERVICES, f"gateway:{up.ports[0]}"]
         assert sorted(up.children()) == sorted(names)
         assert_prefixed(up, names)
-        await serves(app_round_trip, up.url())
+        await serves(app_round_trip, up.url)
         await kill_and_recover(up, "room", app_round_trip)
 
 
@@ -337,10 +203,10 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
         watcher.on("user offline", offline.put_nowait)
         try:
             await asyncio.wait_for(ghost.connect(
-                up.url(0),
+                up.url_of(0),
                 auth={"token": issue_token(JWT_SECRET, "u-ghost", "ghost")}), WAIT)
             await asyncio.wait_for(watcher.connect(
-                up.url(1),
+                up.url_of(1),
                 auth={"token": issue_token(JWT_SECRET, "u-watch", "watcher")}), WAIT)
             online = await watcher.call("get online users", timeout=PROBE_CALL)
             assert sorted(u["id"] for u in online["users"]) == ["u-ghost", "u-watch"]
@@ -363,21 +229,6 @@ async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Pa
 # ------------------------------------------------------------------ stops and crashes of up
 
 
-def alive(pids: list[int]) -> list[int]:
-    """Those of ``pids`` still running (a zombie has died: only its parent has not reaped it,
-    and an orphan's new parent may be an init that never does)."""
-    table = process_table()
-    running = []
-    for pid in pids:
-        if pid not in table:
-            continue
-        with contextlib.suppress(OSError):
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-            if state != "Z":
-                running.append(pid)
-    return running
-
-
 async def test_killed_up_takes_its_children_with_it(tmp_path: Path) -> None:
     """kill -9 of ``up`` itself (an OOM kill, a crashed terminal) runs none of its code; its
     children still go (the kernel kills each when its parent dies), within 2 s, so the next
@@ -398,7 +249,7 @@ async def test_killed_up_takes_its_children_with_it(tmp_path: Path) -> None:
     again, log = spawn_up(tmp_path, *up.process.args[4:])  # type: ignore[index]
     second = Up(again, up.ports, log)
     try:
-        await serves(conformance_round_trip, second.url())
+        await serves(conformance_round_trip, second.url)
         second.stop()
     finally:
         cleanup(second, second.descendants())
@@ -430,7 +281,7 @@ async def test_up_refuses_to_start_when_a_port_is_taken(tmp_path: Path) -> None:
             assert f"port {taken} " in output and "already in use" in output, output
             assert " | " not in output, f"a part was started:\n{output}"  # no child's output
         # The first is untouched by the attempts.
-        await serves(conformance_round_trip, first.url())
+        await serves(conformance_round_trip, first.url)
 
 
 STOP_MOMENTS = 12
@@ -459,7 +310,7 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
                     seen.update(up.descendants())
                     await asyncio.sleep(0.01)
             else:
-                await serves(conformance_round_trip, up.url())
+                await serves(conformance_round_trip, up.url)
                 seen.update(up.descendants())
                 if moment == "restarting":
                     victim = rng.choice(sorted(up.children()))

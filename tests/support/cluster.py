@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.backbone import free_port
 
 CMD = [sys.executable, "-m", "switchboard"]
@@ -189,3 +191,24 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     for _ in range(gateways):
         cluster.start_gateway(*gateway_args)
     return cluster
+
+
+def http_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The value of one sample of the gateway's /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(http_text(url + "/metrics")):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def gateway_part(cluster: Cluster, index: int) -> Part:
+    return cluster.parts[f"gateway-{cluster.gateway_ports[index]}"]

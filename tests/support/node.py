@@ -7,11 +7,13 @@ unless ``CI`` is set: then a missing Node client is a failure, not a silent skip
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,20 @@ def run_script(node: str, script: Path, *args: str, timeout: float, what: str,
         )
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"{what} hung past {timeout}s: {exc}") from exc
+
+
+#: The chat flows' driver (``tests/node/chat.mjs``).
+CHAT_SCRIPT = NODE_DIR / "chat.mjs"
+#: The script ends itself within ~15 s; this only guards against a wedged Node process.
+CHAT_RUN_TIMEOUT = 30.0
+
+
+def run_flow(node: str, flow: dict[str, Any]) -> Any:
+    """Run one chat flow (``CHAT_FLOW``) with the Node client; its JSON result."""
+    done = run_script(node, CHAT_SCRIPT, timeout=CHAT_RUN_TIMEOUT, what="node chat flow",
+                      env={**os.environ, "CHAT_FLOW": json.dumps(flow)})
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    out = json.loads(lines[0])
+    assert out["ok"] is True and done.returncode == 0, (out, done.stderr)
+    return out["result"]
