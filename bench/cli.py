@@ -220,8 +220,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "tables.")
     p.add_argument("--servers", default=",".join(SERVERS),
                    help="comma-separated, run in this order: node, ours, ours2 (two "
-                   "gateways), ours3, pysio (default: %(default)s; put node first so the "
-                   "others are also measured at half of its max)")
+                   "gateways), ours3, ours@DIR (another checkout, for a before/after "
+                   "run), pysio (default: %(default)s; put node first so the others are also "
+                   "measured at half of its max)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="default: %(default)s")
     p.add_argument("--quick", action="store_true",
                    help="small numbers and short steps, for smoke testing (< 2 minutes)")

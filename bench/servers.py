@@ -98,6 +98,9 @@ class Server:
     def gateways(self) -> int:
         return 1
 
+    def cwd(self) -> Path:
+        return ROOT
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         base = free_ports(1, span=self.gateways())[0]
@@ -106,7 +109,7 @@ class Server:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=ROOT, start_new_session=True)
+                env=env, cwd=self.cwd(), start_new_session=True)
         try:
             for port in self.ports:
                 wait_health(f"http://127.0.0.1:{port}/health", 60, self.process)
@@ -155,13 +158,23 @@ class Ours(Server):
     name = "ours"
     title = "switchboard (1 gateway)"
 
-    def __init__(self, workdir: Path, gateways: int = 1) -> None:
+    def __init__(self, workdir: Path, gateways: int = 1, root: Path | None = None) -> None:
         self.n_gateways = gateways
         if gateways != 1:
             self.name = f"ours{gateways}"
             self.title = f"switchboard ({gateways} gateways)"
+        #: Another checkout of switchboard (``ours@DIR``): a before/after comparison of a
+        #: change in one run. ``python -m switchboard`` from there finds its own packages
+        #: first (the current directory leads sys.path).
+        self.root = root
+        if root is not None:
+            self.name = f"{self.name}@{root.name}"
+            self.title = f"{self.title} at {root}"
         super().__init__(workdir)
         self.internal = 0
+
+    def cwd(self) -> Path:
+        return self.root or ROOT
 
     def gateways(self) -> int:
         return self.n_gateways
@@ -208,6 +221,10 @@ SERVERS = ("node", "ours", "ours2", "pysio")
 
 
 def make(name: str, workdir: Path) -> Server:
+    if name.startswith("ours") and "@" in name:
+        kind, _, root = name.partition("@")
+        gateways = int(kind[4:]) if kind[4:].isdigit() else 1
+        return Ours(workdir, gateways, Path(root).resolve())
     if name == "ours":
         return Ours(workdir)
     if name.startswith("ours") and name[4:].isdigit():
