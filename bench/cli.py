@@ -156,7 +156,7 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
         for scenario in load:
             log(f"{server.title}: starting ({scenario})")
             server.start()
-            lg = LoadGen(workdir / f"loadgen-{name}-{scenario}.log")
+            lg = LoadGen(workdir / f"loadgen-{server.name}-{scenario}.log")
             try:
                 result.scenarios[scenario] = Runner(server, lg, plan, log).load(scenario)
             finally:
@@ -169,7 +169,7 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
             log(f"{server.title}: starting (idle)")
             server.start()
             count = plan.idle_procs or max(1, math.ceil(plan.idle / 15_000))
-            lgs = [LoadGen(workdir / f"loadgen-{name}-idle{j}.log") for j in range(count)]
+            lgs = [LoadGen(workdir / f"loadgen-{server.name}-idle{j}.log") for j in range(count)]
             try:
                 result.idle = Runner(server, lgs[0], plan, log).idle(lgs[1:])
                 if result.idle.failed:
@@ -177,7 +177,7 @@ def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
                                     f"failed {result.idle.errors}"
                                     + ("" if server.alive() else "; the server had stopped"))
                 elif plan.idle_load:
-                    lgs.append(LoadGen(workdir / f"loadgen-{name}-idle-load.log"))
+                    lgs.append(LoadGen(workdir / f"loadgen-{server.name}-idle-load.log"))
                     result.idle.load_step = Runner(server, lgs[-1], plan, log).load_under_idle(
                         plan.idle_load)
             finally:

@@ -18,7 +18,7 @@ class AdminEvents(RoomCore):
     # -- namespace /admin -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Connection and room counts of the whole cluster (registry + heartbeats)."""
-        self._expire_unjoined()
+        self._expire_empty()
         counts = self.registry.count_by_namespace()
         now = self.clock()
         rooms = [

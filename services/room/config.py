@@ -28,6 +28,12 @@ class Config:
         "Seconds a room that nobody has joined yet (just created, or loaded at start) is kept "
         "before it is deleted; 0 keeps such rooms forever.",
     )
+    room_empty_grace: float = setting(
+        60.0,
+        "Seconds a room left empty (its last member left, disconnected or vanished with a "
+        "crashed gateway) is kept, with its history, before it is deleted, so that members "
+        "coming back find it; 0 deletes it at once.",
+    )
     history_default_limit: int = setting(
         50, "Messages returned by 'get history' when the client gives no limit."
     )

@@ -74,10 +74,12 @@ class RoomCore(Service):
         self.registry = Registry()
         self.membership = Membership()
         self.rooms: dict[str, Room] = {room.id: room for room in self.store.load_rooms()}
-        # Rooms without members since when (ms). Loaded rooms count from now: their members
-        # come back with the gateways' SYNC, which must not race a deletion.
-        now = self._now_ms()
-        self._unjoined: dict[str, int] = {room_id: now for room_id in self.rooms}
+        #: Rooms without members → when (ms) they are deleted if still empty. Loaded rooms
+        #: count from now: their members come back with the gateways' SYNC, which must not
+        #: race a deletion.
+        self._empty: dict[str, int] = {}
+        for room_id in self.rooms:
+            self._mark_empty(room_id, self.config.room_unjoined_ttl)
         #: Sockets dropped with a gateway declared lost, in case it turns out to be alive.
         self._lost_sids: dict[str, bool] = {}
 
@@ -117,30 +119,44 @@ class RoomCore(Service):
         if not self.membership.is_member(room_id, sid):
             raise ClientError(f"not a member of room {room_id}")
 
-    def _expire_unjoined(self) -> None:
-        """Delete rooms nobody joined within the TTL (lazily; see the module docstring)."""
-        ttl = self.config.room_unjoined_ttl
-        if ttl <= 0 or not self._unjoined:
+    def _mark_empty(self, room_id: str, keep: float, since_ms: int | None = None) -> None:
+        """The room has no members: delete it ``keep`` seconds from ``since_ms`` (now)
+        unless somebody joins first; ``keep`` 0 keeps it forever."""
+        if keep > 0:
+            start = self._now_ms() if since_ms is None else since_ms
+            self._empty[room_id] = start + to_ms(keep)
+
+    def _occupied(self, room_id: str) -> None:
+        self._empty.pop(room_id, None)
+
+    def _expire_empty(self) -> None:
+        """Delete the rooms whose time without members is up (lazily: see the module
+        docstring)."""
+        if not self._empty:
             return
-        deadline = self._now_ms() - to_ms(ttl)
-        for room_id, since in list(self._unjoined.items()):
-            if since <= deadline and self.membership.count(room_id) == 0:
-                log.info("room %s expired: nobody joined it", room_id)
+        now = self._now_ms()
+        for room_id, deadline in list(self._empty.items()):
+            if deadline <= now and self.membership.count(room_id) == 0:
+                log.info("room %s deleted: no members for its grace period", room_id)
                 self._delete_room(room_id)
 
     def _delete_room(self, room_id: str) -> None:
         self.store.delete_room(room_id)
         self.rooms.pop(room_id, None)
-        self._unjoined.pop(room_id, None)
+        self._empty.pop(room_id, None)
 
     def _leave_room(self, room_id: str, sid: str) -> Member | None:
-        """Take a socket out of a room; tell the others; delete the room when it empties."""
+        """Take a socket out of a room; tell the others; an emptied room waits out its grace
+        (``room_empty_grace``: members coming back after a crash find it), or goes at once."""
         member = self.membership.remove(room_id, sid)
         if member is None:
             return None
         count = self.membership.count(room_id)
         if count == 0:
-            self._delete_room(room_id)
+            if self.config.room_empty_grace > 0:
+                self._mark_empty(room_id, self.config.room_empty_grace)
+            else:
+                self._delete_room(room_id)
         else:
             notice = {
                 "socketId": sid,
@@ -262,7 +278,7 @@ class RoomCore(Service):
             wanted = {room_id for room_id in state.rooms if room_id in self.rooms}
             for room_id in sorted(wanted - current):
                 self.membership.add(room_id, entry.member())
-                self._unjoined.pop(room_id, None)
+                self._occupied(room_id)
                 if returning:
                     notice = {
                         "socketId": entry.sid,

@@ -34,7 +34,7 @@ class RoomEvents(RoomCore):
         spec = payloads.create_room(
             request.args, self.config.room_max_users_default, self.config.room_max_users_limit
         )
-        self._expire_unjoined()
+        self._expire_empty()
         if spec.room_id in self.rooms:
             raise ClientError("room already exists")
         password_hash = None
@@ -54,14 +54,14 @@ class RoomEvents(RoomCore):
         )
         self.store.insert_room(room)
         self.rooms[room.id] = room
-        self._unjoined[room.id] = room.created_ms
+        self._mark_empty(room.id, self.config.room_unjoined_ttl, room.created_ms)
         return reply_to(request, ack=ok(roomId=room.id))
 
     @on_event(MAIN, "join room")
     async def join_room(self, request: Request) -> Reply:
         session = self._begin(request)
         spec = payloads.join_room(request.args)
-        self._expire_unjoined()
+        self._expire_empty()
         room = self.rooms.get(spec.room_id)
         if room is None:
             return self._refuse_join(request, "room not found")
@@ -78,7 +78,7 @@ class RoomEvents(RoomCore):
             if self.membership.count(room.id) >= room.max_users:
                 return self._refuse_join(request, "room is full")
             self.membership.add(room.id, self._entry(session).member())
-            self._unjoined.pop(room.id, None)
+            self._occupied(room.id)
         members = self.membership.members(room.id)
         if not already:
             notice = {
@@ -114,7 +114,7 @@ class RoomEvents(RoomCore):
     @on_event(MAIN, "get rooms")
     async def get_rooms(self, request: Request) -> Reply:
         self._begin(request)
-        self._expire_unjoined()
+        self._expire_empty()
         rooms = [
             room.summary(self.membership.count(room.id))
             for room in sorted(self.rooms.values(), key=lambda r: (r.created_ms, r.id))
@@ -127,7 +127,7 @@ class RoomEvents(RoomCore):
     async def get_room_info(self, request: Request) -> Reply:
         session = self._begin(request)
         room_id = payloads.room_id_arg(request.args)
-        self._expire_unjoined()
+        self._expire_empty()
         room = self.rooms.get(room_id)
         info: dict[str, Any] | None = None
         if room is not None:

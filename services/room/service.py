@@ -12,11 +12,13 @@ It owns namespace ``/`` (the chat application, except what moderation owns), ``/
 
 Choices the contract leaves open (all documented here, tested in tests/unit/services):
 
-- Room lifecycle: ``create room`` only creates (the creator is not joined). A room is
-  deleted, with its history, the moment its last member leaves (leave, disconnect, lost
-  gateway). A room nobody has joined yet (just created, or loaded at start and not
-  reported by any gateway) is deleted after ``room_unjoined_ttl`` seconds; the sweep is lazy
-  (run by every handler that can observe rooms), which is observably the same as a timer.
+- Room lifecycle: ``create room`` only creates (the creator is not joined). A room left
+  empty (leave, disconnect, lost gateway) is deleted, with its history, after
+  ``room_empty_grace`` seconds (EVENTS.md: 60 by default) unless somebody joins it
+  meanwhile: members who vanished with a crashed gateway come back to their room. A room
+  nobody has joined yet (just created, or loaded at start and not reported by any gateway)
+  is deleted after ``room_unjoined_ttl`` seconds. The sweep is lazy (run by every handler
+  that can observe rooms), which is observably the same as a timer.
 - ``userCount`` / ``maxUsers`` count member *sockets* (Socket.IO rooms are sets of sockets):
   a user in two tabs takes two places.
 - Presence is per user: ``user online`` when a user's first ``/`` socket connects,

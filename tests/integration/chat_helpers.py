@@ -40,6 +40,9 @@ WAIT = 15.0
 #: A poll's deadline, and the longest pause of its backoff: the pause doubles from 50 ms up
 #: to 800 ms, so a poll sends at most about a dozen requests within the (default, 10 s)
 #: rate-limit window.
+#: The room service's --room-empty-grace in the chat clusters: short, so the tests can see
+#: an emptied room kept and then deleted (the default is 60 s).
+ROOM_GRACE = 3.0
 POLL_TIMEOUT = 12.0
 POLL_MAX_INTERVAL = 0.8
 #: The contract's timestamps: ISO-8601 UTC (``Z`` or ``+00:00``), optional fraction.

@@ -28,18 +28,20 @@ def chat_cluster(request: pytest.FixtureRequest,
     default options (polling, then the upgrade) reach directly; and three gateways behind
     HAProxy (round robin, no stickiness) that polling-only clients reach through it, so that
     their requests land on every gateway."""
+    from tests.integration.chat_helpers import ROOM_GRACE
     from tests.support.balancer import balancer
     from tests.support.cluster import start_chat_cluster
 
     workdir = Path(tmp_path_factory.mktemp("chat"))
+    grace = ("--room-empty-grace", str(ROOM_GRACE))
     if request.param == "direct":
-        cluster = start_chat_cluster(workdir, gateways=2)
+        cluster = start_chat_cluster(workdir, gateways=2, room_args=grace)
         try:
             yield cluster
         finally:
             cluster.stop()
         return
-    cluster = start_chat_cluster(workdir, gateways=3)
+    cluster = start_chat_cluster(workdir, gateways=3, room_args=grace)
     try:
         with balancer(workdir, cluster.gateway_ports) as url:
             cluster.balancer_url, cluster.balanced = url, 3

@@ -18,6 +18,7 @@ from switchboard.shared.tokens import issue_token
 from tests.integration.chat_helpers import (
     POLL_MAX_INTERVAL,
     POLL_TIMEOUT,
+    ROOM_GRACE,
     WAIT,
     ChatClient,
     Clients,
@@ -387,11 +388,15 @@ async def test_room_lifecycle_join_leave_and_deletion(chat_cluster: Cluster) -> 
         await bob.wait_for("chat message", lambda p: p["id"] == barrier["messageId"])
         assert not bob.seen("chat message", predicate=lambda p: p["roomId"] == room)
 
-        # The last member leaves: the room is deleted.
+        # The last member leaves: the room stays, empty, for its grace period, then goes.
+        left_at = time.monotonic()
         assert await alice.call("leave room", room) == {"success": True, "roomId": room}
-        assert await bob.call("get room info", room) is None
-        assert await bob.next("room info") is not None  # the emit of the first call
-        assert await bob.next("room info") is None
+        info = await bob.call("get room info", room)
+        assert info is not None and (info["userCount"], info["users"]) == (0, [])
+        await poll_until(lambda: bob.call("get room info", room), lambda i: i is None,
+                         "the empty room to be deleted", ROOM_GRACE + POLL_TIMEOUT,
+                         max_interval=POLL_MAX_INTERVAL)
+        assert time.monotonic() - left_at >= ROOM_GRACE - 0.05, "deleted before its grace"
         assert await alice.call("leave room", room) == failed("room not found")
         assert await bob.call("join room", {"roomId": room}) == failed("room not found")
         assert await bob.next("room error") == {"message": "room not found"}
@@ -592,11 +597,11 @@ async def test_disconnect_leaves_rooms_and_goes_offline(chat_cluster: Cluster) -
         users = (await alice.call("get online users"))["users"]
         assert bob.user_id not in [u["id"] for u in users]
 
-        # The last member disconnecting deletes the room too.
+        # The last member disconnecting empties it too: deleted after its grace.
         observer = await clients.user(1, unique("observer"), "Observer")
         await alice.close()
         await poll_until(lambda: observer.call("get room info", room), lambda info: info is None,
-                         "the empty room to be deleted", POLL_TIMEOUT,
+                         "the empty room to be deleted", ROOM_GRACE + POLL_TIMEOUT,
                          max_interval=POLL_MAX_INTERVAL)
 
 

@@ -246,7 +246,7 @@ async def test_disconnect_leaves_every_room_with_notices(h: Harness) -> None:
     assert topic == topics.room("/", "r1")
     assert (pub.args, pub.exclude) == (
         [{"socketId": a.sid, "username": "user1", "roomId": "r1", "userCount": 1}], (a.sid,))
-    assert "r2" not in h.service.rooms  # its last member left: deleted
+    assert "r2" in h.service.rooms  # its last member left: kept for its grace period
     assert "r1" in h.service.rooms
     assert [p.args for _, p in h.published("user offline")] == [
         [{"userId": "u1", "username": "user1"}]]
@@ -443,12 +443,28 @@ async def test_leave_room_refusals(h: Harness) -> None:
     assert (await h.event(a, "leave room", ["x"])).error == "roomId: must be a non-empty string"
 
 
-async def test_last_member_leaving_deletes_room_and_its_history(h: Harness) -> None:
+async def test_an_emptied_room_waits_out_its_grace_then_goes_with_its_history(
+    h: Harness,
+) -> None:
     a = session(1)
     await h.create(a, "lobby")
     await h.join(a, "lobby")
     await h.ok(a, "chat message", {"content": "hi", "roomId": "lobby"})
     await h.ok(a, "leave room", "lobby")
+    # Empty, not gone: within the grace period it is listed, and whoever joins finds its
+    # history.
+    h.clock.advance(59)
+    rooms = (await h.ok(a, "get rooms"))["rooms"]
+    assert [(r["id"], r["userCount"]) for r in rooms] == [("lobby", 0)]
+    await h.join(a, "lobby")
+    history = await h.ok(a, "get history", {"roomId": "lobby"})
+    assert [m["content"] for m in history["messages"]] == ["hi"]
+    # A join restarted the clock: the grace counts from the last member leaving.
+    await h.ok(a, "leave room", "lobby")
+    h.clock.advance(59.9)
+    assert [r["id"] for r in (await h.ok(a, "get rooms"))["rooms"]] == ["lobby"]
+    h.clock.advance(0.1)
+    assert (await h.ok(a, "get rooms"))["rooms"] == []
     assert "lobby" not in h.service.rooms
     assert h.service.store.load_rooms() == []
     assert h.service.store.history("/", "lobby", 100) == []
@@ -456,6 +472,43 @@ async def test_last_member_leaving_deletes_room_and_its_history(h: Harness) -> N
     await h.create(a, "lobby")  # the name is free again, with an empty history
     await h.join(a, "lobby")
     assert (await h.ok(a, "get history", {"roomId": "lobby"}))["messages"] == []
+
+
+async def test_no_grace_deletes_an_emptied_room_at_once(tmp_path: Path, clock: FakeClock) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "r.db", room_empty_grace=0), clock)
+    h = Harness(service, pub, clock)
+    try:
+        a = session(1)
+        await h.create(a, "lobby")
+        await h.join(a, "lobby")
+        await h.ok(a, "chat message", {"content": "hi", "roomId": "lobby"})
+        await h.ok(a, "leave room", "lobby")
+        assert "lobby" not in service.rooms
+        assert service.store.history("/", "lobby", 100) == []
+    finally:
+        await service.stop()
+
+
+async def test_members_of_a_crashed_gateway_find_their_room_again(h: Harness) -> None:
+    """Every member vanishes with a gateway: the room, its seats and its history wait for
+    them; they come back through another gateway and fill it to its full size."""
+    members = [session(n) for n in range(1, 4)]
+    await connected(h, *members)
+    await h.create(members[0], "lobby", maxUsers=3)
+    for member in members:
+        assert (await h.join(member, "lobby")).ok
+    await h.ok(members[0], "chat message", {"content": "before the crash", "roomId": "lobby"})
+    await h.service.gateway_lost("gw1")
+    assert h.service.membership.count("lobby") == 0
+    h.clock.advance(30)
+    back = [session(n, gateway="gw2") for n in range(1, 4)]
+    await connected(h, *back)
+    for member in back:
+        assert (await h.join(member, "lobby")).ok  # no ghost holds a seat
+    assert (await h.join(session(9, gateway="gw2"), "lobby")).error == "room is full"
+    history = await h.ok(back[0], "get history", {"roomId": "lobby"})
+    assert [m["content"] for m in history["messages"]] == ["before the crash"]
 
 
 async def test_unjoined_rooms_expire_after_ttl(h: Harness) -> None:
@@ -836,7 +889,8 @@ async def test_sync_rebuilds_registry_and_membership_after_restart(
         # a second SYNC in which b is gone and a left the room: both depart with notices
         await h2.sync_states("gw1", (a, ("user:u1",)), (c, ("game:1",)), (session(4), ("vault",)))
         assert b.sid not in after.registry
-        assert "lobby" not in after.rooms  # its members are gone: deleted
+        assert after.membership.count("lobby") == 0  # its members are gone: in its grace
+        assert "lobby" in after.rooms
         assert [p.args[0]["userId"] for _, p in h2.published("user offline")] == ["u2"]
     finally:
         await after.stop()
@@ -877,7 +931,8 @@ async def test_gateway_lost_drops_its_sockets_with_notices(h: Harness) -> None:
     assert [e.sid for e in h.service.registry.in_namespace("/")] == [b.sid]
     assert h.service.registry.count_by_namespace() == {"/": 1}
     assert [m.sid for m in h.service.membership.members("lobby")] == [b.sid]
-    assert "gw1-only" not in h.service.rooms
+    assert h.service.membership.count("gw1-only") == 0  # empty; kept for its grace period
+    assert "gw1-only" in h.service.rooms
     left = [p.args[0] for _, p in h.published("user left")]
     assert [(n["socketId"], n["userCount"]) for n in left] == [(a1.sid, 2), (a2.sid, 1)]
     assert sorted(p.args[0]["userId"] for _, p in h.published("user offline")) == ["u1", "u2"]
