@@ -181,7 +181,7 @@ class Ours(Server):
 
     def argv(self) -> list[str]:
         self.internal = free_ports(1, span=21, avoid=tuple(self.ports))[0]
-        data = self.workdir / f"{self.name}-data"
+        data = (self.workdir / f"{self.name}-data").resolve()  # up may run elsewhere (ours@DIR)
         # fresh SQLite files for every start: no rooms or history from an earlier run
         for path in data.glob("*.sqlite3*") if data.exists() else ():
             path.unlink()
