@@ -21,9 +21,10 @@ import zmq.asyncio
 from switchboard.gateway import metrics as m
 from switchboard.gateway import wsframe
 from switchboard.gateway.client import Client, NsSocket
+from switchboard.gateway.continuity import AskReplay, Continuity
 from switchboard.gateway.protocol import encode_event_frames
 from switchboard.shared import topics
-from switchboard.shared.envelope import PubKind, Publication
+from switchboard.shared.envelope import PubKind, Publication, ReplayBatch
 from switchboard.shared.errors import EnvelopeError
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
@@ -61,6 +62,10 @@ class Subscriptions:
         self.endpoint = endpoint
         self.counts: dict[bytes, int] = {}
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: When the broker last confirmed each topic (monotonic), and who waits for topics
+        #: to be confirmed again (after a broker restart, see :meth:`settled`).
+        self.confirmed_at: dict[bytes, float] = {}
+        self._settling: list[tuple[set[bytes], asyncio.Future[None]]] = []
 
     def add(self, topic: bytes) -> asyncio.Future[None] | None:
         """Reference the topic; returns a future resolved when the broker has it in force.
@@ -84,13 +89,36 @@ class Subscriptions:
             self.counts[topic] = count
             return
         self.counts.pop(topic, None)
+        self.confirmed_at.pop(topic, None)
         if count == 0:
             self.socket.setsockopt(zmq.UNSUBSCRIBE, topic)
 
     def confirmed(self, topic: bytes) -> None:
+        self.confirmed_at[topic] = asyncio.get_running_loop().time()
         for future in self._waiters.pop(topic, ()):
             if not future.done():
                 future.set_result(None)
+        if self._settling:
+            for missing, future in self._settling:
+                missing.discard(topic)
+                if not missing and not future.done():
+                    future.set_result(None)
+            self._settling = [(m, f) for m, f in self._settling if not f.done()]
+
+    async def settled(self, since: float, timeout: float) -> bool:
+        """Wait (bounded) until every topic has been confirmed at or after ``since``: a new
+        broker has every subscription in force. True when it has."""
+        missing = {t for t in self.counts if self.confirmed_at.get(t, -1.0) < since}
+        if not missing:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settling.append((missing, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            log.warning("%d topics not confirmed by the broker in %.1fs", len(missing), timeout)
+            return False
 
     def start(self) -> None:
         self.socket.start()
@@ -193,6 +221,8 @@ class Confirmations(Protocol):
 
     def confirmed(self, topic: bytes) -> None: ...
 
+    async def settled(self, since: float, timeout: float) -> bool: ...
+
 
 class Actions(Protocol):
     """What publications may ask of the rest of the gateway."""
@@ -212,6 +242,10 @@ class Actions(Protocol):
     def peer(self, announcement: Publication) -> None:
         """Another gateway announced itself."""
 
+    def replay(self, ask: AskReplay) -> None:
+        """Fetch what a publisher sent that this gateway missed, then call
+        :meth:`Fanout.replayed` (see :mod:`switchboard.gateway.continuity`)."""
+
 
 class Fanout:
     """Handles every message of the SUB socket (see the module docstring)."""
@@ -227,6 +261,12 @@ class Fanout:
         self.broker_instance: str | None = None
         self.broker_missed = 0
         self.broker_seen = asyncio.Event()
+        #: Dedupes and finds gaps in the services' numbered publications.
+        self.continuity = Continuity()
+        #: Loop time of the old broker's last heartbeat when a new broker appeared.
+        self.broker_changed_since: float | None = None
+        self._last_heartbeat = 0.0
+        self._heartbeat_waiters: list[asyncio.Future[None]] = []
         self._publication_counters = {
             kind: m.PUBLICATIONS.labels(kind.name.lower()) for kind in PubKind
         }
@@ -253,6 +293,47 @@ class Fanout:
         if publication.kind == PubKind.PEER:  # gateway announcements: not traffic
             self.actions.peer(publication)
             return
+        if not publication.origin:  # not numbered
+            self._handle(publication)
+            return
+        out, ask = self.continuity.receive(publication)
+        if ask is not None:
+            log.warning("publications of %s (%s) after #%d missed: asking for them",
+                        ask.source, ask.origin, ask.after)
+            m.REPLAYS.labels("asked").inc()
+            self.actions.replay(ask)
+        for pub in out:
+            self._handle(pub)
+
+    def replayed(self, origin: str, batch: ReplayBatch | None) -> None:
+        """A replay's answer (None: it failed): deliver what was missed and held, in order."""
+        out, ask = self.continuity.replayed(origin, batch)
+        m.REPLAYS.labels("answered" if batch is not None else "failed").inc()
+        m.REPLAYED.inc(len(out))
+        if ask is not None:
+            self.actions.replay(ask)
+        for pub in out:
+            self._handle(pub)
+
+    async def settled(self, timeout: float) -> bool:
+        """Before a replay is asked for: wait for the broker's next heartbeat (so a new
+        broker is known) and, if the broker changed, for every topic to be in force there
+        (a publication that passed the new broker before our subscription did is then in
+        the replay). Bounded; True when settled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        beat: asyncio.Future[None] = loop.create_future()
+        self._heartbeat_waiters.append(beat)
+        try:
+            await asyncio.wait_for(beat, timeout)
+        except TimeoutError:
+            return False
+        since = self.broker_changed_since
+        if since is None:
+            return True
+        return await self.subs.settled(since, max(deadline - loop.time(), 0.0))
+
+    def _handle(self, publication: Publication) -> None:
         self.counters["publications"] += 1
         self._publication_counters[publication.kind].inc()
         try:
@@ -261,6 +342,8 @@ class Fanout:
             log.exception("publication %s failed", publication.kind.name)
 
     def deliver(self, pub: Publication) -> None:
+        if pub.kind == PubKind.BEAT:
+            return
         if pub.kind == PubKind.RESYNC:
             self.actions.resync(pub.source)
             return
@@ -320,9 +403,17 @@ class Fanout:
             return
         self.broker_missed = 0
         self.broker_seen.set()
+        now = asyncio.get_running_loop().time()
         if self.broker_instance is not None and instance != self.broker_instance:
             log.warning("broker restarted (instance %s)", instance)
+            self.broker_changed_since = self._last_heartbeat
+            self.continuity.broker_changed()
         self.broker_instance = instance
+        self._last_heartbeat = now
+        waiters, self._heartbeat_waiters = self._heartbeat_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def watch_broker(self, interval: float) -> None:
         """Count missed broker heartbeats (health); ZeroMQ heartbeats handle reconnects."""

@@ -87,6 +87,16 @@ HTTP_REQUESTS = Counter(
     ["route", "status"],
 )
 
+REPLAYS = Counter(
+    "switchboard_gateway_replays_total",
+    "Replays of missed publications (a broker crash): asked, answered, failed",
+    ["outcome"],
+)
+REPLAYED = Counter(
+    "switchboard_gateway_replayed_publications_total",
+    "Publications delivered from replays or held while one was under way",
+)
+
 
 class EventMeters:
     """Counters per (namespace, event), their children cached: a label lookup per message

@@ -34,6 +34,7 @@ from switchboard.gateway import metrics as m
 from switchboard.gateway.backbone import Backbone
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.config import GatewayConfig
+from switchboard.gateway.continuity import AskReplay
 from switchboard.gateway.echo import EchoHost
 from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
@@ -48,11 +49,18 @@ from switchboard.gateway.proxies import parse_networks
 from switchboard.gateway.sessions import Sessions
 from switchboard.gateway.web import WebRoutes
 from switchboard.shared import topics
-from switchboard.shared.envelope import GatewayStatus, PeerRequest, Publication
+from switchboard.shared.envelope import GatewayStatus, PeerRequest, Publication, RequestKind
+from switchboard.shared.errors import ServiceUnavailable
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 
 log = logging.getLogger("switchboard.gateway")
+
+
+#: Bounds of a replay: waiting for the broker to settle, one request, and the tries.
+REPLAY_SETTLE = 3.0
+REPLAY_TIMEOUT = 5.0
+REPLAY_TRIES = 3
 
 
 def new_gateway_id() -> str:
@@ -237,6 +245,34 @@ class Gateway:
     def peer(self, announcement: Publication) -> None:
         self.peers.learn(announcement)
 
+    def replay(self, ask: AskReplay) -> None:
+        self.spawn(self._replay(ask))
+
+    async def _replay(self, ask: AskReplay) -> None:
+        """Fetch what ``ask.origin`` published after ``ask.after`` (docs/delivery.md): once
+        the broker has our subscriptions in force, so that nothing slips between the replay
+        and the live stream; a few tries, then what was held is delivered without it."""
+        await self.fanout.settled(REPLAY_SETTLE)
+        batch = None
+        for attempt in range(REPLAY_TRIES):
+            try:
+                reply = await self.backbone.request(
+                    ask.source, RequestKind.REPLAY, timeout=REPLAY_TIMEOUT,
+                    args=[ask.origin, ask.after])
+            except ServiceUnavailable as exc:
+                log.warning("replay from %s failed (try %d): %s", ask.source, attempt + 1, exc)
+                continue
+            batch = reply.replay
+            if batch is not None:
+                break
+        if batch is None:
+            log.error("publications of %s after #%d could not be replayed: some may be lost",
+                      ask.source, ask.after)
+        elif not batch.complete or batch.origin != ask.origin:
+            log.error("replay from %s incomplete (restarted, or beyond its journal): some "
+                      "publications after #%d may be lost", ask.source, ask.after)
+        self.fanout.replayed(ask.origin, batch)
+
     # -- state for heartbeats, /stats and /health --------------------------------------------
     def status(self) -> GatewayStatus:
         return GatewayStatus(
@@ -268,6 +304,10 @@ class Gateway:
                 name: self.backbone.is_up(name) for name in self.backbone.endpoints
             },
             "broker": fanout.broker_up,
+            "brokerInstance": fanout.broker_instance,
+            #: Delivery across broker crashes (docs/delivery.md).
+            "continuity": {**fanout.continuity.counters,
+                           "replaying": fanout.continuity.replaying()},
         }
 
     def health(self) -> dict[str, Any]:

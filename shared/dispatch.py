@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from switchboard.shared.envelope import Reply, Request, RequestKind
+from switchboard.shared.envelope import ReplayBatch, Reply, Request, RequestKind
 from switchboard.shared.errors import ClientError
 from switchboard.shared.service import Service
 
@@ -40,6 +40,12 @@ REQUESTS = Counter(
     "switchboard_service_requests_total",
     "Requests handled, by service, kind, event and outcome (ok, refused, error)",
     ["service", "kind", "event", "outcome"],
+)
+REPLAYS = Counter(
+    "switchboard_service_replays_total",
+    "REPLAY requests answered (publications a gateway missed), by service and outcome "
+    "(complete, partial: some were forgotten, other: asked of another publisher process)",
+    ["service", "outcome"],
 )
 EXPIRED = Counter(
     "switchboard_service_expired_requests_total",
@@ -173,6 +179,8 @@ class Dispatcher:
             # gateway whose clients are idle (no request to bounce) is re-registered.
             resync = self.stateful and request.gateway not in self.synced
             return Reply(request.id, info=self.service.info(), resync=resync)
+        if kind == RequestKind.REPLAY:
+            return self._replay(request)
         if self.stateful and request.gateway:
             if kind == RequestKind.SYNC:
                 self.synced.add(request.gateway)
@@ -210,6 +218,27 @@ class Dispatcher:
         timer.observe(elapsed)
         self._count(labels, outcome)
         return reply
+
+    def _replay(self, request: Request) -> Reply:
+        """What this process published after ``args`` [origin, seq] (docs/delivery.md)."""
+        journal = self.service.publisher.journal
+        if journal is None:
+            return Reply(request.id, ok=False, error="no journal")
+        args = request.args
+        if (len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], int)
+                or isinstance(args[1], bool)):
+            return Reply(request.id, ok=False, error="REPLAY takes [origin, seq]")
+        origin, after = args
+        if origin != journal.origin:  # a predecessor's: gone with it
+            REPLAYS.labels(self.service.name, "other").inc()
+            return Reply(request.id, ok=False, error="another publisher",
+                         replay=ReplayBatch(journal.origin, journal.epoch, journal.seq, False))
+        batch = journal.replay(after)
+        REPLAYS.labels(self.service.name, "complete" if batch.complete else "partial").inc()
+        if not batch.complete:
+            log.warning("replay for %s after %d: some were already forgotten",
+                        request.gateway, after)
+        return Reply(request.id, replay=batch)
 
     def _count(self, labels: tuple[str, str, str], outcome: str) -> None:
         key = (*labels, outcome)

@@ -176,6 +176,7 @@ class RequestKind(IntEnum):
     SYNC = 5  #: a gateway's full list of sockets and rooms (after a service restart)
     FILTER = 6  #: an EVENT seen by a filter stage before its owner
     UPDATE = 7  #: the gateway changed a socket's session itself (its transport upgraded)
+    REPLAY = 8  #: publications a gateway missed: ``args`` [origin, after seq] (a broker crash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +278,37 @@ class ServiceInfo(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
+class JournalEntry(_Envelope):
+    """``[seq, topic, body]``: one remembered publication, as it was published."""
+
+    seq: int
+    topic: bytes
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayBatch(_Envelope):
+    """A REPLAY's answer: ``[origin, epoch, upto, complete, more, entries]``.
+
+    ``entries`` are the publications after the asked ``seq`` up to ``upto`` (oldest first);
+    ``complete`` False: some were already forgotten (the journal is bounded); ``more``: ask
+    again after ``upto`` for the rest. ``origin`` names the publisher process that answered
+    (a restarted service has a new one and cannot answer for its predecessor)."""
+
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"entries": JournalEntry}
+
+    origin: str
+    epoch: int
+    upto: int
+    complete: bool = True
+    more: bool = False
+    entries: tuple[JournalEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(_Envelope):
-    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync]``.
+    """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync,
+    replay]``.
 
     - ``ok=False`` + ``error``: refusal (CONNECT_ERROR message) or failure (failed ack);
       ``error`` is client-facing text.
@@ -291,9 +321,12 @@ class Reply(_Envelope):
       ``instance`` tells the gateway whether the service restarted).
     - ``resync``: a stateful service has not had this gateway's SYNC since it started (or
       since it declared the gateway lost): the gateway sends SYNC, then the request again.
+    - ``replay``: REPLAY's answer.
     """
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "info": ServiceInfo}
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {
+        "session": Session, "info": ServiceInfo, "replay": ReplayBatch,
+    }
     _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"emits": Emit}
 
     id: int
@@ -308,6 +341,7 @@ class Reply(_Envelope):
     disconnect: bool = False
     info: ServiceInfo | None = None
     resync: bool = False
+    replay: ReplayBatch | None = None
 
 
 class PubKind(IntEnum):
@@ -318,11 +352,13 @@ class PubKind(IntEnum):
     RESYNC = 4  #: a service (re)started: gateways send it SYNC
     CLOSE = 5  #: close the whole connection of the target's sockets
     PEER = 6  #: a gateway announces itself: ``source`` its id, ``args`` [instance, endpoint]
+    BEAT = 7  #: a publisher's beat: ``seq`` its latest publication, ``epoch`` the beat's
 
 
 @dataclass(frozen=True, slots=True)
 class Publication(_Envelope):
-    """``[kind, ns, event, args, room, sids, exclude, source, ack_event]``, published on a topic.
+    """``[kind, ns, event, args, room, sids, exclude, source, ack_event, origin, seq, epoch]``,
+    published on a topic.
 
     The topic (see :mod:`shared.topics`) chooses which gateways receive it; the body says
     which of their sockets act on it: members of ``room`` in ``ns`` (room / user targets),
@@ -330,6 +366,9 @@ class Publication(_Envelope):
     lists socket ids left out (the sender, for "to others"). ``source`` names the publisher.
     ``ack_event`` (EMIT): ask each receiving client for an ack, delivered back to the
     services as that event from the acking socket (as with :class:`Emit`).
+    ``origin``/``seq``/``epoch``: the publisher process, its number for this publication and
+    its last beat before it (see :mod:`shared.journal`); ``seq`` 0: not numbered (gateways'
+    own announcements).
     """
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": PubKind}
@@ -343,6 +382,15 @@ class Publication(_Envelope):
     exclude: tuple[str, ...] = ()
     source: str = ""
     ack_event: str = ""
+    origin: str = ""
+    seq: int = 0
+    epoch: int = 0
+
+    def encode_stamped(self, origin: str, seq: int, epoch: int) -> bytes:
+        """:meth:`encode` with the publisher's numbering in place of the last three fields."""
+        items = self.to_list()
+        items[-3:] = (origin, seq, epoch)
+        return _pack(items)
 
 
 class PeerKind(IntEnum):

@@ -22,7 +22,7 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
-from switchboard.shared.envelope import ReplayBatch
+from switchboard.shared.envelope import JournalEntry, ReplayBatch
 
 __all__ = ["Journal", "Stamp"]
 
@@ -77,10 +77,11 @@ class Journal:
         entries = self._entries
         oldest = entries[0][0] if entries else self.seq + 1
         complete = after + 1 >= oldest or after >= self.seq
-        chosen = [(seq, topic, body) for seq, _, topic, body in entries if seq > after]
+        chosen = [JournalEntry(seq, topic, body) for seq, _, topic, body in entries
+                  if seq > after]
         more = len(chosen) > limit
         chosen = chosen[:limit]
-        upto = chosen[-1][0] if more else self.seq
+        upto = chosen[-1].seq if more else self.seq
         return ReplayBatch(self.origin, self.epoch, upto, complete, more, tuple(chosen))
 
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client import Counter
 
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
+from switchboard.shared.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ class Publisher:
     """Target helpers over one abstract :meth:`publish`; subclasses decide where it goes."""
 
     source: str = ""
+    #: Numbers and remembers what is published, for replays (services' publishers only).
+    journal: Journal | None = None
 
     def publish(self, topic: bytes, publication: Publication) -> None:
         raise NotImplementedError
@@ -136,11 +140,15 @@ class ZmqPublisher(Publisher):
     sleep, and a broker restart shows up as a fresh subscription.
 
     Publishing never blocks: at the high-water mark ZeroMQ drops, which is counted and logged
-    rather than stalling a request handler (fan-out is best effort, like Socket.IO's).
+    rather than stalling a request handler. With a :class:`~shared.journal.Journal`, every
+    publication is numbered and remembered, and :meth:`beat` publishes the beats by which
+    gateways notice what a broker crash made them miss (docs/delivery.md).
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, source: str, hwm: int = 100_000):
+    def __init__(self, context: zmq.Context[Any], endpoint: str, source: str,
+                 hwm: int = 100_000, journal: Journal | None = None):
         self.source = source
+        self.journal = journal
         # A plain (blocking-API) socket even when given an asyncio context: sends are
         # non-blocking anyway, and handlers publish without awaiting.
         sync_context: zmq.Context[Any] = zmq.Context.shadow(context.underlying)
@@ -169,15 +177,43 @@ class ZmqPublisher(Publisher):
             if msg[:1] == b"\x01":
                 self.broker_subscriptions += 1
                 seen = True
+                if self.broker_subscriptions > 1 and self.journal is not None:
+                    # A broker subscribing again is a new broker (or a new connection to
+                    # it): what went out meanwhile may be lost, so the epoch moves on at
+                    # once and gateways ask for a replay at the next publication.
+                    log.warning("broker subscribed again: gateways will ask for replays")
+                    self.journal.path_broken()
         return seen
 
     def publish(self, topic: bytes, publication: Publication) -> None:
+        journal = self.journal
+        if journal is None:
+            body = publication.encode()
+        else:
+            stamp = journal.stamp()
+            body = publication.encode_stamped(stamp.origin, stamp.seq, stamp.epoch)
+            journal.record(stamp.seq, time.monotonic(), topic, body)
         try:
-            self.socket.send_multipart((topic, publication.encode()), flags=zmq.NOBLOCK)
+            self.socket.send_multipart((topic, body), flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             PUBLISH_DROPS.inc()
             log.warning("publish dropped at high-water mark (total %d)", self.dropped)
+
+    def beat(self) -> None:
+        """Publish a beat to every gateway (with a journal; the runner calls this on a timer)."""
+        journal = self.journal
+        if journal is None:
+            return
+        self.drain_subscriptions()
+        stamp = journal.beat(time.monotonic())
+        body = Publication(PubKind.BEAT, "", source=self.source).encode_stamped(
+            stamp.origin, stamp.seq, stamp.epoch)
+        try:
+            self.socket.send_multipart((topics.ALL_GATEWAYS, body), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            PUBLISH_DROPS.inc()
 
     def close(self) -> None:
         self.socket.close(linger=0)

@@ -44,6 +44,8 @@ class RunnerConfig:
     max_inflight: int = 1000
     ready_timeout: float = 10.0
     hwm: int = 100_000
+    #: Seconds between the publisher's beats (how soon a gateway notices a broken path).
+    beat_interval: float = 0.25
 
 
 class Runner:
@@ -77,14 +79,16 @@ class Runner:
             self.ready.set()
             log.info("service %s ready on %s", self.service.name, self.config.bind)
             monitor = asyncio.create_task(self._monitor_gateways(stop))
+            beats = asyncio.create_task(self._beat(stop))
             self.router.start()
             try:
                 await stop.wait()
             finally:
                 self.router.stop_reading()  # in-flight requests below still get replies
-                monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor
+                for task in (monitor, beats):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=5.0)
                 await self.service.stop()
@@ -129,6 +133,14 @@ class Runner:
             self.router.send_multipart((identity, reply.encode()))
         except zmq.ZMQError as exc:  # gateway gone or its queue full: nothing to answer
             log.debug("reply dropped: %s", exc)
+
+    async def _beat(self, stop: asyncio.Event) -> None:
+        publisher = self.publisher
+        if publisher is None or publisher.journal is None:
+            return
+        while not stop.is_set():
+            publisher.beat()
+            await asyncio.sleep(self.config.beat_interval)
 
     async def _monitor_gateways(self, stop: asyncio.Event) -> None:
         interval = max(self.config.gateway_timeout / 4, 0.05)

@@ -18,6 +18,7 @@ from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.server import run as run_gateway_async
 from switchboard.shared import ports
 from switchboard.shared.config import setting
+from switchboard.shared.journal import Journal
 from switchboard.shared.metrics import serve_metrics
 from switchboard.shared.process import run_until_signal, tune_gc
 from switchboard.shared.publisher import ZmqPublisher
@@ -39,6 +40,12 @@ class ServiceRuntime:
         5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
     )
     max_inflight: int = setting(1000, "Requests handled concurrently at most.")
+    journal_size: int = setting(
+        50_000, "Publications remembered for gateways that missed some (a broker crash)."
+    )
+    journal_seconds: float = setting(
+        60.0, "Seconds a publication is remembered for replays, at most."
+    )
     metrics_port: int = setting(0, "Port for Prometheus /metrics (0: off).")
     metrics_host: str = setting("127.0.0.1", "Address for the metrics endpoint.")
 
@@ -77,8 +84,11 @@ def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
     async def main(stop: asyncio.Event) -> None:
         serve_metrics(runtime.metrics_port, runtime.metrics_host)
         context = zmq.asyncio.Context()
-        publisher = ZmqPublisher(context, runtime.broker_pub, name.rpartition(".")[2])
+        journal = Journal(runtime.journal_size, runtime.journal_seconds)
+        publisher = ZmqPublisher(context, runtime.broker_pub, name.rpartition(".")[2],
+                                 journal=journal)
         service = module.create(config, publisher)
+        publisher.source = service.name  # gateways ask this name for replays
         runner_config = RunnerConfig(
             bind=bind,
             broker_pub=runtime.broker_pub,

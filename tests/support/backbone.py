@@ -26,6 +26,7 @@ from switchboard.shared.envelope import (
     Session,
     SocketState,
 )
+from switchboard.shared.journal import Journal
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.runner import Runner, RunnerConfig
 from switchboard.shared.service import Service
@@ -64,8 +65,9 @@ async def running_service(
 ) -> AsyncIterator[tuple[Service, RunnerConfig]]:
     """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket."""
     ctx = zmq.asyncio.Context()
-    publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service")
+    publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service", journal=Journal())
     service = service_factory(publisher)
+    publisher.source = service.name
     config = RunnerConfig(bind=tcp(), broker_pub=broker.publish_bind,
                           gateway_timeout=gateway_timeout)
     runner = Runner(service, config, ctx, publisher)

@@ -8,7 +8,15 @@ import time
 from prometheus_client import REGISTRY
 
 from switchboard.shared import dispatch, topics
-from switchboard.shared.envelope import Reply, Request, RequestKind, fail, reply_to
+from switchboard.shared.envelope import (
+    PubKind,
+    Publication,
+    Reply,
+    Request,
+    RequestKind,
+    fail,
+    reply_to,
+)
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_event, on_sync
@@ -183,5 +191,40 @@ async def test_requests_count_as_signs_of_life_when_heartbeats_are_queued() -> N
                     assert (await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
                                              event="count")).ok
                 assert gw.id in svc.gateways, "declared lost while its requests kept coming"
+            finally:
+                gw.close()
+
+
+async def test_publications_are_numbered_beaten_and_replayed_over_real_sockets() -> None:
+    """What a gateway uses to recover from a broker crash: numbered publications, beats to
+    every gateway, and REPLAY over request/reply."""
+    with running_broker() as broker:
+        async with running_service(make, broker) as (service, cfg):
+            assert service.publisher.journal is not None
+            gw = FakeGateway(broker=broker)
+            try:
+                await gw.subscribe(topics.room("/", "lobby"))
+                s = gw.session()
+                for n in range(3):
+                    assert (await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
+                                             event="echo", args=[n])).ok
+                pubs = [(await gw.next_publication())[1] for _ in range(3)]
+                origin = pubs[0].origin
+                assert origin and [p.seq for p in pubs] == [1, 2, 3]
+                assert [p.args for p in pubs] == [[0], [1], [2]]
+                await gw.subscribe(topics.ALL_GATEWAYS)
+                _, beat = await gw.next_publication()
+                assert (beat.kind, beat.origin, beat.source) == (PubKind.BEAT, origin, "echo")
+                assert beat.seq == 3 and beat.epoch >= 1
+                replay = await gw.request(cfg.bind, kind=RequestKind.REPLAY, args=[origin, 1])
+                assert replay.ok and replay.replay is not None
+                assert (replay.replay.origin, replay.replay.upto) == (origin, 3)
+                replayed = [Publication.decode(e.body) for e in replay.replay.entries]
+                assert [p.args for p in replayed] == [[1], [2]]
+                other = await gw.request(cfg.bind, kind=RequestKind.REPLAY, args=["old", 0])
+                assert (other.ok, other.error) == (False, "another publisher")
+                assert other.replay is not None and other.replay.origin == origin
+                bad = await gw.request(cfg.bind, kind=RequestKind.REPLAY, args=["x"])
+                assert (bad.ok, bad.error) == (False, "REPLAY takes [origin, seq]")
             finally:
                 gw.close()
