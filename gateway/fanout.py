@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway import wsframe
@@ -32,6 +34,7 @@ log = logging.getLogger("switchboard.gateway.fanout")
 
 #: Namespace of a publication that targets socket ids in whatever namespace they are.
 ANY_NAMESPACE = "*"
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
 class Subscriptions:
@@ -47,6 +50,7 @@ class Subscriptions:
         endpoint: str,
         on_message: Callable[[list[bytes]], None],
         hwm: int = 100_000,
+        on_reconnect: Callable[[float], None] | None = None,
     ) -> None:
         sub = plain_socket(context, zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
@@ -57,6 +61,12 @@ class Subscriptions:
         # dropped and re-dialled, and subscriptions are re-sent on the new connection.
         sub.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sub.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        # A new connection to the broker (after a crash, a freeze, a network cut): what was
+        # queued for the old one is gone, so the caller hears when it was lost.
+        self.on_reconnect = on_reconnect
+        self._lost_at: float | None = None
+        self._connected = False
+        self.monitor = LoopSocket(sub.get_monitor_socket(_WATCHED), self._on_event)
         sub.connect(endpoint)
         self.socket = LoopSocket(sub, on_message)
         self.endpoint = endpoint
@@ -120,10 +130,31 @@ class Subscriptions:
             log.warning("%d topics not confirmed by the broker in %.1fs", len(missing), timeout)
             return False
 
+    def _on_event(self, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (RuntimeError, ValueError):
+            return
+        now = asyncio.get_running_loop().time()
+        if event == zmq.EVENT_DISCONNECTED:
+            if self._connected:
+                log.warning("connection to the broker lost")
+                self._lost_at = now
+            self._connected = False
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._connected = True
+            lost_at, self._lost_at = self._lost_at, None
+            if lost_at is not None and self.on_reconnect is not None:
+                self.on_reconnect(lost_at)
+
     def start(self) -> None:
         self.socket.start()
+        self.monitor.start()
 
     def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.socket.socket.disable_monitor()
+        self.monitor.close()
         self.socket.close()
 
 
@@ -314,6 +345,12 @@ class Fanout:
             self.actions.replay(ask)
         for pub in out:
             self._handle(pub)
+
+    def reconnected(self, lost_at: float) -> None:
+        """Our connection to the broker was new (see :class:`Subscriptions`): what the old
+        one had queued for us is gone, as in a broker restart."""
+        self.continuity.broker_changed()
+        self.broker_changed_since = lost_at
 
     async def settled(self, timeout: float) -> bool:
         """Before a replay is asked for: wait for the broker's next heartbeat (so a new

@@ -92,7 +92,8 @@ class Gateway:
             status=self.status, on_restart=self._sync_service,
             liveness=config.heartbeat_liveness, instance=self.instance,
         )
-        self.subs = Subscriptions(self.context, config.broker_sub, self._on_broker)
+        self.subs = Subscriptions(self.context, config.broker_sub, self._on_broker,
+                                  on_reconnect=self._broker_reconnected)
         self.index = LocalIndex(self.subs)
         self.pipelines = Pipelines(
             self.id, self.backbone, self.index, meters, self.spawn,
@@ -221,6 +222,9 @@ class Gateway:
     # -- wiring between the rooms ------------------------------------------------------------
     def _on_broker(self, frames: list[bytes]) -> None:
         self.fanout.on_message(frames)
+
+    def _broker_reconnected(self, lost_at: float) -> None:
+        self.fanout.reconnected(lost_at)
 
     def _peer_request(self, identity: bytes, request: PeerRequest) -> None:
         self.engine.on_peer_request(identity, request)
