@@ -8,7 +8,7 @@ WEB_STAMP  := web/node_modules/.installed
 SCHEMA_STAMP := deploy/compose-schema/node_modules/.installed
 ARGS   ?=
 
-.PHONY: setup system-deps up test lint unit conformance-suite clean bench
+.PHONY: setup system-deps up test lint unit conformance-suite clean bench chaos
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -57,6 +57,12 @@ unit: $(STAMP)
 # Side-by-side benchmark vs Node socket.io and python-socketio (bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# kill -9 and freezes of every part under steady acked traffic; a table of what was lost
+# (README "Crashes"). ARGS="--quick" for the short run CI does.
+chaos: $(STAMP)
+	./scripts/ensure-system-deps haproxy
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules web/node_modules deploy/compose-schema/node_modules bench/loadgen/node_modules bench/peers/node/node_modules var test-output

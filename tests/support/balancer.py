@@ -46,9 +46,15 @@ backend gateways
 REFUSE_WEBSOCKET = "    http-request deny deny_status 403 if { hdr(upgrade) -i websocket }\n"
 
 
-def haproxy_binary() -> str:
+def find_haproxy() -> str | None:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(binary).exists():
+    return binary if Path(binary).exists() else None
+
+
+def haproxy_binary() -> str:
+    """HAProxy's path; in a test without it, a skip (a failure in CI)."""
+    binary = find_haproxy()
+    if binary is None:
         if os.environ.get("CI"):
             pytest.fail("haproxy is not installed (scripts/ensure-system-deps installs it)")
         pytest.skip("haproxy is not installed (run scripts/ensure-system-deps)")
@@ -59,7 +65,14 @@ def haproxy_binary() -> str:
 def balancer(workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
              refuse_websocket: bool = False, port: int = 0) -> Iterator[str]:
     """HAProxy for the block (on ``port``, or a free one); yields its base URL."""
-    binary = haproxy_binary()
+    with run_haproxy(haproxy_binary(), workdir, ports, host, refuse_websocket, port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def run_haproxy(binary: str, workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
+                refuse_websocket: bool = False, port: int = 0) -> Iterator[str]:
+    """HAProxy ``binary`` for the block, outside pytest too (the chaos run uses it)."""
     port = port or free_port(host)
     servers = "".join(f"    server gw{i} {host}:{p}\n" for i, p in enumerate(ports))
     config = TEMPLATE.format(host=host, port=port, servers=servers,
@@ -77,7 +90,7 @@ def balancer(workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
             with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"haproxy did not start:\n{log.read_text()}")
+                raise RuntimeError(f"haproxy did not start:\n{log.read_text()}")
             time.sleep(0.05)
         yield f"http://{host}:{port}"
     finally:

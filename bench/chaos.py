@@ -1,0 +1,669 @@
+"""The chaos run: ``python -m bench.chaos`` (``make chaos``; ``--quick`` is CI's short run).
+
+``switchboard up --gateways 2`` (whose supervisor restarts what dies) behind a real HAProxy
+(round robin, no stickiness), clients of python-socketio on their default options
+(long-polling first, then the upgrade; reconnection on), and steady traffic: a sender's
+acked room messages, private messages, a socket joining and leaving a room, presence
+queries. Faults at random moments, round robin over the kinds: kill -9 of each gateway, the
+broker, auth, moderation, room and game, and a freeze (SIGSTOP for longer than the
+timeouts, then SIGCONT) of a gateway, the broker or the room service.
+
+Every message is accounted for:
+
+- **acked ⇒ in history**: every room message the sender got a success ack for is in the
+  room's history at the end;
+- **acked ⇒ delivered once** to every member *connected throughout*: whose one connection
+  (joined to the room) spans the message's send and the second after its ack
+  (:data:`SETTLE`); a member that was itself cut off is not "throughout";
+- **heal**: after each fault, the time until everything is right again — the killed part
+  restarted, every client reconnected and back in its room, ``get online users`` exactly
+  the connected users, the room's ``userCount`` exactly its members (no ghost holds a seat),
+  and a new message reaching every member;
+- **no restart loops** (the supervisor restarted each part exactly as often as it was
+  killed) and **bounded memory** (every part's RSS at the start and end).
+
+It prints a table (per fault: injected, acked, lost, duplicated, heal p50 / max), writes
+``results.json`` and exits 1 if anything acked was lost or duplicated, or a fault did not
+heal within :data:`HEAL_BOUND`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from switchboard.shared.tokens import issue_token
+from tests.support.balancer import find_haproxy, run_haproxy
+from tests.support.cluster import http_get
+from tests.support.upserver import free_port_block, part_name, process_table, spawn_up
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "chaos-secret-of-at-least-thirty-two-bytes"
+ROOM, CHURN = "chaos", "churn"
+#: A member is "connected throughout" a message if its connection spans the send and this
+#: long after the ack (a message still in flight when the member was cut off is not owed).
+SETTLE = 1.0
+#: Longest a fault may take to heal before it counts as not healed.
+HEAL_BOUND = 60.0
+#: Bound on any single call of a client.
+CALL = 5.0
+KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game")
+FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- clients
+@dataclass
+class Segment:
+    """One connection of a client, from when it was back in its room to when it dropped."""
+
+    start: float
+    end: float | None = None
+
+
+class Client:
+    """A python-socketio client on its default options, rejoining its room after every
+    reconnection, recording what it receives."""
+
+    def __init__(self, url: str, user_id: str, room: str | None) -> None:
+        self.url = url
+        self.user_id = user_id
+        self.room = room
+        self.sio = socketio.AsyncClient()  # defaults: polling, upgrade, reconnection
+        self.segments: list[Segment] = []
+        self.received: dict[int, int] = {}  # message number -> times received
+        self.private: dict[int, int] = {}
+        self.joined = asyncio.Event()
+        self.last_refusal = ""
+        self.drops = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("chat message", self._on_chat)
+        self.sio.on("private message", self._on_private)
+
+    async def start(self) -> None:
+        token = issue_token(SECRET, self.user_id, self.user_id)
+        await asyncio.wait_for(self.sio.connect(self.url, auth={"token": token}), 30)
+        try:
+            await asyncio.wait_for(self.joined.wait(), 30)
+        except TimeoutError:
+            raise RuntimeError(f"{self.user_id} not in {self.room}: connected "
+                               f"{self.sio.connected}, last answer {self.last_refusal}") from None
+
+    def _on_connect(self) -> None:
+        task = asyncio.ensure_future(self._join(self.drops))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _join(self, drops: int) -> None:
+        """Join the room on this connection (until it drops: ``drops`` counts them)."""
+        if self.room is None:
+            self.segments.append(Segment(time.monotonic()))
+            self.joined.set()
+            return
+        while self.drops == drops:
+            try:
+                ack = await self.sio.call("join room", {"roomId": self.room}, timeout=CALL)
+            except Exception as exc:
+                ack = exc
+            if isinstance(ack, dict) and ack.get("success"):
+                self.segments.append(Segment(time.monotonic()))
+                self.joined.set()
+                return
+            self.last_refusal = repr(ack)
+            await asyncio.sleep(0.2)
+
+    def _on_disconnect(self, *_: Any) -> None:
+        self.drops += 1
+        self.joined.clear()
+        if self.segments and self.segments[-1].end is None:
+            self.segments[-1].end = time.monotonic()
+
+    @staticmethod
+    def _number(payload: Any) -> int | None:
+        content = payload.get("content") if isinstance(payload, dict) else None
+        if isinstance(content, str) and content.startswith("#"):
+            with contextlib.suppress(ValueError):
+                return int(content[1:])
+        return None
+
+    def _on_chat(self, payload: Any) -> None:
+        n = self._number(payload)
+        if n is not None and payload.get("roomId") == self.room:
+            self.received[n] = self.received.get(n, 0) + 1
+
+    def _on_private(self, payload: Any) -> None:
+        n = self._number(payload)
+        if n is not None:
+            self.private[n] = self.private.get(n, 0) + 1
+
+    def throughout(self, start: float, end: float) -> bool:
+        return any(s.start <= start and (s.end is None or s.end >= end) for s in self.segments)
+
+    @property
+    def in_room(self) -> bool:
+        return bool(self.sio.connected and self.segments and self.segments[-1].end is None)
+
+    async def call(self, event: str, payload: Any) -> Any:
+        return await self.sio.call(event, payload, timeout=CALL)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sio.disconnect(), 5)
+
+
+@dataclass
+class Sent:
+    kind: str  # "room" or "private"
+    n: int
+    to: str | None
+    sent: float
+    acked: float | None = None
+    message_id: str | None = None
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float
+    pid: int
+    heal: float | None = None
+    not_healed: str = ""
+
+
+@dataclass
+class Run:
+    sent: list[Sent] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    churn: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    presence: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+
+
+# ---------------------------------------------------------------------- the system
+class Up:
+    def __init__(self, workdir: Path, gateways: int) -> None:
+        self.workdir = workdir
+        self.base = free_port_block(gateways)
+        self.ports = [self.base + i for i in range(gateways)]
+        self.internal = free_port_block(21)
+        shutil.rmtree(workdir / "data", ignore_errors=True)  # a fresh history every run
+        (workdir / "up.log").unlink(missing_ok=True)
+        # The sender is far above the per-user chat rate limit, deliberately: off here.
+        os.environ.update(SWITCHBOARD_EVENT_LIMIT="0", SWITCHBOARD_USER_EVENT_LIMIT="0")
+        self.process, self.log = spawn_up(
+            workdir, "--port", str(self.base), "--gateways", str(gateways),
+            "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
+            "--jwt-secret", SECRET, "--gateway-timeout", "2", "--log-level", "warning")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"up exited:\n{self.output()[-3000:]}")
+                with contextlib.suppress(OSError):
+                    if http_get(f"http://127.0.0.1:{port}/health", 1)[0] == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"up not ready:\n{self.output()[-3000:]}")
+                time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def children(self) -> dict[str, int]:
+        """Part name (gateways as gateway:0, gateway:1) → pid."""
+        found = {}
+        for pid, (ppid, _, _) in process_table().items():
+            if ppid == self.process.pid and (name := part_name(pid)) is not None:
+                if name.startswith("gateway:"):
+                    name = f"gateway:{self.ports.index(int(name.split(':')[1]))}"
+                found[name] = pid
+        return found
+
+    def rss_mb(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.children().items():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) / 1024
+        return out
+
+    def restarts(self) -> dict[str, int]:
+        """Restarts by the supervisor per part (its "exited ...; restarting" lines)."""
+        counts: dict[str, int] = {}
+        for line in self.output().splitlines():
+            if " exited with code " in line and "; restarting in " in line:
+                name = line.split(" exited with code ")[0].split()[-1]
+                if name.startswith("gateway:"):
+                    name = f"gateway:{self.ports.index(int(name.split(':')[1]))}"
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def stop(self) -> int | None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+
+# ---------------------------------------------------------------------- the run
+class Chaos:
+    def __init__(self, args: argparse.Namespace, url: str, up: Up) -> None:
+        self.args = args
+        self.url = url
+        self.up = up
+        self.rng = random.Random(args.seed)
+        self.run = Run()
+        self.members = [Client(url, f"member{i}", ROOM) for i in range(args.members)]
+        self.sender = Client(url, "sender", ROOM)
+        self.churner = Client(url, "churner", None)
+        self.observer = Client(url, "observer", None)
+        self.clients = [*self.members, self.sender, self.churner, self.observer]
+        self.stop = asyncio.Event()
+        self.counter = 0
+
+    async def main(self) -> None:
+        await self.observer.start()
+        for room, name in ((ROOM, "Chaos"), (CHURN, "Churn")):
+            ack = await self.observer.call("create room", {"roomId": room, "roomName": name})
+            if not (isinstance(ack, dict) and ack.get("success")):
+                raise RuntimeError(f"create room {room}: {ack}")
+        await asyncio.gather(*(c.start() for c in self.clients if c is not self.observer))
+        log(f"{len(self.clients)} clients in; traffic starts")
+        rss_start = await asyncio.to_thread(self.up.rss_mb)
+        loops = [asyncio.create_task(loop()) for loop in
+                 (self.send_room, self.send_private, self.churn, self.ask_presence)]
+        await asyncio.sleep(1.0)  # steady traffic before the first fault
+        kinds = self.schedule()
+        for index, kind in enumerate(kinds):
+            await asyncio.sleep(self.rng.uniform(*self.args.gap))
+            fault = await self.inject(kind)
+            await self.heal(fault)
+            log(f"fault {index + 1}/{len(kinds)} {kind}: "
+                + (f"healed in {fault.heal:.2f}s" if fault.heal is not None
+                   else f"NOT healed ({fault.not_healed})"))
+        await asyncio.sleep(1.0)
+        self.stop.set()
+        await asyncio.gather(*loops)
+        await self.drain()
+        self.history = await self.history_ids()
+        self.rss = (rss_start, await asyncio.to_thread(self.up.rss_mb))
+
+    def schedule(self) -> list[str]:
+        kinds: list[str] = []
+        while len(kinds) < self.args.faults:
+            batch = [*KILLS, self.rng.choice(FREEZES)]
+            self.rng.shuffle(batch)
+            kinds += batch
+        return kinds[: self.args.faults]
+
+    # -- traffic -------------------------------------------------------------------------
+    def next_number(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    async def paced(self, rate: float, send: Any) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        tasks: set[asyncio.Task[None]] = set()
+        while not self.stop.is_set():
+            if self.sender.sio.connected:
+                task = asyncio.create_task(send())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            due += 1 / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=CALL + 1)
+
+    async def send_room(self) -> None:
+        async def one() -> None:
+            n = self.next_number()
+            record = Sent("room", n, None, time.monotonic())
+            self.run.sent.append(record)
+            with contextlib.suppress(Exception):
+                ack = await self.sender.call("chat message", {"roomId": ROOM, "content": f"#{n}"})
+                if isinstance(ack, dict) and ack.get("success"):
+                    record.acked, record.message_id = time.monotonic(), ack.get("messageId")
+
+        await self.paced(self.args.rate, one)
+
+    async def send_private(self) -> None:
+        async def one() -> None:
+            n = self.next_number()
+            to = self.rng.choice(self.members)
+            record = Sent("private", n, to.user_id, time.monotonic())
+            self.run.sent.append(record)
+            with contextlib.suppress(Exception):
+                ack = await self.sender.call("private message", {"to": to.user_id,
+                                                                 "content": f"#{n}"})
+                if isinstance(ack, dict) and ack.get("success"):
+                    record.acked = time.monotonic()
+
+        await self.paced(self.args.private_rate, one)
+
+    async def churn(self) -> None:
+        joined = False
+        while not self.stop.is_set():
+            event = "leave room" if joined else "join room"
+            try:
+                ack = await self.churner.call(event, {"roomId": CHURN})
+            except Exception as exc:
+                ack = {"error": repr(exc)}
+            ok = isinstance(ack, dict) and ack.get("success") is True
+            if ok:
+                joined = not joined
+            elif isinstance(ack, dict) and str(ack.get("error", "")).startswith("not a member"):
+                joined = False  # a reconnection took it out: right, and said so
+                ok = True
+            self.run.churn["ok" if ok else "failed"] += 1
+            await asyncio.sleep(0.5)
+
+    async def ask_presence(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.observer.call("get online users", {})
+                self.run.presence["ok"] += 1
+            except Exception:
+                self.run.presence["failed"] += 1
+            await asyncio.sleep(1.0)
+
+    # -- faults --------------------------------------------------------------------------
+    async def inject(self, kind: str) -> Fault:
+        target = kind.removeprefix("freeze:")
+        pid = (await asyncio.to_thread(self.up.children))[target]
+        fault = Fault(kind, time.monotonic(), pid)
+        self.run.faults.append(fault)
+        if kind.startswith("freeze:"):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(self.args.freeze)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        return fault
+
+    async def heal(self, fault: Fault) -> None:
+        deadline = fault.at + HEAL_BOUND
+        target = fault.kind.removeprefix("freeze:")
+        probe = 0
+        why = "?"
+        while time.monotonic() < deadline:
+            why = await self.unhealed(fault, target, probe)
+            if not why:
+                fault.heal = time.monotonic() - fault.at
+                return
+            probe += 1
+            await asyncio.sleep(0.1)
+        fault.not_healed = why
+
+    async def unhealed(self, fault: Fault, target: str, probe: int) -> str:
+        """What is not right yet ("" when all is)."""
+        children = await asyncio.to_thread(self.up.children)
+        if target not in children or (not fault.kind.startswith("freeze:")
+                                      and children[target] == fault.pid):
+            return f"{target} not restarted"
+        for client in self.clients:
+            if not client.sio.connected or (client.room is not None and not client.in_room):
+                return f"{client.user_id} not back"
+        try:
+            online = await self.observer.call("get online users", {})
+            ids = sorted(u["id"] for u in online["users"])
+            expected = sorted(c.user_id for c in self.clients)
+            if ids != expected:
+                return f"presence {ids} != {expected}"
+            info = await self.observer.call("get room info", ROOM)
+            members = sum(1 for c in self.clients if c.room == ROOM)
+            if not isinstance(info, dict) or info.get("userCount") != members:
+                return f"userCount {info and info.get('userCount')} != {members}"
+            n = self.next_number()
+            record = Sent("room", n, None, time.monotonic())
+            self.run.sent.append(record)
+            ack = await self.sender.call("chat message", {"roomId": ROOM, "content": f"#{n}"})
+            if not (isinstance(ack, dict) and ack.get("success")):
+                return f"probe not acked: {ack}"
+            record.acked, record.message_id = time.monotonic(), ack.get("messageId")
+            probe_deadline = time.monotonic() + 5
+            while time.monotonic() < probe_deadline:
+                if all(n in m.received for m in self.members if m is not self.sender):
+                    return ""
+                await asyncio.sleep(0.05)
+            return "probe not delivered to every member"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    # -- accounting ----------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Wait (bounded) until nothing owed is still missing."""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and self.missing():
+            await asyncio.sleep(0.1)
+
+    def owed(self) -> list[tuple[Sent, Client]]:
+        pairs = []
+        for record in self.run.sent:
+            if record.acked is None:
+                continue
+            receivers = (self.members if record.kind == "room"
+                         else [m for m in self.members if m.user_id == record.to])
+            for member in receivers:
+                if member.throughout(record.sent, record.acked + SETTLE):
+                    pairs.append((record, member))
+        return pairs
+
+    def missing(self) -> list[tuple[Sent, Client]]:
+        return [(r, m) for r, m in self.owed() if self.count(r, m) == 0]
+
+    @staticmethod
+    def count(record: Sent, member: Client) -> int:
+        store = member.received if record.kind == "room" else member.private
+        return store.get(record.n, 0)
+
+    async def history_ids(self) -> set[str]:
+        ids: set[str] = set()
+        before: str | None = None
+        for _ in range(10_000):
+            query: dict[str, Any] = {"roomId": ROOM, "limit": 100}
+            if before is not None:
+                query["before"] = before
+            page = await self.sender.call("get history", query)
+            messages = page.get("messages", []) if isinstance(page, dict) else []
+            if not messages:
+                break
+            ids.update(m["id"] for m in messages)
+            before = messages[0]["id"]
+            if len(messages) < 100:
+                break
+        return ids
+
+    def fault_of(self, at: float) -> str:
+        """The fault whose aftermath ``at`` falls in (the last one injected before it)."""
+        kind = "(before any fault)"
+        for fault in self.run.faults:
+            if fault.at > at:
+                break
+            kind = fault.kind
+        return kind
+
+    def report(self) -> dict[str, Any]:
+        rows: dict[str, dict[str, Any]] = {}
+
+        def row(kind: str) -> dict[str, Any]:
+            return rows.setdefault(kind, {"faults": 0, "acked": 0, "lost": 0,
+                                          "duplicated": 0, "heals": [], "not_healed": 0})
+
+        for fault in self.run.faults:
+            r = row(fault.kind)
+            r["faults"] += 1
+            if fault.heal is None:
+                r["not_healed"] += 1
+            else:
+                r["heals"].append(fault.heal)
+        for record in self.run.sent:
+            if record.acked is not None:
+                row(self.fault_of(record.acked))["acked"] += 1
+        owed = self.owed()
+        for record, member in owed:
+            count = self.count(record, member)
+            r = row(self.fault_of(record.acked or 0))
+            if count == 0:
+                r["lost"] += 1
+            elif count > 1:
+                r["duplicated"] += count - 1
+        room_acked = [r for r in self.run.sent if r.kind == "room" and r.acked is not None]
+        not_in_history = [r.n for r in room_acked if r.message_id not in self.history]
+        restarts = self.up.restarts()
+        kills: dict[str, int] = {}
+        for fault in self.run.faults:
+            if not fault.kind.startswith("freeze:"):
+                kills[fault.kind] = kills.get(fault.kind, 0) + 1
+        return {
+            "rows": rows,
+            "owed": len(owed),
+            "acked": len(room_acked) + sum(1 for r in self.run.sent
+                                           if r.kind == "private" and r.acked is not None),
+            "sent": len(self.run.sent),
+            "not_in_history": not_in_history,
+            "restarts": restarts,
+            "kills": kills,
+            "churn": self.run.churn,
+            "presence": self.run.presence,
+            "rss_start": self.rss[0],
+            "rss_end": self.rss[1],
+        }
+
+
+def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = result["rows"]
+    print(f"\n## Chaos run: {args.faults} faults, seed {args.seed}, {args.rate:g} acked room "
+          f"messages/s + {args.private_rate:g} private/s, {args.members} members, "
+          f"2 gateways behind HAProxy\n")
+    print("| fault | injected | acked | lost | duplicated | heal p50 s | heal max s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    order = sorted(rows, key=lambda k: (k.startswith("("), k))
+    total = {"faults": 0, "acked": 0, "lost": 0, "duplicated": 0, "heals": [],
+             "not_healed": 0}
+    for kind in order:
+        r = rows[kind]
+        for key in ("faults", "acked", "lost", "duplicated", "not_healed"):
+            total[key] += r[key]
+        total["heals"] += r["heals"]
+        print(_line(kind, r))
+    print(_line("**all**", total))
+    print(f"\n- {result['owed']} (message, member connected throughout) pairs owed; "
+          f"{result['acked']} of {result['sent']} messages acked (the rest failed cleanly "
+          "during faults)")
+    print(f"- acked room messages missing from history: {len(result['not_in_history'])}")
+    print(f"- restarts by the supervisor: {result['restarts']} (kills: {result['kills']})")
+    print(f"- joins/leaves: {result['churn']}; presence queries: {result['presence']}")
+    rss = " ".join(f"{name} {result['rss_start'].get(name, 0):.0f}→{mb:.0f}"
+                   for name, mb in sorted(result["rss_end"].items()))
+    print(f"- RSS MB start→end: {rss}")
+
+
+def _line(kind: str, r: dict[str, Any]) -> str:
+    heals = sorted(r["heals"])
+    p50 = f"{statistics.median(heals):.2f}" if heals else "-"
+    worst = f"{heals[-1]:.2f}" if heals else "-"
+    if r["not_healed"]:
+        worst += f" ({r['not_healed']} not healed)"
+    return (f"| {kind} | {r['faults']} | {r['acked']} | {r['lost']} | {r['duplicated']} | "
+            f"{p50} | {worst} |")
+
+
+def verdict(result: dict[str, Any]) -> list[str]:
+    problems = []
+    rows = result["rows"].values()
+    if (lost := sum(r["lost"] for r in rows)):
+        problems.append(f"{lost} acked deliveries lost")
+    if (dup := sum(r["duplicated"] for r in rows)):
+        problems.append(f"{dup} duplicated")
+    if (unhealed := sum(r["not_healed"] for r in rows)):
+        problems.append(f"{unhealed} faults not healed")
+    if result["not_in_history"]:
+        problems.append(f"{len(result['not_in_history'])} acked messages not in history")
+    for name, count in result["restarts"].items():
+        if count != result["kills"].get(name, 0):
+            problems.append(f"{name} restarted {count} times for "
+                            f"{result['kills'].get(name, 0)} kills")
+    return problems
+
+
+async def amain(args: argparse.Namespace) -> int:
+    binary = find_haproxy()
+    if binary is None:
+        log("haproxy is not installed (scripts/ensure-system-deps haproxy)")
+        return 2
+    workdir = Path(args.out).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    up = Up(workdir, 2)
+    try:
+        await asyncio.to_thread(up.wait_ready)
+        with run_haproxy(binary, workdir, up.ports) as url:
+            chaos = Chaos(args, url, up)
+            try:
+                await chaos.main()
+            finally:
+                for client in chaos.clients:
+                    await client.stop()
+            result = chaos.report()
+    finally:
+        code = up.stop()
+        log(f"up stopped ({code})")
+    (workdir / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    print_table(result, args)
+    problems = verdict(result)
+    print("\n" + ("**FAILED**: " + "; ".join(problems) if problems else "**ok**: nothing "
+                  "acked was lost or duplicated; every fault healed; no restart loops"))
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--faults", type=int, default=70, help="faults to inject")
+    p.add_argument("--quick", action="store_true",
+                   help="CI's short run: one of each kind and one freeze (8 faults)")
+    p.add_argument("--rate", type=float, default=100.0, help="acked room messages per second")
+    p.add_argument("--private-rate", type=float, default=5.0,
+                   help="private messages per second")
+    p.add_argument("--members", type=int, default=6, help="members of the room")
+    p.add_argument("--freeze", type=float, default=4.0,
+                   help="seconds a frozen process stays stopped (above --gateway-timeout 2)")
+    p.add_argument("--gap", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
+                   help="seconds of steady traffic before each fault (uniform)")
+    p.add_argument("--seed", type=int, default=15, help="random seed (faults and moments)")
+    p.add_argument("--out", default=str(ROOT / "test-output" / "chaos"),
+                   help="working directory (logs, results.json)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.faults = len(KILLS) + 1
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
