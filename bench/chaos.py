@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,10 @@ KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game
 FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
 
 
+#: python-socketio's own logs of every client (``clients.log`` in the working directory).
+CLIENT_LOG = logging.getLogger("chaos.clients")
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -87,7 +93,8 @@ class Client:
         self.url = url
         self.user_id = user_id
         self.room = room
-        self.sio = socketio.AsyncClient()  # defaults: polling, upgrade, reconnection
+        # Defaults (polling, upgrade, reconnection); only their logs go to a file.
+        self.sio = socketio.AsyncClient(logger=CLIENT_LOG, engineio_logger=CLIENT_LOG)
         self.segments: list[Segment] = []
         self.received: dict[int, int] = {}  # message number -> times received
         self.private: dict[int, int] = {}
@@ -162,6 +169,17 @@ class Client:
     @property
     def in_room(self) -> bool:
         return bool(self.sio.connected and self.segments and self.segments[-1].end is None)
+
+    def state(self) -> str:
+        """For a report of a client that does not come back."""
+        task = getattr(self.sio, "_reconnect_task", None)
+        failure = task.exception() if task is not None and task.done() else None
+        if failure is not None:
+            CLIENT_LOG.error("%s: reconnection failed:\n%s", self.user_id, "".join(
+                traceback.format_exception(failure)))
+        return (f"connected {self.sio.connected}, engine.io {self.sio.eio.state}, "
+                f"reconnecting {task is not None and not task.done()}, reconnect task "
+                f"failure {failure!r}, drops {self.drops}, last refusal {self.last_refusal}")
 
     async def call(self, event: str, payload: Any) -> Any:
         return await self.sio.call(event, payload, timeout=CALL)
@@ -315,7 +333,8 @@ class Chaos:
     def schedule(self) -> list[str]:
         kinds: list[str] = []
         while len(kinds) < self.args.faults:
-            batch = [*KILLS, self.rng.choice(FREEZES)]
+            batch = ([*self.args.kinds] if self.args.kinds
+                     else [*KILLS, self.rng.choice(FREEZES)])
             self.rng.shuffle(batch)
             kinds += batch
         return kinds[: self.args.faults]
@@ -429,7 +448,7 @@ class Chaos:
             return f"{target} not restarted"
         for client in self.clients:
             if not client.sio.connected or (client.room is not None and not client.in_room):
-                return f"{client.user_id} not back"
+                return f"{client.user_id} not back ({client.state()})"
         try:
             online = await self.observer.call("get online users", {})
             ids = sorted(u["id"] for u in online["users"])
@@ -620,6 +639,11 @@ async def amain(args: argparse.Namespace) -> int:
         return 2
     workdir = Path(args.out).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(workdir / "clients.log", mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    CLIENT_LOG.addHandler(handler)
+    CLIENT_LOG.setLevel(logging.INFO)
+    CLIENT_LOG.propagate = False
     up = Up(workdir, 2)
     try:
         await asyncio.to_thread(up.wait_ready)
@@ -656,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds a frozen process stays stopped (above --gateway-timeout 2)")
     p.add_argument("--gap", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
                    help="seconds of steady traffic before each fault (uniform)")
+    p.add_argument("--kinds", type=lambda v: v.split(","), default=None,
+                   help="only these faults, comma-separated (e.g. broker,freeze:room); "
+                   f"default: all of {', '.join(KILLS + FREEZES)}")
     p.add_argument("--seed", type=int, default=15, help="random seed (faults and moments)")
     p.add_argument("--out", default=str(ROOT / "test-output" / "chaos"),
                    help="working directory (logs, results.json)")

@@ -337,8 +337,8 @@ class Engine:
         self.upgrades += 1
         self.host.upgraded(client)
 
-    def refuse_after_handshake(self, upgrade_: Upgrade, handshake_bytes: bytes) -> None:
-        upgrade.refuse_after_handshake(upgrade_, handshake_bytes, self.config.max_payload)
+    def refuse_probe(self, upgrade_: Upgrade) -> None:
+        upgrade.refuse_probe(upgrade_)
 
     def take_over(self, handover: Handover) -> Client:
         """Start a session another gateway handed over: what it queued for the client goes

@@ -57,8 +57,8 @@ class Local(Protocol):
     def probe(self, client: Client, upgrade: Upgrade, handshake: bytes) -> None:
         """Run the upgrade probe on a WebSocket for a session owned here."""
 
-    def refuse_after_handshake(self, upgrade: Upgrade, handshake: bytes) -> None:
-        """Accept the WebSocket, then close it (the session cannot upgrade now)."""
+    def refuse_probe(self, upgrade: Upgrade) -> None:
+        """Refuse the WebSocket's handshake (the session cannot upgrade now)."""
 
     def give_up(self, client: Client) -> None:
         """Forget a session that moved to another gateway (no departures: no sockets)."""
@@ -223,7 +223,7 @@ class Relay:
                 upgrade.refuse(engine_error(EngineError.UNKNOWN_SID))
                 return
             if reply.status != 200 or reply.handover is None:
-                self.local.refuse_after_handshake(upgrade, handshake)
+                self.local.refuse_probe(upgrade)
                 return
             client = self.local.take_over(reply.handover)
             self.counters["handovers"] += 1

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, SessionOwner
 from switchboard.gateway.exchange import Upgrade
+from switchboard.gateway.http import EngineError, engine_error
 from switchboard.gateway.protocol.errors import UpgradeRefused
 from switchboard.gateway.protocol.polling import Polling, UpgradeState
 from switchboard.gateway.transport import WsTransport
@@ -26,28 +27,42 @@ log = logging.getLogger("switchboard.gateway.upgrade")
 
 
 def refuse_after_handshake(upgrade: Upgrade, handshake: bytes, max_payload: int) -> None:
-    """As the reference server does for a session that cannot upgrade now: complete the
-    WebSocket handshake, then close it (an HTTP error would be an error event in some
-    clients, not a failed probe)."""
+    """A WebSocket for a session that is a WebSocket session already: as the reference
+    server does (and the official suite expects), complete the handshake, then close."""
     link = WsTransport(max_payload)
     upgrade.accept(link, handshake)
     link.close(1008, "upgrade refused")
+
+
+def refuse_probe(upgrade: Upgrade) -> None:
+    """A probe for a polling session that cannot upgrade now (a probe under way already,
+    or the session cannot move from the gateway that owns it): the WebSocket handshake is
+    refused, 400 ``Bad request``, and the client goes on polling.
+
+    Not accepted and closed, as the reference server would: python-engineio's client
+    decodes the close code of a closed probe as a packet, its reconnection task dies of the
+    ``TypeError``, and it never comes back (seen in the chaos run, where a probe often
+    reaches another gateway than its session's). Every client takes a refused handshake
+    as a failed probe."""
+    upgrade.refuse(engine_error(EngineError.BAD_REQUEST))
 
 
 def probe(client: Client, upgrade: Upgrade, handshake: bytes, owner: SessionOwner,
           max_payload: int, timeout: float, release: Callable[[Client, Polling], None],
           upgraded: Callable[[Client], None]) -> bool:
     """Accept ``upgrade`` as the probe of ``client``'s session; False when the session
-    cannot upgrade (the WebSocket is then accepted and closed). ``release`` hands a held
-    session's packets on: the session stays here whatever the probe does. Once upgraded,
-    the WebSocket's messages go to ``owner`` and ``upgraded(client)`` is called."""
+    cannot upgrade (see :func:`refuse_after_handshake`, :func:`refuse_probe`). ``release``
+    hands a held session's packets on: the session stays here whatever the probe does.
+    Once upgraded, the WebSocket's messages go to ``owner`` and ``upgraded(client)`` is
+    called."""
     polling = client.polling
+    if polling is None:
+        refuse_after_handshake(upgrade, handshake, max_payload)
+        return False
     try:
-        if polling is None:
-            raise UpgradeRefused("already a WebSocket session")
         polling.probe_opened()
     except UpgradeRefused:
-        refuse_after_handshake(upgrade, handshake, max_payload)
+        refuse_probe(upgrade)
         return False
     if polling.holding:
         release(client, polling)

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+import websockets
+from websockets.exceptions import InvalidStatus
 
 from tests.integration.chat_helpers import POLL_MAX_INTERVAL, POLL_TIMEOUT
 from tests.support.balancer import balancer
@@ -355,3 +357,43 @@ async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) ->
             assert [u["id"] for u in info["users"]] == ["slowpoll-sender"]
     finally:
         own.stop()
+
+
+async def test_a_probe_at_another_gateway_for_a_session_that_cannot_move_is_refused(
+    cluster: Cluster,
+) -> None:
+    """A polling session whose namespace is connected stays on its gateway; a probe for it
+    reaching another gateway is refused at the handshake (400), not accepted and closed
+    (python-engineio's client dies of a probe closed after its handshake), and the session
+    goes on polling where it is."""
+    owner, other = cluster.url(0), cluster.url(1)
+    timeout = aiohttp.ClientTimeout(total=WAIT)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.get(f"{owner}/socket.io/?EIO=4&transport=polling") as response:
+            opened = json.loads((await response.text())[1:])
+        sid = opened["sid"]
+        poll = f"{owner}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        auth = {"token": token("u-stuck", "stuck")}
+        async with http.post(poll, data="40" + json.dumps(auth)) as response:
+            assert response.status == 200
+        got = ""
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while '"sid"' not in got:  # the CONNECT ack (and the welcome)
+            assert asyncio.get_running_loop().time() < deadline, got
+            async with http.get(poll) as response:
+                got += await response.text()
+        ws_url = other.replace("http", "ws") + f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(ws_url, open_timeout=WAIT):
+                pass
+        assert refused.value.response.status_code == 400
+        assert json.loads(refused.value.response.body) == {"code": 3, "message": "Bad request"}
+        # Still a polling session on its gateway: an event is answered there.
+        async with http.post(poll, data='421["get online users"]') as response:
+            assert response.status == 200
+        got = ""
+        while "431[" not in got:
+            assert asyncio.get_running_loop().time() < deadline, got
+            async with http.get(poll) as response:
+                got += await response.text()
+        assert "u-stuck" in got
