@@ -9,6 +9,7 @@ import click
 
 from switchboard import parts
 from switchboard.broker.broker import BrokerConfig
+from switchboard.emitter import EmitConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.shared.config import click_options, from_options
 from switchboard.shared.logs import setup_logging
@@ -115,6 +116,33 @@ def token(user_id: str, username: str, role: str, ttl: int, jwt_secret: str) -> 
     from switchboard.shared.tokens import issue_token
 
     click.echo(issue_token(jwt_secret, user_id, username, role=role, ttl=ttl))
+
+
+@main.command()
+@click_options(EmitConfig)
+@click.argument("event")
+@click.argument("args", nargs=-1)
+def emit(event: str, args: tuple[str, ...], **options: Any) -> None:
+    """Emit EVENT with ARGS (each one JSON value) to a room, a user, a socket or a whole
+    namespace, from outside the system (switchboard.emitter).
+
+    \b
+    switchboard emit --room r1 "room message" '{"text": "deploy done"}'
+    """
+    import json
+
+    from switchboard.emitter import EmitterError, run_emit
+
+    values = []
+    for raw in args:
+        try:
+            values.append(json.loads(raw))
+        except ValueError:
+            raise click.BadParameter(f"not JSON: {raw}", param_hint="ARGS") from None
+    try:
+        run_emit(from_options(EmitConfig, options), event, values)
+    except EmitterError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

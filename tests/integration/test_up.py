@@ -284,15 +284,29 @@ async def test_up_refuses_to_start_when_a_port_is_taken(tmp_path: Path) -> None:
         await serves(conformance_round_trip, first.url)
 
 
-STOP_MOMENTS = 12
+#: Rounds of the SIGTERM test, a multiple of the five moments; the issue's 200 is
+#: ``SWITCHBOARD_STOP_MOMENTS=200 pytest tests/integration/test_up.py -k sigterm`` (about
+#: 12 minutes here).
+STOP_MOMENTS = int(os.environ.get("SWITCHBOARD_STOP_MOMENTS", "10"))
+
+
+async def _keep_busy(url: str, done: list[float]) -> None:
+    """Round trips one after another until cancelled, each success noted in ``done`` (the
+    load of the "loaded" moment; the stop may fail the one in flight)."""
+    while True:
+        with contextlib.suppress(Exception):
+            await conformance_round_trip(url)
+            done.append(time.monotonic())
+        await asyncio.sleep(0)
 
 
 async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
-    """SIGTERM at random moments (while it starts its children, idle, while it restarts a
-    killed one), sometimes twice in a row as stopping ``make up``'s process group does:
-    every time ``up`` stops within its grace and leaves nothing behind."""
+    """SIGTERM at random moments (while it starts its children, idle, under load, while it
+    restarts a killed one), sometimes twice in a row as stopping ``make up``'s process group
+    does: every time ``up`` stops within its grace and leaves nothing behind."""
     rng = random.Random(15)
-    moments = ["starting", "idle", "restarting", "twice"] * (STOP_MOMENTS // 4)
+    kinds = ["starting", "idle", "loaded", "restarting", "twice"]
+    moments = [kinds[i % len(kinds)] for i in range(STOP_MOMENTS)]
     outcomes = []
     for round_, moment in enumerate(moments):
         workdir = tmp_path / f"round-{round_}"
@@ -303,6 +317,7 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
                                 "--data-dir", str(workdir / "data"))
         up = Up(process, [base], log)
         seen: set[int] = set()
+        load: asyncio.Task[None] | None = None
         try:
             if moment == "starting":
                 deadline = time.monotonic() + rng.uniform(0.0, 1.5)
@@ -318,6 +333,14 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
                     await up.wait_output(rf"{re.escape(victim)} exited with code -9")
                     await asyncio.sleep(rng.uniform(0.0, 0.6))  # within the restart backoff
                     seen.update(up.descendants())
+                elif moment == "loaded":
+                    done: list[float] = []
+                    load = asyncio.create_task(_keep_busy(up.url, done))
+                    deadline = time.monotonic() + WAIT
+                    while not done and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                    assert done, "no round trip under load before the stop"
+                    await asyncio.sleep(rng.uniform(0.0, 0.5))  # a random moment of the load
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
             if moment == "twice":
@@ -339,6 +362,10 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
                                                                         up.output()[-3000:])
             assert left == [], (moment, left)
         finally:
+            if load is not None:
+                load.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await load
             cleanup(up, sorted(seen | set(up.descendants())))
     assert len(outcomes) == STOP_MOMENTS
     assert sum(1 for _, code, _, _ in outcomes if code == 0) >= STOP_MOMENTS // 2, outcomes
