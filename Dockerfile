@@ -2,14 +2,6 @@
 # Every option comes from an argument or a SWITCHBOARD_* environment variable (see
 # docker-compose.yml). Build: `docker build -t switchboard .`
 ARG PYTHON_VERSION=3.11
-ARG NODE_VERSION=20
-
-# The web app the gateways serve: its pages and the pinned socket.io-client browser bundle.
-FROM node:${NODE_VERSION}-slim AS web
-WORKDIR /web
-COPY web/package.json web/package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error
-COPY web/static/ static/
 
 FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -22,22 +14,22 @@ COPY gateway/ gateway/
 COPY services/ services/
 COPY shared/ shared/
 COPY switchboard/ switchboard/
+# The web pages and the vendored socket.io-client bundle are package data (no npm).
+COPY web/static/ web/static/
+COPY web/vendor/ web/vendor/
 RUN /opt/switchboard/bin/pip install . \
  && /opt/switchboard/bin/switchboard --help >/dev/null
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PATH=/opt/switchboard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    SWITCHBOARD_WEB_ROOT=/opt/switchboard-web
+    PYTHONDONTWRITEBYTECODE=1
 RUN groupadd --system --gid 10001 switchboard \
  && useradd --system --uid 10001 --gid switchboard --home-dir /data --no-create-home \
       --shell /usr/sbin/nologin switchboard \
  && mkdir -p /data \
  && chown switchboard:switchboard /data
 COPY --from=build /opt/switchboard /opt/switchboard
-COPY --from=web /web/static /opt/switchboard-web/static
-COPY --from=web /web/node_modules/socket.io-client/dist /opt/switchboard-web/node_modules/socket.io-client/dist
 # SQLite files (room, moderation) go to /data: mount a volume there (docker-compose.yml does).
 WORKDIR /data
 USER switchboard:switchboard

@@ -8,7 +8,7 @@ WEB_STAMP  := web/node_modules/.installed
 SCHEMA_STAMP := deploy/compose-schema/node_modules/.installed
 ARGS   ?=
 
-.PHONY: setup system-deps up test lint unit conformance-suite clean bench chaos
+.PHONY: setup system-deps up test lint unit conformance-suite clean bench chaos vendor-client
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -22,7 +22,8 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The socket.io-client browser bundle the gateways serve to the web pages (pinned version).
+# The npm package of the socket.io-client browser bundle vendored in web/vendor/ (the tests
+# check the vendored copy against it; `make vendor-client` refreshes it after a version bump).
 $(WEB_STAMP): web/package.json web/package-lock.json
 	./scripts/ensure-system-deps node
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
@@ -41,8 +42,15 @@ system-deps:
 
 setup: system-deps $(STAMP) $(NODE_STAMP) $(WEB_STAMP) $(SCHEMA_STAMP)
 
-up: $(STAMP) $(WEB_STAMP)
+up: $(STAMP)
 	$(BIN)/switchboard up $(ARGS)
+
+vendor-client: $(WEB_STAMP)
+	cp web/node_modules/socket.io-client/dist/socket.io.min.js \
+	   web/node_modules/socket.io-client/dist/socket.io.min.js.map \
+	   web/node_modules/socket.io-client/LICENSE web/vendor/socket.io-client/
+	node -p 'require("./web/node_modules/socket.io-client/package.json").version' \
+	   > web/vendor/socket.io-client/VERSION
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

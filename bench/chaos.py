@@ -60,6 +60,8 @@ ROOM, CHURN = "chaos", "churn"
 #: A member is "connected throughout" a message if its connection spans the send and this
 #: long after the ack (a message still in flight when the member was cut off is not owed).
 SETTLE = 1.0
+#: Seconds without a heartbeat before services drop a gateway (``up --gateway-timeout``).
+GATEWAY_TIMEOUT = 2.0
 #: Longest a fault may take to heal before it counts as not healed.
 HEAL_BOUND = 60.0
 #: Bound on any single call of a client.
@@ -206,6 +208,10 @@ class Fault:
     pid: int
     heal: float | None = None
     not_healed: str = ""
+    #: A gateway kill: the sockets it held, and when none of them was online any more.
+    old_sids: frozenset[str] = frozenset()
+    departed: float | None = None
+    still_online: int = -1  #: of old_sids at the last look (-1: no look succeeded)
 
 
 @dataclass
@@ -225,12 +231,16 @@ class Up:
         self.internal = free_port_block(21)
         shutil.rmtree(workdir / "data", ignore_errors=True)  # a fresh history every run
         (workdir / "up.log").unlink(missing_ok=True)
-        # The sender is far above the per-user chat rate limit, deliberately: off here.
-        os.environ.update(SWITCHBOARD_EVENT_LIMIT="0", SWITCHBOARD_USER_EVENT_LIMIT="0")
+        # The sender is far above the per-user chat rate limit, deliberately, and every
+        # client comes from 127.0.0.1, reconnecting after every gateway fault (50 CONNECTs a
+        # minute per IP would refuse them for most of a gateway-only run): both off here.
+        os.environ.update(SWITCHBOARD_EVENT_LIMIT="0", SWITCHBOARD_USER_EVENT_LIMIT="0",
+                          SWITCHBOARD_CONNECT_LIMIT="0")
         self.process, self.log = spawn_up(
             workdir, "--port", str(self.base), "--gateways", str(gateways),
             "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
-            "--jwt-secret", SECRET, "--gateway-timeout", "2", "--log-level", "warning")
+            "--jwt-secret", SECRET, "--gateway-timeout", str(GATEWAY_TIMEOUT),
+            "--log-level", "warning")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -414,7 +424,12 @@ class Chaos:
     async def inject(self, kind: str) -> Fault:
         target = kind.removeprefix("freeze:")
         pid = (await asyncio.to_thread(self.up.children))[target]
-        fault = Fault(kind, time.monotonic(), pid)
+        old: frozenset[str] = frozenset()
+        if target.startswith("gateway:"):
+            prefix = f"gw{self.up.ports[int(target.split(':')[1])]}-"
+            old = frozenset(sid for c in self.clients
+                            if (sid := c.sio.get_sid("/")) and sid.startswith(prefix))
+        fault = Fault(kind, time.monotonic(), pid, old_sids=old)
         self.run.faults.append(fault)
         if kind.startswith("freeze:"):
             os.kill(pid, signal.SIGSTOP)
@@ -432,13 +447,39 @@ class Chaos:
         probe = 0
         why = "?"
         while time.monotonic() < deadline:
+            if fault.old_sids and fault.departed is None and not fault.kind.startswith("freeze:"):
+                await self.check_departed(fault)
             why = await self.unhealed(fault, target, probe)
             if not why:
                 fault.heal = time.monotonic() - fault.at
-                return
+                break
             probe += 1
             await asyncio.sleep(0.1)
-        fault.not_healed = why
+        else:
+            fault.not_healed = why
+        # Departure is its own measure: keep looking a while past the heal.
+        watch_until = fault.at + GATEWAY_TIMEOUT + 5
+        while (fault.old_sids and fault.departed is None and not fault.kind.startswith("freeze:")
+               and time.monotonic() < watch_until):
+            await self.check_departed(fault)
+            await asyncio.sleep(0.1)
+
+    async def check_departed(self, fault: Fault) -> None:
+        """Note when none of the killed gateway's sockets is in presence any more, asked
+        through a client that is connected elsewhere (one on the dead gateway would only
+        time out)."""
+        asker = next((c for c in self.clients if c.sio.connected
+                      and c.sio.get_sid("/") not in fault.old_sids), None)
+        if asker is None:
+            return
+        try:
+            online = await asyncio.wait_for(asker.call("get online users", {}), 1.0)
+        except Exception:
+            return
+        sids = {u.get("socketId") for u in online.get("users", [])}
+        fault.still_online = len(sids & fault.old_sids)
+        if not fault.still_online:
+            fault.departed = time.monotonic() - fault.at
 
     async def unhealed(self, fault: Fault, target: str, probe: int) -> str:
         """What is not right yet ("" when all is)."""
@@ -560,8 +601,16 @@ class Chaos:
         for fault in self.run.faults:
             if not fault.kind.startswith("freeze:"):
                 kills[fault.kind] = kills.get(fault.kind, 0) + 1
+        departures = sorted(f.departed for f in self.run.faults if f.departed is not None)
+        unmeasured = sum(1 for f in self.run.faults if f.old_sids and f.departed is None
+                         and not f.kind.startswith("freeze:"))
         return {
             "rows": rows,
+            "departures": departures,
+            "faults": [{"kind": f.kind, "heal": f.heal, "departed": f.departed,
+                        "old_sockets": len(f.old_sids), "still_online": f.still_online,
+                        "not_healed": f.not_healed} for f in self.run.faults],
+            "departures_unmeasured": unmeasured,
             "owed": len(owed),
             "acked": len(room_acked) + sum(1 for r in self.run.sent
                                            if r.kind == "private" and r.acked is not None),
@@ -599,6 +648,13 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"- acked room messages missing from history: {len(result['not_in_history'])}")
     print(f"- restarts by the supervisor: {result['restarts']} (kills: {result['kills']})")
     print(f"- joins/leaves: {result['churn']}; presence queries: {result['presence']}")
+    departures = result["departures"]
+    if departures or result["departures_unmeasured"]:
+        print(f"- gateway kills: the dead gateway's sockets left presence after p50 "
+              f"{statistics.median(departures) if departures else float('nan'):.2f} s, max "
+              f"{departures[-1] if departures else float('nan'):.2f} s ({len(departures)} "
+              f"measured, {result['departures_unmeasured']} not seen to leave; bound: "
+              f"--gateway-timeout + 1 s = {GATEWAY_TIMEOUT + 1:g} s)")
     rss = " ".join(f"{name} {result['rss_start'].get(name, 0):.0f}→{mb:.0f}"
                    for name, mb in sorted(result["rss_end"].items()))
     print(f"- RSS MB start→end: {rss}")
@@ -625,6 +681,11 @@ def verdict(result: dict[str, Any]) -> list[str]:
         problems.append(f"{unhealed} faults not healed")
     if result["not_in_history"]:
         problems.append(f"{len(result['not_in_history'])} acked messages not in history")
+    late = [d for d in result["departures"] if d > GATEWAY_TIMEOUT + 1]
+    if late or result["departures_unmeasured"]:
+        problems.append(f"a dead gateway's sockets stayed in presence past "
+                        f"{GATEWAY_TIMEOUT + 1:g} s: {late} "
+                        f"(+{result['departures_unmeasured']} never seen to leave)")
     for name, count in result["restarts"].items():
         if count != result["kills"].get(name, 0):
             problems.append(f"{name} restarted {count} times for "

@@ -117,11 +117,11 @@ class GatewayConfig:
     )
     token_rate: int = setting(10, "Token-issuing HTTP requests per client IP per minute.")
     web_root: str = setting(
-        "", "Directory of the web app: pages in static/, the socket.io-client bundle under "
-        "node_modules/ (default: the repository's web/ beside the gateway package)."
+        "", "Directory of the web app: pages in static/, the socket.io-client bundle in "
+        "vendor/socket.io-client/ (default: the web/ shipped in the package)."
     )
     demo: bool = setting(
-        False, "Demo mode: POST /api/token?name=NAME issues guest tokens signed with "
+        False, "Demo mode: POST /api/token with {\"name\": NAME} issues guest tokens signed with "
         "--jwt-secret (never in production: anyone may sign in as anyone)."
     )
     jwt_secret: str = setting(

@@ -5,14 +5,16 @@
 ``GET /game``                      the tic-tac-toe page
 ``GET /admin``                     the admin dashboard
 ``GET /static/NAME``               the pages' scripts, styles and icons (one flat directory)
-``GET /socket.io/socket.io.min.js``  the official ``socket.io-client`` browser bundle, from the
-                                   npm package pinned in ``web/package.json`` (and its ``.map``)
+``GET /socket.io/socket.io.min.js``  the official ``socket.io-client`` browser bundle, vendored
+                                   in ``web/vendor/`` from the npm package pinned in
+                                   ``web/package.json`` (and its ``.map``)
 ``GET /api/config``                ``{demo}``: what the sign-in form offers
 ``POST /api/token``                demo mode only: a guest token ``{token, userId, username}``
                                    for the body ``{"name": NAME}`` (JSON, or a form field)
 =================================  ==========================================================
 
-Files are read from ``--web-root`` (default: the repository's ``web/``) and cached in memory by
+Files are read from ``--web-root`` (default: ``web/`` of the package, which is the
+repository's ``web/`` in a checkout) and cached in memory by
 (mtime, size), so an edited page is served at once. Every response carries the security headers
 of :func:`gateway.http.response`; files are served with ``Cache-Control: no-cache`` and an
 ``ETag`` (a conditional request gets 304): always fresh, cheap to revalidate, and no mismatch
@@ -57,7 +59,8 @@ CONTENT_TYPES = {
 
 PAGES = {"/": "index.html", "/index.html": "index.html", "/game": "game.html",
          "/admin": "admin.html"}
-BUNDLE_DIR = Path("node_modules") / "socket.io-client" / "dist"
+#: The browser bundle, vendored from the npm package pinned in web/package.json.
+BUNDLE_DIR = Path("vendor") / "socket.io-client"
 BUNDLE = {
     "/socket.io/socket.io.min.js": "socket.io.min.js",
     "/socket.io/socket.io.min.js.map": "socket.io.min.js.map",
@@ -98,8 +101,8 @@ class WebRoutes:
             check_secret(self.secret, "HS256")  # a bad secret stops the gateway at start
             log.warning("demo mode: anyone may get a guest token at POST /api/token")
         if not (self.bundle / "socket.io.min.js").is_file():
-            log.warning("no socket.io-client bundle in %s: run `make setup` (npm ci --prefix "
-                        "web); the web pages cannot connect without it", self.bundle)
+            log.warning("no socket.io-client bundle in %s (a --web-root without vendor/"
+                        "socket.io-client/): the web pages cannot connect", self.bundle)
 
     # -- routing -------------------------------------------------------------------------------
     def handle(self, path: str, request: HttpRequest) -> HttpResponse | None:

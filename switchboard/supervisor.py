@@ -87,6 +87,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
+    #: When a child that exited is due to start again (None: running, or not yet started).
+    restart_at: float | None = None
 
 
 class PortTaken(Exception):
@@ -230,21 +232,26 @@ class Supervisor:
                 break
             self.start(child)
         while not self.sleep(0.2):
+            now = time.monotonic()
             for child in self.children:
                 assert child.process is not None
+                if child.restart_at is not None:
+                    # Each child waits out its own backoff; the others are watched meanwhile.
+                    if now >= child.restart_at:
+                        child.restart_at = None
+                        self.start(child)
+                        log.info("%s restarted (pid %d)", child.name, child.process.pid)
+                    continue
                 code = child.process.poll()
                 if code is None:
                     continue
                 # Restart with backoff; a child that keeps crashing at once waits longer.
-                uptime = time.monotonic() - child.started
+                uptime = now - child.started
                 child.restarts = child.restarts + 1 if uptime < 10 else 1
                 delay = min(0.5 * 2 ** (child.restarts - 1), 10.0)
                 log.error("%s exited with code %s after %.1fs; restarting in %.1fs",
                           child.name, code, uptime, delay)
-                if self.sleep(delay):
-                    break
-                self.start(child)
-                log.info("%s restarted (pid %d)", child.name, child.process.pid)
+                child.restart_at = now + delay
         self.stop()
         return 0
 

@@ -67,14 +67,16 @@ def process_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
-def spawn_up(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """``switchboard up ARGS`` in a session of its own, unbuffered, its output (stdout and
-    stderr) to ``workdir/up.log``; the process and that log."""
+def spawn_up(workdir: Path, *args: str, python: str = sys.executable, cwd: Path = ROOT
+             ) -> tuple[subprocess.Popen[bytes], Path]:
+    """``switchboard up ARGS`` (run by ``python``, in ``cwd``) in a session of its own,
+    unbuffered, its output (stdout and stderr) to ``workdir/up.log``; the process and that
+    log."""
     log = workdir / "up.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "up", *args],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            [python, "-m", "switchboard", "up", *args],
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     return process, log
@@ -193,13 +195,14 @@ def cleanup(up: Up, pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def start_up(workdir: Path, *args: str, gateways: int = 1) -> Up:
+def start_up(workdir: Path, *args: str, gateways: int = 1, python: str = sys.executable,
+             cwd: Path = ROOT) -> Up:
     """``up ARGS`` on free ports, once every gateway answers /health."""
     base = free_port_block(gateways)
     process, log = spawn_up(
         workdir, "--port", str(base), "--gateways", str(gateways),
         "--internal-port", str(free_port_block(21)), "--data-dir", str(workdir / "data"),
-        *args)
+        *args, python=python, cwd=cwd)
     up = Up(process, [base + i for i in range(gateways)], log)
     deadline = time.monotonic() + READY_BOUND
     for index in range(gateways):
@@ -217,9 +220,10 @@ def start_up(workdir: Path, *args: str, gateways: int = 1) -> Up:
 
 
 @contextlib.contextmanager
-def running_up(workdir: Path, *args: str, gateways: int = 1) -> Iterator[Up]:
+def running_up(workdir: Path, *args: str, gateways: int = 1, python: str = sys.executable,
+               cwd: Path = ROOT) -> Iterator[Up]:
     """``up`` for the block; stopped (and checked) at its end, killed if the block failed."""
-    up = start_up(workdir, *args, gateways=gateways)
+    up = start_up(workdir, *args, gateways=gateways, python=python, cwd=cwd)
     try:
         yield up
         up.stop()
