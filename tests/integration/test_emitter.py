@@ -47,9 +47,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
 
 
-async def in_room(client: ChatClient, room: str) -> None:
-    assert await client.call("join room", {"roomId": room}) == {"success": True, "roomId": room}
-    await client.next("room joined")
+async def in_room(room: str, *members: ChatClient) -> None:
+    """The first member creates ``room``; all join it."""
+    ack = await members[0].call("create room", {"roomId": room, "roomName": room})
+    assert ack == {"success": True, "roomId": room}
+    for client in members:
+        ack = await client.call("join room", {"roomId": room})
+        assert ack == {"success": True, "roomId": room}
+        await client.next("room joined")
 
 
 async def assert_nothing_before_marker(client: ChatClient, event: str) -> None:
@@ -77,8 +82,7 @@ async def test_a_plain_process_emits_to_a_room_across_gateways_and_to_one_user(
         carol = await clients.user(1, unique("carol"))  # on bob's gateway, not in the room
         dave0 = await clients.user(0, unique("dave"))
         dave1 = await clients.user(1, dave0.user_id or "")  # the same user, second tab
-        for member in (alice, bob):
-            await in_room(member, room)
+        await in_room(room, alice, bob)
         assert alice.gateway != bob.gateway
 
         await asyncio.to_thread(run_python, f"""
@@ -102,8 +106,7 @@ async def test_exclusions_namespaces_and_the_async_emitter(cluster: Cluster) -> 
     async with Clients(cluster) as clients:
         alice = await clients.user(0, unique("alice"), namespaces=("/", "/chat"))
         bob = await clients.user(1, unique("bob"), namespaces=("/", "/chat"))
-        for member in (alice, bob):
-            await in_room(member, room)
+        await in_room(room, alice, bob)
         await asyncio.to_thread(run_python, f"""
             import asyncio
             from switchboard.emitter import AsyncEmitter
@@ -129,8 +132,7 @@ async def test_switchboard_emit_from_the_command_line(cluster: Cluster) -> None:
     async with Clients(cluster) as clients:
         alice = await clients.user(0, unique("alice"))
         bob = await clients.user(1, unique("bob"))
-        for member in (alice, bob):
-            await in_room(member, room)
+        await in_room(room, alice, bob)
         done = await asyncio.to_thread(run_cli, "--broker-pub", cluster.broker_pub,
                                        "--room", room, "deploy", '{"version": "1.2.3"}', "42")
         assert done.returncode == 0, done.stderr
