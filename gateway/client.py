@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from switchboard.gateway import wsframe
 from switchboard.gateway.lane import Lane
 from switchboard.gateway.protocol import Connection
+from switchboard.gateway.protocol.engineio import V3_BINARY_PREFIX
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.transport import WsTransport
 from switchboard.shared.envelope import Session
@@ -186,9 +187,21 @@ class Client:
         self.link = link
         self.transport = link.transport
         link.before_send = self.write_pending
-        link.on_message = lambda message: owner.on_message(self, message)
+        if self.conn.eio == 3:
+            link.on_message = lambda message: self._v3_message(owner, message)
+        else:
+            link.on_message = lambda message: owner.on_message(self, message)
         link.on_end = lambda reason: owner.client_lost(self, reason)
         link.on_bad = lambda reason, code: owner.bad_input(self, reason, code)
+
+    def _v3_message(self, owner: SessionOwner, message: str | bytes) -> None:
+        """An Engine.IO v3 WebSocket message: a binary one carries its packet type first."""
+        if isinstance(message, str):
+            owner.on_message(self, message)
+        elif message[:1] == V3_BINARY_PREFIX:
+            owner.on_message(self, message[1:])
+        else:
+            owner.bad_input(self, "binary frame that is not a MESSAGE", 1002)
 
     # -- output ------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -236,6 +249,8 @@ class Client:
     def send_frames(self, frames: list[str | bytes]) -> None:
         """Engine.IO packets for this session, whatever its transport."""
         if self.polling is None:
+            if self.conn.eio == 3:
+                frames = [f if isinstance(f, str) else V3_BINARY_PREFIX + f for f in frames]
             self.write(b"".join(wsframe.encode(f) for f in frames))
         else:
             self.queue(frames)
@@ -359,6 +374,12 @@ class Client:
         self._timer = None
         if deadline is not None and not self.conn.closed:
             self._timer = asyncio.get_running_loop().call_at(deadline, callback)
+
+    def shut(self, reason: str) -> None:
+        """The connection is lost: stop, and abort a polling transport still open."""
+        self.stop()
+        if self.polling is not None and not self.polling.finished:
+            self.close(1000, reason, CloseMode.ABORT)
 
     def stop(self) -> None:
         if self._timer is not None:

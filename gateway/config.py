@@ -52,6 +52,10 @@ class GatewayConfig:
         "upgrade, so that the session can move to the gateway the WebSocket reached (only "
         "with other gateways around)."
     )
+    allow_eio3: bool = setting(
+        False, "Accept Engine.IO v3 clients (socket.io-client 2.x), as Node's allowEIO3; "
+        "their auth is their query string (docs/eio3.md)."
+    )
     upgrade_timeout: float = setting(
         10.0, "Seconds a WebSocket probe may take to complete the upgrade."
     )

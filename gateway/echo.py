@@ -53,7 +53,9 @@ class EchoHost:
 
     def new_session(self, sid: str, address: str, headers: dict[str, str], *,
                     link: WsTransport | None = None, polling: Polling | None = None,
-                    send_open: bool = True) -> Client:
+                    send_open: bool = True, eio: int = 4,
+                    auth: dict[str, str] | None = None) -> Client:
+        # The echo engine speaks Engine.IO v4 only (it is built with allow_eio3 off).
         upgrades = ("websocket",) if polling is not None else ()
         conn = EchoConnection(sid, self.config, asyncio.get_running_loop().time(), upgrades,
                               send_open)
@@ -111,9 +113,7 @@ class EchoHost:
             return
         client.lost = True
         client.conn.connection_lost(reason)
-        client.stop()
-        if client.polling is not None and not client.polling.finished:
-            client.close(1000, reason, CloseMode.ABORT)
+        client.shut(reason)
         if self.engine is not None:
             self.engine.forget_session(client)
         self.clients.discard(client)

@@ -35,7 +35,7 @@ from switchboard.gateway.http import (
     engine_error,
 )
 from switchboard.gateway.peers import Peers
-from switchboard.gateway.protocol.engineio import decode_payload
+from switchboard.gateway.protocol.engineio import decode_payload, decode_payload_v3
 from switchboard.gateway.protocol.errors import DecodeError, PollOverlap, TransportMismatch
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.relay import Relay
@@ -52,9 +52,11 @@ class SessionHost(Protocol):
 
     def new_session(self, sid: str, address: str, headers: dict[str, str], *,
                     link: WsTransport | None = None, polling: Polling | None = None,
-                    send_open: bool = True) -> Client:
+                    send_open: bool = True, eio: int = 4,
+                    auth: dict[str, str] | None = None) -> Client:
         """Create, register and start a session (its OPEN is queued unless ``send_open``
-        is false: a session handed over from another gateway)."""
+        is false: a session handed over from another gateway). ``eio`` 3: a v2 client,
+        connected to ``/`` at once with ``auth`` (its handshake's query)."""
         ...
 
     def on_message(self, client: Client, message: str | bytes) -> None:
@@ -99,6 +101,18 @@ class EngineConfig:
     forward_timeout: float = 5.0
     poll_timeout: float = 50.0
     write_limit: int = 1_048_576
+    #: Engine.IO v3 clients (Socket.IO v2) too, as Node's ``allowEIO3``.
+    allow_eio3: bool = False
+
+
+def _revision(request: http.HttpRequest) -> tuple[int, dict[str, str] | None]:
+    """A handshake's Engine.IO revision and, for v3, the auth of its automatic CONNECT to
+    ``/``: the query's own parameters (a v2 client's ``query`` option; the v4 protocol
+    carries auth in the CONNECT packet instead)."""
+    params = request.params()
+    if params.get("EIO") != "3":
+        return 4, None
+    return 3, {k: v for k, v in params.items() if k not in http.ENGINE_PARAMS}
 
 
 def _bare(status: int) -> HttpResponse:
@@ -141,7 +155,8 @@ class Engine:
             return
         answer = LocalAnswer(exchange, self.cors.headers(origin))
         query = EngineQuery.of(request.params())
-        error = http.check_engine_request(query, request.method, upgrade=False)
+        error = http.check_engine_request(query, request.method, upgrade=False,
+                                          allow_eio3=self.config.allow_eio3)
         if error is not None:
             answer.reply(engine_error(error))
             return
@@ -155,12 +170,20 @@ class Engine:
 
     def _open_polling(self, exchange: Exchange, answer: LocalAnswer) -> None:
         request = exchange.request
+        eio, auth = _revision(request)
+        if eio == 3 and "j" in request.params():
+            answer.reply(engine_error(EngineError.BAD_REQUEST))  # JSONP: not served
+            return
         polling = Polling(
             self.config.max_packets,
-            hold=self.config.upgrade_hold if self.peers is not None and self.peers.count else 0,
+            # A v3 session is never handed over (docs/polling.md): nothing to hold for.
+            hold=self.config.upgrade_hold if self.peers is not None and self.peers.count
+            and eio == 4 else 0,
+            eio=eio,
         )
         client = self.host.new_session(self.new_sid(), exchange.address,
-                                       self.host.forwarded_headers(request), polling=polling)
+                                       self.host.forwarded_headers(request), polling=polling,
+                                       eio=eio, auth=auth)
         self._own(client)
         body = polling.get()
         assert body is not None  # the OPEN packet is queued
@@ -245,8 +268,14 @@ class Engine:
 
     def _post(self, client: Client, polling: Polling, body: bytes, answer: Answer) -> None:
         try:
-            text = body.decode("utf-8")
-            packets = polling.post(decode_payload(text), asyncio.get_running_loop().time())
+            if client.conn.eio == 3:
+                # A v3 client that can send binary frames its payload in binary (it starts
+                # with a kind byte, 0 or 1; a text payload starts with a length digit).
+                decoded = decode_payload_v3(
+                    body if body[:1] in (b"\x00", b"\x01") else body.decode("utf-8"))
+            else:
+                decoded = decode_payload(body.decode("utf-8"))
+            packets = polling.post(decoded, asyncio.get_running_loop().time())
         except (UnicodeDecodeError, DecodeError) as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else "invalid UTF-8 in a payload"
             answer.reply(engine_error(EngineError.BAD_REQUEST))
@@ -298,7 +327,8 @@ class Engine:
             upgrade.refuse(engine_error(EngineError.UNKNOWN_TRANSPORT if query.transport
                                         not in http.TRANSPORTS else EngineError.BAD_REQUEST))
             return
-        error = http.check_engine_request(query, "GET", upgrade=True)
+        error = http.check_engine_request(query, "GET", upgrade=True,
+                                          allow_eio3=self.config.allow_eio3)
         if error is not None:
             upgrade.refuse(engine_error(error))
             return
@@ -322,10 +352,11 @@ class Engine:
             return
         link = WsTransport(self.config.max_payload)
         headers = self.host.forwarded_headers(upgrade.request)
+        eio, auth = _revision(upgrade.request)
 
         def ready() -> None:
             self._own(self.host.new_session(self.new_sid(), upgrade.address, headers,
-                                            link=link))
+                                            link=link, eio=eio, auth=auth))
 
         upgrade.accept(link, handshake_bytes, ready)
 

@@ -403,12 +403,12 @@ class Fanout:
             data: bytes | None = None
             for sock in targets:
                 client = sock.client
-                if client.polling is None:
+                if client.polling is None and client.conn.eio == 4:
                     if data is None:
                         data = wsframe.encode_all(frames)
                     client.write(data)
                 else:
-                    client.queue(frames)
+                    client.send_frames(frames)  # polling, or a v3 client's binary framing
             self.counters["deliveries"] += len(targets)
             m.DELIVERIES.inc(len(targets))
             self.meters.sent(pub.ns, pub.event).inc()

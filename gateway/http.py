@@ -236,12 +236,17 @@ class EngineQuery:
         return cls(params.get("EIO", ""), params.get("transport", ""), params.get("sid"))
 
 
-def check_engine_request(query: EngineQuery, method: str, upgrade: bool) -> EngineError | None:
+#: Query parameters Engine.IO itself uses (the rest of a v3 handshake's query is its auth).
+ENGINE_PARAMS = frozenset({"EIO", "transport", "t", "sid", "b64", "j"})
+
+
+def check_engine_request(query: EngineQuery, method: str, upgrade: bool,
+                         allow_eio3: bool = False) -> EngineError | None:
     """What the reference server checks before looking the session up (``verify``)."""
     if query.transport not in TRANSPORTS:
         return EngineError.UNKNOWN_TRANSPORT
     if query.sid is None:
-        if query.eio != "4":
+        if query.eio != "4" and not (allow_eio3 and query.eio == "3"):
             return EngineError.UNSUPPORTED_PROTOCOL_VERSION
         if method != "GET":
             return EngineError.BAD_HANDSHAKE_METHOD

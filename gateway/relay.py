@@ -170,8 +170,8 @@ class Relay:
             return PeerReply(request.id, 400 if request.sid not in self.moved else 409)
         polling = client.polling
         if (polling is None or polling.state is not UpgradeState.NONE or not polling.holding
-                or client.sockets or client.conn.namespaces or client.conn.pending
-                or client.conn.closed):
+                or client.conn.eio != 4 or client.sockets or client.conn.namespaces
+                or client.conn.pending or client.conn.closed):
             return PeerReply(request.id, 409)
         queued, held = polling.export()
         queued.extend(client.conn.data_to_send())

@@ -117,12 +117,14 @@ class Gateway:
             forward_timeout=config.request_timeout,
             poll_timeout=config.ping_interval + config.ping_timeout + config.request_timeout,
             write_limit=config.write_limit,
+            allow_eio3=config.allow_eio3,
         ), self.sessions, self.cors, self.peers)
         self.sessions.engine = self.engine
         self.echo: Engine | None = None
         if config.engine_echo:
             echo_host = EchoHost(conn_config, config.write_limit)
-            self.echo = Engine(self.id, replace(self.engine.config, upgrade_hold=0), echo_host,
+            self.echo = Engine(self.id, replace(self.engine.config, upgrade_hold=0,
+                                                allow_eio3=False), echo_host,
                                self.cors)
             echo_host.engine = self.echo
         # -- HTTP

@@ -85,11 +85,12 @@ class Sessions:
 
     def new_session(self, sid: str, address: str, headers: dict[str, str], *,
                     link: WsTransport | None = None, polling: Polling | None = None,
-                    send_open: bool = True) -> Client:
+                    send_open: bool = True, eio: int = 4,
+                    auth: dict[str, str] | None = None) -> Client:
         """A handshake succeeded (or a session was handed over): start the session."""
         loop = asyncio.get_running_loop()
         upgrades = ("websocket",) if polling is not None else ()
-        conn = Connection(sid, self.conn_config, loop.time(), upgrades, send_open)
+        conn = Connection(sid, self.conn_config, loop.time(), upgrades, send_open, eio=eio)
         client = Client(conn, address, headers, self.write_limit, self._slow, self.corker,
                         polling=polling)
         if link is not None:
@@ -105,6 +106,10 @@ class Sessions:
             self.peak_connections = len(self.clients)
             m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
+        events = conn.start(auth)  # a v3 client's automatic CONNECT to "/"
+        if events:
+            self._handle_events(client, events)
+            client.flush()
         self.rearm(client)
         return client
 
@@ -202,9 +207,7 @@ class Sessions:
                          reason)
             self._handle_events(client, client.conn.connection_lost(reason))
         self.work.drop_all(client)
-        client.stop()
-        if client.polling is not None and not client.polling.finished:
-            client.close(1000, reason, CloseMode.ABORT)
+        client.shut(reason)
         if self.engine is not None:
             self.engine.forget_session(client)
         self.clients.discard(client)

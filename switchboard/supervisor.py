@@ -70,6 +70,9 @@ class UpConfig:
         5.0, "Seconds without a heartbeat before services drop a gateway's sockets (a gateway "
         "restarted under its id is recognised at once by its new instance id)."
     )
+    allow_eio3: bool = setting(
+        False, "Accept Engine.IO v3 clients (socket.io-client 2.x) too, as Node's allowEIO3.",
+        env="SWITCHBOARD_ALLOW_EIO3")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
     demo: bool = setting(
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
@@ -155,6 +158,8 @@ def plan(config: UpConfig) -> list[Child]:
         if config.conformance:
             argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02", "--engine-echo"]
         argv.append("--demo" if config.demo else "--no-demo")
+        if config.allow_eio3:
+            argv.append("--allow-eio3")
         children.append(Child(f"gateway:{port}", argv,
                               {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
                               binds=((config.host, port),)))

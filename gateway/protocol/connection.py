@@ -29,6 +29,14 @@ Heartbeat (Engine.IO v4: the server pings)::
     open ──ping_interval──► "2" sent ──ping_timeout──► Closed("ping timeout")
                                   └─ "3" received ──ping_interval──► next "2" ...
 
+Engine.IO v3 (``eio=3``, Socket.IO v2 clients, when the gateway allows them) turns it
+round: the client pings, the server answers "3", and a client silent for ping_interval +
+ping_timeout is gone. Its Socket.IO layer (protocol revision 4) differs too: the client is
+connected to ``/`` without asking (:meth:`Connection.start` asks on its behalf, with the
+handshake's query as auth), a CONNECT names its auth in the namespace's query string
+(``0/chat?token=…,``), the accept carries no payload (``40/chat,``) and a refusal is a
+plain string (``44/chat,"Not authorized"``).
+
 Connect timeout: if no namespace has been *accepted* ``connect_timeout`` seconds after
 the OPEN, the connection is closed (``Closed("connect timeout")``).  Like the reference
 server it only applies to the first namespace and counts accepted namespaces, so an
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from .engineio import EioType, encode_open, packet_type
 from .errors import DecodeError, NotConnected, PayloadTooLarge, ProtocolError
@@ -108,6 +117,7 @@ class Connection:
         "_config",
         "_connect_deadline",
         "_decoder",
+        "_eio",
         "_namespaces",
         "_outgoing",
         "_ping_at",
@@ -122,10 +132,15 @@ class Connection:
         now: float,
         upgrades: tuple[str, ...] = (),
         send_open: bool = True,
+        eio: int = 4,
     ) -> None:
         """``upgrades`` is advertised in the OPEN packet (``("websocket",)`` for a session
         opened by long-polling). ``send_open=False`` for a session another gateway opened
-        and handed over: the client has its OPEN already."""
+        and handed over: the client has its OPEN already. ``eio``: the Engine.IO revision
+        (4, or 3 for Socket.IO v2 clients)."""
+        if eio not in (3, 4):
+            raise ValueError("Engine.IO revision 3 or 4")
+        self._eio = eio
         self._sid = sid
         self._config = config
         self._decoder = Decoder(config.max_attachments, config.max_payload)
@@ -137,8 +152,10 @@ class Connection:
             )
         ] if send_open else []
         self._closed = False
-        self._ping_at: float | None = now + config.ping_interval
-        self._pong_deadline: float | None = None
+        self._ping_at: float | None = now + config.ping_interval if eio == 4 else None
+        # v3: the deadline of the client's next ping.
+        self._pong_deadline: float | None = (
+            None if eio == 4 else now + config.ping_interval + config.ping_timeout)
         self._connect_deadline: float | None = now + config.connect_timeout
 
     # ---------------------------------------------------------------- properties
@@ -151,6 +168,11 @@ class Connection:
     @property
     def config(self) -> ConnectionConfig:
         return self._config
+
+    @property
+    def eio(self) -> int:
+        """The Engine.IO revision the client speaks (4, or 3)."""
+        return self._eio
 
     @property
     def closed(self) -> bool:
@@ -208,12 +230,15 @@ class Connection:
             return [] if packet is None else self._on_packet(packet)
         if kind is EioType.PONG:
             # Unsolicited pongs are harmless and must not postpone the next ping.
-            if self._pong_deadline is not None:
+            if self._pong_deadline is not None and self._eio == 4:
                 self._pong_deadline = None
                 self._ping_at = now + self._config.ping_interval
             return []
         if kind is EioType.PING:
             self._outgoing.append("3" + data[1:])
+            if self._eio == 3:
+                cfg = self._config
+                self._pong_deadline = now + cfg.ping_interval + cfg.ping_timeout
             return []
         if kind is EioType.CLOSE:
             self._mark_closed()
@@ -222,15 +247,29 @@ class Connection:
             return []
         raise DecodeError("unexpected Engine.IO packet from client")  # OPEN, UPGRADE
 
+    def start(self, auth: dict[str, Any] | None = None) -> list[Event]:
+        """Call once the OPEN is on its way: an Engine.IO v3 client is connected to ``/``
+        without asking, so this asks on its behalf (``auth``: the handshake's query);
+        nothing for v4."""
+        if self._eio == 4 or self._closed or "/" in self._namespaces:
+            return []
+        self._step("/", NsStep.CONNECT)
+        return [ConnectRequested("/", dict(auth or {}))]
+
     def _on_packet(self, packet: Packet) -> list[Event]:
         namespace = packet.namespace
-        state = self._namespaces.get(namespace)
         ptype = packet.type
         if ptype is PacketType.CONNECT:
+            auth = packet.data if packet.data is not None else {}
+            if self._eio == 3:
+                namespace, _, query = namespace.partition("?")
+                auth = {**dict(parse_qsl(query)), **auth}
+            state = self._namespaces.get(namespace)
             if len(self._namespaces) >= self._config.max_namespaces and state is None:
                 raise PayloadTooLarge("too many namespaces")
             self._step(namespace, NsStep.CONNECT)
-            return [ConnectRequested(namespace, packet.data if packet.data is not None else {})]
+            return [ConnectRequested(namespace, auth)]
+        state = self._namespaces.get(namespace)
         if state is not NsState.CONNECTED:
             # A client may still be emitting right after a refusal or a server-side
             # disconnect; dropping is friendlier than killing its other namespaces.
@@ -287,16 +326,21 @@ class Connection:
             return
         self._step(namespace, NsStep.ACCEPT)
         self._connect_deadline = None
-        self._outgoing.extend(encode_frames(Packet(PacketType.CONNECT, namespace, {"sid": sid})))
+        data = {"sid": sid} if self._eio == 4 else None
+        self._outgoing.extend(encode_frames(Packet(PacketType.CONNECT, namespace, data)))
 
     def refuse(self, namespace: str, message: str, data: Any = None) -> None:
         """Refuse a pending namespace: queues ``44[/ns,]{"message":…[,"data":…]}``."""
         if self._closed:
             return
         self._step(namespace, NsStep.REFUSE)
-        payload: dict[str, Any] = {"message": message}
-        if data is not None:
-            payload["data"] = data
+        payload: dict[str, Any] | str
+        if self._eio == 3:
+            payload = message  # what a v2 client shows as the error
+        else:
+            payload = {"message": message}
+            if data is not None:
+                payload["data"] = data
         self._outgoing.extend(encode_frames(Packet(PacketType.CONNECT_ERROR, namespace, payload)))
 
     def send_event(

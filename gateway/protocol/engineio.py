@@ -31,11 +31,14 @@ from .errors import DecodeError
 
 __all__ = [
     "RECORD_SEPARATOR",
+    "V3_BINARY_PREFIX",
     "EioPacket",
     "EioType",
     "decode_payload",
+    "decode_payload_v3",
     "encode_open",
     "encode_payload",
+    "encode_payload_v3",
     "packet_type",
 ]
 
@@ -162,4 +165,105 @@ def decode_payload(body: str) -> list[str | bytes]:
                 raise DecodeError("invalid base64 in a binary packet") from None
         else:
             packets.append(part)
+    return packets
+
+
+# -- Engine.IO v3 (``EIO=3``: Socket.IO v2 clients, when allowed) ---------------------------
+#
+# The packets are the same; what differs is how binary travels and how a polling payload is
+# framed. A binary MESSAGE is prefixed with its type: ``\x04`` + bytes in a WebSocket frame,
+# ``b4`` + base64 in a text payload. A text payload is ``<length>:<packet>`` per packet, the
+# length counted as JavaScript counts (UTF-16 code units). A client that can send binary
+# POSTs an ``application/octet-stream`` payload instead: per packet a kind byte (0 text,
+# 1 binary), the length as one byte per decimal digit, 255, then the packet (text as UTF-8;
+# binary with its type byte first).
+
+V3_BINARY_PREFIX = b"\x04"
+
+
+def _js_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def encode_payload_v3(packets: Iterable[str | bytes]) -> str:
+    """The body of a v3 polling GET response (always text: binary as ``b4`` + base64, which
+    every v3 client decodes)."""
+    parts = []
+    for packet in packets:
+        text = packet if isinstance(packet, str) else (
+            "b4" + base64.b64encode(packet).decode("ascii"))
+        parts.append(f"{_js_length(text)}:{text}")
+    return "".join(parts)
+
+
+def _v3_text_packet(text: str) -> str | bytes:
+    if not text:
+        raise DecodeError("empty Engine.IO packet")
+    if text[0] != "b":
+        return text
+    if text[1:2] != "4":
+        raise DecodeError("binary Engine.IO packet that is not a MESSAGE")
+    try:
+        return base64.b64decode(text[2:], validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError("invalid base64 in a binary packet") from None
+
+
+def decode_payload_v3(body: str | bytes) -> list[str | bytes]:
+    """Split a v3 polling POST body (text, or the binary framing) into packets, as
+    :func:`decode_payload` does for v4. Raises :class:`DecodeError` when malformed."""
+    if isinstance(body, bytes):
+        return _decode_binary_payload_v3(body)
+    ascii_only = body.isascii()
+    packets: list[str | bytes] = []
+    pos, size = 0, len(body)
+    while pos < size:
+        colon = body.find(":", pos, pos + 10)
+        digits = body[pos:colon] if colon > pos else ""
+        if not digits.isascii() or not digits.isdigit():
+            raise DecodeError("invalid packet length in a payload")
+        want, start = int(digits), colon + 1
+        if ascii_only:
+            end = start + want
+        else:  # the length counts UTF-16 code units: astral characters count twice
+            end, units = start, 0
+            while units < want and end < size:
+                units += 2 if ord(body[end]) > 0xFFFF else 1
+                end += 1
+            if units != want:
+                raise DecodeError("payload shorter than its packet length")
+        if end > size:
+            raise DecodeError("payload shorter than its packet length")
+        packets.append(_v3_text_packet(body[start:end]))
+        pos = end
+    if not packets:
+        raise DecodeError("empty payload")
+    return packets
+
+
+def _decode_binary_payload_v3(body: bytes) -> list[str | bytes]:
+    packets: list[str | bytes] = []
+    pos, size = 0, len(body)
+    while pos < size:
+        kind = body[pos]
+        if kind not in (0, 1):
+            raise DecodeError("invalid packet kind in a binary payload")
+        end = body.find(b"\xff", pos + 1, pos + 12)
+        digits = body[pos + 1:end] if end > pos + 1 else b""
+        if not digits or any(d > 9 for d in digits):
+            raise DecodeError("invalid packet length in a binary payload")
+        length = int("".join(str(d) for d in digits))
+        start, pos = end + 1, end + 1 + length
+        if pos > size or length == 0:
+            raise DecodeError("binary payload shorter than its packet length")
+        chunk = body[start:pos]
+        if kind == 0:
+            try:
+                packets.append(_v3_text_packet(chunk.decode("utf-8")))
+            except UnicodeDecodeError:
+                raise DecodeError("invalid UTF-8 in a payload") from None
+        elif chunk[:1] != V3_BINARY_PREFIX:
+            raise DecodeError("binary Engine.IO packet that is not a MESSAGE")
+        else:
+            packets.append(chunk[1:])
     return packets

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 
-from .engineio import EioType, encode_payload, packet_type
+from .engineio import EioType, encode_payload, encode_payload_v3, packet_type
 from .errors import (
     DecodeError,
     LocalProtocolError,
@@ -98,6 +98,7 @@ class Polling:
 
     __slots__ = (
         "_bytes",
+        "_encode",
         "_finishing",
         "_held",
         "_hold",
@@ -108,7 +109,9 @@ class Polling:
         "_waiting",
     )
 
-    def __init__(self, max_packets: int = 16, hold: float = 0.0) -> None:
+    def __init__(self, max_packets: int = 16, hold: float = 0.0, eio: int = 4) -> None:
+        """``eio``: the client's Engine.IO revision (3 frames payloads by length)."""
+        self._encode = encode_payload if eio == 4 else encode_payload_v3
         self._queue: deque[str | bytes] = deque()
         self._bytes = 0
         self._waiting = False
@@ -182,7 +185,7 @@ class Polling:
         else:
             return None
         self._waiting = False
-        return encode_payload(packets)
+        return self._encode(packets)
 
     def abandon(self) -> None:
         """The waiting GET went away unanswered (its connection closed)."""
@@ -299,7 +302,7 @@ class Polling:
         self._bytes = 0
         self._waiting = False
         self._held = None
-        return packet if waiting else None
+        return self._encode([packet]) if waiting else None
 
     def _check_polling(self) -> None:
         if self._state is UpgradeState.UPGRADED:

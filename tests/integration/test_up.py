@@ -290,14 +290,16 @@ async def test_up_refuses_to_start_when_a_port_is_taken(tmp_path: Path) -> None:
 STOP_MOMENTS = int(os.environ.get("SWITCHBOARD_STOP_MOMENTS", "10"))
 
 
-async def _keep_busy(url: str, done: list[float]) -> None:
-    """Round trips one after another until cancelled, each success noted in ``done`` (the
-    load of the "loaded" moment; the stop may fail the one in flight)."""
-    while True:
-        with contextlib.suppress(Exception):
+async def _keep_busy(url: str, done: list[float], stop: asyncio.Event) -> None:
+    """Round trips one after another until ``stop``, each success noted in ``done`` (the
+    load of the "loaded" moment; the stop may fail the one in flight). Not cancelled from
+    outside: python-socketio's connect can swallow a cancellation."""
+    while not stop.is_set():
+        try:
             await conformance_round_trip(url)
             done.append(time.monotonic())
-        await asyncio.sleep(0)
+        except Exception:
+            await asyncio.sleep(0.05)  # up is going: do not spin
 
 
 async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
@@ -318,6 +320,7 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
         up = Up(process, [base], log)
         seen: set[int] = set()
         load: asyncio.Task[None] | None = None
+        unload = asyncio.Event()
         try:
             if moment == "starting":
                 deadline = time.monotonic() + rng.uniform(0.0, 1.5)
@@ -335,7 +338,7 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
                     seen.update(up.descendants())
                 elif moment == "loaded":
                     done: list[float] = []
-                    load = asyncio.create_task(_keep_busy(up.url, done))
+                    load = asyncio.create_task(_keep_busy(up.url, done, unload))
                     deadline = time.monotonic() + WAIT
                     while not done and time.monotonic() < deadline:
                         await asyncio.sleep(0.01)
@@ -363,9 +366,10 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
             assert left == [], (moment, left)
         finally:
             if load is not None:
-                load.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await load
+                unload.set()
+                # asyncio.wait, not wait_for: a timeout must not cancel it either.
+                finished, _ = await asyncio.wait({load}, timeout=3 * WAIT + PROBE_CALL)
+                assert finished, "the load did not end"
             cleanup(up, sorted(seen | set(up.descendants())))
     assert len(outcomes) == STOP_MOMENTS
     assert sum(1 for _, code, _, _ in outcomes if code == 0) >= STOP_MOMENTS // 2, outcomes
