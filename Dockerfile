@@ -14,7 +14,7 @@ COPY gateway/ gateway/
 COPY services/ services/
 COPY shared/ shared/
 COPY switchboard/ switchboard/
-# The web pages and the vendored socket.io-client bundle are package data (no npm).
+# The web pages and the vendored socket.io-client bundle are package data (web/vendor/).
 COPY web/static/ web/static/
 COPY web/vendor/ web/vendor/
 RUN /opt/switchboard/bin/pip install . \

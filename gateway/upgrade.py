@@ -99,6 +99,11 @@ def probe(client: Client, upgrade: Upgrade, handshake: bytes, owner: SessionOwne
 
 
 def _failed(client: Client, polling: Polling, link: WsTransport, reason: str) -> None:
+    if polling.state is UpgradeState.PROBING and link.is_open:
+        # The client may be waiting for its "3probe": a NOOP instead makes every client give
+        # the probe up as failed and go on polling, where a bare close would crash
+        # python-engineio's (see refuse_probe).
+        link.send_text("6")
     if polling.state in (UpgradeState.PROBING, UpgradeState.PROBED):
         log.info("upgrade of %s failed: %s; it stays on polling", client.conn.sid, reason)
         polling.probe_failed()

@@ -76,6 +76,32 @@ def test_a_v2_client_chats_with_a_v4_client(node: str, cluster: Cluster,
     assert r["offline"] == {"userId": a, "username": "Ada v2"}
 
 
+def test_through_a_balancer_without_stickiness(node: str,
+                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two gateways behind HAProxy (round robin): the v2 client's requests land on both; a
+    v3 session is never handed over, so it is served by relaying to its owner (and its
+    probe, when it reaches the other gateway, is refused: it keeps polling)."""
+    from tests.support.balancer import balancer
+
+    workdir = Path(tmp_path_factory.mktemp("eio3-lb"))
+    two = start_chat_cluster(workdir, gateways=2, gateway_args=("--allow-eio3",))
+    try:
+        with balancer(workdir, two.gateway_ports) as url:
+            r = run_v2_flow(node, {
+                "url": url, "roomId": "v2-lb-room", "transports": None,
+                "a": {"token": token("v2-a-lb", "Ada v2"), "userId": "v2-a-lb"},
+                "b": {"token": token("v4-b-lb", "Bob v4"), "userId": "v4-b-lb"},
+            })
+            assert r["fromA"]["received"]["content"] == "from v2 ✓"
+            assert r["fromB"]["received"]["content"] == "from v4 😀"
+            assert r["privateToA"]["received"]["content"] == "psst"
+            assert r["transport"] in ("polling", "websocket")
+            forwarded = [two.stats(i)["pollsForwarded"] for i in range(2)]
+            assert sum(forwarded) > 0, forwarded  # requests did cross gateways
+    finally:
+        two.stop()
+
+
 def test_a_v2_client_without_a_token_is_refused_with_a_plain_string(node: str,
                                                                      cluster: Cluster) -> None:
     """v2's CONNECT_ERROR is a string: the client reports it as its ``error`` event."""
