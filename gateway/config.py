@@ -52,6 +52,12 @@ class GatewayConfig:
         "upgrade, so that the session can move to the gateway the WebSocket reached (only "
         "with other gateways around)."
     )
+    admin_ui_namespace: str = setting(
+        "/admin-ui", "Namespace of the official Socket.IO Admin UI (docs/admin-ui.md).")
+    admin_ui_username: str = setting("admin", "The Admin UI's username.")
+    admin_ui_password_hash: str = setting(
+        "", "argon2 hash of the Admin UI's password (`switchboard hash-password`); empty: "
+        "no Admin UI.")
     allow_eio3: bool = setting(
         False, "Accept Engine.IO v3 clients (socket.io-client 2.x), as Node's allowEIO3; "
         "their auth is their query string (docs/eio3.md)."

@@ -166,11 +166,20 @@ class Subscriber(Protocol):
     def remove(self, topic: bytes) -> None: ...
 
 
+class RoomObserver(Protocol):
+    """Told of a live socket's joins and leaves (the Admin UI)."""
+
+    def room_joined(self, sock: NsSocket, room: str) -> None: ...
+
+    def room_left(self, sock: NsSocket, room: str) -> None: ...
+
+
 class LocalIndex:
     """Namespaces and rooms → local sockets; drives the subscriptions."""
 
     def __init__(self, subscriptions: Subscriber) -> None:
         self.subs = subscriptions
+        self.observer: RoomObserver | None = None
         self.by_sid: dict[str, NsSocket] = {}
         self.namespaces: dict[str, set[NsSocket]] = {}
         self.rooms: dict[tuple[str, str], set[NsSocket]] = {}
@@ -203,12 +212,16 @@ class LocalIndex:
             return None
         sock.rooms.add(room)
         self.rooms.setdefault((sock.ns, room), set()).add(sock)
+        if self.observer is not None and sock.live:
+            self.observer.room_joined(sock, room)
         return self.subs.add(topic)
 
     def leave(self, sock: NsSocket, room: str) -> None:
         if room not in sock.rooms:
             return
         sock.rooms.discard(room)
+        if self.observer is not None and sock.live:
+            self.observer.room_left(sock, room)
         key = (sock.ns, room)
         members = self.rooms.get(key)
         if members is not None:
@@ -269,6 +282,9 @@ class Actions(Protocol):
 
     def resync(self, service: str) -> None:
         """A stateful service (re)started: send it our sockets."""
+
+    def report(self, pub: Publication) -> None:
+        """An Admin UI socket elsewhere asks for this gateway's sockets."""
 
     def peer(self, announcement: Publication) -> None:
         """Another gateway announced itself."""
@@ -383,6 +399,9 @@ class Fanout:
             return
         if pub.kind == PubKind.RESYNC:
             self.actions.resync(pub.source)
+            return
+        if pub.kind == PubKind.REPORT:
+            self.actions.report(pub)
             return
         targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
         if not targets:

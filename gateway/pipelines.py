@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from switchboard.gateway import metrics as m
+from switchboard.gateway.adminui import AdminUi
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.fanout import LocalIndex, wait_all
 from switchboard.gateway.lane import Turn
@@ -70,11 +71,17 @@ class Pipelines:
         #: Sessions in their CONNECT pipeline, by socket id (reported in SYNC too).
         self.connecting: dict[str, Session] = {}
         self.peak_sockets: dict[str, int] = {}
+        #: The Admin UI's instrumentation, when configured (set by the gateway).
+        self.admin: AdminUi | None = None
 
     # -- CONNECT ---------------------------------------------------------------------------
     async def connect(self, client: Client, request: ConnectRequested) -> None:
         ns = request.namespace
         conn = client.conn
+        admin = self.admin
+        if admin is not None and ns == admin.namespace:
+            await self._connect_admin_ui(client, request, admin)
+            return
         routing = self.services.routing
         if ns not in routing.namespaces:
             conn.refuse(ns, "Invalid namespace")
@@ -140,6 +147,8 @@ class Pipelines:
         client.flush()
         sock.live = True
         self.transport_changed(sock)  # upgraded while its CONNECT went round the services
+        if admin is not None:
+            admin.socket_connected(sock)
         if emits:
             if self.connect_emit_delay:
                 # Write the CONNECT ack before the first emit rather than in the same burst:
@@ -153,6 +162,33 @@ class Pipelines:
             for emit in emits:
                 self.send_event(sock, emit.event, emit.args, emit.ack_event)
             client.flush()
+
+    async def _connect_admin_ui(self, client: Client, request: ConnectRequested,
+                                admin: AdminUi) -> None:
+        """The Admin UI's namespace is the gateway's own: no service takes part."""
+        ns, conn = request.namespace, client.conn
+        refusal = admin.check(request.auth)
+        if refusal is not None:
+            conn.refuse(ns, refusal)
+            client.flush()
+            m.CONNECT_REFUSALS.labels(ns, "other").inc()
+            log.warning("Admin UI sign-in refused from %s", client.address)
+            return
+        session = Session(sid=f"{self.gateway_id}.{secrets.token_urlsafe(9)}", ns=ns,
+                          gateway=self.gateway_id, address=client.address,
+                          connected_at=time.time(), transport=client.transport_name)
+        sock = NsSocket(session, client)
+        client.sockets[ns] = sock
+        self._count_socket(ns)
+        await wait_all([self.index.add(sock)], SUBSCRIBE_TIMEOUT)
+        if conn.closed or client.sockets.get(ns) is not sock:
+            return
+        conn.accept(ns, session.sid)
+        sock.live = True
+        for event, args in admin.ui_connected(sock):
+            conn.send_event(ns, event, args)
+        client.flush()
+        log.info("Admin UI connected from %s", client.address)
 
     def _count_socket(self, ns: str) -> None:
         m.SOCKETS.labels(ns).inc()
@@ -169,6 +205,18 @@ class Pipelines:
         if sock is None:
             return
         event, args = request.event, request.args
+        admin = self.admin
+        if admin is not None:
+            if sock.ns == admin.namespace:
+                await turn.may_apply()
+                error = admin.command(event, args)
+                if error is not None:
+                    self.fail(sock, request, error)
+                elif request.ack_id is not None:
+                    client.conn.send_ack(sock.ns, request.ack_id, [])
+                    client.flush()
+                return
+            admin.event_received(sock.ns)
         routing = self.services.routing
         try:
             for stage in routing.filters(sock.ns):
@@ -270,6 +318,11 @@ class Pipelines:
         del client.sockets[sock.ns]
         self.index.remove(sock)
         m.SOCKETS.labels(sock.ns).dec()
+        if self.admin is not None and sock.live:
+            self.admin.socket_disconnected(sock, "transport close" if client.conn.closed
+                                           else "server namespace disconnect")
+        if self.admin is not None and sock.ns == self.admin.namespace:
+            return  # no service knows of it
         log.info("socket %s left %s (user %s) after %.1fs", sock.sid, sock.ns,
                  sock.session.user_id or "-", time.time() - sock.session.connected_at)
         self._notify_disconnect(
@@ -290,6 +343,8 @@ class Pipelines:
         if sock.session.transport == transport:
             return
         sock.session = replace(sock.session, transport=transport)
+        if self.admin is not None and sock.live:
+            self.admin.transport_changed(sock)
         for service in self.services.routing.update_listeners(sock.ns):
             self.spawn(self._tell(service, RequestKind.UPDATE, sock.session))
 
@@ -305,9 +360,10 @@ class Pipelines:
         # Sockets still in their CONNECT pipeline count too: a stage may already have
         # registered them, and a SYNC without them would make the service drop them.
         connecting = tuple(SocketState(session) for session in self.connecting.values())
+        own = self.admin.namespace if self.admin is not None else None
         sockets = tuple(
             SocketState(sock.session, tuple(sorted(sock.rooms)))
-            for sock in self.index.by_sid.values()
+            for sock in self.index.by_sid.values() if sock.ns != own
         ) + connecting
         try:
             await self.services.request(service, RequestKind.SYNC, timeout=self.sync_timeout,

@@ -31,6 +31,8 @@ import zmq.asyncio
 
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
+from switchboard.gateway.adminui import STATS_INTERVAL as ADMIN_STATS_INTERVAL
+from switchboard.gateway.adminui import AdminUi, AdminUiConfig
 from switchboard.gateway.backbone import Backbone
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.config import GatewayConfig
@@ -106,6 +108,15 @@ class Gateway:
         self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials)
         #: Announces this gateway's peer endpoint on the broker (see gateway.peers).
         self.publisher = ZmqPublisher(self.context, config.broker_pub, self.id)
+        #: The Admin UI's instrumentation (only with a password hash configured).
+        self.admin: AdminUi | None = None
+        if config.admin_ui_password_hash:
+            self.admin = AdminUi(
+                AdminUiConfig(config.admin_ui_namespace, config.admin_ui_username,
+                              config.admin_ui_password_hash),
+                self.id, self.publisher, self.index, self._connection_counts)
+            self.pipelines.admin = self.admin
+            self.index.observer = self.admin
         self.peers = Peers(self.id, self.instance, self.context, config.peer_bind,
                            config.peer_address, self._peer_request,
                            stale_after=max(10 * config.heartbeat_interval, 3.0))
@@ -165,6 +176,8 @@ class Gateway:
             asyncio.create_task(self.fanout.watch_broker(interval)),
             asyncio.create_task(self._announce_loop(interval)),
         ]
+        if self.admin is not None:
+            self._loops.append(asyncio.create_task(self._admin_stats_loop(self.admin)))
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: HttpConnection(self.front, self.http_limits), self.config.host,
@@ -221,6 +234,15 @@ class Gateway:
             self.peers.prune()
             await asyncio.sleep(interval)
 
+    async def _admin_stats_loop(self, admin: AdminUi) -> None:
+        while True:
+            await asyncio.sleep(ADMIN_STATS_INTERVAL)
+            admin.publish_stats()
+
+    def _connection_counts(self) -> tuple[int, int]:
+        clients = self.sessions.clients
+        return len(clients), sum(1 for c in clients if c.polling is not None)
+
     # -- wiring between the rooms ------------------------------------------------------------
     def _on_broker(self, frames: list[bytes]) -> None:
         self.fanout.on_message(frames)
@@ -247,6 +269,10 @@ class Gateway:
     def resync(self, service: str) -> None:
         if service in self.backbone.instances:  # else it is synced once described
             self.spawn(self.backbone.resync(service))
+
+    def report(self, pub: Publication) -> None:
+        if self.admin is not None:
+            self.admin.report(pub)
 
     def peer(self, announcement: Publication) -> None:
         self.peers.learn(announcement)

@@ -353,6 +353,7 @@ class PubKind(IntEnum):
     CLOSE = 5  #: close the whole connection of the target's sockets
     PEER = 6  #: a gateway announces itself: ``source`` its id, ``args`` [instance, endpoint]
     BEAT = 7  #: a publisher's beat: ``seq`` its latest publication, ``epoch`` the beat's
+    REPORT = 8  #: the Admin UI socket ``sids[0]`` of ``ns`` asks every gateway for its sockets
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,15 @@ def token(user_id: str, username: str, role: str, ttl: int, jwt_secret: str) -> 
     click.echo(issue_token(jwt_secret, user_id, username, role=role, ttl=ttl))
 
 
+@main.command("hash-password")
+@click.password_option(help="The password (asked twice when not given).")
+def hash_password(password: str) -> None:
+    """Print an argon2 hash of a password (for --admin-ui-password-hash)."""
+    from argon2 import PasswordHasher
+
+    click.echo(PasswordHasher().hash(password))
+
+
 @main.command()
 @click_options(EmitConfig)
 @click.argument("event")

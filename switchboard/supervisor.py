@@ -73,6 +73,10 @@ class UpConfig:
     allow_eio3: bool = setting(
         False, "Accept Engine.IO v3 clients (socket.io-client 2.x) too, as Node's allowEIO3.",
         env="SWITCHBOARD_ALLOW_EIO3")
+    admin_ui_password_hash: str = setting(
+        "", "argon2 hash of the Socket.IO Admin UI's password (`switchboard hash-password`; "
+        "user `admin`, namespace /admin-ui); empty: no Admin UI.",
+        env="SWITCHBOARD_ADMIN_UI_PASSWORD_HASH")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
     demo: bool = setting(
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
@@ -160,8 +164,10 @@ def plan(config: UpConfig) -> list[Child]:
         argv.append("--demo" if config.demo else "--no-demo")
         if config.allow_eio3:
             argv.append("--allow-eio3")
-        children.append(Child(f"gateway:{port}", argv,
-                              {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
+        env = {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}
+        if config.admin_ui_password_hash:  # in the environment: argv is world-readable
+            env["SWITCHBOARD_ADMIN_UI_PASSWORD_HASH"] = config.admin_ui_password_hash
+        children.append(Child(f"gateway:{port}", argv, env,
                               binds=((config.host, port),)))
     return children
 
