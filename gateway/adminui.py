@@ -36,8 +36,10 @@ from switchboard.shared.publisher import Publisher
 
 log = logging.getLogger("switchboard.gateway.adminui")
 
-#: Without MJOIN/MLEAVE/MDISCONNECT the UI sends one socket id per command.
-FEATURES = ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "AGGREGATED_EVENTS"]
+#: Without MJOIN/MLEAVE/MDISCONNECT the UI sends one socket id per command. ALL_EVENTS
+#: shows its socket, room, client and event views (fed by our notices; the payloads of
+#: clients' events are not forwarded to it).
+FEATURES = ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "AGGREGATED_EVENTS", "ALL_EVENTS"]
 STATS_INTERVAL = 2.0
 INVALID = "invalid credentials"
 

@@ -35,7 +35,8 @@ OpenPage = Callable[..., Watched]
 
 def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
+    # Transitions run to their end first: a page caught mid-fade says little.
+    page.screenshot(path=str(path), full_page=full_page, animations="disabled")
     return path
 
 
