@@ -121,12 +121,10 @@ class AdminUi:
         self.publisher.emit_namespace(self.namespace, event, list(args))
 
     def socket_connected(self, sock: NsSocket) -> None:
-        self._count("connection", sock.ns)
         if sock.ns != self.namespace:
             self._tell("socket_connected", self.serialize(sock), _now())
 
     def socket_disconnected(self, sock: NsSocket, reason: str) -> None:
-        self._count("disconnection", sock.ns)
         if sock.ns != self.namespace:
             self._tell("socket_disconnected", sock.ns, sock.sid, reason, _now())
 
@@ -144,11 +142,11 @@ class AdminUi:
                                           "transport": sock.client.transport_name})
 
     def event_received(self, ns: str) -> None:
-        self._count("packetsIn", None)
-        if ns != self.namespace:
-            self._count("event", None)
+        self.count("packetsIn")
 
-    def _count(self, kind: str, sub: str | None) -> None:
+    def count(self, kind: str, sub: str | None = None) -> None:
+        """One more of ``kind`` (the UI's dashboard: rawConnection, rawDisconnection with
+        its reason, packetsIn) in this second's bucket."""
         key = (int(time.time()) * 1000, kind if sub is None else f"{kind}\x00{sub}")
         self._events[key] = self._events.get(key, 0) + 1
 

@@ -337,6 +337,14 @@ class Pipelines:
         for service in services:
             self.spawn(self._tell(service, RequestKind.DISCONNECT, session))
 
+    def session_opened(self) -> None:
+        if self.admin is not None:
+            self.admin.count("rawConnection")
+
+    def session_closed(self, reason: str) -> None:
+        if self.admin is not None:
+            self.admin.count("rawDisconnection", reason)
+
     def transport_changed(self, sock: NsSocket) -> None:
         """Services that keep sockets hear of a new transport (the admin's socket list)."""
         transport = sock.client.transport_name

@@ -54,6 +54,10 @@ class SocketWork(Protocol):
 
     def transport_changed(self, sock: NsSocket) -> None: ...
 
+    def session_opened(self) -> None: ...
+
+    def session_closed(self, reason: str) -> None: ...
+
 
 class EngineSide(Protocol):
     """What sessions need of the Engine.IO endpoint (:class:`~.engine.Engine`)."""
@@ -106,6 +110,8 @@ class Sessions:
             self.peak_connections = len(self.clients)
             m.CONNECTIONS_PEAK.set(self.peak_connections)
         client.flush()
+        if send_open:
+            self.work.session_opened()
         events = conn.start(auth)  # a v3 client's automatic CONNECT to "/"
         if events:
             self._handle_events(client, events)
@@ -200,6 +206,7 @@ class Sessions:
         if client.lost:
             return
         client.lost = True
+        self.work.session_closed(reason)
         if not client.conn.closed:
             if reason.startswith(("message too large", "invalid WebSocket")):
                 self.counters["closed_bad_input"] += 1

@@ -3,36 +3,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgpack
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, Corker, NsSocket
+from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.fanout import Fanout, LocalIndex
-from switchboard.gateway.protocol import Connection, ConnectionConfig
-from switchboard.gateway.protocol.polling import Polling
 from switchboard.shared import topics
-from switchboard.shared.envelope import PubKind, Publication, Session
-
-
-class Subs:
-    def __init__(self) -> None:
-        self.topics: dict[bytes, int] = {}
-        self.confirmations: list[bytes] = []
-
-    def add(self, topic: bytes) -> asyncio.Future[None] | None:
-        self.topics[topic] = self.topics.get(topic, 0) + 1
-        return None
-
-    def remove(self, topic: bytes) -> None:
-        self.topics[topic] -= 1
-        if not self.topics[topic]:
-            del self.topics[topic]
-
-    def confirmed(self, topic: bytes) -> None:
-        self.confirmations.append(topic)
+from switchboard.shared.envelope import PubKind, Publication
+from tests.support.gateway_parts import Subs, member
 
 
 class Actions:
@@ -55,23 +35,8 @@ class Actions:
     def peer(self, announcement: Publication) -> None:
         self.done.append(("peer", announcement.source))
 
-
-def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = ()) -> NsSocket:
-    conn = Connection(f"gw1.e{n}", ConnectionConfig(), 0.0, ("websocket",))
-    client = Client(conn, "", {}, 1_000_000, lambda c: None, Corker(), polling=Polling())
-    client.flush()
-    assert client.polling is not None
-    client.polling.get()  # OPEN
-    conn.receive_frame("40", 0.0)
-    conn.accept("/", f"gw1.s{n}")
-    client.flush()
-    client.polling.get()  # CONNECT ack
-    sock = NsSocket(Session(f"gw1.s{n}", "/", "gw1"), client, live=True)
-    client.sockets["/"] = sock
-    index.add(sock)
-    for room in rooms:
-        index.join(sock, room)
-    return sock
+    def report(self, pub: Publication) -> None:
+        self.done.append(("report", pub.sids))
 
 
 def received(sock: NsSocket) -> list[str]:

@@ -28,6 +28,8 @@ class Work:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.called = asyncio.Event()
+        #: Sessions opened and closed (the Admin UI's raw counts).
+        self.sessions: list[str] = []
 
     def _note(self, what: str, value: Any) -> None:
         self.calls.append((what, value))
@@ -53,6 +55,12 @@ class Work:
 
     def transport_changed(self, sock: NsSocket) -> None:
         self._note("transport", sock.ns)
+
+    def session_opened(self) -> None:
+        self.sessions.append("opened")
+
+    def session_closed(self, reason: str) -> None:
+        self.sessions.append(f"closed: {reason}")
 
     async def next(self, what: str) -> Any:
         async with asyncio.timeout(BOUND):
