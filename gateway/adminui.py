@@ -17,6 +17,7 @@ hash-password`` makes one). Without a hash the namespace does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket as sockets
@@ -42,6 +43,12 @@ log = logging.getLogger("switchboard.gateway.adminui")
 FEATURES = ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "AGGREGATED_EVENTS", "ALL_EVENTS"]
 STATS_INTERVAL = 2.0
 INVALID = "invalid credentials"
+#: Failed sign-ins one address may make per minute before it is refused unheard.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 60.0
+LOCKED = "too many failed sign-ins; try again later"
+#: Headers the UI is not shown: users' credentials are not the operator's to read.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,30 @@ class AdminUi:
         self.hostname = sockets.gethostname()
         self._hasher = PasswordHasher()
         self._events: dict[tuple[int, str], int] = {}
+        # A hash check costs ~0.1 s of CPU: one at a time, off the event loop, and an
+        # address that keeps failing is refused without one.
+        self._checking = asyncio.Semaphore(1)
+        self._failures: dict[str, list[float]] = {}
 
     # -- access --------------------------------------------------------------------------
+    async def sign_in(self, auth: Any, address: str) -> str | None:
+        """None when ``auth`` carries the configured credentials, else the refusal."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(address, ()) if now - t < FAILURE_WINDOW]
+        if len(recent) >= MAX_FAILURES:
+            self._failures[address] = recent
+            return LOCKED
+        async with self._checking:
+            refusal = await asyncio.to_thread(self.check, auth)
+        if refusal is None:
+            self._failures.pop(address, None)
+        else:
+            self._failures[address] = [*recent, now]
+            if len(self._failures) > 10_000:  # bounded: forget the oldest addresses
+                for key in list(self._failures)[:1000]:
+                    del self._failures[key]
+        return refusal
+
     def check(self, auth: Any) -> str | None:
         """None when ``auth`` carries the configured credentials, else the refusal."""
         if not isinstance(auth, dict) or auth.get("username") != self.config.username:
@@ -94,17 +123,18 @@ class AdminUi:
     # -- what the UI is told -------------------------------------------------------------
     def serialize(self, sock: NsSocket) -> dict[str, Any]:
         session, client = sock.session, sock.client
-        headers = dict(client.headers)
+        headers = {k: ("[redacted]" if k.lower() in SECRET_HEADERS else v)
+                   for k, v in client.headers.items()}
         return {
             "id": sock.sid,
-            "clientId": client.conn.sid[:12],
+            "clientId": client.conn.sid,
             "transport": client.transport_name,
             "nsp": sock.ns,
             "data": {k: v for k, v in (("userId", session.user_id),
                                        ("username", session.username),
                                        ("role", session.role)) if v},
             "handshake": {
-                "address": headers.get("x-forwarded-for") or session.address,
+                "address": session.address,
                 "headers": headers,
                 "query": {},
                 "issued": int(session.connected_at * 1000),
@@ -150,12 +180,16 @@ class AdminUi:
         key = (int(time.time()) * 1000, kind if sub is None else f"{kind}\x00{sub}")
         self._events[key] = self._events.get(key, 0) + 1
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, take_events: bool = False) -> dict[str, Any]:
+        """This gateway's ``server_stats``; the event counts are emptied only when
+        ``take_events`` (the timer's publication), so a UI connecting takes none from the
+        others' dashboards."""
         clients, polling = self.counts()
         events = [{"timestamp": ts, "type": kind.partition("\x00")[0],
                    **({"subType": kind.partition("\x00")[2]} if "\x00" in kind else {}),
                    "count": count} for (ts, kind), count in self._events.items()]
-        self._events.clear()
+        if take_events:
+            self._events.clear()
         return {
             "serverId": self.gateway_id,
             "hostname": self.hostname,
@@ -169,7 +203,7 @@ class AdminUi:
         }
 
     def publish_stats(self) -> None:
-        self._tell("server_stats", self.stats())
+        self._tell("server_stats", self.stats(take_events=True))
 
     # -- a UI socket ---------------------------------------------------------------------
     def ui_connected(self, ui: NsSocket) -> list[tuple[str, list[Any]]]:

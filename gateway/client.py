@@ -27,7 +27,8 @@ from typing import Any, Protocol
 from switchboard.gateway import wsframe
 from switchboard.gateway.lane import Lane
 from switchboard.gateway.protocol import Connection
-from switchboard.gateway.protocol.engineio import V3_BINARY_PREFIX
+from switchboard.gateway.protocol.engineio import V3_BINARY_PREFIX, decode_v3_packet
+from switchboard.gateway.protocol.errors import DecodeError
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.transport import WsTransport
 from switchboard.shared.envelope import Session
@@ -197,7 +198,13 @@ class Client:
     def _v3_message(self, owner: SessionOwner, message: str | bytes) -> None:
         """An Engine.IO v3 WebSocket message: a binary one carries its packet type first."""
         if isinstance(message, str):
-            owner.on_message(self, message)
+            if message[:1] == "b":  # binary as base64 (engine.io-client's forceBase64)
+                try:
+                    owner.on_message(self, decode_v3_packet(message))
+                except DecodeError as exc:
+                    owner.bad_input(self, exc.reason, 1002)
+            else:
+                owner.on_message(self, message)
         elif message[:1] == V3_BINARY_PREFIX:
             owner.on_message(self, message[1:])
         else:

@@ -45,6 +45,10 @@ KNOWN_REFUSALS = (
 SUBSCRIBE_TIMEOUT = 2.0
 
 
+#: The unsent bytes an Admin UI connection may hold (the cluster's sockets, reported at once).
+ADMIN_UI_WRITE_LIMIT = 64 * 1024 * 1024
+
+
 class Services(Protocol):
     """What the pipelines need of the service backbone (:class:`~.backbone.Backbone`)."""
 
@@ -167,7 +171,7 @@ class Pipelines:
                                 admin: AdminUi) -> None:
         """The Admin UI's namespace is the gateway's own: no service takes part."""
         ns, conn = request.namespace, client.conn
-        refusal = admin.check(request.auth)
+        refusal = await admin.sign_in(request.auth, client.address)
         if refusal is not None:
             conn.refuse(ns, refusal)
             client.flush()
@@ -179,6 +183,9 @@ class Pipelines:
                           connected_at=time.time(), transport=client.transport_name)
         sock = NsSocket(session, client)
         client.sockets[ns] = sock
+        # Every gateway reports its sockets at once (~0.5 KB each): the UI's connection may
+        # hold that much unsent rather than being cut off as a slow reader.
+        client.write_limit = max(client.write_limit, ADMIN_UI_WRITE_LIMIT)
         self._count_socket(ns)
         await wait_all([self.index.add(sock)], SUBSCRIBE_TIMEOUT)
         if conn.closed or client.sockets.get(ns) is not sock:
@@ -311,16 +318,18 @@ class Pipelines:
         sock.client.flush()
 
     # -- leaving and telling ---------------------------------------------------------------
-    def drop_socket(self, sock: NsSocket) -> None:
+    def drop_socket(self, sock: NsSocket, reason: str = "") -> None:
+        """``reason``: Socket.IO's disconnect reason, for the Admin UI (guessed if empty)."""
         client = sock.client
+        if not reason:
+            reason = "transport close" if client.conn.closed else "server namespace disconnect"
         if client.sockets.get(sock.ns) is not sock:
             return
         del client.sockets[sock.ns]
         self.index.remove(sock)
         m.SOCKETS.labels(sock.ns).dec()
         if self.admin is not None and sock.live:
-            self.admin.socket_disconnected(sock, "transport close" if client.conn.closed
-                                           else "server namespace disconnect")
+            self.admin.socket_disconnected(sock, reason)
         if self.admin is not None and sock.ns == self.admin.namespace:
             return  # no service knows of it
         log.info("socket %s left %s (user %s) after %.1fs", sock.sid, sock.ns,

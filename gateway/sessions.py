@@ -48,7 +48,7 @@ class SocketWork(Protocol):
 
     async def client_ack(self, client: Client, ack: AckReceived, turn: Turn) -> None: ...
 
-    def drop_socket(self, sock: NsSocket) -> None: ...
+    def drop_socket(self, sock: NsSocket, reason: str = "") -> None: ...
 
     def drop_all(self, client: Client) -> None: ...
 
@@ -169,7 +169,7 @@ class Sessions:
             elif isinstance(event, DisconnectRequested):
                 sock = client.sockets.get(event.namespace)
                 if sock is not None:
-                    work.drop_socket(sock)
+                    work.drop_socket(sock, "client namespace disconnect")
             elif isinstance(event, AckReceived):
                 ack = event
                 client.lane.submit(lambda turn, ack=ack: work.client_ack(client, ack, turn))  # type: ignore[misc]

@@ -207,9 +207,12 @@ class AsyncEmitter(_View):
     async def close(self) -> None:
         """Send what is queued (within ``flush_timeout``), then release the socket."""
         link = self._link
-        # Closing with a linger blocks this thread until the queue drains: off the loop.
-        await asyncio.to_thread(link.publisher.socket.close, int(link.flush_timeout * 1000))
-        link.context.term()
+        # Terminating waits out the linger until the queue drains: off the loop.
+        def close() -> None:
+            link.publisher.socket.close(linger=int(link.flush_timeout * 1000))
+            link.context.term()
+
+        await asyncio.to_thread(close)
 
     async def __aenter__(self) -> AsyncEmitter:
         return self

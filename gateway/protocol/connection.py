@@ -336,7 +336,8 @@ class Connection:
         self._step(namespace, NsStep.REFUSE)
         payload: dict[str, Any] | str
         if self._eio == 3:
-            payload = message  # what a v2 client shows as the error
+            # What a v2 client shows as the error: Node sends ``err.data || err.message``.
+            payload = data if isinstance(data, str | dict) and data else message
         else:
             payload = {"message": message}
             if data is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "EioType",
     "decode_payload",
     "decode_payload_v3",
+    "decode_v3_packet",
     "encode_open",
     "encode_payload",
     "encode_payload_v3",
@@ -196,7 +197,8 @@ def encode_payload_v3(packets: Iterable[str | bytes]) -> str:
     return "".join(parts)
 
 
-def _v3_text_packet(text: str) -> str | bytes:
+def decode_v3_packet(text: str) -> str | bytes:
+    """One v3 text packet: as it is, or a ``b4`` + base64 MESSAGE as its bytes."""
     if not text:
         raise DecodeError("empty Engine.IO packet")
     if text[0] != "b":
@@ -207,6 +209,23 @@ def _v3_text_packet(text: str) -> str | bytes:
         return base64.b64decode(text[2:], validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError("invalid base64 in a binary packet") from None
+
+
+def _advance_units(text: str, start: int, units: int) -> int:
+    """The index ``units`` UTF-16 code units after ``start`` (past the end of ``text`` when
+    it is shorter): a binary search whose probes count at C speed."""
+    lo, hi = start, min(start + units, len(text))
+    if _js_length(text[start:hi]) < units:
+        return len(text) + 1
+    while lo < hi:  # the first end whose slice holds at least ``units``
+        mid = (lo + hi) // 2
+        if _js_length(text[start:mid]) < units:
+            lo = mid + 1
+        else:
+            hi = mid
+    if _js_length(text[start:lo]) != units:
+        raise DecodeError("a packet length splits a character")
+    return lo
 
 
 def decode_payload_v3(body: str | bytes) -> list[str | bytes]:
@@ -223,18 +242,11 @@ def decode_payload_v3(body: str | bytes) -> list[str | bytes]:
         if not digits.isascii() or not digits.isdigit():
             raise DecodeError("invalid packet length in a payload")
         want, start = int(digits), colon + 1
-        if ascii_only:
-            end = start + want
-        else:  # the length counts UTF-16 code units: astral characters count twice
-            end, units = start, 0
-            while units < want and end < size:
-                units += 2 if ord(body[end]) > 0xFFFF else 1
-                end += 1
-            if units != want:
-                raise DecodeError("payload shorter than its packet length")
+        # The length counts UTF-16 code units: astral characters count twice.
+        end = start + want if ascii_only else _advance_units(body, start, want)
         if end > size:
             raise DecodeError("payload shorter than its packet length")
-        packets.append(_v3_text_packet(body[start:end]))
+        packets.append(decode_v3_packet(body[start:end]))
         pos = end
     if not packets:
         raise DecodeError("empty payload")
@@ -259,7 +271,7 @@ def _decode_binary_payload_v3(body: bytes) -> list[str | bytes]:
         chunk = body[start:pos]
         if kind == 0:
             try:
-                packets.append(_v3_text_packet(chunk.decode("utf-8")))
+                packets.append(decode_v3_packet(chunk.decode("utf-8")))
             except UnicodeDecodeError:
                 raise DecodeError("invalid UTF-8 in a payload") from None
         elif chunk[:1] != V3_BINARY_PREFIX:

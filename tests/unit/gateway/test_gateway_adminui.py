@@ -86,7 +86,32 @@ def test_notices_and_stats_go_to_the_whole_namespace() -> None:
     assert (stats["clientsCount"], stats["pollingClientsCount"]) == (3, 1)
     assert stats["namespaces"] == [{"name": "/", "socketsCount": 1}]
     assert [e["type"] for e in stats["aggregatedEvents"]] == ["rawConnection"]
-    assert admin.stats()["aggregatedEvents"] == []  # taken
+    assert admin.stats()["aggregatedEvents"] == stats["aggregatedEvents"]  # a look: kept
+    publisher.published.clear()
+    admin.publish_stats()  # the timer's publication takes them
+    (topic, pub), = publisher.published
+    assert topic == ns_topic and pub.event == "server_stats"
+    assert [e["type"] for e in pub.args[0]["aggregatedEvents"]] == ["rawConnection"]
+    assert admin.stats()["aggregatedEvents"] == []
+
+
+async def test_a_failing_address_is_locked_out_without_a_hash_check() -> None:
+    admin, _, _ = world()
+    wrong = {"username": "admin", "password": "guess"}
+    for _ in range(10):
+        assert await admin.sign_in(wrong, "10.0.0.9") == "invalid credentials"
+    assert await admin.sign_in({"username": "admin", "password": "s3cret"}, "10.0.0.9") == (
+        "too many failed sign-ins; try again later")
+    assert await admin.sign_in({"username": "admin", "password": "s3cret"}, "10.0.0.8") is None
+
+
+def test_credentials_in_headers_are_not_shown() -> None:
+    admin, index, _ = world()
+    sock = member(index, 1)
+    sock.client.headers = {"authorization": "Bearer x", "Cookie": "s=1", "user-agent": "ua"}
+    assert admin.serialize(sock)["handshake"]["headers"] == {
+        "authorization": "[redacted]", "Cookie": "[redacted]", "user-agent": "ua"}
+    assert admin.serialize(sock)["clientId"] == sock.client.conn.sid
 
 
 def test_commands_become_publications() -> None:

@@ -44,7 +44,7 @@ class Work:
     async def client_ack(self, client: Client, ack: AckReceived, turn: Turn) -> None:
         self._note("ack", ack)
 
-    def drop_socket(self, sock: NsSocket) -> None:
+    def drop_socket(self, sock: NsSocket, reason: str = "") -> None:
         self._note("drop", sock.ns)
         del sock.client.sockets[sock.ns]
 

@@ -49,6 +49,7 @@ def test_a_binary_payload_from_a_client_that_sends_binary() -> None:
 
 @pytest.mark.parametrize("body", [
     "", ":", "x:4", "3:40", "2:b1", "4:b4!!", "1234567890:4",
+    "2:4😀", "9:42[\"😀\"",  # a length that splits a character; one past the end
     bytes([2, 1, 255]) + b"2", bytes([0, 1]) + b"2", bytes([1, 1, 255]) + b"\x02",
 ])
 def test_malformed_payloads_are_decode_errors(body: str | bytes) -> None:
@@ -96,8 +97,8 @@ def test_a_refusal_is_a_plain_string() -> None:
     conn.refuse("/", "Authentication error: No token provided")
     assert conn.data_to_send() == ['44"Authentication error: No token provided"']
     conn.receive_frame("40/chat,", T0)
-    conn.refuse("/chat", "nope", data={"ignored": True})
-    assert conn.data_to_send() == ['44/chat,"nope"']
+    conn.refuse("/chat", "nope", data={"code": 7})  # Node: err.data || err.message
+    assert conn.data_to_send() == ['44/chat,{"code":7}']
 
 
 def test_v4_is_unchanged() -> None:
