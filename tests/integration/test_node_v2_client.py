@@ -8,7 +8,6 @@ client is refused (``Unsupported protocol version``)."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import Cluster, start_chat_cluster, token
-from tests.support.node import NODE_DIR, find_node, run_script
+from tests.support.node import NODE_DIR, find_node, run_flow, run_script
 
 V2_SCRIPT = NODE_DIR / "v2chat.mjs"
 
@@ -38,13 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def run_v2_flow(node: str, flow: dict[str, Any]) -> Any:
-    done = run_script(node, V2_SCRIPT, timeout=40, what="node v2 flow",
-                      env={**os.environ, "V2_FLOW": json.dumps(flow)})
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    out = json.loads(lines[0])
-    assert out["ok"] is True and done.returncode == 0, (out, done.stderr)
-    return out["result"]
+    return run_flow(node, flow, V2_SCRIPT, "V2_FLOW", timeout=40)
 
 
 @pytest.mark.parametrize(("transports", "ends_on"), [

@@ -11,7 +11,7 @@
 
 import { io } from "socket.io-client";
 
-import { printAndExit } from "./finish.mjs";
+import { printAndExit, within as boundedBy } from "./finish.mjs";
 
 const WAIT_MS = 4000;
 const DEADLINE_MS = 9000;
@@ -43,13 +43,8 @@ function replacer(_key, value) {
   return value;
 }
 
-/** Resolve with the promise's value, or reject after `ms` naming what was awaited. */
 function within(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return boundedBy(promise, what, ms);
 }
 
 /** The next `event` on `socket` (its arguments as an array), bounded. */

@@ -14,7 +14,7 @@ import { createRequire } from "node:module";
 
 import { io } from "socket.io-client";
 
-import { printAndExit } from "./finish.mjs";
+import { printAndExit, within as boundedBy } from "./finish.mjs";
 
 const require = createRequire(import.meta.url);
 const ioV2 = require("socket.io-client-v2");
@@ -36,11 +36,7 @@ const deadline = setTimeout(
 );
 
 function within(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return boundedBy(promise, what, ms);
 }
 
 /** The next `event` on `socket` (its first argument), bounded. */

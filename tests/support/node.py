@@ -61,10 +61,12 @@ CHAT_SCRIPT = NODE_DIR / "chat.mjs"
 CHAT_RUN_TIMEOUT = 30.0
 
 
-def run_flow(node: str, flow: dict[str, Any]) -> Any:
-    """Run one chat flow (``CHAT_FLOW``) with the Node client; its JSON result."""
-    done = run_script(node, CHAT_SCRIPT, timeout=CHAT_RUN_TIMEOUT, what="node chat flow",
-                      env={**os.environ, "CHAT_FLOW": json.dumps(flow)})
+def run_flow(node: str, flow: dict[str, Any], script: Path = CHAT_SCRIPT,
+             variable: str = "CHAT_FLOW", timeout: float = CHAT_RUN_TIMEOUT) -> Any:
+    """Run one flow script (its flow JSON in ``variable``) with the Node client; the
+    ``result`` of the one JSON line it prints, which must say ``ok``."""
+    done = run_script(node, script, timeout=timeout, what=f"node {script.name}",
+                      env={**os.environ, variable: json.dumps(flow)})
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, f"rc {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     out = json.loads(lines[0])
