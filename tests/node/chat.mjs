@@ -18,7 +18,7 @@
 
 import { io } from "socket.io-client";
 
-import { printAndExit, within as boundedBy } from "./finish.mjs";
+import { runFlow, within as boundedBy } from "./finish.mjs";
 
 const WAIT_MS = 4000;
 const DEADLINE_MS = 15000;
@@ -26,16 +26,6 @@ const DEADLINE_MS = 15000;
 const flow = JSON.parse(process.env.CHAT_FLOW ?? "{}");
 const sockets = [];
 const result = {};
-
-function finish(code, body) {
-  printAndExit(JSON.stringify(body), sockets, code);
-}
-
-const deadline = setTimeout(
-  () => finish(2, { ok: false, error: `chat flow did not finish in ${DEADLINE_MS} ms`,
-                    partial: result }),
-  DEADLINE_MS,
-);
 
 function within(promise, what, ms = WAIT_MS) {
   return boundedBy(promise, what, ms);
@@ -141,13 +131,4 @@ async function main() {
   result.disconnected = { a: !a.socket.connected, b: !b.socket.connected };
 }
 
-main().then(
-  () => {
-    clearTimeout(deadline);
-    finish(0, { ok: true, result });
-  },
-  (err) => {
-    clearTimeout(deadline);
-    finish(1, { ok: false, error: String(err?.message ?? err), partial: result });
-  },
-);
+runFlow("chat flow", DEADLINE_MS, sockets, result, main);

@@ -14,7 +14,7 @@ import { createRequire } from "node:module";
 
 import { io } from "socket.io-client";
 
-import { printAndExit, within as boundedBy } from "./finish.mjs";
+import { runFlow, within as boundedBy } from "./finish.mjs";
 
 const require = createRequire(import.meta.url);
 const ioV2 = require("socket.io-client-v2");
@@ -24,16 +24,6 @@ const DEADLINE_MS = 20000;
 const flow = JSON.parse(process.env.V2_FLOW ?? "{}");
 const sockets = [];
 const result = {};
-
-function finish(code, body) {
-  printAndExit(JSON.stringify(body), sockets, code);
-}
-
-const deadline = setTimeout(
-  () => finish(2, { ok: false, error: `v2 flow did not finish in ${DEADLINE_MS} ms`,
-                    partial: result }),
-  DEADLINE_MS,
-);
 
 function within(promise, what, ms = WAIT_MS) {
   return boundedBy(promise, what, ms);
@@ -101,13 +91,4 @@ async function main() {
   result.offline = await bye;
 }
 
-main().then(
-  () => {
-    clearTimeout(deadline);
-    finish(0, { ok: true, result });
-  },
-  (err) => {
-    clearTimeout(deadline);
-    finish(1, { ok: false, error: String(err?.message ?? err), partial: result });
-  },
-);
+runFlow("v2 flow", DEADLINE_MS, sockets, result, main);
