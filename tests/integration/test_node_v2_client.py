@@ -97,6 +97,34 @@ def test_through_a_balancer_without_stickiness(node: str,
         two.stop()
 
 
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The miniapp (echo, rooms) behind a gateway that allows EIO3."""
+    cluster = Cluster(Path(tmp_path_factory.mktemp("eio3-mini")))
+    try:
+        cluster.start_broker()
+        cluster.start_service("tests.support.miniapp")
+        cluster.start_gateway("--allow-eio3")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_binary_both_ways_and_through_fan_out(node: str, mini: Cluster, transport: str) -> None:
+    """v3 framing of bytes: client to server, an ack and an event back to it, and a room
+    message fanned out to another v2 client."""
+    done = run_script(node, NODE_DIR / "v2binary.mjs", mini.url(0), transport, timeout=30,
+                      what="node v2 binary flow")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["ok"] is True, (out, done.stderr)
+    r = out["result"]
+    assert r["ack"] == {"n": 1, "blob": "010203"}
+    assert r["echoed"] == {"n": 1, "blob": "010203"}
+    assert r["said"] == ["héllo".encode().hex(), "text"]
+    assert r["transport"] == transport
+
+
 def test_a_v2_client_without_a_token_is_refused_with_a_plain_string(node: str,
                                                                      cluster: Cluster) -> None:
     """v2's CONNECT_ERROR is a string: the client reports it as its ``error`` event."""
