@@ -105,11 +105,10 @@ class EngineConfig:
     allow_eio3: bool = False
 
 
-def _revision(request: http.HttpRequest) -> tuple[int, dict[str, str] | None]:
+def _revision(params: dict[str, str]) -> tuple[int, dict[str, str] | None]:
     """A handshake's Engine.IO revision and, for v3, the auth of its automatic CONNECT to
     ``/``: the query's own parameters (a v2 client's ``query`` option; the v4 protocol
     carries auth in the CONNECT packet instead)."""
-    params = request.params()
     if params.get("EIO") != "3":
         return 4, None
     return 3, {k: v for k, v in params.items() if k not in http.ENGINE_PARAMS}
@@ -154,7 +153,8 @@ class Engine:
             exchange.respond(engine_error(EngineError.FORBIDDEN))
             return
         answer = LocalAnswer(exchange, self.cors.headers(origin))
-        query = EngineQuery.of(request.params())
+        params = request.params()
+        query = EngineQuery.of(params)
         error = http.check_engine_request(query, request.method, upgrade=False,
                                           allow_eio3=self.config.allow_eio3)
         if error is not None:
@@ -164,14 +164,15 @@ class Engine:
             if self.host.stopping:
                 answer.reply(http.json_response(503, {"error": "shutting down"}))
                 return
-            self._open_polling(exchange, answer)
+            self._open_polling(exchange, answer, params)
             return
         self.poll(query.sid, request.method, request.body, answer)
 
-    def _open_polling(self, exchange: Exchange, answer: LocalAnswer) -> None:
+    def _open_polling(self, exchange: Exchange, answer: LocalAnswer,
+                      params: dict[str, str]) -> None:
         request = exchange.request
-        eio, auth = _revision(request)
-        if eio == 3 and "j" in request.params():
+        eio, auth = _revision(params)
+        if eio == 3 and "j" in params:
             answer.reply(engine_error(EngineError.BAD_REQUEST))  # JSONP: not served
             return
         polling = Polling(
@@ -322,7 +323,8 @@ class Engine:
         if not self.cors.allows(origin):
             upgrade.refuse(engine_error(EngineError.FORBIDDEN))
             return
-        query = EngineQuery.of(request.params())
+        params = request.params()
+        query = EngineQuery.of(params)
         if query.transport != "websocket":
             upgrade.refuse(engine_error(EngineError.UNKNOWN_TRANSPORT if query.transport
                                         not in http.TRANSPORTS else EngineError.BAD_REQUEST))
@@ -338,7 +340,7 @@ class Engine:
                                         b"Failed to open a WebSocket connection.\n"))
             return
         if query.sid is None:
-            self._open_websocket(upgrade, handshake_bytes)
+            self._open_websocket(upgrade, handshake_bytes, params)
             return
         client = self.sessions.get(query.sid)
         if client is not None:
@@ -346,13 +348,14 @@ class Engine:
         else:
             self.relay.claim(query.sid, upgrade, handshake_bytes)
 
-    def _open_websocket(self, upgrade: Upgrade, handshake_bytes: bytes) -> None:
+    def _open_websocket(self, upgrade: Upgrade, handshake_bytes: bytes,
+                        params: dict[str, str]) -> None:
         if self.host.stopping:
             upgrade.refuse(http.json_response(503, {"error": "shutting down"}))
             return
         link = WsTransport(self.config.max_payload)
         headers = self.host.forwarded_headers(upgrade.request)
-        eio, auth = _revision(upgrade.request)
+        eio, auth = _revision(params)
 
         def ready() -> None:
             self._own(self.host.new_session(self.new_sid(), upgrade.address, headers,

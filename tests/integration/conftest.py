@@ -11,10 +11,10 @@ from tests.support.cluster import Cluster
 @pytest.fixture(scope="module")
 def mini_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Broker + the miniapp service + one gateway, as real processes."""
-    cluster = Cluster(Path(tmp_path_factory.mktemp("mini")))
-    cluster.start_broker()
-    cluster.start_service("tests.support.miniapp")
-    cluster.start_gateway("--ping-interval", "1", "--ping-timeout", "1")
+    from tests.support.cluster import start_mini_cluster
+
+    cluster = start_mini_cluster(Path(tmp_path_factory.mktemp("mini")),
+                                 "--ping-interval", "1", "--ping-timeout", "1")
     try:
         yield cluster
     finally:

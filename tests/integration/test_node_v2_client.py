@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster, start_chat_cluster, token
+from tests.support.cluster import Cluster, start_chat_cluster, start_mini_cluster, token
 from tests.support.node import NODE_DIR, find_node, run_flow, run_script
 
 V2_SCRIPT = NODE_DIR / "v2chat.mjs"
@@ -100,11 +100,8 @@ def test_through_a_balancer_without_stickiness(node: str,
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The miniapp (echo, rooms) behind a gateway that allows EIO3."""
-    cluster = Cluster(Path(tmp_path_factory.mktemp("eio3-mini")))
+    cluster = start_mini_cluster(Path(tmp_path_factory.mktemp("eio3-mini")), "--allow-eio3")
     try:
-        cluster.start_broker()
-        cluster.start_service("tests.support.miniapp")
-        cluster.start_gateway("--allow-eio3")
         yield cluster
     finally:
         cluster.stop()

@@ -193,6 +193,19 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     return cluster
 
 
+def start_mini_cluster(workdir: Path, *gateway_args: str) -> Cluster:
+    """Broker + the miniapp service (echo, rooms) + one gateway with ``gateway_args``."""
+    cluster = Cluster(workdir)
+    try:
+        cluster.start_broker()
+        cluster.start_service("tests.support.miniapp")
+        cluster.start_gateway(*gateway_args)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
 def http_text(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
