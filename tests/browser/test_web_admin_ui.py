@@ -21,7 +21,8 @@ from argon2 import PasswordHasher
 from playwright.sync_api import Page, expect
 
 from tests.browser.helpers import screenshot
-from tests.support.cluster import Cluster, start_chat_cluster, token
+from tests.support.balancer import balancer
+from tests.support.cluster import Cluster, http_get, start_chat_cluster, token
 from tests.support.node import NODE_DIR
 
 UI_DIST = NODE_DIR / "node_modules" / "@socket.io" / "admin-ui" / "ui" / "dist"
@@ -32,11 +33,16 @@ WAIT = 10.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("adminui-web")), gateways=2,
+    """Two gateways; the users reach them through HAProxy (no stickiness) on their default
+    options; the UI is pointed at gateway 0."""
+    workdir = Path(tmp_path_factory.mktemp("adminui-web"))
+    cluster = start_chat_cluster(workdir, gateways=2,
                                  gateway_args=("--admin-ui-password-hash",
                                                PasswordHasher().hash(PASSWORD)))
     try:
-        yield cluster
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 2
+            yield cluster
     finally:
         cluster.stop()
 
@@ -62,15 +68,32 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def user_on(url: str, user_id: str) -> Iterator[tuple[socketio.Client, list[str]]]:
-    client = socketio.Client(reconnection=False)
-    disconnects: list[str] = []
-    client.on("disconnect", lambda *a: disconnects.append("/"))
-    client.connect(url, auth={"token": token(user_id, user_id)}, wait_timeout=WAIT)
+def user_on(cluster: Cluster, gateway: str, user_id: str
+            ) -> Iterator[tuple[socketio.Client, list[str]]]:
+    """A default-options client of ``user_id`` that the balancer placed on ``gateway``
+    (misplaced tries stay open while one request shifts the rotation; see
+    chat_helpers.Clients.user_on)."""
+    assert cluster.balancer_url is not None
+    tries: list[socketio.Client] = []
     try:
+        for _ in range(12):
+            client = socketio.Client(reconnection=False)
+            disconnects: list[str] = []
+            client.on("disconnect", lambda *a, d=disconnects: d.append("/"))
+            client.connect(cluster.balancer_url, auth={"token": token(user_id, user_id)},
+                           wait_timeout=WAIT)
+            tries.append(client)
+            if (client.get_sid("/") or "").startswith(f"{gateway}."):
+                break
+            http_get(cluster.balancer_url + "/health")
+        else:
+            raise AssertionError(f"{user_id}: the balancer never placed it on {gateway}")
+        for extra in tries[:-1]:
+            extra.disconnect()
         yield client, disconnects
     finally:
-        client.disconnect()
+        for each in tries:
+            each.disconnect()
 
 
 def sign_in(page: Page, server: str) -> None:
@@ -90,8 +113,8 @@ def sign_in(page: Page, server: str) -> None:
 def test_the_admin_ui_lists_the_cluster_and_disconnects_across_gateways(
         cluster: Cluster, ui_url: str, open_page) -> None:  # type: ignore[no-untyped-def]
     ids = [cluster.stats(i)["gateway"] for i in range(2)]
-    with user_on(cluster.url(0), "ui-alice") as (alice, _), \
-            user_on(cluster.url(1), "ui-bob") as (bob, bob_gone):
+    with user_on(cluster, ids[0], "ui-alice") as (alice, _), \
+            user_on(cluster, ids[1], "ui-bob") as (bob, bob_gone):
         bob_sid = bob.get_sid("/")
         assert bob_sid and bob_sid.startswith(ids[1])
         watched = open_page(ui_url)

@@ -32,7 +32,7 @@ from typing import Any
 import socketio
 
 from switchboard.shared.topics import gateway_of
-from tests.support.cluster import Cluster, token
+from tests.support.cluster import Cluster, http_get, token
 from tests.support.peer import QueuedPeer
 
 #: Generous: the suite must hold on a loaded two-core machine running other clusters too.
@@ -148,6 +148,30 @@ class Clients:
         else:
             await client.connect(self.url(gateway), namespaces, auth={"token": jwt})
         return client
+
+    async def user_on(self, gateway: int, user_id: str, username: str | None = None,
+                      namespaces: Iterable[str] = ("/",), tries: int = 12) -> ChatClient:
+        """A signed-in client of ``user_id`` that ended up on gateway ``gateway``: through
+        the balancer (when the cluster has one) it goes where the balancer sends it — with
+        round robin, where its WebSocket lands, which a client's fixed sequence of requests
+        makes the same gateway every time. So a client that lands elsewhere is kept open,
+        one plain request shifts the rotation, and the next one tries; the misplaced ones
+        are closed once one is placed."""
+        wanted = await self.gateway_id(gateway)
+        elsewhere: list[ChatClient] = []
+        try:
+            for _ in range(tries):
+                client = await self.user(gateway, user_id, username, namespaces=namespaces)
+                if client.gateway == wanted:
+                    return client
+                elsewhere.append(client)
+                if self.cluster.balancer_url is not None:
+                    await asyncio.to_thread(http_get, self.cluster.balancer_url + "/health")
+        finally:
+            for extra in elsewhere:
+                await extra.close()
+                self.all.remove(extra)
+        raise AssertionError(f"{user_id}: the balancer never placed it on {wanted}")
 
     async def anonymous(self, gateway: int, namespaces: Iterable[str] = ("/game",)
                         ) -> ChatClient:

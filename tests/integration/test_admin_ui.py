@@ -15,6 +15,7 @@ import socketio
 from argon2 import PasswordHasher
 
 from tests.integration.chat_helpers import Clients, unique
+from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, start_chat_cluster
 from tests.support.peer import QueuedPeer
 
@@ -25,11 +26,16 @@ WAIT = 10.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two gateways; the users reach them through HAProxy (no stickiness) on their default
+    options, the UI connects to gateway 0 as an operator points it at one."""
     hashed = PasswordHasher().hash(PASSWORD)
-    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("adminui")), gateways=2,
+    workdir = Path(tmp_path_factory.mktemp("adminui"))
+    cluster = start_chat_cluster(workdir, gateways=2,
                                  gateway_args=("--admin-ui-password-hash", hashed))
     try:
-        yield cluster
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 2
+            yield cluster
     finally:
         cluster.stop()
 
@@ -49,7 +55,7 @@ class Ui(QueuedPeer):
 
 async def test_the_ui_sees_and_commands_the_whole_cluster(cluster: Cluster) -> None:
     async with Clients(cluster) as clients:
-        early = await clients.user(1, unique("early"))  # there before the UI
+        early = await clients.user_on(1, unique("early"))  # there before the UI
         ui = Ui()
         try:
             await ui.connect(cluster.url(0), [NS])
@@ -68,7 +74,7 @@ async def test_the_ui_sees_and_commands_the_whole_cluster(cluster: Cluster) -> N
             assert all(s["clientsCount"] >= 0 and s["namespaces"] for s in stats.values())
 
             # Live: a socket connects on the other gateway and joins a room.
-            late = await clients.user(1, unique("late"))
+            late = await clients.user_on(1, unique("late"))
             sid = late.sid_of("/")
             got, _when = await ui.wait_for("socket_connected", lambda a: a[0]["id"] == sid)
             assert got["transport"] in ("polling", "websocket")

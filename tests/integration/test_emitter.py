@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.chat_helpers import ChatClient, Clients, unique
 from tests.support.backbone import free_port
+from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, start_chat_cluster
 
 RUN_TIMEOUT = 30.0
@@ -28,9 +29,13 @@ RUN_TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("emitter")), gateways=2)
+    """Two gateways behind HAProxy (no stickiness); clients on their default options."""
+    workdir = Path(tmp_path_factory.mktemp("emitter"))
+    cluster = start_chat_cluster(workdir, gateways=2)
     try:
-        yield cluster
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 2
+            yield cluster
     finally:
         cluster.stop()
 
@@ -77,11 +82,11 @@ async def test_a_plain_process_emits_to_a_room_across_gateways_and_to_one_user(
         cluster: Cluster) -> None:
     room = unique("emitted")
     async with Clients(cluster) as clients:
-        alice = await clients.user(0, unique("alice"))
-        bob = await clients.user(1, unique("bob"))
-        carol = await clients.user(1, unique("carol"))  # on bob's gateway, not in the room
-        dave0 = await clients.user(0, unique("dave"))
-        dave1 = await clients.user(1, dave0.user_id or "")  # the same user, second tab
+        alice = await clients.user_on(0, unique("alice"))
+        bob = await clients.user_on(1, unique("bob"))
+        carol = await clients.user_on(1, unique("carol"))  # on bob's gateway, not in the room
+        dave0 = await clients.user_on(0, unique("dave"))
+        dave1 = await clients.user_on(1, dave0.user_id or "")  # the same user, second tab
         await in_room(room, alice, bob)
         assert alice.gateway != bob.gateway
 
@@ -104,8 +109,8 @@ async def test_a_plain_process_emits_to_a_room_across_gateways_and_to_one_user(
 async def test_exclusions_namespaces_and_the_async_emitter(cluster: Cluster) -> None:
     room = unique("emitted")
     async with Clients(cluster) as clients:
-        alice = await clients.user(0, unique("alice"), namespaces=("/", "/chat"))
-        bob = await clients.user(1, unique("bob"), namespaces=("/", "/chat"))
+        alice = await clients.user_on(0, unique("alice"), namespaces=("/", "/chat"))
+        bob = await clients.user_on(1, unique("bob"), namespaces=("/", "/chat"))
         await in_room(room, alice, bob)
         await asyncio.to_thread(run_python, f"""
             import asyncio
@@ -130,8 +135,8 @@ async def test_exclusions_namespaces_and_the_async_emitter(cluster: Cluster) -> 
 async def test_switchboard_emit_from_the_command_line(cluster: Cluster) -> None:
     room = unique("emitted")
     async with Clients(cluster) as clients:
-        alice = await clients.user(0, unique("alice"))
-        bob = await clients.user(1, unique("bob"))
+        alice = await clients.user_on(0, unique("alice"))
+        bob = await clients.user_on(1, unique("bob"))
         await in_room(room, alice, bob)
         done = await asyncio.to_thread(run_cli, "--broker-pub", cluster.broker_pub,
                                        "--room", room, "deploy", '{"version": "1.2.3"}', "42")
