@@ -249,7 +249,7 @@ class AdminUi:
         if event == "_disconnect" and len(args) >= 3 and isinstance(args[0], str) \
                 and isinstance(args[2], str) and _is_sid(args[2]):
             if args[1] is True:
-                pub.publish(topics.gateway(topics.gateway_of(args[2])), Publication(
+                pub.publish(topics.socket(args[2]), Publication(
                     PubKind.CLOSE, args[0], sids=(args[2],), source=self.gateway_id))
             else:
                 pub.disconnect_socket(args[2], args[0])

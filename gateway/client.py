@@ -50,6 +50,22 @@ class NsSocket:
     #: Server→client acks awaited: ack id → the event the client's ack becomes.
     acks: dict[int, str] | None = None
     next_ack: int = 0
+    #: Connection state recovery (gateway.recovery): the socket's recovery id ("" when its
+    #: namespace has none), the offset of the last logged event written to it (events not
+    #: in the log carry it too, so the client's position stays), and after a recovery the
+    #: publishers' numbers at or below which live publications were replayed already.
+    pid: str = ""
+    offset: str = "0"
+    floor: dict[str, int] | None = None
+    #: While it is being restored: the live publications for it, written after the replay,
+    #: and the CONNECT stages' emits.
+    held: list[Any] | None = None
+    emits: list[Any] = field(default_factory=list)
+
+    def tail(self, args: list[Any]) -> list[Any]:
+        """An event's arguments as this socket gets them: with the offset last when its
+        namespace has recovery (the Socket.IO 4.6 wire format)."""
+        return [*args, self.offset] if self.pid else args
 
     def expect_ack(self, ack_event: str, limit: int = 1000) -> int | None:
         """Allocate an ack id for an emit whose ack returns as ``ack_event`` (bounded)."""

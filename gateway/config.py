@@ -62,6 +62,19 @@ class GatewayConfig:
         False, "Accept Engine.IO v3 clients (socket.io-client 2.x), as Node's allowEIO3; "
         "their auth is their query string (docs/eio3.md)."
     )
+    recovery_namespaces: tuple[str, ...] = setting(
+        (), "Namespaces with connection state recovery (Socket.IO 4.6: pid, offsets, "
+        "socket.recovered; docs/recovery.md), off by default as in Node; needs the recovery "
+        "service. Repeat, or comma-separated in the env variable."
+    )
+    recovery_skip_middlewares: bool = setting(
+        True, "A recovered socket skips the token checks of its CONNECT (Node's "
+        "skipMiddlewares); bans are still checked."
+    )
+    recovery_grace: float = setting(
+        5.0, "Seconds a recoverable socket whose connection dropped stays present for the "
+        "services (no 'user offline') in case it comes back."
+    )
     upgrade_timeout: float = setting(
         10.0, "Seconds a WebSocket probe may take to complete the upgrade."
     )

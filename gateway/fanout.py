@@ -28,6 +28,7 @@ from switchboard.gateway.protocol import encode_event_frames
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication, ReplayBatch
 from switchboard.shared.errors import EnvelopeError
+from switchboard.shared.journal import offset as offset_of
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
 log = logging.getLogger("switchboard.gateway.fanout")
@@ -174,25 +175,59 @@ class RoomObserver(Protocol):
     def room_left(self, sock: NsSocket, room: str) -> None: ...
 
 
+class RoomObservers:
+    """Several observers as one."""
+
+    def __init__(self, observers: Iterable[RoomObserver]) -> None:
+        self.observers = tuple(observers)
+
+    def room_joined(self, sock: NsSocket, room: str) -> None:
+        for observer in self.observers:
+            observer.room_joined(sock, room)
+
+    def room_left(self, sock: NsSocket, room: str) -> None:
+        for observer in self.observers:
+            observer.room_left(sock, room)
+
+
 class LocalIndex:
     """Namespaces and rooms → local sockets; drives the subscriptions."""
 
-    def __init__(self, subscriptions: Subscriber) -> None:
+    def __init__(self, subscriptions: Subscriber, gateway_id: str = "") -> None:
         self.subs = subscriptions
+        self.gateway_id = gateway_id
         self.observer: RoomObserver | None = None
         self.by_sid: dict[str, NsSocket] = {}
+        #: Sockets being restored by a recovery: their publications are kept, not written.
+        self.holding: dict[str, NsSocket] = {}
         self.namespaces: dict[str, set[NsSocket]] = {}
         self.rooms: dict[tuple[str, str], set[NsSocket]] = {}
 
-    def add(self, sock: NsSocket) -> asyncio.Future[None] | None:
+    def add(self, sock: NsSocket) -> list[asyncio.Future[None] | None]:
         self.by_sid[sock.sid] = sock
         members = self.namespaces.setdefault(sock.ns, set())
         members.add(sock)
-        return self.subs.add(topics.namespace(sock.ns))
+        if sock.held is not None:
+            self.holding[sock.sid] = sock
+        confirmations = [self.subs.add(topics.namespace(sock.ns))]
+        if self._foreign(sock.sid):
+            # Recovered here with another gateway's socket id: what is sent to it goes to
+            # that gateway's topic, so follow it by its own.
+            confirmations.append(self.subs.add(topics.socket(sock.sid)))
+        return confirmations
+
+    def _foreign(self, sid: str) -> bool:
+        try:
+            return bool(self.gateway_id) and topics.gateway_of(sid) != self.gateway_id
+        except ValueError:
+            return False
 
     def remove(self, sock: NsSocket) -> None:
         if self.by_sid.pop(sock.sid, None) is None:
             return
+        self.holding.pop(sock.sid, None)
+        if self._foreign(sock.sid):
+            self.subs.remove(topics.socket(sock.sid))
         for room in list(sock.rooms):
             self.leave(sock, room)
         members = self.namespaces.get(sock.ns)
@@ -229,6 +264,22 @@ class LocalIndex:
             if not members:
                 del self.rooms[key]
         self.subs.remove(topics.room(sock.ns, room))
+
+    def hold(self, pub: Publication) -> None:
+        """Keep an EMIT for every socket being restored that it reaches."""
+        for sock in self.holding.values():
+            if sock.held is None or sock.sid in pub.exclude:
+                continue
+            if pub.ns != sock.ns and pub.ns != ANY_NAMESPACE:
+                continue
+            if pub.sids:
+                reached = sock.sid in pub.sids
+            elif pub.room is not None:
+                reached = pub.room in sock.rooms
+            else:
+                reached = True
+            if reached:
+                sock.held.append(pub)
 
     def targets(
         self, ns: str, room: str | None, sids: Iterable[str], exclude: Iterable[str]
@@ -289,6 +340,9 @@ class Actions(Protocol):
     def peer(self, announcement: Publication) -> None:
         """Another gateway announced itself."""
 
+    def release(self, pub: Publication) -> None:
+        """A socket was recovered on gateway ``pub.args[0]``: forget it if it is here."""
+
     def replay(self, ask: AskReplay) -> None:
         """Fetch what a publisher sent that this gateway missed, then call
         :meth:`Fanout.replayed` (see :mod:`switchboard.gateway.continuity`)."""
@@ -298,8 +352,11 @@ class Fanout:
     """Handles every message of the SUB socket (see the module docstring)."""
 
     def __init__(self, subs: Confirmations, index: LocalIndex, actions: Actions,
-                 meters: m.EventMeters, liveness: int = 3) -> None:
+                 meters: m.EventMeters, liveness: int = 3,
+                 recoverable: frozenset[str] = frozenset()) -> None:
         self.subs = subs
+        #: Namespaces with connection state recovery: their events carry offsets.
+        self.recoverable = recoverable
         self.index = index
         self.actions = actions
         self.meters = meters
@@ -403,17 +460,26 @@ class Fanout:
         if pub.kind == PubKind.REPORT:
             self.actions.report(pub)
             return
-        targets = self.index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
+        if pub.kind == PubKind.RELEASE:
+            self.actions.release(pub)
+            return
+        index = self.index
+        targets = index.targets(pub.ns, pub.room, pub.sids, pub.exclude)
+        if index.holding and pub.kind == PubKind.EMIT:
+            index.hold(pub)
         if not targets:
             return
         actions = self.actions
-        if pub.kind == PubKind.EMIT and pub.ack_event:
+        if pub.kind == PubKind.EMIT and pub.ns in self.recoverable and pub.origin \
+                and not pub.ack_event:
+            self._deliver_recoverable(pub, targets)
+        elif pub.kind == PubKind.EMIT and pub.ack_event:
             for sock in targets:  # each needs its own ack id: no shared encoding here
                 actions.send_event(sock, pub.event, pub.args, pub.ack_event)
                 sock.client.flush()
         elif pub.kind == PubKind.EMIT and pub.ns == ANY_NAMESPACE:
             for sock in targets:
-                sock.client.conn.send_event(sock.ns, pub.event, pub.args)
+                sock.client.conn.send_event(sock.ns, pub.event, sock.tail(pub.args))
                 sock.client.flush()
         elif pub.kind == PubKind.EMIT:
             # Encoded once per message, then the same bytes are written to every member
@@ -443,13 +509,37 @@ class Fanout:
                 if conn.closed:
                     continue
                 if pub.event:
-                    conn.send_event(sock.ns, pub.event, pub.args)
+                    conn.send_event(sock.ns, pub.event, sock.tail(pub.args))
                 conn.disconnect(sock.ns)
                 sock.client.flush()
                 actions.drop_socket(sock)
         elif pub.kind == PubKind.CLOSE:
             for sock in targets:
                 actions.close_client(sock.client, "closed by server")
+
+    def _deliver_recoverable(self, pub: Publication, targets: list[NsSocket]) -> None:
+        """An event of a namespace with recovery: its offset goes last (encoded once), and
+        a recovered socket skips what its replay already gave it."""
+        key = offset_of(pub.origin, pub.seq)
+        frames = encode_event_frames(pub.ns, pub.event, [*pub.args, key])
+        data: bytes | None = None
+        count = 0
+        for sock in targets:
+            floor = sock.floor
+            if floor is not None and pub.seq <= floor.get(pub.origin, 0):
+                continue
+            sock.offset = key
+            client = sock.client
+            count += 1
+            if client.polling is None and client.conn.eio == 4:
+                if data is None:
+                    data = wsframe.encode_all(frames)
+                client.write(data)
+            else:
+                client.send_frames(frames)
+        self.counters["deliveries"] += count
+        m.DELIVERIES.inc(count)
+        self.meters.sent(pub.ns, pub.event).inc()
 
     # -- the broker's liveness ---------------------------------------------------------------
     def _broker_heartbeat(self, body: bytes) -> None:

@@ -30,8 +30,19 @@ from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.fanout import LocalIndex, wait_all
 from switchboard.gateway.lane import Turn
 from switchboard.gateway.protocol import AckReceived, ConnectRequested, EventReceived
+from switchboard.gateway.recovery import Recovery
 from switchboard.gateway.routing import RoutingTable
-from switchboard.shared.envelope import Emit, Reply, RequestKind, Session, SocketState
+from switchboard.shared.envelope import (
+    Emit,
+    PubKind,
+    Publication,
+    Reply,
+    RequestKind,
+    Session,
+    SocketState,
+)
+from switchboard.shared.envelope import Recovery as RecoveryMode
+from switchboard.shared.journal import offset as offset_of
 from switchboard.shared.errors import ServiceUnavailable
 
 log = logging.getLogger("switchboard.gateway")
@@ -77,6 +88,8 @@ class Pipelines:
         self.peak_sockets: dict[str, int] = {}
         #: The Admin UI's instrumentation, when configured (set by the gateway).
         self.admin: AdminUi | None = None
+        #: Connection state recovery, when namespaces have it (set by the gateway).
+        self.recovery: Recovery | None = None
 
     # -- CONNECT ---------------------------------------------------------------------------
     async def connect(self, client: Client, request: ConnectRequested) -> None:
@@ -92,6 +105,12 @@ class Pipelines:
             client.flush()
             m.CONNECT_REFUSALS.labels("other", "Invalid namespace").inc()
             return
+        recovery = self.recovery
+        recoverable = recovery is not None and recovery.applies(ns, conn.eio)
+        auth = request.auth if isinstance(request.auth, dict) else {}
+        if recoverable and isinstance(auth.get("pid"), str) and \
+                await self._restore(client, request, auth):
+            return
         session = Session(
             sid=f"{self.gateway_id}.{secrets.token_urlsafe(9)}",
             ns=ns,
@@ -99,8 +118,22 @@ class Pipelines:
             address=client.address,
             connected_at=time.time(),
             transport=client.transport_name,
+            recoverable=recoverable,
         )
-        joins: list[str] = []
+        await self._join_namespace(client, request, session, auth)
+
+    async def _join_namespace(self, client: Client, request: ConnectRequested,
+                              session: Session, auth: dict[str, Any],
+                              restored: SocketState | None = None,
+                              previous: str = "") -> NsSocket | None:
+        """Every CONNECT stage, then the socket is indexed, subscribed and acknowledged
+        (``restored``: a recovered socket's state; it is acknowledged by the caller)."""
+        ns, conn, routing = request.namespace, client.conn, self.services.routing
+        mode = RecoveryMode.NONE
+        if restored is not None:
+            mode = (RecoveryMode.SKIP if self.recovery is None
+                    or self.recovery.settings.skip_middlewares else RecoveryMode.CHECK)
+        joins: list[str] = list(restored.rooms) if restored is not None else []
         emits: list[Emit] = []
         accepted: list[str] = []
         refusal: str | None = None
@@ -109,9 +142,9 @@ class Pipelines:
             for stage in routing.connect_stages(ns):
                 try:
                     reply = await self.services.request(
-                        stage, RequestKind.CONNECT, session=session,
-                        auth=request.auth if isinstance(request.auth, dict) else {},
-                        headers=client.headers,
+                        stage, RequestKind.CONNECT, session=session, auth=auth,
+                        headers=client.headers, recovery=mode,
+                        sockets=(restored,) if restored is not None else (),
                     )
                 except ServiceUnavailable as exc:
                     log.warning("CONNECT to %s refused: %s", ns, exc)
@@ -136,36 +169,144 @@ class Pipelines:
                 m.CONNECT_REFUSALS.labels(
                     ns, refusal if refusal in KNOWN_REFUSALS else "other").inc()
                 log.info("CONNECT to %s from %s refused: %s", ns, client.address, refusal)
-            self._notify_disconnect(session, [s for s in accepted
-                                              if s in routing.disconnect_listeners(ns)])
-            return
+            if restored is not None and self.recovery is not None:
+                # Refused on its way back (e.g. banned meanwhile): it leaves for good, from
+                # where the services last knew it.
+                self.recovery.forget(session)
+                self._notify_disconnect(replace(session, gateway=previous or session.gateway),
+                                        self._listeners(ns))
+            else:
+                self._notify_disconnect(session, [s for s in accepted
+                                                  if s in routing.disconnect_listeners(ns)])
+            return None
         sock = NsSocket(session, client)
+        if session.recoverable and self.recovery is not None:
+            sock.pid = restored.pid if restored is not None else self.recovery.new_pid()
+        if restored is not None:
+            sock.held = []
         client.sockets[ns] = sock
         self._count_socket(ns)
-        confirmations = [self.index.add(sock)]
+        confirmations = self.index.add(sock)
         confirmations.extend(self.index.join(sock, room) for room in joins)
         await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
         if conn.closed or client.sockets.get(ns) is not sock:
-            return
-        conn.accept(ns, session.sid)
+            return None
+        if restored is not None:
+            sock.emits = emits  # sent once the replay is written
+            return sock
+        conn.accept(ns, session.sid, sock.pid or None)
         client.flush()
+        await self._went_live(sock, emits)
+        return sock
+
+    async def _went_live(self, sock: NsSocket, emits: list[Emit]) -> None:
+        client, ns = sock.client, sock.ns
         sock.live = True
         self.transport_changed(sock)  # upgraded while its CONNECT went round the services
-        if admin is not None:
-            admin.socket_connected(sock)
-        if emits:
-            if self.connect_emit_delay:
-                # Write the CONNECT ack before the first emit rather than in the same burst:
-                # naive clients (the official protocol test suite among them) read one packet
-                # per wake-up and would miss a second one in the same read. Real clients need
-                # no gap, so by default the emits leave in the same write as the ack.
-                await client.drain(1.0)
-                await asyncio.sleep(self.connect_emit_delay)
-                if client.sockets.get(ns) is not sock:
-                    return
-            for emit in emits:
-                self.send_event(sock, emit.event, emit.args, emit.ack_event)
+        if self.admin is not None:
+            self.admin.socket_connected(sock)
+        if sock.pid and self.recovery is not None:
+            self.recovery.attach(sock)
+        if not emits:
+            return
+        if self.connect_emit_delay:
+            # Write the CONNECT ack before the first emit rather than in the same burst:
+            # naive clients (the official protocol test suite among them) read one packet
+            # per wake-up and would miss a second one in the same read. Real clients need
+            # no gap, so by default the emits leave in the same write as the ack.
+            await client.drain(1.0)
+            await asyncio.sleep(self.connect_emit_delay)
+            if client.sockets.get(ns) is not sock:
+                return
+        for emit in emits:
+            self.send_event(sock, emit.event, emit.args, emit.ack_event)
+        client.flush()
+
+    # -- connection state recovery ---------------------------------------------------------
+    async def _restore(self, client: Client, request: ConnectRequested,
+                       auth: dict[str, Any]) -> bool:
+        """A CONNECT with a ``pid``: take its session from the recovery service, let the
+        CONNECT stages see it, subscribe its rooms, then write what it missed and go live
+        with the same socket id. False when it cannot be recovered: a new socket then."""
+        recovery = self.recovery
+        assert recovery is not None
+        pid: str = auth["pid"]
+        given = auth.get("offset")
+        offset = given if isinstance(given, str) else ""
+        taken = await recovery.take(pid, offset)
+        conn, ns = client.conn, request.namespace
+        if taken is None or taken.session is None or conn.closed:
+            return False
+        old = taken.session
+        # The client came back before this gateway (or the one it was on) saw it go.
+        self.release_socket(old.sid)
+        session = replace(old, gateway=self.gateway_id, address=client.address,
+                          transport=client.transport_name, recoverable=True)
+        restored = SocketState(session, taken.joins, pid)
+        sock = await self._join_namespace(client, request, session, auth, restored,
+                                          previous=old.gateway)
+        if sock is None:
+            return True  # refused (the client was told) or gone
+        missed = await recovery.missed(pid, offset)
+        if conn.closed or client.sockets.get(ns) is not sock:
+            return True
+        held, sock.held = sock.held or [], None
+        self.index.holding.pop(sock.sid, None)
+        emits, sock.emits = sock.emits, []
+        if missed is None:
+            # Taken, but what it missed is unknown (the recovery service went away): it
+            # goes on as a new socket would, with a new pid (recovered: false).
+            sock.pid = recovery.new_pid()
+            conn.accept(ns, sock.sid, sock.pid)
+            floor: dict[str, int] = {}
+        else:
+            conn.accept(ns, sock.sid, pid)
+            sock.offset = offset or sock.offset
+            for entry in missed.packets:
+                key, event, args = entry
+                conn.send_event(ns, event, [*args, key])
+                sock.offset = key
+            floor = missed.floor
+        for pub in held:
+            if pub.seq > floor.get(pub.origin, 0) and pub.kind is PubKind.EMIT:
+                self._send_held(sock, pub)
+        sock.floor = floor or None
+        client.flush()
+        log.info("socket %s recovered on %s (%d missed packets)", sock.sid, ns,
+                 len(missed.packets) if missed is not None else 0)
+        await self._went_live(sock, emits)
+        return True
+
+    def _send_held(self, sock: NsSocket, pub: Publication) -> None:
+        if pub.origin and not pub.ack_event:
+            key = offset_of(pub.origin, pub.seq)
+            sock.client.conn.send_event(sock.ns, pub.event, [*pub.args, key])
+            sock.offset = key
+        else:
+            self.send_event(sock, pub.event, pub.args, pub.ack_event)
+
+    def release(self, pub: Publication) -> None:
+        """The recovery service gave socket ``pub.sids[0]`` to gateway ``pub.args[0]``."""
+        if pub.sids and not (pub.args and pub.args[0] == self.gateway_id):
+            self.release_socket(pub.sids[0])
+
+    def release_socket(self, sid: str) -> None:
+        """Forget a recoverable socket that lives on elsewhere: no departure is told."""
+        if self.recovery is not None:
+            self.recovery.cancel(sid)
+        sock = self.index.by_sid.get(sid)
+        if sock is None or sock.client.sockets.get(sock.ns) is not sock:
+            return
+        client = sock.client
+        if not client.conn.closed:
+            client.conn.disconnect(sock.ns)
             client.flush()
+        del client.sockets[sock.ns]
+        self.index.remove(sock)
+        m.SOCKETS.labels(sock.ns).dec()
+        if self.admin is not None and sock.live:
+            self.admin.socket_disconnected(sock, "transport close")
+        log.info("socket %s recovered elsewhere: forgotten here", sid)
 
     async def _connect_admin_ui(self, client: Client, request: ConnectRequested,
                                 admin: AdminUi) -> None:
@@ -187,7 +328,7 @@ class Pipelines:
         # hold that much unsent rather than being cut off as a slow reader.
         client.write_limit = max(client.write_limit, ADMIN_UI_WRITE_LIMIT)
         self._count_socket(ns)
-        await wait_all([self.index.add(sock)], SUBSCRIBE_TIMEOUT)
+        await wait_all(self.index.add(sock), SUBSCRIBE_TIMEOUT)
         if conn.closed or client.sockets.get(ns) is not sock:
             return
         conn.accept(ns, session.sid)
@@ -278,8 +419,10 @@ class Pipelines:
 
     def send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
         """An event for one socket; with ``ack_event`` the client's ack comes back as it."""
-        ack_id = sock.expect_ack(ack_event) if ack_event else None
-        sock.client.conn.send_event(sock.ns, event, args, ack_id)
+        if ack_event:
+            sock.client.conn.send_event(sock.ns, event, args, sock.expect_ack(ack_event))
+        else:
+            sock.client.conn.send_event(sock.ns, event, sock.tail(args))
 
     async def _apply_async(self, sock: NsSocket, reply: Reply, request: EventReceived) -> None:
         if reply.session is not None and sock.client.sockets.get(sock.ns) is sock:
@@ -314,12 +457,15 @@ class Pipelines:
         if request.ack_id is not None:
             conn.send_ack(sock.ns, request.ack_id, [{"success": False, "error": message}])
         else:
-            conn.send_event(sock.ns, "error", [{"event": request.event, "message": message}])
+            conn.send_event(sock.ns, "error",
+                            sock.tail([{"event": request.event, "message": message}]))
         sock.client.flush()
 
     # -- leaving and telling ---------------------------------------------------------------
-    def drop_socket(self, sock: NsSocket, reason: str = "") -> None:
-        """``reason``: Socket.IO's disconnect reason, for the Admin UI (guessed if empty)."""
+    def drop_socket(self, sock: NsSocket, reason: str = "", recoverable: bool = False) -> None:
+        """``reason``: Socket.IO's disconnect reason, for the Admin UI (guessed if empty);
+        ``recoverable``: the connection dropped (it did not leave): a socket with recovery
+        may come back within the window, so its departure waits out the grace."""
         client = sock.client
         if not reason:
             reason = "transport close" if client.conn.closed else "server namespace disconnect"
@@ -334,13 +480,23 @@ class Pipelines:
             return  # no service knows of it
         log.info("socket %s left %s (user %s) after %.1fs", sock.sid, sock.ns,
                  sock.session.user_id or "-", time.time() - sock.session.connected_at)
-        self._notify_disconnect(
-            sock.session, self.services.routing.disconnect_listeners(sock.ns)
-        )
+        recovery, session = self.recovery, sock.session
+        if sock.pid and recovery is not None and recoverable:
+            listeners = self._listeners(sock.ns)
+            recovery.detach(sock, lambda: self._notify_disconnect(session, listeners))
+            return
+        if sock.pid and recovery is not None:
+            recovery.forget(session)
+        self._notify_disconnect(session, self._listeners(sock.ns))
 
-    def drop_all(self, client: Client) -> None:
+    def _listeners(self, ns: str) -> list[str]:
+        """Who hears of a departure, but the recovery service (told by ``recovery``)."""
+        routing = self.services.routing
+        return [name for name in routing.disconnect_listeners(ns) if name != routing.recovery]
+
+    def drop_all(self, client: Client, recoverable: bool = False) -> None:
         for sock in list(client.sockets.values()):
-            self.drop_socket(sock)
+            self.drop_socket(sock, recoverable=recoverable)
 
     def _notify_disconnect(self, session: Session, services: Iterable[str]) -> None:
         for service in services:
@@ -379,7 +535,7 @@ class Pipelines:
         connecting = tuple(SocketState(session) for session in self.connecting.values())
         own = self.admin.namespace if self.admin is not None else None
         sockets = tuple(
-            SocketState(sock.session, tuple(sorted(sock.rooms)))
+            SocketState(sock.session, tuple(sorted(sock.rooms)), sock.pid)
             for sock in self.index.by_sid.values() if sock.ns != own
         ) + connecting
         try:

@@ -21,6 +21,7 @@ class RoutingTable:
         self._owners: dict[tuple[str, str], str] = {}
         self._disconnect: dict[str, tuple[str, ...]] = {}
         self._update: dict[str, tuple[str, ...]] = {}
+        self._recovery: str | None = None
         for info in infos:
             self.infos[info.name] = info
         self._rebuild()
@@ -49,6 +50,9 @@ class RoutingTable:
                     if key not in owners or route.ns != WILDCARD:
                         owners[key] = info.name
         self._owners = owners
+        self._recovery = next(
+            (info.name for info in self.infos.values()
+             if any(route.kind == RequestKind.RECOVER for route in info.routes)), None)
 
     def _stages(self, kind: RequestKind, ns: str) -> tuple[str, ...]:
         """Services with a ``kind`` route for ``ns`` or ``*``, by ascending priority."""
@@ -74,6 +78,11 @@ class RoutingTable:
 
     def owner(self, ns: str, event: str) -> str | None:
         return self._owners.get((ns, event)) or self._owners.get((WILDCARD, event))
+
+    @property
+    def recovery(self) -> str | None:
+        """The service keeping recoverable sessions (connection state recovery), if any."""
+        return self._recovery
 
     def disconnect_listeners(self, ns: str) -> tuple[str, ...]:
         return self._disconnect.get(ns, ())

@@ -40,12 +40,13 @@ from switchboard.gateway.continuity import AskReplay
 from switchboard.gateway.echo import EchoHost
 from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
-from switchboard.gateway.fanout import Fanout, LocalIndex, Subscriptions
+from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscriptions
 from switchboard.gateway.front import Front
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.peers import Peers
 from switchboard.gateway.pipelines import Pipelines
+from switchboard.gateway.recovery import Recovery, RecoverySettings
 from switchboard.gateway.protocol import ConnectionConfig
 from switchboard.gateway.proxies import parse_networks
 from switchboard.gateway.sessions import Sessions
@@ -96,14 +97,23 @@ class Gateway:
         )
         self.subs = Subscriptions(self.context, config.broker_sub, self._on_broker,
                                   on_reconnect=self._broker_reconnected)
-        self.index = LocalIndex(self.subs)
+        self.index = LocalIndex(self.subs, self.id)
         self.pipelines = Pipelines(
             self.id, self.backbone, self.index, meters, self.spawn,
             connect_emit_delay=config.connect_emit_delay,
             sync_timeout=max(config.request_timeout, 30.0),
         )
+        self.recovery: Recovery | None = None
+        if config.recovery_namespaces:
+            routing = self.backbone.routing
+            self.recovery = Recovery(
+                RecoverySettings(frozenset(config.recovery_namespaces),
+                                 config.recovery_skip_middlewares, config.recovery_grace),
+                self.backbone, self.spawn, lambda: routing.recovery)
+            self.pipelines.recovery = self.recovery
         self.sessions = Sessions(conn_config, config.write_limit, self.pipelines, meters)
-        self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness)
+        self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
+                             frozenset(config.recovery_namespaces))
         # -- the Engine.IO endpoint and the other gateways
         self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials)
         #: Announces this gateway's peer endpoint on the broker (see gateway.peers).
@@ -116,7 +126,10 @@ class Gateway:
                               config.admin_ui_password_hash),
                 self.id, self.publisher, self.index, self._connection_counts)
             self.pipelines.admin = self.admin
-            self.index.observer = self.admin
+        observers = [o for o in (self.admin, self.recovery) if o is not None]
+        if observers:
+            self.index.observer = observers[0] if len(observers) == 1 else RoomObservers(
+                observers)
         self.peers = Peers(self.id, self.instance, self.context, config.peer_bind,
                            config.peer_address, self._peer_request,
                            stale_after=max(10 * config.heartbeat_interval, 3.0))
@@ -265,6 +278,9 @@ class Gateway:
 
     def close_client(self, client: Client, reason: str) -> None:
         self.sessions.close_client(client, reason)
+
+    def release(self, pub: Publication) -> None:
+        self.pipelines.release(pub)
 
     def resync(self, service: str) -> None:
         if service in self.backbone.instances:  # else it is synced once described

@@ -50,7 +50,7 @@ class SocketWork(Protocol):
 
     def drop_socket(self, sock: NsSocket, reason: str = "") -> None: ...
 
-    def drop_all(self, client: Client) -> None: ...
+    def drop_all(self, client: Client, recoverable: bool = False) -> None: ...
 
     def transport_changed(self, sock: NsSocket) -> None: ...
 
@@ -183,7 +183,7 @@ class Sessions:
             self.counters["closed_bad_input"] += 1
             log.info("closing connection %s from %s: %s", client.conn.sid, client.address, reason)
         m.CLOSES.labels(bounded_reason(reason)).inc()
-        self.work.drop_all(client)
+        self.work.drop_all(client, recoverable=not event.error)
         if event.error:
             mode = CloseMode.ABORT
         else:
@@ -207,13 +207,14 @@ class Sessions:
             return
         client.lost = True
         self.work.session_closed(reason)
+        bad = reason.startswith(("message too large", "invalid WebSocket"))
         if not client.conn.closed:
-            if reason.startswith(("message too large", "invalid WebSocket")):
+            if bad:
                 self.counters["closed_bad_input"] += 1
                 log.info("closing connection %s from %s: %s", client.conn.sid, client.address,
                          reason)
             self._handle_events(client, client.conn.connection_lost(reason))
-        self.work.drop_all(client)
+        self.work.drop_all(client, recoverable=not bad)
         client.shut(reason)
         if self.engine is not None:
             self.engine.forget_session(client)
@@ -235,7 +236,7 @@ class Sessions:
         m.CLOSES.labels("slow consumer").inc()
         if not client.conn.closed:
             client.conn.close("slow consumer")
-        self.work.drop_all(client)
+        self.work.drop_all(client, recoverable=True)
         # The close frame queues behind the unread data; the close timeout drops the TCP
         # connection if the client never reads it. A polling client's waiting poll (if any)
         # is told the session is over.
@@ -249,7 +250,8 @@ class Sessions:
         for client in list(self.clients):
             for sock in list(client.sockets.values()):
                 if sock.live and not client.conn.closed:
-                    client.conn.send_event(sock.ns, "server shutdown", [SHUTDOWN_NOTICE])
+                    client.conn.send_event(sock.ns, "server shutdown",
+                                           sock.tail([SHUTDOWN_NOTICE]))
             client.flush()
 
     @property
@@ -261,7 +263,7 @@ class Sessions:
             if not client.conn.closed:
                 client.conn.close(reason)
                 client.flush()
-            self.work.drop_all(client)
+            self.work.drop_all(client, recoverable=True)  # clients recover elsewhere
         for client in list(self.clients):
             client.close(1001, reason, CloseMode.GRACEFUL)
 

@@ -162,6 +162,9 @@ class Session(_Envelope):
     avatar: str | None = None
     #: The Engine.IO transport the socket's connection uses now: polling or websocket.
     transport: str = ""
+    #: Its namespace has connection state recovery: a dropped connection may come back
+    #: (elsewhere) within the window, so services wait a grace before they forget it.
+    recoverable: bool = False
 
     def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
         return replace(self, user_id=user_id, username=username, role=role)
@@ -177,16 +180,30 @@ class RequestKind(IntEnum):
     FILTER = 6  #: an EVENT seen by a filter stage before its owner
     UPDATE = 7  #: the gateway changed a socket's session itself (its transport upgraded)
     REPLAY = 8  #: publications a gateway missed: ``args`` [origin, after seq] (a broker crash)
+    RECOVER = 9  #: connection state recovery: take the session of ``args`` [pid] (its state)
+    MISSED = 10  #: what session ``args`` [pid, offset] missed: ``args`` [[offset, event, args]…]
+    ATTACH = 11  #: a recoverable socket's state (``sockets`` one, with its pid) on this gateway
+    DETACH = 12  #: a recoverable socket's connection dropped: the window for recovery starts
+
+
+class Recovery(IntEnum):
+    """How a CONNECT came about (``Request.recovery``)."""
+
+    NONE = 0  #: a new socket
+    SKIP = 1  #: restored by connection state recovery; middlewares (token checks) skipped
+    CHECK = 2  #: restored, and every stage checks it as a new CONNECT (skipMiddlewares off)
 
 
 @dataclass(frozen=True, slots=True)
 class SocketState(_Envelope):
-    """One socket and its rooms, as a gateway reports it in SYNC: ``[session, rooms]``."""
+    """One socket and its rooms, as a gateway reports it in SYNC: ``[session, rooms, pid]``;
+    ``pid``: its recovery id (connection state recovery), for the recovery service."""
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session}
 
     session: Session
     rooms: tuple[str, ...] = ()
+    pid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +221,7 @@ class GatewayStatus(_Envelope):
 @dataclass(frozen=True, slots=True)
 class Request(_Envelope):
     """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
-    instance]``.
+    instance, recovery]``.
 
     - ``id``: per-gateway counter; the reply echoes it.
     - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
@@ -215,11 +232,13 @@ class Request(_Envelope):
     - ``instance``: random per gateway process start. A gateway restarted under the same id
       is a new process whose predecessor's sockets are gone: a service that sees a new
       instance drops the old one's sockets at once (see :class:`shared.runner.Runner`).
+    - ``recovery``: CONNECT of a socket restored by connection state recovery
+      (:class:`Recovery`); ``sockets`` then holds its state (rooms).
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
     _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState}
-    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind, "recovery": Recovery}
 
     kind: RequestKind
     id: int
@@ -233,6 +252,7 @@ class Request(_Envelope):
     deadline: float = 0.0
     status: GatewayStatus | None = None
     instance: str = ""
+    recovery: Recovery = Recovery.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +374,7 @@ class PubKind(IntEnum):
     PEER = 6  #: a gateway announces itself: ``source`` its id, ``args`` [instance, endpoint]
     BEAT = 7  #: a publisher's beat: ``seq`` its latest publication, ``epoch`` the beat's
     REPORT = 8  #: the Admin UI socket ``sids[0]`` of ``ns`` asks every gateway for its sockets
+    RELEASE = 9  #: socket ``sids[0]`` was recovered on gateway ``args[0]``: others forget it
 
 
 @dataclass(frozen=True, slots=True)

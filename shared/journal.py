@@ -24,7 +24,23 @@ from dataclasses import dataclass
 
 from switchboard.shared.envelope import JournalEntry, ReplayBatch
 
-__all__ = ["Journal", "Stamp"]
+__all__ = ["Journal", "Stamp", "offset", "parse_offset"]
+
+
+def offset(origin: str, seq: int) -> str:
+    """The offset a recoverable event carries as its last argument (connection state
+    recovery): the publication's number, readable by the recovery service."""
+    return f"{origin}-{seq:x}"
+
+
+def parse_offset(value: str) -> tuple[str, int] | None:
+    origin, sep, seq = value.rpartition("-")
+    if not sep or not origin:
+        return None
+    try:
+        return origin, int(seq, 16)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

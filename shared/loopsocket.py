@@ -94,6 +94,20 @@ class LoopSocket:
                 return
         self.kick()  # more waiting: go on after other work had its turn
 
+    def drain(self, limit: int = 100_000) -> int:
+        """Handle every message waiting now (bounded), before answering something that must
+        not miss them; returns how many."""
+        socket, handle, count = self.socket, self._on_message, 0
+        while count < limit and not socket.closed and \
+                int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            frames = socket.recv_multipart(zmq.NOBLOCK)
+            count += 1
+            try:
+                handle(frames)
+            except Exception:
+                log.exception("handling a ZeroMQ message failed")
+        return count
+
     def stop_reading(self) -> None:
         """No more input (sending still works): for a graceful stop."""
         if self._loop is not None and not self.socket.closed and not self._loop.is_closed():

@@ -14,6 +14,7 @@ SERVICES: dict[str, int] = {
     "moderation": 5561,
     "room": 5562,
     "game": 5563,
+    "recovery": 5564,
     "conformance": 5569,
 }
 GATEWAY_HTTP = 3000

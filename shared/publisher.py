@@ -66,7 +66,7 @@ class Publisher:
     ) -> None:
         """Emit to one socket; with ``ack_event`` its ack returns as that event."""
         self.publish(
-            topics.gateway(topics.gateway_of(sid)),
+            topics.socket(sid),
             Publication(PubKind.EMIT, ns, event, args, sids=(sid,), source=self.source,
                         ack_event=ack_event),
         )
@@ -110,7 +110,7 @@ class Publisher:
         room: str | None = None,
     ) -> None:
         self.publish(
-            topics.gateway(topics.gateway_of(sid)),
+            topics.socket(sid),
             Publication(kind, ns, event, args or [], room=room, sids=(sid,), source=self.source),
         )
 

@@ -81,6 +81,12 @@ def on_update(ns: str) -> Callable[[F], F]:
     return _register(Route(RequestKind.UPDATE, ns))
 
 
+def on_request(kind: RequestKind, ns: str = "*") -> Callable[[F], F]:
+    """Handles requests of ``kind`` (e.g. the recovery service's RECOVER, MISSED, ATTACH,
+    DETACH); the gateway finds the handler by its route."""
+    return _register(Route(kind, ns))
+
+
 def on_sync() -> Callable[[F], F]:
     """Receives a gateway's full socket list after this service (re)started."""
     return _register(Route(RequestKind.SYNC, "*"))

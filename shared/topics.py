@@ -4,14 +4,16 @@ A topic is the first frame of every published message; ZeroMQ matches subscripti
 prefix, so each variable part is terminated by NUL: room ``a`` must not match room ``ab``, and
 namespace ``/a`` must not match ``/ab``.
 
-===========  =================================  ==========================================
-kind         layout                             delivered to
-===========  =================================  ==========================================
-room         ``r`` ns ``\\0`` room ``\\0``       gateways holding a member of that room
-namespace    ``n`` ns ``\\0``                    gateways holding a socket of that namespace
-gateway      ``g`` gateway-id ``\\0``            one gateway (a socket id names its gateway)
-control      ``c`` name ``\\0``                  every gateway (heartbeat, cluster-wide asks)
-===========  =================================  ==========================================
+===========  =========================================  ====================================
+kind         layout                                     delivered to
+===========  =========================================  ====================================
+room         ``r`` ns ``\\0`` room ``\\0``               gateways holding a member of the room
+namespace    ``n`` ns ``\\0``                            gateways holding a socket of the ns
+gateway      ``g`` gateway-id ``\\0``                    one gateway (a sid names its gateway)
+socket       ``g`` gateway-id ``\\0`` sid ``\\0``          that gateway (by prefix), and the one
+                                                        a recovery moved the socket to
+control      ``c`` name ``\\0``                          every gateway (heartbeat, asks)
+===========  =========================================  ====================================
 """
 
 from __future__ import annotations
@@ -41,12 +43,24 @@ def room(namespace: str, name: str) -> bytes:
     return ROOM + _part(namespace) + _part(name)
 
 
+def rooms_of(namespace: str) -> bytes:
+    """The prefix of every room topic of ``namespace`` (a subscription to all of them)."""
+    return ROOM + _part(namespace)
+
+
 def namespace(name: str) -> bytes:
     return NAMESPACE + _part(name)
 
 
 def gateway(gateway_id: str) -> bytes:
     return GATEWAY + _part(gateway_id)
+
+
+def socket(sid: str) -> bytes:
+    """Messages for one socket: under its gateway's topic, so that gateway needs no
+    per-socket subscription, yet a socket recovered on another gateway can be followed
+    there by subscribing this topic alone."""
+    return GATEWAY + _part(gateway_of(sid)) + _part(sid)
 
 
 def control(name: str) -> bytes:

@@ -77,6 +77,11 @@ class UpConfig:
         "", "argon2 hash of the Socket.IO Admin UI's password (`switchboard hash-password`; "
         "user `admin`, namespace /admin-ui); empty: no Admin UI.",
         env="SWITCHBOARD_ADMIN_UI_PASSWORD_HASH")
+    recovery_namespaces: tuple[str, ...] = setting(
+        (), "Namespaces with connection state recovery (e.g. /,/chat); runs the recovery "
+        "service. Off by default, as in Node.", env="SWITCHBOARD_RECOVERY_NAMESPACES")
+    recovery_window: float = setting(
+        120.0, "maxDisconnectionDuration: seconds a dropped socket can still recover.")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
     demo: bool = setting(
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
@@ -135,6 +140,9 @@ def plan(config: UpConfig) -> list[Child]:
                                  "--subscribe-bind", subscribe],
                       binds=((loopback, base), (loopback, base + 1)))]
     names = ["conformance"] if config.conformance else ["auth", "moderation", "room", "game"]
+    recovering = [f"--recovery-namespaces={ns}" for ns in config.recovery_namespaces]
+    if recovering and not config.conformance:
+        names.append("recovery")
     ping_interval, ping_timeout, max_payload = (
         (0.3, 0.2, 1_000_000) if config.conformance  # what the official suite asserts
         else (config.ping_interval, config.ping_timeout, config.max_payload)
@@ -147,6 +155,9 @@ def plan(config: UpConfig) -> list[Child]:
                 "--gateway-timeout", str(config.gateway_timeout)]
         if name in ("room", "moderation"):
             argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
+        if name == "recovery":
+            argv += [*recovering, "--recovery-window", str(config.recovery_window),
+                     "--broker-sub", subscribe]
         children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
                               binds=((loopback, base + offset),)))
     for i in range(config.gateways):
@@ -164,6 +175,7 @@ def plan(config: UpConfig) -> list[Child]:
         argv.append("--demo" if config.demo else "--no-demo")
         if config.allow_eio3:
             argv.append("--allow-eio3")
+        argv += recovering
         env = {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}
         if config.admin_ui_password_hash:  # in the environment: argv is world-readable
             env["SWITCHBOARD_ADMIN_UI_PASSWORD_HASH"] = config.admin_ui_password_hash

@@ -320,13 +320,16 @@ class Connection:
 
     # ----------------------------------------------------------------- actions
 
-    def accept(self, namespace: str, sid: str) -> None:
-        """Accept a pending namespace: queues ``40[/ns,]{"sid":…}``."""
+    def accept(self, namespace: str, sid: str, pid: str | None = None) -> None:
+        """Accept a pending namespace: queues ``40[/ns,]{"sid":…}``, with ``"pid"`` when the
+        namespace has connection state recovery (Socket.IO 4.6)."""
         if self._closed:
             return
         self._step(namespace, NsStep.ACCEPT)
         self._connect_deadline = None
-        data = {"sid": sid} if self._eio == 4 else None
+        data: dict[str, str] | None = None
+        if self._eio == 4:
+            data = {"sid": sid, "pid": pid} if pid else {"sid": sid}
         self._outgoing.extend(encode_frames(Packet(PacketType.CONNECT, namespace, data)))
 
     def refuse(self, namespace: str, message: str, data: Any = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from switchboard.shared import topics
-from switchboard.shared.envelope import Reply, Request, fail, reply_to
+from switchboard.shared.envelope import Recovery, Reply, Request, fail, reply_to
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect
 from switchboard.shared.tokens import (
@@ -87,6 +87,10 @@ class AuthService(Service):
         session = request.session
         if session is None:  # a gateway bug; nothing to authenticate
             return fail(request, NO_TOKEN)
+        if request.recovery == Recovery.SKIP:
+            # Connection state recovery with skipMiddlewares: this socket's token was
+            # checked when it first connected; it comes back as who it was.
+            return reply_to(request)
         rule = self.policy.rule_for(session.ns)
         token = token_from(request)
         identity: Identity | None = None
@@ -103,6 +107,8 @@ class AuthService(Service):
             return reply_to(request, session=session.with_user(None, None, None))
         if rule.role is not None and identity.role != rule.role:
             return fail(request, access_denied(rule.role))
+        if request.recovery == Recovery.CHECK and identity.user_id != session.user_id:
+            return fail(request, INVALID_TOKEN)  # a token of someone else: not its session
         return reply_to(
             request,
             session=session.with_user(identity.user_id, identity.username, identity.role),

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from prometheus_client import Counter
 
 from switchboard.shared import topics
-from switchboard.shared.envelope import Reply, Request, fail, reply_to
+from switchboard.shared.envelope import Recovery, Reply, Request, fail, reply_to
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_disconnect, on_event, on_filter
@@ -170,7 +170,9 @@ class ModerationService(Service):
         if session is None:
             return None
         key = client_key(session.address)
-        if key and not self.per_ip.hit(key):
+        # A recovered socket is not a new connection (a crashed gateway's clients all come
+        # back at once, many through one NAT): only its ban is checked.
+        if key and request.recovery != Recovery.SKIP and not self.per_ip.hit(key):
             REJECTIONS.labels("rate_limit").inc()
             log.info("connect rate limit for %s (%s)", key, session.ns)
             return fail(request, CONNECT_RATE_LIMITED)

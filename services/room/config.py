@@ -34,6 +34,11 @@ class Config:
         "crashed gateway) is kept, with its history, before it is deleted, so that members "
         "coming back find it; 0 deletes it at once.",
     )
+    recovery_grace: float = setting(
+        5.0,
+        "Seconds a socket with connection state recovery stays registered after its gateway "
+        "is lost, so that a client recovering on another gateway never looked offline.",
+    )
     history_default_limit: int = setting(
         50, "Messages returned by 'get history' when the client gives no limit."
     )

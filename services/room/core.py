@@ -8,13 +8,22 @@ of :class:`RoomCore`; :class:`~.service.RoomService` combines them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from switchboard.shared import topics
-from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
+from switchboard.shared.envelope import (
+    Emit,
+    Recovery,
+    Reply,
+    Request,
+    Session,
+    SocketState,
+    reply_to,
+)
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_disconnect, on_sync, on_update
@@ -82,6 +91,9 @@ class RoomCore(Service):
             self._mark_empty(room_id, self.config.room_unjoined_ttl)
         #: Sockets dropped with a gateway declared lost, in case it turns out to be alive.
         self._lost_sids: dict[str, bool] = {}
+        #: Recoverable sockets of lost gateways, departing after the grace unless they came
+        #: back (re-registered by another gateway) first.
+        self._departing: dict[str, asyncio.TimerHandle] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +125,7 @@ class RoomCore(Service):
             username=display_name(session),
             connected_at=session.connected_at or self.clock(),
             transport=session.transport,
+            recoverable=session.recoverable,
         )
 
     def _require_member(self, room_id: str, sid: str) -> None:
@@ -193,14 +206,45 @@ class RoomCore(Service):
             )
 
     def _sids_of_gateway(self, gateway_id: str) -> set[str]:
+        """Its registered sockets, and unregistered members its socket ids name (a socket
+        recovered elsewhere keeps its id but is registered where it is now)."""
         sids = {entry.sid for entry in self.registry.of_gateway(gateway_id)}
-        sids.update(sid for sid in self.membership.sids() if gateway_of(sid) == gateway_id)
+        sids.update(sid for sid in self.membership.sids()
+                    if gateway_of(sid) == gateway_id and sid not in self.registry)
         return sids
+
+    def _lose(self, sid: str, gateway_id: str) -> bool:
+        """A socket of a gateway that lost it (crashed, or no longer reports it): it departs
+        now, or after the recovery grace if it may come back; True if it departed now."""
+        entry = self.registry.get(sid)
+        grace = self.config.recovery_grace
+        if entry is None or not entry.recoverable or grace <= 0:
+            self._depart(sid)
+            return True
+        if sid not in self._departing:
+            loop = asyncio.get_running_loop()
+            self._departing[sid] = loop.call_later(grace, self._lose_late, sid, gateway_id)
+        return False
+
+    def _lose_late(self, sid: str, gateway_id: str) -> None:
+        self._departing.pop(sid, None)
+        entry = self.registry.get(sid)
+        if entry is not None and entry.gateway == gateway_id:
+            self._depart(sid)
+            self._lost_sids[sid] = True
+
+    def _came_back(self, sid: str) -> None:
+        handle = self._departing.pop(sid, None)
+        if handle is not None:
+            handle.cancel()
 
     # -- CONNECT / DISCONNECT / SYNC / lost gateways --------------------------------------
     @on_connect(MAIN, CONNECT_PRIORITY)
-    async def connect_main(self, request: Request) -> Reply:
+    async def connect_main(self, request: Request) -> Reply | None:
         session = self._begin(request)
+        if request.recovery != Recovery.NONE:
+            self._restore(request, session)
+            return None  # a recovered socket continues: no welcome, no notices
         entry = self._entry(session)
         first = session.sid not in self.registry and not self.registry.is_online(
             MAIN, entry.identity
@@ -226,11 +270,27 @@ class RoomCore(Service):
     @on_connect("*", CONNECT_PRIORITY)
     async def connect_other(self, request: Request) -> None:
         """Registers sockets of every other namespace (``/game`` too), for stats."""
-        self.registry.add(self._entry(self._begin(request)))
+        session = self._begin(request)
+        self._came_back(session.sid)
+        self.registry.add(self._entry(session))
+
+    def _restore(self, request: Request, session: Session) -> None:
+        """A socket recovered on the requesting gateway (connection state recovery): still
+        registered, it only moves (nobody saw it leave); dropped meanwhile, it comes back
+        with ``user online`` / ``user joined`` as a returning socket does."""
+        self._came_back(session.sid)
+        rooms = request.sockets[0].rooms if request.sockets else ()
+        returning = session.sid not in self.registry
+        self._lost_sids.pop(session.sid, None)
+        self._adopt(SocketState(session, rooms), returning)
 
     @on_disconnect("*")
     async def disconnect(self, request: Request) -> None:
         session = self._begin(request)
+        entry = self.registry.get(session.sid)
+        if entry is not None and session.gateway and entry.gateway != session.gateway:
+            return  # it was recovered on another gateway since: the old one's news is old
+        self._came_back(session.sid)
         self._depart(session.sid, session)
 
     @on_update("*")
@@ -253,51 +313,55 @@ class RoomCore(Service):
         gateway_id = request.gateway
         reported = {state.session.sid for state in request.sockets}
         gone = self._sids_of_gateway(gateway_id) - reported if gateway_id else set()
-        for sid in sorted(gone):
-            self._depart(sid)
+        departed = sum(self._lose(sid, gateway_id) for sid in sorted(gone))
         for state in request.sockets:
-            entry = self._entry(state.session)
-            returning = self._lost_sids.pop(entry.sid, False)
-            announce = (
-                returning
-                and entry.ns == MAIN
-                and entry.sid not in self.registry
-                and not self.registry.is_online(MAIN, entry.identity)
+            self._came_back(state.session.sid)
+            self._adopt(state, self._lost_sids.pop(state.session.sid, False))
+        log.info("sync from %s: %d sockets, %d departed", gateway_id, len(reported), departed)
+
+    def _adopt(self, state: SocketState, returning: bool) -> None:
+        """Register a socket a gateway reports, with its managed rooms; ``returning``: others
+        were told it had left, so they hear it is back."""
+        entry = self._entry(state.session)
+        announce = (
+            returning
+            and entry.ns == MAIN
+            and entry.sid not in self.registry
+            and not self.registry.is_online(MAIN, entry.identity)
+        )
+        self.registry.add(entry)
+        if announce:
+            self.publisher.emit_namespace(
+                MAIN,
+                "user online",
+                [{"userId": entry.identity, "username": entry.username}],
+                exclude=[entry.sid],
             )
-            self.registry.add(entry)
-            if announce:
-                self.publisher.emit_namespace(
-                    MAIN,
-                    "user online",
-                    [{"userId": entry.identity, "username": entry.username}],
-                    exclude=[entry.sid],
+        if entry.ns != MAIN:
+            return
+        current = set(self.membership.rooms_of(entry.sid))
+        wanted = {room_id for room_id in state.rooms if room_id in self.rooms}
+        for room_id in sorted(wanted - current):
+            self.membership.add(room_id, entry.member())
+            self._occupied(room_id)
+            if returning:
+                notice = {
+                    "socketId": entry.sid,
+                    "username": entry.username,
+                    "roomId": room_id,
+                    "userCount": self.membership.count(room_id),
+                }
+                self.publisher.emit_room(
+                    MAIN, room_id, "user joined", [notice], exclude=[entry.sid]
                 )
-            if entry.ns != MAIN:
-                continue
-            current = set(self.membership.rooms_of(entry.sid))
-            wanted = {room_id for room_id in state.rooms if room_id in self.rooms}
-            for room_id in sorted(wanted - current):
-                self.membership.add(room_id, entry.member())
-                self._occupied(room_id)
-                if returning:
-                    notice = {
-                        "socketId": entry.sid,
-                        "username": entry.username,
-                        "roomId": room_id,
-                        "userCount": self.membership.count(room_id),
-                    }
-                    self.publisher.emit_room(
-                        MAIN, room_id, "user joined", [notice], exclude=[entry.sid]
-                    )
-            for room_id in sorted(current - wanted):
-                self._leave_room(room_id, entry.sid)
-        log.info("sync from %s: %d sockets, %d departed", gateway_id, len(reported), len(gone))
+        for room_id in sorted(current - wanted):
+            self._leave_room(room_id, entry.sid)
 
     async def gateway_lost(self, gateway_id: str) -> None:
         sids = self._sids_of_gateway(gateway_id)
         for sid in sorted(sids):
-            self._depart(sid)
-            self._lost_sids[sid] = True
+            if self._lose(sid, gateway_id):
+                self._lost_sids[sid] = True
         while len(self._lost_sids) > LOST_SIDS_KEPT:  # bounded: oldest forgotten first
             del self._lost_sids[next(iter(self._lost_sids))]
         log.warning("gateway %s lost: dropped %d sockets", gateway_id, len(sids))

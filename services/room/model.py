@@ -114,6 +114,9 @@ class SocketEntry:
     username: str
     connected_at: float
     transport: str = ""
+    #: Its namespace has connection state recovery: when its gateway is lost, it departs
+    #: only after ``recovery_grace`` (it may be back elsewhere by then).
+    recoverable: bool = False
 
     @property
     def identity(self) -> str:

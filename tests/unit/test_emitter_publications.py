@@ -60,7 +60,7 @@ def test_each_target_publishes_on_its_topic(broker: tuple[zmq.Socket[bytes], str
     topic, pub = received(socket)
     assert topic == topics.room("/chat", "user:u9") and pub.args == [2]
     topic, pub = received(socket)
-    assert topic == topics.gateway("gw2") and pub.sids == ("gw2.3",) and pub.args == [3]
+    assert topic == topics.socket("gw2.3") and pub.sids == ("gw2.3",) and pub.args == [3]
     topic, pub = received(socket)
     assert topic == topics.namespace("/chat") and pub.room is None and pub.args == [4]
 

@@ -60,7 +60,7 @@ def test_another_gateways_report_goes_to_the_ui_socket_only() -> None:
     connected = [(t, p) for t, p in publisher.published if p.event == "socket_connected"]
     assert len(connected) == 1
     topic, pub = connected[0]
-    assert topic == topics.gateway("gw9") and pub.sids == ("gw9.ui",)
+    assert topic == topics.socket("gw9.ui") and pub.sids == ("gw9.ui",)
     assert pub.args[0]["id"] == user.sid
     publisher.published.clear()
     admin.report(Publication(PubKind.REPORT, NS, sids=("gw1.ui",), source="gw1"))
@@ -128,11 +128,11 @@ def test_commands_become_publications() -> None:
         (topics.namespace("/"), PubKind.EMIT, "hello", None, ()),
         (topics.room("/", "room1"), PubKind.EMIT, "hello", "room1", ()),
         (topics.room("/", "gw2.abc"), PubKind.EMIT, "hello", "gw2.abc", ()),
-        (topics.gateway("gw2"), PubKind.EMIT, "hello", None, ("gw2.abc",)),
-        (topics.gateway("gw2"), PubKind.JOIN, "", "r2", ("gw2.abc",)),
-        (topics.gateway("gw2"), PubKind.LEAVE, "", "r2", ("gw2.abc",)),
-        (topics.gateway("gw2"), PubKind.DISCONNECT, "", None, ("gw2.abc",)),
-        (topics.gateway("gw2"), PubKind.CLOSE, "", None, ("gw2.abc",)),
+        (topics.socket("gw2.abc"), PubKind.EMIT, "hello", None, ("gw2.abc",)),
+        (topics.socket("gw2.abc"), PubKind.JOIN, "", "r2", ("gw2.abc",)),
+        (topics.socket("gw2.abc"), PubKind.LEAVE, "", "r2", ("gw2.abc",)),
+        (topics.socket("gw2.abc"), PubKind.DISCONNECT, "", None, ("gw2.abc",)),
+        (topics.socket("gw2.abc"), PubKind.CLOSE, "", None, ("gw2.abc",)),
     ]
 
 

@@ -48,7 +48,7 @@ class Work:
         self._note("drop", sock.ns)
         del sock.client.sockets[sock.ns]
 
-    def drop_all(self, client: Client) -> None:
+    def drop_all(self, client: Client, recoverable: bool = False) -> None:
         for sock in list(client.sockets.values()):
             self.drop_socket(sock)
         self._note("drop_all", client.conn.sid)

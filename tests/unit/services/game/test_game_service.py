@@ -338,7 +338,7 @@ async def test_idle_games_expire_and_their_members_leave_the_room() -> None:
     ack(await h.join(sess(3), "new"))  # "busy" has been idle for 118 s
     assert list(h.game.tables) == ["g1", "new"]
     leaves = [(t, p.kind, p.sids, p.room) for t, p in h.take() if p.kind == PubKind.LEAVE]
-    assert leaves == [(topics.gateway("gw1"), PubKind.LEAVE, (b.sid,), "game:busy")]
+    assert leaves == [(topics.socket(b.sid), PubKind.LEAVE, (b.sid,), "game:busy")]
     assert h.game.sockets[b.sid] == {"g1"}
     h.clock.now += 60.0
     assert (await h.act(a, action="move", cell=0)).error == "game not found"

@@ -295,9 +295,9 @@ async def test_kick_user(tmp_path: Path) -> None:
     assert (await admin(svc, "kick user", "gw7.abc")).ack == [{"success": True}]
     assert (await admin(svc, "kick user", {"socketId": "gw8.x", "reason": "flood"})).ok
     assert [(t, p.kind, p.ns, p.sids, p.event, p.args) for t, p in publisher.published] == [
-        (topics.gateway("gw7"), PubKind.DISCONNECT, "*", ("gw7.abc",), "kicked",
+        (topics.socket("gw7.abc"), PubKind.DISCONNECT, "*", ("gw7.abc",), "kicked",
          [{"reason": "kicked by an administrator"}]),
-        (topics.gateway("gw8"), PubKind.DISCONNECT, "*", ("gw8.x",), "kicked",
+        (topics.socket("gw8.x"), PubKind.DISCONNECT, "*", ("gw8.x",), "kicked",
          [{"reason": "flood"}]),
     ]
     bad = await admin(svc, "kick user", "nonsense")
