@@ -169,8 +169,12 @@ def token(user_id: str, username: str, role: str = "user", ttl: int = 3600,
 def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[str, ...] = (),
                        room_args: tuple[str, ...] = (),
                        gateway_args: tuple[str, ...] = (),
-                       auth_args: tuple[str, ...] = ()) -> Cluster:
-    """The full application (auth, moderation, room, game) behind ``gateways`` gateways.
+                       auth_args: tuple[str, ...] = (),
+                       recovery: tuple[str, ...] = (),
+                       recovery_args: tuple[str, ...] = ()) -> Cluster:
+    """The full application (auth, moderation, room, game) behind ``gateways`` gateways;
+    with ``recovery`` namespaces, the recovery service too (``recovery_args``) and the
+    gateways configured for it.
 
     Every test client comes from 127.0.0.1, so the per-IP connect limit is raised here; tests
     of that limit start their own cluster with a low one. ``gateway_args`` go to every gateway
@@ -188,8 +192,12 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                           "--password-time-cost", "1", "--password-memory-kib", "8192",
                           *room_args, env=env)
     cluster.start_service("game", env=env)
+    namespaces = tuple(f"--recovery-namespaces={ns}" for ns in recovery)
+    if recovery:
+        cluster.start_service("recovery", *namespaces, "--broker-sub", cluster.broker_sub,
+                              *recovery_args, env=env)
     for _ in range(gateways):
-        cluster.start_gateway(*gateway_args)
+        cluster.start_gateway(*gateway_args, *namespaces)
     return cluster
 
 
