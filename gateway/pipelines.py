@@ -238,6 +238,8 @@ class Pipelines:
         if taken is None or taken.session is None or conn.closed:
             return False
         old = taken.session
+        if self.holds(old.sid):
+            return False  # still connected here: a pid is restored only for a socket gone
         # The client came back before this gateway (or the one it was on) saw it go.
         self.release_socket(old.sid)
         session = replace(old, gateway=self.gateway_id, address=client.address,
@@ -284,6 +286,12 @@ class Pipelines:
             sock.offset = key
         else:
             self.send_event(sock, pub.event, pub.args, pub.ack_event)
+
+    def holds(self, sid: str) -> bool:
+        """Whether socket ``sid`` is connected here."""
+        sock = self.index.by_sid.get(sid)
+        return sock is not None and sock.live and not sock.client.conn.closed \
+            and sock.client.sockets.get(sock.ns) is sock
 
     def release(self, pub: Publication) -> None:
         """The recovery service gave socket ``pub.sids[0]`` to gateway ``pub.args[0]``."""

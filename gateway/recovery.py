@@ -54,12 +54,16 @@ class MissedPackets:
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+#: Whether gateway ``gateway`` has namespace socket ``sid`` connected (True), not (False),
+#: or cannot say (None: gone, unknown, no answer).
+Holds = Callable[[str, str], Coroutine[Any, Any, bool | None]]
 
 
 class Recovery:
     def __init__(self, settings: RecoverySettings, services: Services, spawn: Spawn,
-                 service_name: Callable[[], str | None]) -> None:
+                 service_name: Callable[[], str | None], holds: Holds | None = None) -> None:
         self.settings = settings
+        self.holds = holds
         self.namespaces = settings.namespaces
         self.services = services
         self.spawn = spawn
@@ -86,6 +90,16 @@ class Recovery:
         """The session of ``pid``, now ours; None if it cannot be recovered."""
         ATTEMPTS.labels("attempted").inc()
         reply = await self._ask(RequestKind.RECOVER, args=[pid, offset])
+        if reply is not None and reply.error == "attached" and reply.args \
+                and len(reply.args) == 2:
+            # Attached on another gateway: restored only if its socket is gone there (a
+            # crashed gateway cannot say so; its peer link fails at once).
+            gateway, sid = str(reply.args[0]), str(reply.args[1])
+            connected = await self.holds(gateway, sid) if self.holds is not None else None
+            if connected:
+                ATTEMPTS.labels("connected").inc()
+                return None
+            reply = await self._ask(RequestKind.RECOVER, args=[pid, offset, True])
         if reply is None or not reply.ok or reply.session is None:
             outcome = reply.error if reply is not None and reply.error else "failed"
             ATTEMPTS.labels(outcome if outcome in ("unknown", "expired", "offset")

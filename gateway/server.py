@@ -44,7 +44,7 @@ from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscr
 from switchboard.gateway.front import Front
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.httpconn import HttpConnection
-from switchboard.gateway.peers import Peers
+from switchboard.gateway.peers import PeerUnavailable, Peers
 from switchboard.gateway.pipelines import Pipelines
 from switchboard.gateway.recovery import Recovery, RecoverySettings
 from switchboard.gateway.protocol import ConnectionConfig
@@ -52,7 +52,14 @@ from switchboard.gateway.proxies import parse_networks
 from switchboard.gateway.sessions import Sessions
 from switchboard.gateway.web import WebRoutes
 from switchboard.shared import topics
-from switchboard.shared.envelope import GatewayStatus, PeerRequest, Publication, RequestKind
+from switchboard.shared.envelope import (
+    GatewayStatus,
+    PeerKind,
+    PeerReply,
+    PeerRequest,
+    Publication,
+    RequestKind,
+)
 from switchboard.shared.errors import ServiceUnavailable
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
@@ -62,6 +69,8 @@ log = logging.getLogger("switchboard.gateway")
 
 #: Bounds of a replay: waiting for the broker to settle, one request, and the tries.
 REPLAY_SETTLE = 3.0
+#: A recovering socket's previous gateway gets this long to say whether it still holds it.
+HOLDS_TIMEOUT = 1.0
 REPLAY_TIMEOUT = 5.0
 REPLAY_TRIES = 3
 
@@ -109,7 +118,7 @@ class Gateway:
             self.recovery = Recovery(
                 RecoverySettings(frozenset(config.recovery_namespaces),
                                  config.recovery_skip_middlewares, config.recovery_grace),
-                self.backbone, self.spawn, lambda: routing.recovery)
+                self.backbone, self.spawn, lambda: routing.recovery, self._holds)
             self.pipelines.recovery = self.recovery
         self.sessions = Sessions(conn_config, config.write_limit, self.pipelines, meters)
         self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
@@ -264,7 +273,25 @@ class Gateway:
         self.fanout.reconnected(lost_at)
 
     def _peer_request(self, identity: bytes, request: PeerRequest) -> None:
+        if request.kind == PeerKind.HOLDS:
+            held = self.pipelines.holds(request.sid)
+            self.peers.reply(identity, PeerReply(request.id, 200 if held else 404))
+            return
         self.engine.on_peer_request(identity, request)
+
+    async def _holds(self, gateway: str, sid: str) -> bool | None:
+        """Whether ``gateway`` has socket ``sid`` connected (None: it cannot say)."""
+        if gateway == self.id:
+            return self.pipelines.holds(sid)
+        peer = await self.peers.find(gateway, HOLDS_TIMEOUT)
+        if peer is None or not peer.up:
+            return None  # a crashed gateway's link is down at once
+        try:
+            reply = await self.peers.request(
+                peer, self.peers.new_request(kind=PeerKind.HOLDS, sid=sid), HOLDS_TIMEOUT)
+        except PeerUnavailable:
+            return None
+        return reply.status == 200
 
     async def _sync_service(self, service: str) -> None:
         await self.pipelines.sync_service(service)

@@ -419,6 +419,7 @@ class PeerKind(IntEnum):
     POLL = 0  #: a long-polling request (``method``, ``body``) for a session the receiver owns
     ABORT = 1  #: the client of forwarded request ``id`` went away before its answer
     CLAIM = 2  #: a WebSocket for session ``sid`` reached the sender: hand the session over
+    HOLDS = 3  #: is namespace socket ``sid`` connected here? 200 yes, 404 no (recovery)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_disconnect, on_request, on_sync
 
 from .config import Config
-from .state import Missed, RecoveryState, Refusal, Taken
+from .state import Attached, Missed, RecoveryState, Refusal, Taken
 
 log = logging.getLogger("switchboard.recovery")
 
@@ -125,10 +125,15 @@ class RecoveryService(Service):
     # -- requests from gateways ------------------------------------------------------------
     @on_request(RequestKind.RECOVER)
     async def recover(self, request: Request) -> Reply:
-        """``args`` [pid, offset]: the session's state, now the requesting gateway's."""
+        """``args`` [pid, offset, force]: the session's state, now the requesting gateway's;
+        ``attached`` with ``args`` [gateway, sid] when it may still be connected there."""
         pid = _text(request.args, 0)
-        taken = (self.state.take(pid, request.gateway, self.clock(), _text(request.args, 1))
-                 if pid else Refusal.UNKNOWN)
+        force = len(request.args) > 2 and request.args[2] is True
+        taken = (self.state.take(pid, request.gateway, self.clock(), _text(request.args, 1),
+                                 force) if pid else Refusal.UNKNOWN)
+        if isinstance(taken, Attached):
+            return Reply(request.id, ok=False, error="attached",
+                         args=[taken.gateway, taken.sid])
         if not isinstance(taken, Taken):
             OUTCOMES.labels(taken.value).inc()
             return fail(request, taken.value)

@@ -31,7 +31,7 @@ from switchboard.shared.envelope import PubKind, Publication, SocketState
 from switchboard.shared.journal import offset as offset_of
 from switchboard.shared.journal import parse_offset
 
-__all__ = ["Missed", "Refusal", "RecoveryState", "Taken", "reaches"]
+__all__ = ["Attached", "Missed", "Refusal", "RecoveryState", "Taken", "reaches"]
 
 #: The offset of a socket that has received no logged event yet (the gateway sends it with
 #: events that are not in the log, e.g. a reply's): everything since the session began.
@@ -63,6 +63,16 @@ class Taken:
     state: SocketState
     #: The gateway that held it before (told to forget it), "" if none or the taker.
     previous: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """The session is attached on another gateway: it may still be connected there (a pid
+    is restored only for a socket that is gone, as in Node), which only that gateway
+    knows; the taker asks it, then takes with ``force``."""
+
+    gateway: str
+    sid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +208,11 @@ class RecoveryState:
         for state in states:
             self.attach(state, gateway, now)
 
-    def take(self, pid: str, gateway: str, now: float, offset: str = "") -> Taken | Refusal:
+    def take(self, pid: str, gateway: str, now: float, offset: str = "",
+             force: bool = False) -> Taken | Attached | Refusal:
         """A recovering client reached ``gateway``: the session is its (unless its offset
-        is no longer in the log: then what it missed cannot be told)."""
+        is no longer in the log: then what it missed cannot be told; or it is attached
+        elsewhere and ``force`` is not given: see :class:`Attached`)."""
         held = self.sessions.get(pid)
         if held is None:
             self.counters["unknown"] += 1
@@ -212,6 +224,8 @@ class RecoveryState:
         if offset not in ("", START) and offset not in self.positions:
             self.counters["offset"] += 1
             return Refusal.OFFSET
+        if held.attached and held.gateway != gateway and not force:
+            return Attached(held.gateway, held.state.session.sid)
         previous = held.gateway if held.gateway != gateway else ""
         session = replace(held.state.session, gateway=gateway)
         held.state = replace(held.state, session=session)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, gateway_part, start_chat_cluster, token
-from tests.support.node import NODE_DIR, find_node
+from tests.support.node import NODE_DIR, find_node, run_flow
 
 SCRIPT = NODE_DIR / "recover.mjs"
 FLOW_TIMEOUT = 60.0
@@ -131,3 +131,112 @@ def test_polling_client_recovers_on_another_gateway_after_kill_9(node: str,
                                                       transports=["polling"]))
     check_recovered(result, "rec2")
     assert result["connects"][1]["transport"] == "polling"
+
+
+# -- the edges (docs/recovery.md), on a cluster with a short window ----------------------------
+EDGE_SCRIPT = NODE_DIR / "recover_edges.mjs"
+EDGE_WINDOW = 2.0
+
+
+@pytest.fixture(scope="module")
+def edge_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("recovery-edges")
+    cluster = start_chat_cluster(workdir, gateways=2, recovery=RECOVERY,
+                                 recovery_args=("--recovery-window", str(EDGE_WINDOW)),
+                                 moderation_args=("--event-limit", "0"))
+    try:
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 2
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+def edge(node: str, cluster: Cluster, scenario: str, user: str, **extra: Any) -> Any:
+    flow = {"scenario": scenario, "url": cluster.balancer_url, "roomId": "lobby",
+            "token": token(user, user.title()), "senderToken": token(f"{user}-s", "S"),
+            "userId": user, **extra}
+    return run_flow(node, flow, EDGE_SCRIPT, "RECOVER_EDGE", timeout=40.0)
+
+
+@pytest.fixture(scope="module")
+def lobby(node: str, edge_cluster: Cluster) -> str:
+    """The managed room the edge scenarios join (created once, kept: a long grace)."""
+    admin = token("creator", "Creator")
+    run_flow(node, {"url": edge_cluster.balancer_url, "token": admin, "roomId": "lobby"},
+             NODE_DIR / "create_room.mjs", "ROOM_FLOW", timeout=20.0)
+    return "lobby"
+
+
+def test_a_dropped_transport_recovers_with_what_was_sent_meanwhile(
+        node: str, edge_cluster: Cluster, lobby: str) -> None:
+    result = edge(node, edge_cluster, "drop", "edge1")
+    assert result["first"]["recovered"] is False
+    assert result["again"]["recovered"] is True
+    assert result["again"]["id"] == result["first"]["id"]
+    assert result["again"]["pid"] == result["first"]["pid"]
+    # Each once, in order; the offset (a string) is the handler's last argument.
+    assert result["got"] == [["before", "string"], ["meanwhile", "string"],
+                             ["after", "string"]]
+
+
+def test_after_the_window_it_is_a_new_connection(node: str, edge_cluster: Cluster,
+                                                 lobby: str) -> None:
+    result = edge(node, edge_cluster, "expired", "edge2", waitMs=int(EDGE_WINDOW * 1000 + 1500))
+    assert result["again"]["recovered"] is False
+    assert result["again"]["id"] != result["first"]["id"]
+    assert result["again"]["pid"] != result["first"]["pid"]
+
+
+def test_an_unknown_pid_is_a_new_connection(node: str, edge_cluster: Cluster) -> None:
+    result = edge(node, edge_cluster, "unknown", "edge3")
+    assert result["again"]["recovered"] is False
+    assert result["again"]["pid"] not in (None, "not-a-pid")
+
+
+def test_the_pid_of_a_connected_socket_is_not_recovered_twice(
+        node: str, edge_cluster: Cluster, lobby: str) -> None:
+    result = edge(node, edge_cluster, "already", "edge4")
+    assert result["copy"]["recovered"] is False
+    assert result["copy"]["id"] != result["first"]["id"]
+    assert result["firstStill"] == {"connected": True, "id": result["first"]["id"]}
+    assert result["firstInRoom"] is True
+
+
+def test_a_socket_that_left_on_purpose_is_not_recovered(node: str, edge_cluster: Cluster,
+                                                        lobby: str) -> None:
+    result = edge(node, edge_cluster, "ended", "edge5")
+    assert result["again"]["recovered"] is False
+    assert result["again"]["id"] != result["first"]["id"]
+
+
+def test_a_banned_users_session_is_not_recovered(node: str, edge_cluster: Cluster,
+                                                 lobby: str) -> None:
+    result = edge(node, edge_cluster, "banned", "edge6",
+                  adminToken=token("boss", "Boss", role="admin"))
+    assert result["refused"] == {"message": "Banned", "connected": False}
+
+
+def test_the_recovery_service_killed_loses_only_recovery(node: str, edge_cluster: Cluster,
+                                                         lobby: str) -> None:
+    recovery = edge_cluster.parts["recovery"]
+    recovery.kill()
+    try:
+        # The live system goes on (the sender's acks, "before" delivered); a drop now comes
+        # back as a new socket, which is not in the room: nothing more reaches it.
+        result = edge(node, edge_cluster, "drop", "edge7", expect=1)
+        assert result["again"]["recovered"] is False
+        assert result["again"]["id"] != result["first"]["id"]
+        assert result["got"] == [["before", "string"]]
+    finally:
+        edge_cluster.start_service("recovery", *GATEWAY_ARGS, "--broker-sub",
+                                   edge_cluster.broker_sub,
+                                   "--recovery-window", str(EDGE_WINDOW))
+    # Back (the gateways SYNC it): recovery works again, within a bounded wait.
+    deadline = time.monotonic() + 30
+    while True:
+        result = edge(node, edge_cluster, "drop", "edge8")
+        if result["again"]["recovered"] or time.monotonic() > deadline:
+            break
+    assert result["again"]["recovered"] is True
+    assert [content for content, _ in result["got"]] == ["before", "meanwhile", "after"]

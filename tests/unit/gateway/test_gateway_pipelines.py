@@ -6,113 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, Corker, NsSocket
-from switchboard.gateway.fanout import LocalIndex
-from switchboard.gateway.pipelines import Pipelines
-from switchboard.gateway.protocol import Connection, ConnectionConfig, ConnectRequested
+from switchboard.gateway.protocol import ConnectRequested
 from switchboard.gateway.protocol import EventReceived as Ev
-from switchboard.gateway.protocol.polling import Polling
-from switchboard.gateway.routing import RoutingTable
-from switchboard.shared.envelope import (
-    Emit,
-    Reply,
-    RequestKind,
-    Route,
-    ServiceInfo,
-    Session,
-)
+from switchboard.shared.envelope import Emit, Reply, RequestKind, Session
 from switchboard.shared.errors import ServiceUnavailable
-
-K = RequestKind
-
-
-class Subscriber:
-    def __init__(self) -> None:
-        self.topics: dict[bytes, int] = {}
-
-    def add(self, topic: bytes) -> asyncio.Future[None] | None:
-        self.topics[topic] = self.topics.get(topic, 0) + 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    def remove(self, topic: bytes) -> None:
-        self.topics[topic] -= 1
-        if not self.topics[topic]:
-            del self.topics[topic]
-
-
-class Services:
-    """Answers requests with ``script(service, kind, fields)``; records them."""
-
-    def __init__(self, script: Callable[[str, RequestKind, dict[str, Any]], Reply]) -> None:
-        self.routing = RoutingTable([
-            ServiceInfo("auth", "i", (Route(K.CONNECT, "/", "", 10), Route(K.DISCONNECT, "/"))),
-            ServiceInfo("mod", "i", (Route(K.FILTER, "*", "", 10),)),
-            ServiceInfo("room", "i", (Route(K.CONNECT, "/", "", 30), Route(K.EVENT, "/", "say"),
-                                      Route(K.DISCONNECT, "*"), Route(K.UPDATE, "*"))),
-        ])
-        self.script = script
-        self.seen: list[tuple[str, RequestKind, dict[str, Any]]] = []
-
-    async def request(self, service: str, kind: RequestKind, timeout: float | None = None,
-                      sent: asyncio.Future[None] | None = None, **fields: Any) -> Reply:
-        self.seen.append((service, kind, fields))
-        if sent is not None and not sent.done():
-            sent.set_result(None)
-        return self.script(service, kind, fields)
-
-
-def ok(**fields: Any) -> Reply:
-    return Reply(0, **fields)
-
-
-class World:
-    def __init__(self, script: Callable[[str, RequestKind, dict[str, Any]], Reply]) -> None:
-        self.services = Services(script)
-        self.subs = Subscriber()
-        self.index = LocalIndex(self.subs)
-        self.tasks: list[asyncio.Task[None]] = []
-        self.pipelines = Pipelines("gw1", self.services, self.index, m.EventMeters(),
-                                   self._spawn)
-        conn = Connection("gw1.e", ConnectionConfig(), 0.0, ("websocket",))
-        self.client = Client(conn, "10.0.0.1", {"authorization": "Bearer t"}, 1_000_000,
-                             lambda c: None, Corker(), polling=Polling())
-        self.client.flush()
-        assert self.client.polling is not None
-        self.client.polling.get()  # the OPEN packet
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self.tasks.append(asyncio.ensure_future(coro))
-
-    def sent(self) -> list[str]:
-        """Everything queued for the client since the last look, packet by packet."""
-        assert self.client.polling is not None
-        body = self.client.polling.get()
-        self.client.polling.abandon()
-        return [] if body is None else body.split("\x1e")
-
-    async def connected(self) -> NsSocket:
-        self.client.conn.receive_frame("40", 0.0)
-        await self.pipelines.connect(self.client, ConnectRequested("/", {"token": "t"}))
-        return self.client.sockets["/"]
-
-    async def event(self, event: Ev) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        async def work(turn: Any) -> None:
-            await self.pipelines.event(self.client, event, turn)
-            done.set_result(None)
-
-        self.client.lane.submit(work)
-        await asyncio.wait_for(done, 5)
+from tests.support.pipeline_world import K, World, ok
 
 
 def accept_all(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:

@@ -95,6 +95,20 @@ def test_connect_and_accept(frame: str, namespace: str, auth: dict[str, str], re
     assert conn.is_connected(namespace)
 
 
+@pytest.mark.parametrize(("frame", "namespace", "reply"), [
+    # Socket.IO 4.6 connection state recovery: the CONNECT reply carries the recovery id;
+    # a client coming back sends it with its last offset, which the app sees in the auth.
+    ('40{"token":"t","pid":"P1","offset":"o1-2a"}', "/", '40{"sid":"S","pid":"P1"}'),
+    ('40/chat,{"pid":"P1"}', "/chat", '40/chat,{"sid":"S","pid":"P1"}'),
+])
+def test_accept_with_a_recovery_pid(frame: str, namespace: str, reply: str) -> None:
+    conn = new()
+    [request] = conn.receive_frame(frame, 1000.0)
+    assert isinstance(request, ConnectRequested) and request.auth["pid"] == "P1"
+    conn.accept(namespace, "S", "P1")
+    assert conn.data_to_send() == [reply]
+
+
 def test_refuse_unknown_namespace_like_test_suite() -> None:
     conn = new()
     assert conn.receive_frame("40/random", 1000.0) == [ConnectRequested("/random", {})]

@@ -24,6 +24,7 @@ from switchboard.shared.envelope import (
     GatewayStatus,
     PubKind,
     Publication,
+    Recovery,
     Reply,
     RequestKind,
     Session,
@@ -1033,3 +1034,85 @@ async def test_get_sockets_lists_every_socket_with_its_transport(h: Harness) -> 
     assert reply.ok
     ack = await h.ok(admin, "get sockets")
     assert {s["socketId"]: s["transport"] for s in ack["sockets"]}[a.sid] == "websocket"
+
+
+# -- connection state recovery (docs/recovery.md) ----------------------------------------------
+async def recovered(h: Harness, s: Session, gateway: str, rooms: tuple[str, ...]) -> Reply:
+    """The CONNECT of socket ``s`` restored on ``gateway`` (its rooms from the recovery
+    service), as the gateway sends it."""
+    moved = replace(s, gateway=gateway)
+    return await h.request(RequestKind.CONNECT, session=moved, auth={}, headers={},
+                           gateway=gateway, recovery=Recovery.SKIP,
+                           sockets=(SocketState(moved, rooms, "pid"),))
+
+
+async def test_a_recovered_socket_moves_to_its_new_gateway_unseen(h: Harness) -> None:
+    a, b = replace(session(1), recoverable=True), session(2, gateway="gw2")
+    await connected(h, a, b)
+    await h.create(b, "lobby")
+    await h.join(a, "lobby")
+    await h.join(b, "lobby")
+    h.clear()
+    reply = await recovered(h, a, "gw3", ("lobby", "user:u1"))
+    assert reply.ok and reply.emits == ()  # no welcome: the socket goes on
+    assert h.published() == []  # nobody hears a thing
+    entry = h.service.registry.get(a.sid)
+    assert entry is not None and entry.gateway == "gw3"
+    # The old gateway's late news of it, and that gateway's loss, are about another place.
+    await h.request(RequestKind.DISCONNECT, session=a, gateway="gw1")
+    await h.service.gateway_lost("gw1")
+    assert h.published() == []
+    assert h.service.membership.is_member("lobby", a.sid)
+
+
+async def test_a_recovered_socket_that_had_departed_comes_back_announced(h: Harness) -> None:
+    a, b = replace(session(1), recoverable=True), session(2, gateway="gw2")
+    await connected(h, a, b)
+    await h.create(b, "lobby")
+    await h.join(a, "lobby")
+    await h.join(b, "lobby")
+    await h.request(RequestKind.DISCONNECT, session=a, gateway="gw1")
+    h.clear()
+    assert (await recovered(h, a, "gw2", ("lobby",))).ok
+    assert [p.args[0]["userId"] for _, p in h.published("user online")] == ["u1"]
+    assert [(p.args[0]["socketId"], p.args[0]["userCount"])
+            for _, p in h.published("user joined")] == [(a.sid, 2)]
+
+
+async def test_recoverable_sockets_of_a_lost_gateway_depart_after_the_grace(
+        tmp_path: Path, clock: FakeClock) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "r.sqlite3", recovery_grace=0.05), clock)
+    h = Harness(service, pub, clock)
+    try:
+        kept, plain = replace(session(1), recoverable=True), session(2)
+        await connected(h, kept, plain)
+        h.clear()
+        await h.service.gateway_lost("gw1")
+        assert [p.args[0]["userId"] for _, p in h.published("user offline")] == ["u2"]
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(h.published("user offline")) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "never departed"
+            await asyncio.sleep(0.01)
+        assert [p.args[0]["userId"] for _, p in h.published("user offline")] == ["u2", "u1"]
+    finally:
+        await service.stop()
+
+
+async def test_a_recoverable_socket_back_within_the_grace_never_departs(
+        tmp_path: Path, clock: FakeClock) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "r.sqlite3", recovery_grace=0.2), clock)
+    h = Harness(service, pub, clock)
+    try:
+        kept = replace(session(1), recoverable=True)
+        await connected(h, kept)
+        await h.service.gateway_lost("gw1")
+        assert kept.sid in h.service._departing
+        assert (await recovered(h, kept, "gw2", ())).ok
+        # The pending departure is cancelled, not merely late.
+        assert kept.sid not in h.service._departing
+        assert h.published("user offline") == []
+        assert h.service.registry.get(kept.sid) is not None
+    finally:
+        await service.stop()
