@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import http.server
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,25 @@ class Watched:
 
 
 OpenPage = Callable[..., Watched]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def page_server(site: Path, host: str, port: int) -> Iterator[str]:
+    """Static pages from ``site`` on their own origin (so that CORS is real); its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    pages = http.server.ThreadingHTTPServer((host, port), handler)
+    thread = threading.Thread(target=pages.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        pages.shutdown()
+        pages.server_close()
 
 
 def screenshot(page: Page, name: str, full_page: bool = False) -> Path:

@@ -11,9 +11,6 @@ the usual application.
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ from tests.browser.helpers import (
     create_room,
     join_listed_room,
     last_body,
+    page_server,
     screenshot,
     send,
     sign_in,
@@ -156,26 +154,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         auth_args=("--auth-policy", "/=anonymous,/chat=token,/game=anonymous,/admin=admin"))
     site = workdir / "site"
     site.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    pages = http.server.ThreadingHTTPServer((HOST, page_port), handler)
-    thread = threading.Thread(target=pages.serve_forever, daemon=True)
-    thread.start()
     try:
-        with balancer(workdir, cluster.gateway_ports, port=lb_port) as lb, \
+        with page_server(site, HOST, page_port) as pages, \
+                balancer(workdir, cluster.gateway_ports, port=lb_port) as lb, \
                 balancer(workdir, cluster.gateway_ports, refuse_websocket=True,
                          port=nows_port) as nows:
             for name, server in (("seed-lb.html", lb), ("seed-nows.html", nows)):
                 (site / name).write_text(SEED_PAGE.format(server=server), encoding="utf-8")
-            yield Setup(cluster, lb, nows, origins[0])
+            yield Setup(cluster, lb, nows, pages)
     finally:
-        pages.shutdown()
-        pages.server_close()
         cluster.stop()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def transport(page: Page) -> str:

@@ -4,6 +4,7 @@ and kill -9 of the gateway a client was on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import socketio
 
+from switchboard.shared.journal import parse_offset
 from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, gateway_part, start_chat_cluster, token
 from tests.support.node import NODE_DIR, find_node, run_flow
@@ -240,3 +243,27 @@ def test_the_recovery_service_killed_loses_only_recovery(node: str, edge_cluster
             break
     assert result["again"]["recovered"] is True
     assert [content for content, _ in result["got"]] == ["before", "meanwhile", "after"]
+
+
+async def test_python_socketio_gets_the_offset_as_one_more_argument(
+        edge_cluster: Cluster, lobby: str) -> None:
+    """What README says of clients without recovery: python-socketio (AsyncClient on its
+    defaults) works in a namespace with recovery, and its handlers see the offset last."""
+    got: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    a, b = socketio.AsyncClient(), socketio.AsyncClient()
+    b.on("chat message", lambda *args: got.put_nowait(args))
+    url = edge_cluster.balancer_url
+    assert url is not None
+    try:
+        for client, user in ((a, "py1"), (b, "py2")):
+            await asyncio.wait_for(client.connect(url, auth={"token": token(user, user)}), 10)
+            ack = await client.call("join room", {"roomId": lobby}, timeout=10)
+            assert ack["success"] is True
+        ack = await a.call("chat message", {"content": "hi", "roomId": lobby}, timeout=10)
+        assert ack["success"] is True
+        message, offset = await asyncio.wait_for(got.get(), 10)
+        assert message["content"] == "hi"
+        assert parse_offset(offset) is not None
+    finally:
+        await a.disconnect()
+        await b.disconnect()
