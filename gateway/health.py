@@ -23,6 +23,9 @@ class HealthFigures:
     rss_mb: float
     recent_requests: int
     recent_failures: int
+    #: Services whose loss degrades rather than stops (connection state recovery: without
+    #: it, clients come back as new sockets, and everything else works).
+    optional: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -46,7 +49,8 @@ def evaluate(figures: HealthFigures, limits: HealthLimits) -> Health:
         health.add(UNHEALTHY, "broker unreachable")
     for name, up in sorted(figures.services_up.items()):
         if not up:
-            health.add(UNHEALTHY, f"service {name} unreachable")
+            health.add(WARNING if name in figures.optional else UNHEALTHY,
+                       f"service {name} unreachable")
     if limits.max_memory_mb:
         if figures.rss_mb > limits.max_memory_mb:
             health.add(UNHEALTHY, f"memory {figures.rss_mb:.0f} MB over {limits.max_memory_mb} MB")

@@ -394,6 +394,7 @@ class Gateway:
             rss_mb=rss_mb(),
             recent_requests=total,
             recent_failures=failures,
+            optional=frozenset({"recovery", self.backbone.routing.recovery or "recovery"}),
         )
         health = evaluate(figures, self.health_limits)
         if self.stopping:

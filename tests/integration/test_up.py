@@ -373,3 +373,28 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
             cleanup(up, sorted(seen | set(up.descendants())))
     assert len(outcomes) == STOP_MOMENTS
     assert sum(1 for _, code, _, _ in outcomes if code == 0) >= STOP_MOMENTS // 2, outcomes
+
+
+async def test_up_with_recovery_namespaces_runs_the_recovery_service(tmp_path: Path) -> None:
+    """``up --recovery-namespaces /``: the recovery service runs and the gateways use it — the
+    Node client on its defaults, through HAProxy over both gateways, drops and recovers."""
+    from switchboard.shared.tokens import issue_token
+    from tests.support.balancer import balancer
+    from tests.support.node import NODE_DIR, find_node, run_flow
+
+    node = find_node("up with recovery")
+    with running_up(tmp_path, "--recovery-namespaces", "/", gateways=2) as up:
+        names = ["broker", *APP_SERVICES, "recovery", *(f"gateway:{p}" for p in up.ports)]
+        assert sorted(up.children()) == sorted(names)
+        with balancer(tmp_path, up.ports) as url:
+            def tok(user: str) -> str:
+                return issue_token(JWT_SECRET, user, user)
+
+            run_flow(node, {"url": url, "token": tok("maker"), "roomId": "lobby"},
+                     NODE_DIR / "create_room.mjs", "ROOM_FLOW", timeout=30.0)
+            result = run_flow(node, {"scenario": "drop", "url": url, "roomId": "lobby",
+                                     "token": tok("u1"), "senderToken": tok("u2")},
+                              NODE_DIR / "recover_edges.mjs", "RECOVER_EDGE", timeout=40.0)
+        assert result["again"]["recovered"] is True
+        assert result["again"]["id"] == result["first"]["id"]
+        assert [content for content, _ in result["got"]] == ["before", "meanwhile", "after"]

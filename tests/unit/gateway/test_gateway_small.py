@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from switchboard.gateway import wsframe
+from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import RequestKind, Route, ServiceInfo
 
@@ -66,3 +67,18 @@ def test_server_frames_are_unmasked_and_sized_by_rfc_6455(payload: str | bytes,
 def test_a_packet_with_attachments_is_its_frames_in_order() -> None:
     assert wsframe.encode_all(['451-["x",{}]', b"\x01"]) == (
         wsframe.encode('451-["x",{}]') + wsframe.encode(b"\x01"))
+
+
+def test_health_an_optional_service_down_is_a_warning_a_required_one_unhealthy() -> None:
+    limits = HealthLimits(max_connections=0, max_memory_mb=0, max_error_rate=0.5)
+
+    def figures(**up: bool) -> HealthFigures:
+        return HealthFigures(broker_up=True, services_up=up, connections=0, rss_mb=0.0,
+                             recent_requests=0, recent_failures=0,
+                             optional=frozenset({"recovery"}))
+
+    health = evaluate(figures(room=True, recovery=False), limits)
+    assert (health.status, health.http_status) == ("warning", 200)
+    assert health.reasons == ["service recovery unreachable"]
+    health = evaluate(figures(room=False, recovery=True), limits)
+    assert (health.status, health.http_status) == ("unhealthy", 503)
