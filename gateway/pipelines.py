@@ -42,8 +42,8 @@ from switchboard.shared.envelope import (
     SocketState,
 )
 from switchboard.shared.envelope import Recovery as RecoveryMode
-from switchboard.shared.journal import offset as offset_of
 from switchboard.shared.errors import ServiceUnavailable
+from switchboard.shared.journal import offset as offset_of
 
 log = logging.getLogger("switchboard.gateway")
 

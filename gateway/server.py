@@ -44,11 +44,11 @@ from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscr
 from switchboard.gateway.front import Front
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.httpconn import HttpConnection
-from switchboard.gateway.peers import PeerUnavailable, Peers
+from switchboard.gateway.peers import Peers, PeerUnavailable
 from switchboard.gateway.pipelines import Pipelines
-from switchboard.gateway.recovery import Recovery, RecoverySettings
 from switchboard.gateway.protocol import ConnectionConfig
 from switchboard.gateway.proxies import parse_networks
+from switchboard.gateway.recovery import Recovery, RecoverySettings
 from switchboard.gateway.sessions import Sessions
 from switchboard.gateway.web import WebRoutes
 from switchboard.shared import topics

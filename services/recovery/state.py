@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from enum import Enum
+from itertools import islice
 
 from switchboard.shared.envelope import PubKind, Publication, SocketState
 from switchboard.shared.journal import offset as offset_of
 from switchboard.shared.journal import parse_offset
 
-__all__ = ["Attached", "Missed", "Refusal", "RecoveryState", "Taken", "reaches"]
+__all__ = ["Attached", "Missed", "RecoveryState", "Refusal", "Taken", "reaches"]
 
 #: The offset of a socket that has received no logged event yet (the gateway sends it with
 #: events that are not in the log, e.g. a reply's): everything since the session began.
