@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import selectors
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -49,9 +50,11 @@ def gateway_ids(cluster: Cluster) -> dict[str, str]:
     return {f"gw{port}": f"http://{cluster.host}:{port}" for port in cluster.gateway_ports}
 
 
-def run_killing_flow(node: str, cluster: Cluster, flow: dict[str, Any]) -> dict[str, Any]:
-    """Run recover.mjs; when it names the receiver's gateway, kill -9 that gateway (then
-    start it again, a new process under the same id, for the next test)."""
+def run_killing_flow(node: str, cluster: Cluster, flow: dict[str, Any],
+                     graceful: bool = False) -> dict[str, Any]:
+    """Run recover.mjs; when it names the receiver's gateway, kill -9 that gateway (or stop it
+    with SIGTERM: ``graceful``), then start it again, a new process under the same id, for
+    the next test."""
     env = {**os.environ, "RECOVER_FLOW": json.dumps(flow)}
     process = subprocess.Popen([node, str(SCRIPT)], cwd=NODE_DIR, env=env, text=True,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -73,7 +76,11 @@ def run_killing_flow(node: str, cluster: Cluster, flow: dict[str, Any]) -> dict[
             if "kill" in message:
                 killed = message["kill"]
                 port = int(killed.removeprefix("gw"))
-                gateway_part(cluster, cluster.gateway_ports.index(port)).kill()
+                part = gateway_part(cluster, cluster.gateway_ports.index(port))
+                if graceful:
+                    part.signal(signal.SIGTERM)  # it drains; the client leaves meanwhile
+                else:
+                    part.kill()
                 process.stdin.write("killed\n")
                 process.stdin.flush()
                 continue
@@ -85,7 +92,9 @@ def run_killing_flow(node: str, cluster: Cluster, flow: dict[str, Any]) -> dict[
         process.kill()
         process.wait(5)
         if killed is not None:
-            cluster.start_gateway(*GATEWAY_ARGS, port=int(killed.removeprefix("gw")))
+            port = int(killed.removeprefix("gw"))
+            gateway_part(cluster, cluster.gateway_ports.index(port)).stop()
+            cluster.start_gateway(*GATEWAY_ARGS, port=port)
 
 
 def flow_for(cluster: Cluster, room: str, user: str, **extra: Any) -> dict[str, Any]:
@@ -126,6 +135,15 @@ def test_node_client_recovers_on_another_gateway_after_kill_9(node: str,
     result = run_killing_flow(node, cluster, flow_for(cluster, "recover-ws", "rec1"))
     check_recovered(result, "rec1")
     assert result["connects"][1]["transport"] == "websocket"
+
+
+def test_a_gateway_stopped_gracefully_hands_its_clients_over_by_recovery(
+        node: str, cluster: Cluster) -> None:
+    """SIGTERM (a rolling restart): its clients recover elsewhere, nothing lost or doubled,
+    nobody shown offline."""
+    result = run_killing_flow(node, cluster, flow_for(cluster, "recover-term", "rec3"),
+                              graceful=True)
+    check_recovered(result, "rec3")
 
 
 def test_polling_client_recovers_on_another_gateway_after_kill_9(node: str,
