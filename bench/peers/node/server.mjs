@@ -47,6 +47,11 @@ const io = new Server(server, {
   pingTimeout: 20000,
   maxHttpBufferSize: 1e6,
   serveClient: false,
+  // RECOVERY=1: Socket.IO 4.6's connection state recovery (the jitter bench), at its
+  // documented defaults.
+  ...(process.env.RECOVERY
+    ? { connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: true } }
+    : {}),
 });
 
 // ---- validation and sanitising (seed: Joi schemas, sanitizeContent) ----
