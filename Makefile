@@ -8,7 +8,7 @@ WEB_STAMP  := web/node_modules/.installed
 SCHEMA_STAMP := deploy/compose-schema/node_modules/.installed
 ARGS   ?=
 
-.PHONY: setup system-deps up test lint unit conformance-suite clean bench chaos vendor-client
+.PHONY: setup system-deps up test lint unit conformance-suite clean bench chaos jitter vendor-client
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -71,6 +71,11 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	./scripts/ensure-system-deps haproxy
 	$(BIN)/python -m bench.chaos $(ARGS)
+
+# Connections cut every ~15 s: ours with recovery (and gateways killed) against Node.
+jitter: $(STAMP)
+	./scripts/ensure-system-deps haproxy
+	$(BIN)/python -m bench.jitter $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules web/node_modules deploy/compose-schema/node_modules bench/loadgen/node_modules bench/peers/node/node_modules var test-output

@@ -58,11 +58,16 @@ class Settings:
     drain: float
     gateways: int
     kill_every: float
+    transport: str = ""
 
 
 class OursWithRecovery(Ours):
     def argv(self) -> list[str]:
-        return [*super().argv(), "--recovery-namespaces", "/"]
+        argv = super().argv()
+        level = os.environ.get("JITTER_LOG_LEVEL")  # e.g. info, to follow recoveries
+        if level and argv[-2] == "--log-level":
+            argv[-1] = level
+        return [*argv, "--recovery-namespaces", "/"]
 
 
 class NodeWithRecovery(Node):
@@ -126,6 +131,7 @@ def run_one(system: str, settings: Settings, workdir: Path) -> dict[str, Any]:
             "rooms": settings.rooms, "rate": settings.rate,
             "durationMs": int(settings.duration * 1000), "cutMs": int(settings.cut * 1000),
             "drainMs": int(settings.drain * 1000),
+            **({"transports": [settings.transport]} if settings.transport else {}),
         }
         env = {**os.environ, "JITTER": json.dumps(config)}
         bound = settings.duration + settings.drain + 300
@@ -207,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--gateways", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=15.0)
+    parser.add_argument("--transport", default="", choices=["", "websocket", "polling"],
+                        help="one transport only (default: the client's, polling first)")
     parser.add_argument("--out", default="test-output/jitter")
     args = parser.parse_args(argv)
     settings = Settings(args.clients, args.rooms, args.rate, args.duration, args.cut,
-                        args.drain, args.gateways, args.kill_every)
+                        args.drain, args.gateways, args.kill_every, args.transport)
     log = Log()
     install(["node"] if any(s.startswith("node") for s in args.systems.split(",")) else [],
             log)

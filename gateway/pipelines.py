@@ -169,7 +169,11 @@ class Pipelines:
                 m.CONNECT_REFUSALS.labels(
                     ns, refusal if refusal in KNOWN_REFUSALS else "other").inc()
                 log.info("CONNECT to %s from %s refused: %s", ns, client.address, refusal)
-            if restored is not None and self.recovery is not None:
+            if restored is not None and self.recovery is not None and \
+                    refusal == "Service unavailable":
+                # Not a decision: the session stays recoverable, for the client's next try.
+                self.recovery.detach_only(session)
+            elif restored is not None and self.recovery is not None:
                 # Refused on its way back (e.g. banned meanwhile): it leaves for good, from
                 # where the services last knew it.
                 self.recovery.forget(session)
@@ -274,8 +278,10 @@ class Pipelines:
                 self._send_held(sock, pub)
         sock.floor = floor or None
         client.flush()
-        log.info("socket %s recovered on %s (%d missed packets)", sock.sid, ns,
-                 len(missed.packets) if missed is not None else 0)
+        log.info("socket %s recovered on %s from %s (%d missed packets, %s..%s, %d held)",
+                 sock.sid, ns, offset or "-", len(missed.packets) if missed is not None else 0,
+                 missed.packets[0][0] if missed and missed.packets else "-",
+                 missed.packets[-1][0] if missed and missed.packets else "-", len(held))
         await self._went_live(sock, emits)
         return True
 
@@ -288,10 +294,16 @@ class Pipelines:
             self.send_event(sock, pub.event, pub.args, pub.ack_event)
 
     def holds(self, sid: str) -> bool:
-        """Whether socket ``sid`` is connected here."""
+        """Whether socket ``sid`` is connected here. A long-polling client that dropped off
+        the network is only noticed at its ping timeout; one that is there has a GET
+        waiting (it sends the next one as soon as one is answered), so without one it
+        counts as gone."""
         sock = self.index.by_sid.get(sid)
-        return sock is not None and sock.live and not sock.client.conn.closed \
-            and sock.client.sockets.get(sock.ns) is sock
+        if sock is None or not sock.live or sock.client.conn.closed \
+                or sock.client.sockets.get(sock.ns) is not sock:
+            return False
+        polling = sock.client.polling
+        return polling is None or polling.waiting
 
     def release(self, pub: Publication) -> None:
         """The recovery service gave socket ``pub.sids[0]`` to gateway ``pub.args[0]``."""

@@ -98,12 +98,14 @@ class Recovery:
             connected = await self.holds(gateway, sid) if self.holds is not None else None
             if connected:
                 ATTEMPTS.labels("connected").inc()
+                log.info("recovery of %s refused: still connected on %s", sid, gateway)
                 return None
             reply = await self._ask(RequestKind.RECOVER, args=[pid, offset, True])
         if reply is None or not reply.ok or reply.session is None:
             outcome = reply.error if reply is not None and reply.error else "failed"
-            ATTEMPTS.labels(outcome if outcome in ("unknown", "expired", "offset")
-                            else "failed").inc()
+            outcome = outcome if outcome in ("unknown", "expired", "offset") else "failed"
+            ATTEMPTS.labels(outcome).inc()
+            log.info("recovery refused (%s): a new socket", outcome)
             return None
         return reply
 
@@ -169,6 +171,10 @@ class Recovery:
 
         self.cancel(sid)
         self.deferred[sid] = loop.call_later(self.settings.grace, due)
+
+    def detach_only(self, session: Session) -> None:
+        """A restore that failed for want of a service: recoverable still, nobody told."""
+        self._tell(RequestKind.DETACH, session=session)
 
     def cancel(self, sid: str) -> bool:
         """The socket came back (or moved on): its departure is not told."""

@@ -1,7 +1,7 @@
 // The jitter bench's load (bench/jitter.py): official socket.io-client instances, on their
 // default options (polling first, then the upgrade), in rooms; one sender per room sends
 // acked messages at a fixed rate; every receiver's connection is cut about every `cutMs`
-// (random phase) the way a network does (the engine closed: the client reconnects on its
+// (random phase) the way a network does (see dropConnection: the client reconnects on its
 // own, recovering when the server supports it; a client that comes back as a new socket
 // joins its room again, as an application would).
 //
@@ -46,15 +46,33 @@ async function until(check, ms, what) {
   }
 }
 
+const connectErrors = new Map();
+const duplicateSamples = [];
+// The client's defaults (polling first), unless the bench asks for one transport.
+const options = { forceNew: true, ...(cfg.transports ? { transports: cfg.transports } : {}) };
+
 const ack = (socket, event, payload, ms = 10000) =>
   socket.timeout(ms).emitWithAck(event, payload).catch(() => ({ success: false }));
+
+// A network drop: the TCP connection of a WebSocket destroyed under the client (nothing more
+// is read from it), or, on polling, the transport failing as on a network error. (Not
+// engine.close(): frames already on their way are still read after its "disconnect", and
+// socket.io-client emits them after its next connect, beside the replay of the same packets:
+// duplicates that no network drop causes.)
+function dropConnection(socket) {
+  const transport = socket.io.engine?.transport;
+  const raw = transport?.name === "websocket" ? transport.ws?._socket : null;
+  if (raw) raw.destroy();
+  else transport?.onError("simulated network drop");
+}
 
 class Receiver {
   constructor(n, room) {
     this.n = n;
     this.room = room;
-    this.socket = io(cfg.url, { auth: { token: token(`j${n}`) }, forceNew: true });
+    this.socket = io(cfg.url, { auth: { token: token(`j${n}`) }, ...options });
     this.seen = new Set();
+    this.lastOffset = null;
     this.last = -1;
     this.duplicates = 0;
     this.outOfOrder = 0;
@@ -63,19 +81,30 @@ class Receiver {
     this.connects = 0;
     this.recovered = 0;
     this.fresh = 0;
+    this.joinFailures = 0;
+    this.awayTimes = [];
     // The last time away: [from, to]; `to` null while away.
     this.away = null;
     this.joined = false;
-    this.socket.on("disconnect", () => {
-      this.away = { from: now(), to: null };
+    this.socket.on("disconnect", (reason) => {
+      this.away = { from: now(), to: null, offset: this.socket._lastOffset, reason,
+                    lastSeen: this.lastOffset };
     });
     this.socket.on("connect", () => this.onConnect());
-    this.socket.on("chat message", (message) => this.onMessage(message));
+
+    this.socket.on("connect_error", (err) => {
+      const key = String(err?.message ?? err).slice(0, 60);
+      connectErrors.set(key, (connectErrors.get(key) ?? 0) + 1);
+    });
+    this.socket.on("chat message", (message, offset) => this.onMessage(message, offset));
   }
 
   async onConnect() {
     this.connects += 1;
-    if (this.away) this.away.to = now();
+    if (this.away) {
+      this.away.to = now();
+      this.awayTimes.push(this.away.to - this.away.from);
+    }
     if (this.connects > 1 && this.socket.recovered) {
       this.recovered += 1;
       return;
@@ -85,18 +114,26 @@ class Receiver {
     this.joined = false;
     const reply = await ack(this.socket, "join room", { roomId: this.room });
     this.joined = reply.success === true;
+    if (!this.joined) this.joinFailures += 1;
   }
 
-  onMessage(message) {
+  onMessage(message, offset) {
     const at = now();
     const [room, seqText, sentText] = String(message.content).split("|");
     if (room !== this.room) return;
     const seq = Number(seqText);
     if (this.seen.has(seq)) {
       this.duplicates += 1;
+      if (duplicateSamples.length < 20) {
+        duplicateSamples.push({ receiver: this.n, sid: this.socket.id, seq, offset,
+                                connects: this.connects, sinceConnect: at - (this.away?.to ?? 0),
+                                transport: this.socket.io.engine?.transport?.name,
+                                away: this.away });
+      }
       return;
     }
     this.seen.add(seq);
+    this.lastOffset = offset;
     if (seq < this.last) this.outOfOrder += 1;
     this.last = Math.max(this.last, seq);
     const sent = Number(sentText);
@@ -115,7 +152,7 @@ class Receiver {
   scheduleCuts(stopAt) {
     const cut = () => {
       if (now() >= stopAt) return;
-      if (this.socket.connected) this.socket.io.engine.close();
+      if (this.socket.connected) dropConnection(this.socket);
       this.timer = setTimeout(cut, cfg.cutMs * (0.8 + 0.4 * Math.random()));
     };
     this.timer = setTimeout(cut, Math.random() * cfg.cutMs);
@@ -126,7 +163,7 @@ async function main() {
   const perRoom = Math.floor(cfg.clients / cfg.rooms);
   const senders = [];
   for (let r = 0; r < cfg.rooms; r++) {
-    const socket = io(cfg.url, { auth: { token: token(`s${r}`) }, forceNew: true });
+    const socket = io(cfg.url, { auth: { token: token(`s${r}`) }, ...options });
     senders.push({ socket, room: `jit${r}`, seq: 0, acked: [], failed: 0 });
   }
   await until(() => senders.every((s) => s.socket.connected), 60000, "senders connected");
@@ -182,6 +219,14 @@ async function main() {
     for (const seq of acked) if (r.seen.has(seq)) delivered += 1;
   }
   const sum = (f) => receivers.reduce((total, r) => total + f(r), 0);
+  // How the deliveries spread over receivers (tenths of what each was owed).
+  const spread = new Array(11).fill(0);
+  for (const r of receivers) {
+    const acked = expectedOf.get(r.room);
+    let got = 0;
+    for (const seq of acked) if (r.seen.has(seq)) got += 1;
+    spread[acked.size ? Math.floor((10 * got) / acked.size) : 10] += 1;
+  }
   out({
     result: {
       clients: receivers.length,
@@ -195,6 +240,12 @@ async function main() {
       reconnects: sum((r) => r.connects - 1),
       recovered: sum((r) => r.recovered),
       fresh: sum((r) => r.fresh),
+      joinFailures: sum((r) => r.joinFailures),
+      spread,
+      duplicateSamples,
+      connectErrors: Object.fromEntries(connectErrors),
+      away: quantiles(receivers.flatMap((r) => r.awayTimes)),
+      connectedAtEnd: sum((r) => (r.socket.connected ? 1 : 0)),
       latency: quantiles(receivers.flatMap((r) => r.latencies)),
       replay: quantiles(receivers.flatMap((r) => r.replayLatencies)),
     },
