@@ -43,14 +43,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def page_server(site: Path, host: str, port: int) -> Iterator[str]:
-    """Static pages from ``site`` on their own origin (so that CORS is real); its URL."""
+def page_server(site: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Static pages from ``site`` on their own origin (so that CORS is real; port 0: any
+    free one); its URL."""
     handler = functools.partial(_QuietHandler, directory=str(site))
     pages = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=pages.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{host}:{pages.server_address[1]}"
     finally:
         pages.shutdown()
         pages.server_close()

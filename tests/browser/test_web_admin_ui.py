@@ -7,9 +7,6 @@ test-output/screenshots/admin-ui-*.png."""
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -20,8 +17,8 @@ import socketio
 from argon2 import PasswordHasher
 from playwright.sync_api import Page, expect
 
-from tests.browser.helpers import screenshot
-from tests.support.balancer import balancer
+from tests.browser.helpers import page_server, screenshot
+from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, http_get, start_chat_cluster, token
 from tests.support.node import NODE_DIR
 
@@ -39,32 +36,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = start_chat_cluster(workdir, gateways=2,
                                  gateway_args=("--admin-ui-password-hash",
                                                PasswordHasher().hash(PASSWORD)))
-    try:
-        with balancer(workdir, cluster.gateway_ports) as url:
-            cluster.balancer_url, cluster.balanced = url, 2
-            yield cluster
-    finally:
-        cluster.stop()
+    with balanced(cluster, workdir):
+        yield cluster
 
 
 @pytest.fixture(scope="module")
 def ui_url() -> Iterator[str]:
     if not (UI_DIST / "index.html").is_file():
         pytest.fail(f"{UI_DIST} is missing: `npm ci --prefix tests/node` installs it")
-    handler = functools.partial(_QuietHandler, directory=str(UI_DIST))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    with page_server(UI_DIST) as url:
+        yield url + "/"
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import socketio
 from argon2 import PasswordHasher
 
 from tests.integration.chat_helpers import Clients, unique
-from tests.support.balancer import balancer
+from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, start_chat_cluster
 from tests.support.peer import QueuedPeer
 
@@ -32,12 +32,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = Path(tmp_path_factory.mktemp("adminui"))
     cluster = start_chat_cluster(workdir, gateways=2,
                                  gateway_args=("--admin-ui-password-hash", hashed))
-    try:
-        with balancer(workdir, cluster.gateway_ports) as url:
-            cluster.balancer_url, cluster.balanced = url, 2
-            yield cluster
-    finally:
-        cluster.stop()
+    with balanced(cluster, workdir):
+        yield cluster
 
 
 class Ui(QueuedPeer):

@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.chat_helpers import ChatClient, Clients, unique
 from tests.support.backbone import free_port
-from tests.support.balancer import balancer
+from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, start_chat_cluster
 
 RUN_TIMEOUT = 30.0
@@ -32,12 +32,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two gateways behind HAProxy (no stickiness); clients on their default options."""
     workdir = Path(tmp_path_factory.mktemp("emitter"))
     cluster = start_chat_cluster(workdir, gateways=2)
-    try:
-        with balancer(workdir, cluster.gateway_ports) as url:
-            cluster.balancer_url, cluster.balanced = url, 2
-            yield cluster
-    finally:
-        cluster.stop()
+    with balanced(cluster, workdir):
+        yield cluster
 
 
 def run_python(code: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import socketio
 
 from switchboard.shared.journal import parse_offset
-from tests.support.balancer import balancer
+from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, gateway_part, start_chat_cluster, token
 from tests.support.node import NODE_DIR, find_node, run_flow
 
@@ -38,12 +38,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("recovery")
     cluster = start_chat_cluster(workdir, gateways=3, recovery=RECOVERY,
                                  moderation_args=("--event-limit", "0", "--user-event-limit", "0"))
-    try:
-        with balancer(workdir, cluster.gateway_ports) as url:
-            cluster.balancer_url, cluster.balanced = url, 3
-            yield cluster
-    finally:
-        cluster.stop()
+    with balanced(cluster, workdir):
+        yield cluster
 
 
 def gateway_ids(cluster: Cluster) -> dict[str, str]:
@@ -165,12 +161,8 @@ def edge_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = start_chat_cluster(workdir, gateways=2, recovery=RECOVERY,
                                  recovery_args=("--recovery-window", str(EDGE_WINDOW)),
                                  moderation_args=("--event-limit", "0"))
-    try:
-        with balancer(workdir, cluster.gateway_ports) as url:
-            cluster.balancer_url, cluster.balanced = url, 2
-            yield cluster
-    finally:
-        cluster.stop()
+    with balanced(cluster, workdir):
+        yield cluster
 
 
 def edge(node: str, cluster: Cluster, scenario: str, user: str, **extra: Any) -> Any:

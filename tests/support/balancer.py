@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,18 @@ def balancer(workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
     """HAProxy for the block (on ``port``, or a free one); yields its base URL."""
     with run_haproxy(haproxy_binary(), workdir, ports, host, refuse_websocket, port) as url:
         yield url
+
+
+@contextlib.contextmanager
+def balanced(cluster: Any, workdir: Path) -> Iterator[Any]:
+    """A started cluster (tests.support.cluster.Cluster) behind HAProxy for the block: its
+    test clients connect through the balancer; stopped at the end."""
+    try:
+        with balancer(workdir, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, len(cluster.gateway_ports)
+            yield cluster
+    finally:
+        cluster.stop()
 
 
 @contextlib.contextmanager

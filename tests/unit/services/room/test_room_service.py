@@ -1046,12 +1046,18 @@ async def recovered(h: Harness, s: Session, gateway: str, rooms: tuple[str, ...]
                            sockets=(SocketState(moved, rooms, "pid"),))
 
 
-async def test_a_recovered_socket_moves_to_its_new_gateway_unseen(h: Harness) -> None:
+async def recoverable_in_lobby(h: Harness) -> tuple[Session, Session]:
+    """A recoverable socket on gw1 and a plain one on gw2, both in room lobby."""
     a, b = replace(session(1), recoverable=True), session(2, gateway="gw2")
     await connected(h, a, b)
     await h.create(b, "lobby")
     await h.join(a, "lobby")
     await h.join(b, "lobby")
+    return a, b
+
+
+async def test_a_recovered_socket_moves_to_its_new_gateway_unseen(h: Harness) -> None:
+    a, _ = await recoverable_in_lobby(h)
     h.clear()
     reply = await recovered(h, a, "gw3", ("lobby", "user:u1"))
     assert reply.ok and reply.emits == ()  # no welcome: the socket goes on
@@ -1066,11 +1072,7 @@ async def test_a_recovered_socket_moves_to_its_new_gateway_unseen(h: Harness) ->
 
 
 async def test_a_recovered_socket_that_had_departed_comes_back_announced(h: Harness) -> None:
-    a, b = replace(session(1), recoverable=True), session(2, gateway="gw2")
-    await connected(h, a, b)
-    await h.create(b, "lobby")
-    await h.join(a, "lobby")
-    await h.join(b, "lobby")
+    a, _ = await recoverable_in_lobby(h)
     await h.request(RequestKind.DISCONNECT, session=a, gateway="gw1")
     h.clear()
     assert (await recovered(h, a, "gw2", ("lobby",))).ok
