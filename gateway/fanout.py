@@ -267,23 +267,22 @@ class LocalIndex:
 
     def hold(self, pub: Publication) -> None:
         """Keep an EMIT for every socket being restored that it reaches."""
-        for sock in self.holding.values():
-            if sock.held is None or sock.sid in pub.exclude:
-                continue
-            if pub.ns != sock.ns and pub.ns != ANY_NAMESPACE:
-                continue
-            if pub.sids:
-                reached = sock.sid in pub.sids
-            elif pub.room is not None:
-                reached = pub.room in sock.rooms
-            else:
-                reached = True
-            if reached:
+        excluded = set(pub.exclude)
+        for sock in self._reached(pub.ns, pub.room, pub.sids):
+            if sock.held is not None and sock.sid not in excluded:
                 sock.held.append(pub)
 
     def targets(
         self, ns: str, room: str | None, sids: Iterable[str], exclude: Iterable[str]
     ) -> list[NsSocket]:
+        """The live sockets a publication reaches."""
+        found = self._reached(ns, room, sids)
+        if exclude:
+            excluded = set(exclude)
+            return [s for s in found if s.live and s.sid not in excluded]
+        return [s for s in found if s.live]
+
+    def _reached(self, ns: str, room: str | None, sids: Iterable[str]) -> list[NsSocket]:
         if sids:
             found = [self.by_sid[s] for s in sids if s in self.by_sid]
             if ns != ANY_NAMESPACE:  # a socket id names one namespace socket already
@@ -292,10 +291,7 @@ class LocalIndex:
             found = list(self.rooms.get((ns, room), ()))
         else:
             found = list(self.namespaces.get(ns, ()))
-        if exclude:
-            excluded = set(exclude)
-            return [s for s in found if s.live and s.sid not in excluded]
-        return [s for s in found if s.live]
+        return found
 
 
 async def wait_all(futures: Iterable[asyncio.Future[None] | None], timeout: float) -> None:
@@ -482,21 +478,7 @@ class Fanout:
                 sock.client.conn.send_event(sock.ns, pub.event, sock.tail(pub.args))
                 sock.client.flush()
         elif pub.kind == PubKind.EMIT:
-            # Encoded once per message, then the same bytes are written to every member
-            # (polling members queue the same packets).
-            frames = encode_event_frames(pub.ns, pub.event, pub.args)
-            data: bytes | None = None
-            for sock in targets:
-                client = sock.client
-                if client.polling is None and client.conn.eio == 4:
-                    if data is None:
-                        data = wsframe.encode_all(frames)
-                    client.write(data)
-                else:
-                    client.send_frames(frames)  # polling, or a v3 client's binary framing
-            self.counters["deliveries"] += len(targets)
-            m.DELIVERIES.inc(len(targets))
-            self.meters.sent(pub.ns, pub.event).inc()
+            self._write_shared(pub, encode_event_frames(pub.ns, pub.event, pub.args), targets)
         elif pub.kind == PubKind.JOIN and pub.room is not None:
             for sock in targets:
                 self.index.join(sock, pub.room)
@@ -521,24 +503,30 @@ class Fanout:
         """An event of a namespace with recovery: its offset goes last (encoded once), and
         a recovered socket skips what its replay already gave it."""
         key = offset_of(pub.origin, pub.seq)
-        frames = encode_event_frames(pub.ns, pub.event, [*pub.args, key])
-        data: bytes | None = None
-        count = 0
+        reached = []
         for sock in targets:
             floor = sock.floor
-            if floor is not None and pub.seq <= floor.get(pub.origin, 0):
-                continue
-            sock.offset = key
+            if floor is None or pub.seq > floor.get(pub.origin, 0):
+                sock.offset = key
+                reached.append(sock)
+        self._write_shared(pub, encode_event_frames(pub.ns, pub.event, [*pub.args, key]),
+                           reached)
+
+    def _write_shared(self, pub: Publication, frames: list[str | bytes],
+                      targets: list[NsSocket]) -> None:
+        """Frames encoded once per message, the same bytes written to every member
+        (polling members queue the same packets)."""
+        data: bytes | None = None
+        for sock in targets:
             client = sock.client
-            count += 1
             if client.polling is None and client.conn.eio == 4:
                 if data is None:
                     data = wsframe.encode_all(frames)
                 client.write(data)
             else:
-                client.send_frames(frames)
-        self.counters["deliveries"] += count
-        m.DELIVERIES.inc(count)
+                client.send_frames(frames)  # polling, or a v3 client's binary framing
+        self.counters["deliveries"] += len(targets)
+        m.DELIVERIES.inc(len(targets))
         self.meters.sent(pub.ns, pub.event).inc()
 
     # -- the broker's liveness ---------------------------------------------------------------

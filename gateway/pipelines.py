@@ -268,10 +268,8 @@ class Pipelines:
         else:
             conn.accept(ns, sock.sid, pid)
             sock.offset = offset or sock.offset
-            for entry in missed.packets:
-                key, event, args = entry
-                conn.send_event(ns, event, [*args, key])
-                sock.offset = key
+            for key, event, args in missed.packets:
+                self._send_logged(sock, event, args, key)
             floor = missed.floor
         for pub in held:
             if pub.seq > floor.get(pub.origin, 0) and pub.kind is PubKind.EMIT:
@@ -287,11 +285,15 @@ class Pipelines:
 
     def _send_held(self, sock: NsSocket, pub: Publication) -> None:
         if pub.origin and not pub.ack_event:
-            key = offset_of(pub.origin, pub.seq)
-            sock.client.conn.send_event(sock.ns, pub.event, [*pub.args, key])
-            sock.offset = key
+            self._send_logged(sock, pub.event, pub.args, offset_of(pub.origin, pub.seq))
         else:
             self.send_event(sock, pub.event, pub.args, pub.ack_event)
+
+    @staticmethod
+    def _send_logged(sock: NsSocket, event: str, args: list[Any], key: str) -> None:
+        """An event from the recovery log: its offset last, and the socket's position."""
+        sock.client.conn.send_event(sock.ns, event, [*args, key])
+        sock.offset = key
 
     def holds(self, sid: str) -> bool:
         """Whether socket ``sid`` is connected here. A long-polling client that dropped off
@@ -321,11 +323,7 @@ class Pipelines:
         if not client.conn.closed:
             client.conn.disconnect(sock.ns)
             client.flush()
-        del client.sockets[sock.ns]
-        self.index.remove(sock)
-        m.SOCKETS.labels(sock.ns).dec()
-        if self.admin is not None and sock.live:
-            self.admin.socket_disconnected(sock, "transport close")
+        self._take_out(sock, "transport close")
         log.info("socket %s recovered elsewhere: forgotten here", sid)
 
     async def _connect_admin_ui(self, client: Client, request: ConnectRequested,
@@ -486,16 +484,11 @@ class Pipelines:
         """``reason``: Socket.IO's disconnect reason, for the Admin UI (guessed if empty);
         ``recoverable``: the connection dropped (it did not leave): a socket with recovery
         may come back within the window, so its departure waits out the grace."""
-        client = sock.client
         if not reason:
-            reason = "transport close" if client.conn.closed else "server namespace disconnect"
-        if client.sockets.get(sock.ns) is not sock:
+            reason = ("transport close" if sock.client.conn.closed
+                      else "server namespace disconnect")
+        if not self._take_out(sock, reason):
             return
-        del client.sockets[sock.ns]
-        self.index.remove(sock)
-        m.SOCKETS.labels(sock.ns).dec()
-        if self.admin is not None and sock.live:
-            self.admin.socket_disconnected(sock, reason)
         if self.admin is not None and sock.ns == self.admin.namespace:
             return  # no service knows of it
         log.info("socket %s left %s (user %s) after %.1fs", sock.sid, sock.ns,
@@ -508,6 +501,18 @@ class Pipelines:
         if sock.pid and recovery is not None:
             recovery.forget(session)
         self._notify_disconnect(session, self._listeners(sock.ns))
+
+    def _take_out(self, sock: NsSocket, reason: str) -> bool:
+        """The socket out of its connection and the index (False: it was out already)."""
+        client = sock.client
+        if client.sockets.get(sock.ns) is not sock:
+            return False
+        del client.sockets[sock.ns]
+        self.index.remove(sock)
+        m.SOCKETS.labels(sock.ns).dec()
+        if self.admin is not None and sock.live:
+            self.admin.socket_disconnected(sock, reason)
+        return True
 
     def _listeners(self, ns: str) -> list[str]:
         """Who hears of a departure, but the recovery service (told by ``recovery``)."""

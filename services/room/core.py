@@ -198,12 +198,12 @@ class RoomCore(Service):
         else:
             return
         if ns == MAIN and not self.registry.is_online(MAIN, identity):
-            self.publisher.emit_namespace(
-                MAIN,
-                "user offline",
-                [{"userId": identity, "username": username}],
-                exclude=[sid],
-            )
+            self._presence("user offline", sid, identity, username)
+
+    def _presence(self, event: str, sid: str, identity: str, username: str) -> None:
+        """``user online`` / ``user offline`` to the rest of ``/``."""
+        self.publisher.emit_namespace(MAIN, event, [{"userId": identity, "username": username}],
+                                      exclude=[sid])
 
     def _sids_of_gateway(self, gateway_id: str) -> set[str]:
         """Its registered sockets, and unregistered members its socket ids name (a socket
@@ -251,12 +251,7 @@ class RoomCore(Service):
         )
         self.registry.add(entry)
         if first:
-            self.publisher.emit_namespace(
-                MAIN,
-                "user online",
-                [{"userId": entry.identity, "username": entry.username}],
-                exclude=[session.sid],
-            )
+            self._presence("user online", entry.sid, entry.identity, entry.username)
         welcome = {
             "message": self.config.welcome_message,
             "socketId": session.sid,
@@ -331,12 +326,7 @@ class RoomCore(Service):
         )
         self.registry.add(entry)
         if announce:
-            self.publisher.emit_namespace(
-                MAIN,
-                "user online",
-                [{"userId": entry.identity, "username": entry.username}],
-                exclude=[entry.sid],
-            )
+            self._presence("user online", entry.sid, entry.identity, entry.username)
         if entry.ns != MAIN:
             return
         current = set(self.membership.rooms_of(entry.sid))
