@@ -6,7 +6,9 @@ a liveness counter per service and notice restarts (a new ``instance``), after w
 gateway re-describes the service and re-sends its sockets (SYNC).
 
 Sockets use ``IMMEDIATE`` so that requests are not queued for a service that is down (they
-fail at once instead of flooding it with stale work when it comes back).
+fail at once instead of flooding it with stale work when it comes back). Every DEALER has
+the same routing id (:func:`~switchboard.shared.envelope.gateway_identity`): an event's
+owner answers a request another service passed on to it straight to this gateway.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import zmq.asyncio
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.routing import RoutingTable
-from switchboard.shared.envelope import GatewayStatus, Reply, Request, RequestKind, ServiceInfo
+from switchboard.shared.envelope import (
+    GatewayStatus,
+    Reply,
+    Request,
+    RequestKind,
+    ServiceInfo,
+    gateway_identity,
+)
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
 
@@ -77,6 +86,7 @@ class Backbone:
         for name, addresses in endpoints.items():
             dealer = plain_socket(context, zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.ROUTING_ID, gateway_identity(gateway_id, instance))
             dealer.setsockopt(zmq.IMMEDIATE, 1)
             dealer.setsockopt(zmq.SNDHWM, hwm)
             dealer.setsockopt(zmq.RCVHWM, hwm)
@@ -128,7 +138,8 @@ class Backbone:
         ``sent`` (optional) is resolved as soon as the request is on its way (or failed to
         go): callers that keep an order between requests wait for that, not for the reply.
         A stateful service that has not had our SYNC yet answers ``resync``: send it (once
-        for all requests waiting on it), then the request again.
+        for all requests waiting on it), then the request again (along its whole ``route``:
+        the one that asked may be further along it, ``reply.service``).
         """
         try:
             reply = await self._request(service, kind, timeout, sent, **fields)
@@ -136,7 +147,7 @@ class Backbone:
             if sent is not None and not sent.done():
                 sent.set_result(None)
         if reply.resync and kind != RequestKind.SYNC:
-            await self.resync(service)
+            await self.resync(reply.service or service)
             reply = await self._request(service, kind, timeout, None, **fields)
         return reply
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared import ports
-from switchboard.shared.config import setting
+from switchboard.shared.config import endpoints, setting
 from switchboard.shared.tokens import DEFAULT_SECRET
 
 
@@ -32,8 +32,7 @@ class GatewayConfig:
         "required when binding every address)."
     )
     services: tuple[str, ...] = setting(
-        tuple(f"{name}={ports.local(ports.SERVICES[name])}"
-              for name in ("auth", "moderation", "room", "game")),
+        ports.DEFAULT_SERVICES,
         "Service endpoints as NAME=ENDPOINT (repeat, or comma-separated in the env variable).",
     )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
@@ -154,14 +153,4 @@ class GatewayConfig:
     demo_token_ttl: int = setting(12 * 3600, "Lifetime of a demo-mode guest token, seconds.")
 
     def service_endpoints(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for item in self.services:
-            for part in item.split(","):
-                part = part.strip()
-                if not part:
-                    continue
-                name, sep, endpoint = part.partition("=")
-                if not sep or not name or not endpoint:
-                    raise ValueError(f"service must be NAME=ENDPOINT, got {part!r}")
-                out.setdefault(name.strip(), []).append(endpoint.strip())
-        return out
+        return endpoints(self.services)

@@ -4,8 +4,9 @@ and how their replies become packets.
 - **CONNECT**: every CONNECT stage of the namespace is asked in priority order; any may
   refuse (CONNECT_ERROR). The ack is sent only after all accepted and the socket's rooms
   are subscribed at the broker, so nothing addressed to it can be missed.
-- **EVENT**: filters first (they may refuse, or replace the args), then the owner; the
-  owner's reply is applied to the socket (:meth:`Pipelines.apply`: session, joins, leaves,
+- **EVENT**: one request to the first filter, which passes it on (cleaned) along its
+  route to the owner, whose reply comes straight back; any filter may refuse instead. The
+  reply is applied to the socket (:meth:`Pipelines.apply`: session, joins, leaves,
   ack or failure, emits, disconnect — the one place replies become packets). A socket's
   events keep their order through its :class:`~switchboard.gateway.client.Turn`.
 - **Leaving**: a socket that goes is taken out of the local index and every service that
@@ -384,27 +385,32 @@ class Pipelines:
                 return
             admin.event_received(sock.ns)
         routing = self.services.routing
+        owner = routing.owner(sock.ns, event)
+        filters = routing.filters(sock.ns)
         try:
-            for stage in routing.filters(sock.ns):
-                reply = await self.services.request(
-                    stage, RequestKind.FILTER, session=sock.session, event=event, args=args
-                )
-                if not reply.ok:
-                    await turn.may_apply()
-                    self.apply(sock, reply, request)
-                    return
-                if reply.args is not None:
-                    args = reply.args
-            owner = routing.owner(sock.ns, event)
             await turn.may_send()
             if owner is None:
-                await turn.may_apply()
-                self.fail(sock, request, f"unknown event: {event}")
-                return
-            reply = await self.services.request(
-                owner, RequestKind.EVENT, sent=turn.sent, session=sock.session, event=event,
-                args=args,
-            )
+                # No route: the filters still judge it (an unknown event counts against
+                # the sender's limits as any other), then it fails.
+                for stage in filters:
+                    reply = await self.services.request(
+                        stage, RequestKind.FILTER, session=sock.session, event=event,
+                        args=args)
+                    if not reply.ok:
+                        break
+                else:
+                    reply = Reply(0, ok=False, error=f"unknown event: {event}")
+            elif filters:
+                # One request: each filter passes it on, the owner answers us (the route).
+                reply = await self.services.request(
+                    filters[0], RequestKind.FILTER, sent=turn.sent, session=sock.session,
+                    event=event, args=args, route=(*filters[1:], owner),
+                )
+            else:
+                reply = await self.services.request(
+                    owner, RequestKind.EVENT, sent=turn.sent, session=sock.session,
+                    event=event, args=args,
+                )
         except ServiceUnavailable as exc:
             log.warning("event %r on %s failed: %s", event, sock.ns, exc)
             await turn.may_apply()

@@ -33,6 +33,21 @@ def setting(default: Any, help: str, env: str | None = None, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+def endpoints(items: typing.Iterable[str]) -> dict[str, list[str]]:
+    """``NAME=ENDPOINT`` items (each may be comma-separated) as endpoints by name."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, endpoint = part.partition("=")
+            if not sep or not name or not endpoint:
+                raise ValueError(f"service must be NAME=ENDPOINT, got {part!r}")
+            out.setdefault(name.strip(), []).append(endpoint.strip())
+    return out
+
+
 def env_name(field_name: str, prefix: str = ENV_PREFIX) -> str:
     return prefix + field_name.upper()
 

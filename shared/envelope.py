@@ -221,7 +221,7 @@ class GatewayStatus(_Envelope):
 @dataclass(frozen=True, slots=True)
 class Request(_Envelope):
     """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
-    instance, recovery]``.
+    instance, recovery, route, forwarded]``.
 
     - ``id``: per-gateway counter; the reply echoes it.
     - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
@@ -234,6 +234,11 @@ class Request(_Envelope):
       instance drops the old one's sockets at once (see :class:`shared.runner.Runner`).
     - ``recovery``: CONNECT of a socket restored by connection state recovery
       (:class:`Recovery`); ``sockets`` then holds its state (rooms).
+    - ``route``: FILTER of an event on its way to its owner: the services it goes on to
+      once this one let it pass, the further filters then the owner (last). Each passes
+      it on itself (as FILTER, the last as EVENT, with the cleaned ``args``): one request
+      per event, and the owner's reply goes straight to the gateway
+      (:func:`gateway_identity`). ``forwarded``: it came from a service, not the gateway.
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
@@ -253,6 +258,14 @@ class Request(_Envelope):
     status: GatewayStatus | None = None
     instance: str = ""
     recovery: Recovery = Recovery.NONE
+    route: tuple[str, ...] = ()
+    forwarded: bool = False
+
+
+def gateway_identity(gateway: str, instance: str) -> bytes:
+    """The ZeroMQ routing id of a gateway process's DEALERs: a service answers a request
+    passed on to it by another service straight to the gateway that sent it."""
+    return f"{gateway}/{instance}".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +341,7 @@ class ReplayBatch(_Envelope):
 @dataclass(frozen=True, slots=True)
 class Reply(_Envelope):
     """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync,
-    replay]``.
+    replay, service]``.
 
     - ``ok=False`` + ``error``: refusal (CONNECT_ERROR message) or failure (failed ack);
       ``error`` is client-facing text.
@@ -342,6 +355,8 @@ class Reply(_Envelope):
     - ``resync``: a stateful service has not had this gateway's SYNC since it started (or
       since it declared the gateway lost): the gateway sends SYNC, then the request again.
     - ``replay``: REPLAY's answer.
+    - ``service``: who answered, when not the service asked (a request with a ``route``):
+      the one a ``resync`` is for.
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {
@@ -362,6 +377,7 @@ class Reply(_Envelope):
     info: ServiceInfo | None = None
     resync: bool = False
     replay: ReplayBatch | None = None
+    service: str = ""
 
 
 class PubKind(IntEnum):

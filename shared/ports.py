@@ -23,3 +23,9 @@ GATEWAY_HTTP = 3000
 def local(port: int) -> str:
     """A loopback ZeroMQ endpoint."""
     return f"tcp://127.0.0.1:{port}"
+
+
+#: The services a gateway asks (and a filter passes events on to) by default.
+DEFAULT_SERVICES = tuple(f"{name}={local(SERVICES[name])}"
+                         for name in ("auth", "moderation", "room", "game"))
+

@@ -6,6 +6,11 @@ and passes the :class:`~switchboard.shared.dispatch.Dispatcher` — the seam whe
 timing, metrics, logging and error mapping happen once for every handler of every service.
 Requests are handled concurrently (bounded by ``max_inflight``), so one slow handler does
 not block the others. Handlers never see ZeroMQ.
+
+An event's FILTER carries the ``route`` it goes on: once this service let it pass, the
+runner passes it on (with the cleaned arguments) to the next service over a DEALER of its
+own (:class:`Forwarder`), and that one's reply goes straight to the gateway (ZeroMQ routes
+it by the gateway DEALER's identity): one request per event instead of one per stage.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter
 
 from switchboard.shared.dispatch import Dispatcher
-from switchboard.shared.envelope import Reply, Request
-from switchboard.shared.errors import EnvelopeError
+from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
+from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
 from switchboard.shared.loopsocket import LoopSocket, plain_socket
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
@@ -32,6 +38,71 @@ log = logging.getLogger("switchboard.service")
 BAD_ENVELOPES = Counter(
     "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
 )
+FORWARDS = Counter(
+    "switchboard_service_forwards_total",
+    "Events passed on to the next service of their route, by service, next service and "
+    "outcome (sent, unavailable: not connected or no endpoint; the gateway is told)",
+    ["service", "to", "outcome"],
+)
+
+
+class Forwarder:
+    """A DEALER to every other service an event may be passed on to, connected at start:
+    with ``IMMEDIATE`` a message for a service not connected fails at once (the gateway
+    is told), so the connection must be up before the first event."""
+
+    def __init__(self, source: str, context: zmq.asyncio.Context,
+                 endpoints: dict[str, list[str]], hwm: int) -> None:
+        self.source = source
+        self.context = context
+        self.hwm = hwm
+        self._dealers: dict[str, zmq.Socket[Any]] = {
+            name: self._open(addresses) for name, addresses in endpoints.items()
+            if name != source and addresses
+        }
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def send(self, service: str, request: Request) -> bool:
+        """Queue ``request`` for ``service``; False when it cannot go (no endpoint, not
+        connected, queue full)."""
+        dealer = self._dealers.get(service)
+        if dealer is None:
+            log.warning("cannot pass events on to %s: no endpoint (--services)", service)
+            self._count(service, "unavailable")
+            return False
+        try:
+            dealer.send(request.encode(), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._count(service, "unavailable")
+            return False
+        self._count(service, "sent")
+        return True
+
+    def _open(self, addresses: list[str]) -> zmq.Socket[Any]:
+        dealer = plain_socket(self.context, zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        # Not queued for a service that is down: the gateway hears at once instead.
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        dealer.setsockopt(zmq.SNDHWM, self.hwm)
+        dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        for address in addresses:
+            dealer.connect(address)
+        return dealer
+
+    def _count(self, service: str, outcome: str) -> None:
+        counter = self._counters.get((service, outcome))
+        if counter is None:
+            counter = self._counters[service, outcome] = FORWARDS.labels(
+                self.source, service, outcome)
+        counter.inc()
+
+    def close(self) -> None:
+        for dealer in self._dealers.values():
+            dealer.close(linger=0)
+        self._dealers.clear()
 
 
 @dataclass(frozen=True)
@@ -46,6 +117,8 @@ class RunnerConfig:
     hwm: int = 100_000
     #: Seconds between the publisher's beats (how soon a gateway notices a broken path).
     beat_interval: float = 0.25
+    #: Endpoints of the services events are passed on to (see :class:`Forwarder`).
+    services: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Runner:
@@ -67,7 +140,10 @@ class Runner:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.RCVHWM, config.hwm)
         router.setsockopt(zmq.SNDHWM, config.hwm)
+        # A gateway DEALER that reconnects keeps its identity (replies are routed by it).
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router = LoopSocket(router, self._accept)
+        self.forwarder = Forwarder(service.name, context, config.services, config.hwm)
         self._inflight: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
@@ -94,6 +170,7 @@ class Runner:
                 await self.service.stop()
         finally:
             self.router.close()
+            self.forwarder.close()
 
     async def _start(self) -> None:
         if self.publisher is not None and not await self.publisher.wait_ready(
@@ -115,6 +192,9 @@ class Runner:
             return
         if not self.dispatcher.admit(request):
             return
+        if request.forwarded:
+            # Passed on by another service: the answer goes to the gateway that sent it.
+            identity = gateway_identity(request.gateway, request.instance)
         if len(self._inflight) >= self.config.max_inflight:
             # Over capacity: answer at once rather than queue without bound.
             self._reply(identity, Reply(request.id, ok=False, error="service busy"))
@@ -124,7 +204,26 @@ class Runner:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle(self, identity: bytes, request: Request) -> None:
-        self._reply(identity, await self.dispatcher.handle(request))
+        reply = await self.dispatcher.handle(request)
+        name = self.service.name
+        while request.route and reply.ok and request.kind == RequestKind.FILTER:
+            nxt, rest = request.route[0], request.route[1:]
+            request = replace(
+                request, kind=RequestKind.FILTER if rest else RequestKind.EVENT, route=rest,
+                forwarded=True, args=request.args if reply.args is None else reply.args,
+            )
+            if nxt != name:
+                if self.forwarder.send(nxt, request):
+                    return  # nxt answers the gateway
+                reply = Reply(request.id, ok=False, error=ServiceUnavailable.client_message)
+                break
+            # The next stage is this service's own (an event it filters and owns).
+            if not self.dispatcher.admit(request):
+                return
+            reply = await self.dispatcher.handle(request)
+        if request.forwarded or request.route:
+            reply = replace(reply, service=name)  # the gateway resyncs whoever asked
+        self._reply(identity, reply)
 
     def _reply(self, identity: bytes, reply: Reply) -> None:
         if self.router.socket.closed:

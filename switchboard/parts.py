@@ -17,7 +17,7 @@ from switchboard.broker.broker import Broker, BrokerConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.server import run as run_gateway_async
 from switchboard.shared import ports
-from switchboard.shared.config import setting
+from switchboard.shared.config import endpoints, setting
 from switchboard.shared.journal import Journal
 from switchboard.shared.metrics import serve_metrics
 from switchboard.shared.process import run_until_signal, tune_gc
@@ -40,6 +40,12 @@ class ServiceRuntime:
         5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
     )
     max_inflight: int = setting(1000, "Requests handled concurrently at most.")
+    services: tuple[str, ...] = setting(
+        ports.DEFAULT_SERVICES,
+        "Endpoints of the other services as NAME=ENDPOINT (repeat, or comma-separated in the "
+        "env variable): an event this service's filter lets pass goes on to its owner "
+        "directly.",
+    )
     journal_size: int = setting(
         50_000, "Publications remembered for gateways that missed some (a broker crash)."
     )
@@ -94,6 +100,7 @@ def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
             broker_pub=runtime.broker_pub,
             gateway_timeout=runtime.gateway_timeout,
             max_inflight=runtime.max_inflight,
+            services=endpoints(runtime.services),
         )
         try:
             await serve(service, runner_config, context, publisher, stop)

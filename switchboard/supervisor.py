@@ -147,12 +147,14 @@ def plan(config: UpConfig) -> list[Child]:
         (0.3, 0.2, 1_000_000) if config.conformance  # what the official suite asserts
         else (config.ping_interval, config.ping_timeout, config.max_payload)
     )
-    endpoints = []
+    endpoints = [f"{name}=tcp://127.0.0.1:{base + offset}"
+                 for offset, name in enumerate(names, start=10)]
+    # Every service knows the others' too: a filter passes events on to their owner.
+    service_args = [arg for endpoint in endpoints for arg in ("--services", endpoint)]
     for offset, name in enumerate(names, start=10):
         endpoint = f"tcp://127.0.0.1:{base + offset}"
-        endpoints.append(f"{name}={endpoint}")
         argv = [*cmd, "service", name, "--bind", endpoint, "--broker-pub", publish,
-                "--gateway-timeout", str(config.gateway_timeout)]
+                "--gateway-timeout", str(config.gateway_timeout), *service_args]
         if name in ("room", "moderation"):
             argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
         if name == "recovery":
@@ -168,8 +170,7 @@ def plan(config: UpConfig) -> list[Child]:
                 "--ping-interval", str(ping_interval),
                 "--ping-timeout", str(ping_timeout),
                 "--max-payload", str(max_payload)]
-        for endpoint in endpoints:
-            argv += ["--services", endpoint]
+        argv += service_args
         if config.conformance:
             argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02", "--engine-echo"]
         argv.append("--demo" if config.demo else "--no-demo")

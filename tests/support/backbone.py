@@ -25,6 +25,7 @@ from switchboard.shared.envelope import (
     RequestKind,
     Session,
     SocketState,
+    gateway_identity,
 )
 from switchboard.shared.journal import Journal
 from switchboard.shared.publisher import ZmqPublisher
@@ -61,15 +62,16 @@ def running_broker(timeout: float = 5.0) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    service_factory: Any, broker: BrokerConfig, gateway_timeout: float = 5.0
+    service_factory: Any, broker: BrokerConfig, gateway_timeout: float = 5.0,
+    services: dict[str, list[str]] | None = None, bind: str = "",
 ) -> AsyncIterator[tuple[Service, RunnerConfig]]:
     """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket."""
     ctx = zmq.asyncio.Context()
     publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service", journal=Journal())
     service = service_factory(publisher)
     publisher.source = service.name
-    config = RunnerConfig(bind=tcp(), broker_pub=broker.publish_bind,
-                          gateway_timeout=gateway_timeout)
+    config = RunnerConfig(bind=bind or tcp(), broker_pub=broker.publish_bind,
+                          gateway_timeout=gateway_timeout, services=services or {})
     runner = Runner(service, config, ctx, publisher)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
@@ -106,6 +108,8 @@ class FakeGateway:
     def connect(self, endpoint: str) -> None:
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        # As a real gateway's: a service answers an event passed on to it by this id.
+        dealer.setsockopt(zmq.ROUTING_ID, gateway_identity(self.id, self.instance))
         dealer.connect(endpoint)
         self.dealers[endpoint] = dealer
 
@@ -126,14 +130,17 @@ class FakeGateway:
             reply = await self._request(endpoint, timeout, **fields)
         return reply
 
-    async def _request(self, endpoint: str, timeout: float, **fields: Any) -> Reply:
-        if endpoint not in self.dealers:
-            self.connect(endpoint)
+    async def _request(self, endpoint: str, timeout: float, answered_at: str = "",
+                       **fields: Any) -> Reply:
+        """``answered_at``: the endpoint whose service answers (a routed event's owner)."""
+        for name in (endpoint, answered_at or endpoint):
+            if name not in self.dealers:
+                self.connect(name)
         fields.setdefault("gateway", self.id)
         fields.setdefault("instance", self.instance)
         request = Request(id=next(self._ids), **fields)
-        dealer = self.dealers[endpoint]
-        await dealer.send(request.encode())
+        await self.dealers[endpoint].send(request.encode())
+        dealer = self.dealers[answered_at or endpoint]
         while True:
             body = await asyncio.wait_for(dealer.recv(), timeout)
             reply = Reply.decode(body)

@@ -83,7 +83,12 @@ class Cluster:
         self.parts: dict[str, Part] = {}
         self.broker_pub = f"tcp://{host}:{free_port(host)}"
         self.broker_sub = f"tcp://{host}:{free_port(host)}"
+        #: Started services' endpoints (the gateways ask these).
         self.services: dict[str, str] = {}
+        #: Endpoints of the built-in services, chosen before they start: each service is
+        #: told all of them, as filters pass events on to owners started after them.
+        self.reserved = {name: f"tcp://{host}:{free_port(host)}"
+                         for name in ("auth", "moderation", "room", "game", "recovery")}
         self.gateway_ports: list[int] = []
         #: Clients of the tests go through this balancer (when set) to the first
         #: ``balanced`` gateways, with these transports (None: the client's defaults).
@@ -103,10 +108,14 @@ class Cluster:
                                      "--heartbeat-interval", "0.2"])
 
     def start_service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Part:
-        endpoint = self.services.get(name) or f"tcp://{self.host}:{free_port(self.host)}"
+        endpoint = (self.services.get(name) or self.reserved.get(name)
+                    or f"tcp://{self.host}:{free_port(self.host)}")
         self.services[name] = endpoint
         short = name.rpartition(".")[2]
-        return self._part(short, [*CMD, "service", name, "--bind", endpoint,
+        others = {**self.reserved, **{n.rpartition(".")[2]: e for n, e in self.services.items()}}
+        peers = [arg for other, address in others.items()
+                 for arg in ("--services", f"{other}={address}")]
+        return self._part(short, [*CMD, "service", name, "--bind", endpoint, *peers,
                                   "--broker-pub", self.broker_pub, *args], env)
 
     def start_gateway(self, *args: str, port: int | None = None) -> Part:

@@ -52,14 +52,26 @@ class Services:
                  infos: Iterable[ServiceInfo] = DEFAULT_SERVICES) -> None:
         self.routing = RoutingTable(infos)
         self.script = script
+        #: Every stage that handled something (a routed event: each one along its route).
         self.seen: list[tuple[str, RequestKind, dict[str, Any]]] = []
+        #: What the gateway asked: (service, kind, route).
+        self.asked: list[tuple[str, RequestKind, tuple[str, ...]]] = []
 
     async def request(self, service: str, kind: RequestKind, timeout: float | None = None,
                       sent: asyncio.Future[None] | None = None, **fields: Any) -> Reply:
-        self.seen.append((service, kind, fields))
         if sent is not None and not sent.done():
             sent.set_result(None)
-        return self.script(service, kind, fields)
+        route: tuple[str, ...] = fields.pop("route", ())
+        self.asked.append((service, kind, route))
+        while True:
+            self.seen.append((service, kind, fields))
+            reply = self.script(service, kind, fields)
+            if not (route and reply.ok and kind == RequestKind.FILTER):
+                return reply
+            # What each service's runner does with a routed event: pass it on, cleaned.
+            service, route = route[0], route[1:]
+            kind = RequestKind.FILTER if route else RequestKind.EVENT
+            fields = {**fields, "args": fields["args"] if reply.args is None else reply.args}
 
 
 def ok(**fields: Any) -> Reply:

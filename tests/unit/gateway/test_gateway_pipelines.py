@@ -77,6 +77,8 @@ async def test_an_event_passes_the_filter_then_its_owner_whose_reply_is_applied(
     await w.event(Ev("/", "say", [{"raw": True}], 7))
     filter_, owner = w.services.seen[-2:]
     assert (filter_[0], filter_[1], owner[0], owner[1]) == ("mod", K.FILTER, "room", K.EVENT)
+    # One request: the filter passes it on to the owner (its route), the owner answers.
+    assert w.services.asked[-1] == ("mod", K.FILTER, ("room",))
     assert owner[2]["args"] == [{"clean": True}]  # the filter's cleaned args
     assert w.sent() == ['437[{"success":true}]', '42["said",1]']
     assert "lobby" in w.client.sockets["/"].rooms

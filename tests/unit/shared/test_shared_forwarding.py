@@ -1,0 +1,122 @@
+"""One request per event, through real ZeroMQ sockets: a filter service passes an event it
+lets through on to the owner (its ``route``), and the owner answers the gateway straight."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from switchboard.shared.envelope import Reply, Request, RequestKind, fail, reply_to
+from switchboard.shared.publisher import Publisher
+from switchboard.shared.service import Service, on_event, on_filter, on_sync
+from tests.support.backbone import FakeGateway, running_broker, running_service, tcp
+
+K = RequestKind
+
+
+class Guard(Service):
+    """Refuses ``bad``, cleans the rest; owns ``guarded`` itself."""
+
+    name = "guard"
+
+    @on_filter("*")
+    async def filter(self, request: Request) -> Reply | None:
+        if request.args == ["bad"]:
+            return fail(request, "not allowed")
+        return reply_to(request, args=[*request.args, "cleaned"])
+
+    @on_event("/", "guarded")
+    async def guarded(self, request: Request) -> Reply:
+        return reply_to(request, ack=["guard owns it", *request.args])
+
+
+class Owner(Service):
+    """Owns ``say``; stateful (a SYNC route), so it asks unknown gateways to resync."""
+
+    name = "owner"
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher)
+        self.seen: list[tuple[Any, bool]] = []
+
+    @on_event("/", "say")
+    async def say(self, request: Request) -> Reply:
+        self.seen.append((request.args, request.forwarded))
+        return reply_to(request, ack=["owner", *request.args])
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        return None
+
+
+async def until_passed_on(gw: FakeGateway, first: str, owner: str, s: Any) -> None:
+    """Wait (bounded) until the filter's DEALER to the owner is connected: until then it
+    answers "service unavailable" itself (to the other DEALER, unread here)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await gw.request(first, answered_at=owner, timeout=0.2, kind=K.FILTER, session=s,
+                             event="say", args=["warm"], route=("owner",))
+            return
+        except TimeoutError:
+            assert time.monotonic() < deadline, "the filter never reached the owner"
+
+
+def forwards(service: str, to: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "switchboard_service_forwards_total", {"service": service, "to": to, "outcome": outcome})
+    return value or 0.0
+
+
+async def test_a_filtered_event_goes_on_to_its_owner_which_answers_the_gateway() -> None:
+    owner_bind = tcp()
+    with running_broker() as broker:
+        async with running_service(Owner, broker, bind=owner_bind) as (owner, _), \
+                running_service(Guard, broker, services={"owner": [owner_bind]}) as (_, guard):
+            gw = FakeGateway(instance="i1")
+            try:
+                # Connected to both, as a gateway is before it sends events.
+                await gw.request(owner_bind, kind=K.HEARTBEAT)
+                await gw.request(guard.bind, kind=K.HEARTBEAT)
+                s = gw.session()
+                await until_passed_on(gw, guard.bind, owner_bind, s)
+                owner.seen.clear()
+                before = forwards("guard", "owner", "sent")
+                reply = await gw.request(guard.bind, answered_at=owner_bind, kind=K.FILTER,
+                                         session=s, event="say", args=["hi"], route=("owner",))
+                # The owner saw the cleaned args, passed on; its reply came to the gateway
+                # over the gateway's own DEALER to the owner.
+                assert (reply.ok, reply.ack, reply.service) == (
+                    True, ["owner", "hi", "cleaned"], "owner")
+                assert owner.seen == [(["hi", "cleaned"], True)]
+                assert forwards("guard", "owner", "sent") - before == 1
+                refused = await gw.request(guard.bind, kind=K.FILTER, session=s, event="say",
+                                           args=["bad"], route=("owner",))
+                assert (refused.ok, refused.error, refused.service) == (
+                    False, "not allowed", "guard")
+                assert len(owner.seen) == 1  # a refused event never reaches the owner
+                # Filtered and owned by the same service: handled there, no extra hop.
+                own = await gw.request(guard.bind, kind=K.FILTER, session=s, event="guarded",
+                                       args=["x"], route=("guard",))
+                assert (own.ok, own.ack) == (True, ["guard owns it", "x", "cleaned"])
+            finally:
+                gw.close()
+
+
+async def test_an_owner_that_cannot_be_reached_fails_the_event_at_once() -> None:
+    with running_broker() as broker:
+        nowhere = tcp()  # nothing listens there
+        async with running_service(Guard, broker,
+                                   services={"owner": [nowhere]}) as (_, guard):
+            gw = FakeGateway(instance="i1")
+            try:
+                s = gw.session()
+                for route in (("owner",), ("unconfigured",)):
+                    reply = await gw.request(guard.bind, kind=K.FILTER, session=s, event="say",
+                                             args=["hi"], route=route)
+                    assert (reply.ok, reply.error) == (False, "service unavailable")
+                assert forwards("guard", "unconfigured", "unavailable") >= 1
+            finally:
+                gw.close()
