@@ -261,6 +261,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "processes using < 25%% of a core over 3 s); for shared machines")
     p.add_argument("--out", type=Path, help="folder for logs, report.md and results.json "
                    "(default: test-output/bench/<time>)")
+    p.add_argument("--confine", action="store_true",
+                   help="pin the server's whole process tree to CPU 0 and the load generators "
+                   "to CPU 1 (as Node's one process gets one core; default: all free)")
     p.add_argument("--no-install", action="store_true", help="skip npm ci / pip")
     return p.parse_args(argv)
 
@@ -298,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in servers:
         make(name, Path("/tmp"))  # validates the name
     plan = build_plan(args)
+    if args.confine:
+        if len(os.sched_getaffinity(0)) < 2:
+            sys.exit("bench: --confine needs 2 CPUs")
+        first, second = sorted(os.sched_getaffinity(0))[:2]
+        procs.AFFINITY.update(server={first}, loadgen={second})
     if plan.clients % plan.rooms:
         sys.exit("bench: --clients must be a multiple of --rooms")
     if plan.polling_clients % plan.polling_rooms:
@@ -321,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({plan.rooms} senders); broadcast 1 room of "
                   f"{min(plan.broadcast_members, plan.clients)} (1 sender); steps "
                   f"{plan.warm:g}s warm + {plan.measure:g}s measured; content "
-                  f"{plan.content_bytes} chars; all on loopback, load generator and "
-                  f"servers share the {NCPU} cores"),
+                  f"{plan.content_bytes} chars; all on loopback, "
+                  + ("server tree confined to one core, load generators to another"
+                     if args.confine else
+                     f"load generator and servers share the {NCPU} cores")),
     }
     log(f"plan: {header['setup']}; servers {', '.join(servers)}; logs in {out}")
     results = []

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import procs
+
 SCRIPT = Path(__file__).resolve().parent / "loadgen" / "loadgen.mjs"
 
 
@@ -26,7 +28,7 @@ class LoadGen:
         self.process = subprocess.Popen(
             ["node", "--max-old-space-size=4096", str(SCRIPT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=procs.confine("loadgen"))
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 

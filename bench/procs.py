@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -89,6 +90,36 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of ``pid`` so far: each is a
+    wake-up or a preemption, which a multi-process server pays per hop."""
+    total = 0
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+#: CPUs the server tree and the load generators are confined to (``--confine``); None: free.
+AFFINITY: dict[str, set[int]] = {}
+
+
+def confine(role: str) -> Any:
+    """A ``preexec_fn`` pinning a child (and all it starts) to ``AFFINITY[role]``."""
+    cpus = AFFINITY.get(role)
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (tells a reused pid apart)."""
     fields = _stat_fields(pid)
@@ -130,6 +161,7 @@ class Proc:
     cpu: float
     rss: int
     pss: int = 0
+    switches: int = 0
 
 
 @dataclass
@@ -157,7 +189,7 @@ def snapshot(roots: list[int], with_pss: bool = False) -> Snapshot:
             if cpu is None:
                 continue
             snap.procs[pid] = Proc(pid, label(pid), cpu, rss_bytes(pid),
-                                   pss_bytes(pid) if with_pss else 0)
+                                   pss_bytes(pid) if with_pss else 0, switches(pid))
     snap.machine_busy, snap.machine_total = machine_cpu()
     return snap
 
@@ -170,6 +202,7 @@ class Usage:
     per_proc: dict[str, float]  # name -> CPU seconds (names of one tree are unique)
     rss: dict[str, int]  # name -> RSS at the second snapshot
     machine_busy: float  # CPU seconds of the whole machine (all cores)
+    switches: dict[str, int] = field(default_factory=dict)  # name -> context switches
 
     @property
     def cpu(self) -> float:
@@ -183,10 +216,12 @@ class Usage:
 def usage(before: Snapshot, after: Snapshot, wall: float) -> Usage:
     per: dict[str, float] = {}
     rss: dict[str, int] = {}
+    sw: dict[str, int] = {}
     for pid, proc in after.procs.items():
         start = before.procs.get(pid)
         used = proc.cpu - (start.cpu if start is not None else 0.0)
         name = proc.name if proc.name not in per else f"{proc.name}#{pid}"
         per[name] = max(used, 0.0)
         rss[name] = proc.rss
-    return Usage(wall, per, rss, after.machine_busy - before.machine_busy)
+        sw[name] = max(proc.switches - (start.switches if start is not None else 0), 0)
+    return Usage(wall, per, rss, after.machine_busy - before.machine_busy, sw)

@@ -165,24 +165,37 @@ def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
     return lines
 
 
+def fanout_of(plan: Plan, scenario: str) -> int:
+    """Receivers of each message of ``scenario`` (room size less the sender)."""
+    if scenario == "broadcast":
+        return max(min(plan.broadcast_members, plan.clients) - 1, 1)
+    if scenario.startswith("polling"):
+        return max(plan.polling_clients // plan.polling_rooms - 1, 1)
+    return max(plan.clients // plan.rooms - 1, 1)
+
+
 def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
     lines = ["| scenario | server | process | load /s | CPU (% of a core) | µs/delivery | "
-             "RSS MB |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "context switches / message | RSS MB |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for scenario in SCENARIO_TITLES:
         rate = rates_of(plan, scenario)[-1]
         for server, res in _scenario(servers, scenario):
             st = res.at(rate)
             if st is None or not st.per_proc:
                 continue
+            # messages sent in the window: deliveries / (receivers per message)
+            messages = st.rx_window / fanout_of(plan, scenario) if st.rx_window else 0
             for name, cpu in sorted(st.per_proc.items(), key=lambda kv: -kv[1]):
                 per = cpu / st.rx_window * 1e6 if st.rx_window else None
+                sw = st.switches.get(name, 0) / messages if messages else None
                 lines.append(f"| {SCENARIO_TITLES[scenario]} | {server.title} | {name} | "
-                             f"{_n(rate)} | {st.pct(cpu):.1f}% | {_n(per, 2)} | "
+                             f"{_n(rate)} | {st.pct(cpu):.1f}% | {_n(per, 2)} | {_n(sw, 1)} | "
                              f"{st.rss.get(name, 0) / 2**20:.0f} |")
+            total_sw = sum(st.switches.values()) / messages if messages else None
             lines.append(f"| {SCENARIO_TITLES[scenario]} | {server.title} | **all** | "
                          f"{_n(rate)} | **{st.pct(st.server_cpu):.1f}%** | "
-                         f"**{_n(st.us_per_delivery, 2)}** | "
+                         f"**{_n(st.us_per_delivery, 2)}** | **{_n(total_sw, 1)}** | "
                          f"**{sum(st.rss.values()) / 2**20:.0f}** |")
     return lines
 

@@ -82,6 +82,7 @@ class Step:
     machine_busy: float = 0.0  # CPU seconds of the whole machine in the window
     per_proc: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds
     rss: dict[str, int] = field(default_factory=dict)  # name -> bytes at the window's end
+    switches: dict[str, int] = field(default_factory=dict)  # name -> context switches
     passed: bool = False
     why: str = ""
 
@@ -264,6 +265,7 @@ class Runner:
             st.server_cpu = use.cpu
             st.per_proc = use.per_proc
             st.rss = use.rss
+            st.switches = use.switches
             st.loadgen_cpu = l1 - l0
             st.machine_busy = use.machine_busy
         reasons = []

@@ -109,7 +109,8 @@ class Server:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.cwd(), start_new_session=True)
+                env=env, cwd=self.cwd(), start_new_session=True,
+                preexec_fn=procs.confine("server"))
         try:
             for port in self.ports:
                 wait_health(f"http://127.0.0.1:{port}/health", 60, self.process)
