@@ -198,7 +198,16 @@ class Backbone:
             finally:
                 timer.cancel()
             failed = False
-            self._latency[service, kind].observe(loop.time() - started)
+            route = fields.get("route")
+            if route and reply.service == route[-1]:
+                # A routed event answered by its owner: counted as the owner's EVENT (the
+                # filters' time inside it).
+                key = (reply.service, RequestKind.EVENT)
+            else:
+                key = (service, kind)
+            timer = self._latency.get(key)
+            if timer is not None:
+                timer.observe(loop.time() - started)
             return reply
         finally:
             self._pending.pop(request_id, None)

@@ -70,7 +70,8 @@ PUBLICATIONS = Counter(
 )
 REQUEST_SECONDS = Histogram(
     "switchboard_gateway_request_seconds",
-    "Round trip of one request to a service, by service and kind",
+    "Round trip of one request to a service, by service and kind (an event routed through "
+    "filters to its owner: as the owner's event)",
     ["service", "kind"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
