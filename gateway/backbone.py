@@ -205,9 +205,9 @@ class Backbone:
                 key = (reply.service, RequestKind.EVENT)
             else:
                 key = (service, kind)
-            timer = self._latency.get(key)
-            if timer is not None:
-                timer.observe(loop.time() - started)
+            histogram = self._latency.get(key)
+            if histogram is not None:
+                histogram.observe(loop.time() - started)
             return reply
         finally:
             self._pending.pop(request_id, None)
