@@ -20,7 +20,7 @@ from switchboard.shared.envelope import (
 )
 from switchboard.shared.errors import ServiceUnavailable
 from switchboard.shared.publisher import Publisher
-from switchboard.shared.service import Service, on_connect, on_event
+from switchboard.shared.service import Service, on_connect, on_event, on_filter, on_sync
 from tests.support.backbone import running_broker, running_service, tcp
 
 
@@ -95,3 +95,61 @@ async def test_a_service_that_is_not_there_fails_fast() -> None:
     finally:
         await backbone.close()
         ctx.term()
+
+
+class Guard(Service):
+    name = "guard"
+
+    @on_filter("*")
+    async def filter(self, request: Request) -> Reply:
+        return reply_to(request, args=[*request.args, "cleaned"])
+
+
+class Owner(Echo):
+    """Stateful: answers ``resync`` until this gateway sent its SYNC."""
+
+    name = "owner"
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        return None
+
+
+async def test_a_routed_event_is_answered_by_its_owner_which_may_ask_for_a_resync() -> None:
+    synced: list[str] = []
+    owner_bind = tcp()
+
+    with running_broker() as broker:
+        async with running_service(Owner, broker, bind=owner_bind) as (_, owner), \
+                running_service(Guard, broker, services={"owner": [owner_bind]}) as (_, guard):
+            ctx = zmq.asyncio.Context()
+            backbone: Backbone | None = None
+
+            async def on_restart(service: str) -> None:
+                # The first resync (the readiness heartbeat's) sends nothing: the owner
+                # stays unsynced, so the routed event's reply asks for it again.
+                assert backbone is not None
+                synced.append(service)
+                if len(synced) > 1:
+                    await backbone.request(service, RequestKind.SYNC, sockets=())
+
+            backbone = Backbone("gw1", {"guard": [guard.bind], "owner": [owner.bind]}, ctx,
+                                2.0, GatewayStatus, on_restart, instance="i1")
+            backbone.start()
+            try:
+                assert await backbone.wait_described(5.0)
+                deadline = asyncio.get_running_loop().time() + 10
+                while True:  # until guard's own DEALER to the owner is connected
+                    reply = await backbone.request(
+                        "guard", RequestKind.FILTER, session=SESSION, event="echo", args=[1],
+                        route=("owner",))
+                    if reply.ok or asyncio.get_running_loop().time() > deadline:
+                        break
+                    assert reply.error == "service unavailable"
+                # The owner answered (over the gateway's DEALER to it); its resync was for
+                # the owner, not for the service the request was sent to.
+                assert (reply.ok, reply.ack, reply.service) == (True, [1, "cleaned"], "owner")
+                assert synced.count("owner") >= 2 and "guard" not in synced
+            finally:
+                await backbone.close()
+                ctx.term()
