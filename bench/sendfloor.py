@@ -11,6 +11,7 @@ saves), so the per-delivery figures of the report can be read against it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import socket
@@ -26,10 +27,8 @@ def _reader(sockets: list[socket.socket], expected: int, limit: float) -> None:
     got, deadline = 0, time.monotonic() + limit
     while got < expected and time.monotonic() < deadline:
         for fd, _ in poller.poll(0.5):
-            try:
+            with contextlib.suppress(BlockingIOError):
                 got += len(by_fd[fd].recv(65536))
-            except BlockingIOError:
-                pass
 
 
 def measure(connections: int, rounds: int, size: int, per_write: int) -> float:
