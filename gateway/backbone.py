@@ -37,7 +37,7 @@ from switchboard.shared.envelope import (
     gateway_identity,
 )
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, service_dealer
 
 log = logging.getLogger("switchboard.gateway.backbone")
 
@@ -84,18 +84,8 @@ class Backbone:
         #: Outcomes of recent client-driven requests (True = failed), for /health.
         self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
-            dealer = plain_socket(context, zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 0)
-            dealer.setsockopt(zmq.ROUTING_ID, gateway_identity(gateway_id, instance))
-            dealer.setsockopt(zmq.IMMEDIATE, 1)
-            dealer.setsockopt(zmq.SNDHWM, hwm)
-            dealer.setsockopt(zmq.RCVHWM, hwm)
-            dealer.setsockopt(zmq.RECONNECT_IVL, 100)
-            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-            dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-            for address in addresses:
-                dealer.connect(address)
+            dealer = service_dealer(context, addresses, hwm,
+                                    gateway_identity(gateway_id, instance))
             self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name))
 
     def start(self) -> None:

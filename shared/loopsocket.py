@@ -33,6 +33,27 @@ def plain_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
     return zmq.Context.shadow(context.underlying).socket(kind)
 
 
+def service_dealer(context: zmq.Context[Any], addresses: list[str], hwm: int,
+                   routing_id: bytes = b"") -> zmq.Socket[Any]:
+    """A DEALER to a service's ROUTER, as gateways and forwarding services use: no linger,
+    ``IMMEDIATE`` (nothing queued for a service that is down: the sender hears at once),
+    bounded queues, quick reconnects, ZeroMQ heartbeats to notice a dead peer."""
+    dealer = plain_socket(context, zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    if routing_id:
+        dealer.setsockopt(zmq.ROUTING_ID, routing_id)
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
+    dealer.setsockopt(zmq.SNDHWM, hwm)
+    dealer.setsockopt(zmq.RCVHWM, hwm)
+    dealer.setsockopt(zmq.RECONNECT_IVL, 100)
+    dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+    for address in addresses:
+        dealer.connect(address)
+    return dealer
+
+
 class LoopSocket:
     """Calls ``on_message(frames)`` for every message received; sends never block."""
 

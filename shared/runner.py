@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, plain_socket, service_dealer
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.service import Service
@@ -57,7 +57,8 @@ class Forwarder:
         self.context = context
         self.hwm = hwm
         self._dealers: dict[str, zmq.Socket[Any]] = {
-            name: self._open(addresses) for name, addresses in endpoints.items()
+            name: service_dealer(context, addresses, hwm)
+            for name, addresses in endpoints.items()
             if name != source and addresses
         }
         self._counters: dict[tuple[str, str], Any] = {}
@@ -77,20 +78,6 @@ class Forwarder:
             return False
         self._count(service, "sent")
         return True
-
-    def _open(self, addresses: list[str]) -> zmq.Socket[Any]:
-        dealer = plain_socket(self.context, zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        # Not queued for a service that is down: the gateway hears at once instead.
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        dealer.setsockopt(zmq.SNDHWM, self.hwm)
-        dealer.setsockopt(zmq.RECONNECT_IVL, 100)
-        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        for address in addresses:
-            dealer.connect(address)
-        return dealer
 
     def _count(self, service: str, outcome: str) -> None:
         counter = self._counters.get((service, outcome))
