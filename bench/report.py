@@ -165,15 +165,6 @@ def fixed_latency(servers: list[ServerResult], plan: Plan) -> list[str]:
     return lines
 
 
-def fanout_of(plan: Plan, scenario: str) -> int:
-    """Receivers of each message of ``scenario`` (room size less the sender)."""
-    if scenario == "broadcast":
-        return max(min(plan.broadcast_members, plan.clients) - 1, 1)
-    if scenario.startswith("polling"):
-        return max(plan.polling_clients // plan.polling_rooms - 1, 1)
-    return max(plan.clients // plan.rooms - 1, 1)
-
-
 def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
     lines = ["| scenario | server | process | load /s | CPU (% of a core) | µs/delivery | "
              "context switches / message | RSS MB |",
@@ -184,8 +175,10 @@ def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
             st = res.at(rate)
             if st is None or not st.per_proc:
                 continue
-            # messages sent in the window: deliveries / (receivers per message)
-            messages = st.rx_window / fanout_of(plan, scenario) if st.rx_window else 0
+            # messages sent in the window: deliveries / receivers per message (the rest of
+            # the room)
+            receivers = res.setup.get("members", 0) - 1
+            messages = st.rx_window / receivers if st.rx_window and receivers > 0 else 0
             for name, cpu in sorted(st.per_proc.items(), key=lambda kv: -kv[1]):
                 per = cpu / st.rx_window * 1e6 if st.rx_window else None
                 sw = st.switches.get(name, 0) / messages if messages else None

@@ -54,8 +54,6 @@ class Forwarder:
     def __init__(self, source: str, context: zmq.asyncio.Context,
                  endpoints: dict[str, list[str]], hwm: int) -> None:
         self.source = source
-        self.context = context
-        self.hwm = hwm
         self._dealers: dict[str, zmq.Socket[Any]] = {
             name: service_dealer(context, addresses, hwm)
             for name, addresses in endpoints.items()
