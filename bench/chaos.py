@@ -64,6 +64,8 @@ SETTLE = 1.0
 GATEWAY_TIMEOUT = 2.0
 #: Longest a fault may take to heal before it counts as not healed.
 HEAL_BOUND = 60.0
+#: A heal slower than this prints what was not right meanwhile (for CI's log).
+SLOW_HEAL = 10.0
 #: Bound on any single call of a client.
 CALL = 5.0
 KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game")
@@ -212,6 +214,8 @@ class Fault:
     old_sids: frozenset[str] = frozenset()
     departed: float | None = None
     still_online: int = -1  #: of old_sids at the last look (-1: no look succeeded)
+    #: What was not right yet, each time it changed: (seconds after the fault, why).
+    trail: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -333,6 +337,9 @@ class Chaos:
             log(f"fault {index + 1}/{len(kinds)} {kind}: "
                 + (f"healed in {fault.heal:.2f}s" if fault.heal is not None
                    else f"NOT healed ({fault.not_healed})"))
+            if fault.heal is None or fault.heal > SLOW_HEAL:
+                for after, why in fault.trail[-12:]:
+                    log(f"    +{after:.2f}s not yet: {why}")
         await asyncio.sleep(1.0)
         self.stop.set()
         await asyncio.gather(*loops)
@@ -444,23 +451,31 @@ class Chaos:
     async def heal(self, fault: Fault) -> None:
         deadline = fault.at + HEAL_BOUND
         target = fault.kind.removeprefix("freeze:")
+        # Departure is its own measure, watched on its own so a slow heal check (a call
+        # waiting out its timeout) does not delay when the departure is seen.
+        watch = asyncio.create_task(self.watch_departure(fault))
         probe = 0
         why = "?"
-        while time.monotonic() < deadline:
-            if fault.old_sids and fault.departed is None and not fault.kind.startswith("freeze:"):
-                await self.check_departed(fault)
-            why = await self.unhealed(fault, target, probe)
-            if not why:
-                fault.heal = time.monotonic() - fault.at
-                break
-            probe += 1
-            await asyncio.sleep(0.1)
-        else:
-            fault.not_healed = why
-        # Departure is its own measure: keep looking a while past the heal.
+        try:
+            while time.monotonic() < deadline:
+                why = await self.unhealed(fault, target, probe)
+                if not why:
+                    fault.heal = time.monotonic() - fault.at
+                    break
+                if not fault.trail or fault.trail[-1][1] != why:
+                    fault.trail.append((time.monotonic() - fault.at, why))
+                probe += 1
+                await asyncio.sleep(0.1)
+            else:
+                fault.not_healed = why
+        finally:
+            await watch
+
+    async def watch_departure(self, fault: Fault) -> None:
+        if not fault.old_sids or fault.kind.startswith("freeze:"):
+            return
         watch_until = fault.at + GATEWAY_TIMEOUT + 5
-        while (fault.old_sids and fault.departed is None and not fault.kind.startswith("freeze:")
-               and time.monotonic() < watch_until):
+        while fault.departed is None and time.monotonic() < watch_until:
             await self.check_departed(fault)
             await asyncio.sleep(0.1)
 
@@ -609,7 +624,8 @@ class Chaos:
             "departures": departures,
             "faults": [{"kind": f.kind, "heal": f.heal, "departed": f.departed,
                         "old_sockets": len(f.old_sids), "still_online": f.still_online,
-                        "not_healed": f.not_healed} for f in self.run.faults],
+                        "not_healed": f.not_healed,
+                        "trail": f.trail} for f in self.run.faults],
             "departures_unmeasured": unmeasured,
             "owed": len(owed),
             "acked": len(room_acked) + sum(1 for r in self.run.sent

@@ -54,39 +54,61 @@ class PeerReplies(Protocol):
 
 class RemoteWaits:
     """Requests other gateways forwarded here, answered through the peer sockets; the ones
-    waiting (a GET) are kept so that the forwarder's ABORT finds them."""
+    waiting (a GET) are kept so that the forwarder's ABORT finds them — or, when the
+    forwarding gateway itself dies, :meth:`abort_from` (its client's request died with it)."""
 
     def __init__(self, peers: PeerReplies | None) -> None:
         self.peers = peers
-        self._waiting: dict[tuple[bytes, int], Callable[[], None]] = {}
+        #: (peer identity, request id) → (forwarding gateway, its instance, on abort).
+        self._waiting: dict[tuple[bytes, int], tuple[str, str, Callable[[], None]]] = {}
 
-    def answer(self, identity: bytes, request_id: int) -> RemoteAnswer:
-        return RemoteAnswer(self, identity, request_id)
+    def answer(self, identity: bytes, request_id: int, gateway: str = "",
+               instance: str = "") -> RemoteAnswer:
+        return RemoteAnswer(self, identity, request_id, gateway, instance)
 
     def send(self, identity: bytes, reply: PeerReply) -> None:
         self._waiting.pop((identity, reply.id), None)
         if self.peers is not None:
             self.peers.reply(identity, reply)
 
-    def wait(self, identity: bytes, request_id: int, on_abort: Callable[[], None]) -> None:
-        self._waiting[(identity, request_id)] = on_abort
+    def wait(self, answer: RemoteAnswer, on_abort: Callable[[], None]) -> None:
+        self._waiting[(answer.identity, answer.request_id)] = (
+            answer.gateway, answer.instance, on_abort)
 
     def abort(self, identity: bytes, request_id: int) -> None:
         """The forwarder's client went away: the waiting request hears it."""
-        callback = self._waiting.pop((identity, request_id), None)
-        if callback is not None:
-            callback()
+        entry = self._waiting.pop((identity, request_id), None)
+        if entry is not None:
+            entry[2]()
+
+    def abort_from(self, gateway: str, instance: str) -> int:
+        """Gateway ``gateway`` (its process ``instance``) died or was replaced: the clients
+        whose polls it was holding saw them fail, and official clients end their session
+        on a failed poll, so every request it was waiting on here is abandoned (and each
+        session then ends at once rather than at its ping timeout). How many."""
+        gone = [key for key, (g, i, _) in self._waiting.items()
+                if g == gateway and i == instance]
+        for key in gone:
+            self._waiting.pop(key)[2]()
+        return len(gone)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
 
 class RemoteAnswer:
     """Answers to a request another gateway forwarded."""
 
-    __slots__ = ("identity", "request_id", "waits")
+    __slots__ = ("gateway", "identity", "instance", "request_id", "waits")
 
-    def __init__(self, waits: RemoteWaits, identity: bytes, request_id: int) -> None:
+    def __init__(self, waits: RemoteWaits, identity: bytes, request_id: int,
+                 gateway: str = "", instance: str = "") -> None:
         self.waits = waits
         self.identity = identity
         self.request_id = request_id
+        self.gateway = gateway
+        self.instance = instance
 
     def respond(self, body: str) -> None:
         self.waits.send(self.identity, PeerReply(self.request_id, 200, body.encode(),
@@ -98,7 +120,7 @@ class RemoteAnswer:
             response.header("Content-Type") or ""))
 
     def on_abort(self, callback: Callable[[], None]) -> None:
-        self.waits.wait(self.identity, self.request_id, callback)
+        self.waits.wait(self, callback)
 
 
 Answer = LocalAnswer | RemoteAnswer

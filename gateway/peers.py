@@ -113,6 +113,9 @@ class Peers:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[PeerReply]] = {}
         self._learned = asyncio.Event()
+        #: Told (gateway id, instance) when a peer's process is gone: its connection dropped,
+        #: a new instance replaced it, or it stopped announcing itself.
+        self.on_lost: Callable[[str, str], None] | None = None
 
     def start(self) -> None:
         self.router.start()
@@ -213,13 +216,24 @@ class Peers:
         elif event == zmq.EVENT_DISCONNECTED:
             if peer.up:
                 log.info("connection to gateway %s lost", peer.gateway)
+            lost = peer.up
             peer.up = False
             peer.ready.clear()
             self._fail_waiting(peer, "connection lost")
+            if lost:
+                self._lost(peer)
 
     def _drop(self, peer: Peer) -> None:
         self._fail_waiting(peer, "gone")
         peer.close()
+        self._lost(peer)
+
+    def _lost(self, peer: Peer) -> None:
+        if self.on_lost is not None:
+            try:
+                self.on_lost(peer.gateway, peer.instance)
+            except Exception:
+                log.exception("handling the loss of gateway %s failed", peer.gateway)
 
     def _fail_waiting(self, peer: Peer, why: str) -> None:
         for request_id in list(peer.waiting):

@@ -75,6 +75,8 @@ class Relay:
         self.poll_timeout = poll_timeout
         self.spawn = spawn
         self.remote = RemoteWaits(peers)
+        if peers is not None:
+            peers.on_lost = self.peer_lost
         #: Sessions that moved to another gateway: sid → (that gateway, until when).
         self.moved: dict[str, tuple[str, float]] = {}
         #: Claims under way from here: requests relayed meanwhile wait for them.
@@ -152,10 +154,16 @@ class Relay:
         return peer
 
     # -- requests from peers -----------------------------------------------------------------
+    def peer_lost(self, gateway: str, instance: str) -> None:
+        """A peer gateway died (or was replaced): the polls it was holding here died too."""
+        if (count := self.remote.abort_from(gateway, instance)):
+            log.info("gateway %s lost: %d sessions whose poll it relayed end", gateway, count)
+
     def on_peer_request(self, identity: bytes, request: PeerRequest) -> None:
         if request.kind is PeerKind.POLL:
             self.local.poll(request.sid, request.method, request.body,
-                            self.remote.answer(identity, request.id))
+                            self.remote.answer(identity, request.id, request.gateway,
+                                               request.instance))
         elif request.kind is PeerKind.ABORT:
             if request.method.isdigit():
                 self.remote.abort(identity, int(request.method))

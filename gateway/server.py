@@ -366,6 +366,7 @@ class Gateway:
             "pollsForwarded": engine.counters["forwarded"],
             "pollsRelayed": engine.counters["relayed"],
             "handovers": engine.counters["handovers"],
+            "peerPollsHeld": engine.relay.remote.waiting,
             "pollsWaiting": engine.waiting() + (self.echo.waiting() if self.echo else 0),
             "peers": sorted(self.peers.peers),
             "namespaces": {ns: len(s) for ns, s in self.index.namespaces.items()},

@@ -1,10 +1,12 @@
-"""The gateway's small pure pieces: routing from service descriptions, WebSocket frames."""
+"""The gateway's small pure pieces: routing from service descriptions, WebSocket frames,
+polls held for other gateways."""
 
 from __future__ import annotations
 
 import pytest
 
 from switchboard.gateway import wsframe
+from switchboard.gateway.answers import RemoteWaits
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import RequestKind, Route, ServiceInfo
@@ -82,3 +84,18 @@ def test_health_an_optional_service_down_is_a_warning_a_required_one_unhealthy()
     assert health.reasons == ["service recovery unreachable"]
     health = evaluate(figures(room=False, recovery=True), limits)
     assert (health.status, health.http_status) == ("unhealthy", 503)
+
+
+def test_polls_held_for_a_lost_gateway_instance_are_abandoned_and_no_others() -> None:
+    waits = RemoteWaits(None)
+    abandoned: list[str] = []
+    for name, gateway, instance in (("old-1", "gw1", "a"), ("old-2", "gw1", "a"),
+                                    ("new", "gw1", "b"), ("other", "gw2", "a")):
+        answer = waits.answer(name.encode(), 1, gateway, instance)
+        answer.on_abort(lambda name=name: abandoned.append(name))
+    assert waits.waiting == 4
+    assert waits.abort_from("gw1", "a") == 2
+    assert sorted(abandoned) == ["old-1", "old-2"]
+    assert waits.abort_from("gw1", "a") == 0  # each only once
+    waits.abort(b"new", 1)  # the ABORT of a live relay still works
+    assert abandoned[-1] == "new" and waits.waiting == 1
