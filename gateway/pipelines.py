@@ -73,6 +73,18 @@ class Services(Protocol):
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
+def _accepted_before(stages: tuple[str, ...], refused: Reply) -> list[str]:
+    """The CONNECT stages that accepted a socket another one refused (``refused.service``;
+    one that could not reach the next stage accepted it too)."""
+    who = refused.service or stages[0]
+    if who not in stages:
+        return []
+    index = stages.index(who)
+    if refused.error == ServiceUnavailable.client_message:
+        index += 1
+    return list(stages[:index])
+
+
 class Pipelines:
     def __init__(self, gateway_id: str, services: Services, index: LocalIndex,
                  meters: m.EventMeters, spawn: Spawn, connect_emit_delay: float = 0.0,
@@ -139,27 +151,35 @@ class Pipelines:
         accepted: list[str] = []
         refusal: str | None = None
         self.connecting[session.sid] = session
+        stages = routing.connect_stages(ns)
         try:
-            for stage in routing.connect_stages(ns):
-                try:
-                    reply = await self.services.request(
-                        stage, RequestKind.CONNECT, session=session, auth=auth,
-                        headers=client.headers, recovery=mode,
-                        sockets=(restored,) if restored is not None else (),
-                    )
-                except ServiceUnavailable as exc:
-                    log.warning("CONNECT to %s refused: %s", ns, exc)
-                    refusal = "Service unavailable"
-                    break
-                if not reply.ok:
-                    refusal = reply.error or "Connection refused"
-                    break
-                accepted.append(stage)
+            if stages:
+                # One request: each stage that accepts passes it on to the next with the
+                # session as it left it; the last answers us with everything they asked for.
+                reply = await self.services.request(
+                    stages[0], RequestKind.CONNECT, session=session, auth=auth,
+                    headers=client.headers, recovery=mode,
+                    sockets=(restored,) if restored is not None else (),
+                    route=tuple(stages[1:]),
+                )
                 if reply.session is not None:
                     session = reply.session
-                    self.connecting[session.sid] = session
-                joins.extend(reply.joins)
-                emits.extend(reply.emits)
+                if reply.ok:
+                    accepted = list(stages)
+                    joins.extend(reply.joins)
+                    emits.extend(reply.emits)
+                else:
+                    refusal = reply.error or "Connection refused"
+                    accepted = _accepted_before(stages, reply)
+                    if refusal == ServiceUnavailable.client_message:
+                        refusal = "Service unavailable"
+        except ServiceUnavailable as exc:
+            log.warning("CONNECT to %s refused: %s", ns, exc)
+            refusal = "Service unavailable"
+            # How far it got is not known: the stages that pass it on hear the socket is
+            # gone (as when a stage timed out before); the last, which had to answer, is
+            # not told of a socket it may never have seen (it would announce it offline).
+            accepted = list(stages[:-1])
         finally:
             self.connecting.pop(session.sid, None)
         if refusal is not None or conn.closed:

@@ -219,9 +219,22 @@ class GatewayStatus(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
+class Emit(_Envelope):
+    """An event for the requesting socket, sent after the ack / CONNECT ack.
+
+    ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
+    ack arguments come back to the services as the event ``ack_event`` from that socket.
+    """
+
+    event: str
+    args: list[Any] = field(default_factory=list)
+    ack_event: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Request(_Envelope):
     """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
-    instance, recovery, route, forwarded]``.
+    instance, recovery, route, forwarded, joins, emits]``.
 
     - ``id``: per-gateway counter; the reply echoes it.
     - ``session``: the socket concerned (None for DESCRIBE / HEARTBEAT / SYNC).
@@ -239,10 +252,14 @@ class Request(_Envelope):
       it on itself (as FILTER, the last as EVENT, with the cleaned ``args``): one request
       per event, and the owner's reply goes straight to the gateway
       (:func:`gateway_identity`). ``forwarded``: it came from a service, not the gateway.
+      CONNECT goes the same way through the namespace's CONNECT stages: each stage that
+      accepts passes it on with the session as it left it, and ``joins``/``emits`` carry
+      what the stages before asked for; the last one answers with all of it.
     """
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState}
+    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState,
+                                                           "emits": Emit}
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind, "recovery": Recovery}
 
     kind: RequestKind
@@ -260,25 +277,14 @@ class Request(_Envelope):
     recovery: Recovery = Recovery.NONE
     route: tuple[str, ...] = ()
     forwarded: bool = False
+    joins: tuple[str, ...] = ()
+    emits: tuple[Emit, ...] = ()
 
 
 def gateway_identity(gateway: str, instance: str) -> bytes:
     """The ZeroMQ routing id of a gateway process's DEALERs: a service answers a request
     passed on to it by another service straight to the gateway that sent it."""
     return f"{gateway}/{instance}".encode()
-
-
-@dataclass(frozen=True, slots=True)
-class Emit(_Envelope):
-    """An event for the requesting socket, sent after the ack / CONNECT ack.
-
-    ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
-    ack arguments come back to the services as the event ``ack_event`` from that socket.
-    """
-
-    event: str
-    args: list[Any] = field(default_factory=list)
-    ack_event: str = ""
 
 
 @dataclass(frozen=True, slots=True)

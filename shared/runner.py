@@ -11,6 +11,8 @@ An event's FILTER carries the ``route`` it goes on: once this service let it pas
 runner passes it on (with the cleaned arguments) to the next service over a DEALER of its
 own (:class:`Forwarder`), and that one's reply goes straight to the gateway (ZeroMQ routes
 it by the gateway DEALER's identity): one request per event instead of one per stage.
+A CONNECT goes the same way through the namespace's CONNECT stages (auth, moderation,
+room): each passes on the session as it left it and the joins and emits asked so far.
 """
 
 from __future__ import annotations
@@ -191,12 +193,8 @@ class Runner:
     async def _handle(self, identity: bytes, request: Request) -> None:
         reply = await self.dispatcher.handle(request)
         name = self.service.name
-        while request.route and reply.ok and request.kind == RequestKind.FILTER:
-            nxt, rest = request.route[0], request.route[1:]
-            request = replace(
-                request, kind=RequestKind.FILTER if rest else RequestKind.EVENT, route=rest,
-                forwarded=True, args=request.args if reply.args is None else reply.args,
-            )
+        while request.route and reply.ok and request.kind in ROUTED:
+            nxt, request = passed_on(request, reply)
             if nxt != name:
                 if self.forwarder.send(nxt, request):
                     return  # nxt answers the gateway
@@ -206,8 +204,7 @@ class Runner:
             if not self.dispatcher.admit(request):
                 return
             reply = await self.dispatcher.handle(request)
-        if request.forwarded or request.route:
-            reply = replace(reply, service=name)  # the gateway resyncs whoever asked
+        reply = answer_for(request, reply, name)
         self._reply(identity, reply)
 
     def _reply(self, identity: bytes, reply: Reply) -> None:
@@ -233,6 +230,40 @@ class Runner:
             if self.publisher is not None:
                 self.publisher.drain_subscriptions()
             await self.dispatcher.expire_gateways(self.config.gateway_timeout)
+
+
+#: Requests that go along a ``route`` from service to service (see ``Request.route``).
+ROUTED = frozenset({RequestKind.FILTER, RequestKind.CONNECT})
+
+
+def passed_on(request: Request, reply: Reply) -> tuple[str, Request]:
+    """The next stage of a routed request this stage let pass, and what it gets: a filter's
+    cleaned arguments (the owner gets it as EVENT); a CONNECT stage's session, joins and
+    emits (the last stage answers them all)."""
+    nxt, rest = request.route[0], request.route[1:]
+    if request.kind == RequestKind.CONNECT:
+        return nxt, replace(
+            request, route=rest, forwarded=True,
+            session=reply.session or request.session,
+            joins=(*request.joins, *reply.joins), emits=(*request.emits, *reply.emits))
+    return nxt, replace(
+        request, kind=RequestKind.FILTER if rest else RequestKind.EVENT, route=rest,
+        forwarded=True, args=request.args if reply.args is None else reply.args)
+
+
+def answer_for(request: Request, reply: Reply, name: str) -> Reply:
+    """What service ``name``, the last to handle a request, answers the gateway with."""
+    if not (request.forwarded or request.route):
+        return reply
+    reply = replace(reply, service=name)  # the gateway resyncs whoever asked
+    if request.kind == RequestKind.CONNECT:
+        # This stage answers for all: the session as the stages so far left it (a
+        # refusal's DISCONNECTs name it), and what the ones before asked for first.
+        reply = replace(reply, session=reply.session or request.session)
+        if reply.ok:
+            reply = replace(reply, joins=(*request.joins, *reply.joins),
+                            emits=(*request.emits, *reply.emits))
+    return reply
 
 
 async def serve(

@@ -16,7 +16,8 @@ from switchboard.gateway.protocol import Connection, ConnectionConfig, ConnectRe
 from switchboard.gateway.protocol import EventReceived as Ev
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.routing import RoutingTable
-from switchboard.shared.envelope import Reply, RequestKind, Route, ServiceInfo
+from switchboard.shared.envelope import Reply, Request, RequestKind, Route, ServiceInfo
+from switchboard.shared.runner import ROUTED, answer_for, passed_on
 
 K = RequestKind
 
@@ -63,15 +64,19 @@ class Services:
             sent.set_result(None)
         route: tuple[str, ...] = fields.pop("route", ())
         self.asked.append((service, kind, route))
+        # What the services' runners do with a routed request: the real pass-on rules.
+        request = Request(kind, 0, route=route, **fields)
+        names = set(fields)
         while True:
-            self.seen.append((service, kind, fields))
-            reply = self.script(service, kind, fields)
-            if not (route and reply.ok and kind == RequestKind.FILTER):
-                return reply
-            # What each service's runner does with a routed event: pass it on, cleaned.
-            service, route = route[0], route[1:]
-            kind = RequestKind.FILTER if route else RequestKind.EVENT
-            fields = {**fields, "args": fields["args"] if reply.args is None else reply.args}
+            given = {name: getattr(request, name) for name in names}
+            for carried in ("joins", "emits"):
+                if getattr(request, carried):
+                    given[carried] = getattr(request, carried)
+            self.seen.append((service, request.kind, given))
+            reply = self.script(service, request.kind, given)
+            if not (request.route and reply.ok and request.kind in ROUTED):
+                return answer_for(request, reply, service)
+            service, request = passed_on(request, reply)
 
 
 def ok(**fields: Any) -> Reply:

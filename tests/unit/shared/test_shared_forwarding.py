@@ -1,5 +1,6 @@
 """One request per event, through real ZeroMQ sockets: a filter service passes an event it
-lets through on to the owner (its ``route``), and the owner answers the gateway straight."""
+lets through on to the owner (its ``route``), and the owner answers the gateway straight;
+a CONNECT goes through its stages the same way."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from switchboard.shared.envelope import Reply, Request, RequestKind, fail, reply_to
+from switchboard.shared.envelope import Emit, Reply, Request, RequestKind, fail, reply_to
 from switchboard.shared.publisher import Publisher
-from switchboard.shared.service import Service, on_event, on_filter, on_sync
+from switchboard.shared.service import Service, on_connect, on_event, on_filter, on_sync
 from tests.support.backbone import FakeGateway, running_broker, running_service, tcp
 
 K = RequestKind
@@ -118,5 +119,94 @@ async def test_an_owner_that_cannot_be_reached_fails_the_event_at_once() -> None
                                              args=["hi"], route=route)
                     assert (reply.ok, reply.error) == (False, "service unavailable")
                 assert forwards("guard", "unconfigured", "unavailable") >= 1
+            finally:
+                gw.close()
+
+
+class Gate(Service):
+    """The first CONNECT stage (as auth is): names the user from ``auth``."""
+
+    name = "gate"
+
+    @on_connect("*", priority=10)
+    async def connect(self, request: Request) -> Reply:
+        assert request.session is not None and request.auth is not None
+        session = request.session.with_user(request.auth["user"], request.auth["user"], "user")
+        return reply_to(request, session=session, joins=(f"user:{session.user_id}",),
+                        emits=(Emit("welcome", [session.user_id]),))
+
+
+class Check(Service):
+    """The middle stage (as moderation is): refuses a banned user by the session it got."""
+
+    name = "check"
+
+    @on_connect("*", priority=20)
+    async def connect(self, request: Request) -> Reply:
+        assert request.session is not None
+        if request.session.user_id == "banned":
+            return fail(request, "You are banned")
+        return reply_to(request, emits=(Emit("checked"),))
+
+
+class Last(Service):
+    """The last stage (as room is): sees everything the stages before it set."""
+
+    name = "last"
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher)
+        self.seen: list[tuple[str | None, tuple[str, ...], bool]] = []
+
+    @on_connect("*", priority=30)
+    async def connect(self, request: Request) -> Reply:
+        assert request.session is not None
+        self.seen.append((request.session.user_id, request.joins, request.forwarded))
+        return reply_to(request, joins=("lobby",))
+
+
+async def test_a_connect_goes_through_every_stage_in_one_request() -> None:
+    """auth → moderation → room as one request: each stage passes on the session it set
+    and what it asked for; the last answers the gateway with all of it, in stage order; a
+    refusal says who refused, with the session as far as it got."""
+    check_bind, last_bind = tcp(), tcp()
+    with running_broker() as broker:
+        async with running_service(Last, broker, bind=last_bind) as (last, _), \
+                running_service(Check, broker, bind=check_bind,
+                                services={"last": [last_bind]}) as (_, _check), \
+                running_service(Gate, broker, services={"check": [check_bind],
+                                                        "last": [last_bind]}) as (_, gate):
+            gw = FakeGateway(instance="i1")
+            try:
+                for endpoint in (gate.bind, check_bind, last_bind):
+                    await gw.request(endpoint, kind=K.HEARTBEAT)
+                route = ("check", "last")
+                deadline = time.monotonic() + 10
+                while True:  # until both forwarding DEALERs are connected
+                    try:
+                        warm = await gw.request(gate.bind, answered_at=last_bind, timeout=0.2,
+                                                kind=K.CONNECT, session=gw.session(9),
+                                                auth={"user": "warm"}, route=route)
+                        if warm.ok:
+                            break
+                    except TimeoutError:
+                        pass
+                    assert time.monotonic() < deadline, "the stages never reached each other"
+                last.seen.clear()
+                reply = await gw.request(gate.bind, answered_at=last_bind, kind=K.CONNECT,
+                                         session=gw.session(1), auth={"user": "ann"},
+                                         route=route)
+                assert reply.ok and reply.service == "last"
+                assert reply.session is not None and reply.session.user_id == "ann"
+                assert reply.joins == ("user:ann", "lobby")
+                assert [e.event for e in reply.emits] == ["welcome", "checked"]
+                assert last.seen == [("ann", ("user:ann",), True)]
+                refused = await gw.request(gate.bind, answered_at=check_bind, kind=K.CONNECT,
+                                           session=gw.session(2), auth={"user": "banned"},
+                                           route=route)
+                assert (refused.ok, refused.error, refused.service) == (
+                    False, "You are banned", "check")
+                assert refused.session is not None and refused.session.user_id == "banned"
+                assert refused.joins == () and len(last.seen) == 1  # never reached the last
             finally:
                 gw.close()
