@@ -223,9 +223,14 @@ class LocalIndex:
             return False
 
     def remove(self, sock: NsSocket) -> None:
-        if self.by_sid.pop(sock.sid, None) is None:
-            return
-        self.holding.pop(sock.sid, None)
+        # By identity, not by sid: a socket restored here under the same id (a recovery
+        # racing the old connection's drop) must not lose its entry to the old one's removal.
+        if self.by_sid.get(sock.sid) is sock:
+            del self.by_sid[sock.sid]
+        elif sock not in self.namespaces.get(sock.ns, ()):
+            return  # removed already
+        if self.holding.get(sock.sid) is sock:
+            del self.holding[sock.sid]
         if self._foreign(sock.sid):
             self.subs.remove(topics.socket(sock.sid))
         for room in list(sock.rooms):

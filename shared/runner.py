@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter
+from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
@@ -42,41 +44,104 @@ BAD_ENVELOPES = Counter(
 )
 FORWARDS = Counter(
     "switchboard_service_forwards_total",
-    "Events passed on to the next service of their route, by service, next service and "
-    "outcome (sent, unavailable: not connected or no endpoint; the gateway is told)",
+    "Requests (events, CONNECTs) passed on to the next service of their route, by service, "
+    "next service and outcome (sent; unavailable: not connected or no endpoint, the gateway "
+    "is told; waited: held for the link's first connection, then sent or unavailable)",
     ["service", "to", "outcome"],
 )
 
 
+#: How long a request waits for a forwarding DEALER that has never been connected yet (the
+#: service just started, or the next one did): longer than ZeroMQ's reconnect interval.
+FIRST_CONNECT_WAIT = 5.0
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+class _Link:
+    """One forwarding DEALER and whether it has been connected (a socket monitor says)."""
+
+    __slots__ = ("dealer", "monitor", "up", "was_up")
+
+    def __init__(self, dealer: zmq.Socket[Any]) -> None:
+        self.dealer = dealer
+        self.monitor: LoopSocket | None = None
+        self.up = asyncio.Event()
+        self.was_up = False
+
+    def on_event(self, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (RuntimeError, ValueError):
+            return
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.up.set()
+            self.was_up = True
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.up.clear()
+
+
 class Forwarder:
-    """A DEALER to every other service an event may be passed on to, connected at start:
-    with ``IMMEDIATE`` a message for a service not connected fails at once (the gateway
-    is told), so the connection must be up before the first event."""
+    """A DEALER to every other service a request may be passed on to, connected at start.
+
+    With ``IMMEDIATE`` a message for a service not connected fails at once (the gateway is
+    told ``service unavailable``, as its own DEALERs fail fast) — except while a link has
+    never been up: services start in any order, and the gateway may already know the next
+    service (its readiness handshake went through) before this one's first connection to it
+    completes, so such a request waits for it (bounded by its deadline and
+    :data:`FIRST_CONNECT_WAIT`)."""
 
     def __init__(self, source: str, context: zmq.asyncio.Context,
                  endpoints: dict[str, list[str]], hwm: int) -> None:
         self.source = source
-        self._dealers: dict[str, zmq.Socket[Any]] = {
-            name: service_dealer(context, addresses, hwm)
+        self._links: dict[str, _Link] = {
+            name: _Link(service_dealer(context, addresses, hwm))
             for name, addresses in endpoints.items()
             if name != source and addresses
         }
         self._counters: dict[tuple[str, str], Any] = {}
 
-    def send(self, service: str, request: Request) -> bool:
+    def start(self) -> None:
+        """Watch every link (in the running loop)."""
+        for link in self._links.values():
+            link.monitor = LoopSocket(link.dealer.get_monitor_socket(_WATCHED), link.on_event)
+            link.monitor.start()
+
+    async def send(self, service: str, request: Request) -> bool:
         """Queue ``request`` for ``service``; False when it cannot go (no endpoint, not
         connected, queue full)."""
-        dealer = self._dealers.get(service)
-        if dealer is None:
-            log.warning("cannot pass events on to %s: no endpoint (--services)", service)
+        link = self._links.get(service)
+        if link is None:
+            log.warning("cannot pass requests on to %s: no endpoint (--services)", service)
             self._count(service, "unavailable")
             return False
-        try:
-            dealer.send(request.encode(), zmq.NOBLOCK)
-        except zmq.ZMQError:
+        if not self._try(link, request) and not (
+                not link.was_up and await self._first_connection(service, link, request)
+                and self._try(link, request)):
             self._count(service, "unavailable")
             return False
         self._count(service, "sent")
+        return True
+
+    @staticmethod
+    def _try(link: _Link, request: Request) -> bool:
+        try:
+            link.dealer.send(request.encode(), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        link.was_up = True  # (its monitor may have started after the first handshake)
+        return True
+
+    async def _first_connection(self, service: str, link: _Link, request: Request) -> bool:
+        wait = FIRST_CONNECT_WAIT
+        if request.deadline:
+            wait = min(wait, request.deadline - time.time())
+        if wait <= 0 or link.monitor is None:
+            return False
+        self._count(service, "waited")
+        try:
+            await asyncio.wait_for(link.up.wait(), wait)
+        except TimeoutError:
+            return False
         return True
 
     def _count(self, service: str, outcome: str) -> None:
@@ -87,9 +152,13 @@ class Forwarder:
         counter.inc()
 
     def close(self) -> None:
-        for dealer in self._dealers.values():
-            dealer.close(linger=0)
-        self._dealers.clear()
+        for link in self._links.values():
+            if link.monitor is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    link.dealer.disable_monitor()
+                link.monitor.close()
+            link.dealer.close(linger=0)
+        self._links.clear()
 
 
 @dataclass(frozen=True)
@@ -139,6 +208,7 @@ class Runner:
         try:
             if not await unless_stopped(self._start(), stop):
                 return
+            self.forwarder.start()
             self.ready.set()
             log.info("service %s ready on %s", self.service.name, self.config.bind)
             monitor = asyncio.create_task(self._monitor_gateways(stop))
@@ -196,7 +266,7 @@ class Runner:
         while request.route and reply.ok and request.kind in ROUTED:
             nxt, request = passed_on(request, reply)
             if nxt != name:
-                if self.forwarder.send(nxt, request):
+                if await self.forwarder.send(nxt, request):
                     return  # nxt answers the gateway
                 reply = Reply(request.id, ok=False, error=ServiceUnavailable.client_message)
                 break

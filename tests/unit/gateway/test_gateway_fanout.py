@@ -79,6 +79,23 @@ async def test_membership_publications_change_the_index_and_its_subscriptions() 
     assert a.rooms == set() and topics.room("/", "r") not in subs.topics
 
 
+async def test_removing_a_socket_leaves_a_newer_one_of_the_same_id_alone() -> None:
+    fanout, index, subs, _ = world()
+    old = member(index, 1, ("r",))
+    new = member(index, 1, ("r",))  # the same socket id, restored here meanwhile
+    assert index.by_sid[new.sid] is new
+    index.remove(old)
+    assert index.by_sid[new.sid] is new and index.namespaces["/"] == {new}
+    assert subs.topics[topics.room("/", "r")] == 1  # the old one's subscription only
+    index.remove(old)  # twice: nothing more
+    assert subs.topics[topics.room("/", "r")] == 1
+    fanout.on_message(frames(topics.room("/", "r"),
+                             Publication(PubKind.EMIT, "/", "e", [1], room="r")))
+    assert received(new) == ['42["e",1]']
+    index.remove(new)
+    assert new.sid not in index.by_sid and topics.room("/", "r") not in subs.topics
+
+
 async def test_a_kick_tells_the_socket_then_disconnects_it() -> None:
     fanout, index, _, actions = world()
     a = member(index, 1)

@@ -4,6 +4,7 @@ a CONNECT goes through its stages the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from switchboard.shared.envelope import Emit, Reply, Request, RequestKind, fail,
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_event, on_filter, on_sync
 from tests.support.backbone import FakeGateway, running_broker, running_service, tcp
+from tests.support.polling import poll_until
 
 K = RequestKind
 
@@ -50,6 +52,21 @@ class Owner(Service):
     @on_sync()
     async def sync(self, request: Request) -> None:
         return None
+
+
+class StatelessOwner(Service):
+    """Owns ``say`` and keeps no state about sockets (no SYNC: no resync first)."""
+
+    name = "owner"
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher)
+        self.seen: list[tuple[Any, bool]] = []
+
+    @on_event("/", "say")
+    async def say(self, request: Request) -> Reply:
+        self.seen.append((request.args, request.forwarded))
+        return reply_to(request, ack=["owner", *request.args])
 
 
 async def until_passed_on(gw: FakeGateway, first: str, owner: str, s: Any) -> None:
@@ -106,7 +123,40 @@ async def test_a_filtered_event_goes_on_to_its_owner_which_answers_the_gateway()
                 gw.close()
 
 
-async def test_an_owner_that_cannot_be_reached_fails_the_event_at_once() -> None:
+async def test_a_request_waits_for_the_first_connection_to_a_service_starting_later() -> None:
+    """Services start in any order: an event for an owner this filter has never been
+    connected to waits for that first connection (bounded) instead of failing."""
+    owner_bind = tcp()
+    with running_broker() as broker:
+        async with running_service(Guard, broker,
+                                   services={"owner": [owner_bind]}) as (_, guard):
+            gw = FakeGateway(instance="i1")
+            try:
+                s = gw.session()
+                served = await gw.request(guard.bind, kind=K.FILTER, session=s,
+                                          event="guarded", args=["x"], route=("guard",))
+                assert served.ok  # the guard serves; the owner does not exist yet
+                waited = forwards("guard", "owner", "waited")
+                pending = asyncio.create_task(gw.request(
+                    guard.bind, answered_at=owner_bind, kind=K.FILTER, session=s,
+                    event="say", args=["early"], route=("owner",)))
+                await poll_until(lambda: asyncio.sleep(0, forwards("guard", "owner", "waited")),
+                                 lambda n: n == waited + 1, "the event held for the owner", 5.0)
+                assert not pending.done()
+                async with running_service(StatelessOwner, broker,
+                                           bind=owner_bind) as (owner, _):
+                    # The owner gets it (its reply may beat this fake gateway's own DEALER
+                    # to the new owner, which a real gateway has connected before it asks).
+                    await poll_until(lambda: asyncio.sleep(0, list(owner.seen)), bool,
+                                     "the held event reaching the owner", 10.0)
+                    assert owner.seen == [(["early", "cleaned"], True)]
+                    assert not pending.done() or pending.result().ok
+                    pending.cancel()
+            finally:
+                gw.close()
+
+
+async def test_an_owner_that_cannot_be_reached_fails_the_event() -> None:
     with running_broker() as broker:
         nowhere = tcp()  # nothing listens there
         async with running_service(Guard, broker,
@@ -115,8 +165,10 @@ async def test_an_owner_that_cannot_be_reached_fails_the_event_at_once() -> None
             try:
                 s = gw.session()
                 for route in (("owner",), ("unconfigured",)):
+                    # Never connected: held until the gateway's deadline at most, then failed.
                     reply = await gw.request(guard.bind, kind=K.FILTER, session=s, event="say",
-                                             args=["hi"], route=route)
+                                             args=["hi"], route=route,
+                                             deadline=time.time() + 0.5)
                     assert (reply.ok, reply.error) == (False, "service unavailable")
                 assert forwards("guard", "unconfigured", "unavailable") >= 1
             finally:
