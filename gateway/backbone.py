@@ -189,9 +189,9 @@ class Backbone:
                 timer.cancel()
             failed = False
             route = fields.get("route")
-            if route and reply.service == route[-1]:
+            if route and kind == RequestKind.FILTER and reply.service == route[-1]:
                 # A routed event answered by its owner: counted as the owner's EVENT (the
-                # filters' time inside it).
+                # filters' time inside it). A routed CONNECT counts as its first stage's.
                 key = (reply.service, RequestKind.EVENT)
             else:
                 key = (service, kind)
