@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared import ports
-from switchboard.shared.config import endpoints, setting
-from switchboard.shared.tokens import DEFAULT_SECRET
+from switchboard.shared.config import DEFAULT_SECRET, endpoints, setting
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_PREFIX = "SWITCHBOARD_"
 
+#: The development secret every part defaults to (and warns about): tokens signed with it are
+#: forgeable by anyone who has read this file. Here rather than beside the token code so
+#: that parts which never touch a token (broker, supervisor) need not import JWT libraries.
+DEFAULT_SECRET = "dev-secret-change-me"
+
 
 def setting(default: Any, help: str, env: str | None = None, **kw: Any) -> Any:
     """A dataclass field with the help text and (optional) env variable for its option."""

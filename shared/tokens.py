@@ -31,10 +31,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from switchboard.shared.errors import ConfigError, SwitchboardError
 
-#: The development secret every part defaults to (and warns about): tokens signed with it are
-#: forgeable by anyone who has read this file.
-DEFAULT_SECRET = "dev-secret-change-me"
-
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 #: ES algorithms fix their curve (RFC 7518 §3.4): a P-384 key may not verify ES256.

@@ -11,10 +11,9 @@ from switchboard import parts
 from switchboard.broker.broker import BrokerConfig
 from switchboard.emitter import EmitConfig
 from switchboard.gateway.config import GatewayConfig
-from switchboard.shared.config import click_options, from_options
+from switchboard.shared.config import DEFAULT_SECRET, click_options, from_options
 from switchboard.shared.logs import setup_logging
 from switchboard.shared.process import die_with_supervisor
-from switchboard.shared.tokens import DEFAULT_SECRET
 from switchboard.supervisor import UpConfig
 
 

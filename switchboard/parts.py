@@ -15,7 +15,6 @@ import zmq.asyncio
 
 from switchboard.broker.broker import Broker, BrokerConfig
 from switchboard.gateway.config import GatewayConfig
-from switchboard.gateway.server import run as run_gateway_async
 from switchboard.shared import ports
 from switchboard.shared.config import endpoints, setting
 from switchboard.shared.journal import Journal
@@ -78,7 +77,11 @@ def run_broker(config: BrokerConfig) -> None:
 
 
 def run_gateway(config: GatewayConfig) -> None:
-    run_until_signal(lambda stop: run_gateway_async(config, stop))
+    # Imported here: every other part (broker, services, the supervisor) starts from this
+    # module too, and need not hold the gateway's modules in its memory.
+    from switchboard.gateway.server import run
+
+    run_until_signal(lambda stop: run(config, stop))
 
 
 def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:

@@ -37,9 +37,8 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from switchboard.shared import ports
-from switchboard.shared.config import setting
+from switchboard.shared.config import DEFAULT_SECRET, setting
 from switchboard.shared.process import SUPERVISOR_ENV
-from switchboard.shared.tokens import DEFAULT_SECRET
 
 log = logging.getLogger("switchboard.up")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchboard.shared.config import setting
-from switchboard.shared.tokens import DEFAULT_SECRET
+from switchboard.shared.config import DEFAULT_SECRET, setting
 
 #: The development secret; using it is logged as a warning at start (never in production).
 #: The contract's default namespace policy (see :mod:`services.auth.policy` for the syntax).

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 
 from switchboard.shared import topics
+from switchboard.shared.config import DEFAULT_SECRET
 from switchboard.shared.envelope import Recovery, Reply, Request, fail, reply_to
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect
 from switchboard.shared.tokens import (
-    DEFAULT_SECRET,
     HMAC_ALGORITHMS,
     Identity,
     TokenError,
