@@ -35,25 +35,6 @@ class Guard(Service):
         return reply_to(request, ack=["guard owns it", *request.args])
 
 
-class Owner(Service):
-    """Owns ``say``; stateful (a SYNC route), so it asks unknown gateways to resync."""
-
-    name = "owner"
-
-    def __init__(self, publisher: Publisher) -> None:
-        super().__init__(publisher)
-        self.seen: list[tuple[Any, bool]] = []
-
-    @on_event("/", "say")
-    async def say(self, request: Request) -> Reply:
-        self.seen.append((request.args, request.forwarded))
-        return reply_to(request, ack=["owner", *request.args])
-
-    @on_sync()
-    async def sync(self, request: Request) -> None:
-        return None
-
-
 class StatelessOwner(Service):
     """Owns ``say`` and keeps no state about sockets (no SYNC: no resync first)."""
 
@@ -67,6 +48,14 @@ class StatelessOwner(Service):
     async def say(self, request: Request) -> Reply:
         self.seen.append((request.args, request.forwarded))
         return reply_to(request, ack=["owner", *request.args])
+
+
+class Owner(StatelessOwner):
+    """Owns ``say``; stateful (a SYNC route), so it asks unknown gateways to resync."""
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        return None
 
 
 async def until_passed_on(gw: FakeGateway, first: str, owner: str, s: Any) -> None:
