@@ -25,6 +25,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.routing import RoutingTable
@@ -45,6 +46,15 @@ log = logging.getLogger("switchboard.gateway.backbone")
 def _expire(future: asyncio.Future[Reply]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
+
+
+#: After a service's connection drops, how long its requests still wait for a reply before
+#: they fail: one it passed on before it died is answered by the next service meanwhile.
+LOST_GRACE = 1.0
+
+
+class _Lost(Exception):
+    """The service a request went to lost its connection before answering."""
 
 
 class Backbone:
@@ -74,7 +84,10 @@ class Backbone:
         self.missed: dict[str, int] = dict.fromkeys(endpoints, 0)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
+        #: Where and when each pending request went (to fail those a dead service took).
+        self._sent: dict[int, tuple[str, float]] = {}
         self._dealers: dict[str, LoopSocket] = {}
+        self._monitors: list[LoopSocket] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._syncing: dict[str, asyncio.Future[None]] = {}
         self._latency = {
@@ -89,8 +102,31 @@ class Backbone:
             self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name))
 
     def start(self) -> None:
-        for dealer in self._dealers.values():
+        for name, dealer in self._dealers.items():
             dealer.start()
+            # A request that reached a service which then died (kill -9, a freeze past the
+            # ZeroMQ heartbeat) will never be answered: fail it soon after the drop rather
+            # than at its timeout, which would also hold up its socket's later replies.
+            monitor = LoopSocket(dealer.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+                                 functools.partial(self._on_monitor, name))
+            monitor.start()
+            self._monitors.append(monitor)
+
+    def _on_monitor(self, service: str, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (RuntimeError, ValueError):
+            return
+        if event == zmq.EVENT_DISCONNECTED:
+            loop = asyncio.get_running_loop()
+            loop.call_later(LOST_GRACE, self._fail_lost, service, loop.time())
+
+    def _fail_lost(self, service: str, before: float) -> None:
+        for request_id, (asked, at) in list(self._sent.items()):
+            if asked == service and at < before:
+                future = self._pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_exception(_Lost())
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -101,7 +137,11 @@ class Backbone:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ServiceUnavailable("gateway closing"))
+        for monitor in self._monitors:
+            monitor.close()
         for dealer in self._dealers.values():
+            with contextlib.suppress(zmq.ZMQError):
+                dealer.socket.disable_monitor()
             dealer.close()
 
     def recent_outcomes(self) -> tuple[int, int]:
@@ -169,6 +209,7 @@ class Backbone:
         future: asyncio.Future[Reply] = loop.create_future()
         self._pending[request_id] = future
         started = loop.time()
+        self._sent[request_id] = (service, started)
         failed = True
         try:
             try:
@@ -185,6 +226,9 @@ class Backbone:
             except TimeoutError:
                 m.REQUEST_FAILURES.labels(service, "timeout").inc()
                 raise ServiceUnavailable(f"service {service} did not answer in time") from None
+            except _Lost:
+                m.REQUEST_FAILURES.labels(service, "lost").inc()
+                raise ServiceUnavailable(f"service {service} went away") from None
             finally:
                 timer.cancel()
             failed = False
@@ -201,6 +245,7 @@ class Backbone:
             return reply
         finally:
             self._pending.pop(request_id, None)
+            self._sent.pop(request_id, None)
             if kind != RequestKind.HEARTBEAT:
                 self._recent.append(failed)
 

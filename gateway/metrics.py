@@ -77,7 +77,8 @@ REQUEST_SECONDS = Histogram(
 )
 REQUEST_FAILURES = Counter(
     "switchboard_gateway_request_failures_total",
-    "Requests that got no reply (service not connected, queue full, or timeout)",
+    "Requests that got no reply (service not connected, queue full, timeout, or lost: the "
+    "service went away after it got the request)",
     ["service", "reason"],
 )
 CLOSES = Counter(

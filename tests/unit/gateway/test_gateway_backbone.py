@@ -153,3 +153,36 @@ async def test_a_routed_event_is_answered_by_its_owner_which_may_ask_for_a_resyn
             finally:
                 await backbone.close()
                 ctx.term()
+
+
+async def test_a_request_a_service_took_with_it_fails_soon_after_the_connection_drops() -> None:
+    """kill -9 of a service that had the request: no reply will ever come, so it fails
+    (LOST_GRACE after the drop) instead of at its timeout — which would also hold up every
+    later reply of its socket, applied in order."""
+    ctx = zmq.asyncio.Context()
+    address = tcp()
+    fake = ctx.socket(zmq.ROUTER)  # a service that reads requests and answers only the first
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind(address)
+
+    async def on_restart(service: str) -> None:
+        return None
+
+    backbone = Backbone("gw1", {"mute": [address]}, ctx, 30.0, GatewayStatus, on_restart,
+                        instance="i1")
+    backbone.start()
+    try:
+        first = asyncio.create_task(backbone.request("mute", RequestKind.EVENT, event="x"))
+        identity, body = await asyncio.wait_for(fake.recv_multipart(), 5.0)
+        await fake.send_multipart([identity, reply_to(Request.decode(body)).encode()])
+        assert (await asyncio.wait_for(first, 5.0)).ok
+        taken = asyncio.create_task(backbone.request("mute", RequestKind.EVENT, event="y"))
+        await asyncio.wait_for(fake.recv_multipart(), 5.0)  # it has the request ...
+        fake.close(linger=0)  # ... and dies
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ServiceUnavailable, match="went away"):
+            await asyncio.wait_for(taken, 10.0)  # not the 30 s timeout
+        assert asyncio.get_running_loop().time() - started >= 0.5  # after the grace
+    finally:
+        await backbone.close()
+        ctx.destroy(linger=0)
