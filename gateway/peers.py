@@ -113,8 +113,8 @@ class Peers:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[PeerReply]] = {}
         self._learned = asyncio.Event()
-        #: Told (gateway id, instance) when a peer's process is gone: its connection dropped,
-        #: a new instance replaced it, or it stopped announcing itself.
+        #: Told (gateway id, instance) when a peer's process is gone: a new instance
+        #: replaced it, or it stopped announcing itself for ``stale_after`` seconds.
         self.on_lost: Callable[[str, str], None] | None = None
 
     def start(self) -> None:
@@ -173,6 +173,11 @@ class Peers:
         """Other gateways known."""
         return len(self.peers)
 
+    @property
+    def connected(self) -> int:
+        """Other gateways known whose connection is up now."""
+        return sum(1 for peer in self.peers.values() if peer.up)
+
     async def find(self, gateway: str, timeout: float) -> Peer | None:
         """The peer, waiting (bounded) for its announcement if it is not known yet."""
         loop = asyncio.get_running_loop()
@@ -216,12 +221,12 @@ class Peers:
         elif event == zmq.EVENT_DISCONNECTED:
             if peer.up:
                 log.info("connection to gateway %s lost", peer.gateway)
-            lost = peer.up
             peer.up = False
             peer.ready.clear()
+            # Not lost yet: a peer that froze (past the ZeroMQ heartbeat) still holds its
+            # clients' requests and answers them when it resumes. It is lost when a new
+            # instance replaces it or it stops announcing itself (``_drop``).
             self._fail_waiting(peer, "connection lost")
-            if lost:
-                self._lost(peer)
 
     def _drop(self, peer: Peer) -> None:
         self._fail_waiting(peer, "gone")

@@ -367,6 +367,7 @@ class Gateway:
             "pollsRelayed": engine.counters["relayed"],
             "handovers": engine.counters["handovers"],
             "peerPollsHeld": engine.relay.remote.waiting,
+            "peersConnected": self.peers.connected if self.peers is not None else 0,
             "pollsWaiting": engine.waiting() + (self.echo.waiting() if self.echo else 0),
             "peers": sorted(self.peers.peers),
             "namespaces": {ns: len(s) for ns, s in self.index.namespaces.items()},

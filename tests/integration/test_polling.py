@@ -247,9 +247,10 @@ async def test_polling_clients_reconnect_when_their_gateway_is_killed(
 
 async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: Path) -> None:
     """A GET forwarded by another gateway is held at the owner; kill -9 that relay: the
-    client saw its poll fail (and an official client opens a new session then), so the
-    owner ends the session at once — its socket leaves presence long before the 45 s ping
-    timeout that would otherwise keep a ghost online."""
+    client saw its poll fail (and an official client opens a new session then), so once
+    the relay is known dead (it stops announcing itself) the owner ends the session — its
+    socket leaves presence long before the 45 s ping timeout that would otherwise keep a
+    ghost online."""
     own = start_chat_cluster(tmp_path, gateways=2)
     try:
         owner_url, relay_url = own.url(0), own.url(1)
@@ -300,6 +301,64 @@ async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: P
                              max_interval=POLL_MAX_INTERVAL)
             async with http.get(owner_url + query) as response:
                 assert response.status == 400  # the session is gone
+    finally:
+        own.stop()
+
+
+async def test_a_session_whose_relay_froze_survives_the_freeze(tmp_path: Path) -> None:
+    """The same held GET, but its relay freezes (SIGSTOP) past the 3 s ZeroMQ heartbeat, so
+    the owner loses its connection to the relay: a frozen relay still holds the client's
+    request and answers it when it resumes, so the owner keeps the session; what is sent to
+    it meanwhile arrives through that very GET."""
+    own = start_chat_cluster(tmp_path, gateways=2, gateway_args=("--heartbeat-interval", "1"))
+    try:
+        owner_url, relay_url = own.url(0), own.url(1)
+        observer = UserPeer("freeze-observer", transports=["websocket"])
+        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
+        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
+            await observer.connect(owner_url)
+            async with http.get(f"{owner_url}/socket.io/?EIO=4&transport=polling") as response:
+                sid = json.loads((await response.text())[1:])["sid"]
+            query = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+            async with http.post(owner_url + query, data="40" + json.dumps(
+                    {"token": token("u-frozen", "frozen")})) as response:
+                assert response.status == 200
+            got = ""
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while '"welcome"' not in got:
+                assert asyncio.get_running_loop().time() < deadline, got
+                async with http.get(owner_url + query) as response:
+                    got += await response.text()
+            held = own.stats(0)["peerPollsHeld"]
+
+            async def relayed_poll() -> tuple[int, str]:
+                async with http.get(relay_url + query) as response:
+                    return response.status, await response.text()
+
+            poll = asyncio.create_task(relayed_poll())
+            while (await asyncio.to_thread(own.stats, 0))["peerPollsHeld"] != held + 1:
+                assert asyncio.get_running_loop().time() < deadline, "no relayed GET held"
+                if poll.done():
+                    assert poll.result()[0] == 200
+                    poll = asyncio.create_task(relayed_poll())
+                await asyncio.sleep(0.05)
+            part = gateway_part(own, 1)
+            assert part.process is not None
+            os.kill(part.process.pid, signal.SIGSTOP)
+            try:
+                await poll_until(lambda: asyncio.to_thread(own.stats, 0),
+                                 lambda s: s["peersConnected"] == 0,
+                                 "the owner losing its connection to the frozen relay", WAIT,
+                                 max_interval=POLL_MAX_INTERVAL)
+                ack = await observer.call("private message", {"to": "u-frozen",
+                                                              "content": "while frozen"})
+                assert ack["success"]
+            finally:
+                os.kill(part.process.pid, signal.SIGCONT)
+            status, body = await asyncio.wait_for(poll, 2 * WAIT)
+            assert status == 200 and "while frozen" in body
+            online = await observer.call("get online users")
+            assert "u-frozen" in {u["id"] for u in online["users"]}
     finally:
         own.stop()
 
