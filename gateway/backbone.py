@@ -84,8 +84,9 @@ class Backbone:
         self.missed: dict[str, int] = dict.fromkeys(endpoints, 0)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        #: Where and when each pending request went (to fail those a dead service took).
-        self._sent: dict[int, tuple[str, float]] = {}
+        #: Which services each pending request goes through (the one asked, then its
+        #: route) and when it went: to fail those a dead service took.
+        self._sent: dict[int, tuple[tuple[str, ...], float]] = {}
         self._dealers: dict[str, LoopSocket] = {}
         self._monitors: list[LoopSocket] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -122,11 +123,11 @@ class Backbone:
             loop.call_later(LOST_GRACE, self._fail_lost, service, loop.time())
 
     def _fail_lost(self, service: str, before: float) -> None:
-        for request_id, (asked, at) in list(self._sent.items()):
-            if asked == service and at < before:
+        for request_id, (path, at) in list(self._sent.items()):
+            if service in path and at < before:
                 future = self._pending.get(request_id)
                 if future is not None and not future.done():
-                    future.set_exception(_Lost())
+                    future.set_exception(_Lost(service))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -209,7 +210,7 @@ class Backbone:
         future: asyncio.Future[Reply] = loop.create_future()
         self._pending[request_id] = future
         started = loop.time()
-        self._sent[request_id] = (service, started)
+        self._sent[request_id] = ((service, *fields.get("route", ())), started)
         failed = True
         try:
             try:
@@ -226,9 +227,9 @@ class Backbone:
             except TimeoutError:
                 m.REQUEST_FAILURES.labels(service, "timeout").inc()
                 raise ServiceUnavailable(f"service {service} did not answer in time") from None
-            except _Lost:
+            except _Lost as lost:
                 m.REQUEST_FAILURES.labels(service, "lost").inc()
-                raise ServiceUnavailable(f"service {service} went away") from None
+                raise ServiceUnavailable(f"service {lost.args[0]} went away") from None
             finally:
                 timer.cancel()
             failed = False

@@ -155,6 +155,24 @@ async def test_a_routed_event_is_answered_by_its_owner_which_may_ask_for_a_resyn
                 ctx.term()
 
 
+async def answered_once(backbone: Backbone, name: str, fake: zmq.asyncio.Socket) -> None:
+    """One request to ``name`` that its fake ROUTER answers, retried (bounded) while the
+    backbone's DEALER (``IMMEDIATE``) is not connected yet."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        asked = asyncio.create_task(backbone.request(name, RequestKind.HEARTBEAT))
+        try:
+            identity, body = await asyncio.wait_for(fake.recv_multipart(), 0.2)
+        except TimeoutError:
+            with pytest.raises(ServiceUnavailable, match="not connected"):
+                await asked
+            assert asyncio.get_running_loop().time() < deadline, f"{name} never connected"
+            continue
+        await fake.send_multipart([identity, reply_to(Request.decode(body)).encode()])
+        assert (await asyncio.wait_for(asked, 5.0)).ok
+        return
+
+
 async def test_a_request_a_service_took_with_it_fails_soon_after_the_connection_drops() -> None:
     """kill -9 of a service that had the request: no reply will ever come, so it fails
     (LOST_GRACE after the drop) instead of at its timeout — which would also hold up every
@@ -172,10 +190,7 @@ async def test_a_request_a_service_took_with_it_fails_soon_after_the_connection_
                         instance="i1")
     backbone.start()
     try:
-        first = asyncio.create_task(backbone.request("mute", RequestKind.EVENT, event="x"))
-        identity, body = await asyncio.wait_for(fake.recv_multipart(), 5.0)
-        await fake.send_multipart([identity, reply_to(Request.decode(body)).encode()])
-        assert (await asyncio.wait_for(first, 5.0)).ok
+        await answered_once(backbone, "mute", fake)
         taken = asyncio.create_task(backbone.request("mute", RequestKind.EVENT, event="y"))
         await asyncio.wait_for(fake.recv_multipart(), 5.0)  # it has the request ...
         fake.close(linger=0)  # ... and dies
@@ -184,5 +199,37 @@ async def test_a_request_a_service_took_with_it_fails_soon_after_the_connection_
             await asyncio.wait_for(taken, 10.0)  # not the 30 s timeout
         assert asyncio.get_running_loop().time() - started >= 0.5  # after the grace
     finally:
+        await backbone.close()
+        ctx.destroy(linger=0)
+
+
+async def test_a_routed_request_fails_soon_when_a_service_further_along_dies() -> None:
+    """The request went to the filter, which passed it on to the owner; the owner dies
+    with it: the gateway's connection to the owner drops, and the request fails soon too."""
+    ctx = zmq.asyncio.Context()
+    filter_address, owner_address = tcp(), tcp()
+    fakes = {}
+    for name, address in (("filter", filter_address), ("owner", owner_address)):
+        fakes[name] = ctx.socket(zmq.ROUTER)
+        fakes[name].setsockopt(zmq.LINGER, 0)
+        fakes[name].bind(address)
+
+    async def on_restart(service: str) -> None:
+        return None
+
+    backbone = Backbone("gw1", {"filter": [filter_address], "owner": [owner_address]}, ctx,
+                        30.0, GatewayStatus, on_restart, instance="i1")
+    backbone.start()
+    try:
+        for name in fakes:  # both connected, as after the readiness handshake
+            await answered_once(backbone, name, fakes[name])
+        routed = asyncio.create_task(backbone.request(
+            "filter", RequestKind.FILTER, event="say", route=("owner",)))
+        await asyncio.wait_for(fakes["filter"].recv_multipart(), 5.0)  # passed on, say
+        fakes["owner"].close(linger=0)  # and the owner dies with it
+        with pytest.raises(ServiceUnavailable, match="service owner went away"):
+            await asyncio.wait_for(routed, 10.0)  # not the 30 s timeout
+    finally:
+        fakes["filter"].close(linger=0)
         await backbone.close()
         ctx.destroy(linger=0)
