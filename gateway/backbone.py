@@ -25,7 +25,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.routing import RoutingTable
@@ -38,7 +37,7 @@ from switchboard.shared.envelope import (
     gateway_identity,
 )
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, monitor_event, service_dealer
 
 log = logging.getLogger("switchboard.gateway.backbone")
 
@@ -114,10 +113,7 @@ class Backbone:
             self._monitors.append(monitor)
 
     def _on_monitor(self, service: str, frames: list[bytes]) -> None:
-        try:
-            event = parse_monitor_message(frames)["event"]
-        except (RuntimeError, ValueError):
-            return
+        event = monitor_event(frames)
         if event == zmq.EVENT_DISCONNECTED:
             loop = asyncio.get_running_loop()
             loop.call_later(LOST_GRACE, self._fail_lost, service, loop.time())

@@ -33,11 +33,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.shared.envelope import PeerReply, PeerRequest, PubKind, Publication
 from switchboard.shared.errors import EnvelopeError
-from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, monitor_event, plain_socket
 
 log = logging.getLogger("switchboard.gateway.peers")
 
@@ -211,10 +210,7 @@ class Peers:
         peer.monitor.start()
 
     def _on_event(self, peer: Peer, frames: list[bytes]) -> None:
-        try:
-            event = parse_monitor_message(frames)["event"]
-        except (RuntimeError, ValueError):
-            return
+        event = monitor_event(frames)
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             peer.up = True
             peer.ready.set()

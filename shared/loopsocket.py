@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 log = logging.getLogger("switchboard.zmq")
 
@@ -52,6 +53,14 @@ def service_dealer(context: zmq.Context[Any], addresses: list[str], hwm: int,
     for address in addresses:
         dealer.connect(address)
     return dealer
+
+
+def monitor_event(frames: list[bytes]) -> int | None:
+    """The event of a ZeroMQ socket monitor's message (None: not one)."""
+    try:
+        return int(parse_monitor_message(frames)["event"])
+    except (RuntimeError, ValueError):
+        return None
 
 
 class LoopSocket:

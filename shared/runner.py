@@ -27,12 +27,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter
-from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, plain_socket, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, monitor_event, plain_socket, service_dealer
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.service import Service
@@ -69,10 +68,7 @@ class _Link:
         self.was_up = False
 
     def on_event(self, frames: list[bytes]) -> None:
-        try:
-            event = parse_monitor_message(frames)["event"]
-        except (RuntimeError, ValueError):
-            return
+        event = monitor_event(frames)
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.up.set()
             self.was_up = True

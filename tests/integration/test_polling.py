@@ -245,6 +245,40 @@ async def test_polling_clients_reconnect_when_their_gateway_is_killed(
         own.stop()
 
 
+async def held_relayed_poll(http: aiohttp.ClientSession, own: Cluster, user: str
+                            ) -> tuple[str, asyncio.Task[tuple[int, str]]]:
+    """A polling session of ``user`` owned by gateway 0 (connected, welcomed) and a GET of
+    it sent through gateway 1, held at the owner: the session's query and that GET."""
+    owner_url, relay_url = own.url(0), own.url(1)
+    async with http.get(f"{owner_url}/socket.io/?EIO=4&transport=polling") as response:
+        sid = json.loads((await response.text())[1:])["sid"]
+    query = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    async with http.post(owner_url + query, data="40" + json.dumps(
+            {"token": token(user, user)})) as response:
+        assert response.status == 200
+    got = ""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while '"welcome"' not in got:  # the CONNECT ack, then the welcome
+        assert asyncio.get_running_loop().time() < deadline, got
+        async with http.get(owner_url + query) as response:
+            got += await response.text()
+    held = own.stats(0)["peerPollsHeld"]
+
+    async def relayed_poll() -> tuple[int, str]:
+        async with http.get(relay_url + query) as response:
+            return response.status, await response.text()
+
+    # A poll that finds something queued is answered at once; the next one waits.
+    poll = asyncio.create_task(relayed_poll())
+    while (await asyncio.to_thread(own.stats, 0))["peerPollsHeld"] != held + 1:
+        assert asyncio.get_running_loop().time() < deadline, "no relayed GET held"
+        if poll.done():
+            assert poll.result()[0] == 200
+            poll = asyncio.create_task(relayed_poll())
+        await asyncio.sleep(0.05)
+    return query, poll
+
+
 async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: Path) -> None:
     """A GET forwarded by another gateway is held at the owner; kill -9 that relay: the
     client saw its poll fail (and an official client opens a new session then), so once
@@ -253,43 +287,18 @@ async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: P
     ghost online."""
     own = start_chat_cluster(tmp_path, gateways=2)
     try:
-        owner_url, relay_url = own.url(0), own.url(1)
+        owner_url = own.url(0)
         observer = UserPeer("relay-observer", transports=["websocket"])
         timeout = aiohttp.ClientTimeout(total=WAIT)
         async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
             await observer.connect(owner_url)
-            async with http.get(f"{owner_url}/socket.io/?EIO=4&transport=polling") as response:
-                sid = json.loads((await response.text())[1:])["sid"]
-            query = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
-            async with http.post(owner_url + query, data="40" + json.dumps(
-                    {"token": token("u-relayed", "relayed")})) as response:
-                assert response.status == 200
-            got = ""
-            deadline = asyncio.get_running_loop().time() + WAIT
-            while '"welcome"' not in got:  # the CONNECT ack, then the welcome
-                assert asyncio.get_running_loop().time() < deadline, got
-                async with http.get(owner_url + query) as response:
-                    got += await response.text()
 
             async def online() -> set[str]:
                 ack = await observer.call("get online users")
                 return {u["id"] for u in ack["users"]}
 
+            query, poll = await held_relayed_poll(http, own, "u-relayed")
             assert "u-relayed" in await online()
-            held = own.stats(0)["peerPollsHeld"]
-
-            async def relayed_poll() -> int:
-                async with http.get(relay_url + query) as response:
-                    return response.status
-
-            # A poll that finds something queued is answered at once; the next one waits.
-            poll = asyncio.create_task(relayed_poll())
-            while (await asyncio.to_thread(own.stats, 0))["peerPollsHeld"] != held + 1:
-                assert asyncio.get_running_loop().time() < deadline, "no relayed GET held"
-                if poll.done():
-                    assert poll.result() == 200
-                    poll = asyncio.create_task(relayed_poll())
-                await asyncio.sleep(0.05)
             part = gateway_part(own, 1)
             assert part.process is not None
             os.kill(part.process.pid, signal.SIGKILL)
@@ -312,36 +321,11 @@ async def test_a_session_whose_relay_froze_survives_the_freeze(tmp_path: Path) -
     it meanwhile arrives through that very GET."""
     own = start_chat_cluster(tmp_path, gateways=2, gateway_args=("--heartbeat-interval", "1"))
     try:
-        owner_url, relay_url = own.url(0), own.url(1)
         observer = UserPeer("freeze-observer", transports=["websocket"])
         timeout = aiohttp.ClientTimeout(total=3 * WAIT)
         async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
-            await observer.connect(owner_url)
-            async with http.get(f"{owner_url}/socket.io/?EIO=4&transport=polling") as response:
-                sid = json.loads((await response.text())[1:])["sid"]
-            query = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
-            async with http.post(owner_url + query, data="40" + json.dumps(
-                    {"token": token("u-frozen", "frozen")})) as response:
-                assert response.status == 200
-            got = ""
-            deadline = asyncio.get_running_loop().time() + WAIT
-            while '"welcome"' not in got:
-                assert asyncio.get_running_loop().time() < deadline, got
-                async with http.get(owner_url + query) as response:
-                    got += await response.text()
-            held = own.stats(0)["peerPollsHeld"]
-
-            async def relayed_poll() -> tuple[int, str]:
-                async with http.get(relay_url + query) as response:
-                    return response.status, await response.text()
-
-            poll = asyncio.create_task(relayed_poll())
-            while (await asyncio.to_thread(own.stats, 0))["peerPollsHeld"] != held + 1:
-                assert asyncio.get_running_loop().time() < deadline, "no relayed GET held"
-                if poll.done():
-                    assert poll.result()[0] == 200
-                    poll = asyncio.create_task(relayed_poll())
-                await asyncio.sleep(0.05)
+            await observer.connect(own.url(0))
+            _, poll = await held_relayed_poll(http, own, "u-frozen")
             part = gateway_part(own, 1)
             assert part.process is not None
             os.kill(part.process.pid, signal.SIGSTOP)
