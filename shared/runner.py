@@ -110,13 +110,11 @@ class Forwarder:
             log.warning("cannot pass requests on to %s: no endpoint (--services)", service)
             self._count(service, "unavailable")
             return False
-        if not self._try(link, request) and not (
-                not link.was_up and await self._first_connection(service, link, request)
-                and self._try(link, request)):
-            self._count(service, "unavailable")
-            return False
-        self._count(service, "sent")
-        return True
+        sent = self._try(link, request) or (
+            not link.was_up and await self._first_connection(service, link, request)
+            and self._try(link, request))
+        self._count(service, "sent" if sent else "unavailable")
+        return sent
 
     @staticmethod
     def _try(link: _Link, request: Request) -> bool:
