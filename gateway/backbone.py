@@ -37,7 +37,7 @@ from switchboard.shared.envelope import (
     gateway_identity,
 )
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, monitor_event, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, service_dealer
 
 log = logging.getLogger("switchboard.gateway.backbone")
 
@@ -87,7 +87,7 @@ class Backbone:
         #: route) and when it went: to fail those a dead service took.
         self._sent: dict[int, tuple[tuple[str, ...], float]] = {}
         self._dealers: dict[str, LoopSocket] = {}
-        self._monitors: list[LoopSocket] = []
+        self._monitors: list[SocketMonitor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._syncing: dict[str, asyncio.Future[None]] = {}
         self._latency = {
@@ -107,13 +107,12 @@ class Backbone:
             # A request that reached a service which then died (kill -9, a freeze past the
             # ZeroMQ heartbeat) will never be answered: fail it soon after the drop rather
             # than at its timeout, which would also hold up its socket's later replies.
-            monitor = LoopSocket(dealer.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED),
-                                 functools.partial(self._on_monitor, name))
+            monitor = SocketMonitor(dealer.socket, zmq.EVENT_DISCONNECTED,
+                                    functools.partial(self._on_monitor, name))
             monitor.start()
             self._monitors.append(monitor)
 
-    def _on_monitor(self, service: str, frames: list[bytes]) -> None:
-        event = monitor_event(frames)
+    def _on_monitor(self, service: str, event: int) -> None:
         if event == zmq.EVENT_DISCONNECTED:
             loop = asyncio.get_running_loop()
             loop.call_later(LOST_GRACE, self._fail_lost, service, loop.time())
@@ -137,8 +136,6 @@ class Backbone:
         for monitor in self._monitors:
             monitor.close()
         for dealer in self._dealers.values():
-            with contextlib.suppress(zmq.ZMQError):
-                dealer.socket.disable_monitor()
             dealer.close()
 
     def recent_outcomes(self) -> tuple[int, int]:

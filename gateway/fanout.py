@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -18,7 +17,6 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway import wsframe
@@ -29,7 +27,7 @@ from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication, ReplayBatch
 from switchboard.shared.errors import EnvelopeError
 from switchboard.shared.journal import offset as offset_of
-from switchboard.shared.loopsocket import LoopSocket, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket
 
 log = logging.getLogger("switchboard.gateway.fanout")
 
@@ -67,7 +65,7 @@ class Subscriptions:
         self.on_reconnect = on_reconnect
         self._lost_at: float | None = None
         self._connected = False
-        self.monitor = LoopSocket(sub.get_monitor_socket(_WATCHED), self._on_event)
+        self.monitor = SocketMonitor(sub, _WATCHED, self._on_event)
         sub.connect(endpoint)
         self.socket = LoopSocket(sub, on_message)
         self.endpoint = endpoint
@@ -131,11 +129,7 @@ class Subscriptions:
             log.warning("%d topics not confirmed by the broker in %.1fs", len(missing), timeout)
             return False
 
-    def _on_event(self, frames: list[bytes]) -> None:
-        try:
-            event = parse_monitor_message(frames)["event"]
-        except (RuntimeError, ValueError):
-            return
+    def _on_event(self, event: int) -> None:
         now = asyncio.get_running_loop().time()
         if event == zmq.EVENT_DISCONNECTED:
             if self._connected:
@@ -153,8 +147,6 @@ class Subscriptions:
         self.monitor.start()
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self.socket.socket.disable_monitor()
         self.monitor.close()
         self.socket.close()
 

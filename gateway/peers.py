@@ -36,7 +36,7 @@ import zmq.asyncio
 
 from switchboard.shared.envelope import PeerReply, PeerRequest, PubKind, Publication
 from switchboard.shared.errors import EnvelopeError
-from switchboard.shared.loopsocket import LoopSocket, monitor_event, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket
 
 log = logging.getLogger("switchboard.gateway.peers")
 
@@ -57,16 +57,13 @@ class Peer:
     endpoint: str
     seen: float
     dealer: LoopSocket | None = None
-    monitor: LoopSocket | None = None
+    monitor: SocketMonitor | None = None
     up: bool = False
     #: Requests waiting for this peer's answers (their ids), failed if it drops.
     waiting: set[int] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def close(self) -> None:
-        if self.dealer is not None and not self.dealer.socket.closed:
-            with contextlib.suppress(zmq.ZMQError):
-                self.dealer.socket.disable_monitor()
         if self.monitor is not None:
             self.monitor.close()
         if self.dealer is not None:
@@ -202,15 +199,14 @@ class Peers:
         dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         dealer.setsockopt(zmq.IMMEDIATE, 1)
-        monitor = dealer.get_monitor_socket(_WATCHED)
+        # Watched before it connects, so that its first handshake is seen.
+        peer.monitor = SocketMonitor(dealer, _WATCHED, lambda event: self._on_event(peer, event))
         dealer.connect(peer.endpoint)
         peer.dealer = LoopSocket(dealer, self._on_reply)
-        peer.monitor = LoopSocket(monitor, lambda frames: self._on_event(peer, frames))
         peer.dealer.start()
         peer.monitor.start()
 
-    def _on_event(self, peer: Peer, frames: list[bytes]) -> None:
-        event = monitor_event(frames)
+    def _on_event(self, peer: Peer, event: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             peer.up = True
             peer.ready.set()

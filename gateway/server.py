@@ -90,6 +90,7 @@ class Gateway:
         self.instance = secrets.token_hex(8)
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self.server: asyncio.Server | None = None
         self.ready = asyncio.Event()
@@ -213,7 +214,10 @@ class Gateway:
         """Graceful shutdown: stop accepting, tell sockets, finish in-flight work, leave.
 
         Services hear every socket leave (DISCONNECT) before the process exits, so presence
-        and room counts are right at once rather than after the heartbeat timeout.
+        and room counts are right at once rather than after the heartbeat timeout. The whole
+        stop takes ``shutdown_grace`` at most (``up`` gives its gateways half its own grace,
+        so none needs killing): resyncs and replays, which no client waits for, are
+        cancelled rather than waited for.
         """
         sessions = self.sessions
         sessions.stopping = True
@@ -227,12 +231,15 @@ class Gateway:
         while sessions.busy and loop.time() < deadline:
             await asyncio.sleep(0.02)
         sessions.close_all("server shutdown")
+        for task in self._background:
+            task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0.5))
+            await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0.1))
         if self.server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2.0)
-        for task in self._loops:
+                await asyncio.wait_for(self.server.wait_closed(),
+                                       max(deadline - loop.time(), 0.1))
+        for task in (*self._loops, *self._tasks):
             task.cancel()
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
@@ -244,9 +251,16 @@ class Gateway:
         log.info("gateway %s stopped", self.id)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run work a client may be waiting for (a stop gives it the grace)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run upkeep no client waits for (a stop cancels it)."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _announce_loop(self, interval: float) -> None:
         """Tell the other gateways where this one takes their forwarded requests."""
@@ -311,7 +325,7 @@ class Gateway:
 
     def resync(self, service: str) -> None:
         if service in self.backbone.instances:  # else it is synced once described
-            self.spawn(self.backbone.resync(service))
+            self._spawn_background(self.backbone.resync(service))
 
     def report(self, pub: Publication) -> None:
         if self.admin is not None:
@@ -321,7 +335,7 @@ class Gateway:
         self.peers.learn(announcement)
 
     def replay(self, ask: AskReplay) -> None:
-        self.spawn(self._replay(ask))
+        self._spawn_background(self._replay(ask))
 
     async def _replay(self, ask: AskReplay) -> None:
         """Fetch what ``ask.origin`` published after ``ask.after`` (docs/delivery.md): once

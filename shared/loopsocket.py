@@ -16,6 +16,7 @@ consume the wake-up for a message that has just arrived. So after such calls the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,3 +148,37 @@ class LoopSocket:
     def close(self) -> None:
         self.stop_reading()
         self.socket.close(linger=0)
+
+
+class SocketMonitor:
+    """A ZeroMQ socket monitor read by the loop: ``on_event(event)`` for each watched event.
+
+    It is closed in the one order that cannot hang. libzmq's I/O thread hands each event to
+    the monitor with a *blocking* send, under the lock that ``disable_monitor`` also takes.
+    Once the reading end is closed, the next event (a peer dropping while this process
+    stops, as every peer does when a whole cluster is stopped) blocks that thread for good,
+    and ``disable_monitor`` then waits forever for the lock: the process hangs in its
+    shutdown until it is killed. So the monitor is disabled first, then its end closed.
+    """
+
+    __slots__ = ("_reader", "_watched")
+
+    def __init__(self, watched: zmq.Socket[Any], events: int,
+                 on_event: Callable[[int], None]) -> None:
+        self._watched = watched
+
+        def handle(frames: list[bytes]) -> None:
+            event = monitor_event(frames)
+            if event is not None:
+                on_event(event)
+
+        self._reader = LoopSocket(watched.get_monitor_socket(events), handle)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def close(self) -> None:
+        if not self._watched.closed:
+            with contextlib.suppress(zmq.ZMQError):
+                self._watched.disable_monitor()
+        self._reader.close()

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, monitor_event, plain_socket, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket, service_dealer
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.service import Service
@@ -63,12 +63,11 @@ class _Link:
 
     def __init__(self, dealer: zmq.Socket[Any]) -> None:
         self.dealer = dealer
-        self.monitor: LoopSocket | None = None
+        self.monitor: SocketMonitor | None = None
         self.up = asyncio.Event()
         self.was_up = False
 
-    def on_event(self, frames: list[bytes]) -> None:
-        event = monitor_event(frames)
+    def on_event(self, event: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.up.set()
             self.was_up = True
@@ -99,7 +98,7 @@ class Forwarder:
     def start(self) -> None:
         """Watch every link (in the running loop)."""
         for link in self._links.values():
-            link.monitor = LoopSocket(link.dealer.get_monitor_socket(_WATCHED), link.on_event)
+            link.monitor = SocketMonitor(link.dealer, _WATCHED, link.on_event)
             link.monitor.start()
 
     async def send(self, service: str, request: Request) -> bool:
@@ -148,8 +147,6 @@ class Forwarder:
     def close(self) -> None:
         for link in self._links.values():
             if link.monitor is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    link.dealer.disable_monitor()
                 link.monitor.close()
             link.dealer.close(linger=0)
         self._links.clear()

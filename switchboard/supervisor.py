@@ -95,6 +95,8 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     #: TCP (host, port) pairs the child binds: checked before anything starts.
     binds: tuple[tuple[str, int], ...] = ()
+    #: Stopped before the others (a gateway: its sockets' departures reach the services).
+    front: bool = False
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
@@ -168,7 +170,9 @@ def plan(config: UpConfig) -> list[Child]:
                 "--broker-sub", subscribe, "--broker-pub", publish,
                 "--ping-interval", str(ping_interval),
                 "--ping-timeout", str(ping_timeout),
-                "--max-payload", str(max_payload)]
+                "--max-payload", str(max_payload),
+                # Half of ours: a gateway's stop is bounded by it, so none needs killing.
+                "--shutdown-grace", str(config.grace / 2)]
         argv += service_args
         if config.conformance:
             argv += ["--connect-timeout", "2", "--connect-emit-delay", "0.02", "--engine-echo"]
@@ -180,7 +184,7 @@ def plan(config: UpConfig) -> list[Child]:
         if config.admin_ui_password_hash:  # in the environment: argv is world-readable
             env["SWITCHBOARD_ADMIN_UI_PASSWORD_HASH"] = config.admin_ui_password_hash
         children.append(Child(f"gateway:{port}", argv, env,
-                              binds=((config.host, port),)))
+                              binds=((config.host, port),), front=True))
     return children
 
 
@@ -281,12 +285,20 @@ class Supervisor:
     def stop(self) -> None:
         name = signal.Signals(self.signalled).name if self.signalled else "request"
         log.info("stopping %d parts (%s)", len(self.children), name)
-        # Gateways first (they drain clients), then services, then the broker.
-        for child in reversed(self.children):
+        # Gateways first: their sockets' departures (DISCONNECT) reach services still
+        # running, so presence is right when everything is down. Then services and broker.
+        # One deadline for both: ``grace`` bounds the whole stop.
+        deadline = time.monotonic() + self.grace
+        self._terminate([c for c in self.children if c.front], deadline)
+        self._terminate([c for c in reversed(self.children) if not c.front], deadline)
+        log.info("all parts stopped")
+
+    @staticmethod
+    def _terminate(children: list[Child], deadline: float) -> None:
+        for child in children:
             if child.process is not None and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        for child in reversed(self.children):
+        for child in children:
             if child.process is None:
                 continue
             try:
@@ -295,7 +307,6 @@ class Supervisor:
                 log.warning("%s did not stop in time; killing it", child.name)
                 child.process.kill()
                 child.process.wait(5)
-        log.info("all parts stopped")
 
 
 def wait_http(url: str, timeout: float) -> bool:

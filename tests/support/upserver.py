@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.supervisor import UpConfig
 from tests.support.cluster import http_get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +29,12 @@ READY_BOUND = 30.0
 #: From a kill -9 to serving again: the supervisor polls every 0.2 s, restarts after a 0.5 s
 #: backoff, and the part needs a second or two to start (a gateway waits for the services).
 RECOVERY_BOUND = 30.0
-#: SIGTERM to exit: below ``up``'s 10 s grace, so a child that only stops when SIGKILLed
-#: fails the test.
-STOP_BOUND = 8.0
+#: ``up``'s default grace: the most its stop may take (its gateways get half of it).
+UP_GRACE = UpConfig().grace
+#: SIGTERM to exit: the grace and a little more for ``up`` to kill what outlived it, so that a
+#: child that only stopped when SIGKILLed fails on the supervisor's own words ("did not stop
+#: in time"), not on a bound shorter than the grace.
+STOP_BOUND = UP_GRACE + 3.0
 
 
 def free_port_block(size: int = 21, host: str = HOST) -> int:
