@@ -26,7 +26,7 @@ import msgpack
 import zmq
 from prometheus_client import Counter, Gauge
 
-from switchboard.shared import ports, topics
+from switchboard.shared import checks, ports, topics
 from switchboard.shared.config import setting
 
 log = logging.getLogger("switchboard.broker")
@@ -41,11 +41,12 @@ TOPICS = Gauge("switchboard_broker_topics", "Distinct topics subscribed")
 @dataclass(frozen=True)
 class BrokerConfig:
     publish_bind: str = setting(
-        ports.local(ports.BROKER_PUBLISH), "Where publishers (services) connect: the XSUB side."
+        ports.local(ports.BROKER_PUBLISH), "Where publishers (services) connect: the XSUB side.",
+        check=checks.bind_endpoint,
     )
     subscribe_bind: str = setting(
         ports.local(ports.BROKER_SUBSCRIBE),
-        "Where subscribers (gateways) connect: the XPUB side.",
+        "Where subscribers (gateways) connect: the XPUB side.", check=checks.bind_endpoint,
     )
     heartbeat_interval: float = setting(1.0, "Seconds between broker heartbeats.")
     hwm: int = setting(100_000, "ZeroMQ high-water mark per peer, messages.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchboard.shared import ports
+from switchboard.shared import checks, ports
 from switchboard.shared.config import DEFAULT_SECRET, endpoints, setting
 
 
@@ -14,25 +14,27 @@ class GatewayConfig:
     port: int = setting(ports.GATEWAY_HTTP, "Port to listen on for clients (HTTP + WebSocket).")
     gateway_id: str = setting("", "Unique id of this gateway (default: random).")
     broker_sub: str = setting(
-        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side)."
+        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side).",
+        check=checks.connect_endpoint,
     )
     broker_pub: str = setting(
         ports.local(ports.BROKER_PUBLISH),
         "Broker endpoint to publish to (its XSUB side): the gateway announces its peer "
-        "endpoint there.",
+        "endpoint there.", check=checks.connect_endpoint,
     )
     peer_bind: str = setting(
         "tcp://127.0.0.1:*",
         "ZeroMQ endpoint for requests from other gateways (long-polling requests and "
         "upgrades that reached them for sessions owned here); * picks a free port.",
+        check=checks.bind_endpoint,
     )
     peer_address: str = setting(
         "", "Endpoint other gateways reach --peer-bind at (default: the bound endpoint; "
-        "required when binding every address)."
+        "required when binding every address).", check=checks.connect_endpoint,
     )
     services: tuple[str, ...] = setting(
         ports.DEFAULT_SERVICES,
-        "Service endpoints as NAME=ENDPOINT (repeat, or comma-separated in the env variable).",
+        "Service endpoints as NAME=ENDPOINT.", check=checks.service_endpoint,
     )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
@@ -51,7 +53,8 @@ class GatewayConfig:
         "with other gateways around)."
     )
     admin_ui_namespace: str = setting(
-        "/admin-ui", "Namespace of the official Socket.IO Admin UI (docs/admin-ui.md).")
+        "/admin-ui", "Namespace of the official Socket.IO Admin UI (docs/admin-ui.md).",
+        check=checks.namespace)
     admin_ui_username: str = setting("admin", "The Admin UI's username.")
     admin_ui_password_hash: str = setting(
         "", "argon2 hash of the Admin UI's password (`switchboard hash-password`); empty: "
@@ -62,8 +65,9 @@ class GatewayConfig:
     )
     recovery_namespaces: tuple[str, ...] = setting(
         (), "Namespaces with connection state recovery (Socket.IO 4.6: pid, offsets, "
-        "socket.recovered; docs/recovery.md), off by default as in Node; needs the recovery "
-        "service. Repeat, or comma-separated in the env variable."
+        "socket.recovered; docs/recovery.md), e.g. /,/chat; off by default as in Node; needs "
+        "the recovery service, and each must be a namespace a service serves.",
+        check=checks.namespace,
     )
     recovery_skip_middlewares: bool = setting(
         True, "A recovered socket skips the token checks of its CONNECT (Node's "
@@ -91,11 +95,13 @@ class GatewayConfig:
         45.0, "Close a connection that joins no namespace within this many seconds."
     )
     trusted_proxies: tuple[str, ...] = setting(
-        (), "Load balancers (addresses or CIDR networks) whose X-Forwarded-For names the client."
+        (), "Load balancers (addresses or CIDR networks) whose X-Forwarded-For names the "
+        "client.", check=checks.network,
     )
     allowed_origins: tuple[str, ...] = setting(
-        (), "Allowed Origin headers (repeatable), for WebSocket upgrades and CORS; empty "
-        "allows any origin."
+        (), "Origins whose pages may connect (WebSocket upgrades and CORS), as browsers send "
+        "them: scheme://host[:port]; * allows any. None given: same-origin pages and "
+        "non-browser clients only (in --demo mode: any origin).", check=checks.origin,
     )
     cors_credentials: bool = setting(
         True, "CORS: allow credentials (Access-Control-Allow-Credentials: true, the "

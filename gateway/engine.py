@@ -145,14 +145,13 @@ class Engine:
     # -- HTTP ------------------------------------------------------------------------------
     def handle(self, exchange: Exchange) -> None:
         request = exchange.request
-        origin = request.headers.get("Origin")
         if request.method == "OPTIONS":
             exchange.respond(self.cors.preflight(request))
             return
-        if not self.cors.allows(origin):
+        if not self.cors.allows(request):
             exchange.respond(engine_error(EngineError.FORBIDDEN))
             return
-        answer = LocalAnswer(exchange, self.cors.headers(origin))
+        answer = LocalAnswer(exchange, self.cors.headers(request))
         params = request.params()
         query = EngineQuery.of(params)
         error = http.check_engine_request(query, request.method, upgrade=False,
@@ -319,8 +318,7 @@ class Engine:
     # -- WebSocket handshakes --------------------------------------------------------------
     def upgrade(self, upgrade: Upgrade) -> None:
         request = upgrade.request
-        origin = request.headers.get("Origin")
-        if not self.cors.allows(origin):
+        if not self.cors.allows(request):
             upgrade.refuse(engine_error(EngineError.FORBIDDEN))
             return
         params = request.params()

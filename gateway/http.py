@@ -262,26 +262,39 @@ def check_engine_request(query: EngineQuery, method: str, upgrade: bool,
 
 @dataclass(frozen=True, slots=True)
 class CorsPolicy:
-    """Cross-origin access to the Engine.IO endpoint, as the seed configures Socket.IO:
-    an origin allow-list (empty: any origin), methods GET and POST, credentials.
+    """Which pages may use the Engine.IO endpoint, as the seed configures Socket.IO: an
+    origin allow-list, methods GET and POST, credentials.
+
+    - A request without ``Origin`` (a non-browser client) is always served.
+    - ``allowed_origins`` names origins; ``*`` among them allows any.
+    - With none named, only same-origin pages are served (the ``Origin``'s host and port
+      are the request's ``Host``), as Node's socket.io sends no CORS headers until the
+      application configures them; ``any_when_unset`` (demo mode) allows any instead.
 
     The request's origin is echoed (never ``*``: browsers refuse ``*`` with credentials).
-    A request from an origin not on the list is refused outright (403), not merely left
-    without CORS headers: a page may send a simple POST that the browser never lets it
-    read, and the server would still have acted on it.
+    A request from an origin not allowed is refused outright (403), not merely left without
+    CORS headers: a page may send a simple POST that the browser never lets it read, and
+    the server would still have acted on it.
     """
 
     allowed_origins: frozenset[str] = frozenset()
     credentials: bool = True
+    any_when_unset: bool = False
     methods: str = "GET, POST"
     max_age: int = 600
 
-    def allows(self, origin: str | None) -> bool:
-        return origin is None or not self.allowed_origins or origin in self.allowed_origins
+    def allows(self, request: HttpRequest) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None or "*" in self.allowed_origins or origin in self.allowed_origins:
+            return True
+        if self.allowed_origins:
+            return False
+        return self.any_when_unset or _same_origin(origin, request.headers.get("Host"))
 
-    def headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
-        """Headers for an actual (non-preflight) response to ``origin``."""
-        if origin is None or not self.allows(origin):
+    def headers(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
+        """Headers for an actual (non-preflight) response to ``request``."""
+        origin = request.headers.get("Origin")
+        if origin is None or not self.allows(request):
             return ()
         out = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         if self.credentials:
@@ -289,10 +302,9 @@ class CorsPolicy:
         return tuple(out)
 
     def preflight(self, request: HttpRequest) -> HttpResponse:
-        origin = request.headers.get("Origin")
-        if not self.allows(origin):
+        if not self.allows(request):
             return engine_error(EngineError.FORBIDDEN)
-        extra = [*self.headers(origin), ("Access-Control-Allow-Methods", self.methods),
+        extra = [*self.headers(request), ("Access-Control-Allow-Methods", self.methods),
                  ("Access-Control-Max-Age", str(self.max_age))]
         asked = request.headers.get("Access-Control-Request-Headers")
         if asked:
@@ -304,6 +316,19 @@ class CorsPolicy:
             extra = [(k, "Origin, Access-Control-Request-Headers" if k == "Vary" else v)
                      for k, v in extra]
         return HttpResponse(204, tuple(extra))
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """``origin``'s host[:port] is ``host`` (the scheme is left out: a balancer may end TLS)."""
+    if not host:
+        return False
+    _, sep, authority = origin.partition("://")
+    if not sep:
+        return False
+    default = {"http": ":80", "https": ":443"}.get(origin.partition(":")[0].lower(), "")
+    authority, host = authority.lower(), host.lower()
+    return authority == host or authority == host.removesuffix(default) or \
+        authority + default == host
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"

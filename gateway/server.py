@@ -60,7 +60,7 @@ from switchboard.shared.envelope import (
     Publication,
     RequestKind,
 )
-from switchboard.shared.errors import ServiceUnavailable
+from switchboard.shared.errors import ConfigError, ServiceUnavailable
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 
@@ -125,7 +125,8 @@ class Gateway:
         self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
                              frozenset(config.recovery_namespaces))
         # -- the Engine.IO endpoint and the other gateways
-        self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials)
+        self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials,
+                                    any_when_unset=config.demo)
         #: Announces this gateway's peer endpoint on the broker (see gateway.peers).
         self.publisher = ZmqPublisher(self.context, config.broker_pub, self.id)
         #: The Admin UI's instrumentation (only with a password hash configured).
@@ -192,7 +193,8 @@ class Gateway:
             await asyncio.wait_for(self.fanout.broker_seen.wait(), self.config.ready_timeout)
         except TimeoutError:
             log.warning("broker %s not reachable at start", self.config.broker_sub)
-        await self.backbone.wait_described(self.config.ready_timeout)
+        described = await self.backbone.wait_described(self.config.ready_timeout)
+        self._check_namespaces(described)
         interval = self.config.heartbeat_interval
         self._loops += [
             asyncio.create_task(self.backbone.heartbeat_loop(interval)),
@@ -249,6 +251,20 @@ class Gateway:
         self.peers.close()
         self.publisher.close()
         log.info("gateway %s stopped", self.id)
+
+    def _check_namespaces(self, described: bool) -> None:
+        """Every namespace a setting names is one a service serves: a recovery namespace
+        nobody serves would be accepted and silently do nothing."""
+        served = self.backbone.routing.namespaces
+        unserved = [ns for ns in self.config.recovery_namespaces if ns not in served]
+        if not unserved:
+            return
+        message = (f"--recovery-namespaces: {', '.join(unserved)} served by no service "
+                   f"(served: {', '.join(sorted(served)) or 'none'})")
+        if not described:  # a service still missing may serve it
+            log.warning("%s yet; a service did not answer at start", message)
+            return
+        raise ConfigError(message)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work a client may be waiting for (a stop gives it the grace)."""

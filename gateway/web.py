@@ -99,7 +99,9 @@ class WebRoutes:
         self._files: dict[Path, _File] = {}
         if self.demo:
             check_secret(self.secret, "HS256")  # a bad secret stops the gateway at start
-            log.warning("demo mode: anyone may get a guest token at POST /api/token")
+            log.warning("demo mode: anyone may get a guest token at POST /api/token%s",
+                        "" if config.allowed_origins else ", and pages of any origin may "
+                        "connect (name them with --allowed-origins, or run with --no-demo)")
         if not (self.bundle / "socket.io.min.js").is_file():
             log.warning("no socket.io-client bundle in %s (a --web-root without vendor/"
                         "socket.io-client/): the web pages cannot connect", self.bundle)

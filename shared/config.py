@@ -10,6 +10,7 @@ just "build config, call ``run(config)``" and tests call ``run`` with a config d
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -28,29 +29,63 @@ ENV_PREFIX = "SWITCHBOARD_"
 DEFAULT_SECRET = "dev-secret-change-me"
 
 
-def setting(default: Any, help: str, env: str | None = None, **kw: Any) -> Any:
-    """A dataclass field with the help text and (optional) env variable for its option."""
-    meta = {"help": help}
+#: Checks one item of a setting as typed: returns it, or raises ``ValueError`` saying why not
+#: (``shared.checks``).
+Check = Callable[[str], str]
+#: Items of a list setting, in a flag or its env variable: commas or whitespace between them.
+_SEPARATORS = re.compile(r"[,\s]+")
+LIST_HELP = "Repeat the flag, or separate items with commas (in the env variable too)."
+
+
+def setting(default: Any, help: str, env: str | None = None, check: Check | None = None,
+            **kw: Any) -> Any:
+    """A dataclass field with the help text, (optional) env variable and (optional) check of
+    its option: a value the check refuses stops the command at start (exit 2)."""
+    meta: dict[str, Any] = {"help": help}
     if env:
         meta["env"] = env
+    if check is not None:
+        meta["check"] = check
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+def split_items(values: typing.Iterable[str]) -> tuple[str, ...]:
+    """The items of a list setting: each value may hold several, between commas or spaces."""
+    return tuple(item for value in values for item in _SEPARATORS.split(value) if item)
+
+
 def endpoints(items: typing.Iterable[str]) -> dict[str, list[str]]:
-    """``NAME=ENDPOINT`` items (each may be comma-separated) as endpoints by name."""
+    """``NAME=ENDPOINT`` items as endpoints by name."""
     out: dict[str, list[str]] = {}
-    for item in items:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, sep, endpoint = part.partition("=")
-            if not sep or not name or not endpoint:
-                raise ValueError(f"service must be NAME=ENDPOINT, got {part!r}")
-            out.setdefault(name.strip(), []).append(endpoint.strip())
+    for item in split_items(items):
+        name, sep, endpoint = item.partition("=")
+        if not sep or not name or not endpoint:
+            raise ValueError(f"service must be NAME=ENDPOINT, got {item!r}")
+        out.setdefault(name, []).append(endpoint)
     return out
+
+
+def _checked(check: Check | None, item: str, param: click.Parameter) -> str:
+    if check is None:
+        return item
+    try:
+        return check(item)
+    except ValueError as exc:  # click names the option and its env variable
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def _list_callback(check: Check | None) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
+        return tuple(_checked(check, item, param) for item in split_items(value or ()))
+    return callback
+
+
+def _scalar_callback(check: Check) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        return _checked(check, value, param) if value else value  # empty: the default's
+    return callback
 
 
 def env_name(field_name: str, prefix: str = ENV_PREFIX) -> str:
@@ -88,10 +123,18 @@ def click_options(cls: type[Any], prefix: str = ENV_PREFIX) -> Callable[[F], F]:
                     f"{opt}/--no-{opt[2:]}", default=default, show_default=True,
                     envvar=env, show_envvar=True, help=help_text,
                 )(func)
-            else:
+            elif multiple:
                 func = click.option(
-                    opt, type=tp, default=default, show_default=True, multiple=multiple,
-                    envvar=env, show_envvar=True, help=help_text,
+                    opt, type=tp, default=default, show_default=True, multiple=True,
+                    envvar=env, show_envvar=True, help=f"{help_text} {LIST_HELP}",
+                    callback=_list_callback(f.metadata.get("check")),
+                )(func)
+            else:
+                check = f.metadata.get("check")
+                func = click.option(
+                    opt, type=tp, default=default, show_default=True, envvar=env,
+                    show_envvar=True, help=help_text,
+                    callback=_scalar_callback(check) if check is not None else None,
                 )(func)
         return func
 

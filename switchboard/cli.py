@@ -12,6 +12,7 @@ from switchboard.broker.broker import BrokerConfig
 from switchboard.emitter import EmitConfig
 from switchboard.gateway.config import GatewayConfig
 from switchboard.shared.config import DEFAULT_SECRET, click_options, from_options
+from switchboard.shared.errors import ConfigError
 from switchboard.shared.logs import setup_logging
 from switchboard.shared.process import die_with_supervisor
 from switchboard.supervisor import UpConfig
@@ -30,7 +31,23 @@ def _log_options(func: Any) -> Any:
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ConfigFailure(click.ClickException):
+    """A configuration value that names nothing real, found once the command ran (the
+    services were asked): exit 2, as click's own option errors."""
+
+    exit_code = 2
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise ConfigFailure(str(exc)) from None
+
+
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """switchboard: Socket.IO-compatible real-time messaging on a ZeroMQ backbone."""
     die_with_supervisor()  # a no-op unless started by `switchboard up`

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from switchboard.shared import ports
+from switchboard.shared import checks, ports
 from switchboard.shared.config import setting
 from switchboard.shared.errors import SwitchboardError
 from switchboard.shared.publisher import ZmqPublisher
@@ -227,14 +227,14 @@ class AsyncEmitter(_View):
 @dataclass(frozen=True)
 class EmitConfig:
     broker_pub: str = setting(DEFAULT_BROKER, "The broker's publish endpoint.",
-                              env="SWITCHBOARD_BROKER_PUB")
+                              env="SWITCHBOARD_BROKER_PUB", check=checks.connect_endpoint)
     namespace: str = setting("/", "Namespace to emit in.", env="SWITCHBOARD_EMIT_NAMESPACE")
     room: str | None = setting(None, "Emit to the members of this room.",
                                env="SWITCHBOARD_EMIT_ROOM")
     user: str | None = setting(None, "Emit to every socket of this user id.",
                                env="SWITCHBOARD_EMIT_USER")
     socket: str | None = setting(None, "Emit to this one socket id.", env="SWITCHBOARD_EMIT_SOCKET")
-    exclude: tuple[str, ...] = setting((), "Leave out this socket id (repeatable).",
+    exclude: tuple[str, ...] = setting((), "Leave out this socket id.",
                                        env="SWITCHBOARD_EMIT_EXCLUDE")
     ready_timeout: float = setting(5.0, "Seconds to wait for the broker.",
                                    env="SWITCHBOARD_EMIT_READY_TIMEOUT")

@@ -15,7 +15,7 @@ import zmq.asyncio
 
 from switchboard.broker.broker import Broker, BrokerConfig
 from switchboard.gateway.config import GatewayConfig
-from switchboard.shared import ports
+from switchboard.shared import checks, ports
 from switchboard.shared.config import endpoints, setting
 from switchboard.shared.journal import Journal
 from switchboard.shared.metrics import serve_metrics
@@ -31,9 +31,11 @@ SERVICES = ports.SERVICES
 class ServiceRuntime:
     """Settings every service process has (its sockets and how it judges gateways)."""
 
-    bind: str = setting("", "ROUTER endpoint to bind (default tcp://127.0.0.1:<service port>).")
+    bind: str = setting("", "ROUTER endpoint to bind (default tcp://127.0.0.1:<service port>).",
+                        check=checks.bind_endpoint)
     broker_pub: str = setting(
-        ports.local(ports.BROKER_PUBLISH), "Broker endpoint to publish to (its XSUB side)."
+        ports.local(ports.BROKER_PUBLISH), "Broker endpoint to publish to (its XSUB side).",
+        check=checks.connect_endpoint,
     )
     gateway_timeout: float = setting(
         5.0, "Seconds without a heartbeat before a gateway's sockets are dropped."
@@ -41,9 +43,8 @@ class ServiceRuntime:
     max_inflight: int = setting(1000, "Requests handled concurrently at most.")
     services: tuple[str, ...] = setting(
         ports.DEFAULT_SERVICES,
-        "Endpoints of the other services as NAME=ENDPOINT (repeat, or comma-separated in the "
-        "env variable): an event this service's filter lets pass goes on to its owner "
-        "directly.",
+        "Endpoints of the other services as NAME=ENDPOINT: an event this service's filter "
+        "lets pass goes on to its owner directly.", check=checks.service_endpoint,
     )
     journal_size: int = setting(
         50_000, "Publications remembered for gateways that missed some (a broker crash)."

@@ -36,7 +36,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from switchboard.shared import ports
+from switchboard.shared import checks, ports
 from switchboard.shared.config import DEFAULT_SECRET, setting
 from switchboard.shared.process import SUPERVISOR_ENV
 
@@ -78,7 +78,8 @@ class UpConfig:
         env="SWITCHBOARD_ADMIN_UI_PASSWORD_HASH")
     recovery_namespaces: tuple[str, ...] = setting(
         (), "Namespaces with connection state recovery (e.g. /,/chat); runs the recovery "
-        "service. Off by default, as in Node.", env="SWITCHBOARD_RECOVERY_NAMESPACES")
+        "service. Off by default, as in Node.", env="SWITCHBOARD_RECOVERY_NAMESPACES",
+        check=checks.namespace)
     recovery_window: float = setting(
         120.0, "maxDisconnectionDuration: seconds a dropped socket can still recover.")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
@@ -102,6 +103,11 @@ class Child:
     started: float = 0.0
     #: When a child that exited is due to start again (None: running, or not yet started).
     restart_at: float | None = None
+
+
+#: A part's exit code for a configuration value that names nothing real (click's usage
+#: errors use it too).
+CONFIG_EXIT = 2
 
 
 class PortTaken(Exception):
@@ -272,6 +278,13 @@ class Supervisor:
                 code = child.process.poll()
                 if code is None:
                     continue
+                if code == CONFIG_EXIT and child.restarts == 0 and not self.stopping:
+                    # Its configuration names something that does not exist (its own output
+                    # says what): a restart would only fail the same way.
+                    log.error("%s refused its configuration (exit %d); stopping", child.name,
+                              code)
+                    self.stop()
+                    return CONFIG_EXIT
                 # Restart with backoff; a child that keeps crashing at once waits longer.
                 uptime = now - child.started
                 child.restarts = child.restarts + 1 if uptime < 10 else 1
@@ -327,7 +340,7 @@ def run(config: UpConfig, log_level: str = "info", log_json: bool = False) -> in
         check_ports(children)
     except PortTaken as exc:
         log.error("%s", exc)
-        return 2
+        return CONFIG_EXIT
     os.makedirs(config.data_dir, exist_ok=True)
     supervisor = Supervisor(children, log_level, log_json, config.grace)
 

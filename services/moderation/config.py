@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switchboard.shared import checks
 from switchboard.shared.config import setting
 
 
@@ -40,7 +41,7 @@ class Config:
     connect_window: float = setting(60.0, "Seconds of the sliding connect rate-limit window.")
     ban_namespaces: tuple[str, ...] = setting(
         ("/", "/chat", "/game", "/admin"),
-        "Namespaces whose sockets of a banned user are disconnected (repeat or comma-separate).",
+        "Namespaces whose sockets of a banned user are disconnected.", check=checks.namespace,
     )
     max_content: int = setting(1000, "Longest chat/room/private/broadcast message, characters.")
     max_username: int = setting(50, "Longest display name, characters.")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchboard.shared import ports
+from switchboard.shared import checks, ports
 from switchboard.shared.config import setting
 
 
 @dataclass(frozen=True)
 class Config:
     recovery_namespaces: tuple[str, ...] = setting(
-        (), "Namespaces with connection state recovery (the gateways' list; repeat, or "
-        "comma-separated in the env variable)."
+        (), "Namespaces with connection state recovery (the gateways' list), e.g. /,/chat.",
+        check=checks.namespace,
     )
     recovery_window: float = setting(
         120.0, "maxDisconnectionDuration: seconds a dropped socket can come back (and what "
@@ -25,5 +25,6 @@ class Config:
         100_000, "Recoverable sessions kept, at most (oldest forgotten first)."
     )
     broker_sub: str = setting(
-        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side)."
+        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side).",
+        check=checks.connect_endpoint,
     )

@@ -28,6 +28,7 @@ import socketio
 from tests.support import upserver
 from tests.support.cluster import http_get
 from tests.support.upserver import (
+    READY_BOUND,
     RECOVERY_BOUND,
     STOP_BOUND,
     Up,
@@ -47,9 +48,11 @@ JWT_SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 APP_SERVICES = ("auth", "moderation", "room", "game")
 
 
-def running_up(workdir: Path, *args: str, gateways: int = 1) -> Any:
+def running_up(workdir: Path, *args: str, gateways: int = 1,
+               env: dict[str, str] | None = None) -> Any:
     """``up`` with this module's token secret, for the block (see upserver.running_up)."""
-    return upserver.running_up(workdir, "--jwt-secret", JWT_SECRET, *args, gateways=gateways)
+    return upserver.running_up(workdir, "--jwt-secret", JWT_SECRET, *args, gateways=gateways,
+                               env=env)
 
 
 def start_up(workdir: Path, *args: str, gateways: int = 1) -> Up:
@@ -375,26 +378,58 @@ async def test_sigterm_at_any_moment_stops_up(tmp_path: Path) -> None:
     assert sum(1 for _, code, _, _ in outcomes if code == 0) >= STOP_MOMENTS // 2, outcomes
 
 
-async def test_up_with_recovery_namespaces_runs_the_recovery_service(tmp_path: Path) -> None:
-    """``up --recovery-namespaces /``: the recovery service runs and the gateways use it — the
-    Node client on its defaults, through HAProxy over both gateways, drops and recovers."""
+@pytest.mark.parametrize("given", ["flag", "env"])
+async def test_up_with_recovery_namespaces_runs_the_recovery_service(tmp_path: Path,
+                                                                     given: str) -> None:
+    """``up --recovery-namespaces /,/chat`` as its help shows it (and the same in
+    ``SWITCHBOARD_RECOVERY_NAMESPACES``): the recovery service runs and the gateways use it
+    in both namespaces — the Node client on its defaults, through HAProxy over both
+    gateways, drops and recovers on ``/`` and on ``/chat``."""
     from switchboard.shared.tokens import issue_token
     from tests.support.balancer import balancer
     from tests.support.node import NODE_DIR, find_node, run_flow
 
     node = find_node("up with recovery")
-    with running_up(tmp_path, "--recovery-namespaces", "/", gateways=2) as up:
+    args, env = ((["--recovery-namespaces", "/,/chat"], {}) if given == "flag"
+                 else ([], {"SWITCHBOARD_RECOVERY_NAMESPACES": "/,/chat"}))
+    with running_up(tmp_path, *args, gateways=2, env=env) as up:
         names = ["broker", *APP_SERVICES, "recovery", *(f"gateway:{p}" for p in up.ports)]
         assert sorted(up.children()) == sorted(names)
+        assert "recovery for /, /chat, window" in up.output()
         with balancer(tmp_path, up.ports) as url:
             def tok(user: str) -> str:
                 return issue_token(JWT_SECRET, user, user)
 
             run_flow(node, {"url": url, "token": tok("maker"), "roomId": "lobby"},
                      NODE_DIR / "create_room.mjs", "ROOM_FLOW", timeout=30.0)
-            result = run_flow(node, {"scenario": "drop", "url": url, "roomId": "lobby",
-                                     "token": tok("u1"), "senderToken": tok("u2")},
-                              NODE_DIR / "recover_edges.mjs", "RECOVER_EDGE", timeout=40.0)
-        assert result["again"]["recovered"] is True
-        assert result["again"]["id"] == result["first"]["id"]
-        assert [content for content, _ in result["got"]] == ["before", "meanwhile", "after"]
+            main = run_flow(node, {"scenario": "drop", "url": url, "roomId": "lobby",
+                                   "token": tok("u1"), "senderToken": tok("u2")},
+                            NODE_DIR / "recover_edges.mjs", "RECOVER_EDGE", timeout=40.0)
+            chat = run_flow(node, {"scenario": "dropNamespace", "url": url + "/chat",
+                                   "token": tok("u3"), "senderToken": tok("u4")},
+                            NODE_DIR / "recover_edges.mjs", "RECOVER_EDGE", timeout=40.0)
+        for result in (main, chat):
+            assert result["first"]["pid"], result
+            assert result["again"]["recovered"] is True, result
+            assert result["again"]["id"] == result["first"]["id"]
+            assert [content for content, _ in result["got"]] == ["before", "meanwhile",
+                                                                 "after"]
+
+
+async def test_up_refuses_a_recovery_namespace_no_service_serves(tmp_path: Path) -> None:
+    """``SWITCHBOARD_RECOVERY_NAMESPACES=/nosuch``: not accepted and ignored — ``up`` stops
+    with exit 2, and the log names the namespace and what is served."""
+    port, internal = free_port_block(1), free_port_block(21)
+    process, log = spawn_up(tmp_path, "--port", str(port), "--internal-port", str(internal),
+                            "--data-dir", str(tmp_path / "data"),
+                            env={"SWITCHBOARD_RECOVERY_NAMESPACES": "/chat,/nosuch"})
+    try:
+        assert process.wait(READY_BOUND) == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    output = log.read_text()
+    assert "--recovery-namespaces: /nosuch served by no service" in output, output[-3000:]
+    assert "(served: /, /admin, /chat, /game)" in output
+    assert "refused its configuration (exit 2)" in output

@@ -67,6 +67,28 @@ const scenarios = {
     await sleep(200);
     Object.assign(result, { first, got });
   },
+  // The same on a namespace without rooms (flow.url names it, e.g. /chat): a `chat message`
+  // with no roomId goes to the whole namespace.
+  async dropNamespace() {
+    const socket = client(flow.token);
+    await next(socket, "connect");
+    const first = { id: socket.id, recovered: socket.recovered, pid: socket._pid };
+    const sender = client(flow.senderToken);
+    await next(sender, "connect");
+    const got = [];
+    socket.on("chat message", (m, offset) => got.push([m.content, typeof offset]));
+    await ack(sender, "chat message", { content: "before" });
+    while (got.length < 1) await sleep(10);
+    const back = reconnected(socket);
+    cut(socket);
+    await ack(sender, "chat message", { content: "meanwhile" });
+    result.again = await back;
+    await ack(sender, "chat message", { content: "after" });
+    const deadline = Date.now() + WAIT_MS;
+    while (got.length < 3 && Date.now() < deadline) await sleep(10);
+    await sleep(200);
+    Object.assign(result, { first, got });
+  },
   // Away longer than the window: a new socket.
   async expired() {
     const { socket, first } = await ready(flow.token, { reconnection: false });

@@ -71,17 +71,17 @@ def process_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
-def spawn_up(workdir: Path, *args: str, python: str = sys.executable, cwd: Path = ROOT
-             ) -> tuple[subprocess.Popen[bytes], Path]:
-    """``switchboard up ARGS`` (run by ``python``, in ``cwd``) in a session of its own,
-    unbuffered, its output (stdout and stderr) to ``workdir/up.log``; the process and that
-    log."""
+def spawn_up(workdir: Path, *args: str, python: str = sys.executable, cwd: Path = ROOT,
+             env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    """``switchboard up ARGS`` (run by ``python``, in ``cwd``, with ``env`` added to ours) in
+    a session of its own, unbuffered, its output (stdout and stderr) to ``workdir/up.log``;
+    the process and that log."""
     log = workdir / "up.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [python, "-m", "switchboard", "up", *args],
             stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     return process, log
 
@@ -200,13 +200,13 @@ def cleanup(up: Up, pids: list[int]) -> None:
 
 
 def start_up(workdir: Path, *args: str, gateways: int = 1, python: str = sys.executable,
-             cwd: Path = ROOT) -> Up:
+             cwd: Path = ROOT, env: dict[str, str] | None = None) -> Up:
     """``up ARGS`` on free ports, once every gateway answers /health."""
     base = free_port_block(gateways)
     process, log = spawn_up(
         workdir, "--port", str(base), "--gateways", str(gateways),
         "--internal-port", str(free_port_block(21)), "--data-dir", str(workdir / "data"),
-        *args, python=python, cwd=cwd)
+        *args, python=python, cwd=cwd, env=env)
     up = Up(process, [base + i for i in range(gateways)], log)
     deadline = time.monotonic() + READY_BOUND
     for index in range(gateways):
@@ -225,9 +225,9 @@ def start_up(workdir: Path, *args: str, gateways: int = 1, python: str = sys.exe
 
 @contextlib.contextmanager
 def running_up(workdir: Path, *args: str, gateways: int = 1, python: str = sys.executable,
-               cwd: Path = ROOT) -> Iterator[Up]:
+               cwd: Path = ROOT, env: dict[str, str] | None = None) -> Iterator[Up]:
     """``up`` for the block; stopped (and checked) at its end, killed if the block failed."""
-    up = start_up(workdir, *args, gateways=gateways, python=python, cwd=cwd)
+    up = start_up(workdir, *args, gateways=gateways, python=python, cwd=cwd, env=env)
     try:
         yield up
         up.stop()

@@ -54,16 +54,43 @@ def test_header_map_is_case_insensitive_and_joins_repeats() -> None:
     assert "oRiGiN" in headers and headers.get("missing") is None
 
 
+def _from(origin: str | None, host: str = "chat.example:3000") -> HttpRequest:
+    headers = [("Host", host)] + ([("Origin", origin)] if origin is not None else [])
+    return HttpRequest.build("GET", "/socket.io/?EIO=4&transport=polling", headers)
+
+
 def test_cors_echoes_an_allowed_origin_with_credentials_never_a_wildcard() -> None:
     cors = CorsPolicy(frozenset({"http://app.example"}))
-    assert cors.headers("http://app.example") == (
+    assert cors.headers(_from("http://app.example")) == (
         ("Access-Control-Allow-Origin", "http://app.example"), ("Vary", "Origin"),
         ("Access-Control-Allow-Credentials", "true"))
-    assert cors.headers(None) == ()
-    assert not cors.allows("http://evil.example") and cors.allows(None)
-    assert CorsPolicy().allows("http://anything")  # an empty list allows any origin
-    assert dict(CorsPolicy().headers("http://anything"))["Access-Control-Allow-Origin"] == \
+    assert cors.headers(_from(None)) == ()
+    assert not cors.allows(_from("http://evil.example")) and cors.allows(_from(None))
+    assert cors.headers(_from("http://evil.example")) == ()
+    anyone = CorsPolicy(frozenset({"*"}))
+    assert anyone.allows(_from("http://anything"))
+    assert dict(anyone.headers(_from("http://anything")))["Access-Control-Allow-Origin"] == \
         "http://anything"
+
+
+def test_cors_with_no_origins_named_serves_same_origin_pages_and_non_browsers_only() -> None:
+    """As Node's socket.io with no ``cors`` option: a page of another origin gets nothing."""
+    cors = CorsPolicy()
+    assert cors.allows(_from(None))  # python-socketio, Node's client, curl: no Origin
+    assert cors.allows(_from("http://chat.example:3000"))
+    assert cors.allows(_from("https://chat.example:3000"))  # TLS ended by a balancer
+    assert cors.allows(_from("http://Chat.Example", host="chat.example"))
+    assert cors.allows(_from("http://chat.example", host="chat.example:80"))
+    assert cors.allows(_from("https://chat.example", host="chat.example:443"))
+    for other in ("http://evil.example", "http://chat.example:3001", "http://chat.example",
+                  "null", "http://chat.example:3000.evil.example"):
+        assert not cors.allows(_from(other)), other
+        assert cors.headers(_from(other)) == ()
+    assert not cors.allows(_from("http://chat.example:3000", host=""))
+    demo = CorsPolicy(any_when_unset=True)
+    assert demo.allows(_from("http://evil.example"))
+    named = CorsPolicy(frozenset({"http://app.example"}), any_when_unset=True)
+    assert not named.allows(_from("http://evil.example"))  # names given: only those
 
 
 def test_cors_preflight() -> None:

@@ -1,0 +1,94 @@
+"""Checks of setting values: each takes one item as typed and returns it (normalised) or
+raises ``ValueError`` saying what is wrong, so that a value naming nothing real stops the
+command at start (exit 2, through :mod:`shared.config`) instead of being accepted and
+ignored."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def namespace(item: str) -> str:
+    """A Socket.IO namespace: ``/`` or ``/name``."""
+    if not item.startswith("/"):
+        raise ValueError(f"{item!r} is not a namespace (a namespace starts with '/', "
+                         "e.g. /chat)")
+    if any(c.isspace() or c in ",?#" for c in item):
+        raise ValueError(f"{item!r} is not a namespace (no spaces, ',', '?' or '#')")
+    return item
+
+
+def origin(item: str) -> str:
+    """An exact browser origin, ``scheme://host[:port]`` as a browser sends it, or ``*``."""
+    if item == "*":
+        return item
+    parts = urlsplit(item)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (not _SCHEME.match(parts.scheme) or not parts.hostname or parts.username is not None
+            or parts.path or parts.query or parts.fragment or item.endswith(("/", ":"))
+            or port == -1 or item != item.lower()):
+        raise ValueError(f"{item!r} is not an origin (scheme://host[:port], lower case, with "
+                         "no path or trailing '/', e.g. https://chat.example.com; or *)")
+    return item
+
+
+def network(item: str) -> str:
+    """An IP address or a CIDR network (``10.0.0.0/8``)."""
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                         "10.0.0.0/8)") from None
+    return item
+
+
+def _endpoint(item: str, bind: bool) -> str:
+    transport, sep, address = item.partition("://")
+    example = "tcp://127.0.0.1:5560"
+    if not sep or not address:
+        raise ValueError(f"{item!r} is not a ZeroMQ endpoint (e.g. {example})")
+    if transport in ("ipc", "inproc"):
+        return item
+    if transport != "tcp":
+        raise ValueError(f"{item!r}: transport {transport!r} is not tcp, ipc or inproc")
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"{item!r} has no host:port (e.g. {example})")
+    if port == "*" and bind:
+        return item
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{item!r}: port {port!r} is not 1-65535"
+                         + (" or *" if bind else ""))
+    return item
+
+
+def connect_endpoint(item: str) -> str:
+    """A ZeroMQ endpoint to connect to: ``tcp://host:port``, ``ipc://…`` or ``inproc://…``."""
+    return _endpoint(item, bind=False)
+
+
+def bind_endpoint(item: str) -> str:
+    """A ZeroMQ endpoint to bind: as :func:`connect_endpoint`, a ``*`` port picks one."""
+    return _endpoint(item, bind=True)
+
+
+def service_endpoint(item: str) -> str:
+    """``NAME=ENDPOINT``: where the service NAME takes requests."""
+    name, sep, endpoint = item.partition("=")
+    if not sep or not name or not endpoint:
+        raise ValueError(f"{item!r} is not NAME=ENDPOINT (e.g. room=tcp://127.0.0.1:5562)")
+    if not _NAME.match(name):
+        raise ValueError(f"{item!r}: {name!r} is not a service name")
+    try:
+        connect_endpoint(endpoint)
+    except ValueError as exc:
+        raise ValueError(f"{item!r}: {exc}") from None
+    return item

@@ -1,0 +1,171 @@
+"""Every list-valued option of every command, tried as its help shows it: a repeated flag, items
+between commas in one flag, and the same in its environment variable — all giving the same
+items; a value that names nothing real stops the command with exit 2, naming it.
+
+The commands run for real up to the config object they build; only the ``run`` they call
+with it is replaced, to catch that object (what it does is every other test's business).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from switchboard import cli, parts, supervisor
+
+
+@dataclass(frozen=True)
+class ListOption:
+    command: tuple[str, ...]
+    flag: str
+    env: str
+    items: tuple[str, ...]
+    #: How the built config holds them: (config kind, field) caught from the run call.
+    field: str
+    bad: str
+    #: What the refusal says of ``bad``.
+    says: str
+    #: The part of ``bad`` the refusal names (default: all of it).
+    named: str = ""
+
+
+OPTIONS = [
+    ListOption(("gateway",), "--recovery-namespaces", "SWITCHBOARD_RECOVERY_NAMESPACES",
+               ("/", "/chat"), "recovery_namespaces", "chat", "is not a namespace"),
+    ListOption(("gateway",), "--allowed-origins", "SWITCHBOARD_ALLOWED_ORIGINS",
+               ("https://chat.example.com", "http://127.0.0.1:8080"), "allowed_origins",
+               "https://chat.example.com/", "is not an origin"),
+    ListOption(("gateway",), "--trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES",
+               ("10.0.0.5", "172.16.0.0/12"), "trusted_proxies", "10.0.0.300",
+               "is not an IP address or network"),
+    ListOption(("gateway",), "--services", "SWITCHBOARD_SERVICES",
+               ("room=tcp://127.0.0.1:6000", "auth=tcp://10.1.2.3:6001"), "services",
+               "room=127.0.0.1:6000", "is not a ZeroMQ endpoint", "127.0.0.1:6000"),
+    ListOption(("service", "room"), "--services", "SWITCHBOARD_SERVICES",
+               ("moderation=tcp://127.0.0.1:6000", "game=ipc:///tmp/game"), "services",
+               "moderation=tcp://127.0.0.1:99999", "is not 1-65535", "tcp://127.0.0.1:99999"),
+    ListOption(("service", "moderation"), "--ban-namespaces", "SWITCHBOARD_BAN_NAMESPACES",
+               ("/", "/game"), "ban_namespaces", "/game?x", "is not a namespace"),
+    ListOption(("service", "recovery"), "--recovery-namespaces",
+               "SWITCHBOARD_RECOVERY_NAMESPACES", ("/", "/chat"), "recovery_namespaces",
+               "/chat#x", "is not a namespace"),
+    ListOption(("up",), "--recovery-namespaces", "SWITCHBOARD_RECOVERY_NAMESPACES",
+               ("/", "/chat"), "recovery_namespaces", "/chat,nosuch", "is not a namespace",
+               "nosuch"),
+    ListOption(("emit",), "--exclude", "SWITCHBOARD_EMIT_EXCLUDE",
+               ("gw1.abc", "gw2.def"), "exclude", "", ""),
+]
+
+
+@pytest.fixture
+def caught(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The config objects the commands would run with."""
+    configs: list[Any] = []
+
+    def catch(*args: Any, **_: Any) -> int:
+        configs.extend(args)
+        return 0
+
+    monkeypatch.setattr(parts, "run_gateway", catch)
+    monkeypatch.setattr(parts, "run_service", catch)
+    monkeypatch.setattr(supervisor, "run", catch)
+    import switchboard.emitter as emitter
+    monkeypatch.setattr(emitter, "run_emit", catch)
+    return configs
+
+
+def invoke(command: tuple[str, ...], args: list[str], env: dict[str, str] | None = None) -> Any:
+    extra = ["event"] if command == ("emit",) else []
+    return CliRunner().invoke(cli.main, [*command, *args, *extra], env=env or {},
+                              catch_exceptions=False)
+
+
+def value_of(configs: list[Any], field: str) -> Any:
+    for config in configs:
+        if hasattr(config, field):
+            return getattr(config, field)
+    raise AssertionError(f"no config with {field}: {configs}")
+
+
+def _ways(option: ListOption) -> dict[str, Callable[[], Any]]:
+    first, second = option.items
+    return {
+        "repeated flag": lambda: invoke(option.command,
+                                        [option.flag, first, option.flag, second]),
+        "commas in one flag": lambda: invoke(option.command, [option.flag, f"{first},{second}"]),
+        "env, commas": lambda: invoke(option.command, [], {option.env: f"{first},{second}"}),
+        "env, commas and spaces": lambda: invoke(option.command, [],
+                                                 {option.env: f" {first}, {second} "}),
+        "env, spaces": lambda: invoke(option.command, [], {option.env: f"{first} {second}"}),
+    }
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: f"{' '.join(o.command)} {o.flag}")
+def test_a_list_option_takes_every_form_its_help_shows(option: ListOption,
+                                                       caught: list[Any]) -> None:
+    for way, run in _ways(option).items():
+        caught.clear()
+        result = run()
+        assert result.exit_code == 0, (way, result.output)
+        assert tuple(value_of(caught, option.field)) == option.items, way
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.bad],
+                         ids=lambda o: f"{' '.join(o.command)} {o.flag}")
+def test_a_list_item_that_names_nothing_real_stops_the_command(option: ListOption,
+                                                               caught: list[Any]) -> None:
+    for result in (invoke(option.command, [option.flag, option.items[0], option.flag,
+                                           option.bad]),
+                   invoke(option.command, [], {option.env: f"{option.items[0]},{option.bad}"})):
+        assert result.exit_code == 2, result.output
+        assert option.says in result.output and option.flag in result.output, result.output
+        assert repr(option.named or option.bad) in result.output, result.output
+        assert caught == []  # nothing ran
+
+
+def test_every_list_option_of_every_command_is_covered() -> None:
+    """A list option added later gets a row above (the settings every service shares,
+    ``parts.ServiceRuntime``, once for all services)."""
+    import dataclasses
+
+    import click
+
+    shared = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(parts.ServiceRuntime)}
+
+    def key(path: tuple[str, ...], flag: str) -> tuple[tuple[str, ...], str]:
+        return (("service", "*") if path[:1] == ("service",) and flag in shared else path), flag
+
+    covered = {key(o.command, o.flag) for o in OPTIONS}
+    found = set()
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                if sub is not None:
+                    walk(sub, (*path, name))
+            return
+        for param in command.params:
+            if isinstance(param, click.Option) and param.multiple:
+                found.add(key(path, param.opts[0]))
+
+    walk(cli.main, ())
+    assert found - covered == set()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--broker-sub", "127.0.0.1:5551"], "is not a ZeroMQ endpoint"),
+    (["--broker-pub", "tcp://127.0.0.1"], "has no host:port"),
+    (["--peer-bind", "udp://127.0.0.1:*"], "is not tcp, ipc or inproc"),
+    (["--admin-ui-namespace", "admin-ui"], "is not a namespace"),
+])
+def test_a_malformed_endpoint_or_namespace_stops_the_gateway(args: list[str], says: str,
+                                                            caught: list[Any]) -> None:
+    result = invoke(("gateway",), args)
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert caught == []
