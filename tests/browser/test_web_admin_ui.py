@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from playwright.sync_api import Page, expect
 
 from tests.browser.helpers import page_server, screenshot
+from tests.support.backbone import free_port
 from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, http_get, start_chat_cluster, token
 from tests.support.node import NODE_DIR
@@ -29,22 +30,31 @@ WAIT = 10.0
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def ui_port() -> int:
+    """Where the UI's page is served from: another origin than the gateways', as
+    admin.socket.io is, so the gateways name it in ``--allowed-origins`` (docs/admin-ui.md)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, ui_port: int) -> Iterator[Cluster]:
     """Two gateways; the users reach them through HAProxy (no stickiness) on their default
     options; the UI is pointed at gateway 0."""
     workdir = Path(tmp_path_factory.mktemp("adminui-web"))
     cluster = start_chat_cluster(workdir, gateways=2,
                                  gateway_args=("--admin-ui-password-hash",
-                                               PasswordHasher().hash(PASSWORD)))
+                                               PasswordHasher().hash(PASSWORD),
+                                               "--allowed-origins",
+                                               f"http://127.0.0.1:{ui_port}"))
     with balanced(cluster, workdir):
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def ui_url() -> Iterator[str]:
+def ui_url(ui_port: int) -> Iterator[str]:
     if not (UI_DIST / "index.html").is_file():
         pytest.fail(f"{UI_DIST} is missing: `npm ci --prefix tests/node` installs it")
-    with page_server(UI_DIST) as url:
+    with page_server(UI_DIST, port=ui_port) as url:
         yield url + "/"
 
 

@@ -15,6 +15,8 @@ import contextlib
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,6 +364,43 @@ async def test_allowed_origin_connects(gateways: Gateways) -> None:
         await connect_main(ws)
         await ws.send('421["echo","from a good origin"]')
         assert await recv(ws) == '431["from a good origin"]'
+
+
+def _polling_handshake(base: str, origin: str, host: str | None = None
+                       ) -> tuple[int, dict[str, str]]:
+    headers = {"Origin": origin, **({"Host": host} if host else {})}
+    request = urllib.request.Request(f"{base}/socket.io/?EIO=4&transport=polling",
+                                     headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+async def test_with_no_allowed_origins_only_same_origin_pages_connect(
+        gateways: Gateways) -> None:
+    """A gateway given no ``--allowed-origins`` (and not in demo mode): like Node's socket.io
+    with no ``cors`` option, a page of another origin gets a 403 and no CORS headers, over
+    polling and WebSocket; a page the gateway (or its balancer) served itself connects."""
+    base = gateways.limited_url
+    status, headers = await asyncio.to_thread(_polling_handshake, base, EVIL_ORIGIN)
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in headers
+    assert "Access-Control-Allow-Credentials" not in headers
+    own = base.replace("127.0.0.1", "localhost")  # the Host header a browser would send
+    status, headers = await asyncio.to_thread(_polling_handshake, base, own,
+                                              own.removeprefix("http://"))
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == own
+
+
+async def test_with_no_allowed_origins_a_foreign_websocket_is_forbidden(
+        gateways: Gateways) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        async with raw(gateways.ws_url(0), origin=EVIL_ORIGIN):
+            pass
+    assert info.value.response.status_code == 403
 
 
 async def test_client_without_origin_header_connects(gateways: Gateways) -> None:

@@ -18,6 +18,8 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -433,3 +435,26 @@ async def test_up_refuses_a_recovery_namespace_no_service_serves(tmp_path: Path)
     assert "--recovery-namespaces: /nosuch served by no service" in output, output[-3000:]
     assert "(served: /, /admin, /chat, /game)" in output
     assert "refused its configuration (exit 2)" in output
+
+
+@pytest.mark.parametrize("demo", [True, False])
+async def test_up_cross_origin_pages_only_in_demo_mode(tmp_path: Path, demo: bool) -> None:
+    """``up`` runs in demo mode by default: any page may connect, and its warning says so;
+    with ``--no-demo`` and no ``--allowed-origins``, a page of another origin gets 403 and no
+    CORS headers (as Node's socket.io without a ``cors`` option)."""
+    evil = "http://evil.example"
+    with running_up(tmp_path, "--conformance", "--demo" if demo else "--no-demo") as up:
+        request = urllib.request.Request(
+            f"{up.url}/socket.io/?EIO=4&transport=polling", headers={"Origin": evil})
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT) as response:
+                status, headers = response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            status, headers = exc.code, dict(exc.headers)
+        warned = "pages of any origin may connect" in up.output()
+    if demo:
+        assert (status, headers.get("Access-Control-Allow-Origin")) == (200, evil)
+        assert warned
+    else:
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        assert not warned
