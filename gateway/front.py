@@ -4,6 +4,7 @@ the per-address rate limits in front of them.
 
 =================  ==================================================================
 ``/socket.io/``    Engine.IO (:class:`~.engine.Engine`): handshakes limited per address
+                   (:class:`~.admission.Admission`)
 ``/engine.io/``    the Engine.IO echo endpoint (conformance mode only)
 ``/health``        JSON health, 200 or 503
 ``/stats``         JSON counters
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
+from switchboard.gateway.admission import Admission
 from switchboard.gateway.echo import ENGINE_ECHO_PATH
 from switchboard.gateway.exchange import Exchange, Upgrade
 from switchboard.gateway.http import HttpRequest, HttpResponse
@@ -50,7 +52,7 @@ class Front:
         trusted_proxies: tuple[Network, ...] = (),
         http_rate: int = 600,
         token_rate: int = 10,
-        handshake_rate: int = 600,
+        admission: Admission | None = None,
         echo: Endpoint | None = None,
     ) -> None:
         self.engine = engine
@@ -61,7 +63,7 @@ class Front:
         self.trusted_proxies = trusted_proxies
         self.http_buckets = TokenBuckets(http_rate, 60.0)
         self.token_buckets = TokenBuckets(token_rate, 60.0)
-        self.handshake_buckets = TokenBuckets(handshake_rate, 60.0)
+        self.admission = admission or Admission(600)
 
     def client_address(self, peer: str, request: HttpRequest) -> str:
         return client_address(peer, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
@@ -75,7 +77,7 @@ class Front:
             return
         if path in ENGINE_PATHS:
             if "sid=" not in request.query and request.method == "GET":
-                wait = self.handshake_buckets.take(exchange.address, now)
+                wait = self.admission.admit(exchange.address, now)
                 if wait:
                     exchange.respond(too_many(wait))
                     return
@@ -101,7 +103,7 @@ class Front:
             upgrade.refuse(http.json_response(404, {"error": "not found"}))
             return
         if "sid=" not in request.query:
-            wait = self.handshake_buckets.take(upgrade.address, time.monotonic())
+            wait = self.admission.admit(upgrade.address, time.monotonic())
             if wait:
                 upgrade.refuse(too_many(wait))
                 return

@@ -27,9 +27,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -39,6 +39,17 @@ from switchboard.shared.errors import EnvelopeError
 from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket
 
 log = logging.getLogger("switchboard.gateway.peers")
+
+
+class Crowds(Protocol):
+    """Who learns of the crowds peers hold, and when a peer's connection drops
+    (:class:`~.admission.Admission`)."""
+
+    def crowds(self) -> list[list[str | int]]: ...
+
+    def peer_crowds(self, gateway: str, crowds: Iterable[object]) -> None: ...
+
+    def peer_dropped(self, gateway: str, now: float) -> None: ...
 
 
 class PeerUnavailable(Exception):
@@ -86,7 +97,9 @@ class Peers:
         on_request: Callable[[bytes, PeerRequest], None],
         stale_after: float = 10.0,
         hwm: int = 100_000,
+        crowds: Crowds | None = None,
     ) -> None:
+        self.crowds = crowds
         self.gateway_id = gateway_id
         self.instance = instance
         self.context = context
@@ -127,7 +140,8 @@ class Peers:
 
     # -- directory -------------------------------------------------------------------------
     def announcement(self) -> Publication:
-        return Publication(PubKind.PEER, "", args=[self.instance, self.endpoint],
+        crowds = self.crowds.crowds() if self.crowds is not None else []
+        return Publication(PubKind.PEER, "", args=[self.instance, self.endpoint, crowds],
                            source=self.gateway_id)
 
     def learn(self, pub: Publication) -> None:
@@ -138,6 +152,8 @@ class Peers:
         instance, endpoint = pub.args[0], pub.args[1]
         if not isinstance(instance, str) or not isinstance(endpoint, str):
             return
+        if self.crowds is not None and len(pub.args) > 2 and isinstance(pub.args[2], list):
+            self.crowds.peer_crowds(gateway, pub.args[2])
         now = time.monotonic()
         known = self.peers.get(gateway)
         if known is not None and (known.instance, known.endpoint) == (instance, endpoint):
@@ -213,6 +229,8 @@ class Peers:
         elif event == zmq.EVENT_DISCONNECTED:
             if peer.up:
                 log.info("connection to gateway %s lost", peer.gateway)
+                if self.crowds is not None:  # its clients come back now, through the others
+                    self.crowds.peer_dropped(peer.gateway, time.monotonic())
             peer.up = False
             peer.ready.clear()
             # Not lost yet: a peer that froze (past the ZeroMQ heartbeat) still holds its

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.adminui import AdminUi
+from switchboard.gateway.admission import TOO_MANY_REFUSALS, Admission
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.fanout import LocalIndex, wait_all
 from switchboard.gateway.lane import Turn
@@ -88,8 +89,10 @@ def _accepted_before(stages: tuple[str, ...], refused: Reply) -> list[str]:
 class Pipelines:
     def __init__(self, gateway_id: str, services: Services, index: LocalIndex,
                  meters: m.EventMeters, spawn: Spawn, connect_emit_delay: float = 0.0,
-                 sync_timeout: float = 30.0) -> None:
+                 sync_timeout: float = 30.0, admission: Admission | None = None) -> None:
         self.gateway_id = gateway_id
+        #: Told which sessions authenticated (their handshakes are no flood).
+        self.admission = admission or Admission(0)
         self.services = services
         self.index = index
         self.meters = meters
@@ -113,6 +116,11 @@ class Pipelines:
             await self._connect_admin_ui(client, request, admin)
             return
         routing = self.services.routing
+        if not self.admission.may_ask(conn.sid):
+            conn.refuse(ns, TOO_MANY_REFUSALS)
+            client.flush()
+            m.CONNECT_REFUSALS.labels("other", "other").inc()
+            return
         if ns not in routing.namespaces:
             conn.refuse(ns, "Invalid namespace")
             client.flush()
@@ -185,6 +193,8 @@ class Pipelines:
         if refusal is not None or conn.closed:
             if not conn.closed:
                 refusal = refusal or "Connection refused"
+                if refusal != "Service unavailable":  # the client's doing, not ours
+                    self.admission.refused(conn.sid)
                 conn.refuse(ns, refusal)
                 client.flush()
                 m.CONNECT_REFUSALS.labels(
@@ -205,6 +215,8 @@ class Pipelines:
                                                   if s in routing.disconnect_listeners(ns)])
             return None
         sock = NsSocket(session, client)
+        if session.user_id is not None:
+            self.admission.authenticated(conn.sid, client.address)
         if session.recoverable and self.recovery is not None:
             sock.pid = restored.pid if restored is not None else self.recovery.new_pid()
         if restored is not None:
@@ -557,7 +569,8 @@ class Pipelines:
         if self.admin is not None:
             self.admin.count("rawConnection")
 
-    def session_closed(self, reason: str) -> None:
+    def session_closed(self, client: Client, reason: str) -> None:
+        self.admission.closed(client.conn.sid)
         if self.admin is not None:
             self.admin.count("rawDisconnection", reason)
 

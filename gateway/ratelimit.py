@@ -39,5 +39,13 @@ class TokenBuckets:
         return wait
 
 
+    def give_back(self, key: str) -> None:
+        """Return one taken token to ``key``'s bucket (never above its burst)."""
+        entry = self._buckets.get(key)
+        if entry is not None:
+            tokens, last = entry
+            self._buckets[key] = (min(float(self.rate), tokens + 1), last)
+
+
 def retry_after(wait: float) -> str:
     return str(max(1, math.ceil(wait)))

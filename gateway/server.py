@@ -33,6 +33,7 @@ from switchboard.gateway import http
 from switchboard.gateway import metrics as m
 from switchboard.gateway.adminui import STATS_INTERVAL as ADMIN_STATS_INTERVAL
 from switchboard.gateway.adminui import AdminUi, AdminUiConfig
+from switchboard.gateway.admission import Admission
 from switchboard.gateway.backbone import Backbone
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.config import GatewayConfig
@@ -108,10 +109,11 @@ class Gateway:
         self.subs = Subscriptions(self.context, config.broker_sub, self._on_broker,
                                   on_reconnect=self._broker_reconnected)
         self.index = LocalIndex(self.subs, self.id)
+        self.admission = Admission(config.handshake_rate)
         self.pipelines = Pipelines(
             self.id, self.backbone, self.index, meters, self.spawn,
             connect_emit_delay=config.connect_emit_delay,
-            sync_timeout=max(config.request_timeout, 30.0),
+            sync_timeout=max(config.request_timeout, 30.0), admission=self.admission,
         )
         self.recovery: Recovery | None = None
         if config.recovery_namespaces:
@@ -143,7 +145,8 @@ class Gateway:
                 observers)
         self.peers = Peers(self.id, self.instance, self.context, config.peer_bind,
                            config.peer_address, self._peer_request,
-                           stale_after=max(10 * config.heartbeat_interval, 3.0))
+                           stale_after=max(10 * config.heartbeat_interval, 3.0),
+                           crowds=self.admission)
         self.engine = Engine(self.id, EngineConfig(
             max_payload=config.max_payload,
             max_packets=config.polling_max_packets,
@@ -170,7 +173,7 @@ class Gateway:
             self.engine, WebRoutes(config), self.stats, self.health,
             trusted_proxies=parse_networks(config.trusted_proxies),
             http_rate=config.http_rate, token_rate=config.token_rate,
-            handshake_rate=config.handshake_rate, echo=self.echo,
+            admission=self.admission, echo=self.echo,
         )
         self.http_limits = HttpLimits(
             max_body=config.max_http_buffer_size, head_timeout=config.http_header_timeout,
@@ -398,6 +401,7 @@ class Gateway:
             "handovers": engine.counters["handovers"],
             "peerPollsHeld": engine.relay.remote.waiting,
             "peersConnected": self.peers.connected if self.peers is not None else 0,
+            "handshakes": dict(self.admission.counters),
             "pollsWaiting": engine.waiting() + (self.echo.waiting() if self.echo else 0),
             "peers": sorted(self.peers.peers),
             "namespaces": {ns: len(s) for ns, s in self.index.namespaces.items()},

@@ -56,7 +56,7 @@ class SocketWork(Protocol):
 
     def session_opened(self) -> None: ...
 
-    def session_closed(self, reason: str) -> None: ...
+    def session_closed(self, client: Client, reason: str) -> None: ...
 
 
 class EngineSide(Protocol):
@@ -206,7 +206,7 @@ class Sessions:
         if client.lost:
             return
         client.lost = True
-        self.work.session_closed(reason)
+        self.work.session_closed(client, reason)
         bad = reason.startswith(("message too large", "invalid WebSocket"))
         if not client.conn.closed:
             if bad:

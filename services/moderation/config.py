@@ -36,7 +36,8 @@ class Config:
     )
     event_window: float = setting(10.0, "Seconds of the sliding event rate-limit window.")
     connect_limit: int = setting(
-        50, "New connections (namespace CONNECTs) per client IP per connect window (0: off)."
+        50, "New connections (namespace CONNECTs) per connect window per user with a valid "
+        "token, or per client address for anonymous ones (0: off)."
     )
     connect_window: float = setting(60.0, "Seconds of the sliding connect rate-limit window.")
     ban_namespaces: tuple[str, ...] = setting(

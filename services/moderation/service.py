@@ -143,7 +143,7 @@ class ModerationService(Service):
         self.ban_namespaces = split_list(cfg.ban_namespaces)
         self.per_socket = SlidingWindow(cfg.event_limit, cfg.event_window, clock)
         self.per_user = SlidingWindow(cfg.user_event_limit, cfg.event_window, clock)
-        self.per_ip = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
+        self.per_connector = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
         self.store = ModerationStore(cfg.moderation_db)
         now = clock()
         self.bans: dict[str, Ban] = self.store.active_bans(now)
@@ -169,10 +169,13 @@ class ModerationService(Service):
         session = request.session
         if session is None:
             return None
-        key = client_key(session.address)
-        # A recovered socket is not a new connection (a crashed gateway's clients all come
-        # back at once, many through one NAT): only its ban is checked.
-        if key and request.recovery != Recovery.SKIP and not self.per_ip.hit(key):
+        # Per user when auth verified one (thousands of users share an office's or a
+        # carrier's address: a user with a valid token is no flood), per address when the
+        # socket is anonymous. A recovered socket is not a new connection (a crashed
+        # gateway's clients all come back at once): only its ban is checked.
+        key = (f"user:{session.user_id}" if session.user_id is not None
+               else client_key(session.address))
+        if key and request.recovery != Recovery.SKIP and not self.per_connector.hit(key):
             REJECTIONS.labels("rate_limit").inc()
             log.info("connect rate limit for %s (%s)", key, session.ns)
             return fail(request, CONNECT_RATE_LIMITED)

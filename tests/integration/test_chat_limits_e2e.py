@@ -1,15 +1,16 @@
-"""End to end: moderation's rate limits (per socket, per user across gateways, per client IP).
+"""End to end: moderation's rate limits (per socket, per user across gateways; connects per
+user, and per client address for anonymous sockets).
 
 This module runs its own two-gateway cluster with low limits: 5 events per socket and 8 per
-user per 30 s, and 5 new connections per client IP per 60 s. Every client of the tests comes
-from 127.0.0.1, so the connections this module makes are counted (:class:`Budget`) to know
-exactly how many more the IP may make. The module takes a few seconds, far less than the
-windows, so nothing leaves a window while it runs. It also sets banned words.
+user per 30 s, and 5 new connections per user (or anonymous address) per 60 s. Every client
+of the tests comes from 127.0.0.1: each test's users are new ones, and only the connect test
+connects anonymously. The module takes a few seconds, far less than the windows, so nothing
+leaves a window while it runs. It also sets banned words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +22,6 @@ EVENT_LIMIT = 5
 USER_EVENT_LIMIT = 8
 CONNECT_LIMIT = 5
 RATE_LIMITED = "rate limit exceeded"
-
-
-class Budget:
-    """Namespace CONNECTs this module's clients made (all from 127.0.0.1)."""
-
-    used = 0
-
-    @classmethod
-    async def user(cls, clients: Clients, gateway: int, user_id: str,
-                   namespaces: Iterable[str] = ("/",)) -> ChatClient:
-        names = list(namespaces)
-        client = await clients.user(gateway, user_id, user_id.title(), namespaces=names)
-        cls.used += len(names)
-        return client
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +47,11 @@ async def ok(client: ChatClient, times: int) -> None:
 
 async def test_event_limits_per_socket_and_per_user(limits_cluster: Cluster) -> None:
     async with Clients(limits_cluster) as clients:
-        solo = await Budget.user(clients, 0, unique("solo"))
+        solo = await clients.user(0, unique("solo"))
         pair_id = unique("pair")
-        pair_gw0 = await Budget.user(clients, 0, pair_id)
-        pair_gw1 = await Budget.user(clients, 1, pair_id)
-        calm = await Budget.user(clients, 1, unique("calm"))
+        pair_gw0 = await clients.user(0, pair_id)
+        pair_gw1 = await clients.user(1, pair_id)
+        calm = await clients.user(1, unique("calm"))
 
         # Per socket: 5 events, then refused (with an ack: failed ack; without: `error`).
         await ok(solo, EVENT_LIMIT)
@@ -96,22 +83,29 @@ async def test_event_limits_per_socket_and_per_user(limits_cluster: Cluster) -> 
                                    predicate=lambda p: p["content"] == "over the limit")
 
 
-async def test_connect_limit_per_client_ip(limits_cluster: Cluster) -> None:
+async def test_connect_limit_per_user_and_per_anonymous_address(
+        limits_cluster: Cluster) -> None:
+    """A user with a valid token has the connect limit to itself (thousands of users share
+    an office's address: one of them reconnecting in a loop costs the others nothing);
+    anonymous sockets share their address's."""
     async with Clients(limits_cluster) as clients:
-        assert Budget.used <= CONNECT_LIMIT
-        user_id = unique("late")
-        allowed = []
-        for i in range(CONNECT_LIMIT - Budget.used):
-            allowed.append(await Budget.user(clients, i % 2, user_id))
+        user_id = unique("eager")
+        allowed = [await clients.user(i % 2, user_id) for i in range(CONNECT_LIMIT)]
         limited = {"message": "Rate limit exceeded"}
-        jwt = token(unique("another"), "Another")
+        again = token(user_id, "Eager")
         for gateway in (0, 1):
-            assert await refusal(limits_cluster.url(gateway), "/", auth={"token": jwt}) == \
+            assert await refusal(limits_cluster.url(gateway), "/", auth={"token": again}) == \
                 limited
+        # Other users of the same address are not counted against it.
+        others = [await clients.user(i % 2, unique("colleague"))
+                  for i in range(CONNECT_LIMIT + 2)]
+        # Anonymous sockets (/game allows them) share the address's limit.
+        anonymous = [await clients.anonymous(i % 2) for i in range(CONNECT_LIMIT)]
         assert await refusal(limits_cluster.url(1), "/game") == limited
-        # Auth runs first: a refused token is refused for that reason, not counted.
+        # Auth runs first: a missing token is refused for that reason, not counted.
         assert await refusal(limits_cluster.url(0), "/") == {
             "message": "Authentication error: No token provided"}
         # Connected clients are unaffected.
-        for client in allowed:
+        for client in [*allowed, *others]:
             assert (await client.call("get online users"))["success"] is True
+        assert len(anonymous) == CONNECT_LIMIT

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,62 @@ async def test_a_flood_of_handshakes_is_limited_per_address(tmp_path: Path) -> N
         assert statuses.count(200) == 20 and statuses.count(429) == 10
         # The sessions it opened are ordinary ones that time out; health is unaffected.
         assert own.stats(0)["connections"] == 20
+    finally:
+        own.stop()
+
+
+async def _handshake_from(source: str, port: int) -> int:
+    """A polling handshake from loopback address ``source``: its HTTP status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n"
+                     b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), WAIT)
+        return int(status.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_a_flood_of_failed_authentications_is_bounded_and_costs_others_nothing(
+        tmp_path: Path) -> None:
+    """Bad tokens from one address: on one session, the services are asked 10 times and the
+    gateway refuses the rest itself; on new sessions, each pays a handshake, so the flood
+    stops at the address's handshake budget. Another address still gets in, and a user with
+    a valid token on that address is unaffected."""
+    own = start_chat_cluster(tmp_path, gateways=1, gateway_args=("--handshake-rate", "20"))
+    try:
+        port = own.gateway_ports[0]
+        url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(url) as ws:
+            assert str(await ws.recv()).startswith("0")
+            answers = []
+            for _ in range(15):
+                await ws.send('40{"token":"not-a-token"}')
+                answers.append(json.loads(str(await asyncio.wait_for(ws.recv(), WAIT))[2:]))
+        assert answers[:10] == [{"message": "Authentication error: Invalid token"}] * 10
+        assert answers[10:] == [{"message": "Too many refused connections"}] * 5
+        statuses = []
+        for _ in range(25):  # one bad CONNECT per new session
+            try:
+                async with websockets.connect(url) as ws:
+                    await ws.recv()
+                    await ws.send('40{"token":"not-a-token"}')
+                    await asyncio.wait_for(ws.recv(), WAIT)
+                    statuses.append(101)
+            except InvalidStatus as exc:
+                statuses.append(exc.response.status_code)
+        assert statuses.count(101) == 19 and statuses.count(429) == 6, statuses
+        # Another address costs nothing; a user with a valid token there gets in.
+        assert await _handshake_from("127.0.0.2", port) == 200
+        with socket.socket() as raw:
+            raw.bind(("127.0.0.3", 0))
+            raw.connect(("127.0.0.1", port))
+            raw.setblocking(False)
+            async with websockets.connect(url, sock=raw) as ws:
+                assert str(await ws.recv()).startswith("0")
+                await ws.send("40" + json.dumps({"token": token("calm", "Calm")}))
+                accepted = str(await asyncio.wait_for(ws.recv(), WAIT))
+        assert accepted.startswith("40") and "sid" in json.loads(accepted[2:]), accepted
     finally:
         own.stop()
 

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from switchboard.gateway.admission import Admission
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.exchange import Exchange, HttpLimits, Upgrade
 from switchboard.gateway.front import Front
@@ -38,7 +39,7 @@ async def front() -> AsyncIterator[tuple[Front, Endpoint, Endpoint, str]]:
     engine, echo = Endpoint("engine"), Endpoint("echo")
     front = Front(engine, WebRoutes(GatewayConfig()), lambda: {"gateway": "gw1"},
                   lambda: {"status": "healthy", "httpStatus": 200}, http_rate=5,
-                  handshake_rate=3, echo=echo)
+                  admission=Admission(3), echo=echo)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpConnection(front, HttpLimits()),
                                       "127.0.0.1", 0)

@@ -59,7 +59,7 @@ class Work:
     def session_opened(self) -> None:
         self.sessions.append("opened")
 
-    def session_closed(self, reason: str) -> None:
+    def session_closed(self, client: Client, reason: str) -> None:
         self.sessions.append(f"closed: {reason}")
 
     async def next(self, what: str) -> Any:

@@ -172,18 +172,32 @@ def test_sliding_window_prunes_quiet_keys() -> None:
 
 # -- connect -------------------------------------------------------------------------------------
 
-async def test_connect_rate_limit_per_ip(tmp_path: Path) -> None:
+async def test_anonymous_connects_are_limited_per_address(tmp_path: Path) -> None:
     clock = Clock()
     svc, _ = make(tmp_path, clock, connect_limit=50, connect_window=60.0)
     for i in range(50):
-        assert (await connect(svc, session(i, address="192.0.2.7"))).ok
+        assert (await connect(svc, session(i, user=None, address="192.0.2.7"))).ok
     before = rejections("rate_limit")
-    refused = await connect(svc, session(51, address="192.0.2.7"))
+    refused = await connect(svc, session(51, user=None, address="192.0.2.7"))
     assert (refused.ok, refused.error) == (False, "Rate limit exceeded")
     assert rejections("rate_limit") == before + 1
-    assert (await connect(svc, session(52, address="192.0.2.8"))).ok
+    assert (await connect(svc, session(52, user=None, address="192.0.2.8"))).ok
     clock.advance(60.0)
-    assert (await connect(svc, session(53, address="192.0.2.7"))).ok
+    assert (await connect(svc, session(53, user=None, address="192.0.2.7"))).ok
+
+
+async def test_users_with_valid_tokens_are_limited_each_not_per_address(tmp_path: Path) -> None:
+    """A thousand users behind one NAT address are no flood: each has the limit."""
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, connect_limit=3, connect_window=60.0)
+    for i in range(1000):
+        assert (await connect(svc, session(i, user=f"u{i}", address="192.0.2.7"))).ok, i
+    for i in range(2):
+        assert (await connect(svc, session(2000 + i, user="u1", address="192.0.2.7"))).ok
+    refused = await connect(svc, session(3000, user="u1", address="192.0.2.9"))
+    assert (refused.ok, refused.error) == (False, "Rate limit exceeded")  # u1's 4th
+    # Anonymous sockets of that address have their own budget, untouched by the users'.
+    assert (await connect(svc, session(4000, user=None, address="192.0.2.7"))).ok
 
 
 def test_client_key() -> None:
