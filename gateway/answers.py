@@ -55,41 +55,44 @@ class PeerReplies(Protocol):
 class RemoteWaits:
     """Requests other gateways forwarded here, answered through the peer sockets; the ones
     waiting (a GET) are kept so that the forwarder's ABORT finds them — or, when the
-    forwarding gateway itself dies, :meth:`abort_from` (its client's request died with it)."""
+    forwarding gateway itself dies, :meth:`abort_from` (its client's request died with it).
+
+    A waiting request is known by its forwarder's gateway id, process instance and request
+    id, not by the connection it came on: an ABORT sent after the forwarder reconnected
+    (a new ZeroMQ identity) still finds it."""
 
     def __init__(self, peers: PeerReplies | None) -> None:
         self.peers = peers
-        #: (peer identity, request id) → (forwarding gateway, its instance, on abort).
-        self._waiting: dict[tuple[bytes, int], tuple[str, str, Callable[[], None]]] = {}
+        #: (forwarding gateway, its instance, request id) → on abort.
+        self._waiting: dict[tuple[str, str, int], Callable[[], None]] = {}
 
     def answer(self, identity: bytes, request_id: int, gateway: str = "",
                instance: str = "") -> RemoteAnswer:
         return RemoteAnswer(self, identity, request_id, gateway, instance)
 
-    def send(self, identity: bytes, reply: PeerReply) -> None:
-        self._waiting.pop((identity, reply.id), None)
+    def send(self, identity: bytes, reply: PeerReply, gateway: str = "",
+             instance: str = "") -> None:
+        self._waiting.pop((gateway, instance, reply.id), None)
         if self.peers is not None:
             self.peers.reply(identity, reply)
 
     def wait(self, answer: RemoteAnswer, on_abort: Callable[[], None]) -> None:
-        self._waiting[(answer.identity, answer.request_id)] = (
-            answer.gateway, answer.instance, on_abort)
+        self._waiting[(answer.gateway, answer.instance, answer.request_id)] = on_abort
 
-    def abort(self, identity: bytes, request_id: int) -> None:
+    def abort(self, gateway: str, instance: str, request_id: int) -> None:
         """The forwarder's client went away: the waiting request hears it."""
-        entry = self._waiting.pop((identity, request_id), None)
-        if entry is not None:
-            entry[2]()
+        on_abort = self._waiting.pop((gateway, instance, request_id), None)
+        if on_abort is not None:
+            on_abort()
 
     def abort_from(self, gateway: str, instance: str) -> int:
         """Gateway ``gateway`` (its process ``instance``) died or was replaced: the clients
         whose polls it was holding saw them fail, and official clients end their session
         on a failed poll, so every request it was waiting on here is abandoned (and each
         session then ends at once rather than at its ping timeout). How many."""
-        gone = [key for key, (g, i, _) in self._waiting.items()
-                if g == gateway and i == instance]
+        gone = [key for key in self._waiting if key[0] == gateway and key[1] == instance]
         for key in gone:
-            self._waiting.pop(key)[2]()
+            self._waiting.pop(key)()
         return len(gone)
 
     @property
@@ -112,12 +115,12 @@ class RemoteAnswer:
 
     def respond(self, body: str) -> None:
         self.waits.send(self.identity, PeerReply(self.request_id, 200, body.encode(),
-                                                 POLL_TYPE))
+                                                 POLL_TYPE), self.gateway, self.instance)
 
     def reply(self, response: HttpResponse) -> None:
         self.waits.send(self.identity, PeerReply(
             self.request_id, response.status, response.body,
-            response.header("Content-Type") or ""))
+            response.header("Content-Type") or ""), self.gateway, self.instance)
 
     def on_abort(self, callback: Callable[[], None]) -> None:
         self.waits.wait(self, callback)

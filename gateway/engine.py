@@ -199,6 +199,7 @@ class Engine:
     def _finished(self, client: Client) -> None:
         if self.sessions.get(client.conn.sid) is client:
             del self.sessions[client.conn.sid]
+            self.relay.forget(client.conn.sid)
         self.host.client_lost(client, "transport close")
 
     def waiting(self) -> int:
@@ -209,6 +210,7 @@ class Engine:
         """The host dropped the session (closed, lost): its sid is unknown from now on."""
         if self.sessions.get(client.conn.sid) is client:
             del self.sessions[client.conn.sid]
+            self.relay.forget(client.conn.sid)
 
     def give_up(self, client: Client) -> None:
         """The session moved to another gateway (:mod:`.relay`)."""
@@ -250,6 +252,7 @@ class Engine:
         except TransportMismatch:
             answer.reply(engine_error(EngineError.BAD_REQUEST))
             return
+        self.relay.polled(client, answer)
         if body is not None:
             answer.respond(body)
             if polling.finished:
@@ -259,7 +262,12 @@ class Engine:
         answer.on_abort(lambda: self._poll_abandoned(client, answer))
 
     def _poll_abandoned(self, client: Client, answer: Answer) -> None:
-        if client.responder is answer and client.polling is not None:
+        if client.responder is answer:
+            self.abandoned(client)
+
+    def abandoned(self, client: Client) -> None:
+        """The client gave the session up (its poll failed or went away unanswered)."""
+        if client.polling is not None:
             client.responder = None
             client.polling.abandon()
             # The reference server ends the session too: a client whose poll went away

@@ -56,6 +56,11 @@ class PeerUnavailable(Exception):
     """The gateway asked for is unknown, unreachable or did not answer in time."""
 
 
+class PeerConnectionLost(PeerUnavailable):
+    """The connection to the gateway dropped while the request was out: the gateway may only
+    be frozen, and still hold it (then it hears an ABORT once reachable again)."""
+
+
 #: How long a request waits for the connection to a peer that was just heard of.
 CONNECT_WAIT = 1.0
 _WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
@@ -125,6 +130,8 @@ class Peers:
         #: Told (gateway id, instance) when a peer's process is gone: a new instance
         #: replaced it, or it stopped announcing itself for ``stale_after`` seconds.
         self.on_lost: Callable[[str, str], None] | None = None
+        #: Told each time the connection to a peer is (again) up.
+        self.on_connected: Callable[[Peer], None] | None = None
 
     def start(self) -> None:
         self.router.start()
@@ -226,6 +233,11 @@ class Peers:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             peer.up = True
             peer.ready.set()
+            if self.on_connected is not None:
+                try:
+                    self.on_connected(peer)
+                except Exception:
+                    log.exception("handling the connection to gateway %s failed", peer.gateway)
         elif event == zmq.EVENT_DISCONNECTED:
             if peer.up:
                 log.info("connection to gateway %s lost", peer.gateway)
@@ -236,7 +248,7 @@ class Peers:
             # Not lost yet: a peer that froze (past the ZeroMQ heartbeat) still holds its
             # clients' requests and answers them when it resumes. It is lost when a new
             # instance replaces it or it stops announcing itself (``_drop``).
-            self._fail_waiting(peer, "connection lost")
+            self._fail_waiting(peer, "connection lost", PeerConnectionLost)
 
     def _drop(self, peer: Peer) -> None:
         self._fail_waiting(peer, "gone")
@@ -250,11 +262,12 @@ class Peers:
             except Exception:
                 log.exception("handling the loss of gateway %s failed", peer.gateway)
 
-    def _fail_waiting(self, peer: Peer, why: str) -> None:
+    def _fail_waiting(self, peer: Peer, why: str,
+                      error: type[PeerUnavailable] = PeerUnavailable) -> None:
         for request_id in list(peer.waiting):
             future = self._pending.get(request_id)
             if future is not None and not future.done():
-                future.set_exception(PeerUnavailable(f"gateway {peer.gateway}: {why}"))
+                future.set_exception(error(f"gateway {peer.gateway}: {why}"))
         peer.waiting.clear()
 
     # -- requests out ----------------------------------------------------------------------

@@ -4,6 +4,13 @@
   names it) over the peer sockets, and its answer relayed; a forwarded GET whose client goes
   away is ABORTed at the owner.
 - Requests that reach this gateway from peers are **served** here (``Local.poll``).
+- **Ghosts**: a session whose client gave it up on a relay's fault is ended at once, not at
+  its ping timeout. A GET this gateway failed because its owner's connection dropped (the
+  client was told ``Session ID unknown`` and opens a new session) is ABORTed at that owner
+  once it is reachable again — it may only have been frozen, still holding the GET. A
+  session owned here whose last GET went through a relay that then died (the answer on its
+  way died with it: nothing is held here, nothing would end it) ends when that relay is
+  known lost.
 - A WebSocket for a session owned elsewhere **claims** it: while nobody has connected a
   namespace on it, the owner **hands it over** (what is queued for the client and what it
   sent and was held) and keeps a forwarding entry (``moved``) for requests still addressed
@@ -22,11 +29,11 @@ from typing import Any, Protocol
 
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
-from switchboard.gateway.answers import Answer, RemoteWaits
+from switchboard.gateway.answers import Answer, RemoteAnswer, RemoteWaits
 from switchboard.gateway.client import Client
 from switchboard.gateway.exchange import Upgrade
 from switchboard.gateway.http import EngineError, engine_error
-from switchboard.gateway.peers import Peer, Peers, PeerUnavailable
+from switchboard.gateway.peers import Peer, PeerConnectionLost, Peers, PeerUnavailable
 from switchboard.gateway.protocol.polling import UpgradeState
 from switchboard.shared import topics
 from switchboard.shared.envelope import Handover, PeerKind, PeerReply, PeerRequest
@@ -38,6 +45,8 @@ MOVED_TTL = 120.0
 MOVED_MAX = 100_000
 #: How long to wait for the announcement of a gateway not heard of yet (one just started).
 FIND_WAIT = 2.5
+#: GETs remembered per owner for an ABORT once it is reachable again.
+UNANSWERED_MAX = 10_000
 
 
 class Local(Protocol):
@@ -63,6 +72,9 @@ class Local(Protocol):
     def give_up(self, client: Client) -> None:
         """Forget a session that moved to another gateway (no departures: no sockets)."""
 
+    def abandoned(self, client: Client) -> None:
+        """The session's client gave it up (its poll failed): end it now."""
+
 
 class Relay:
     def __init__(self, gateway_id: str, peers: Peers | None, local: Local,
@@ -77,6 +89,13 @@ class Relay:
         self.remote = RemoteWaits(peers)
         if peers is not None:
             peers.on_lost = self.peer_lost
+            peers.on_connected = self.peer_connected
+        #: Owner gateway → (its instance, sid, request id) of the GETs failed here when the
+        #: connection to it dropped (ABORTed there when it is back).
+        self.unanswered: dict[str, list[tuple[str, str, int]]] = {}
+        #: Sessions owned here whose last GET was forwarded by another gateway: sid →
+        #: (that gateway, its instance).
+        self.polled_via: dict[str, tuple[str, str]] = {}
         #: Sessions that moved to another gateway: sid → (that gateway, until when).
         self.moved: dict[str, tuple[str, float]] = {}
         #: Claims under way from here: requests relayed meanwhile wait for them.
@@ -140,6 +159,10 @@ class Relay:
         except PeerUnavailable as exc:
             log.info("request for session %s not served by %s: %s", sid, owner, exc)
             answer.reply(engine_error(EngineError.UNKNOWN_SID))
+            if method == "GET" and isinstance(exc, PeerConnectionLost):
+                held = self.unanswered.setdefault(owner, [])
+                if len(held) < UNANSWERED_MAX:
+                    held.append((peer.instance, sid, request.id))
             return
         answer.reply(http.response(reply.status, reply.body,
                                    reply.content_type or "text/plain; charset=UTF-8"))
@@ -153,10 +176,46 @@ class Relay:
             peer = await self.peers.find(gateway, FIND_WAIT)
         return peer
 
+    def peer_connected(self, peer: Peer) -> None:
+        """The connection to ``peer`` is up (again): the GETs failed here while it was down
+        were given up by their clients; if it still holds them (it was frozen), it hears."""
+        entries = self.unanswered.pop(peer.gateway, [])
+        assert self.peers is not None
+        aborted = 0
+        for instance, sid, request_id in entries:
+            if instance == peer.instance:  # a new instance holds nothing of the old one's
+                self.peers.send(peer, self.peers.new_request(
+                    kind=PeerKind.ABORT, sid=sid, method=str(request_id)))
+                aborted += 1
+        if aborted:
+            log.info("gateway %s reachable again: %d GETs its clients gave up aborted there",
+                     peer.gateway, aborted)
+
     # -- requests from peers -----------------------------------------------------------------
+    def polled(self, client: Client, answer: Answer) -> None:
+        """A GET of ``client`` (owned here) waits for data: through which gateway it came."""
+        sid = client.conn.sid
+        if isinstance(answer, RemoteAnswer):
+            self.polled_via[sid] = (answer.gateway, answer.instance)
+        else:
+            self.polled_via.pop(sid, None)
+
+    def forget(self, sid: str) -> None:
+        self.polled_via.pop(sid, None)
+
     def peer_lost(self, gateway: str, instance: str) -> None:
-        """A peer gateway died (or was replaced): the polls it was holding here died too."""
-        if (count := self.remote.abort_from(gateway, instance)):
+        """A peer gateway died (or was replaced): the polls it was holding here died too,
+        and so did the answers it was passing on: sessions whose last GET it forwarded, with
+        none waiting since, lost that answer and were given up by their clients."""
+        count = self.remote.abort_from(gateway, instance)
+        via = (gateway, instance)
+        for sid in [sid for sid, relay in self.polled_via.items() if relay == via]:
+            client = self.local.sessions.get(sid)
+            del self.polled_via[sid]
+            if client is not None and client.responder is None and client.polling is not None:
+                self.local.abandoned(client)
+                count += 1
+        if count:
             log.info("gateway %s lost: %d sessions whose poll it relayed end", gateway, count)
 
     def on_peer_request(self, identity: bytes, request: PeerRequest) -> None:
@@ -166,9 +225,10 @@ class Relay:
                                                request.instance))
         elif request.kind is PeerKind.ABORT:
             if request.method.isdigit():
-                self.remote.abort(identity, int(request.method))
+                self.remote.abort(request.gateway, request.instance, int(request.method))
         elif request.kind is PeerKind.CLAIM:
-            self.remote.send(identity, self._hand_over(request))
+            self.remote.send(identity, self._hand_over(request), request.gateway,
+                             request.instance)
 
     def _hand_over(self, request: PeerRequest) -> PeerReply:
         """Another gateway got this session's WebSocket: move the session there if nobody

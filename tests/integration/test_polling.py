@@ -315,6 +315,91 @@ async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: P
         own.stop()
 
 
+#: How soon a ghost must be gone: the services' gateway timeout (5 s), and a second.
+GHOST_BOUND = 6.0
+
+
+async def test_a_session_whose_relay_died_with_its_answer_in_flight_ends(
+        tmp_path: Path) -> None:
+    """The relay of a held GET freezes; the owner answers that GET (a message for its
+    user), so the owner holds no GET any more and the answer sits in the frozen relay; the
+    relay is then killed (the answer dies with it) and restarted, as a supervisor does. The
+    client saw its poll fail and opens a new session: the old one must not stay online as a
+    ghost until its ping timeout (45 s) — it ends once the relay's new instance is heard."""
+    own = start_chat_cluster(tmp_path, gateways=2)
+    try:
+        observer = UserPeer("inflight-observer", transports=["websocket"])
+        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
+        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
+            await observer.connect(own.url(0))
+
+            async def online() -> set[str]:
+                ack = await observer.call("get online users")
+                return {u["id"] for u in ack["users"]}
+
+            query, poll = await held_relayed_poll(http, own, "u-inflight")
+            held = own.stats(0)["peerPollsHeld"]
+            part = gateway_part(own, 1)
+            assert part.process is not None
+            os.kill(part.process.pid, signal.SIGSTOP)
+            ack = await observer.call("private message", {"to": "u-inflight",
+                                                          "content": "into the void"})
+            assert ack["success"]
+            await poll_until(lambda: asyncio.to_thread(own.stats, 0),
+                             lambda st: st["peerPollsHeld"] == held - 1,
+                             "the owner answering the held GET", WAIT,
+                             max_interval=POLL_MAX_INTERVAL)
+            os.kill(part.process.pid, signal.SIGKILL)
+            killed = asyncio.get_running_loop().time()
+            part.process.wait(WAIT)
+            with pytest.raises(aiohttp.ClientError):
+                await poll
+            part.start()  # the same gateway id, a new instance
+            own.wait_ready(own.gateway_ports[1])
+            await poll_until(online, lambda ids: "u-inflight" not in ids,
+                             "the ghost leaving presence", GHOST_BOUND,
+                             max_interval=POLL_MAX_INTERVAL)
+            assert asyncio.get_running_loop().time() - killed < GHOST_BOUND + 5.0
+            async with http.get(own.url(0) + query) as response:
+                assert response.status == 400  # the session is gone
+    finally:
+        own.stop()
+
+
+async def test_a_ghost_held_by_a_frozen_owner_ends_when_it_resumes(tmp_path: Path) -> None:
+    """The owner of a session freezes (SIGSTOP) past the ZeroMQ heartbeat while a GET of it,
+    relayed by another gateway, is held there: the relay answers its client ``Session ID
+    unknown`` (the client opens a new session), and once the owner resumes it hears that
+    the GET it still holds was given up, so the session ends then, not at its ping
+    timeout."""
+    own = start_chat_cluster(tmp_path, gateways=2, gateway_args=("--heartbeat-interval", "1"))
+    try:
+        observer = UserPeer("frozen-owner-observer", transports=["websocket"])
+        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
+        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
+            await observer.connect(own.url(1))
+
+            async def online() -> set[str]:
+                ack = await observer.call("get online users")
+                return {u["id"] for u in ack["users"]}
+
+            _, poll = await held_relayed_poll(http, own, "u-owner-frozen")
+            assert "u-owner-frozen" in await online()
+            owner = gateway_part(own, 0)
+            assert owner.process is not None
+            os.kill(owner.process.pid, signal.SIGSTOP)
+            try:
+                status, _ = await asyncio.wait_for(poll, WAIT)
+                assert status == 400  # the relay gave up on the frozen owner
+            finally:
+                os.kill(owner.process.pid, signal.SIGCONT)
+            await poll_until(online, lambda ids: "u-owner-frozen" not in ids,
+                             "the ghost leaving presence after the owner resumed",
+                             GHOST_BOUND, max_interval=POLL_MAX_INTERVAL)
+    finally:
+        own.stop()
+
+
 async def test_a_session_whose_relay_froze_survives_the_freeze(tmp_path: Path) -> None:
     """The same held GET, but its relay freezes (SIGSTOP) past the 3 s ZeroMQ heartbeat, so
     the owner loses its connection to the relay: a frozen relay still holds the client's

@@ -89,13 +89,15 @@ def test_health_an_optional_service_down_is_a_warning_a_required_one_unhealthy()
 def test_polls_held_for_a_lost_gateway_instance_are_abandoned_and_no_others() -> None:
     waits = RemoteWaits(None)
     abandoned: list[str] = []
-    for name, gateway, instance in (("old-1", "gw1", "a"), ("old-2", "gw1", "a"),
-                                    ("new", "gw1", "b"), ("other", "gw2", "a")):
-        answer = waits.answer(name.encode(), 1, gateway, instance)
+    for request_id, (name, gateway, instance) in enumerate(
+            (("old-1", "gw1", "a"), ("old-2", "gw1", "a"), ("new", "gw1", "b"),
+             ("other", "gw2", "a"))):
+        answer = waits.answer(name.encode(), request_id, gateway, instance)
         answer.on_abort(lambda name=name: abandoned.append(name))
     assert waits.waiting == 4
     assert waits.abort_from("gw1", "a") == 2
     assert sorted(abandoned) == ["old-1", "old-2"]
     assert waits.abort_from("gw1", "a") == 0  # each only once
-    waits.abort(b"new", 1)  # the ABORT of a live relay still works
+    waits.abort("gw1", "b", 2)  # the ABORT of a live relay still works (whatever its
+    # connection: after a reconnect its ZeroMQ identity is a new one)
     assert abandoned[-1] == "new" and waits.waiting == 1
