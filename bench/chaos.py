@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -49,6 +50,7 @@ from typing import Any
 
 import socketio
 
+from switchboard.services.moderation.config import Config as ModerationConfig
 from switchboard.shared.tokens import issue_token
 from tests.support.balancer import find_haproxy, run_haproxy
 from tests.support.cluster import http_get
@@ -68,6 +70,14 @@ HEAL_BOUND = 60.0
 SLOW_HEAL = 10.0
 #: Bound on any single call of a client.
 CALL = 5.0
+#: The run keeps moderation's default limits, as users run them: each user sends at most
+#: this share of the per-user (and per-socket) event rate, so the traffic is spread over
+#: pools of senders and of askers (presence checks) big enough for the rates asked for.
+_DEFAULTS = ModerationConfig()
+USER_RATE = 0.75 * min(_DEFAULTS.event_limit, _DEFAULTS.user_event_limit) / \
+    _DEFAULTS.event_window
+#: Seconds between two checks of a heal (each asks twice and may send a probe).
+HEAL_INTERVAL = 0.1
 KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game")
 FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
 
@@ -226,6 +236,26 @@ class Run:
     presence: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
 
 
+class Pool:
+    """Clients of one role taking turns, so that none of them goes over its user's limits."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self._turn = 0
+
+    def any_connected(self) -> bool:
+        return any(c.sio.connected for c in self.clients)
+
+    def next(self, may: Any = None) -> Client:
+        """The next connected one (that ``may(client)`` allows); the next one if none is."""
+        for _ in range(len(self.clients)):
+            self._turn = (self._turn + 1) % len(self.clients)
+            client = self.clients[self._turn]
+            if client.sio.connected and (may is None or may(client)):
+                return client
+        return self.clients[self._turn]
+
+
 # ---------------------------------------------------------------------- the system
 class Up:
     def __init__(self, workdir: Path, gateways: int) -> None:
@@ -235,11 +265,9 @@ class Up:
         self.internal = free_port_block(21)
         shutil.rmtree(workdir / "data", ignore_errors=True)  # a fresh history every run
         (workdir / "up.log").unlink(missing_ok=True)
-        # The sender is far above the per-user chat rate limit, deliberately, and every
-        # client comes from 127.0.0.1, reconnecting after every gateway fault (50 CONNECTs a
-        # minute per IP would refuse them for most of a gateway-only run): both off here.
-        os.environ.update(SWITCHBOARD_EVENT_LIMIT="0", SWITCHBOARD_USER_EVENT_LIMIT="0",
-                          SWITCHBOARD_CONNECT_LIMIT="0")
+        # The default limits (events per socket and user, connects per user, handshakes per
+        # address): every client comes from 127.0.0.1 and reconnects after every gateway
+        # fault, as a crowd behind one NAT address does.
         self.process, self.log = spawn_up(
             workdir, "--port", str(self.base), "--gateways", str(gateways),
             "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
@@ -310,10 +338,18 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.run = Run()
         self.members = [Client(url, f"member{i}", ROOM) for i in range(args.members)]
-        self.sender = Client(url, "sender", ROOM)
+        # Messages, plus a heal's probes; history pages at the end go round them too.
+        sending = args.rate + args.private_rate + 1 / HEAL_INTERVAL
+        self.senders = Pool([Client(url, f"sender{i}", ROOM)
+                             for i in range(math.ceil(sending / USER_RATE))])
         self.churner = Client(url, "churner", None)
-        self.observer = Client(url, "observer", None)
-        self.clients = [*self.members, self.sender, self.churner, self.observer]
+        # A heal's two questions per check, the departure watch's, and the steady one a second.
+        asking = 2 / HEAL_INTERVAL + 1 / HEAL_INTERVAL + 1.0
+        self.askers = Pool([Client(url, f"asker{i}", None)
+                            for i in range(math.ceil(asking / USER_RATE))])
+        self.observer = self.askers.clients[0]
+        self.clients = [*self.members, *self.senders.clients, self.churner,
+                        *self.askers.clients]
         self.stop = asyncio.Event()
         self.counter = 0
 
@@ -324,7 +360,9 @@ class Chaos:
             if not (isinstance(ack, dict) and ack.get("success")):
                 raise RuntimeError(f"create room {room}: {ack}")
         await asyncio.gather(*(c.start() for c in self.clients if c is not self.observer))
-        log(f"{len(self.clients)} clients in; traffic starts")
+        log(f"{len(self.clients)} clients in ({len(self.senders.clients)} senders, "
+            f"{len(self.askers.clients)} askers, each under {USER_RATE:g} events/s); "
+            "traffic starts")
         rss_start = await asyncio.to_thread(self.up.rss_mb)
         loops = [asyncio.create_task(loop()) for loop in
                  (self.send_room, self.send_private, self.churn, self.ask_presence)]
@@ -366,7 +404,7 @@ class Chaos:
         due = loop.time()
         tasks: set[asyncio.Task[None]] = set()
         while not self.stop.is_set():
-            if self.sender.sio.connected:
+            if self.senders.any_connected():
                 task = asyncio.create_task(send())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -381,7 +419,8 @@ class Chaos:
             record = Sent("room", n, None, time.monotonic())
             self.run.sent.append(record)
             with contextlib.suppress(Exception):
-                ack = await self.sender.call("chat message", {"roomId": ROOM, "content": f"#{n}"})
+                ack = await self.senders.next().call("chat message",
+                                                     {"roomId": ROOM, "content": f"#{n}"})
                 if isinstance(ack, dict) and ack.get("success"):
                     record.acked, record.message_id = time.monotonic(), ack.get("messageId")
 
@@ -394,8 +433,8 @@ class Chaos:
             record = Sent("private", n, to.user_id, time.monotonic())
             self.run.sent.append(record)
             with contextlib.suppress(Exception):
-                ack = await self.sender.call("private message", {"to": to.user_id,
-                                                                 "content": f"#{n}"})
+                ack = await self.senders.next().call("private message", {
+                    "to": to.user_id, "content": f"#{n}"})
                 if isinstance(ack, dict) and ack.get("success"):
                     record.acked = time.monotonic()
 
@@ -416,12 +455,12 @@ class Chaos:
                 joined = False  # a reconnection took it out: right, and said so
                 ok = True
             self.run.churn["ok" if ok else "failed"] += 1
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1 / USER_RATE)
 
     async def ask_presence(self) -> None:
         while not self.stop.is_set():
             try:
-                await self.observer.call("get online users", {})
+                await self.askers.next().call("get online users", {})
                 self.run.presence["ok"] += 1
             except Exception:
                 self.run.presence["failed"] += 1
@@ -465,7 +504,7 @@ class Chaos:
                 if not fault.trail or fault.trail[-1][1] != why:
                     fault.trail.append((time.monotonic() - fault.at, why))
                 probe += 1
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(HEAL_INTERVAL)
             else:
                 fault.not_healed = why
         finally:
@@ -477,16 +516,13 @@ class Chaos:
         watch_until = fault.at + GATEWAY_TIMEOUT + 5
         while fault.departed is None and time.monotonic() < watch_until:
             await self.check_departed(fault)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(HEAL_INTERVAL)
 
     async def check_departed(self, fault: Fault) -> None:
         """Note when none of the killed gateway's sockets is in presence any more, asked
         through a client that is connected elsewhere (one on the dead gateway would only
         time out)."""
-        asker = next((c for c in self.clients if c.sio.connected
-                      and c.sio.get_sid("/") not in fault.old_sids), None)
-        if asker is None:
-            return
+        asker = self.askers.next(lambda c: c.sio.get_sid("/") not in fault.old_sids)
         try:
             online = await asyncio.wait_for(asker.call("get online users", {}), 1.0)
         except Exception:
@@ -506,25 +542,26 @@ class Chaos:
             if not client.sio.connected or (client.room is not None and not client.in_room):
                 return f"{client.user_id} not back ({client.state()})"
         try:
-            online = await self.observer.call("get online users", {})
+            online = await self.askers.next().call("get online users", {})
             ids = sorted(u["id"] for u in online["users"])
             expected = sorted(c.user_id for c in self.clients)
             if ids != expected:
                 return f"presence {ids} != {expected}"
-            info = await self.observer.call("get room info", ROOM)
+            info = await self.askers.next().call("get room info", ROOM)
             members = sum(1 for c in self.clients if c.room == ROOM)
             if not isinstance(info, dict) or info.get("userCount") != members:
                 return f"userCount {info and info.get('userCount')} != {members}"
             n = self.next_number()
             record = Sent("room", n, None, time.monotonic())
             self.run.sent.append(record)
-            ack = await self.sender.call("chat message", {"roomId": ROOM, "content": f"#{n}"})
+            ack = await self.senders.next().call("chat message",
+                                                 {"roomId": ROOM, "content": f"#{n}"})
             if not (isinstance(ack, dict) and ack.get("success")):
                 return f"probe not acked: {ack}"
             record.acked, record.message_id = time.monotonic(), ack.get("messageId")
             probe_deadline = time.monotonic() + 5
             while time.monotonic() < probe_deadline:
-                if all(n in m.received for m in self.members if m is not self.sender):
+                if all(n in m.received for m in self.members):
                     return ""
                 await asyncio.sleep(0.05)
             return "probe not delivered to every member"
@@ -565,7 +602,7 @@ class Chaos:
             query: dict[str, Any] = {"roomId": ROOM, "limit": 100}
             if before is not None:
                 query["before"] = before
-            page = await self.sender.call("get history", query)
+            page = await self.senders.next().call("get history", query)
             messages = page.get("messages", []) if isinstance(page, dict) else []
             if not messages:
                 break

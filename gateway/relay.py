@@ -119,7 +119,7 @@ class Relay:
         """A request for a session not here: wait for our claim, relay, or refuse."""
         claim = self.claims.get(sid)
         if claim is not None:  # a relayed request overtook our claim's answer: wait for it
-            self.spawn(self._after_claim(claim, sid, method, body, answer))
+            self.spawn(self._after_claim(claim, sid, method, body, answer, forwarded))
             return
         owner = self.owner(sid)
         if owner is None or (forwarded and sid not in self.moved):
@@ -131,13 +131,19 @@ class Relay:
         self.spawn(self._forward(owner, sid, method, body, answer))
 
     async def _after_claim(self, claim: asyncio.Future[None], sid: str, method: str,
-                           body: bytes, answer: Answer) -> None:
+                           body: bytes, answer: Answer, forwarded: bool) -> None:
         await asyncio.wait([claim], timeout=self.forward_timeout)
         client = self.local.sessions.get(sid)
-        if client is None:
+        if client is not None:  # the claim brought the session here
+            self.local.serve(client, method, body, answer)
+        elif not claim.done():
             answer.reply(engine_error(EngineError.UNKNOWN_SID))
         else:
-            self.local.serve(client, method, body, answer)
+            # The claim was refused (a v2 session, or one with a namespace connected): the
+            # session stays with its owner, and so does this request. (Answering it
+            # "Session ID unknown" ended a live session whose probe and poll both reached
+            # this gateway at once: the v2 client's 400 behind a balancer.)
+            self.pass_on(sid, method, body, answer, forwarded)
 
     async def _forward(self, owner: str, sid: str, method: str, body: bytes,
                        answer: Answer) -> None:
