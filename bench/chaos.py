@@ -234,6 +234,12 @@ class Run:
     faults: list[Fault] = field(default_factory=list)
     churn: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     presence: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    #: Messages answered with a failed ack, by error (a rate limit would show here).
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refusal(self, ack: Any) -> None:
+        error = str(ack.get("error")) if isinstance(ack, dict) else type(ack).__name__
+        self.refused[error] = self.refused.get(error, 0) + 1
 
 
 class Pool:
@@ -423,6 +429,8 @@ class Chaos:
                                                      {"roomId": ROOM, "content": f"#{n}"})
                 if isinstance(ack, dict) and ack.get("success"):
                     record.acked, record.message_id = time.monotonic(), ack.get("messageId")
+                else:
+                    self.run.refusal(ack)
 
         await self.paced(self.args.rate, one)
 
@@ -437,6 +445,8 @@ class Chaos:
                     "to": to.user_id, "content": f"#{n}"})
                 if isinstance(ack, dict) and ack.get("success"):
                     record.acked = time.monotonic()
+                else:
+                    self.run.refusal(ack)
 
         await self.paced(self.args.private_rate, one)
 
@@ -673,6 +683,7 @@ class Chaos:
             "kills": kills,
             "churn": self.run.churn,
             "presence": self.run.presence,
+            "refused": self.run.refused,
             "rss_start": self.rss[0],
             "rss_end": self.rss[1],
         }
@@ -700,7 +711,8 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
           "during faults)")
     print(f"- acked room messages missing from history: {len(result['not_in_history'])}")
     print(f"- restarts by the supervisor: {result['restarts']} (kills: {result['kills']})")
-    print(f"- joins/leaves: {result['churn']}; presence queries: {result['presence']}")
+    print(f"- joins/leaves: {result['churn']}; presence queries: {result['presence']}; "
+          f"failed acks by error: {result['refused']}")
     departures = result["departures"]
     if departures or result["departures_unmeasured"]:
         print(f"- gateway kills: the dead gateway's sockets left presence after p50 "
@@ -786,7 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", type=int, default=70, help="faults to inject")
     p.add_argument("--quick", action="store_true",
                    help="CI's short run: one of each kind and one freeze (8 faults)")
-    p.add_argument("--rate", type=float, default=100.0, help="acked room messages per second")
+    p.add_argument("--rate", type=float, default=30.0,
+                   help="acked room messages per second (from a pool of senders, each within "
+                   "the default per-user limit)")
     p.add_argument("--private-rate", type=float, default=5.0,
                    help="private messages per second")
     p.add_argument("--members", type=int, default=6, help="members of the room")
