@@ -539,18 +539,22 @@ async def test_killed_gateway_clients_reconnect_through_the_balancer(
         await asyncio.gather(*(p.close() for p in peers))
 
 
-async def raw_connect(url: str, source: str, user_id: str) -> str:
+async def raw_connect(url: str, source: str, user_id: str | None) -> str:
     """One Engine.IO/Socket.IO handshake over a bare WebSocket from ``source`` (a loopback
-    address of the client's own); the CONNECT answer's packet (``40…`` or ``44…``)."""
+    address of the client's own), then a CONNECT to ``/`` with ``user_id``'s token (None:
+    an anonymous one to ``/game``); its answer's packet (``40…`` or ``44…``), namespace
+    prefix removed."""
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    prefix = "" if user_id is not None else "/game,"
     async with asyncio.timeout(WAIT), ws_connect(ws_url, local_addr=(source, 0)) as ws:
         opened = await ws.recv()
         assert isinstance(opened, str) and opened.startswith("0{"), opened
-        await ws.send("40" + json.dumps({"token": token(user_id, user_id)}))
+        auth = {"token": token(user_id, user_id)} if user_id is not None else {}
+        await ws.send(f"40{prefix}" + json.dumps(auth))
         while True:
             packet = await ws.recv()
-            if isinstance(packet, str) and packet.startswith(("40", "44")):
-                return packet
+            if isinstance(packet, str) and packet.startswith((f"40{prefix}", f"44{prefix}")):
+                return packet[:2] + packet[2 + len(prefix):]
 
 
 async def test_connect_limit_is_per_client_behind_the_balancer(
@@ -558,19 +562,20 @@ async def test_connect_limit_is_per_client_behind_the_balancer(
 ) -> None:
     """Behind HAProxy the gateways see one peer; with the compose file's
     SWITCHBOARD_TRUSTED_PROXIES they take the client from X-Forwarded-For, so one client
-    using up moderation's connect limit costs another client (another address) nothing."""
+    using up moderation's connect limit for anonymous sockets (per address: users with a
+    token have theirs each) costs another client (another address) nothing."""
     base = deployment.addresses[deployment.lb].rsplit(".", 1)[0]
     flooder, bystander = f"{base}.200", f"{base}.201"
     try:
         refused = None
-        for attempt in range(200):  # the compose file keeps the default limit (50 a minute)
-            answer = await raw_connect(deployment.lb_url, flooder, f"flood-{attempt}")
+        for _ in range(200):  # the compose file keeps the default limit (50 a minute)
+            answer = await raw_connect(deployment.lb_url, flooder, None)
             if answer.startswith("44"):
                 refused = json.loads(answer[2:])
                 break
         assert refused == {"message": "Rate limit exceeded"}, "the flooder was never limited"
         # Another client, from another address, has used none of its allowance.
-        answer = await raw_connect(deployment.lb_url, bystander, "bystander")
+        answer = await raw_connect(deployment.lb_url, bystander, None)
         assert answer.startswith("40"), f"a different client was refused: {answer}"
     finally:
         # Forget the flood (the limits live in the moderation service's memory; a

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,12 @@ async def test_polling_clients_reconnect_when_their_gateway_is_killed(
         own.stop()
 
 
+async def online_ids(observer: UserPeer) -> set[str]:
+    """The user ids ``get online users`` lists, asked through ``observer``."""
+    ack = await observer.call("get online users")
+    return {u["id"] for u in ack["users"]}
+
+
 async def held_relayed_poll(http: aiohttp.ClientSession, own: Cluster, user: str
                             ) -> tuple[str, asyncio.Task[tuple[int, str]]]:
     """A polling session of ``user`` owned by gateway 0 (connected, welcomed) and a GET of
@@ -280,39 +287,57 @@ async def held_relayed_poll(http: aiohttp.ClientSession, own: Cluster, user: str
     return query, poll
 
 
+@dataclass
+class HeldPoll:
+    """Two gateways, an observer (WebSocket), and a session of ``user`` owned by gateway 0
+    with a GET of it relayed by gateway 1 and held at the owner (:func:`held_relayed_poll`)."""
+
+    own: Cluster
+    observer: UserPeer
+    http: aiohttp.ClientSession
+    query: str
+    poll: asyncio.Task[tuple[int, str]]
+
+    def gateway(self, index: int) -> Any:
+        part = gateway_part(self.own, index)
+        assert part.process is not None
+        return part
+
+    async def gone(self, user: str, what: str, bound: float) -> None:
+        await poll_until(lambda: online_ids(self.observer), lambda ids: user not in ids,
+                         what, bound, max_interval=POLL_MAX_INTERVAL)
+
+
+@contextlib.asynccontextmanager
+async def held_poll(tmp_path: Path, user: str, observe_on: int,
+                    *gateway_args: str) -> AsyncIterator[HeldPoll]:
+    own = start_chat_cluster(tmp_path, gateways=2, gateway_args=gateway_args)
+    try:
+        observer = UserPeer(f"{user}-observer", transports=["websocket"])
+        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
+        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
+            await observer.connect(own.url(observe_on))
+            query, poll = await held_relayed_poll(http, own, user)
+            assert user in await online_ids(observer)
+            yield HeldPoll(own, observer, http, query, poll)
+    finally:
+        own.stop()
+
+
 async def test_a_session_whose_poll_died_with_its_relay_ends_at_once(tmp_path: Path) -> None:
     """A GET forwarded by another gateway is held at the owner; kill -9 that relay: the
     client saw its poll fail (and an official client opens a new session then), so once
     the relay is known dead (it stops announcing itself) the owner ends the session — its
     socket leaves presence long before the 45 s ping timeout that would otherwise keep a
     ghost online."""
-    own = start_chat_cluster(tmp_path, gateways=2)
-    try:
-        owner_url = own.url(0)
-        observer = UserPeer("relay-observer", transports=["websocket"])
-        timeout = aiohttp.ClientTimeout(total=WAIT)
-        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
-            await observer.connect(owner_url)
-
-            async def online() -> set[str]:
-                ack = await observer.call("get online users")
-                return {u["id"] for u in ack["users"]}
-
-            query, poll = await held_relayed_poll(http, own, "u-relayed")
-            assert "u-relayed" in await online()
-            part = gateway_part(own, 1)
-            assert part.process is not None
-            os.kill(part.process.pid, signal.SIGKILL)
-            with pytest.raises(aiohttp.ClientError):
-                await poll
-            # Within WAIT, well before the ping timeout (25 s + 20 s) alone would end it.
-            await poll_until(online, lambda ids: "u-relayed" not in ids,
-                             "the relayed session leaving presence", WAIT,
-                             max_interval=POLL_MAX_INTERVAL)
-            async with http.get(owner_url + query) as response:
-                assert response.status == 400  # the session is gone
-    finally:
-        own.stop()
+    async with held_poll(tmp_path, "u-relayed", 0) as held:
+        os.kill(held.gateway(1).process.pid, signal.SIGKILL)
+        with pytest.raises(aiohttp.ClientError):
+            await held.poll
+        # Within WAIT, well before the ping timeout (25 s + 20 s) alone would end it.
+        await held.gone("u-relayed", "the relayed session leaving presence", WAIT)
+        async with held.http.get(held.own.url(0) + held.query) as response:
+            assert response.status == 400  # the session is gone
 
 
 #: How soon a ghost must be gone: the services' gateway timeout (5 s), and a second.
@@ -326,44 +351,26 @@ async def test_a_session_whose_relay_died_with_its_answer_in_flight_ends(
     relay is then killed (the answer dies with it) and restarted, as a supervisor does. The
     client saw its poll fail and opens a new session: the old one must not stay online as a
     ghost until its ping timeout (45 s) — it ends once the relay's new instance is heard."""
-    own = start_chat_cluster(tmp_path, gateways=2)
-    try:
-        observer = UserPeer("inflight-observer", transports=["websocket"])
-        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
-        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
-            await observer.connect(own.url(0))
-
-            async def online() -> set[str]:
-                ack = await observer.call("get online users")
-                return {u["id"] for u in ack["users"]}
-
-            query, poll = await held_relayed_poll(http, own, "u-inflight")
-            held = own.stats(0)["peerPollsHeld"]
-            part = gateway_part(own, 1)
-            assert part.process is not None
-            os.kill(part.process.pid, signal.SIGSTOP)
-            ack = await observer.call("private message", {"to": "u-inflight",
-                                                          "content": "into the void"})
-            assert ack["success"]
-            await poll_until(lambda: asyncio.to_thread(own.stats, 0),
-                             lambda st: st["peerPollsHeld"] == held - 1,
-                             "the owner answering the held GET", WAIT,
-                             max_interval=POLL_MAX_INTERVAL)
-            os.kill(part.process.pid, signal.SIGKILL)
-            killed = asyncio.get_running_loop().time()
-            part.process.wait(WAIT)
-            with pytest.raises(aiohttp.ClientError):
-                await poll
-            part.start()  # the same gateway id, a new instance
-            own.wait_ready(own.gateway_ports[1])
-            await poll_until(online, lambda ids: "u-inflight" not in ids,
-                             "the ghost leaving presence", GHOST_BOUND,
-                             max_interval=POLL_MAX_INTERVAL)
-            assert asyncio.get_running_loop().time() - killed < GHOST_BOUND + 5.0
-            async with http.get(own.url(0) + query) as response:
-                assert response.status == 400  # the session is gone
-    finally:
-        own.stop()
+    async with held_poll(tmp_path, "u-inflight", 0) as held:
+        before = held.own.stats(0)["peerPollsHeld"]
+        relay = held.gateway(1)
+        os.kill(relay.process.pid, signal.SIGSTOP)
+        ack = await held.observer.call("private message", {"to": "u-inflight",
+                                                           "content": "into the void"})
+        assert ack["success"]
+        await poll_until(lambda: asyncio.to_thread(held.own.stats, 0),
+                         lambda st: st["peerPollsHeld"] == before - 1,
+                         "the owner answering the held GET", WAIT,
+                         max_interval=POLL_MAX_INTERVAL)
+        os.kill(relay.process.pid, signal.SIGKILL)
+        relay.process.wait(WAIT)
+        with pytest.raises(aiohttp.ClientError):
+            await held.poll
+        relay.start()  # the same gateway id, a new instance
+        held.own.wait_ready(held.own.gateway_ports[1])
+        await held.gone("u-inflight", "the ghost leaving presence", GHOST_BOUND)
+        async with held.http.get(held.own.url(0) + held.query) as response:
+            assert response.status == 400  # the session is gone
 
 
 async def test_a_ghost_held_by_a_frozen_owner_ends_when_it_resumes(tmp_path: Path) -> None:
@@ -372,32 +379,16 @@ async def test_a_ghost_held_by_a_frozen_owner_ends_when_it_resumes(tmp_path: Pat
     unknown`` (the client opens a new session), and once the owner resumes it hears that
     the GET it still holds was given up, so the session ends then, not at its ping
     timeout."""
-    own = start_chat_cluster(tmp_path, gateways=2, gateway_args=("--heartbeat-interval", "1"))
-    try:
-        observer = UserPeer("frozen-owner-observer", transports=["websocket"])
-        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
-        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
-            await observer.connect(own.url(1))
-
-            async def online() -> set[str]:
-                ack = await observer.call("get online users")
-                return {u["id"] for u in ack["users"]}
-
-            _, poll = await held_relayed_poll(http, own, "u-owner-frozen")
-            assert "u-owner-frozen" in await online()
-            owner = gateway_part(own, 0)
-            assert owner.process is not None
-            os.kill(owner.process.pid, signal.SIGSTOP)
-            try:
-                status, _ = await asyncio.wait_for(poll, WAIT)
-                assert status == 400  # the relay gave up on the frozen owner
-            finally:
-                os.kill(owner.process.pid, signal.SIGCONT)
-            await poll_until(online, lambda ids: "u-owner-frozen" not in ids,
-                             "the ghost leaving presence after the owner resumed",
-                             GHOST_BOUND, max_interval=POLL_MAX_INTERVAL)
-    finally:
-        own.stop()
+    async with held_poll(tmp_path, "u-owner-frozen", 1, "--heartbeat-interval", "1") as held:
+        owner = held.gateway(0)
+        os.kill(owner.process.pid, signal.SIGSTOP)
+        try:
+            status, _ = await asyncio.wait_for(held.poll, WAIT)
+            assert status == 400  # the relay gave up on the frozen owner
+        finally:
+            os.kill(owner.process.pid, signal.SIGCONT)
+        await held.gone("u-owner-frozen", "the ghost leaving presence after the owner resumed",
+                        GHOST_BOUND)
 
 
 async def test_a_session_whose_relay_froze_survives_the_freeze(tmp_path: Path) -> None:
@@ -405,32 +396,22 @@ async def test_a_session_whose_relay_froze_survives_the_freeze(tmp_path: Path) -
     the owner loses its connection to the relay: a frozen relay still holds the client's
     request and answers it when it resumes, so the owner keeps the session; what is sent to
     it meanwhile arrives through that very GET."""
-    own = start_chat_cluster(tmp_path, gateways=2, gateway_args=("--heartbeat-interval", "1"))
-    try:
-        observer = UserPeer("freeze-observer", transports=["websocket"])
-        timeout = aiohttp.ClientTimeout(total=3 * WAIT)
-        async with peers(observer), aiohttp.ClientSession(timeout=timeout) as http:
-            await observer.connect(own.url(0))
-            _, poll = await held_relayed_poll(http, own, "u-frozen")
-            part = gateway_part(own, 1)
-            assert part.process is not None
-            os.kill(part.process.pid, signal.SIGSTOP)
-            try:
-                await poll_until(lambda: asyncio.to_thread(own.stats, 0),
-                                 lambda s: s["peersConnected"] == 0,
-                                 "the owner losing its connection to the frozen relay", WAIT,
-                                 max_interval=POLL_MAX_INTERVAL)
-                ack = await observer.call("private message", {"to": "u-frozen",
-                                                              "content": "while frozen"})
-                assert ack["success"]
-            finally:
-                os.kill(part.process.pid, signal.SIGCONT)
-            status, body = await asyncio.wait_for(poll, 2 * WAIT)
-            assert status == 200 and "while frozen" in body
-            online = await observer.call("get online users")
-            assert "u-frozen" in {u["id"] for u in online["users"]}
-    finally:
-        own.stop()
+    async with held_poll(tmp_path, "u-frozen", 0, "--heartbeat-interval", "1") as held:
+        relay = held.gateway(1)
+        os.kill(relay.process.pid, signal.SIGSTOP)
+        try:
+            await poll_until(lambda: asyncio.to_thread(held.own.stats, 0),
+                             lambda st: st["peersConnected"] == 0,
+                             "the owner losing its connection to the frozen relay", WAIT,
+                             max_interval=POLL_MAX_INTERVAL)
+            ack = await held.observer.call("private message", {"to": "u-frozen",
+                                                               "content": "while frozen"})
+            assert ack["success"]
+        finally:
+            os.kill(relay.process.pid, signal.SIGCONT)
+        status, body = await asyncio.wait_for(held.poll, 2 * WAIT)
+        assert status == 200 and "while frozen" in body
+        assert "u-frozen" in await online_ids(held.observer)
 
 
 # -------------------------------------------------------------------------- bad input
