@@ -54,7 +54,8 @@ from switchboard.services.moderation.config import Config as ModerationConfig
 from switchboard.shared.tokens import issue_token
 from tests.support.balancer import find_haproxy, run_haproxy
 from tests.support.cluster import http_get
-from tests.support.upserver import free_port_block, part_name, process_table, spawn_up
+from tests.support.ports import free_port_block
+from tests.support.upserver import part_name, process_table, spawn_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "chaos-secret-of-at-least-thirty-two-bytes"

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import procs
+from tests.support.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -37,29 +36,6 @@ OURS_ENV = {
     "SWITCHBOARD_CONNECT_LIMIT": "0",
     "SWITCHBOARD_HANDSHAKE_RATE": "0",
 }
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, span: int = 1, avoid: tuple[int, ...] = ()) -> list[int]:
-    """``count`` blocks of ``span`` consecutive free ports in 20000..30000 (not ephemeral)."""
-    rng = random.Random()
-    out: list[int] = []
-    while len(out) < count:
-        base = rng.randrange(20000, 30000 - span)
-        block = range(base, base + span)
-        if any(p in out or p in avoid for p in block):
-            continue
-        if all(_free(p) for p in block):
-            out.append(base)
-    return out
 
 
 def wait_health(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
@@ -103,7 +79,7 @@ class Server:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        base = free_ports(1, span=self.gateways())[0]
+        base = free_port_block(self.gateways())
         self.ports = [base + i for i in range(self.gateways())]
         env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as log:
@@ -181,7 +157,7 @@ class Ours(Server):
         return self.n_gateways
 
     def argv(self) -> list[str]:
-        self.internal = free_ports(1, span=21, avoid=tuple(self.ports))[0]
+        self.internal = free_port_block(21)
         data = (self.workdir / f"{self.name}-data").resolve()  # up may run elsewhere (ours@DIR)
         # fresh SQLite files for every start: no rooms or history from an earlier run
         for path in data.glob("*.sqlite3*") if data.exists() else ():

@@ -100,8 +100,9 @@ class GatewayConfig:
     )
     allowed_origins: tuple[str, ...] = setting(
         (), "Origins whose pages may connect (WebSocket upgrades and CORS), as browsers send "
-        "them: scheme://host[:port]; * allows any. None given: same-origin pages and "
-        "non-browser clients only (in --demo mode: any origin).", check=checks.origin,
+        "them: scheme://host[:port]; * allows any. Same-origin pages and non-browser "
+        "clients are always served; none given: no other origin (in --demo mode: any).",
+        check=checks.origin,
     )
     cors_credentials: bool = setting(
         True, "CORS: allow credentials (Access-Control-Allow-Credentials: true, the "

@@ -265,11 +265,14 @@ class CorsPolicy:
     """Which pages may use the Engine.IO endpoint, as the seed configures Socket.IO: an
     origin allow-list, methods GET and POST, credentials.
 
-    - A request without ``Origin`` (a non-browser client) is always served.
-    - ``allowed_origins`` names origins; ``*`` among them allows any.
-    - With none named, only same-origin pages are served (the ``Origin``'s host and port
-      are the request's ``Host``), as Node's socket.io sends no CORS headers until the
-      application configures them; ``any_when_unset`` (demo mode) allows any instead.
+    - A request without ``Origin`` (a non-browser client) is always served, and so is a
+      same-origin page (the ``Origin``'s host and port are the request's ``Host``): CORS is
+      about other origins, and a page served by the gateway or by the proxy in front of it
+      must work whatever the list says.
+    - ``allowed_origins`` names the other origins; ``*`` among them allows any.
+    - With none named, no other origin is served, as Node's socket.io sends no CORS headers
+      until the application configures them; ``any_when_unset`` (demo mode) allows any
+      instead.
 
     The request's origin is echoed (never ``*``: browsers refuse ``*`` with credentials).
     A request from an origin not allowed is refused outright (403), not merely left without
@@ -287,9 +290,9 @@ class CorsPolicy:
         origin = request.headers.get("Origin")
         if origin is None or "*" in self.allowed_origins or origin in self.allowed_origins:
             return True
-        if self.allowed_origins:
-            return False
-        return self.any_when_unset or _same_origin(origin, request.headers.get("Host"))
+        if _same_origin(origin, request.headers.get("Host")):
+            return True
+        return self.any_when_unset and not self.allowed_origins
 
     def headers(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
         """Headers for an actual (non-preflight) response to ``request``."""

@@ -30,7 +30,6 @@ from tests.browser.helpers import (
     send,
     sign_in,
 )
-from tests.support.backbone import free_port
 from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, start_chat_cluster
 
@@ -146,24 +145,22 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = Path(tmp_path_factory.mktemp("web-polling"))
-    page_port, lb_port, nows_port = free_port(HOST), free_port(HOST), free_port(HOST)
-    origins = [f"http://{HOST}:{p}" for p in (page_port, lb_port, nows_port)]
-    cluster = start_chat_cluster(
-        workdir, gateways=3,
-        gateway_args=(*GATEWAY_ARGS, *[arg for o in origins for arg in ("--allowed-origins", o)]),
-        auth_args=("--auth-policy", "/=anonymous,/chat=token,/game=anonymous,/admin=admin"))
     site = workdir / "site"
     site.mkdir()
-    try:
-        with page_server(site, HOST, page_port) as pages, \
-                balancer(workdir, cluster.gateway_ports, port=lb_port) as lb, \
-                balancer(workdir, cluster.gateway_ports, refuse_websocket=True,
-                         port=nows_port) as nows:
-            for name, server in (("seed-lb.html", lb), ("seed-nows.html", nows)):
-                (site / name).write_text(SEED_PAGE.format(server=server), encoding="utf-8")
-            yield Setup(cluster, lb, nows, pages)
-    finally:
-        cluster.stop()
+    # The page server holds its port before the gateways start: they are told its origin.
+    # The chat page served through a balancer is same-origin there, which needs no naming.
+    with page_server(site, HOST) as pages:
+        cluster = start_chat_cluster(
+            workdir, gateways=3, gateway_args=(*GATEWAY_ARGS, "--allowed-origins", pages),
+            auth_args=("--auth-policy", "/=anonymous,/chat=token,/game=anonymous,/admin=admin"))
+        try:
+            with balancer(workdir, cluster.gateway_ports) as lb, \
+                    balancer(workdir, cluster.gateway_ports, refuse_websocket=True) as nows:
+                for name, server in (("seed-lb.html", lb), ("seed-nows.html", nows)):
+                    (site / name).write_text(SEED_PAGE.format(server=server), encoding="utf-8")
+                yield Setup(cluster, lb, nows, pages)
+        finally:
+            cluster.stop()
 
 
 def transport(page: Page) -> str:

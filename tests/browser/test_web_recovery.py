@@ -14,7 +14,6 @@ import socketio
 from playwright.sync_api import Page
 
 from tests.browser.helpers import WAIT_MS, OpenPage, page_server, screenshot
-from tests.support.backbone import free_port
 from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, gateway_part, start_chat_cluster, token
 
@@ -53,22 +52,20 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = Path(tmp_path_factory.mktemp("web-recovery"))
-    page_port, lb_port = free_port(HOST), free_port(HOST)
-    origins = [f"http://{HOST}:{p}" for p in (page_port, lb_port)]
-    cluster = start_chat_cluster(
-        workdir, gateways=3, recovery=("/",),
-        gateway_args=tuple(arg for o in origins for arg in ("--allowed-origins", o)),
-        moderation_args=("--event-limit", "0", "--user-event-limit", "0"))
     site = workdir / "site"
     site.mkdir()
-    try:
-        with page_server(site, HOST, page_port) as pages, \
-                balancer(workdir, cluster.gateway_ports, port=lb_port) as lb:
-            (site / "recover.html").write_text(
-                PAGE.format(server=lb, token=token("web1", "Web")), encoding="utf-8")
-            yield Setup(cluster, pages)
-    finally:
-        cluster.stop()
+    # The page server holds its port before the gateways start: they are told its origin.
+    with page_server(site, HOST) as pages:
+        cluster = start_chat_cluster(
+            workdir, gateways=3, recovery=("/",), gateway_args=("--allowed-origins", pages),
+            moderation_args=("--event-limit", "0", "--user-event-limit", "0"))
+        try:
+            with balancer(workdir, cluster.gateway_ports) as lb:
+                (site / "recover.html").write_text(
+                    PAGE.format(server=lb, token=token("web1", "Web")), encoding="utf-8")
+                yield Setup(cluster, pages)
+        finally:
+            cluster.stop()
 
 
 def wait_for(page: Page, condition: str) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_helpers import ChatClient, Clients, unique
-from tests.support.backbone import free_port
 from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, start_chat_cluster
+from tests.support.ports import free_port
 
 RUN_TIMEOUT = 30.0
 

@@ -23,10 +23,10 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.gateway.http import SECURITY_HEADERS
-from tests.support.backbone import free_port
 from tests.support.cluster import CMD, JWT_SECRET, Cluster, Part, http_get, token
 from tests.support.peer import QueuedPeer, user_auth
 from tests.support.polling import poll_until
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -29,6 +29,7 @@ import socketio
 
 from tests.support import upserver
 from tests.support.cluster import http_get
+from tests.support.ports import free_port_block
 from tests.support.upserver import (
     READY_BOUND,
     RECOVERY_BOUND,
@@ -37,7 +38,6 @@ from tests.support.upserver import (
     alive,
     assert_prefixed,
     cleanup,
-    free_port_block,
     spawn_up,
 )
 

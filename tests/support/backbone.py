@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -31,16 +30,7 @@ from switchboard.shared.journal import Journal
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.runner import Runner, RunnerConfig
 from switchboard.shared.service import Service
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def tcp(host: str = "127.0.0.1") -> str:
-    return f"tcp://{host}:{free_port(host)}"
+from tests.support.ports import tcp
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.backbone import free_port
+from tests.support.ports import free_port
 
 TEMPLATE = """\
 global

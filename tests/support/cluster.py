@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.backbone import free_port
+from tests.support.ports import free_port
 
 CMD = [sys.executable, "-m", "switchboard"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import pytest
 
 from switchboard.supervisor import UpConfig
 from tests.support.cluster import http_get
+from tests.support.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -35,24 +34,6 @@ UP_GRACE = UpConfig().grace
 #: child that only stopped when SIGKILLed fails on the supervisor's own words ("did not stop
 #: in time"), not on a bound shorter than the grace.
 STOP_BOUND = UP_GRACE + 3.0
-
-
-def free_port_block(size: int = 21, host: str = HOST) -> int:
-    """A base port with ``size`` consecutive free ports (``up --internal-port`` uses 21).
-
-    Chosen below the kernel's ephemeral range so outgoing connections do not take them.
-    """
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - size)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((host, port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports found")
 
 
 def process_table() -> dict[int, tuple[int, int, int]]:

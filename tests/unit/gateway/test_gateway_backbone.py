@@ -21,7 +21,8 @@ from switchboard.shared.envelope import (
 from switchboard.shared.errors import ServiceUnavailable
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_event, on_filter, on_sync
-from tests.support.backbone import running_broker, running_service, tcp
+from tests.support.backbone import running_broker, running_service
+from tests.support.ports import tcp
 
 
 class Echo(Service):

@@ -93,6 +93,18 @@ def test_cors_with_no_origins_named_serves_same_origin_pages_and_non_browsers_on
     assert not named.allows(_from("http://evil.example"))  # names given: only those
 
 
+def test_cors_serves_same_origin_pages_whatever_origins_are_named() -> None:
+    """A page the gateway (or the balancer in front of it) serves is not cross-origin: naming
+    another origin for it does not lock the gateway's own page out."""
+    named = CorsPolicy(frozenset({"http://app.example"}))
+    assert named.allows(_from("http://chat.example:3000"))
+    assert named.allows(_from("https://chat.example:3000"))
+    assert not named.allows(_from("http://chat.example:3001"))
+    assert not named.allows(_from("http://evil.example"))
+    assert dict(named.headers(_from("http://chat.example:3000")))[
+        "Access-Control-Allow-Origin"] == "http://chat.example:3000"
+
+
 def test_cors_preflight() -> None:
     cors = CorsPolicy(frozenset({"http://app.example"}))
     ok = cors.preflight(HttpRequest.build("OPTIONS", "/socket.io/?EIO=4", [

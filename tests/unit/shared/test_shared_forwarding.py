@@ -13,8 +13,9 @@ from prometheus_client import REGISTRY
 from switchboard.shared.envelope import Emit, Reply, Request, RequestKind, fail, reply_to
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_event, on_filter, on_sync
-from tests.support.backbone import FakeGateway, running_broker, running_service, tcp
+from tests.support.backbone import FakeGateway, running_broker, running_service
 from tests.support.polling import poll_until
+from tests.support.ports import tcp
 
 K = RequestKind
 
