@@ -82,6 +82,25 @@ def balanced(cluster: Any, workdir: Path) -> Iterator[Any]:
         cluster.stop()
 
 
+def listens(pid: int, host: str, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``host:port`` (IPv4), from
+    /proc/net/tcp and the process's file descriptors."""
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+    return False
+
+
 @contextlib.contextmanager
 def run_haproxy(binary: str, workdir: Path, ports: Sequence[int], host: str = "127.0.0.1",
                 refuse_websocket: bool = False, port: int = 0) -> Iterator[str]:
@@ -99,9 +118,9 @@ def run_haproxy(binary: str, workdir: Path, ports: Sequence[int], host: str = "1
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-                break
+        # Ready when this HAProxy holds the listening socket, not when something answers
+        # on the port: another listener there would answer, and take its traffic.
+        while not listens(process.pid, host, port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start:\n{log.read_text()}")
             time.sleep(0.05)
