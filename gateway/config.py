@@ -36,6 +36,12 @@ class GatewayConfig:
         ports.DEFAULT_SERVICES,
         "Service endpoints as NAME=ENDPOINT.", check=checks.service_endpoint,
     )
+    policy_service: str = setting(
+        "auto", "The service (one of --services) whose moderation policy - bans, mutes, event "
+        "limits - this gateway enforces on every event; until its first snapshot arrives "
+        "events are refused. auto: moderation, when --services names it; none: no policy "
+        "(events are not limited).",
+    )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
     max_payload: int = setting(1_000_000, "Engine.IO maxPayload: largest message, bytes.")
@@ -160,3 +166,17 @@ class GatewayConfig:
 
     def service_endpoints(self) -> dict[str, list[str]]:
         return endpoints(self.services)
+
+    def policy_source(self) -> str | None:
+        """The service named by --policy-service (None: no policy); ``ValueError`` when it
+        names no service of --services."""
+        named = self.policy_service.strip()
+        services = self.service_endpoints()
+        if named == "auto":
+            return "moderation" if "moderation" in services else None
+        if named in ("none", ""):
+            return None
+        if named not in services:
+            raise ValueError(f"--policy-service: {named} is none of --services "
+                             f"({', '.join(sorted(services)) or 'none'})")
+        return named

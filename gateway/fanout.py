@@ -336,6 +336,9 @@ class Actions(Protocol):
     def release(self, pub: Publication) -> None:
         """A socket was recovered on gateway ``pub.args[0]``: forget it if it is here."""
 
+    def policy_changed(self, pub: Publication) -> None:
+        """A change of the moderation policy (gateway.policing)."""
+
     def replay(self, ask: AskReplay) -> None:
         """Fetch what a publisher sent that this gateway missed, then call
         :meth:`Fanout.replayed` (see :mod:`switchboard.gateway.continuity`)."""
@@ -455,6 +458,9 @@ class Fanout:
             return
         if pub.kind == PubKind.RELEASE:
             self.actions.release(pub)
+            return
+        if pub.kind == PubKind.POLICY:
+            self.actions.policy_changed(pub)
             return
         index = self.index
         targets = index.targets(pub.ns, pub.room, pub.sids, pub.exclude)

@@ -26,6 +26,13 @@ class HealthFigures:
     #: Services whose loss degrades rather than stops (connection state recovery: without
     #: it, clients come back as new sockets, and everything else works).
     optional: frozenset[str] = frozenset()
+    #: The policy service, if any (gateway.policing): while it is unreachable the gateway
+    #: enforces the last policy it holds, so chat goes on.
+    policy_service: str | None = None
+    #: Whether its policy was ever loaded (events are refused until then).
+    policy_loaded: bool = True
+    #: Seconds since the policy held was last loaded whole (None: never).
+    policy_age: float | None = None
 
 
 @dataclass
@@ -48,9 +55,15 @@ def evaluate(figures: HealthFigures, limits: HealthLimits) -> Health:
     if not figures.broker_up:
         health.add(UNHEALTHY, "broker unreachable")
     for name, up in sorted(figures.services_up.items()):
-        if not up:
+        if not up and name == figures.policy_service and figures.policy_loaded:
+            age = "" if figures.policy_age is None else f" (loaded {figures.policy_age:.0f} s ago)"
+            health.add(WARNING, f"service {name} unreachable: enforcing the last policy it "
+                                f"published{age}; new connections are refused")
+        elif not up:
             health.add(WARNING if name in figures.optional else UNHEALTHY,
                        f"service {name} unreachable")
+    if figures.policy_service is not None and not figures.policy_loaded:
+        health.add(UNHEALTHY, f"no policy from {figures.policy_service} yet: events refused")
     if limits.max_memory_mb:
         if figures.rss_mb > limits.max_memory_mb:
             health.add(UNHEALTHY, f"memory {figures.rss_mb:.0f} MB over {limits.max_memory_mb} MB")

@@ -133,3 +133,11 @@ class EventMeters:
             if len(self._cache) < 10_000:
                 self._cache[key] = meter
         return meter
+
+POLICY_REFUSALS = Counter(
+    "switchboard_gateway_policy_refusals_total",
+    "Events refused by the moderation policy this gateway enforces, by reason",
+    ["reason"],
+)
+for _reason in ("banned", "rate_limit", "muted", "not_loaded"):  # every series from the start
+    POLICY_REFUSALS.labels(_reason)

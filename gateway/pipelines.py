@@ -62,6 +62,14 @@ SUBSCRIBE_TIMEOUT = 2.0
 ADMIN_UI_WRITE_LIMIT = 64 * 1024 * 1024
 
 
+class Judge(Protocol):
+    """The policy an event must pass before it goes to its owner (gateway.policing)."""
+
+    def judge(self, session: Session, event: str) -> str | None: ...
+
+    def forget(self, sid: str) -> None: ...
+
+
 class Services(Protocol):
     """What the pipelines need of the service backbone (:class:`~.backbone.Backbone`)."""
 
@@ -89,8 +97,11 @@ def _accepted_before(stages: tuple[str, ...], refused: Reply) -> list[str]:
 class Pipelines:
     def __init__(self, gateway_id: str, services: Services, index: LocalIndex,
                  meters: m.EventMeters, spawn: Spawn, connect_emit_delay: float = 0.0,
-                 sync_timeout: float = 30.0, admission: Admission | None = None) -> None:
+                 sync_timeout: float = 30.0, admission: Admission | None = None,
+                 policy: Judge | None = None) -> None:
         self.gateway_id = gateway_id
+        #: Judges every event against moderation's policy (None: nothing limits events).
+        self.policy = policy
         #: Told which sessions authenticated (their handshakes are no flood).
         self.admission = admission or Admission(0)
         self.services = services
@@ -419,11 +430,18 @@ class Pipelines:
         routing = self.services.routing
         owner = routing.owner(sock.ns, event)
         filters = routing.filters(sock.ns)
+        if self.policy is not None:
+            await turn.may_send()  # limits count in the socket's order
+            # An unknown event counts against the sender's limits as any other.
+            refusal = self.policy.judge(sock.session, event)
+            if refusal is not None:
+                await turn.may_apply()
+                self.fail(sock, request, refusal)
+                return
         try:
             await turn.may_send()
             if owner is None:
-                # No route: the filters still judge it (an unknown event counts against
-                # the sender's limits as any other), then it fails.
+                # No route: the filters still judge it, then it fails.
                 for stage in filters:
                     reply = await self.services.request(
                         stage, RequestKind.FILTER, session=sock.session, event=event,
@@ -547,6 +565,8 @@ class Pipelines:
             return False
         del client.sockets[sock.ns]
         self.index.remove(sock)
+        if self.policy is not None:
+            self.policy.forget(sock.sid)
         m.SOCKETS.labels(sock.ns).dec()
         if self.admin is not None and sock.live:
             self.admin.socket_disconnected(sock, reason)

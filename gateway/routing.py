@@ -22,6 +22,7 @@ class RoutingTable:
         self._disconnect: dict[str, tuple[str, ...]] = {}
         self._update: dict[str, tuple[str, ...]] = {}
         self._recovery: str | None = None
+        self._policy: str | None = None
         for info in infos:
             self.infos[info.name] = info
         self._rebuild()
@@ -50,9 +51,12 @@ class RoutingTable:
                     if key not in owners or route.ns != WILDCARD:
                         owners[key] = info.name
         self._owners = owners
-        self._recovery = next(
-            (info.name for info in self.infos.values()
-             if any(route.kind == RequestKind.RECOVER for route in info.routes)), None)
+        self._recovery = self._serving(RequestKind.RECOVER)
+        self._policy = self._serving(RequestKind.POLICY)
+
+    def _serving(self, kind: RequestKind) -> str | None:
+        return next((info.name for info in self.infos.values()
+                     if any(route.kind == kind for route in info.routes)), None)
 
     def _stages(self, kind: RequestKind, ns: str) -> tuple[str, ...]:
         """Services with a ``kind`` route for ``ns`` or ``*``, by ascending priority."""
@@ -83,6 +87,11 @@ class RoutingTable:
     def recovery(self) -> str | None:
         """The service keeping recoverable sessions (connection state recovery), if any."""
         return self._recovery
+
+    @property
+    def policy(self) -> str | None:
+        """The service publishing the policy gateways enforce on events (moderation)."""
+        return self._policy
 
     def disconnect_listeners(self, ns: str) -> tuple[str, ...]:
         return self._disconnect.get(ns, ())

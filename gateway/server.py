@@ -47,6 +47,7 @@ from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rs
 from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.peers import Peers, PeerUnavailable
 from switchboard.gateway.pipelines import Pipelines
+from switchboard.gateway.policing import EventPolicy, PolicyFeed
 from switchboard.gateway.protocol import ConnectionConfig
 from switchboard.gateway.proxies import parse_networks
 from switchboard.gateway.recovery import Recovery, RecoverySettings
@@ -62,6 +63,7 @@ from switchboard.shared.envelope import (
     RequestKind,
 )
 from switchboard.shared.errors import ConfigError, ServiceUnavailable
+from switchboard.shared.policy import PolicyReplica
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 
@@ -110,10 +112,23 @@ class Gateway:
                                   on_reconnect=self._broker_reconnected)
         self.index = LocalIndex(self.subs, self.id)
         self.admission = Admission(config.handshake_rate)
+        # -- the moderation policy every event is judged by (gateway.policing)
+        try:
+            self._policy_source = config.policy_source()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.policy_replica = PolicyReplica()
+        self.policy = EventPolicy(self.policy_replica,
+                                  required=lambda: self._policy_source is not None)
+        self.policy_feed = PolicyFeed(self.policy_replica, self._policy_source, self.backbone,
+                                      self.subs,
+                                      interval=config.heartbeat_interval,
+                                      timeout=config.request_timeout)
         self.pipelines = Pipelines(
             self.id, self.backbone, self.index, meters, self.spawn,
             connect_emit_delay=config.connect_emit_delay,
             sync_timeout=max(config.request_timeout, 30.0), admission=self.admission,
+            policy=self.policy,
         )
         self.recovery: Recovery | None = None
         if config.recovery_namespaces:
@@ -189,6 +204,8 @@ class Gateway:
         self.subs.add(topics.gateway(self.id))
         self.subs.add(topics.BROKER_HEARTBEAT)
         self.subs.add(topics.ALL_GATEWAYS)
+        if self._policy_source is not None:
+            self.policy_feed.subscribe()
         self.subs.start()
         self.backbone.start()
         self.peers.start()
@@ -198,6 +215,11 @@ class Gateway:
             log.warning("broker %s not reachable at start", self.config.broker_sub)
         described = await self.backbone.wait_described(self.config.ready_timeout)
         self._check_namespaces(described)
+        if self._policy_source is not None:
+            if not await self.policy_feed.refresh():
+                log.warning("no policy from %s yet: events are refused until it answers",
+                            self._policy_source)
+            self._loops.append(asyncio.create_task(self.policy_feed.keep_current()))
         interval = self.config.heartbeat_interval
         self._loops += [
             asyncio.create_task(self.backbone.heartbeat_loop(interval)),
@@ -356,6 +378,9 @@ class Gateway:
     def replay(self, ask: AskReplay) -> None:
         self._spawn_background(self._replay(ask))
 
+    def policy_changed(self, pub: Publication) -> None:
+        self.policy_feed.on_publication(pub)
+
     async def _replay(self, ask: AskReplay) -> None:
         """Fetch what ``ask.origin`` published after ``ask.after`` (docs/delivery.md): once
         the broker has our subscriptions in force, so that nothing slips between the replay
@@ -416,6 +441,11 @@ class Gateway:
             },
             "broker": fanout.broker_up,
             "brokerInstance": fanout.broker_instance,
+            #: The moderation policy events are judged by (gateway.policing).
+            "policy": {"source": self._policy_source, "state": self.policy_replica.state.value,
+                       "instance": self.policy_replica.instance,
+                       "version": self.policy_replica.version,
+                       **self.policy_replica.held()},
             #: Delivery across broker crashes (docs/delivery.md).
             "continuity": {**fanout.continuity.counters,
                            "replaying": fanout.continuity.replaying()},
@@ -431,6 +461,10 @@ class Gateway:
             recent_requests=total,
             recent_failures=failures,
             optional=frozenset({"recovery", self.backbone.routing.recovery or "recovery"}),
+            policy_service=self._policy_source,
+            policy_loaded=self.policy_replica.ready,
+            policy_age=(None if self.policy_feed.loaded_at is None
+                        else time.monotonic() - self.policy_feed.loaded_at),
         )
         health = evaluate(figures, self.health_limits)
         if self.stopping:

@@ -197,7 +197,7 @@ class Dispatcher:
         start = time.perf_counter()
         outcome = "ok"
         try:
-            reply = await handler(request)
+            reply = await handler(self.service.prepared(request))
             if reply is None:
                 reply = Reply(request.id)
             elif not reply.ok:

@@ -184,6 +184,7 @@ class RequestKind(IntEnum):
     MISSED = 10  #: what session ``args`` [pid, offset] missed: ``args`` [[offset, event, args]…]
     ATTACH = 11  #: a recoverable socket's state (``sockets`` one, with its pid) on this gateway
     DETACH = 12  #: a recoverable socket's connection dropped: the window for recovery starts
+    POLICY = 13  #: the policy a gateway enforces on events: ``args`` [snapshot] (shared.policy)
 
 
 class Recovery(IntEnum):
@@ -397,6 +398,7 @@ class PubKind(IntEnum):
     BEAT = 7  #: a publisher's beat: ``seq`` its latest publication, ``epoch`` the beat's
     REPORT = 8  #: the Admin UI socket ``sids[0]`` of ``ns`` asks every gateway for its sockets
     RELEASE = 9  #: socket ``sids[0]`` was recovered on gateway ``args[0]``: others forget it
+    POLICY = 10  #: a change of the moderation policy: ``args`` [update] (shared.policy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from switchboard.shared.envelope import (
@@ -33,6 +34,7 @@ from switchboard.shared.envelope import (
     ServiceInfo,
 )
 from switchboard.shared.publisher import Publisher
+from switchboard.shared.schema import Cleaner, EventSchema
 
 Handler = Callable[[Any, Request], Awaitable[Reply | None]]
 BoundHandler = Callable[[Request], Awaitable[Reply | None]]
@@ -41,10 +43,10 @@ F = TypeVar("F", bound=Handler)
 _ROUTES_ATTR = "__switchboard_routes__"
 
 
-def _register(route: Route) -> Callable[[F], F]:
+def _register(route: Route, schema: EventSchema | None = None) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         routes = getattr(func, _ROUTES_ATTR, [])
-        routes.append(route)
+        routes.append((route, schema))
         setattr(func, _ROUTES_ATTR, routes)
         return func
 
@@ -60,9 +62,14 @@ def on_connect(ns: str, priority: int = 100) -> Callable[[F], F]:
     return _register(Route(RequestKind.CONNECT, ns, "", priority))
 
 
-def on_event(ns: str, event: str) -> Callable[[F], F]:
-    """The owner of ``event`` in ``ns``; its reply becomes the client's ack."""
-    return _register(Route(RequestKind.EVENT, ns, event))
+def on_event(ns: str, event: str, schema: EventSchema | None = None) -> Callable[[F], F]:
+    """The owner of ``event`` in ``ns``; its reply becomes the client's ack.
+
+    ``schema``: the event's payload declaration (:mod:`shared.schema`). The framework
+    applies it with the service's :attr:`Service.cleaner` before the handler runs: the
+    handler gets the canonical args, and a bad payload is refused with what to fix.
+    """
+    return _register(Route(RequestKind.EVENT, ns, event), schema)
 
 
 def on_filter(ns: str, priority: int = 100) -> Callable[[F], F]:
@@ -98,19 +105,26 @@ class Service:
     name: ClassVar[str] = "service"
     _routes: ClassVar[dict[tuple[RequestKind, str, str], str]] = {}
     _priorities: ClassVar[dict[tuple[RequestKind, str, str], int]] = {}
+    _schemas: ClassVar[dict[tuple[RequestKind, str, str], EventSchema]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         table: dict[tuple[RequestKind, str, str], str] = {}
         priorities: dict[tuple[RequestKind, str, str], int] = {}
+        schemas: dict[tuple[RequestKind, str, str], EventSchema] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
-                for route in getattr(value, _ROUTES_ATTR, ()):
+                for route, schema in getattr(value, _ROUTES_ATTR, ()):
                     key = (route.kind, route.ns, route.event)
                     table[key] = attr
                     priorities[key] = route.priority
+                    if schema is not None:
+                        schemas[key] = schema
+                    else:
+                        schemas.pop(key, None)
         cls._routes = table
         cls._priorities = priorities
+        cls._schemas = schemas
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
@@ -118,6 +132,9 @@ class Service:
         self.instance = secrets.token_hex(8)
         #: Live gateways and their last reported status (kept up to date by the runner).
         self.gateways: dict[str, GatewayStatus] = {}
+        #: Applies the ``schema`` of this service's events; a service with its own limits
+        #: or banned words replaces it in its constructor.
+        self.cleaner = Cleaner()
 
     @classmethod
     def routes(cls) -> tuple[Route, ...]:
@@ -127,18 +144,36 @@ class Service:
             for (kind, ns, event) in cls._routes
         )
 
+    @classmethod
+    def schemas(cls) -> dict[tuple[str, str], EventSchema]:
+        """The payload declaration of each event this service owns, by (namespace, event)."""
+        return {(ns, event): schema for (kind, ns, event), schema in cls._schemas.items()
+                if kind == RequestKind.EVENT}
+
     def info(self) -> ServiceInfo:
         return ServiceInfo(self.name, self.instance, self.routes())
 
-    def handler_for(self, request: Request) -> BoundHandler | None:
-        """The bound handler for a request, trying the exact namespace then ``*``."""
+    def _route_of(self, request: Request) -> tuple[RequestKind, str, str] | None:
         ns = request.session.ns if request.session is not None else "*"
         event = request.event if request.kind == RequestKind.EVENT else ""
         for key in ((request.kind, ns, event), (request.kind, "*", event)):
-            attr = self._routes.get(key)
-            if attr is not None:
-                return getattr(self, attr)
+            if key in self._routes:
+                return key
         return None
+
+    def handler_for(self, request: Request) -> BoundHandler | None:
+        """The bound handler for a request, trying the exact namespace then ``*``."""
+        key = self._route_of(request)
+        return getattr(self, self._routes[key]) if key is not None else None
+
+    def prepared(self, request: Request) -> Request:
+        """``request`` with the canonical args of its event's schema, if it declares one
+        (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad)."""
+        key = self._route_of(request)
+        schema = self._schemas.get(key) if key is not None else None
+        if schema is None:
+            return request
+        return replace(request, args=self.cleaner.apply(schema, request.args))
 
     async def gateway_lost(self, gateway_id: str) -> None:
         """A gateway stopped sending heartbeats (crashed or partitioned); drop its sockets.

@@ -30,6 +30,8 @@ BROKER_HEARTBEAT = b"chb\x00"
 SUBSCRIBED_MARKER = b"\x00subscribed"
 #: Cluster-wide control messages every gateway acts on (e.g. "everybody resync").
 ALL_GATEWAYS = b"call\x00"
+#: Changes of the moderation policy every gateway enforces (shared.policy).
+POLICY = b"cpolicy\x00"
 
 
 def _part(value: str) -> bytes:

@@ -37,6 +37,7 @@ from switchboard.shared.envelope import Reply, Request, Session, fail, reply_to
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.service import Service, on_connect, on_disconnect, on_event
 
+from . import schemas
 from .config import Config
 from .tictactoe import IllegalAction, TicTacToe
 
@@ -50,14 +51,6 @@ def room_of(game_id: str) -> str:
 def player_of(session: Session) -> str:
     """Signed-in users play as their user id, anonymous sockets as their socket id."""
     return session.user_id or session.sid
-
-
-def parse_game_id(value: Any) -> str:
-    if isinstance(value, dict):  # also accept {gameId: ...}, the shape of `game action`
-        value = value.get("gameId")
-    if not isinstance(value, str) or not 1 <= len(value) <= 50 or not value.isprintable():
-        raise IllegalAction("gameId: must be 1..50 printable characters")
-    return value
 
 
 @dataclass(slots=True)
@@ -94,13 +87,10 @@ class GameService(Service):
         """Everyone may enter ``/game``, signed in or not (auth's policy allows anonymous)."""
         return None
 
-    @on_event(NS, "join game")
+    @on_event(NS, "join game", schemas.JOIN_GAME)
     async def join_game(self, request: Request) -> Reply:
         session = _session(request)
-        try:
-            game_id = parse_game_id(request.args[0] if request.args else None)
-        except IllegalAction as exc:
-            return fail(request, str(exc))
+        game_id = str(request.args[0])
         self.expire()
         joined = self.sockets.get(session.sid, set())
         table = self.tables.get(game_id)
@@ -123,14 +113,12 @@ class GameService(Service):
         ack = {"success": True, "gameId": game_id, "role": role, "state": state}
         return reply_to(request, ack=[ack], joins=(room_of(game_id),))
 
-    @on_event(NS, "game action")
+    @on_event(NS, "game action", schemas.GAME_ACTION)
     async def game_action(self, request: Request) -> Reply:
         session = _session(request)
-        payload = request.args[0] if request.args else None
+        payload = request.args[0]
+        game_id = str(payload["gameId"])
         try:
-            if not isinstance(payload, dict):
-                raise IllegalAction("game action: expected {gameId, action}")
-            game_id = parse_game_id(payload)
             self.expire()
             table = self.tables.get(game_id)
             if table is None:

@@ -1,7 +1,7 @@
-"""The moderation service: validation, sanitising, rate limits, bans and mutes.
+"""The moderation service: rate limits, bans, mutes and the admin actions on them.
 
 ``create(config, publisher)`` builds the service; see :mod:`.service` for what it does and
-:mod:`.schemas` for every event's payload rules and canonical shape.
+:mod:`.schemas` for its admin events' payloads.
 """
 
 from __future__ import annotations
@@ -9,24 +9,15 @@ from __future__ import annotations
 from switchboard.shared.publisher import Publisher
 
 from .config import Config
-from .ratelimit import SlidingWindow
-from .sanitize import Sanitizer
-from .schemas import EVENTS, Cleaner, Limits, PayloadError
 from .service import ModerationService
 from .store import Ban, ModerationStore, Mute
 
 __all__ = [
-    "EVENTS",
     "Ban",
-    "Cleaner",
     "Config",
-    "Limits",
     "ModerationService",
     "ModerationStore",
     "Mute",
-    "PayloadError",
-    "Sanitizer",
-    "SlidingWindow",
     "create",
 ]
 

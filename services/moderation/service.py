@@ -1,58 +1,77 @@
-"""The moderation service: every event's first filter, a CONNECT gate, and the admin actions.
+"""The moderation service: the owner of bans, mutes and event limits, a CONNECT gate, and
+the admin actions.
 
-- FILTER ``*`` (priority 10): per-socket and per-user rate limits, bans, mutes (message events
-  of ``/`` and ``/chat``), then payload validation and sanitising (:mod:`.schemas`); the
-  cleaned args replace the client's for the owner. Events without a schema pass unchanged.
+- Events never come here: what judging one needs is published to every gateway
+  (:mod:`shared.policy`; the gateways apply it, :mod:`gateway.policing`): a snapshot on
+  request (``RequestKind.POLICY``), then each change as a numbered update on
+  :data:`shared.topics.POLICY` — a ban or mute, and on how many gateways a user's sockets
+  are (their per-user limit is shared out between them).
 - CONNECT ``*`` (priority 20, after auth so the session carries the user): new connections
-  per client IP are rate-limited, and banned users are refused.
+  are rate-limited per user (per address for anonymous sockets), and banned users are
+  refused. The accepted sockets are counted per user and gateway (SYNC after a restart).
 - EVENT ``/admin``: ``ban user``, ``mute user``, ``kick user``.
 
-Bans and mutes are persisted in SQLite (:mod:`.store`) and held in memory for the hot path;
-rate-limit state is in memory only (:mod:`.ratelimit`). Both are cluster-wide as long as one
-moderation instance runs — which is the supported deployment: a second instance would keep its
-own counters and not see the first one's bans until restarted on the same database.
+Bans and mutes are persisted in SQLite (:mod:`.store`) and held in memory; the connect limit
+is in memory only. One instance per cluster: a second would keep its own counters and bans.
 
-Every rejection is counted in ``switchboard_moderation_rejections_total{reason}``.
+Every refused connection is counted in ``switchboard_moderation_rejections_total{reason}``
+(refused events in ``switchboard_gateway_policy_refusals_total``, at the gateways).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import Counter
 
 from switchboard.shared import topics
-from switchboard.shared.envelope import Recovery, Reply, Request, fail, reply_to
+from switchboard.shared.envelope import (
+    PubKind,
+    Publication,
+    Recovery,
+    Reply,
+    Request,
+    RequestKind,
+    Session,
+    fail,
+    reply_to,
+)
 from switchboard.shared.errors import ClientError
+from switchboard.shared.policy import Change, PolicySnapshot, PolicyUpdate, Rules
 from switchboard.shared.publisher import Publisher
-from switchboard.shared.service import Service, on_connect, on_disconnect, on_event, on_filter
+from switchboard.shared.ratewindow import SlidingWindow
+from switchboard.shared.schema import parsed
+from switchboard.shared.service import (
+    Service,
+    on_connect,
+    on_disconnect,
+    on_event,
+    on_request,
+    on_sync,
+)
 
-from .config import Config, split_list
-from .ratelimit import SlidingWindow
-from .sanitize import Sanitizer
-from .schemas import EVENTS, Cleaner, Limits, PayloadError
+from . import schemas
+from .config import Config
+from .spread import Spread
 from .store import Ban, ModerationStore, Mute
 
 log = logging.getLogger("switchboard.moderation")
 
 REJECTIONS = Counter(
     "switchboard_moderation_rejections_total",
-    "Events and connections refused by moderation, by reason",
+    "Connections refused by moderation, by reason",
     ["reason"],
 )
-REASONS = ("validation", "rate_limit", "muted", "banned")
+REASONS = ("rate_limit", "banned")
 for _reason in REASONS:  # export every series from the start, at zero
     REJECTIONS.labels(_reason)
 
-RATE_LIMITED = "rate limit exceeded"
 CONNECT_RATE_LIMITED = "Rate limit exceeded"
 BANNED = "Banned"
-BANNED_EVENT = "you are banned"
 ADMIN_ONLY = "Access denied: admin role required"
 KICK_REASON = "kicked by an administrator"
 #: A socket id names one namespace socket, whichever it is: kick it wherever it is.
@@ -93,11 +112,6 @@ def client_key(address: str) -> str:
     return text
 
 
-def muted_text(seconds_left: float) -> str:
-    n = max(math.ceil(seconds_left), 1)
-    return f"you are muted for {n} more second{'s' if n != 1 else ''}"
-
-
 _Sanction = TypeVar("_Sanction", Ban, Mute)
 
 
@@ -129,20 +143,12 @@ class ModerationService(Service):
         #: Wall-clock seconds: bans and mutes outlive the process, so they need epoch times.
         self.clock = clock
         cfg = self.config
-        self.cleaner = Cleaner(
-            Limits(
-                content=cfg.max_content,
-                username=cfg.max_username,
-                room_id=cfg.max_room_id,
-                room_name=cfg.max_room_name,
-                max_users=cfg.max_room_users,
-                history=cfg.max_history,
-            ),
-            Sanitizer(split_list(cfg.banned_words)),
-        )
-        self.ban_namespaces = split_list(cfg.ban_namespaces)
-        self.per_socket = SlidingWindow(cfg.event_limit, cfg.event_window, clock)
-        self.per_user = SlidingWindow(cfg.user_event_limit, cfg.event_window, clock)
+        self.ban_namespaces = cfg.ban_namespaces
+        self.rules = Rules(cfg.event_limit, cfg.user_event_limit, cfg.event_window,
+                           tuple(sorted(f"{ns} {event}" for ns, event in MESSAGE_EVENTS)))
+        #: The policy's version: every update published raises it (shared.policy).
+        self.version = 0
+        self.spread = Spread()
         self.per_connector = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
         self.store = ModerationStore(cfg.moderation_db)
         now = clock()
@@ -182,102 +188,92 @@ class ModerationService(Service):
         if self.ban_of(session.user_id) is not None:
             REJECTIONS.labels("banned").inc()
             return fail(request, BANNED)
+        # Counted now; a later stage that refuses it has us told (DISCONNECT).
+        self._spread_changed(self.spread.add(session))
         return None
-
-    @on_filter("*", priority=10)
-    async def filter(self, request: Request) -> Reply | None:
-        session = request.session
-        if session is None:
-            return None
-        user_id = session.user_id
-        # Check both limits before recording either, so a refused event costs nothing.
-        if not self.per_socket.allowed(session.sid) or (
-            user_id is not None and not self.per_user.allowed(user_id)
-        ):
-            REJECTIONS.labels("rate_limit").inc()
-            return fail(request, RATE_LIMITED)
-        self.per_socket.add(session.sid)
-        if user_id is not None:
-            self.per_user.add(user_id)
-        if self.ban_of(user_id) is not None:
-            # Normally the ban's disconnect got there first; this covers events in flight.
-            REJECTIONS.labels("banned").inc()
-            return fail(request, BANNED_EVENT)
-        if (session.ns, request.event) in MESSAGE_EVENTS:
-            mute = self.mute_of(user_id)
-            if mute is not None:
-                REJECTIONS.labels("muted").inc()
-                return fail(request, muted_text(mute.until - self.clock()))
-        try:
-            cleaned = self.cleaner.clean(session.ns, request.event, request.args)
-        except PayloadError as exc:
-            REJECTIONS.labels("validation").inc()
-            return fail(request, exc.message)
-        if cleaned is None:  # not in the schema table: the owner's business
-            return None
-        return reply_to(request, args=cleaned)
 
     @on_disconnect("*")
     async def disconnect(self, request: Request) -> None:
         if request.session is not None:
-            self.per_socket.forget(request.session.sid)
+            self._spread_changed(self.spread.remove(request.session.sid))
+
+    @on_sync()
+    async def sync(self, request: Request) -> None:
+        """A gateway's sockets after this service (re)started (or it was thought lost)."""
+        self._spread_changed(self.spread.replace_gateway(
+            request.gateway, (state.session for state in request.sockets)))
+
+    async def gateway_lost(self, gateway_id: str) -> None:
+        self._spread_changed(self.spread.drop_gateway(gateway_id))
+
+    # -- the policy the gateways enforce --------------------------------------------------------
+    @on_request(RequestKind.POLICY)
+    async def policy(self, request: Request) -> Reply:
+        """The snapshot a gateway starts from (then it follows the updates)."""
+        now = self.clock()
+        bans = [[user, ban.until] for user, ban in self.bans.items() if ban.active(now)]
+        mutes = [[user, mute.until] for user, mute in self.mutes.items() if mute.active(now)]
+        snapshot = PolicySnapshot(self.instance, self.version, self.rules, tuple(bans),
+                                  tuple(mutes), tuple(self.spread.spread_users()))
+        return reply_to(request, args=[snapshot.to_list()])
+
+    def _publish(self, change: Change, user: str, until: float | None = None,
+                 count: int = 1) -> None:
+        self.version += 1
+        update = PolicyUpdate(self.instance, self.version, change, user, until, count)
+        self.publisher.publish(topics.POLICY, Publication(
+            PubKind.POLICY, "", args=[update.to_list()], source=self.name))
+
+    def _spread_changed(self, changes: list[tuple[str, int]]) -> None:
+        for user, count in changes:
+            self._publish(Change.SPREAD, user, count=count)
 
     # -- admin actions -------------------------------------------------------------------------
-    def _admin_payload(self, request: Request) -> dict[str, Any]:
-        """The cleaned payload of an admin event from an admin, or :class:`ClientError`.
-
-        Cleaned again although the filter already did it: handlers may be reached directly
-        (tests, a future caller), and cleaning is idempotent. The role is checked again too:
-        auth only lets admins into ``/admin``, but a policy mistake must not become a hole.
-        """
+    def _admin(self, request: Request) -> Session:
+        """The session of an admin, or :class:`ClientError`: auth only lets admins into
+        ``/admin``, but a policy mistake must not become a hole."""
         if request.session is None or request.session.role != "admin":
             raise ClientError(ADMIN_ONLY)
-        args = self.cleaner.apply(EVENTS[("/admin", request.event)], request.args)
-        payload = args[0]
-        assert isinstance(payload, dict)
-        return payload
+        return request.session
 
-    @on_event("/admin", "ban user")
+    @on_event("/admin", "ban user", schemas.BAN_USER)
     async def ban_user(self, request: Request) -> Reply:
-        payload = self._admin_payload(request)  # ClientError: the runner fails the request
-        assert request.session is not None
-        user_id = str(payload["userId"])
-        reason = str(payload["reason"])
-        if user_id == request.session.user_id:
+        session = self._admin(request)
+        payload = parsed(schemas.BanUser, request)
+        user_id, reason, seconds = payload.userId, payload.reason, payload.seconds
+        if user_id == session.user_id:
             return fail(request, "userId: you cannot ban yourself")
-        seconds = payload.get("seconds")
         now = self.clock()
-        until = now + float(seconds) if isinstance(seconds, int) else None
-        ban = Ban(user_id, reason, until, now, request.session.user_id)
+        until = now + float(seconds) if seconds is not None else None
+        ban = Ban(user_id, reason, until, now, session.user_id)
         self.store.put_ban(ban)
         self.bans[user_id] = ban
+        self._publish(Change.BAN, user_id, until)
         room = topics.user_room(user_id)
         for ns in self.ban_namespaces:
             self.publisher.disconnect_room(ns, room, "banned", [{"reason": reason}])
-        log.warning("user %s banned by %s for %s: %s", user_id, request.session.user_id,
+        log.warning("user %s banned by %s for %s: %s", user_id, session.user_id,
                     f"{seconds}s" if seconds else "ever", reason)
         return reply_to(request, ack=[{"success": True}])
 
-    @on_event("/admin", "mute user")
+    @on_event("/admin", "mute user", schemas.MUTE_USER)
     async def mute_user(self, request: Request) -> Reply:
-        payload = self._admin_payload(request)  # ClientError: the runner fails the request
-        assert request.session is not None
-        user_id = str(payload["userId"])
-        seconds = payload["seconds"]
-        assert isinstance(seconds, int)
+        session = self._admin(request)
+        payload = parsed(schemas.MuteUser, request)
+        user_id, seconds = payload.userId, payload.seconds
         now = self.clock()
-        mute = Mute(user_id, now + seconds, now, request.session.user_id)
+        mute = Mute(user_id, now + seconds, now, session.user_id)
         self.store.put_mute(mute)
         self.mutes[user_id] = mute
-        log.info("user %s muted by %s for %ss", user_id, request.session.user_id, seconds)
+        self._publish(Change.MUTE, user_id, mute.until)
+        log.info("user %s muted by %s for %ss", user_id, session.user_id, seconds)
         return reply_to(request, ack=[{"success": True}])
 
-    @on_event("/admin", "kick user")
+    @on_event("/admin", "kick user", schemas.KICK_USER)
     async def kick_user(self, request: Request) -> Reply:
-        payload = self._admin_payload(request)  # ClientError: the runner fails the request
-        assert request.session is not None
-        sid = str(payload["socketId"])
-        reason = str(payload.get("reason") or KICK_REASON)
+        session = self._admin(request)
+        payload = parsed(schemas.KickUser, request)
+        sid, reason = payload.socketId, payload.reason or KICK_REASON
         self.publisher.disconnect_socket(sid, KICK_NAMESPACE, "kicked", [{"reason": reason}])
-        log.info("socket %s kicked by %s", sid, request.session.user_id)
+        log.info("socket %s kicked by %s", sid, session.user_id)
         return reply_to(request, ack=[{"success": True}])

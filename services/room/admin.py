@@ -7,7 +7,7 @@ from typing import Any
 from switchboard.shared.envelope import Emit, Reply, Request, reply_to
 from switchboard.shared.service import on_event
 
-from . import payloads
+from . import schemas
 from .core import ADMIN, CHAT, GAME, MAIN, RoomCore, ok
 from .model import iso, to_ms
 
@@ -45,13 +45,13 @@ class AdminEvents(RoomCore):
             "timestamp": iso(to_ms(now)),
         }
 
-    @on_event(ADMIN, "get stats")
+    @on_event(ADMIN, "get stats", schemas.TAKES_NOTHING)
     async def get_stats(self, request: Request) -> Reply:
         self._begin(request)
         stats = self.stats()
         return reply_to(request, ack=ok(**stats), emits=(Emit("stats", [stats]),))
 
-    @on_event(ADMIN, "get sockets")
+    @on_event(ADMIN, "get sockets", schemas.TAKES_NOTHING)
     async def get_sockets(self, request: Request) -> Reply:
         """Every socket of the cluster, for operators: where it is, who, and over what."""
         self._begin(request)
@@ -70,10 +70,10 @@ class AdminEvents(RoomCore):
         ]
         return reply_to(request, ack=ok(sockets=sockets))
 
-    @on_event(ADMIN, "broadcast message")
+    @on_event(ADMIN, "broadcast message", schemas.BROADCAST_MESSAGE)
     async def broadcast_message(self, request: Request) -> Reply:
         self._begin(request)
-        text = payloads.broadcast_text(request.args)
+        text = str(request.args[0]["message"])
         announcement = {
             "type": "announcement",
             "content": text,

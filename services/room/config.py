@@ -45,6 +45,16 @@ class Config:
     history_max_limit: int = setting(
         100, "Largest limit a client may ask 'get history' for."
     )
+    max_content: int = setting(
+        1000, "Longest chat, room, private or broadcast message, characters."
+    )
+    max_username: int = setting(50, "Longest display name, characters.")
+    max_room_id: int = setting(50, "Longest room id, characters.")
+    max_room_name: int = setting(100, "Longest room name, characters.")
+    banned_words: str = setting(
+        "", "Comma-separated words or phrases replaced by *** in user text (messages, "
+        "names), case-insensitively, whole words only (e.g. 'darn,heck no')."
+    )
     welcome_message: str = setting(
         "Welcome to switchboard!", "Text of the 'welcome' event sent on connecting to '/'."
     )

@@ -26,6 +26,8 @@ from switchboard.shared.envelope import (
 )
 from switchboard.shared.errors import ClientError
 from switchboard.shared.publisher import Publisher
+from switchboard.shared.sanitize import Sanitizer, phrases
+from switchboard.shared.schema import Cleaner, Limits
 from switchboard.shared.service import Service, on_connect, on_disconnect, on_sync, on_update
 
 from .config import Config
@@ -79,6 +81,13 @@ class RoomCore(Service):
             self.config.password_memory_kib,
             self.config.password_parallelism,
             self.config.password_workers,
+        )
+        cfg = self.config
+        self.cleaner = Cleaner(
+            Limits(content=cfg.max_content, username=cfg.max_username, room_id=cfg.max_room_id,
+                   room_name=cfg.max_room_name, max_users=cfg.room_max_users_limit,
+                   history=cfg.history_max_limit),
+            Sanitizer(phrases(cfg.banned_words)),
         )
         self.registry = Registry()
         self.membership = Membership()

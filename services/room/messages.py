@@ -8,11 +8,12 @@ from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
 from switchboard.shared.errors import ClientError
+from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
 
-from . import payloads
+from . import schemas
 from .core import CHAT, MAIN, RoomCore, display_name, ok
-from .model import PRIVATE, RESERVED_ROOM_PREFIX, Message, iso, new_id, parse_iso
+from .model import PRIVATE, Message, iso, new_id, parse_iso
 
 
 class MessageEvents(RoomCore):
@@ -42,16 +43,16 @@ class MessageEvents(RoomCore):
         return message
 
     # -- messages (namespace /) -----------------------------------------------------------
-    @on_event(MAIN, "chat message")
+    @on_event(MAIN, "chat message", schemas.CHAT_MESSAGE)
     async def chat_message(self, request: Request) -> Reply:
         session = self._begin(request)
-        line = payloads.chat_line(request.args)
-        if line.room_id is not None:
-            self._require_member(line.room_id, session.sid)
-        message = await self._save(session, line.content, line.type, room=line.room_id)
-        if line.room_id is not None:
+        line = parsed(schemas.ChatMessage, request)
+        if line.roomId is not None:
+            self._require_member(line.roomId, session.sid)
+        message = await self._save(session, line.content, line.type, room=line.roomId)
+        if line.roomId is not None:
             self.publisher.emit_room(
-                MAIN, line.room_id, "chat message", [message.payload()], exclude=[session.sid]
+                MAIN, line.roomId, "chat message", [message.payload()], exclude=[session.sid]
             )
         else:
             self.publisher.emit_namespace(
@@ -59,35 +60,35 @@ class MessageEvents(RoomCore):
             )
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(MAIN, "room message")
+    @on_event(MAIN, "room message", schemas.ROOM_MESSAGE)
     async def room_message(self, request: Request) -> Reply:
         session = self._begin(request)
-        line = payloads.room_line(request.args)
-        self._require_member(line.room_id, session.sid)
+        line = parsed(schemas.RoomMessage, request)
+        self._require_member(line.roomId, session.sid)
         relay = {
             "from": self._entry(session).identity,
             "username": display_name(session),
             "message": line.message,
-            "roomId": line.room_id,
+            "roomId": line.roomId,
             "timestamp": iso(self._now_ms()),
         }
-        self.publisher.emit_room(MAIN, line.room_id, "room message", [relay], exclude=[session.sid])
+        self.publisher.emit_room(MAIN, line.roomId, "room message", [relay], exclude=[session.sid])
         return reply_to(request, ack=ok())
 
-    @on_event(MAIN, "private message")
+    @on_event(MAIN, "private message", schemas.PRIVATE_MESSAGE)
     async def private_message(self, request: Request) -> Reply:
         session = self._begin(request)
-        line = payloads.private_line(request.args)
+        line = parsed(schemas.PrivateMessage, request)
         if not self.registry.is_online(MAIN, line.to):
             raise ClientError("user not online")
         message = await self._save(session, line.content, PRIVATE, recipient=line.to)
         self.publisher.emit_user(MAIN, line.to, "private message", [message.payload()])
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(MAIN, "set username")
+    @on_event(MAIN, "set username", schemas.SET_USERNAME)
     async def set_username(self, request: Request) -> Reply:
         session = self._begin(request)
-        username = payloads.username_arg(request.args)
+        username = str(request.args[0])
         self.registry.rename(session.sid, username)
         self.membership.rename(session.sid, username)
         return reply_to(
@@ -96,11 +97,12 @@ class MessageEvents(RoomCore):
             ack=ok(username=username),
         )
 
-    @on_event(MAIN, "user info")
+    @on_event(MAIN, "user info", schemas.USER_INFO)
     async def user_info(self, request: Request) -> Reply:
         """The seed client's ``set username``, with an avatar kept in the session."""
         session = self._begin(request)
-        username, avatar = payloads.user_info(request.args)
+        info = parsed(schemas.UserInfo, request)
+        username, avatar = info.username, info.avatar
         self.registry.rename(session.sid, username)
         self.membership.rename(session.sid, username)
         updated = replace(session.with_user(session.user_id, username, session.role), avatar=avatar)
@@ -109,53 +111,52 @@ class MessageEvents(RoomCore):
             fields["avatar"] = avatar
         return reply_to(request, session=updated, ack=ok(**fields))
 
-    @on_event(MAIN, "get online users")
+    @on_event(MAIN, "get online users", schemas.TAKES_NOTHING)
     async def get_online_users(self, request: Request) -> Reply:
         self._begin(request)
         entries = sorted(self.registry.in_namespace(MAIN), key=lambda e: (e.connected_at, e.sid))
         users = [e.member().payload() for e in entries]
         return reply_to(request, ack=ok(users=users))
 
-    @on_event(MAIN, "get history")
+    @on_event(MAIN, "get history", schemas.GET_HISTORY)
     async def get_history(self, request: Request) -> Reply:
         session = self._begin(request)
-        query = payloads.history_query(
-            request.args, self.config.history_default_limit, self.config.history_max_limit
-        )
-        self._require_member(query.room_id, session.sid)
+        query = parsed(schemas.GetHistory, request)
+        limit = query.limit or self.config.history_default_limit
+        self._require_member(query.roomId, session.sid)
         before_seq = before_ms = None
-        if isinstance(query.before, float):
+        if isinstance(query.before, (int, float)):
+            if query.before < 0:
+                raise ClientError("before: must be a timestamp or message id")
             before_ms = int(query.before)  # epoch milliseconds (JavaScript's Date.now())
         elif query.before is not None:
             # A message id is the exact cursor (ties within a millisecond); a timestamp is
             # accepted too, for clients that page by time.
-            before_seq = self.store.message_seq(MAIN, query.room_id, query.before)
+            before_seq = self.store.message_seq(MAIN, query.roomId, query.before)
             if before_seq is None:
                 before_ms = parse_iso(query.before)
-        messages = self.store.history(MAIN, query.room_id, query.limit, before_seq, before_ms)
+        messages = self.store.history(MAIN, query.roomId, limit, before_seq, before_ms)
         return reply_to(request, ack=ok(messages=[m.payload() for m in messages]))
 
     # -- namespace /chat ------------------------------------------------------------------
-    @on_event(CHAT, "chat message")
+    @on_event(CHAT, "chat message", schemas.CHAT_MESSAGE)
     async def chat_chat_message(self, request: Request) -> Reply:
         session = self._begin(request)
-        line = payloads.chat_line(request.args)
-        if line.room_id is not None and line.room_id.startswith(RESERVED_ROOM_PREFIX):
-            raise ClientError("roomId: user rooms are reserved; use private message")
-        message = await self._save(session, line.content, line.type, room=line.room_id)
-        if line.room_id is not None:
+        line = parsed(schemas.ChatMessage, request)
+        message = await self._save(session, line.content, line.type, room=line.roomId)
+        if line.roomId is not None:
             self.publisher.emit_room(
-                CHAT, line.room_id, "chat message", [message.payload()], exclude=[session.sid]
+                CHAT, line.roomId, "chat message", [message.payload()], exclude=[session.sid]
             )
         else:
             # EVENTS.md: "to all of /chat" (conventions: "to all" includes the sender).
             self.publisher.emit_namespace(CHAT, "chat message", [message.payload()])
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(CHAT, "private message")
+    @on_event(CHAT, "private message", schemas.PRIVATE_MESSAGE)
     async def chat_private_message(self, request: Request) -> Reply:
         session = self._begin(request)
-        line = payloads.private_line(request.args)
+        line = parsed(schemas.PrivateMessage, request)
         message = await self._save(session, line.content, PRIVATE, recipient=line.to)
         self.publisher.emit_user(CHAT, line.to, "private message", [message.payload()])
         return reply_to(

@@ -16,10 +16,6 @@ from typing import Any
 
 from switchboard.shared.errors import ClientError
 
-#: Rooms whose name starts with this belong to auth (every socket of a user joins
-#: ``user:<id>``); a managed room of that name would receive the user's private messages.
-RESERVED_ROOM_PREFIX = "user:"
-
 MESSAGE_TYPES = ("text", "image", "file")
 PRIVATE = "private"
 

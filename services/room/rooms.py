@@ -6,9 +6,10 @@ from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, reply_to
 from switchboard.shared.errors import ClientError
+from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
 
-from . import payloads
+from . import schemas
 from .core import MAIN, RoomCore, display_name, ok
 from .model import Room
 
@@ -28,27 +29,25 @@ class RoomEvents(RoomCore):
         )
 
     # -- managed rooms (namespace /) ------------------------------------------------------
-    @on_event(MAIN, "create room")
+    @on_event(MAIN, "create room", schemas.CREATE_ROOM)
     async def create_room(self, request: Request) -> Reply:
         session = self._begin(request)
-        spec = payloads.create_room(
-            request.args, self.config.room_max_users_default, self.config.room_max_users_limit
-        )
+        spec = parsed(schemas.CreateRoom, request)
         self._expire_empty()
-        if spec.room_id in self.rooms:
+        if spec.roomId in self.rooms:
             raise ClientError("room already exists")
         password_hash = None
-        if spec.password is not None:
+        if spec.isPrivate and spec.password is not None:  # a public room has no password
             password_hash = await self.passwords.hash_async(spec.password)
             # Another create of the same id may have finished while we hashed.
-            if spec.room_id in self.rooms:
+            if spec.roomId in self.rooms:
                 raise ClientError("room already exists")
         room = Room(
-            id=spec.room_id,
-            name=spec.name,
-            private=spec.private,
+            id=spec.roomId,
+            name=spec.roomName,
+            private=spec.isPrivate,
             password_hash=password_hash,
-            max_users=spec.max_users,
+            max_users=spec.maxUsers or self.config.room_max_users_default,
             created_ms=self._now_ms(),
             creator=self._entry(session).identity,
         )
@@ -57,12 +56,12 @@ class RoomEvents(RoomCore):
         self._mark_empty(room.id, self.config.room_unjoined_ttl, room.created_ms)
         return reply_to(request, ack=ok(roomId=room.id))
 
-    @on_event(MAIN, "join room")
+    @on_event(MAIN, "join room", schemas.JOIN_ROOM)
     async def join_room(self, request: Request) -> Reply:
         session = self._begin(request)
-        spec = payloads.join_room(request.args)
+        spec = parsed(schemas.JoinRoom, request)
         self._expire_empty()
-        room = self.rooms.get(spec.room_id)
+        room = self.rooms.get(spec.roomId)
         if room is None:
             return self._refuse_join(request, "room not found")
         needs_password = room.private and not self.membership.is_member(room.id, session.sid)
@@ -101,17 +100,17 @@ class RoomEvents(RoomCore):
             emits=(Emit("room joined", [joined]),),
         )
 
-    @on_event(MAIN, "leave room")
+    @on_event(MAIN, "leave room", schemas.ROOM_REF)
     async def leave_room(self, request: Request) -> Reply:
         session = self._begin(request)
-        room_id = payloads.room_id_arg(request.args)
+        room_id = str(request.args[0])
         if room_id not in self.rooms:
             raise ClientError("room not found")
         self._require_member(room_id, session.sid)
         self._leave_room(room_id, session.sid)
         return reply_to(request, ack=ok(roomId=room_id), leaves=(room_id,))
 
-    @on_event(MAIN, "get rooms")
+    @on_event(MAIN, "get rooms", schemas.TAKES_NOTHING)
     async def get_rooms(self, request: Request) -> Reply:
         self._begin(request)
         self._expire_empty()
@@ -123,10 +122,10 @@ class RoomEvents(RoomCore):
         listing = {"success": True, "rooms": rooms}
         return reply_to(request, ack=[listing], emits=(Emit("room list", [listing]),))
 
-    @on_event(MAIN, "get room info")
+    @on_event(MAIN, "get room info", schemas.ROOM_REF)
     async def get_room_info(self, request: Request) -> Reply:
         session = self._begin(request)
-        room_id = payloads.room_id_arg(request.args)
+        room_id = str(request.args[0])
         self._expire_empty()
         room = self.rooms.get(room_id)
         info: dict[str, Any] | None = None

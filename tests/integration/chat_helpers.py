@@ -34,6 +34,7 @@ import socketio
 from switchboard.shared.topics import gateway_of
 from tests.support.cluster import Cluster, http_get, token
 from tests.support.peer import QueuedPeer
+from tests.support.polling import poll_until
 
 #: Generous: the suite must hold on a loaded two-core machine running other clusters too.
 WAIT = 15.0
@@ -196,3 +197,46 @@ async def refusal(url: str, namespace: str = "/", auth: Any = None,
         return await client.next("connect_error", ns=namespace)
     finally:
         await client.close()
+
+
+# -- the moderation policy the gateways hold (gateway.policing) ----------------------------------
+def policy_figures(cluster: Cluster, name: str = "version") -> list[int]:
+    """Each gateway's ``version`` of moderation's policy, or how many ``bans`` or ``mutes`` it
+    holds (/stats)."""
+    return [int(cluster.stats(i)["policy"][name]) for i in range(len(cluster.gateway_ports))]
+
+
+async def policy_agreed(cluster: Cluster, name: str = "version") -> int:
+    """Wait until every gateway has the same policy figure ``name``, twice in a row (so an
+    update in flight has had a moment to show); that figure. Bounded."""
+    def agreed(pair: tuple[list[int], list[int]]) -> bool:
+        first, second = pair
+        return len(set(first)) == 1 and first == second
+
+    async def sample() -> tuple[list[int], list[int]]:
+        first = await asyncio.to_thread(policy_figures, cluster, name)
+        await asyncio.sleep(0.05)
+        return first, await asyncio.to_thread(policy_figures, cluster, name)
+
+    first, _ = await poll_until(sample, agreed, f"the gateways to agree on the policy's {name}",
+                                POLL_TIMEOUT)
+    return first[0]
+
+
+async def policy_applied(cluster: Cluster, after: int, name: str = "version",
+                         within: float = POLL_TIMEOUT, since: float | None = None
+                         ) -> list[float]:
+    """Wait until every gateway's policy figure ``name`` is above ``after``; the seconds each
+    took (from ``since``, a ``time.monotonic()``, or the call). Bounded by ``within``.
+    ``bans`` and ``mutes`` only grow with a ban or a mute: exact whatever else goes on;
+    ``version`` grows with every change."""
+    start = time.monotonic() if since is None else since
+    took: dict[int, float] = {}
+    while len(took) < len(cluster.gateway_ports):
+        for i, figure in enumerate(await asyncio.to_thread(policy_figures, cluster, name)):
+            if figure > after and i not in took:
+                took[i] = time.monotonic() - start
+        elapsed = time.monotonic() - start
+        assert elapsed < within, f"policy {name} > {after} not on every gateway in {within}s"
+        await asyncio.sleep(0.01)
+    return [took[i] for i in sorted(took)]

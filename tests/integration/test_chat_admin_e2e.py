@@ -22,6 +22,8 @@ from tests.integration.chat_helpers import (
     assert_iso_utc,
     assert_keys,
     failed,
+    policy_agreed,
+    policy_applied,
     refusal,
     unique,
 )
@@ -269,8 +271,10 @@ async def test_mute_refuses_messages_of_that_user_only(chat_cluster: Cluster) ->
         assert (await other.call("join room", room))["success"]
         assert (await muted.call("join room", room))["success"]
 
+        before = await policy_agreed(chat_cluster, "mutes")
         assert await admin.call("mute user", {"userId": muted_id, "seconds": 60},
                                 ns="/admin") == {"success": True}
+        await policy_applied(chat_cluster, before, "mutes")  # on every gateway within 1 s
 
         def check_muted(ack: Any) -> None:
             assert ack["success"] is False, ack
@@ -311,8 +315,10 @@ async def test_mute_ends(chat_cluster: Cluster) -> None:
         admin = await clients.admin(0)
         muted = await clients.user(1, unique("hushed"), "Hushed")
         listener = await clients.user(0, unique("listener"), "Listener")
+        before = await policy_agreed(chat_cluster, "mutes")
         assert await admin.call("mute user", {"userId": muted.user_id, "seconds": 2},
                                 ns="/admin") == {"success": True}
+        await policy_applied(chat_cluster, before, "mutes")
         ack = await muted.call("chat message", {"content": "first try"})
         assert ack in (failed("you are muted for 2 more seconds"),
                        failed("you are muted for 1 more second")), ack

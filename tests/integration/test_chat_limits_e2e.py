@@ -1,5 +1,6 @@
-"""End to end: moderation's rate limits (per socket, per user across gateways; connects per
-user, and per client address for anonymous sockets).
+"""End to end: moderation's rate limits — per socket and per user across gateways, enforced
+by the gateways from the policy moderation publishes; connects per user, and per client
+address for anonymous sockets, by moderation.
 
 This module runs its own two-gateway cluster with low limits: 5 events per socket and 8 per
 user per 30 s, and 5 new connections per user (or anonymous address) per 60 s. Every client
@@ -31,8 +32,9 @@ def limits_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
         moderation_args=(
             "--event-limit", str(EVENT_LIMIT), "--user-event-limit", str(USER_EVENT_LIMIT),
             "--connect-limit", str(CONNECT_LIMIT), "--event-window", "30",
-            "--connect-window", "60", "--banned-words", "darn,heck no",
+            "--connect-window", "60",
         ),
+        room_args=("--banned-words", "darn,heck no"),
     )
     try:
         yield cluster
@@ -61,8 +63,9 @@ async def test_event_limits_per_socket_and_per_user(limits_cluster: Cluster) -> 
         assert await solo.call("chat message", {"content": "over the limit"}) == failed(
             RATE_LIMITED)
 
-        # Per user, across two sockets on two gateways: 4 + 4 = 8, then both are refused
-        # although neither socket reached its own limit of 5.
+        # Per user, across two sockets on two gateways: moderation tells both that the user
+        # is on two, and each lets it send half of its 8; then both refuse, although
+        # neither socket reached its own limit of 5.
         await ok(pair_gw0, 4)
         await ok(pair_gw1, 4)
         assert await pair_gw1.call("get online users") == failed(RATE_LIMITED)

@@ -361,7 +361,7 @@ def write_limit_args(limit_bytes: int) -> tuple[str, ...]:
     return ("--outbox-limit", "64")  # frames, before --write-limit existed
 
 
-SIZE = 100_000  # characters of one flood message (moderation's --max-content is raised to it)
+SIZE = 100_000  # characters of one flood message (the room service's --max-content is raised to it)
 
 
 class Flood:
@@ -410,8 +410,8 @@ async def flood_room(factory: Callable[..., Cluster], write_limit: int,
                      flooders: int = 3, readers: int = 2) -> Any:
     cluster = factory(
         gateways=1,
-        moderation_args=("--event-limit", "0", "--user-event-limit", "0",
-                         "--max-content", str(SIZE)),
+        moderation_args=("--event-limit", "0", "--user-event-limit", "0"),
+        room_args=("--max-content", str(SIZE)),
         gateway_args=write_limit_args(write_limit),
     )
     url = cluster.url(0)

@@ -540,8 +540,8 @@ async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) ->
     is bounded by --write-limit, then its session ends (slow consumer)."""
     own = start_chat_cluster(
         tmp_path, gateways=1, gateway_args=("--write-limit", str(64 * 1024)),
-        moderation_args=("--event-limit", "0", "--user-event-limit", "0",
-                         "--max-content", "20000"))
+        moderation_args=("--event-limit", "0", "--user-event-limit", "0"),
+        room_args=("--max-content", "20000"))
     try:
         url = own.url(0)
         sender = UserPeer("slowpoll-sender")

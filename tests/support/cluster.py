@@ -118,7 +118,8 @@ class Cluster:
         return self._part(short, [*CMD, "service", name, "--bind", endpoint, *peers,
                                   "--broker-pub", self.broker_pub, *args], env)
 
-    def start_gateway(self, *args: str, port: int | None = None) -> Part:
+    def start_gateway(self, *args: str, port: int | None = None, wait: bool = True) -> Part:
+        """A gateway on ``port`` (or a free one); with ``wait``, once its /health is 200."""
         port = port or free_port(self.host)
         if port not in self.gateway_ports:
             self.gateway_ports.append(port)
@@ -129,7 +130,8 @@ class Cluster:
         for name, endpoint in self.services.items():
             argv += ["--services", f"{name.rpartition('.')[2]}={endpoint}"]
         part = self._part(f"gateway-{port}", [*argv, *args])
-        self.wait_ready(port)
+        if wait:
+            self.wait_ready(port)
         return part
 
     def url(self, index: int = 0) -> str:

@@ -1,19 +1,23 @@
-"""ModerationService handlers through the real dispatch: limits, bans, mutes, admin
-actions."""
+"""ModerationService through the real dispatch — connect limits, bans, mutes, admin actions —
+and the policy it publishes, as one gateway's :class:`EventPolicy` enforces it on events."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from prometheus_client import REGISTRY
 
-from switchboard.services.moderation import Config, ModerationService, SlidingWindow, create
+from switchboard.gateway.policing import EventPolicy
+from switchboard.services.moderation import Config, ModerationService, create
 from switchboard.services.moderation.service import client_key
 from switchboard.shared import topics
-from switchboard.shared.envelope import PubKind, Reply, RequestKind, Session
+from switchboard.shared.envelope import PubKind, Reply, RequestKind, Session, SocketState
+from switchboard.shared.policy import PolicyReplica, PolicySnapshot, PolicyUpdate
 from switchboard.shared.publisher import MemoryPublisher
+from switchboard.shared.ratewindow import SlidingWindow
 from switchboard.shared.testing import ServiceHarness
 
 
@@ -30,27 +34,65 @@ class Clock:
         self.now += seconds
 
 
+class Gateway:
+    """One gateway's side: moderation through the real dispatch (one harness, so one SYNC),
+    and the EventPolicy that follows the policy moderation publishes (snapshot, then each
+    update, as gateway.policing.PolicyFeed does over the broker)."""
+
+    def __init__(self, svc: ModerationService, publisher: MemoryPublisher, clock: Clock) -> None:
+        self.harness = ServiceHarness(svc)
+        self.publisher = publisher
+        self.replica = PolicyReplica()
+        self.policy = EventPolicy(self.replica, required=lambda: True, clock=clock)
+        self.seen = 0
+
+    async def follow(self) -> None:
+        if not self.replica.ready:
+            reply = await self.harness.request(RequestKind.POLICY)
+            self.replica.load(PolicySnapshot.from_list(reply.args[0]))
+        for _, pub in self.publisher.published[self.seen:]:
+            if pub.kind == PubKind.POLICY:
+                self.replica.apply(PolicyUpdate.from_list(pub.args[0]))
+        self.seen = len(self.publisher.published)
+
+
+_gateways: weakref.WeakKeyDictionary[ModerationService, Gateway] = weakref.WeakKeyDictionary()
+
+
 def make(tmp_path: Path, clock: Clock | None = None, **kw: Any
          ) -> tuple[ModerationService, MemoryPublisher]:
     publisher = MemoryPublisher()
+    clock = clock or Clock()
     config = Config(moderation_db=str(tmp_path / "moderation.sqlite3"), **kw)
-    return ModerationService(publisher, config, clock or Clock()), publisher
+    svc = ModerationService(publisher, config, clock)
+    _gateways[svc] = Gateway(svc, publisher, clock)
+    return svc, publisher
 
 
 def session(n: int = 1, ns: str = "/", user: str | None = "u1", role: str | None = "user",
-            address: str = "10.0.0.1") -> Session:
-    return Session(sid=f"gw1.s{n}", ns=ns, gateway="gw1", address=address, user_id=user,
-                   username=user, role=role)
+            address: str = "10.0.0.1", gateway: str = "gw1") -> Session:
+    return Session(sid=f"{gateway}.s{n}", ns=ns, gateway=gateway, address=address,
+                   user_id=user, username=user, role=role)
 
 
 async def run(svc: ModerationService, kind: RequestKind, sess: Session, event: str = "",
               args: list[Any] | None = None) -> Reply:
     """Through the real dispatch (a ClientError is a failed reply, as in production)."""
-    return await ServiceHarness(svc).request(kind, session=sess, event=event, args=args or [])
+    return await _gateways[svc].harness.request(kind, session=sess, event=event,
+                                                args=args or [], gateway=sess.gateway)
 
 
-async def event(svc: ModerationService, sess: Session, name: str, *args: Any) -> Reply:
-    return await run(svc, RequestKind.FILTER, sess, name, list(args))
+class Verdict(NamedTuple):
+    ok: bool
+    error: str | None
+
+
+async def event(svc: ModerationService, sess: Session, name: str, *args: Any) -> Verdict:
+    """How the gateway judges event ``name`` of ``sess`` by the policy moderation published."""
+    gateway = _gateways[svc]
+    await gateway.follow()
+    refusal = gateway.policy.judge(sess, name)
+    return Verdict(refusal is None, refusal)
 
 
 async def admin(svc: ModerationService, name: str, payload: Any, role: str = "admin") -> Reply:
@@ -59,6 +101,13 @@ async def admin(svc: ModerationService, name: str, payload: Any, role: str = "ad
 
 async def connect(svc: ModerationService, sess: Session) -> Reply:
     return await run(svc, RequestKind.CONNECT, sess)
+
+
+def refusals(reason: str) -> float:
+    """Events the gateways refused (gateway.policing)."""
+    value = REGISTRY.get_sample_value("switchboard_gateway_policy_refusals_total",
+                                      {"reason": reason})
+    return value or 0.0
 
 
 def rejections(reason: str) -> float:
@@ -70,36 +119,16 @@ def rejections(reason: str) -> float:
 def test_routes(tmp_path: Path) -> None:
     svc, _ = make(tmp_path)
     routes = {(r.kind, r.ns, r.event, r.priority) for r in svc.info().routes}
-    assert (RequestKind.FILTER, "*", "", 10) in routes
+    assert not any(r[0] == RequestKind.FILTER for r in routes)  # events never come here
     assert (RequestKind.CONNECT, "*", "", 20) in routes
     assert (RequestKind.DISCONNECT, "*", "", 100) in routes
+    assert (RequestKind.POLICY, "*", "", 100) in routes
+    assert (RequestKind.SYNC, "*", "", 100) in routes
     assert {(r[1], r[2]) for r in routes if r[0] == RequestKind.EVENT} == {
         ("/admin", "ban user"), ("/admin", "mute user"), ("/admin", "kick user")}
 
 
-# -- filter --------------------------------------------------------------------------------------
-
-async def test_filter_cleans_args(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, banned_words="darn, heck no")
-    reply = await event(svc, session(), "chat message",
-                        {"content": "<b>darn</b> it, Heck  no... heck NO", "x": 1})
-    assert reply.ok and reply.args == [{"content": "*** it, Heck  no... ***", "type": "text"}]
-
-
-async def test_filter_refuses_bad_payload_and_counts_it(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path)
-    before = rejections("validation")
-    reply = await event(svc, session(), "create room", {"roomId": "r", "roomName": "R",
-                                                        "isPrivate": True})
-    assert (reply.ok, reply.error) == (False, "password: required for a private room")
-    assert rejections("validation") == before + 1
-
-
-async def test_unknown_events_pass_unchanged(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path)
-    reply = await event(svc, session(), "custom thing", {"anything": "<b>goes</b>"})
-    assert reply.ok and reply.args is None
-
+# -- event limits, as the gateway enforces them ----------------------------------------------------
 
 async def test_rate_limit_per_socket(tmp_path: Path) -> None:
     clock = Clock()
@@ -108,10 +137,10 @@ async def test_rate_limit_per_socket(tmp_path: Path) -> None:
     for _ in range(20):
         assert (await event(svc, anon, "get rooms")).ok
         clock.advance(0.1)
-    before = rejections("rate_limit")
+    before = refusals("rate_limit")
     refused = await event(svc, anon, "get rooms")
     assert (refused.ok, refused.error) == (False, "rate limit exceeded")
-    assert rejections("rate_limit") == before + 1
+    assert refusals("rate_limit") == before + 1
     assert (await event(svc, session(2, user=None), "get rooms")).ok  # other sockets unaffected
     clock.advance(8.05)  # the first hit (at t=0) leaves the 10 s window, the second not
     assert (await event(svc, anon, "get rooms")).ok
@@ -147,12 +176,36 @@ async def test_refused_events_do_not_count(tmp_path: Path) -> None:
     assert (await event(svc, session(), "get rooms")).ok
 
 
-async def test_disconnect_forgets_socket_state(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, event_limit=1)
-    assert (await event(svc, session(), "get rooms")).ok
-    assert len(svc.per_socket) == 1
-    await run(svc, RequestKind.DISCONNECT, session())
-    assert len(svc.per_socket) == 0
+async def test_a_user_spread_over_gateways_shares_its_limit_between_them(
+        tmp_path: Path) -> None:
+    """Moderation counts on how many gateways a user's sockets are; each gateway then lets
+    it send its share, so that together they never exceed the limit."""
+    svc, publisher = make(tmp_path, event_limit=100, user_event_limit=20)
+    here, there = session(1), session(2, gateway="gw2")
+    assert (await connect(svc, here)).ok and (await connect(svc, there)).ok
+    spread = [PolicyUpdate.from_list(p.args[0]) for _, p in publisher.published
+              if p.kind == PubKind.POLICY]
+    assert [(u.user, u.count) for u in spread] == [("u1", 2)]
+    sent = 0
+    while (await event(svc, here, "get rooms")).ok:
+        sent += 1
+    assert sent == 10  # the other gateway may let it send the other 10
+    await run(svc, RequestKind.DISCONNECT, there)
+    assert (await event(svc, here, "get rooms")).ok  # all of the limit is here again
+
+
+async def test_a_lost_gateway_and_a_sync_correct_the_spread(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path)
+    assert (await connect(svc, session(1))).ok
+    assert (await connect(svc, session(2, gateway="gw2"))).ok
+    assert svc.spread.count("u1") == 2
+    await svc.gateway_lost("gw2")
+    assert svc.spread.count("u1") == 1
+    harness = ServiceHarness(svc, gateway="gw3")
+    await harness.sync("gw3", [SocketState(session(3, gateway="gw3"), ())])
+    assert svc.spread.count("u1") == 2
+    await harness.sync("gw3", [])
+    assert svc.spread.count("u1") == 1
 
 
 def test_sliding_window_prunes_quiet_keys() -> None:
@@ -223,9 +276,13 @@ async def test_ban_disconnects_every_namespace_and_refuses_reconnects(tmp_path: 
     reply = await admin(svc, "ban user", {"userId": "u1", "reason": "<b>spam</b>",
                                           "seconds": 3600})
     assert reply.ok and reply.ack == [{"success": True}]
-    assert [(topic, p.kind, p.ns, p.room, p.event, p.args) for topic, p in publisher.published] == [
+    assert [(topic, p.kind, p.ns, p.room, p.event, p.args) for topic, p in publisher.published
+            if p.kind != PubKind.POLICY] == [
         (topics.room(ns, "user:u1"), PubKind.DISCONNECT, ns, "user:u1", "banned",
          [{"reason": "spam"}]) for ns in ("/", "/chat", "/game", "/admin")]
+    [(topic, change)] = [(t, PolicyUpdate.from_list(p.args[0])) for t, p in publisher.published
+                         if p.kind == PubKind.POLICY]
+    assert topic == topics.POLICY and (change.user, change.until) == ("u1", clock() + 3600)
     before = rejections("banned")
     refused = await connect(svc, session())
     assert (refused.ok, refused.error) == (False, "Banned")
@@ -251,9 +308,9 @@ async def test_ban_persists_across_instances(tmp_path: Path) -> None:
 
 
 async def test_ban_namespaces_configurable(tmp_path: Path) -> None:
-    svc, publisher = make(tmp_path, ban_namespaces=("/,/chat",))
+    svc, publisher = make(tmp_path, ban_namespaces=("/", "/chat"))
     assert (await admin(svc, "ban user", {"userId": "u1", "reason": "r"})).ok
-    assert [p.ns for _, p in publisher.published] == ["/", "/chat"]
+    assert [p.ns for _, p in publisher.published if p.kind == PubKind.DISCONNECT] == ["/", "/chat"]
 
 
 async def test_admin_cannot_ban_themselves(tmp_path: Path) -> None:
@@ -269,7 +326,7 @@ async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
     clock = Clock()
     svc, _ = make(tmp_path, clock, event_limit=0, user_event_limit=0)
     assert (await admin(svc, "mute user", {"userId": "u1", "seconds": 30})).ok
-    before = rejections("muted")
+    before = refusals("muted")
     for ns, name, payload in [
         ("/", "chat message", {"content": "hi"}),
         ("/", "private message", {"to": "u2", "content": "hi"}),
@@ -279,7 +336,7 @@ async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
     ]:
         reply = await event(svc, session(ns=ns), name, payload)
         assert (reply.ok, reply.error) == (False, "you are muted for 30 more seconds")
-    assert rejections("muted") == before + 5
+    assert refusals("muted") == before + 5
     assert (await event(svc, session(), "join room", "r")).ok  # only messages are muted
     assert (await event(svc, session(user="u2"), "chat message", "hi")).ok
     clock.advance(29.5)
@@ -287,7 +344,7 @@ async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
         "you are muted for 1 more second")
     clock.advance(0.5)
     assert (await event(svc, session(), "chat message", "hi")).ok
-    assert "u1" not in svc.mutes
+
 
 
 async def test_mute_persists_across_instances(tmp_path: Path) -> None:

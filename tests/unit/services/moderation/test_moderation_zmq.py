@@ -1,4 +1,5 @@
-"""ModerationService behind real ZeroMQ sockets: a CONNECT refusal, filter verdicts, a ban."""
+"""ModerationService behind real ZeroMQ sockets: its policy snapshot, a CONNECT refusal, and a
+ban that reaches the gateways as a policy update and the user's sockets as a disconnect."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 from switchboard.services.moderation import Config, ModerationService
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, RequestKind
+from switchboard.shared.policy import Change, PolicySnapshot, PolicyUpdate
 from switchboard.shared.publisher import Publisher
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 
 async def test_moderation_over_real_sockets(tmp_path: Path) -> None:
-    config = Config(moderation_db=str(tmp_path / "m.sqlite3"), connect_limit=2,
-                    banned_words="darn")
+    config = Config(moderation_db=str(tmp_path / "m.sqlite3"), connect_limit=2, event_limit=7)
 
     def factory(publisher: Publisher) -> ModerationService:
         return ModerationService(publisher, config)
@@ -22,17 +23,16 @@ async def test_moderation_over_real_sockets(tmp_path: Path) -> None:
         async with running_service(factory, broker) as (service, cfg):
             gw = FakeGateway(broker=broker)
             try:
+                await gw.subscribe(topics.POLICY)
                 await gw.subscribe(topics.room("/chat", "user:u1"))
-                user = gw.session(1, ns="/chat", user_id="u1", username="ann", role="user")
 
-                # FILTER: a good event comes back cleaned, a bad one is refused.
-                ok = await gw.request(cfg.bind, kind=RequestKind.FILTER, session=user,
-                                      event="chat message",
-                                      args=[{"content": "<script>x</script>darn <b>hi</b>"}])
-                assert ok.ok and ok.args == [{"content": "*** hi", "type": "text"}]
-                bad = await gw.request(cfg.bind, kind=RequestKind.FILTER, session=user,
-                                       event="chat message", args=[{"content": ""}])
-                assert (bad.ok, bad.error) == (False, "content: must be 1..1000 characters")
+                # The snapshot a gateway starts from: the limits, nobody banned yet.
+                reply = await gw.request(cfg.bind, kind=RequestKind.POLICY)
+                snapshot = PolicySnapshot.from_list(reply.args[0])
+                assert (snapshot.instance, snapshot.version, snapshot.bans) == (
+                    service.instance, 0, ())
+                assert snapshot.rules.event_limit == 7
+                assert snapshot.rules.mutes("/chat", "chat message")
 
                 # CONNECT: the per-IP limit (2 here) refuses the third connection.
                 for n in (1, 2):
@@ -49,6 +49,11 @@ async def test_moderation_over_real_sockets(tmp_path: Path) -> None:
                                        event="ban user",
                                        args=[{"userId": "u1", "reason": "spam"}])
                 assert ban.ok and ban.ack == [{"success": True}]
+                topic, pub = await gw.next_publication()
+                assert (topic, pub.kind) == (topics.POLICY, PubKind.POLICY)
+                update = PolicyUpdate.from_list(pub.args[0])
+                assert (update.instance, update.version, update.change, update.user,
+                        update.until) == (service.instance, 1, Change.BAN, "u1", None)
                 topic, pub = await gw.next_publication()
                 assert topic == topics.room("/chat", "user:u1")
                 assert (pub.kind, pub.ns, pub.room, pub.event, pub.args) == (

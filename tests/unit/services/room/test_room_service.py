@@ -41,6 +41,7 @@ FAST_PASSWORDS: dict[str, Any] = {
     "password_parallelism": 1,
 }
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20.000Z
+ID_CHARS = "roomId: use letters, digits, spaces and - _ . # @ + only"
 
 
 class FakeClock:
@@ -128,6 +129,51 @@ async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
 async def connected(h: Harness, *sessions: Session) -> None:
     for s in sessions:
         assert (await h.connect(s)).ok
+
+
+# -- payloads: the owner validates and cleans its own events ----------------------------------
+async def test_the_owner_cleans_its_events_before_the_handler(tmp_path: Path) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "room.sqlite3",
+                                           banned_words="darn, heck no"), FakeClock())
+    h = Harness(service, pub, FakeClock())
+    try:
+        s = session(1)
+        await connected(h, s)
+        ack = await h.ok(s, "chat message",
+                         {"content": "<b>darn</b> it, Heck  no... heck NO", "x": 1})
+        (_, line), = h.published("chat message")
+        assert line.args[0]["content"] == "*** it, Heck  no... ***"
+        assert set(line.args[0]) >= {"content", "type"} and "x" not in line.args[0]
+        assert ack["success"] is True
+    finally:
+        await service.stop()
+
+
+async def test_a_bad_payload_is_refused_with_what_to_fix(h: Harness) -> None:
+    s = session(1)
+    await connected(h, s)
+    reply = await h.event(s, "create room", {"roomId": "r", "roomName": "R", "isPrivate": True})
+    assert (reply.ok, reply.error) == (False, "password: required for a private room")
+    reply = await h.event(s, "chat message", {"content": "x" * 1001})
+    assert (reply.ok, reply.error) == (False, "content: must be 1..1000 characters")
+    assert not h.published("chat message")
+
+
+async def test_limits_come_from_the_room_settings(tmp_path: Path) -> None:
+    pub = MemoryPublisher()
+    service = RoomService(pub, room_config(tmp_path / "room.sqlite3", max_content=5,
+                                           room_max_users_limit=10), FakeClock())
+    h = Harness(service, pub, FakeClock())
+    try:
+        s = session(1)
+        await connected(h, s)
+        reply = await h.event(s, "chat message", "123456")
+        assert reply.error == "content: must be 1..5 characters"
+        reply = await h.event(s, "create room", {"roomId": "r", "roomName": "R", "maxUsers": 11})
+        assert reply.error == "maxUsers: must be 1..10"
+    finally:
+        await service.stop()
 
 
 # -- routes and lifecycle ---------------------------------------------------------------------
@@ -274,24 +320,25 @@ async def test_create_room_public_and_private(h: Harness) -> None:
     ("payload", "error"),
     [
         ({"roomId": "lobby", "roomName": "again"}, "room already exists"),
-        ({"roomId": "user:42", "roomName": "x"}, "roomId: must not start with 'user:'"),
-        ({"roomId": "a\x00b", "roomName": "x"}, "roomId: must not contain NUL characters"),
-        ({"roomId": "", "roomName": "x"}, "roomId: must be a non-empty string"),
-        ({"roomId": 5, "roomName": "x"}, "roomId: must be a non-empty string"),
-        ({"roomId": "x"}, "roomName: must be a non-empty string"),
+        # ":" is not an id character: no client can name a user's room (user:<id>)
+        ({"roomId": "user:42", "roomName": "x"}, ID_CHARS),
+        ({"roomId": "a\x00b", "roomName": "x"}, ID_CHARS),
+        ({"roomId": "", "roomName": "x"}, "roomId: must be 1..50 characters"),
+        ({"roomId": 5, "roomName": "x"}, "roomId: must be a string"),
+        ({"roomId": "x"}, "roomName: required"),
         ({"roomId": "x", "roomName": "x", "isPrivate": "yes"}, "isPrivate: must be true or false"),
         ({"roomId": "x", "roomName": "x", "isPrivate": True},
          "password: required for a private room"),
         ({"roomId": "x", "roomName": "x", "isPrivate": True, "password": 123},
-         "password: required for a private room"),
-        ({"roomId": "x", "roomName": "x", "maxUsers": 0}, "maxUsers: must be an integer 1..1000"),
-        ({"roomId": "x", "roomName": "x", "maxUsers": 1001},
-         "maxUsers: must be an integer 1..1000"),
+         "password: must be a string"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": 0}, "maxUsers: must be 1..1000"),
+        ({"roomId": "x", "roomName": "x", "maxUsers": 1001}, "maxUsers: must be 1..1000"),
         ({"roomId": "x", "roomName": "x", "maxUsers": True},
          "maxUsers: must be an integer 1..1000"),
         ({"roomId": "x", "roomName": "x", "maxUsers": "10"},
          "maxUsers: must be an integer 1..1000"),
-        ("lobby", "expected an object {roomId, roomName, isPrivate?, password?, maxUsers?}"),
+        ("lobby", "payload: must be an object {roomId, roomName, isPrivate?, password?, "
+                  "maxUsers?}"),
     ],
 )
 async def test_create_room_refusals(h: Harness, payload: Any, error: str) -> None:
@@ -440,8 +487,8 @@ async def test_leave_room_refusals(h: Harness) -> None:
     await h.create(a, "lobby")
     assert (await h.event(a, "leave room", "nowhere")).error == "room not found"
     assert (await h.event(a, "leave room", "lobby")).error == "not a member of room lobby"
-    assert (await h.event(a, "leave room")).error == "roomId: must be a non-empty string"
-    assert (await h.event(a, "leave room", ["x"])).error == "roomId: must be a non-empty string"
+    assert (await h.event(a, "leave room")).error == "roomId: required"
+    assert (await h.event(a, "leave room", ["x"])).error == "roomId: must be a string"
 
 
 async def test_an_emptied_room_waits_out_its_grace_then_goes_with_its_history(
@@ -573,7 +620,7 @@ async def test_get_room_info(h: Harness) -> None:
     assert hidden is not None and hidden[0]["userCount"] == 1 and hidden[0]["users"] == []
     shown = (await h.event(a, "get room info", "vault")).ack
     assert shown is not None and [u["socketId"] for u in shown[0]["users"]] == [a.sid]
-    assert (await h.event(b, "get room info", 3)).error == "roomId: must be a non-empty string"
+    assert (await h.event(b, "get room info", 3)).error == "roomId: must be a string"
 
 
 # -- messages in / ----------------------------------------------------------------------------
@@ -601,19 +648,21 @@ async def test_chat_message_to_room_members_only(h: Harness) -> None:
     reply = await h.event(b, "chat message", {"content": "hi", "roomId": "lobby"})
     assert reply.error == "not a member of room lobby"
     assert (await h.event(a, "chat message", {"content": "x", "roomId": "user:u2"})).error == \
-        "not a member of room user:u2"
+        ID_CHARS
     assert len(h.published("chat message")) == 1
 
 
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        ([], "expected an object {content, roomId?, type?}"),
-        (["hello"], "expected an object {content, roomId?, type?}"),
-        ([{"content": ""}], "content: must be a non-empty string"),
-        ([{"content": 5}], "content: must be a non-empty string"),
+        ([], "content: required"),
+        ([["hello"]], "content: must be a string"),
+        ([{"content": ""}], "content: must be 1..1000 characters"),
+        ([{"content": "<b></b>"}], "content: must contain text (HTML and surrounding spaces "
+                                   "removed)"),
+        ([{"content": 5}], "content: must be a string"),
         ([{"content": "x", "type": "video"}], "type: must be text, image or file"),
-        ([{"content": "x", "roomId": 3}], "roomId: must be a non-empty string"),
+        ([{"content": "x", "roomId": 3}], "roomId: must be a string"),
     ],
 )
 async def test_chat_message_bad_payloads(h: Harness, args: list[Any], error: str) -> None:
@@ -637,7 +686,7 @@ async def test_room_message(h: Harness) -> None:
     reply = await h.event(b, "room message", {"roomId": "lobby", "message": "hi"})
     assert reply.error == "not a member of room lobby"
     reply = await h.event(a, "room message", {"roomId": "lobby"})
-    assert reply.error == "message: must be a non-empty string"
+    assert reply.error == "message: required"
 
 
 async def test_private_message(h: Harness) -> None:
@@ -662,7 +711,7 @@ async def test_private_message_to_offline_user(h: Harness) -> None:
     assert h.published("private message") == []
     assert h.service.store.messages_count() == 0
     reply = await h.event(a, "private message", {"content": "psst"})
-    assert reply.error == "to: must be a non-empty string"
+    assert reply.error == "to: required"
 
 
 async def test_set_username(h: Harness) -> None:
@@ -678,9 +727,9 @@ async def test_set_username(h: Harness) -> None:
     assert users == [{"id": "u1", "username": "Zed", "socketId": a.sid}]
     info = (await h.event(a, "get room info", "lobby")).ack
     assert info is not None and info[0]["users"][0]["username"] == "Zed"
-    for bad in ([], [""], [7]):
-        assert (await h.event(a, "set username", *bad)).error == \
-            "username: must be a non-empty string"
+    for bad, error in (([], "username: required"), ([""], "username: must be 1..50 characters"),
+                       ([7], "username: must be a string")):
+        assert (await h.event(a, "set username", *bad)).error == error
 
 
 async def test_user_info_renames_and_keeps_the_avatar_in_the_session(h: Harness) -> None:
@@ -695,8 +744,7 @@ async def test_user_info_renames_and_keeps_the_avatar_in_the_session(h: Harness)
     assert users == [{"id": "u1", "username": "Alice", "socketId": a.sid}]
     plain = await h.event(a, "user info", {"username": "Al"})
     assert plain.ack == [{"success": True, "username": "Al"}]
-    assert (await h.event(a, "user info", 7)).error == \
-        "payload: must be an object {username, avatar?}"
+    assert (await h.event(a, "user info", 7)).error == "username: must be a string"
 
 
 async def test_get_online_users_across_gateways(h: Harness) -> None:
@@ -747,15 +795,15 @@ async def test_history_order_limit_and_cursors(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
-        ({"roomId": "lobby", "limit": 0}, "limit: must be an integer 1..100"),
-        ({"roomId": "lobby", "limit": 101}, "limit: must be an integer 1..100"),
+        ({"roomId": "lobby", "limit": 0}, "limit: must be 1..100"),
+        ({"roomId": "lobby", "limit": 101}, "limit: must be 1..100"),
         ({"roomId": "lobby", "limit": "5"}, "limit: must be an integer 1..100"),
         ({"roomId": "lobby", "before": "last tuesday"},
          "before: must be a message id or an ISO-8601 timestamp"),
         ({"roomId": "lobby", "before": -5}, "before: must be a timestamp or message id"),
-        ({"roomId": "lobby", "before": [5]}, "before: must be a non-empty string"),
+        ({"roomId": "lobby", "before": [5]}, "before: must be a timestamp or message id"),
         ({"roomId": "nowhere"}, "not a member of room nowhere"),
-        ({}, "roomId: must be a non-empty string"),
+        ({}, "roomId: required"),
     ],
 )
 async def test_history_refusals(h: Harness, payload: dict[str, Any], error: str) -> None:
@@ -785,7 +833,7 @@ async def test_chat_namespace_chat_message(h: Harness) -> None:
     [(topic, pub)] = h.published("chat message")
     assert topic == topics.room("/chat", "team") and pub.exclude == (a.sid,)
     reply = await h.event(a, "chat message", {"content": "x", "roomId": "user:u2"})
-    assert reply.error == "roomId: user rooms are reserved; use private message"
+    assert reply.error == ID_CHARS
     stored = h.service.store.history("/chat", "team", 10)
     assert [(m.namespace, m.content) for m in stored] == [("/chat", "hey")]
 
@@ -802,8 +850,7 @@ async def test_chat_namespace_private_message(h: Harness) -> None:
     assert topic == topics.room("/chat", "user:u9") and pub.ns == "/chat"
     assert pub.args == [{"id": message_id, "from": "u1", "to": "u9", "content": "secret",
                          "type": "private", "timestamp": "2023-11-14T22:13:20.000Z"}]
-    assert (await h.event(a, "private message", {"to": "u9"})).error == \
-        "content: must be a non-empty string"
+    assert (await h.event(a, "private message", {"to": "u9"})).error == "content: required"
 
 
 # -- /admin -----------------------------------------------------------------------------------
@@ -850,7 +897,7 @@ async def test_admin_broadcast(h: Harness) -> None:
     assert pub.args == [{"type": "announcement", "content": "maintenance at 5",
                          "from": "system", "timestamp": "2023-11-14T22:13:20.000Z"}]
     assert (await h.event(admin, "broadcast message", {"message": ""})).error == \
-        "message: must be a non-empty string"
+        "message: must be 1..1000 characters"
 
 
 # -- SYNC, lost gateways, restarts ------------------------------------------------------------

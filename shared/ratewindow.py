@@ -7,9 +7,8 @@ exactly, with memory bounded by ``limit`` timestamps per active key. Refused hit
 recorded: a client that keeps flooding is refused until its accepted hits age out, and one
 that slows down is served again at once.
 
-State is in this process's memory. With a single moderation instance (the default deployment)
-that *is* cluster-wide: every gateway sends every event through it. Running several instances
-splits the keys between them, multiplying the effective limit by their number.
+State is in this process's memory: moderation keeps its connect limits in one, each gateway
+its sockets' and users' event limits in another (gateway.policing).
 """
 
 from __future__ import annotations
@@ -36,12 +35,13 @@ class SlidingWindow:
                 hits.popleft()
         return hits
 
-    def allowed(self, key: str) -> bool:
-        """Would one more hit for ``key`` be within the limit? (Records nothing.)"""
+    def allowed(self, key: str, limit: int | None = None) -> bool:
+        """Would one more hit for ``key`` be within the limit (``limit``, if given, a lower
+        one for this key)? Records nothing."""
         if self.limit <= 0:
             return True
         hits = self._recent(key, self.clock())
-        return hits is None or len(hits) < self.limit
+        return hits is None or len(hits) < min(limit or self.limit, self.limit)
 
     def add(self, key: str) -> None:
         """Record a hit for ``key`` (call after :meth:`allowed` said yes)."""

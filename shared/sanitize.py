@@ -35,6 +35,12 @@ def strip_html(text: str) -> str:
     return nh3.clean(text, tags=set())
 
 
+def phrases(setting: str) -> tuple[str, ...]:
+    """The entries of a comma-separated word list (``--banned-words``). Commas only, not
+    whitespace as list options split: a phrase such as ``heck no`` is one entry."""
+    return tuple(part.strip() for part in setting.split(",") if part.strip())
+
+
 class Sanitizer:
     """Cleans user text fields; the banned-word list is compiled once."""
 

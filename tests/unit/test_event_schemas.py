@@ -1,4 +1,5 @@
-"""Moderation payload rules: every event's schema, its error texts and the sanitiser."""
+"""Payload rules: the schema every owner declares for its events, their error texts, and the
+sanitiser."""
 
 from __future__ import annotations
 
@@ -6,19 +7,26 @@ from typing import Any
 
 import pytest
 
-from switchboard.services.moderation.sanitize import Sanitizer, strip_html
-from switchboard.services.moderation.schemas import EVENTS, Cleaner, Limits, PayloadError
+from switchboard.services.game.service import GameService
+from switchboard.services.moderation.service import ModerationService
+from switchboard.services.room.service import RoomService
+from switchboard.shared.sanitize import Sanitizer, phrases, strip_html
+from switchboard.shared.schema import Cleaner, Limits, PayloadError
 
+#: Every owner's declarations: (namespace, event) → schema.
+EVENTS = {key: schema for owner in (RoomService, GameService, ModerationService)
+          for key, schema in owner.schemas().items()}
 cleaner = Cleaner(sanitizer=Sanitizer(["darn", "heck no"]))
 
 
-def clean(ns: str, event: str, *args: Any) -> list[Any] | None:
-    return cleaner.clean(ns, event, list(args))
+def clean(ns: str, event: str, *args: Any, by: Cleaner = cleaner) -> list[Any] | None:
+    schema = EVENTS.get((ns, event))
+    return None if schema is None else by.apply(schema, list(args))
 
 
-def error(ns: str, event: str, *args: Any) -> str:
+def error(ns: str, event: str, *args: Any, by: Cleaner = cleaner) -> str:
     with pytest.raises(PayloadError) as info:
-        cleaner.clean(ns, event, list(args))
+        clean(ns, event, *args, by=by)
     return info.value.message
 
 
@@ -132,14 +140,15 @@ def test_user_info_the_seed_clients_form() -> None:
 
 
 def test_create_room() -> None:
+    # No maxUsers: the room service fills in its --room-max-users-default.
     assert clean("/", "create room", {"roomId": " lobby ", "roomName": "<b>Lobby</b>"}) == [
-        {"roomId": "lobby", "roomName": "Lobby", "isPrivate": False, "maxUsers": 100}]
+        {"roomId": "lobby", "roomName": "Lobby", "isPrivate": False}]
     assert clean("/", "create room", {"roomId": "r", "roomName": "R", "isPrivate": True,
                                       "password": " s3cret<b> ", "maxUsers": 5}) == [
         {"roomId": "r", "roomName": "R", "isPrivate": True, "password": " s3cret<b> ",
          "maxUsers": 5}]  # passwords are secrets: never altered
     assert clean("/", "create room", {"roomId": "r", "roomName": "R", "maxUsers": None}) == [
-        {"roomId": "r", "roomName": "R", "isPrivate": False, "maxUsers": 100}]
+        {"roomId": "r", "roomName": "R", "isPrivate": False}]
 
 
 @pytest.mark.parametrize(("payload", "message"), [
@@ -251,15 +260,18 @@ def test_every_contract_event_has_a_schema() -> None:
     assert {(ns, e) for ns, events in contract.items() for e in events} == set(EVENTS)
 
 
-def test_unknown_events_pass_through() -> None:
-    assert clean("/", "whatever", {"a": 1}) is None
-    assert clean("/game", "chat message", {"content": ""}) is None
+def test_no_two_owners_declare_one_event() -> None:
+    owners = [RoomService.schemas(), GameService.schemas(), ModerationService.schemas()]
+    assert sum(len(o) for o in owners) == len(EVENTS)
+
+
+def test_banned_words_setting_keeps_phrases_whole() -> None:
+    assert phrases(" darn, heck no ,,") == ("darn", "heck no")
 
 
 def test_limits_are_configurable() -> None:
     small = Cleaner(Limits(content=5, max_users=10))
-    assert small.clean("/", "chat message", ["12345"]) == [{"content": "12345", "type": "text"}]
-    with pytest.raises(PayloadError, match=r"content: must be 1\.\.5 characters"):
-        small.clean("/", "chat message", ["123456"])
-    with pytest.raises(PayloadError, match=r"maxUsers: must be 1\.\.10"):
-        small.clean("/", "create room", [{"roomId": "r", "roomName": "R", "maxUsers": 11}])
+    assert clean("/", "chat message", "12345", by=small) == [{"content": "12345", "type": "text"}]
+    assert error("/", "chat message", "123456", by=small) == "content: must be 1..5 characters"
+    assert error("/", "create room", {"roomId": "r", "roomName": "R", "maxUsers": 11},
+                 by=small) == "maxUsers: must be 1..10"

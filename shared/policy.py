@@ -1,0 +1,194 @@
+"""What an event needs from moderation on its way, replicated to every gateway.
+
+Moderation owns bans, mutes and the per-user spread of sockets over gateways, and takes every
+decision that changes them; what a gateway needs to judge an event (is this user banned or
+muted, is this socket or user over its rate) it holds as a :class:`PolicyReplica`, kept
+current the way a replica of any log is:
+
+1. subscribe to the policy topic (:data:`shared.topics.POLICY`) first;
+2. ask moderation for a :class:`PolicySnapshot` (``RequestKind.POLICY``), which names its
+   ``instance`` and the ``version`` it is at;
+3. apply every :class:`PolicyUpdate` of that instance above that version, in order; drop
+   those at or below it (they are in the snapshot).
+
+An update from another instance (moderation restarted) or one that skips a version (one was
+lost) makes the replica *behind*: it keeps enforcing what it holds and asks for a snapshot
+again (:attr:`PolicyReplica.wants_snapshot`). A replica that never had a snapshot is
+*empty*, and events are refused rather than passed unchecked.
+
+Sans-I/O: pure state, no sockets or clocks; times are epoch seconds given by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from switchboard.shared.envelope import _Envelope
+
+
+class Change(IntEnum):
+    """What a :class:`PolicyUpdate` changes, about its ``user``."""
+
+    BAN = 0  #: banned until ``until`` (None: for ever)
+    UNBAN = 1
+    MUTE = 2  #: muted until ``until``
+    UNMUTE = 3
+    SPREAD = 4  #: the user's sockets are on ``count`` gateways (1: just one, the usual)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules(_Envelope):
+    """The limits moderation was started with: ``[event_limit, user_event_limit,
+    event_window, muted_events]``; a limit of 0 is off. ``muted_events``: ``"ns event"``
+    strings a muted user may not send."""
+
+    event_limit: int = 20
+    user_event_limit: int = 20
+    event_window: float = 10.0
+    muted_events: tuple[str, ...] = ()
+
+    def mutes(self, ns: str, event: str) -> bool:
+        return f"{ns} {event}" in self.muted_events
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyUpdate(_Envelope):
+    """``[instance, version, change, user, until, count]``: version ``version`` of the
+    policy of moderation instance ``instance``."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"change": Change}
+
+    instance: str
+    version: int
+    change: Change
+    user: str
+    until: float | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot(_Envelope):
+    """``[instance, version, rules, bans, mutes, spread]``: everything a replica holds.
+    ``bans`` and ``mutes``: ``[[user, until], …]`` (a ban's until may be None);
+    ``spread``: ``[[user, count], …]`` for users on more than one gateway."""
+
+    _nested: ClassVar[dict[str, type[_Envelope]]] = {"rules": Rules}
+
+    instance: str
+    version: int
+    rules: Rules = field(default_factory=Rules)
+    bans: tuple[Any, ...] = ()
+    mutes: tuple[Any, ...] = ()
+    spread: tuple[Any, ...] = ()
+
+
+class ReplicaState(enum.Enum):
+    EMPTY = "empty"  #: no snapshot yet: events are refused
+    CURRENT = "current"  #: every update since the snapshot applied
+    BEHIND = "behind"  #: an update was missed or moderation restarted: a snapshot is due
+
+
+class Applied(enum.Enum):
+    """What :meth:`PolicyReplica.apply` did with an update."""
+
+    APPLIED = "applied"
+    STALE = "stale"  #: at or below the version held: already in it
+    HELD = "held"  #: no snapshot yet: kept until one comes
+    BEHIND = "behind"  #: a gap or another instance: a snapshot is due
+
+
+#: Updates an empty replica keeps while it waits for its first snapshot.
+MAX_HELD = 10_000
+
+
+class PolicyReplica:
+    """A gateway's copy of moderation's policy (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.state = ReplicaState.EMPTY
+        self.instance = ""
+        self.version = 0
+        self.rules = Rules()
+        self._bans: dict[str, float | None] = {}
+        self._mutes: dict[str, float] = {}
+        self._spread: dict[str, int] = {}
+        self._held: list[PolicyUpdate] = []
+
+    # -- keeping it current -----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """A snapshot was loaded: events can be judged (BEHIND still judges, by what it has)."""
+        return self.state != ReplicaState.EMPTY
+
+    @property
+    def wants_snapshot(self) -> bool:
+        return self.state != ReplicaState.CURRENT
+
+    def load(self, snapshot: PolicySnapshot) -> None:
+        """Replace everything with ``snapshot``, then apply what arrived while it was asked
+        for (updates of its instance above its version)."""
+        self.instance, self.version, self.rules = snapshot.instance, snapshot.version, \
+            snapshot.rules
+        self._bans = {str(user): until for user, until in snapshot.bans}
+        self._mutes = {str(user): float(until) for user, until in snapshot.mutes}
+        self._spread = {str(user): int(count) for user, count in snapshot.spread}
+        self.state = ReplicaState.CURRENT
+        held, self._held = self._held, []
+        for update in sorted(held, key=lambda u: u.version):
+            if update.instance == self.instance and update.version > self.version:
+                self.apply(update)
+
+    def apply(self, update: PolicyUpdate) -> Applied:
+        if self.state == ReplicaState.EMPTY:
+            if len(self._held) < MAX_HELD:
+                self._held.append(update)
+            return Applied.HELD
+        if self.state == ReplicaState.BEHIND or update.instance != self.instance \
+                or update.version > self.version + 1:
+            if self.state != ReplicaState.BEHIND:
+                self.state, self._held = ReplicaState.BEHIND, []
+            if len(self._held) < MAX_HELD:
+                self._held.append(update)
+            return Applied.BEHIND
+        if update.version <= self.version:
+            return Applied.STALE
+        self.version = update.version
+        user = update.user
+        if update.change == Change.BAN:
+            self._bans[user] = update.until
+        elif update.change == Change.UNBAN:
+            self._bans.pop(user, None)
+        elif update.change == Change.MUTE and update.until is not None:
+            self._mutes[user] = update.until
+        elif update.change == Change.UNMUTE:
+            self._mutes.pop(user, None)
+        elif update.change == Change.SPREAD:
+            if update.count > 1:
+                self._spread[user] = update.count
+            else:
+                self._spread.pop(user, None)
+        return Applied.APPLIED
+
+    # -- what an event needs ----------------------------------------------------------------
+    def banned(self, user: str | None, now: float) -> bool:
+        if user is None or user not in self._bans:
+            return False
+        until = self._bans[user]
+        return until is None or until > now
+
+    def muted_until(self, user: str | None, now: float) -> float | None:
+        """When the user's mute ends, if one is in force."""
+        until = self._mutes.get(user) if user is not None else None
+        return until if until is not None and until > now else None
+
+    def held(self) -> dict[str, int]:
+        """How many bans, mutes and spread users it holds (ended ones included until a
+        snapshot drops them): each only grows with the updates that add to it."""
+        return {"bans": len(self._bans), "mutes": len(self._mutes), "spread": len(self._spread)}
+
+    def spread(self, user: str) -> int:
+        """On how many gateways the user's sockets are (1 unless moderation said more)."""
+        return self._spread.get(user, 1)
