@@ -22,12 +22,12 @@ from bench.loadgen import LoadGen
 from bench.scenarios import NCPU, IdleResult, Plan, Runner, ServerResult
 from bench.servers import BENCH, ROOT, SERVERS, make
 
-SCENARIOS = ("fanout", "broadcast", "polling", "polling-spread", "idle")
+SCENARIOS = ("fanout", "chatter", "broadcast", "polling", "polling-spread", "idle")
 
 QUICK = Plan(clients=200, rooms=4, broadcast_members=200, fixed_rates=(5_000, 10_000),
              warm=0.5, measure=1.5, drain=2.0, search_steps=1, search_budget=6.0, idle=1000,
              idle_settle=0.5, idle_hold=1.0, polling_clients=100, polling_rooms=4,
-             polling_rates=(2_000,))
+             polling_rates=(2_000,), chatter_rates=(300,))
 
 
 class Log:
@@ -148,7 +148,7 @@ def loadavg() -> str:
 def run_server(name: str, plan: Plan, workdir: Path, log: Log) -> ServerResult:
     server = make(name, workdir)
     result = ServerResult(name, server.title)
-    load = [s for s in ("fanout", "broadcast", "polling", "polling-spread")
+    load = [s for s in ("fanout", "chatter", "broadcast", "polling", "polling-spread")
             if s in plan.scenarios
             and (s != "polling-spread" or server.gateways() > 1)]  # spread: 2+ gateways
     try:
@@ -230,6 +230,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rooms", type=int, help="fan-out rooms, one sender each (10)")
     p.add_argument("--broadcast-members", type=int, help="members of the broadcast room (1000)")
     p.add_argument("--rates", help="fixed loads, deliveries/s, comma-separated (20000,50000)")
+    p.add_argument("--chatter-rates", help="fixed loads of chatter, deliveries/s (room size "
+                   "- 1 per message), comma-separated (900,1500: 300 and 500 messages/s)")
+    p.add_argument("--chatter-size", type=int, help="members of each chatter room, the "
+                   "first sending; --clients of them (4)")
     p.add_argument("--polling-clients", type=int,
                    help="connections of the polling scenarios, long-polling only (300)")
     p.add_argument("--polling-rooms", type=int, help="rooms of the polling scenarios (10)")
@@ -273,7 +277,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     changes: dict[str, Any] = {}
     for name in ("clients", "rooms", "broadcast_members", "warm", "measure", "drain",
                  "search_steps", "search_budget", "idle", "idle_ns", "idle_addrs", "idle_procs",
-                 "idle_load", "polling_clients", "polling_rooms"):
+                 "idle_load", "polling_clients", "polling_rooms", "chatter_size"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -281,6 +285,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         changes["fixed_rates"] = tuple(int(float(r)) for r in _csv(args.rates))
     if args.polling_rates:
         changes["polling_rates"] = tuple(int(float(r)) for r in _csv(args.polling_rates))
+    if args.chatter_rates:
+        changes["chatter_rates"] = tuple(int(float(r)) for r in _csv(args.chatter_rates))
     changes["scenarios"] = tuple(_csv(args.scenarios))
     unknown = set(changes["scenarios"]) - set(SCENARIOS)
     if unknown:

@@ -6,7 +6,8 @@ from typing import Any
 
 from bench.scenarios import NCPU, Plan, ScenarioResult, ServerResult, Step
 
-SCENARIO_TITLES = {"fanout": "fan-out", "broadcast": "broadcast", "polling": "polling fan-out",
+SCENARIO_TITLES = {"fanout": "fan-out", "chatter": "chatter (rooms of 4)",
+                   "broadcast": "broadcast", "polling": "polling fan-out",
                    "polling-spread": "polling, requests spread over the gateways"}
 PEERS = ("node", "pysio")
 PEER_TITLES = {"node": "Node", "pysio": "py-sio"}
@@ -86,7 +87,7 @@ POLLING = ("polling", "polling-spread")
 
 
 def rates_of(plan: Plan, scenario: str) -> tuple[int, ...]:
-    return plan.polling_rates if scenario in POLLING else plan.fixed_rates
+    return plan.rates_for(scenario)
 
 
 def efficiency(servers: list[ServerResult], plan: Plan, polling: bool = False) -> list[str]:
@@ -98,7 +99,7 @@ def efficiency(servers: list[ServerResult], plan: Plan, polling: bool = False) -
              f"{ratio_head} |",
              "|---|---|" + "---:|" * (len(rates) + 1 + 2 * len(rates))]
     for scenario in SCENARIO_TITLES:
-        if (scenario in POLLING) != polling:
+        if (scenario in POLLING) != polling or scenario == "chatter":
             continue
         rows = _scenario(servers, scenario)
         ref = {s.name: r for s, r in rows}
@@ -193,6 +194,35 @@ def per_process(servers: list[ServerResult], plan: Plan) -> list[str]:
     return lines
 
 
+def chatter(servers: list[ServerResult], plan: Plan) -> list[str]:
+    """Chatter in messages: max sustained messages/s, and CPU µs per message at each fixed
+    load, whole tree and per process (where the message's cost goes)."""
+    rows = _scenario(servers, "chatter")
+    per_message = plan.chatter_size - 1  # deliveries per message
+    node = {s.name: r for s, r in rows}.get("node")
+    lines = ["| server | max messages/s | load msg/s | µs/message (tree) | x Node | "
+             "per process µs/message |", "|---|---:|---:|---:|---:|---|"]
+    for server, res in rows:
+        best = res.max_sustained
+        top = _n(best.delivered_rate / per_message) if best else "none passed"
+        for rate in plan.chatter_rates:
+            st = res.at(rate)
+            if st is None or not st.rx_window:
+                continue
+            messages = st.rx_window / per_message
+            us = st.server_cpu / messages * 1e6
+            ref = node.at(rate) if node is not None else None
+            ref_us = (ref.server_cpu / (ref.rx_window / per_message) * 1e6
+                      if ref is not None and ref.rx_window else None)
+            parts = ", ".join(f"{name} {cpu / messages * 1e6:,.0f}"
+                              for name, cpu in sorted(st.per_proc.items(), key=lambda kv: -kv[1])
+                              if cpu / messages * 1e6 >= 1)
+            lines.append(f"| {server.title} | {top} | {_n(rate / per_message)} | "
+                         f"{_n(us)}{_mark(st)} | "
+                         f"{'-' if server.name == 'node' else _ratio(us, ref_us)} | {parts} |")
+    return lines
+
+
 def idle(servers: list[ServerResult]) -> list[str]:
     rows = [s for s in servers if s.idle is not None]
     if not rows:
@@ -254,6 +284,8 @@ def render(servers: list[ServerResult], plan: Plan, header: dict[str, Any]) -> s
              "* = load not sustained)", efficiency(servers, plan))
     _section(out, "Long-polling clients: CPU per delivery at fixed offered loads",
              efficiency(servers, plan, polling=True))
+    _section(out, f"Chatter: rooms of {plan.chatter_size}, every message to "
+             f"{plan.chatter_size - 1} others", chatter(servers, plan))
     _section(out, "Latency at fixed loads", fixed_latency(servers, plan))
     _section(out, "Latency at half of Node's max sustained load", latency(servers, plan))
     _section(out, f"Idle connections (namespace {plan.idle_ns})", idle(servers))

@@ -52,9 +52,21 @@ class Plan:
     polling_clients: int = 300
     polling_rooms: int = 10
     polling_rates: tuple[int, ...] = (5_000, 10_000)
-    scenarios: tuple[str, ...] = ("fanout", "broadcast", "polling", "polling-spread", "idle")
+    #: chatter: ``clients`` in rooms of this size (what most chat is: direct messages and
+    #: small groups), the first of each room sending; its fixed loads in deliveries/s
+    #: (``chatter_size - 1`` per message: 900/s is 300 messages/s in rooms of 4)
+    chatter_size: int = 4
+    chatter_rates: tuple[int, ...] = (900, 1500)
+    scenarios: tuple[str, ...] = ("fanout", "chatter", "broadcast", "polling", "polling-spread",
+                                  "idle")
     half_loads: dict[str, float] = field(default_factory=dict)  # scenario -> rate
     deadline: float = math.inf  # time.monotonic() after which no search step starts
+
+    def rates_for(self, scenario: str) -> tuple[int, ...]:
+        """The fixed loads of ``scenario``, deliveries/s."""
+        if scenario.startswith("polling"):
+            return self.polling_rates
+        return self.chatter_rates if scenario == "chatter" else self.fixed_rates
 
 
 @dataclass
@@ -304,7 +316,7 @@ class Runner:
                 return False
             return True
 
-        fixed_rates = plan.polling_rates if scenario.startswith("polling") else plan.fixed_rates
+        fixed_rates = plan.rates_for(scenario)
         for fixed in fixed_rates:
             if not run(fixed, "fixed"):
                 return res
@@ -379,10 +391,16 @@ class Runner:
             raise RuntimeError(f"{connected['failed']} connections failed: {connected['errors']}")
         q = self.quiesce(timeout=120)
         self.log(f"    settled after {q['elapsedMs'] / 1000:.1f}s ({q['frames']} frames)")
-        if scenario == "fanout" or polling:
-            size = clients // room_count
-            rooms: list[dict[str, Any]] = [{"id": f"fo{i}", "first": i * size, "count": size}
+        if scenario == "chatter":
+            size = plan.chatter_size
+            room_count = clients // size
+            rooms: list[dict[str, Any]] = [{"id": f"ch{i}", "first": i * size, "count": size}
                                            for i in range(room_count)]
+            setup = {"rooms": room_count, "members": size, "senders": room_count}
+        elif scenario == "fanout" or polling:
+            size = clients // room_count
+            rooms = [{"id": f"fo{i}", "first": i * size, "count": size}
+                     for i in range(room_count)]
             setup = {"rooms": room_count, "members": size, "senders": room_count}
         else:
             size = min(plan.broadcast_members, plan.clients)

@@ -23,13 +23,14 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "--quick", "--servers", "ours",
             "--clients", "20", "--rooms", "2", "--broadcast-members", "20",
             "--rates", "200,400", "--warm", "0.3", "--measure", "1", "--search-steps", "0",
+            "--chatter-rates", "150",
             "--polling-clients", "20", "--polling-rooms", "2", "--polling-rates", "200",
             "--idle", "50", "--idle-load", "200", "--out", str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = proc.stdout
-    for heading in ("## Max sustained load", "## CPU per delivery", "## Latency at fixed loads",
-                    "## Idle connections", "## Per process"):
+    for heading in ("## Max sustained load", "## CPU per delivery", "## Chatter: rooms of 4",
+                    "## Latency at fixed loads", "## Idle connections", "## Per process"):
         assert heading in report, report
     assert "| fan-out | switchboard (1 gateway) |" in report
     assert "| broadcast | switchboard (1 gateway) |" in report
@@ -48,6 +49,11 @@ def test_quick_benchmark_of_our_server(tmp_path: Path) -> None:
             assert step["lost"] == 0 and step["ack_fail"] == 0 and step["disconnects"] == 0
             assert step["server_cpu"] > 0 and step["per_proc"]  # /proc sampling worked
         assert ours["scenarios"][scenario]["setup"]["members"] == members
+    # Chatter: 20 clients in 5 rooms of 4, each message to the 3 others.
+    assert ours["scenarios"]["chatter"]["setup"] == {"rooms": 5, "members": 4, "senders": 5}
+    [chat] = ours["scenarios"]["chatter"]["steps"]
+    assert chat["expected"] > 0 and chat["received"] == chat["expected"], chat
+    assert "| switchboard (1 gateway) | " in report.split("## Chatter")[1]
     # Clients that stay on long-polling: the same checks.
     [polled] = ours["scenarios"]["polling"]["steps"]
     assert polled["expected"] > 0 and polled["received"] == polled["expected"], polled
