@@ -56,6 +56,10 @@ class _Lost(Exception):
     """The service a request went to lost its connection before answering."""
 
 
+class _NotSent(Exception):
+    """The request could not be queued to its service (not connected, or its queue full)."""
+
+
 class Backbone:
     def __init__(
         self,
@@ -99,7 +103,8 @@ class Backbone:
         for name, addresses in endpoints.items():
             dealer = service_dealer(context, addresses, hwm,
                                     gateway_identity(gateway_id, instance))
-            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name))
+            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name),
+                                             send_failed=self._not_sent)
 
     def start(self) -> None:
         for name, dealer in self._dealers.items():
@@ -206,11 +211,8 @@ class Backbone:
         self._sent[request_id] = ((service, *fields.get("route", ())), started)
         failed = True
         try:
-            try:
-                dealer.send(request.encode())
-            except zmq.Again:
-                m.REQUEST_FAILURES.labels(service, "not connected").inc()
-                raise ServiceUnavailable(f"service {service} is not connected") from None
+            # With the others of this loop iteration, in their order (shared.loopsocket).
+            dealer.send_soon(request.encode(), tag=request_id)
             if sent is not None:
                 sent.set_result(None)
             # A timer handle rather than asyncio.wait_for: no extra task or future per request.
@@ -223,6 +225,9 @@ class Backbone:
             except _Lost as lost:
                 m.REQUEST_FAILURES.labels(service, "lost").inc()
                 raise ServiceUnavailable(f"service {lost.args[0]} went away") from None
+            except _NotSent:
+                m.REQUEST_FAILURES.labels(service, "not connected").inc()
+                raise ServiceUnavailable(f"service {service} is not connected") from None
             finally:
                 timer.cancel()
             failed = False
@@ -243,17 +248,24 @@ class Backbone:
             if kind != RequestKind.HEARTBEAT:
                 self._recent.append(failed)
 
+    def _not_sent(self, peer: bytes, request_ids: list[Any], exc: zmq.ZMQError) -> None:
+        for request_id in request_ids:
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_exception(_NotSent(str(exc)))
+
     def _on_reply(self, name: str, frames: list[bytes]) -> None:
-        try:
-            if len(frames) != 1:
-                raise EnvelopeError(f"{len(frames)} frames instead of 1")
-            reply = Reply.decode(frames[0])
-        except EnvelopeError as exc:
-            log.warning("undecodable reply from %s dropped: %s", name, exc)
-            return
-        future = self._pending.get(reply.id)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        """A batch of replies: every frame is one (shared.loopsocket)."""
+        pending = self._pending
+        for body in frames:
+            try:
+                reply = Reply.decode(body)
+            except EnvelopeError as exc:
+                log.warning("undecodable reply from %s dropped: %s", name, exc)
+                continue
+            future = pending.get(reply.id)
+            if future is not None and not future.done():
+                future.set_result(reply)
 
     async def heartbeat(self, service: str, timeout: float) -> bool:
         """One heartbeat round trip; updates routing on first contact or restart."""

@@ -7,7 +7,8 @@ Binary attachments of Socket.IO packets travel as msgpack ``bin``, never base64.
 envelopes (a :class:`Session` inside a :class:`Request`) are nested arrays. ``decode``
 raises :class:`~shared.errors.EnvelopeError` for anything malformed.
 
-Request/reply (gateway DEALER → service ROUTER), frames ``[body]``:
+Request/reply (gateway DEALER → service ROUTER), frames ``[body, ...]``: every frame one
+envelope, as many as were ready in one loop iteration (shared.loopsocket):
     :class:`Request` → :class:`Reply` (same ``id``)
 Publish (service PUB → broker → gateway SUB), frames ``[topic, body]``:
     :class:`Publication`

@@ -189,7 +189,7 @@ class Runner:
         router.setsockopt(zmq.SNDHWM, config.hwm)
         # A gateway DEALER that reconnects keeps its identity (replies are routed by it).
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.router = LoopSocket(router, self._accept)
+        self.router = LoopSocket(router, self._accept, send_failed=self._reply_dropped)
         self.forwarder = Forwarder(service.name, context, config.services, config.hwm)
         self._inflight: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -228,10 +228,15 @@ class Runner:
         await self.service.start()
 
     def _accept(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
+        """A batch of requests from one peer: ``[identity, request, request, ...]``."""
+        if len(frames) < 2:
             BAD_ENVELOPES.labels(self.service.name).inc()
             return
-        identity, body = frames
+        identity = frames[0]
+        for body in frames[1:]:
+            self._accept_one(identity, body)
+
+    def _accept_one(self, identity: bytes, body: bytes) -> None:
         try:
             request = Request.decode(body)
         except EnvelopeError as exc:
@@ -271,10 +276,13 @@ class Runner:
     def _reply(self, identity: bytes, reply: Reply) -> None:
         if self.router.socket.closed:
             return  # stopped meanwhile
-        try:
-            self.router.send_multipart((identity, reply.encode()))
-        except zmq.ZMQError as exc:  # gateway gone or its queue full: nothing to answer
-            log.debug("reply dropped: %s", exc)
+        # With the others to that gateway of this loop iteration (shared.loopsocket).
+        self.router.send_soon(reply.encode(), identity)
+
+    @staticmethod
+    def _reply_dropped(identity: bytes, tags: list[Any], exc: zmq.ZMQError) -> None:
+        # The gateway is gone or its queue is full: nothing to answer.
+        log.debug("%d replies dropped: %s", len(tags), exc)
 
     async def _beat(self, stop: asyncio.Event) -> None:
         publisher = self.publisher

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import logging
 
 import pytest
@@ -12,12 +11,11 @@ import zmq
 
 from switchboard.shared import process
 from switchboard.shared.loopsocket import BURST, LoopSocket, plain_socket
-
-_ports = itertools.count(27_400)
+from tests.support.ports import tcp
 
 
 def _pair(ctx: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], str]:
-    endpoint = f"tcp://127.0.0.1:{next(_ports)}"
+    endpoint = tcp()
     router = plain_socket(ctx, zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     router.bind(endpoint)
@@ -143,3 +141,71 @@ def test_tune_gc_freezes_startup_objects_and_raises_the_threshold() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_messages_queued_in_one_iteration_leave_as_one_batch() -> None:
+    """send_soon: what is queued for a peer in one loop iteration is one multipart message,
+    in order; a message queued in a later iteration is a batch of its own."""
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    at_router: list[list[bytes]] = []
+    at_dealer: list[list[bytes]] = []
+    router = LoopSocket(router_sock, at_router.append)
+    dealer = LoopSocket(dealer_sock, at_dealer.append)
+    router.start()
+    dealer.start()
+    try:
+        for n in range(5):
+            dealer.send_soon(b"%d" % n)
+        await _until(lambda: at_router)
+        [(identity, *bodies)] = at_router
+        assert bodies == [b"0", b"1", b"2", b"3", b"4"]
+        dealer.send_soon(b"later")
+        for n in range(3):
+            router.send_soon(b"r%d" % n, identity)
+        await _until(lambda: len(at_router) == 2 and at_dealer)
+        assert at_router[1] == [identity, b"later"]
+        assert at_dealer == [[b"r0", b"r1", b"r2"]]
+    finally:
+        router.close()
+        dealer.close()
+        ctx.term()
+
+
+async def test_a_batch_that_cannot_be_sent_is_reported_by_its_tags() -> None:
+    ctx = zmq.Context()
+    dealer_sock = plain_socket(ctx, zmq.DEALER)
+    dealer_sock.setsockopt(zmq.LINGER, 0)
+    dealer_sock.setsockopt(zmq.IMMEDIATE, 1)  # no peer: a send fails at once
+    dealer_sock.connect(tcp())
+    failed: list[tuple[bytes, list[object]]] = []
+    dealer = LoopSocket(dealer_sock, lambda frames: None,
+                        send_failed=lambda peer, tags, exc: failed.append((peer, tags)))
+    dealer.start()
+    try:
+        dealer.send_soon(b"a", tag=1)
+        dealer.send_soon(b"b", tag=2)
+        await _until(lambda: failed)
+        assert failed == [(b"", [1, 2])]
+    finally:
+        dealer.close()
+        ctx.term()
+
+
+async def test_closing_sends_what_is_queued_first() -> None:
+    ctx = zmq.Context()
+    router_sock, dealer_sock, _ = _pair(ctx)
+    got: list[list[bytes]] = []
+    router = LoopSocket(router_sock, got.append)
+    router.start()
+    dealer = LoopSocket(dealer_sock, lambda frames: None)
+    dealer.start()
+    await _until(lambda: dealer_sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+    dealer.send_soon(b"last words")
+    dealer.close(linger=2000)  # libzmq may take a moment to pass it on
+    try:
+        await _until(lambda: got)
+        assert got[0][1:] == [b"last words"]
+    finally:
+        router.close()
+        ctx.term()
