@@ -11,6 +11,9 @@ was missed).
   moderation says is spread over ``k`` gateways gets ``limit // k`` (at least 1) on each, so
   the cluster never lets it send more than its limit in any window (a user sending from one
   of several gateways gets that share there: the price of not asking moderation per event).
+  The windows are this gateway's: a socket or user that moves to another gateway (a
+  reconnect, a recovery) starts there with an empty one, so a client that hops gateways may
+  send up to one more window's worth per hop.
 - Refused: banned users (``you are banned``), muted users' message events (``you are muted
   for N more seconds``), events over a limit (``rate limit exceeded``); and every event
   while no snapshot was ever loaded (``moderation policy not loaded yet``), rather than
