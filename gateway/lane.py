@@ -42,6 +42,11 @@ class Turn:
         if self.prev_done is not None and not self.prev_done.done():
             await self.prev_done
 
+    def nothing_sent(self) -> None:
+        """This packet sends no ordered request (refused before): the next may send now."""
+        if not self.sent.done():
+            self.sent.set_result(None)
+
     def finish(self) -> None:
         for future in (self.sent, self.done):
             if not future.done():

@@ -435,6 +435,7 @@ class Pipelines:
             # An unknown event counts against the sender's limits as any other.
             refusal = self.policy.judge(sock.session, event)
             if refusal is not None:
+                turn.nothing_sent()  # the next event need not wait for this one's reply
                 await turn.may_apply()
                 self.fail(sock, request, refusal)
                 return

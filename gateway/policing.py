@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from switchboard.shared import topics
 from switchboard.shared.envelope import Publication, Reply, RequestKind, Session
-from switchboard.shared.errors import EnvelopeError
+from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
 from switchboard.shared.policy import Applied, PolicyReplica, PolicySnapshot, PolicyUpdate
 from switchboard.shared.ratewindow import SlidingWindow
 
@@ -69,15 +69,16 @@ class EventPolicy:
                 SlidingWindow(rules.user_event_limit, rules.event_window, self.clock))
 
     def judge(self, session: Session, event: str) -> str | None:
-        """Why ``event`` of ``session`` is refused, or None (then it counts against the
-        socket's and the user's limits)."""
+        """Why ``event`` of ``session`` is refused, or None. An event within the limits
+        counts against them whatever comes after (a muted user's message too, as any other
+        event it sends); one over them, or from a banned user, costs nothing."""
         replica = self.replica
         if not replica.ready:
             if not self.required():
                 return None
             m.POLICY_REFUSALS.labels("not_loaded").inc()
             return NOT_LOADED
-        if replica.rules is not self._rules:  # a new snapshot with other limits
+        if replica.rules != self._rules:  # a snapshot with other limits (not every one)
             self._rules = replica.rules
             self._per_socket, self._per_user = self._windows()
         user = session.user_id
@@ -152,6 +153,9 @@ class PolicyFeed:
         except EnvelopeError as exc:
             log.warning("undecodable policy update dropped: %s", exc)
             return
+        current = self.services.instances.get(self.source) if self.source else None
+        if update.instance not in (self.replica.instance, current) and self.replica.ready:
+            return  # a late one of an instance that is gone: nothing to ask a snapshot for
         if self.replica.apply(update) == Applied.BEHIND:
             self._wake.set()
 
@@ -169,21 +173,30 @@ class PolicyFeed:
         service = self.source
         if service is None:
             return False
+        subscribed = True
         if self._subscribed is not None and not self._subscribed.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._subscribed), self.timeout)
             except TimeoutError:
+                subscribed = False
                 log.warning("policy subscription not confirmed by the broker yet")
         try:
             reply = await self.services.request(service, RequestKind.POLICY, self.timeout)
+            if not reply.ok:
+                log.warning("policy snapshot refused by %s: %s", service, reply.error)
+                return False
             snapshot = PolicySnapshot.from_list(reply.args[0] if reply.args else None)
-        except EnvelopeError as exc:
-            log.warning("policy snapshot from %s undecodable: %s", service, exc)
+            self.replica.load(snapshot)
+        except (EnvelopeError, TypeError, ValueError) as exc:
+            log.warning("policy snapshot from %s unusable: %s", service, exc)
             return False
-        except Exception as exc:  # ServiceUnavailable, a refusal: tried again later
+        except ServiceUnavailable as exc:  # tried again at the next interval
             log.warning("policy snapshot from %s failed: %s", service, exc)
             return False
-        self.replica.load(snapshot)
+        if not subscribed:
+            # Updates published before the subscription took effect may be missing from
+            # both the snapshot's past and the stream: enforce it, and ask again.
+            self.replica.suspect()
         self.loaded_at = time.monotonic()
         log.info("policy of %s loaded (instance %s, version %d)", service, snapshot.instance,
                  snapshot.version)

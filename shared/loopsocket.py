@@ -143,8 +143,12 @@ class LoopSocket:
                 socket.send_multipart([peer, *bodies] if peer else bodies, zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 if self._send_failed is not None:
-                    self._send_failed(peer, tags, exc)
-        self._recheck()
+                    try:
+                        self._send_failed(peer, tags, exc)
+                    except Exception:
+                        log.exception("handling a batch that could not be sent failed")
+        with contextlib.suppress(zmq.ZMQError):
+            self._recheck()
 
     def setsockopt(self, option: int, value: Any) -> None:
         self.socket.setsockopt(option, value)

@@ -130,16 +130,27 @@ class PolicyReplica:
     def load(self, snapshot: PolicySnapshot) -> None:
         """Replace everything with ``snapshot``, then apply what arrived while it was asked
         for (updates of its instance above its version)."""
+        # Everything is read before anything is replaced: a malformed snapshot (TypeError,
+        # ValueError) leaves the replica as it was.
+        bans = {str(user): None if until is None else float(until)
+                for user, until in snapshot.bans}
+        mutes = {str(user): float(until) for user, until in snapshot.mutes}
+        spread = {str(user): int(count) for user, count in snapshot.spread}
+        if not isinstance(snapshot.rules, Rules):
+            raise TypeError("snapshot without rules")
         self.instance, self.version, self.rules = snapshot.instance, snapshot.version, \
             snapshot.rules
-        self._bans = {str(user): until for user, until in snapshot.bans}
-        self._mutes = {str(user): float(until) for user, until in snapshot.mutes}
-        self._spread = {str(user): int(count) for user, count in snapshot.spread}
+        self._bans, self._mutes, self._spread = bans, mutes, spread
         self.state = ReplicaState.CURRENT
         held, self._held = self._held, []
         for update in sorted(held, key=lambda u: u.version):
             if update.instance == self.instance and update.version > self.version:
                 self.apply(update)
+
+    def suspect(self) -> None:
+        """What it holds may have missed an update: keep judging by it, ask again."""
+        if self.state == ReplicaState.CURRENT:
+            self.state, self._held = ReplicaState.BEHIND, []
 
     def apply(self, update: PolicyUpdate) -> Applied:
         if self.state == ReplicaState.EMPTY:

@@ -38,6 +38,9 @@ from switchboard.shared.service import Service
 
 log = logging.getLogger("switchboard.service")
 
+#: Milliseconds a stopping service gives libzmq to send its last replies.
+REPLY_LINGER_MS = 200
+
 BAD_ENVELOPES = Counter(
     "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
 )
@@ -217,7 +220,9 @@ class Runner:
                     await asyncio.wait(self._inflight, timeout=5.0)
                 await self.service.stop()
         finally:
-            self.router.close()
+            # The last replies were just queued: a moment for libzmq to pass them on (a
+            # gateway that is gone has them dropped at once, not waited for).
+            self.router.close(linger=REPLY_LINGER_MS)
             self.forwarder.close()
 
     async def _start(self) -> None:
@@ -234,7 +239,10 @@ class Runner:
             return
         identity = frames[0]
         for body in frames[1:]:
-            self._accept_one(identity, body)
+            try:
+                self._accept_one(identity, body)
+            except Exception:  # one bad request must not cost the rest of its batch
+                log.exception("accepting a request failed")
 
     def _accept_one(self, identity: bytes, body: bytes) -> None:
         try:

@@ -15,6 +15,7 @@ class Config:
     max_games_per_socket: int = setting(
         20, "Most games one socket may have joined at once"
     )
+    max_game_id: int = setting(50, "Longest game id, characters.")
     game_idle_ttl: float = setting(
         3600.0, "Seconds after the last join or action before a game is forgotten"
     )

@@ -14,7 +14,8 @@ from pydantic import ConfigDict
 
 from switchboard.shared.schema import EventSchema, Payload, identifier
 
-#: Game ids follow the rules of room ids (their room is ``game:<id>``).
+#: Game ids follow the rules of room ids (their room is ``game:<id>``); their length limit is
+#: the game service's ``--max-game-id`` (it fills ``Limits.room_id``).
 GameId = Annotated[str, identifier("room_id")]
 
 

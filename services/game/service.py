@@ -35,6 +35,7 @@ from typing import Any
 from switchboard.shared import topics
 from switchboard.shared.envelope import Reply, Request, Session, fail, reply_to
 from switchboard.shared.publisher import Publisher
+from switchboard.shared.schema import Cleaner, Limits
 from switchboard.shared.service import Service, on_connect, on_disconnect, on_event
 
 from . import schemas
@@ -75,6 +76,8 @@ class GameService(Service):
     ) -> None:
         super().__init__(publisher)
         self.config = config or Config()
+        # Game ids follow the rules of room ids, with their own length limit.
+        self.cleaner = Cleaner(Limits(room_id=self.config.max_game_id))
         self.clock = clock
         #: Game id → table, least recently active first (so expiry looks only at the front).
         self.tables: OrderedDict[str, Table] = OrderedDict()

@@ -181,21 +181,33 @@ class ModerationService(Service):
         # gateway's clients all come back at once): only its ban is checked.
         key = (f"user:{session.user_id}" if session.user_id is not None
                else client_key(session.address))
-        if key and request.recovery != Recovery.SKIP and not self.per_connector.hit(key):
+        # A CONNECT sent again (a later stage asked the gateway to resync first) is counted
+        # once.
+        again = self.spread.counted(session.sid)
+        if key and request.recovery != Recovery.SKIP and not again \
+                and not self.per_connector.hit(key):
             REJECTIONS.labels("rate_limit").inc()
             log.info("connect rate limit for %s (%s)", key, session.ns)
-            return fail(request, CONNECT_RATE_LIMITED)
+            return self._refuse(request, CONNECT_RATE_LIMITED)
         if self.ban_of(session.user_id) is not None:
             REJECTIONS.labels("banned").inc()
-            return fail(request, BANNED)
+            return self._refuse(request, BANNED)
         # Counted now; a later stage that refuses it has us told (DISCONNECT).
         self._spread_changed(self.spread.add(session))
         return None
 
+    def _refuse(self, request: Request, message: str) -> Reply:
+        """Refuse a CONNECT; a socket counted by an earlier try of it is no longer."""
+        if request.session is not None:
+            self._spread_changed(self.spread.remove(request.session.sid,
+                                                    request.session.gateway))
+        return fail(request, message)
+
     @on_disconnect("*")
     async def disconnect(self, request: Request) -> None:
         if request.session is not None:
-            self._spread_changed(self.spread.remove(request.session.sid))
+            session = request.session
+            self._spread_changed(self.spread.remove(session.sid, session.gateway))
 
     @on_sync()
     async def sync(self, request: Request) -> None:

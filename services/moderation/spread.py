@@ -19,19 +19,32 @@ class Spread:
     def count(self, user: str) -> int:
         return max(len(self._where.get(user, ())), 1)
 
+    def counted(self, sid: str) -> bool:
+        return sid in self._user_of
+
     def add(self, session: Session) -> list[tuple[str, int]]:
+        """Count the socket on its gateway; one counted elsewhere (recovered on another
+        gateway, with its sid) moves here."""
         user = session.user_id
-        if user is None or session.sid in self._user_of:
+        if user is None:
             return []
+        found = self._user_of.get(session.sid)
+        if found == (user, session.gateway):
+            return []
+        changes = dict(self.remove(session.sid)) if found is not None else {}
         before = self.count(user)
         self._where.setdefault(user, {}).setdefault(session.gateway, set()).add(session.sid)
         self._user_of[session.sid] = (user, session.gateway)
-        return self._changed(user, before)
+        changes.update(self._changed(user, before))
+        return list(changes.items())
 
-    def remove(self, sid: str) -> list[tuple[str, int]]:
-        found = self._user_of.pop(sid, None)
-        if found is None:
+    def remove(self, sid: str, gateway: str | None = None) -> list[tuple[str, int]]:
+        """Forget the socket; with ``gateway``, only if it is counted there (a late
+        DISCONNECT from the gateway it left does not forget it where it is now)."""
+        found = self._user_of.get(sid)
+        if found is None or (gateway is not None and found[1] != gateway):
             return []
+        del self._user_of[sid]
         user, gateway = found
         before = self.count(user)
         gateways = self._where[user]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from switchboard.gateway.policing import NOT_LOADED, EventPolicy, PolicyFeed
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication, Reply, RequestKind, Session
@@ -120,3 +122,46 @@ async def test_the_feed_asks_again_after_a_gap_or_a_restart() -> None:
             assert not replica.banned("u5", NOW)
     finally:
         keeper.cancel()
+
+
+def test_a_snapshot_with_the_same_limits_keeps_the_windows() -> None:
+    replica = PolicyReplica()
+    replica.load(PolicySnapshot("m1", 0, Rules(2, 0, 10.0)))
+    policy = EventPolicy(replica, required=lambda: True, clock=lambda: NOW)
+    assert policy.judge(session(), "x") is None and policy.judge(session(), "x") is None
+    replica.load(PolicySnapshot.decode(PolicySnapshot("m1", 3, Rules(2, 0, 10.0)).encode()))
+    assert policy.judge(session(), "x") == "rate limit exceeded"  # not a fresh window
+
+
+def test_a_malformed_snapshot_leaves_the_replica_as_it_was() -> None:
+    replica = PolicyReplica()
+    replica.load(PolicySnapshot("m1", 4, bans=(("u1", None),)))
+    bad = PolicySnapshot("m2", 0, bans=(("u2", "soon"),))
+    with pytest.raises(ValueError):
+        replica.load(bad)
+    assert (replica.instance, replica.version) == ("m1", 4) and replica.banned("u1", NOW)
+
+
+async def test_the_feed_drops_late_updates_of_a_gone_instance_and_refusals() -> None:
+    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
+    subs.confirmation.set_result(None)
+    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=1.0)
+    feed.subscribe()
+    backbone.instances["moderation"] = "m2"
+    backbone.snapshots.append(PolicySnapshot("m2", 0))
+    assert await feed.refresh()
+    feed.on_publication(publication(PolicyUpdate("m1", 9, Change.BAN, "u9")))  # the old one
+    assert not feed.stale() and not replica.banned("u9", NOW)
+    feed.on_publication(publication(PolicyUpdate("m2", 1, Change.BAN, "u1")))
+    assert replica.banned("u1", NOW) and not feed.stale()
+
+
+async def test_a_snapshot_loaded_before_its_subscription_took_effect_is_asked_again() -> None:
+    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
+    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=0.05)
+    feed.subscribe()  # never confirmed
+    backbone.instances["moderation"] = "m1"
+    backbone.snapshots.append(PolicySnapshot("m1", 0, bans=(("u1", None),)))
+    assert await feed.refresh()
+    assert replica.ready and replica.banned("u1", NOW)  # enforced meanwhile
+    assert feed.stale()  # and asked for again

@@ -3,11 +3,15 @@ polls held for other gateways."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from switchboard.gateway import wsframe
 from switchboard.gateway.answers import RemoteWaits
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate
+from switchboard.gateway.lane import Lane
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import RequestKind, Route, ServiceInfo
 
@@ -101,3 +105,33 @@ def test_polls_held_for_a_lost_gateway_instance_are_abandoned_and_no_others() ->
     waits.abort("gw1", "b", 2)  # the ABORT of a live relay still works (whatever its
     # connection: after a reconnect its ZeroMQ identity is a new one)
     assert abandoned[-1] == "new" and waits.waiting == 1
+
+
+async def test_a_refused_packet_lets_the_next_one_send_at_once() -> None:
+    """A packet refused before its request (gateway.policing) resolves its turn's "sent":
+    the next packet's request need not wait for the replies of those before."""
+    lane = Lane("test", lambda: None, lambda: None)
+    held = asyncio.get_running_loop().create_future()
+    order: list[str] = []
+
+    async def slow(turn: Any) -> None:
+        await turn.may_send()
+        turn.sent.set_result(None)  # its request left
+        await held  # its reply is slow
+
+    async def refused(turn: Any) -> None:
+        await turn.may_send()
+        turn.nothing_sent()
+        order.append("refused")
+
+    async def third(turn: Any) -> None:
+        await turn.may_send()
+        order.append("third sent")
+
+    lane.submit(slow)
+    lane.submit(refused)
+    lane.submit(third)
+    async with asyncio.timeout(5):
+        while order != ["refused", "third sent"]:
+            await asyncio.sleep(0.001)
+    held.set_result(None)

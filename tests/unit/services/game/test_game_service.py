@@ -361,3 +361,10 @@ async def test_expired_games_free_capacity() -> None:
     h.clock.now += 10.0
     ack(await h.join(sess(2), "b"))
     assert list(h.game.tables) == ["b"]
+
+
+async def test_the_game_id_limit_is_the_game_services_setting() -> None:
+    harness = ServiceHarness(GameService(MemoryPublisher(), Config(max_game_id=3)))
+    reply = await harness.event(sess(1), "join game", "abcd")
+    assert (reply.ok, reply.error) == (False, "gameId: must be 1..3 characters")
+    assert (await harness.event(sess(1), "join game", "abc")).ok

@@ -394,3 +394,33 @@ def test_create_uses_config(tmp_path: Path) -> None:
     mode = svc.store.db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     svc.store.close()
+
+
+async def test_a_socket_recovered_on_another_gateway_is_counted_where_it_is(
+        tmp_path: Path) -> None:
+    """Recovery keeps the sid and changes the gateway: the socket moves; the DISCONNECT that
+    comes late from the gateway it left does not forget it, nor does that gateway's loss."""
+    svc, _ = make(tmp_path)
+    assert (await connect(svc, session(1, gateway="gw1"))).ok
+    assert (await connect(svc, session(2, gateway="gw2"))).ok
+    assert svc.spread.count("u1") == 2
+    moved = Session(sid="gw1.s1", ns="/", gateway="gw2", address="10.0.0.1", user_id="u1",
+                    username="u1", role="user")
+    assert (await connect(svc, moved)).ok
+    assert svc.spread.count("u1") == 1  # both sockets on gw2 now
+    await run(svc, RequestKind.DISCONNECT, session(1, gateway="gw1"))
+    await svc.gateway_lost("gw1")
+    assert svc.spread.counted("gw1.s1") and svc.spread.count("u1") == 1
+    await run(svc, RequestKind.DISCONNECT, moved)
+    assert not svc.spread.counted("gw1.s1")
+
+
+async def test_a_connect_sent_again_is_counted_once_and_a_refusal_uncounts_it(
+        tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, connect_limit=1)
+    first = session(1)
+    assert (await connect(svc, first)).ok
+    assert (await connect(svc, first)).ok  # the same CONNECT again (after a resync)
+    assert (await connect(svc, session(2))).error == "Rate limit exceeded"
+    assert not svc.spread.counted(session(2).sid)
+    assert svc.spread.counted(first.sid)
