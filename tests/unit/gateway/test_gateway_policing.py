@@ -76,6 +76,19 @@ class FakeSubscriber:
         return self.confirmation
 
 
+def subscribed_feed(instance: str, confirmed: bool = True, timeout: float = 1.0
+                    ) -> tuple[FakeBackbone, FakeSubscriber, PolicyReplica, PolicyFeed]:
+    """A feed of moderation instance ``instance``, subscribed (and the subscription
+    confirmed by the broker, unless not ``confirmed``)."""
+    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
+    if confirmed:
+        subs.confirmation.set_result(None)
+    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=timeout)
+    feed.subscribe()
+    backbone.instances["moderation"] = instance
+    return backbone, subs, replica, feed
+
+
 def publication(update: PolicyUpdate) -> Publication:
     return Publication(PubKind.POLICY, "", args=[update.to_list()])
 
@@ -98,11 +111,7 @@ async def test_the_feed_subscribes_first_then_asks_and_follows() -> None:
 
 
 async def test_the_feed_asks_again_after_a_gap_or_a_restart() -> None:
-    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
-    subs.confirmation.set_result(None)
-    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=1.0)
-    feed.subscribe()
-    backbone.instances["moderation"] = "m1"
+    backbone, _, replica, feed = subscribed_feed("m1")
     assert not await feed.refresh() and not replica.ready  # moderation did not answer
     backbone.snapshots.append(PolicySnapshot("m1", 0))
     keeper = asyncio.ensure_future(feed.keep_current())
@@ -143,11 +152,7 @@ def test_a_malformed_snapshot_leaves_the_replica_as_it_was() -> None:
 
 
 async def test_the_feed_drops_late_updates_of_a_gone_instance_and_refusals() -> None:
-    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
-    subs.confirmation.set_result(None)
-    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=1.0)
-    feed.subscribe()
-    backbone.instances["moderation"] = "m2"
+    backbone, _, replica, feed = subscribed_feed("m2")
     backbone.snapshots.append(PolicySnapshot("m2", 0))
     assert await feed.refresh()
     feed.on_publication(publication(PolicyUpdate("m1", 9, Change.BAN, "u9")))  # the old one
@@ -157,10 +162,7 @@ async def test_the_feed_drops_late_updates_of_a_gone_instance_and_refusals() -> 
 
 
 async def test_a_snapshot_loaded_before_its_subscription_took_effect_is_asked_again() -> None:
-    backbone, subs, replica = FakeBackbone(), FakeSubscriber(), PolicyReplica()
-    feed = PolicyFeed(replica, "moderation", backbone, subs, interval=0.01, timeout=0.05)
-    feed.subscribe()  # never confirmed
-    backbone.instances["moderation"] = "m1"
+    backbone, _, replica, feed = subscribed_feed("m1", confirmed=False, timeout=0.05)
     backbone.snapshots.append(PolicySnapshot("m1", 0, bans=(("u1", None),)))
     assert await feed.refresh()
     assert replica.ready and replica.banned("u1", NOW)  # enforced meanwhile
