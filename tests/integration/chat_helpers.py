@@ -156,18 +156,20 @@ class Clients:
         the balancer (when the cluster has one) it goes where the balancer sends it — with
         round robin, where its WebSocket lands, which a client's fixed sequence of requests
         makes the same gateway every time. So a client that lands elsewhere is kept open,
-        one plain request shifts the rotation, and the next one tries; the misplaced ones
-        are closed once one is placed."""
+        plain requests shift the rotation — one, then two, in turn, so that a client's own
+        count of requests per connect cannot keep every try on one gateway — and the next
+        one tries; the misplaced ones are closed once one is placed."""
         wanted = await self.gateway_id(gateway)
         elsewhere: list[ChatClient] = []
         try:
-            for _ in range(tries):
+            for attempt in range(tries):
                 client = await self.user(gateway, user_id, username, namespaces=namespaces)
                 if client.gateway == wanted:
                     return client
                 elsewhere.append(client)
                 if self.cluster.balancer_url is not None:
-                    await asyncio.to_thread(http_get, self.cluster.balancer_url + "/health")
+                    for _ in range(1 + attempt % 2):
+                        await asyncio.to_thread(http_get, self.cluster.balancer_url + "/health")
         finally:
             for extra in elsewhere:
                 await extra.close()

@@ -1,8 +1,10 @@
 """The moderation policy at the edge, end to end: every gateway judges events by what
 moderation publishes (gateway.policing), so events go from their gateway to their owner only.
 
-Shown here: a mute and a ban reach every one of three gateways within 1 s; a user with a
-socket on each of three gateways gets no more than its per-user limit in all; a gateway
+Shown here, with clients on their default options (polling, then the upgrade) through
+HAProxy (round robin, no stickiness) in front of three gateways: a mute and a ban reach every
+gateway within 1 s; a user with a socket on each gateway gets no more than its per-user
+limit in all; a gateway
 whose moderation was killed keeps enforcing the mutes it holds, lets chat go on, and says so
 in /health; a gateway that never had a snapshot says so and loads one when moderation
 answers.
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.shared.envelope import RequestKind
+from switchboard.shared.policy import PolicySnapshot
 from tests.integration.chat_helpers import (
     Clients,
     failed,
@@ -26,6 +30,8 @@ from tests.integration.chat_helpers import (
     policy_applied,
     unique,
 )
+from tests.support.backbone import FakeGateway
+from tests.support.balancer import balanced
 from tests.support.cluster import Cluster, http_get, start_chat_cluster
 from tests.support.polling import poll_until
 
@@ -37,16 +43,24 @@ MUTED = "you are muted for 60 more seconds"
 
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[Cluster]:
-    """Three gateways, fresh for each test: a test counts the policy's versions, so no other
-    test's departures may change it meanwhile."""
+    """Three gateways behind HAProxy, fresh for each test: a test counts the policy's
+    versions, so no other test's departures may change it meanwhile."""
     cluster = start_chat_cluster(
         tmp_path, gateways=3,
         moderation_args=("--event-limit", str(EVENT_LIMIT), "--user-event-limit",
                          str(USER_EVENT_LIMIT), "--event-window", str(WINDOW)))
-    try:
+    with balanced(cluster, tmp_path):  # stops the cluster at the end
         yield cluster
+
+
+async def moderation_snapshot(cluster: Cluster) -> PolicySnapshot:
+    """The policy moderation itself holds now (asked the way a gateway asks)."""
+    gateway = FakeGateway("gwprobe")
+    try:
+        reply = await gateway.request(cluster.services["moderation"], kind=RequestKind.POLICY)
+        return PolicySnapshot.from_list(reply.args[0])
     finally:
-        cluster.stop()
+        gateway.close()
 
 
 def health(cluster: Cluster, index: int) -> tuple[int, dict[str, object]]:
@@ -58,8 +72,8 @@ async def test_a_mute_and_a_ban_reach_every_gateway_within_a_second(three: Clust
     async with Clients(three) as clients:
         admin = await clients.admin(0)
         hushed_id, banned_id = unique("hushed"), unique("banned")
-        hushed = [await clients.user(i, hushed_id) for i in range(3)]
-        banned = [await clients.user(i, banned_id) for i in range(3)]
+        hushed = [await clients.user_on(i, hushed_id) for i in range(3)]
+        banned = [await clients.user_on(i, banned_id) for i in range(3)]
         before = await policy_agreed(three, "mutes")
         asked = time.monotonic()
         assert await admin.call("mute user", {"userId": hushed_id, "seconds": 60},
@@ -83,12 +97,15 @@ async def test_a_mute_and_a_ban_reach_every_gateway_within_a_second(three: Clust
 
 async def test_a_user_on_three_gateways_gets_its_limit_in_all(three: Cluster) -> None:
     async with Clients(three) as clients:
-        before = await policy_agreed(three)
         user_id = unique("spread")
-        sockets = [await clients.user(i, user_id) for i in range(3)]
-        # Moderation counted the user on two, then three gateways: two updates, on every
-        # gateway before the test sends anything.
-        await policy_applied(three, before + 1)
+        sockets = [await clients.user_on(i, user_id) for i in range(3)]
+        # Moderation counts the user on three gateways; every gateway has that before the
+        # test sends anything.
+        snapshot = await poll_until(
+            lambda: moderation_snapshot(three),
+            lambda snap: [user_id, 3] in [list(entry) for entry in snap.spread],
+            "moderation to count the user on three gateways")
+        await policy_applied(three, snapshot.version - 1)
         accepted = 0
         for client in sockets:
             while (await client.call("get online users"))["success"]:
