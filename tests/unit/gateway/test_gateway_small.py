@@ -4,12 +4,16 @@ polls held for other gateways."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from switchboard.gateway import wsframe
 from switchboard.gateway.answers import RemoteWaits
+from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate
 from switchboard.gateway.lane import Lane
 from switchboard.gateway.routing import RoutingTable
@@ -135,3 +139,26 @@ async def test_a_refused_packet_lets_the_next_one_send_at_once() -> None:
         while order != ["refused", "third sent"]:
             await asyncio.sleep(0.001)
     held.set_result(None)
+
+
+def test_the_policy_service_is_one_of_the_services_or_none() -> None:
+    services = ("auth=tcp://127.0.0.1:1", "moderation=tcp://127.0.0.1:2")
+    assert GatewayConfig(services=services).policy_source() == "moderation"  # auto
+    assert GatewayConfig(services=services[:1]).policy_source() is None  # auto, none there
+    assert GatewayConfig(services=services, policy_service="none").policy_source() is None
+    assert GatewayConfig(services=services, policy_service="auth").policy_source() == "auth"
+    with pytest.raises(ValueError, match="--policy-service: nosuch is none of --services"):
+        GatewayConfig(services=services, policy_service="nosuch").policy_source()
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_policy_service_that_names_nothing_stops_the_gateway_with_exit_2(how: str) -> None:
+    argv = [sys.executable, "-m", "switchboard", "gateway", "--port", "0"]
+    env = dict(os.environ)
+    if how == "flag":
+        argv += ["--policy-service", "nosuch"]
+    else:
+        env["SWITCHBOARD_POLICY_SERVICE"] = "nosuch"
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "--policy-service: nosuch is none of --services" in done.stderr
