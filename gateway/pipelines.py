@@ -430,8 +430,8 @@ class Pipelines:
         routing = self.services.routing
         owner = routing.owner(sock.ns, event)
         filters = routing.filters(sock.ns)
+        await turn.may_send()  # the owner's requests, and the limits, in the socket's order
         if self.policy is not None:
-            await turn.may_send()  # limits count in the socket's order
             # An unknown event counts against the sender's limits as any other.
             refusal = self.policy.judge(sock.session, event)
             if refusal is not None:
@@ -440,7 +440,6 @@ class Pipelines:
                 self.fail(sock, request, refusal)
                 return
         try:
-            await turn.may_send()
             if owner is None:
                 # No route: the filters still judge it, then it fails.
                 for stage in filters:

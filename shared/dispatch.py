@@ -188,8 +188,8 @@ class Dispatcher:
                 return Reply(request.id, ok=False, error="service resyncing", resync=True)
         event = request.event if request.event in self._known_events else "other"
         labels = (self.service.name, kind.name.lower(), event)
-        handler = self.service.handler_for(request)
-        if handler is None:
+        found = self.service.handling(request)
+        if found is None:
             self._count(labels, "refused")
             if kind in _OPTIONAL:
                 return Reply(request.id)
@@ -197,7 +197,8 @@ class Dispatcher:
         start = time.perf_counter()
         outcome = "ok"
         try:
-            reply = await handler(self.service.prepared(request))
+            handler, schema = found
+            reply = await handler(self.service.prepared(request, schema))
             if reply is None:
                 reply = Reply(request.id)
             elif not reply.ok:

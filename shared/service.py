@@ -163,14 +163,20 @@ class Service:
 
     def handler_for(self, request: Request) -> BoundHandler | None:
         """The bound handler for a request, trying the exact namespace then ``*``."""
-        key = self._route_of(request)
-        return getattr(self, self._routes[key]) if key is not None else None
+        found = self.handling(request)
+        return found[0] if found is not None else None
 
-    def prepared(self, request: Request) -> Request:
-        """``request`` with the canonical args of its event's schema, if it declares one
-        (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad)."""
+    def handling(self, request: Request) -> tuple[BoundHandler, EventSchema | None] | None:
+        """The bound handler for a request and the schema its route declares (one lookup
+        for both: the dispatcher's, on every request)."""
         key = self._route_of(request)
-        schema = self._schemas.get(key) if key is not None else None
+        if key is None:
+            return None
+        return getattr(self, self._routes[key]), self._schemas.get(key)
+
+    def prepared(self, request: Request, schema: EventSchema | None) -> Request:
+        """``request`` with the canonical args of ``schema``, if there is one
+        (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad)."""
         if schema is None:
             return request
         return replace(request, args=self.cleaner.apply(schema, request.args))
