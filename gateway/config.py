@@ -42,6 +42,12 @@ class GatewayConfig:
         "events are refused. auto: moderation, when --services names it; none: no policy "
         "(events are not limited).",
     )
+    auth_service: str = setting(
+        "auto", "The service (one of --services) whose keys and namespace policy this gateway "
+        "checks every CONNECT's token with; until its key set arrives new connections are "
+        "refused. auto: auth, when --services names it; none: no token checks (every socket "
+        "is anonymous).",
+    )
     ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
     ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
     max_payload: int = setting(1_000_000, "Engine.IO maxPayload: largest message, bytes.")
@@ -170,13 +176,21 @@ class GatewayConfig:
     def policy_source(self) -> str | None:
         """The service named by --policy-service (None: no policy); ``ValueError`` when it
         names no service of --services."""
-        named = self.policy_service.strip()
+        return self._source("--policy-service", self.policy_service, "moderation")
+
+    def auth_source(self) -> str | None:
+        """The service named by --auth-service (None: no token checks); ``ValueError`` when
+        it names no service of --services."""
+        return self._source("--auth-service", self.auth_service, "auth")
+
+    def _source(self, option: str, value: str, usual: str) -> str | None:
+        named = value.strip()
         services = self.service_endpoints()
         if named == "auto":
-            return "moderation" if "moderation" in services else None
+            return usual if usual in services else None
         if named in ("none", ""):
             return None
         if named not in services:
-            raise ValueError(f"--policy-service: {named} is none of --services "
+            raise ValueError(f"{option}: {named} is none of --services "
                              f"({', '.join(sorted(services)) or 'none'})")
         return named

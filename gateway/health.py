@@ -33,6 +33,11 @@ class HealthFigures:
     policy_loaded: bool = True
     #: Seconds since the policy held was last loaded whole (None: never).
     policy_age: float | None = None
+    #: The service handing out the keys CONNECTs are checked with, if any
+    #: (gateway.gatekeeper), and whether they were ever loaded (connections are refused
+    #: until then; once loaded, they go on while it is away).
+    keys_service: str | None = None
+    keys_loaded: bool = True
 
 
 @dataclass
@@ -58,12 +63,18 @@ def evaluate(figures: HealthFigures, limits: HealthLimits) -> Health:
         if not up and name == figures.policy_service and figures.policy_loaded:
             age = "" if figures.policy_age is None else f" (loaded {figures.policy_age:.0f} s ago)"
             health.add(WARNING, f"service {name} unreachable: enforcing the last policy it "
-                                f"published{age}; new connections are refused")
+                                f"published{age}")
+        elif not up and name == figures.keys_service and figures.keys_loaded:
+            health.add(WARNING, f"service {name} unreachable: checking tokens with the keys "
+                                "it last handed out")
         elif not up:
             health.add(WARNING if name in figures.optional else UNHEALTHY,
                        f"service {name} unreachable")
     if figures.policy_service is not None and not figures.policy_loaded:
-        health.add(UNHEALTHY, f"no policy from {figures.policy_service} yet: events refused")
+        health.add(UNHEALTHY, f"no policy from {figures.policy_service} yet: events and "
+                              "connections refused")
+    if figures.keys_service is not None and not figures.keys_loaded:
+        health.add(UNHEALTHY, f"no keys from {figures.keys_service} yet: connections refused")
     if limits.max_memory_mb:
         if figures.rss_mb > limits.max_memory_mb:
             health.add(UNHEALTHY, f"memory {figures.rss_mb:.0f} MB over {limits.max_memory_mb} MB")

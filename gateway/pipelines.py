@@ -1,9 +1,11 @@
 """The request pipelines: what a socket's CONNECT, events and acks become at the services,
 and how their replies become packets.
 
-- **CONNECT**: every CONNECT stage of the namespace is asked in priority order; any may
-  refuse (CONNECT_ERROR). The ack is sent only after all accepted and the socket's rooms
-  are subscribed at the broker, so nothing addressed to it can be missed.
+- **CONNECT**: the gate admits it here (token, connect rate, ban: :mod:`.gatekeeper`), then
+  one request goes to the namespace's CONNECT stages, each passing it on in priority order;
+  any may refuse (CONNECT_ERROR). The ack is sent only after all accepted and the socket's
+  rooms are subscribed at the broker, so nothing addressed to it can be missed; then the
+  services that count sockets are told (CONNECTED).
 - **EVENT**: one request to the first filter, which passes it on (cleaned) along its
   route to the owner, whose reply comes straight back; any filter may refuse instead. The
   reply is applied to the socket (:meth:`Pipelines.apply`: session, joins, leaves,
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -44,7 +46,7 @@ from switchboard.shared.envelope import (
     SocketState,
 )
 from switchboard.shared.envelope import Recovery as RecoveryMode
-from switchboard.shared.errors import ServiceUnavailable
+from switchboard.shared.errors import Refused, ServiceUnavailable
 from switchboard.shared.journal import offset as offset_of
 
 log = logging.getLogger("switchboard.gateway")
@@ -68,6 +70,16 @@ class Judge(Protocol):
     def judge(self, session: Session, event: str) -> str | None: ...
 
     def forget(self, sid: str) -> None: ...
+
+
+class Gate(Protocol):
+    """Who may join a namespace, decided here before any service is asked
+    (gateway.gatekeeper)."""
+
+    def admit(self, session: Session, auth: Any, headers: Mapping[str, str],
+              recovery: RecoveryMode = RecoveryMode.NONE) -> Session: ...
+
+    def rooms_of(self, session: Session) -> tuple[str, ...]: ...
 
 
 class Services(Protocol):
@@ -98,8 +110,10 @@ class Pipelines:
     def __init__(self, gateway_id: str, services: Services, index: LocalIndex,
                  meters: m.EventMeters, spawn: Spawn, connect_emit_delay: float = 0.0,
                  sync_timeout: float = 30.0, admission: Admission | None = None,
-                 policy: Judge | None = None) -> None:
+                 policy: Judge | None = None, gate: Gate | None = None) -> None:
         self.gateway_id = gateway_id
+        #: Admits each CONNECT: token, connect rate, ban (None: every socket, anonymous).
+        self.gate = gate
         #: Judges every event against moderation's policy (None: nothing limits events).
         self.policy = policy
         #: Told which sessions authenticated (their handshakes are no flood).
@@ -172,6 +186,9 @@ class Pipelines:
         self.connecting[session.sid] = session
         stages = routing.connect_stages(ns)
         try:
+            if self.gate is not None:
+                session = self.gate.admit(session, auth, client.headers, mode)
+                joins.extend(room for room in self.gate.rooms_of(session) if room not in joins)
             if stages:
                 # One request: each stage that accepts passes it on to the next with the
                 # session as it left it; the last answers us with everything they asked for.
@@ -192,6 +209,8 @@ class Pipelines:
                     accepted = _accepted_before(stages, reply)
                     if refusal == ServiceUnavailable.client_message:
                         refusal = "Service unavailable"
+        except Refused as exc:  # by this gateway, before any service was asked
+            refusal = exc.message
         except ServiceUnavailable as exc:
             log.warning("CONNECT to %s refused: %s", ns, exc)
             refusal = "Service unavailable"
@@ -239,6 +258,8 @@ class Pipelines:
         await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
         if conn.closed or client.sockets.get(ns) is not sock:
             return None
+        for service in routing.connected_listeners(ns):
+            self.spawn(self._tell(service, RequestKind.CONNECTED, session, recovery=mode))
         if restored is not None:
             sock.emits = emits  # sent once the replay is written
             return sock
@@ -605,9 +626,10 @@ class Pipelines:
         for service in self.services.routing.update_listeners(sock.ns):
             self.spawn(self._tell(service, RequestKind.UPDATE, sock.session))
 
-    async def _tell(self, service: str, kind: RequestKind, session: Session) -> None:
+    async def _tell(self, service: str, kind: RequestKind, session: Session,
+                    **fields: Any) -> None:
         try:
-            await self.services.request(service, kind, session=session)
+            await self.services.request(service, kind, session=session, **fields)
         except ServiceUnavailable as exc:
             log.warning("%s of %s not delivered to %s: %s", kind.name, session.sid, service,
                         exc)

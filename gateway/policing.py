@@ -125,23 +125,47 @@ class Subscriber(Protocol):
     def add(self, topic: bytes) -> asyncio.Future[None] | None: ...
 
 
-class PolicyFeed:
+class Feed:
+    """Keeps a copy of what a service hands out current: whenever :meth:`stale` says so,
+    :meth:`refresh` (every ``interval`` seconds at most, and at once when woken)."""
+
+    def __init__(self, source: str | None, services: PolicyServices, interval: float,
+                 timeout: float) -> None:
+        #: The service handing it out (None: there is none, and nothing to keep current).
+        self.source = source
+        self.services = services
+        self.interval = interval
+        self.timeout = timeout
+        #: When the last copy was loaded whole (monotonic), for /health.
+        self.loaded_at: float | None = None
+        self._wake = asyncio.Event()
+
+    def stale(self) -> bool:
+        raise NotImplementedError
+
+    async def refresh(self) -> bool:
+        raise NotImplementedError
+
+    async def keep_current(self) -> None:
+        """Runs for the gateway's life: a new copy whenever :meth:`stale` says so."""
+        while True:
+            if self.stale():
+                await self.refresh()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+
+class PolicyFeed(Feed):
     """Keeps a :class:`PolicyReplica` current: the updates moderation publishes, and a
     snapshot whenever the replica wants one or moderation's instance changed."""
 
     def __init__(self, replica: PolicyReplica, source: str | None, services: PolicyServices,
                  subs: Subscriber, interval: float, timeout: float) -> None:
+        super().__init__(source, services, interval, timeout)
         self.replica = replica
-        #: The policy service (None: there is none, and nothing to keep current).
-        self.source = source
-        self.services = services
         self.subs = subs
-        self.interval = interval
-        self.timeout = timeout
-        #: When the last snapshot was loaded (monotonic), for /health.
-        self.loaded_at: float | None = None
         self._subscribed: asyncio.Future[None] | None = None
-        self._wake = asyncio.Event()
 
     def subscribe(self) -> None:
         """Before anything else: updates from now on reach us (the snapshot has the rest)."""
@@ -201,12 +225,3 @@ class PolicyFeed:
         log.info("policy of %s loaded (instance %s, version %d)", service, snapshot.instance,
                  snapshot.version)
         return True
-
-    async def keep_current(self) -> None:
-        """Runs for the gateway's life: a snapshot whenever :meth:`stale` says so."""
-        while True:
-            if self.stale():
-                await self.refresh()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)

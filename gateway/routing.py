@@ -20,9 +20,11 @@ class RoutingTable:
         self._filters: dict[str, tuple[str, ...]] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self._disconnect: dict[str, tuple[str, ...]] = {}
+        self._connected: dict[str, tuple[str, ...]] = {}
         self._update: dict[str, tuple[str, ...]] = {}
         self._recovery: str | None = None
         self._policy: str | None = None
+        self._keys: str | None = None
         for info in infos:
             self.infos[info.name] = info
         self._rebuild()
@@ -41,6 +43,7 @@ class RoutingTable:
         self._connect = {ns: self._stages(RequestKind.CONNECT, ns) for ns in namespaces}
         self._filters = {ns: self._stages(RequestKind.FILTER, ns) for ns in namespaces}
         self._disconnect = {ns: self._stages(RequestKind.DISCONNECT, ns) for ns in namespaces}
+        self._connected = {ns: self._stages(RequestKind.CONNECTED, ns) for ns in namespaces}
         self._update = {ns: self._stages(RequestKind.UPDATE, ns) for ns in namespaces}
         owners: dict[tuple[str, str], str] = {}
         for info in self.infos.values():
@@ -53,6 +56,7 @@ class RoutingTable:
         self._owners = owners
         self._recovery = self._serving(RequestKind.RECOVER)
         self._policy = self._serving(RequestKind.POLICY)
+        self._keys = self._serving(RequestKind.KEYS)
 
     def _serving(self, kind: RequestKind) -> str | None:
         return next((info.name for info in self.infos.values()
@@ -92,6 +96,14 @@ class RoutingTable:
     def policy(self) -> str | None:
         """The service publishing the policy gateways enforce on events (moderation)."""
         return self._policy
+
+    @property
+    def keys(self) -> str | None:
+        """The service handing out the keys tokens are checked with (auth)."""
+        return self._keys
+
+    def connected_listeners(self, ns: str) -> tuple[str, ...]:
+        return self._connected.get(ns, ())
 
     def disconnect_listeners(self, ns: str) -> tuple[str, ...]:
         return self._disconnect.get(ns, ())

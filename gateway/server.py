@@ -43,6 +43,7 @@ from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
 from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscriptions
 from switchboard.gateway.front import Front
+from switchboard.gateway.gatekeeper import Gatekeeper, KeysFeed
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.peers import Peers, PeerUnavailable
@@ -115,6 +116,7 @@ class Gateway:
         # -- the moderation policy every event is judged by (gateway.policing)
         try:
             self._policy_source = config.policy_source()
+            self._keys_source = config.auth_source()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.policy_replica = PolicyReplica()
@@ -124,11 +126,18 @@ class Gateway:
                                       self.subs,
                                       interval=config.heartbeat_interval,
                                       timeout=config.request_timeout)
+        # -- who may connect: tokens, connect rates, bans (gateway.gatekeeper)
+        self.gate = Gatekeeper(self.policy_replica,
+                               keys_required=lambda: self._keys_source is not None,
+                               policy_required=lambda: self._policy_source is not None)
+        self.keys_feed = KeysFeed(self.gate, self._keys_source, self.backbone,
+                                  interval=config.heartbeat_interval,
+                                  timeout=config.request_timeout)
         self.pipelines = Pipelines(
             self.id, self.backbone, self.index, meters, self.spawn,
             connect_emit_delay=config.connect_emit_delay,
             sync_timeout=max(config.request_timeout, 30.0), admission=self.admission,
-            policy=self.policy,
+            policy=self.policy, gate=self.gate,
         )
         self.recovery: Recovery | None = None
         if config.recovery_namespaces:
@@ -217,9 +226,14 @@ class Gateway:
         self._check_namespaces(described)
         if self._policy_source is not None:
             if not await self.policy_feed.refresh():
-                log.warning("no policy from %s yet: events are refused until it answers",
-                            self._policy_source)
+                log.warning("no policy from %s yet: events and connections are refused until "
+                            "it answers", self._policy_source)
             self._loops.append(asyncio.create_task(self.policy_feed.keep_current()))
+        if self._keys_source is not None:
+            if not await self.keys_feed.refresh():
+                log.warning("no keys from %s yet: connections are refused until it answers",
+                            self._keys_source)
+            self._loops.append(asyncio.create_task(self.keys_feed.keep_current()))
         interval = self.config.heartbeat_interval
         self._loops += [
             asyncio.create_task(self.backbone.heartbeat_loop(interval)),
@@ -446,6 +460,8 @@ class Gateway:
                        "instance": self.policy_replica.instance,
                        "version": self.policy_replica.version,
                        **self.policy_replica.held()},
+            #: The keys CONNECTs' tokens are checked with (gateway.gatekeeper).
+            "keys": {"source": self._keys_source, "instance": self.gate.instance},
             #: Delivery across broker crashes (docs/delivery.md).
             "continuity": {**fanout.continuity.counters,
                            "replaying": fanout.continuity.replaying()},
@@ -465,6 +481,8 @@ class Gateway:
             policy_loaded=self.policy_replica.ready,
             policy_age=(None if self.policy_feed.loaded_at is None
                         else time.monotonic() - self.policy_feed.loaded_at),
+            keys_service=self._keys_source,
+            keys_loaded=self.gate.access is not None,
         )
         health = evaluate(figures, self.health_limits)
         if self.stopping:

@@ -186,6 +186,8 @@ class RequestKind(IntEnum):
     ATTACH = 11  #: a recoverable socket's state (``sockets`` one, with its pid) on this gateway
     DETACH = 12  #: a recoverable socket's connection dropped: the window for recovery starts
     POLICY = 13  #: the policy a gateway enforces on events: ``args`` [snapshot] (shared.policy)
+    KEYS = 14  #: what a gateway checks tokens with at CONNECT: ``args`` [key set] (shared.access)
+    CONNECTED = 15  #: a socket joined a namespace (told once its CONNECT was accepted)
 
 
 class Recovery(IntEnum):

@@ -37,18 +37,23 @@ class Change(IntEnum):
     MUTE = 2  #: muted until ``until``
     UNMUTE = 3
     SPREAD = 4  #: the user's sockets are on ``count`` gateways (1: just one, the usual)
+    THROTTLE = 5  #: connector ``user`` (``user:<id>``, or an address) opened as many
+    #: sockets as the connect limit allows, cluster-wide: no more until ``until``
 
 
 @dataclass(frozen=True, slots=True)
 class Rules(_Envelope):
     """The limits moderation was started with: ``[event_limit, user_event_limit,
-    event_window, muted_events]``; a limit of 0 is off. ``muted_events``: ``"ns event"``
-    strings a muted user may not send."""
+    event_window, muted_events, connect_limit, connect_window]``; a limit of 0 is off.
+    ``muted_events``: ``"ns event"`` strings a muted user may not send; ``connect_limit``:
+    new sockets per ``connect_window`` seconds per user (per address for anonymous ones)."""
 
     event_limit: int = 20
     user_event_limit: int = 20
     event_window: float = 10.0
     muted_events: tuple[str, ...] = ()
+    connect_limit: int = 50
+    connect_window: float = 60.0
 
     def mutes(self, ns: str, event: str) -> bool:
         return f"{ns} {event}" in self.muted_events
@@ -71,9 +76,10 @@ class PolicyUpdate(_Envelope):
 
 @dataclass(frozen=True, slots=True)
 class PolicySnapshot(_Envelope):
-    """``[instance, version, rules, bans, mutes, spread]``: everything a replica holds.
-    ``bans`` and ``mutes``: ``[[user, until], …]`` (a ban's until may be None);
-    ``spread``: ``[[user, count], …]`` for users on more than one gateway."""
+    """``[instance, version, rules, bans, mutes, spread, throttles]``: everything a replica
+    holds. ``bans`` and ``mutes``: ``[[user, until], …]`` (a ban's until may be None);
+    ``spread``: ``[[user, count], …]`` for users on more than one gateway; ``throttles``:
+    ``[[connector, until], …]``."""
 
     _nested: ClassVar[dict[str, type[_Envelope]]] = {"rules": Rules}
 
@@ -83,6 +89,7 @@ class PolicySnapshot(_Envelope):
     bans: tuple[Any, ...] = ()
     mutes: tuple[Any, ...] = ()
     spread: tuple[Any, ...] = ()
+    throttles: tuple[Any, ...] = ()
 
 
 class ReplicaState(enum.Enum):
@@ -115,6 +122,7 @@ class PolicyReplica:
         self._bans: dict[str, float | None] = {}
         self._mutes: dict[str, float] = {}
         self._spread: dict[str, int] = {}
+        self._throttles: dict[str, float] = {}
         self._held: list[PolicyUpdate] = []
 
     # -- keeping it current -----------------------------------------------------------------
@@ -136,11 +144,13 @@ class PolicyReplica:
                 for user, until in snapshot.bans}
         mutes = {str(user): float(until) for user, until in snapshot.mutes}
         spread = {str(user): int(count) for user, count in snapshot.spread}
+        throttles = {str(key): float(until) for key, until in snapshot.throttles}
         if not isinstance(snapshot.rules, Rules):
             raise TypeError("snapshot without rules")
         self.instance, self.version, self.rules = snapshot.instance, snapshot.version, \
             snapshot.rules
         self._bans, self._mutes, self._spread = bans, mutes, spread
+        self._throttles = throttles
         self.state = ReplicaState.CURRENT
         held, self._held = self._held, []
         for update in sorted(held, key=lambda u: u.version):
@@ -181,6 +191,8 @@ class PolicyReplica:
                 self._spread[user] = update.count
             else:
                 self._spread.pop(user, None)
+        elif update.change == Change.THROTTLE and update.until is not None:
+            self._throttles[user] = update.until
         return Applied.APPLIED
 
     # -- what an event needs ----------------------------------------------------------------
@@ -195,10 +207,22 @@ class PolicyReplica:
         until = self._mutes.get(user) if user is not None else None
         return until if until is not None and until > now else None
 
+    def throttled(self, connector: str, now: float) -> bool:
+        """Whether ``connector`` may open no socket now (the cluster's connect limit); an
+        ended throttle is forgotten on the way."""
+        until = self._throttles.get(connector)
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._throttles[connector]
+        return False
+
     def held(self) -> dict[str, int]:
-        """How many bans, mutes and spread users it holds (ended ones included until a
-        snapshot drops them): each only grows with the updates that add to it."""
-        return {"bans": len(self._bans), "mutes": len(self._mutes), "spread": len(self._spread)}
+        """How many bans, mutes, spread users and throttles it holds (ended ones included
+        until a snapshot, or a look at a throttle, drops them)."""
+        return {"bans": len(self._bans), "mutes": len(self._mutes), "spread": len(self._spread),
+                "throttles": len(self._throttles)}
 
     def spread(self, user: str) -> int:
         """On how many gateways the user's sockets are (1 unless moderation said more)."""

@@ -7,14 +7,48 @@ exactly, with memory bounded by ``limit`` timestamps per active key. Refused hit
 recorded: a client that keeps flooding is refused until its accepted hits age out, and one
 that slows down is served again at once.
 
-State is in this process's memory: moderation keeps its connect limits in one, each gateway
-its sockets' and users' event limits in another (gateway.policing).
+State is in this process's memory: each gateway keeps the connect limits of the clients that
+reach it (gateway.gatekeeper) and the event limits of its sockets and users
+(gateway.policing).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from collections.abc import Callable
+
+
+def client_key(address: str) -> str:
+    """The rate-limit key of a client address: its IP, an IPv6 client by its /64.
+
+    The gateway should pass the bare IP; a ``host:port`` form is tolerated so that a port
+    never makes every connection look like a new client. IPv6 users commonly own a whole /64,
+    so limiting single addresses would not limit them at all.
+    """
+    text = address.strip()
+    host, sep, port = text.rpartition(":")
+    candidates = [text]
+    if sep and port.isdigit():
+        candidates.append(host.strip("[]"))
+    for candidate in candidates:
+        try:
+            ip = ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
+    return text
+
+
+def connector_key(user_id: str | None, address: str) -> str:
+    """Whose connects count together: a user with a valid token by itself (thousands of
+    users share an office's or a carrier's address: a user is no flood), an anonymous socket
+    by its address (:func:`client_key`)."""
+    return f"user:{user_id}" if user_id is not None else client_key(address)
 
 
 class SlidingWindow:

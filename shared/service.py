@@ -77,6 +77,12 @@ def on_filter(ns: str, priority: int = 100) -> Callable[[F], F]:
     return _register(Route(RequestKind.FILTER, ns, "", priority))
 
 
+def on_connected(ns: str) -> Callable[[F], F]:
+    """Told when a socket of ``ns`` has joined (its CONNECT accepted by every stage); unlike
+    a CONNECT stage, it is not asked and cannot refuse, so it is off the CONNECT's path."""
+    return _register(Route(RequestKind.CONNECTED, ns))
+
+
 def on_disconnect(ns: str) -> Callable[[F], F]:
     """Told when a socket of ``ns`` leaves (client, server or gateway shutdown)."""
     return _register(Route(RequestKind.DISCONNECT, ns))

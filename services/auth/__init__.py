@@ -1,4 +1,4 @@
-"""The auth service: JWT verification and per-namespace policy on CONNECT.
+"""The auth service: the keys and the per-namespace policy every gateway checks CONNECTs by.
 
 ``create(config, publisher)`` builds the service. Tokens are issued and verified by
 :mod:`switchboard.shared.tokens` (which the gateway's demo sign-in and ``switchboard token``
@@ -7,11 +7,11 @@ use too).
 
 from __future__ import annotations
 
+from switchboard.shared.access import Policy, Rule
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.tokens import Identity, TokenError, Verifier, issue_token, verify_token
 
 from .config import Config
-from .policy import Policy, Rule
 from .service import AuthService
 
 __all__ = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from switchboard.shared.config import DEFAULT_SECRET, setting
 
 #: The development secret; using it is logged as a warning at start (never in production).
-#: The contract's default namespace policy (see :mod:`services.auth.policy` for the syntax).
+#: The contract's default namespace policy (see :mod:`shared.access` for the syntax).
 DEFAULT_POLICY = "/=token,/chat=token,/game=anonymous,/admin=admin"
 
 

@@ -1,32 +1,33 @@
-"""The moderation service: the owner of bans, mutes and event limits, a CONNECT gate, and
-the admin actions.
+"""The moderation service: the owner of bans, mutes and rate limits, and the admin actions.
 
-- Events never come here: what judging one needs is published to every gateway
-  (:mod:`shared.policy`; the gateways apply it, :mod:`gateway.policing`): a snapshot on
-  request (``RequestKind.POLICY``), then each change as a numbered update on
-  :data:`shared.topics.POLICY` — a ban or mute, and on how many gateways a user's sockets
-  are (their per-user limit is shared out between them).
-- CONNECT ``*`` (priority 20, after auth so the session carries the user): new connections
-  are rate-limited per user (per address for anonymous sockets), and banned users are
-  refused. The accepted sockets are counted per user and gateway (SYNC after a restart).
+- Neither events nor CONNECTs are asked here: what judging them needs is published to every
+  gateway (:mod:`shared.policy`; the gateways apply it, :mod:`gateway.policing` and
+  :mod:`gateway.gatekeeper`): a snapshot on request (``RequestKind.POLICY``), then each
+  change as a numbered update on :data:`shared.topics.POLICY` — a ban or mute, and on how
+  many gateways a user's sockets are (their per-user event limit is shared out between them).
+- CONNECTED / DISCONNECT ``*``: the gateways tell us which sockets joined and left; they are
+  counted per user and gateway (SYNC after a restart), for that spread, and new connects
+  per connector (user, or address for anonymous sockets) over the connect window: one that
+  reaches the connect limit cluster-wide is throttled on every gateway (a published update)
+  until its window frees. Each gateway also applies the limit to what it sees itself, so
+  the cluster lets a connector open at most the limit plus the connects already under way
+  when the throttle arrived (a few milliseconds' worth).
 - EVENT ``/admin``: ``ban user``, ``mute user``, ``kick user``.
 
-Bans and mutes are persisted in SQLite (:mod:`.store`) and held in memory; the connect limit
-is in memory only. One instance per cluster: a second would keep its own counters and bans.
+Bans and mutes are persisted in SQLite (:mod:`.store`) and held in memory. One instance per
+cluster: a second would keep its own counts and bans.
 
-Every refused connection is counted in ``switchboard_moderation_rejections_total{reason}``
-(refused events in ``switchboard_gateway_policy_refusals_total``, at the gateways).
+Refused connections are counted at the gateways, in
+``switchboard_gateway_connect_refusals_total``; refused events in
+``switchboard_gateway_policy_refusals_total``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
-
-from prometheus_client import Counter
 
 from switchboard.shared import topics
 from switchboard.shared.envelope import (
@@ -43,11 +44,11 @@ from switchboard.shared.envelope import (
 from switchboard.shared.errors import ClientError
 from switchboard.shared.policy import Change, PolicySnapshot, PolicyUpdate, Rules
 from switchboard.shared.publisher import Publisher
-from switchboard.shared.ratewindow import SlidingWindow
+from switchboard.shared.ratewindow import SlidingWindow, connector_key
 from switchboard.shared.schema import parsed
 from switchboard.shared.service import (
     Service,
-    on_connect,
+    on_connected,
     on_disconnect,
     on_event,
     on_request,
@@ -61,17 +62,6 @@ from .store import Ban, ModerationStore, Mute
 
 log = logging.getLogger("switchboard.moderation")
 
-REJECTIONS = Counter(
-    "switchboard_moderation_rejections_total",
-    "Connections refused by moderation, by reason",
-    ["reason"],
-)
-REASONS = ("rate_limit", "banned")
-for _reason in REASONS:  # export every series from the start, at zero
-    REJECTIONS.labels(_reason)
-
-CONNECT_RATE_LIMITED = "Rate limit exceeded"
-BANNED = "Banned"
 ADMIN_ONLY = "Access denied: admin role required"
 KICK_REASON = "kicked by an administrator"
 #: A socket id names one namespace socket, whichever it is: kick it wherever it is.
@@ -85,31 +75,6 @@ MESSAGE_EVENTS = frozenset({
     ("/chat", "chat message"),
     ("/chat", "private message"),
 })
-
-
-def client_key(address: str) -> str:
-    """The rate-limit key of a client address: its IP, an IPv6 client by its /64.
-
-    The gateway should pass the bare IP; a ``host:port`` form is tolerated so that a port
-    never makes every connection look like a new client. IPv6 users commonly own a whole /64,
-    so limiting single addresses would not limit them at all.
-    """
-    text = address.strip()
-    host, sep, port = text.rpartition(":")
-    candidates = [text]
-    if sep and port.isdigit():
-        candidates.append(host.strip("[]"))
-    for candidate in candidates:
-        try:
-            ip = ipaddress.ip_address(candidate)
-        except ValueError:
-            continue
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.IPv6Network((ip, 64), strict=False))
-        return str(ip)
-    return text
 
 
 _Sanction = TypeVar("_Sanction", Ban, Mute)
@@ -145,11 +110,15 @@ class ModerationService(Service):
         cfg = self.config
         self.ban_namespaces = cfg.ban_namespaces
         self.rules = Rules(cfg.event_limit, cfg.user_event_limit, cfg.event_window,
-                           tuple(sorted(f"{ns} {event}" for ns, event in MESSAGE_EVENTS)))
+                           tuple(sorted(f"{ns} {event}" for ns, event in MESSAGE_EVENTS)),
+                           cfg.connect_limit, cfg.connect_window)
         #: The policy's version: every update published raises it (shared.policy).
         self.version = 0
         self.spread = Spread()
+        #: The connects of each connector cluster-wide (what the gateways tell us), and
+        #: until when those that filled their window are throttled (published).
         self.per_connector = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
+        self.throttles: dict[str, float] = {}
         self.store = ModerationStore(cfg.moderation_db)
         now = clock()
         self.bans: dict[str, Ban] = self.store.active_bans(now)
@@ -169,39 +138,23 @@ class ModerationService(Service):
         """The mute in force for ``user_id`` (an ended one is forgotten on the way)."""
         return _in_force(self.mutes, user_id, self.clock(), self.store.delete_mute)
 
-    # -- pipeline stages ---------------------------------------------------------------------
-    @on_connect("*", priority=20)
-    async def connect(self, request: Request) -> Reply | None:
+    # -- which sockets are where ---------------------------------------------------------------
+    @on_connected("*")
+    async def connected(self, request: Request) -> None:
         session = request.session
         if session is None:
-            return None
-        # Per user when auth verified one (thousands of users share an office's or a
-        # carrier's address: a user with a valid token is no flood), per address when the
-        # socket is anonymous. A recovered socket is not a new connection (a crashed
-        # gateway's clients all come back at once): only its ban is checked.
-        key = (f"user:{session.user_id}" if session.user_id is not None
-               else client_key(session.address))
-        # A CONNECT sent again (a later stage asked the gateway to resync first) is counted
-        # once.
-        again = self.spread.counted(session.sid)
-        if key and request.recovery != Recovery.SKIP and not again \
-                and not self.per_connector.hit(key):
-            REJECTIONS.labels("rate_limit").inc()
-            log.info("connect rate limit for %s (%s)", key, session.ns)
-            return self._refuse(request, CONNECT_RATE_LIMITED)
-        if self.ban_of(session.user_id) is not None:
-            REJECTIONS.labels("banned").inc()
-            return self._refuse(request, BANNED)
-        # Counted now; a later stage that refuses it has us told (DISCONNECT).
+            return
         self._spread_changed(self.spread.add(session))
-        return None
-
-    def _refuse(self, request: Request, message: str) -> Reply:
-        """Refuse a CONNECT; a socket counted by an earlier try of it is no longer."""
-        if request.session is not None:
-            self._spread_changed(self.spread.remove(request.session.sid,
-                                                    request.session.gateway))
-        return fail(request, message)
+        if request.recovery == Recovery.SKIP:
+            return  # a socket coming back by recovery is no new connection
+        # Each gateway limits the connects it sees; the cluster's count is kept here, and a
+        # connector that fills its window is throttled on every gateway until it frees.
+        key = connector_key(session.user_id, session.address)
+        window = self.per_connector
+        if key and window.hit(key) and not window.allowed(key):
+            until = self.clock() + window.retry_after(key)
+            self.throttles[key] = until
+            self._publish(Change.THROTTLE, key, until)
 
     @on_disconnect("*")
     async def disconnect(self, request: Request) -> None:
@@ -225,8 +178,10 @@ class ModerationService(Service):
         now = self.clock()
         bans = [[user, ban.until] for user, ban in self.bans.items() if ban.active(now)]
         mutes = [[user, mute.until] for user, mute in self.mutes.items() if mute.active(now)]
+        self.throttles = {key: until for key, until in self.throttles.items() if until > now}
         snapshot = PolicySnapshot(self.instance, self.version, self.rules, tuple(bans),
-                                  tuple(mutes), tuple(self.spread.spread_users()))
+                                  tuple(mutes), tuple(self.spread.spread_users()),
+                                  tuple([key, until] for key, until in self.throttles.items()))
         return reply_to(request, args=[snapshot.to_list()])
 
     def _publish(self, change: Change, user: str, until: float | None = None,

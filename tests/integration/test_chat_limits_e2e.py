@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.chat_helpers import ChatClient, Clients, failed, refusal, unique
+from tests.integration.chat_helpers import (
+    ChatClient,
+    Clients,
+    failed,
+    policy_applied,
+    policy_figures,
+    refusal,
+    unique,
+)
 from tests.support.cluster import Cluster, start_chat_cluster, token
 
 EVENT_LIMIT = 5
@@ -90,10 +98,13 @@ async def test_connect_limit_per_user_and_per_anonymous_address(
         limits_cluster: Cluster) -> None:
     """A user with a valid token has the connect limit to itself (thousands of users share
     an office's address: one of them reconnecting in a loop costs the others nothing);
-    anonymous sockets share their address's."""
+    anonymous sockets share their address's. The limit is the cluster's: the connects
+    spread over both gateways add up at moderation, which throttles the connector on each."""
     async with Clients(limits_cluster) as clients:
         user_id = unique("eager")
+        throttles = max(policy_figures(limits_cluster, "throttles"))
         allowed = [await clients.user(i % 2, user_id) for i in range(CONNECT_LIMIT)]
+        await policy_applied(limits_cluster, throttles, "throttles")
         limited = {"message": "Rate limit exceeded"}
         again = token(user_id, "Eager")
         for gateway in (0, 1):
@@ -103,7 +114,9 @@ async def test_connect_limit_per_user_and_per_anonymous_address(
         others = [await clients.user(i % 2, unique("colleague"))
                   for i in range(CONNECT_LIMIT + 2)]
         # Anonymous sockets (/game allows them) share the address's limit.
+        throttles = max(policy_figures(limits_cluster, "throttles"))
         anonymous = [await clients.anonymous(i % 2) for i in range(CONNECT_LIMIT)]
+        await policy_applied(limits_cluster, throttles, "throttles")
         assert await refusal(limits_cluster.url(1), "/game") == limited
         # Auth runs first: a missing token is refused for that reason, not counted.
         assert await refusal(limits_cluster.url(0), "/") == {

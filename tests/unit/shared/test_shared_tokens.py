@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from switchboard.services.auth.policy import Policy, Rule
+from switchboard.shared.access import Policy, Rule
 from switchboard.shared.errors import ConfigError
 from switchboard.shared.tokens import (
     Identity,

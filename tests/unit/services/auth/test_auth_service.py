@@ -1,4 +1,6 @@
-"""AuthService: namespace policy, token sources and claims, directly and over ZeroMQ."""
+"""AuthService and the gateway's token check: the key set auth hands out (through the real
+dispatch and over ZeroMQ), and how a gateway's :class:`Gatekeeper` admits CONNECTs with it —
+namespace policy, token sources and claims, key types, key rotation."""
 
 from __future__ import annotations
 
@@ -7,17 +9,22 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from switchboard.gateway.gatekeeper import Gatekeeper
 from switchboard.services.auth import AuthService, Config, create, issue_token
-from switchboard.shared.envelope import Reply, RequestKind, Session
-from switchboard.shared.errors import ConfigError
+from switchboard.shared.access import Access, KeySet
+from switchboard.shared.envelope import Recovery, RequestKind, Session
+from switchboard.shared.errors import ConfigError, Refused
+from switchboard.shared.policy import PolicyReplica
 from switchboard.shared.publisher import MemoryPublisher
 from switchboard.shared.testing import ServiceHarness
+from switchboard.shared.tokens import TokenError
 from tests.support.backbone import FakeGateway, running_broker, running_service
 
 SECRET = "a-test-secret-that-is-32-bytes-long!"
@@ -34,12 +41,37 @@ def session(ns: str = "/") -> Session:
     return Session(sid="gw1.abc", ns=ns, gateway="gw1", address="10.0.0.1")
 
 
+class Admitted(NamedTuple):
+    ok: bool
+    error: str | None = None
+    session: Session | None = None
+    joins: tuple[str, ...] = ()
+
+
+async def key_set(svc: AuthService) -> KeySet:
+    reply = await ServiceHarness(svc).request(RequestKind.KEYS)
+    assert reply.ok
+    return KeySet.from_list(reply.args[0])
+
+
 async def connect(svc: AuthService, ns: str = "/", token: Any = None,
-                  header: str | None = None, auth: Any = None) -> Reply:
+                  header: str | None = None, auth: Any = None,
+                  recovery: Recovery = Recovery.NONE, user: str | None = None) -> Admitted:
+    """How a gateway admits a CONNECT with the key set ``svc`` hands out."""
     if auth is None:
         auth = {} if token is None else {"token": token}
     headers = {} if header is None else {"authorization": header}
-    return await ServiceHarness(svc).connect(session(ns), auth, headers)
+    gate = Gatekeeper(PolicyReplica(), keys_required=lambda: True,
+                      policy_required=lambda: False)
+    gate.load(await key_set(svc))
+    start = session(ns)
+    if user is not None:
+        start = start.with_user(user, user, "user")
+    try:
+        admitted = gate.admit(start, auth, headers, recovery)
+    except Refused as exc:
+        return Admitted(False, exc.message)
+    return Admitted(True, None, admitted, gate.rooms_of(admitted))
 
 
 def token(role: str = "user", **kw: Any) -> str:
@@ -186,22 +218,61 @@ def test_default_secret_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None
 def test_routes() -> None:
     info = service().info()
     assert info.name == "auth"
-    assert [(r.kind, r.ns, r.priority) for r in info.routes] == [(RequestKind.CONNECT, "*", 10)]
+    assert [(r.kind, r.ns) for r in info.routes] == [(RequestKind.KEYS, "*")]  # no CONNECT
 
 
-async def test_connect_over_real_sockets() -> None:
+async def test_the_key_set_names_the_instance_and_keeps_an_asymmetric_secret_out(
+        tmp_path: Path) -> None:
+    svc = service()
+    keys = await key_set(svc)
+    assert (keys.instance, keys.algorithm, keys.policy) == (
+        svc.instance, "HS256", Config().auth_policy)
+    [(kid, material)] = keys.keys
+    assert material == SECRET.encode() and kid and SECRET not in kid
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rs = service(jwt_algorithm="RS256", jwt_public_key_file=write_pem(tmp_path / "k.pem", key))
+    [(_, pem)] = (await key_set(rs)).keys
+    assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")  # the public half only
+
+
+async def test_recovery_skips_the_token_or_checks_it_is_the_same_user() -> None:
+    svc = service()
+    skipped = await connect(svc, "/", recovery=Recovery.SKIP, user="u1")
+    assert skipped.ok and skipped.session is not None and skipped.session.user_id == "u1"
+    assert (await connect(svc, "/", token(), recovery=Recovery.CHECK, user="u1")).ok
+    other = await connect(svc, "/", token(), recovery=Recovery.CHECK, user="u2")
+    assert other.error == INVALID
+
+
+def test_a_rotated_key_set_accepts_both_keys_and_picks_by_kid() -> None:
+    old, new = SECRET, "another-test-secret-of-32-bytes-long"
+    access = Access(KeySet("i1", "HS256", (("new", new.encode()), ("old", old.encode()))))
+    assert access.verify(issue_token(old, "u1", "alice")).user_id == "u1"
+    assert access.verify(issue_token(new, "u2", "bob")).user_id == "u2"
+    signed_new = jwt.encode({"sub": "u3", "exp": int(time.time()) + 60}, new,
+                            algorithm="HS256", headers={"kid": "old"})
+    with pytest.raises(TokenError):  # the kid names the key: no other one is tried
+        access.verify(signed_new)
+    with pytest.raises(ConfigError):
+        Access(KeySet("i1", "HS256", ()))
+
+
+async def test_keys_over_real_sockets() -> None:
     with running_broker() as broker:
         async with running_service(lambda p: AuthService(p, Config(jwt_secret=SECRET)),
-                                   broker) as (_, cfg):
+                                   broker) as (svc, cfg):
             gw = FakeGateway()
             try:
+                reply = await gw.request(cfg.bind, kind=RequestKind.KEYS)
+                keys = KeySet.from_list(reply.args[0])
+                assert isinstance(svc, AuthService) and keys.instance == svc.instance
+                gate = Gatekeeper(PolicyReplica(), keys_required=lambda: True,
+                                  policy_required=lambda: False)
+                gate.load(keys)
                 s = gw.session(ns="/chat")
-                refused = await gw.request(cfg.bind, kind=RequestKind.CONNECT, session=s,
-                                           auth={})
-                assert (refused.ok, refused.error) == (False, NO_TOKEN)
-                ok = await gw.request(cfg.bind, kind=RequestKind.CONNECT, session=s,
-                                      auth={}, headers={"authorization": f"Bearer {token()}"})
-                assert ok.ok and ok.joins == ("user:u1",)
-                assert ok.session == s.with_user("u1", "alice", "user")
+                with pytest.raises(Refused, match=NO_TOKEN):
+                    gate.admit(s, {}, {})
+                ok = gate.admit(s, {}, {"authorization": f"Bearer {token()}"})
+                assert ok == s.with_user("u1", "alice", "user")
             finally:
                 gw.close()

@@ -1,5 +1,6 @@
-"""ModerationService through the real dispatch — connect limits, bans, mutes, admin actions —
-and the policy it publishes, as one gateway's :class:`EventPolicy` enforces it on events."""
+"""ModerationService through the real dispatch — bans, mutes, admin actions, the sockets it
+counts — and the policy it publishes, as one gateway enforces it: on events
+(:class:`EventPolicy`) and on connects (:class:`Gatekeeper`: connect limits, bans)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,22 @@ from typing import Any, NamedTuple
 import pytest
 from prometheus_client import REGISTRY
 
+from switchboard.gateway.gatekeeper import Gatekeeper
 from switchboard.gateway.policing import EventPolicy
 from switchboard.services.moderation import Config, ModerationService, create
-from switchboard.services.moderation.service import client_key
 from switchboard.shared import topics
-from switchboard.shared.envelope import PubKind, Reply, RequestKind, Session, SocketState
-from switchboard.shared.policy import PolicyReplica, PolicySnapshot, PolicyUpdate
+from switchboard.shared.envelope import (
+    PubKind,
+    Recovery,
+    Reply,
+    RequestKind,
+    Session,
+    SocketState,
+)
+from switchboard.shared.errors import Refused
+from switchboard.shared.policy import Change, PolicyReplica, PolicySnapshot, PolicyUpdate
 from switchboard.shared.publisher import MemoryPublisher
-from switchboard.shared.ratewindow import SlidingWindow
+from switchboard.shared.ratewindow import SlidingWindow, client_key
 from switchboard.shared.testing import ServiceHarness
 
 
@@ -44,6 +53,8 @@ class Gateway:
         self.publisher = publisher
         self.replica = PolicyReplica()
         self.policy = EventPolicy(self.replica, required=lambda: True, clock=clock)
+        self.gate = Gatekeeper(self.replica, keys_required=lambda: False,
+                               policy_required=lambda: True, clock=clock)
         self.seen = 0
 
     async def follow(self) -> None:
@@ -76,10 +87,11 @@ def session(n: int = 1, ns: str = "/", user: str | None = "u1", role: str | None
 
 
 async def run(svc: ModerationService, kind: RequestKind, sess: Session, event: str = "",
-              args: list[Any] | None = None) -> Reply:
+              args: list[Any] | None = None, recovery: Recovery = Recovery.NONE) -> Reply:
     """Through the real dispatch (a ClientError is a failed reply, as in production)."""
     return await _gateways[svc].harness.request(kind, session=sess, event=event,
-                                                args=args or [], gateway=sess.gateway)
+                                                args=args or [], gateway=sess.gateway,
+                                                recovery=recovery)
 
 
 class Verdict(NamedTuple):
@@ -99,8 +111,19 @@ async def admin(svc: ModerationService, name: str, payload: Any, role: str = "ad
     return await run(svc, RequestKind.EVENT, session(99, "/admin", "root", role), name, [payload])
 
 
-async def connect(svc: ModerationService, sess: Session) -> Reply:
-    return await run(svc, RequestKind.CONNECT, sess)
+async def connect(svc: ModerationService, sess: Session,
+                  recovery: Recovery = Recovery.NONE, via: Gateway | None = None) -> Verdict:
+    """How the gateway (``via``, else the first) admits ``sess`` by the policy moderation
+    published; one admitted is told to moderation (CONNECTED), as the gateway's pipeline
+    does."""
+    gateway = via or _gateways[svc]
+    await gateway.follow()
+    try:
+        gateway.gate.admit(sess, {}, {}, recovery)
+    except Refused as exc:
+        return Verdict(False, exc.message)
+    await run(svc, RequestKind.CONNECTED, sess, recovery=recovery)
+    return Verdict(True, None)
 
 
 def refusals(reason: str) -> float:
@@ -110,17 +133,12 @@ def refusals(reason: str) -> float:
     return value or 0.0
 
 
-def rejections(reason: str) -> float:
-    value = REGISTRY.get_sample_value("switchboard_moderation_rejections_total",
-                                      {"reason": reason})
-    return value or 0.0
-
-
 def test_routes(tmp_path: Path) -> None:
     svc, _ = make(tmp_path)
     routes = {(r.kind, r.ns, r.event, r.priority) for r in svc.info().routes}
     assert not any(r[0] == RequestKind.FILTER for r in routes)  # events never come here
-    assert (RequestKind.CONNECT, "*", "", 20) in routes
+    assert not any(r[0] == RequestKind.CONNECT for r in routes)  # nor are connects
+    assert (RequestKind.CONNECTED, "*", "", 100) in routes
     assert (RequestKind.DISCONNECT, "*", "", 100) in routes
     assert (RequestKind.POLICY, "*", "", 100) in routes
     assert (RequestKind.SYNC, "*", "", 100) in routes
@@ -230,10 +248,8 @@ async def test_anonymous_connects_are_limited_per_address(tmp_path: Path) -> Non
     svc, _ = make(tmp_path, clock, connect_limit=50, connect_window=60.0)
     for i in range(50):
         assert (await connect(svc, session(i, user=None, address="192.0.2.7"))).ok
-    before = rejections("rate_limit")
     refused = await connect(svc, session(51, user=None, address="192.0.2.7"))
     assert (refused.ok, refused.error) == (False, "Rate limit exceeded")
-    assert rejections("rate_limit") == before + 1
     assert (await connect(svc, session(52, user=None, address="192.0.2.8"))).ok
     clock.advance(60.0)
     assert (await connect(svc, session(53, user=None, address="192.0.2.7"))).ok
@@ -251,6 +267,29 @@ async def test_users_with_valid_tokens_are_limited_each_not_per_address(tmp_path
     assert (refused.ok, refused.error) == (False, "Rate limit exceeded")  # u1's 4th
     # Anonymous sockets of that address have their own budget, untouched by the users'.
     assert (await connect(svc, session(4000, user=None, address="192.0.2.7"))).ok
+
+
+async def test_connects_spread_over_gateways_are_limited_cluster_wide(tmp_path: Path) -> None:
+    """Each gateway sees half of a user's connects; moderation counts them all and throttles
+    the user on every gateway once they reach the limit, until its window frees."""
+    clock = Clock()
+    svc, publisher = make(tmp_path, clock, connect_limit=4, connect_window=60.0)
+    gateways = [_gateways[svc], Gateway(svc, publisher, clock)]
+    for i in range(4):
+        assert (await connect(svc, session(i, gateway=f"gw{i % 2 + 1}"),
+                              via=gateways[i % 2])).ok, i
+    for n, gateway in enumerate(gateways):
+        refused = await connect(svc, session(10 + n), via=gateway)
+        assert refused.error == "Rate limit exceeded", n
+    [throttle] = [PolicyUpdate.from_list(p.args[0]) for _, p in publisher.published
+                  if p.kind == PubKind.POLICY
+                  and PolicyUpdate.from_list(p.args[0]).change == Change.THROTTLE]
+    assert (throttle.user, throttle.until) == ("user:u1", clock() + 60.0)
+    late = Gateway(svc, publisher, clock)  # a gateway that starts now has it in its snapshot
+    assert (await connect(svc, session(20), via=late)).error == "Rate limit exceeded"
+    assert (await connect(svc, session(21, user="u2"), via=late)).ok
+    clock.advance(60.0)
+    assert (await connect(svc, session(22), via=gateways[1])).ok
 
 
 def test_client_key() -> None:
@@ -283,10 +322,8 @@ async def test_ban_disconnects_every_namespace_and_refuses_reconnects(tmp_path: 
     [(topic, change)] = [(t, PolicyUpdate.from_list(p.args[0])) for t, p in publisher.published
                          if p.kind == PubKind.POLICY]
     assert topic == topics.POLICY and (change.user, change.until) == ("u1", clock() + 3600)
-    before = rejections("banned")
     refused = await connect(svc, session())
     assert (refused.ok, refused.error) == (False, "Banned")
-    assert rejections("banned") == before + 1
     assert (await event(svc, session(), "get rooms")).error == "you are banned"
     assert (await connect(svc, session(2, user="u2"))).ok
     clock.advance(3600)
@@ -415,12 +452,22 @@ async def test_a_socket_recovered_on_another_gateway_is_counted_where_it_is(
     assert not svc.spread.counted("gw1.s1")
 
 
-async def test_a_connect_sent_again_is_counted_once_and_a_refusal_uncounts_it(
+async def test_a_socket_told_twice_is_counted_once_and_a_refused_one_not_at_all(
         tmp_path: Path) -> None:
     svc, _ = make(tmp_path, connect_limit=1)
     first = session(1)
     assert (await connect(svc, first)).ok
-    assert (await connect(svc, first)).ok  # the same CONNECT again (after a resync)
+    await run(svc, RequestKind.CONNECTED, first)  # told again: still one socket
+    assert svc.spread.count("u1") == 1
     assert (await connect(svc, session(2))).error == "Rate limit exceeded"
     assert not svc.spread.counted(session(2).sid)
     assert svc.spread.counted(first.sid)
+
+
+async def test_a_recovered_socket_is_no_new_connect_but_its_ban_holds(tmp_path: Path) -> None:
+    svc, _ = make(tmp_path, connect_limit=1)
+    assert (await connect(svc, session(1))).ok
+    assert (await connect(svc, session(1), Recovery.SKIP)).ok  # not counted against it
+    assert (await connect(svc, session(2), Recovery.CHECK)).error == "Rate limit exceeded"
+    assert (await admin(svc, "ban user", {"userId": "u1", "reason": "spam"})).ok
+    assert (await connect(svc, session(1), Recovery.SKIP)).error == "Banned"
