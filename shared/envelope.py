@@ -174,7 +174,7 @@ class Session(_Envelope):
 class RequestKind(IntEnum):
     DESCRIBE = 0  #: what do you handle? (readiness handshake)
     CONNECT = 1  #: a socket asks to join a namespace; every CONNECT stage must accept
-    EVENT = 2  #: a client event: filters first (moderation), then the owner
+    EVENT = 2  #: a client event: its filters first (if any), then the owner
     DISCONNECT = 3  #: a socket left (no reply needed, but one is sent)
     HEARTBEAT = 4  #: gateway liveness; reply carries the service instance id
     SYNC = 5  #: a gateway's full list of sockets and rooms (after a service restart)

@@ -11,8 +11,9 @@ An event's FILTER carries the ``route`` it goes on: once this service let it pas
 runner passes it on (with the cleaned arguments) to the next service over a DEALER of its
 own (:class:`Forwarder`), and that one's reply goes straight to the gateway (ZeroMQ routes
 it by the gateway DEALER's identity): one request per event instead of one per stage.
-A CONNECT goes the same way through the namespace's CONNECT stages (auth, moderation,
-room): each passes on the session as it left it and the joins and emits asked so far.
+A CONNECT goes the same way through the namespace's CONNECT stages (room, game; the gateway
+has checked its token and policy before): each passes on the session as it left it and the
+joins and emits asked so far.
 """
 
 from __future__ import annotations

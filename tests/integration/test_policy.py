@@ -162,7 +162,7 @@ async def test_a_gateway_without_a_snapshot_says_so_until_moderation_answers(
             cluster.start_gateway("--ready-timeout", "1", "--request-timeout", "1", wait=False)
             status, body = await poll_until(
                 lambda: asyncio.to_thread(health, cluster, 1),
-                lambda answer: "no policy from moderation yet: events refused"
+                lambda answer: "no policy from moderation yet: events and connections refused"
                 in answer[1]["reasons"], "/health to say it has no policy", 20,
                 retry_on=(OSError,))
             assert status == 503 and body["status"] == "unhealthy"

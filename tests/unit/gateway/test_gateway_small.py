@@ -151,14 +151,27 @@ def test_the_policy_service_is_one_of_the_services_or_none() -> None:
         GatewayConfig(services=services, policy_service="nosuch").policy_source()
 
 
+def test_the_auth_service_is_one_of_the_services_or_none() -> None:
+    services = ("auth=tcp://127.0.0.1:1", "moderation=tcp://127.0.0.1:2")
+    assert GatewayConfig(services=services).auth_source() == "auth"  # auto
+    assert GatewayConfig(services=services[1:]).auth_source() is None  # auto, none there
+    assert GatewayConfig(services=services, auth_service="none").auth_source() is None
+    assert GatewayConfig(services=services,
+                         auth_service="moderation").auth_source() == "moderation"
+    with pytest.raises(ValueError, match="--auth-service: nosuch is none of --services"):
+        GatewayConfig(services=services, auth_service="nosuch").auth_source()
+
+
+@pytest.mark.parametrize("option", ["--policy-service", "--auth-service"])
 @pytest.mark.parametrize("how", ["flag", "env"])
-def test_a_policy_service_that_names_nothing_stops_the_gateway_with_exit_2(how: str) -> None:
+def test_a_source_service_that_names_nothing_stops_the_gateway_with_exit_2(
+        how: str, option: str) -> None:
     argv = [sys.executable, "-m", "switchboard", "gateway", "--port", "0"]
     env = dict(os.environ)
     if how == "flag":
-        argv += ["--policy-service", "nosuch"]
+        argv += [option, "nosuch"]
     else:
-        env["SWITCHBOARD_POLICY_SERVICE"] = "nosuch"
+        env["SWITCHBOARD_" + option[2:].replace("-", "_").upper()] = "nosuch"
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
-    assert "--policy-service: nosuch is none of --services" in done.stderr
+    assert f"{option}: nosuch is none of --services" in done.stderr
