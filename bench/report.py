@@ -256,6 +256,13 @@ def idle(servers: list[ServerResult]) -> list[str]:
             f"{'-' if s.name == 'pysio' else _ratio(r.rss_per_conn, pysio.rss_per_conn if pysio else None)} |")  # noqa: E501
     for s in rows:
         r = s.idle
+        if r is None or not r.connected or len(r.connect_per_proc) < 2:
+            continue
+        parts = ", ".join(f"{name} {_n(cpu / r.connected * 1e6)}" for name, cpu in
+                          sorted(r.connect_per_proc.items(), key=lambda kv: -kv[1]) if cpu)
+        lines.append(f"\nCPU µs per connect by process, {s.title}: {parts}.")
+    for s in rows:
+        r = s.idle
         st = r.load_step if r is not None else None
         if r is None or st is None:
             continue

@@ -161,6 +161,7 @@ class IdleResult:
     pss_after: int = 0
     rss_procs: dict[str, int] = field(default_factory=dict)
     connect_cpu: float = 0.0  # server CPU seconds while connecting
+    connect_per_proc: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds
     loadgen_connect_cpu: float = 0.0
     idle_cpu_pct: float = 0.0  # server CPU % of one core while holding them
     #: the fan-out step run on top of the idle connections (``Plan.idle_load``)
@@ -464,7 +465,8 @@ class Runner:
         p99s = [r["latency"]["p99"] for r in replies if r["latency"]["p99"] is not None]
         res.connect_p50 = p50s[len(p50s) // 2] if p50s else None  # median of the processes'
         res.connect_p99 = max(p99s) if p99s else None  # the worst process'
-        res.connect_cpu = procs.usage(before, connected, 0).cpu
+        use = procs.usage(before, connected, 0)
+        res.connect_cpu, res.connect_per_proc = use.cpu, use.per_proc
         res.loadgen_connect_cpu = l1 - l0
         self.log(f"    {res.connected:,}/{n:,} connected in {res.connect_s:.1f}s"
                  + (f", failed {res.failed}: {res.errors}" if res.failed else ""))
