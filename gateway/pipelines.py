@@ -307,6 +307,9 @@ class Pipelines:
         if taken is None or taken.session is None or conn.closed:
             return False
         old = taken.session
+        if old.ns != ns:  # a pid restores the socket of its own namespace only
+            recovery.detach_only(old)  # still there for a CONNECT to its namespace
+            return False
         if self.holds(old.sid):
             return False  # still connected here: a pid is restored only for a socket gone
         # The client came back before this gateway (or the one it was on) saw it go.

@@ -224,6 +224,12 @@ class Gateway:
             log.warning("broker %s not reachable at start", self.config.broker_sub)
         described = await self.backbone.wait_described(self.config.ready_timeout)
         self._check_namespaces(described)
+        serving = self.backbone.routing.keys
+        if self._keys_source is None and serving is not None and \
+                self.config.auth_service.strip() == "auto":
+            log.warning("service %s hands out token keys, but no service named auth is in "
+                        "--services: tokens are not checked and every socket is anonymous "
+                        "(name it: --auth-service %s)", serving, serving)
         if self._policy_source is not None:
             if not await self.policy_feed.refresh():
                 log.warning("no policy from %s yet: events and connections are refused until "

@@ -209,6 +209,10 @@ class Access:
         if identity is None:
             if rule.token_required:
                 raise Refused(NO_TOKEN)
+            if recovery == Recovery.CHECK and user_id is not None:
+                # Checked again without a token: it may not keep the user's session (and
+                # its user room) as an anonymous socket.
+                raise Refused(NO_TOKEN)
             return None
         if rule.role is not None and identity.role != rule.role:
             raise Refused(access_denied(rule.role))

@@ -28,6 +28,15 @@ from typing import Any, ClassVar
 
 from switchboard.shared.envelope import _Envelope
 
+#: A throttle table is swept of ended entries when it grows past this (then past twice what
+#: the last sweep kept).
+PRUNE_AT = 1024
+
+
+def prune_ended(table: dict[str, float], now: float) -> dict[str, float]:
+    """``table`` without the entries that ended by ``now``."""
+    return {key: until for key, until in table.items() if until > now}
+
 
 class Change(IntEnum):
     """What a :class:`PolicyUpdate` changes, about its ``user``."""
@@ -123,6 +132,7 @@ class PolicyReplica:
         self._mutes: dict[str, float] = {}
         self._spread: dict[str, int] = {}
         self._throttles: dict[str, float] = {}
+        self._prune_at = PRUNE_AT
         self._held: list[PolicyUpdate] = []
 
     # -- keeping it current -----------------------------------------------------------------
@@ -209,7 +219,11 @@ class PolicyReplica:
 
     def throttled(self, connector: str, now: float) -> bool:
         """Whether ``connector`` may open no socket now (the cluster's connect limit); an
-        ended throttle is forgotten on the way."""
+        ended throttle is forgotten on the way, and all ended ones once the table has doubled
+        (anonymous connectors come and go: each address would stay forever)."""
+        if len(self._throttles) > self._prune_at:
+            self._throttles = prune_ended(self._throttles, now)
+            self._prune_at = max(PRUNE_AT, 2 * len(self._throttles))
         until = self._throttles.get(connector)
         if until is None:
             return False

@@ -42,7 +42,14 @@ from switchboard.shared.envelope import (
     reply_to,
 )
 from switchboard.shared.errors import ClientError
-from switchboard.shared.policy import Change, PolicySnapshot, PolicyUpdate, Rules
+from switchboard.shared.policy import (
+    PRUNE_AT,
+    Change,
+    PolicySnapshot,
+    PolicyUpdate,
+    Rules,
+    prune_ended,
+)
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.ratewindow import SlidingWindow, connector_key
 from switchboard.shared.schema import parsed
@@ -119,6 +126,7 @@ class ModerationService(Service):
         #: until when those that filled their window are throttled (published).
         self.per_connector = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
         self.throttles: dict[str, float] = {}
+        self._prune_at = PRUNE_AT
         self.store = ModerationStore(cfg.moderation_db)
         now = clock()
         self.bans: dict[str, Ban] = self.store.active_bans(now)
@@ -153,6 +161,9 @@ class ModerationService(Service):
         window = self.per_connector
         if key and window.hit(key) and not window.allowed(key):
             until = self.clock() + window.retry_after(key)
+            if len(self.throttles) > self._prune_at:  # anonymous connectors come and go
+                self.throttles = prune_ended(self.throttles, self.clock())
+                self._prune_at = max(PRUNE_AT, 2 * len(self.throttles))
             self.throttles[key] = until
             self._publish(Change.THROTTLE, key, until)
 
@@ -178,7 +189,7 @@ class ModerationService(Service):
         now = self.clock()
         bans = [[user, ban.until] for user, ban in self.bans.items() if ban.active(now)]
         mutes = [[user, mute.until] for user, mute in self.mutes.items() if mute.active(now)]
-        self.throttles = {key: until for key, until in self.throttles.items() if until > now}
+        self.throttles = prune_ended(self.throttles, now)
         snapshot = PolicySnapshot(self.instance, self.version, self.rules, tuple(bans),
                                   tuple(mutes), tuple(self.spread.spread_users()),
                                   tuple([key, until] for key, until in self.throttles.items()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from switchboard.gateway import metrics as m
@@ -151,6 +152,18 @@ async def test_an_unknown_pid_is_a_new_socket() -> None:
     sock = await w.connected({"token": "t", "pid": "nope", "offset": "x-1"})
     assert sock.sid != OLD.sid and sock.pid != "nope"
     assert packet(w.sent()[0]) == {"sid": sock.sid, "pid": sock.pid}
+
+
+async def test_a_pid_of_another_namespace_is_a_new_socket_and_stays_recoverable() -> None:
+    def script(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:
+        if kind == K.RECOVER:
+            return ok(session=replace(OLD, ns="/chat"), joins=("user:u1",))
+        return plain(service, kind, fields)
+
+    w = RecoveryWorld(script)
+    sock = await w.connected({"token": "t", "pid": "P", "offset": "o1-4"})
+    assert sock.sid != OLD.sid and sock.pid != "P"
+    assert [f["session"].sid for f in w.told(K.DETACH)] == [OLD.sid]
 
 
 async def test_a_session_still_connected_elsewhere_is_not_taken() -> None:

@@ -4,6 +4,7 @@ instance, and what it answers; every message byte for byte through its codec."""
 from __future__ import annotations
 
 from switchboard.shared.policy import (
+    PRUNE_AT,
     Applied,
     Change,
     PolicyReplica,
@@ -81,3 +82,20 @@ def test_rules_name_the_events_a_mute_stops() -> None:
     rules = Rules(muted_events=("/ chat message", "/chat private message"))
     assert rules.mutes("/", "chat message") and rules.mutes("/chat", "private message")
     assert not rules.mutes("/", "join room") and not rules.mutes("/chat", "chat message")
+
+
+def test_throttles_end_and_ended_ones_are_swept_once_the_table_doubles() -> None:
+    replica = PolicyReplica()
+    replica.load(PolicySnapshot("m1", 0))
+    for n in range(PRUNE_AT + 1):  # anonymous addresses throttled once each, ending at once
+        assert replica.apply(update(n + 1, Change.THROTTLE, f"a{n}", NOW + 1)) == \
+            Applied.APPLIED
+    assert replica.apply(update(PRUNE_AT + 2, Change.THROTTLE, "u1", NOW + 60)) == \
+        Applied.APPLIED
+    assert replica.held()["throttles"] == PRUNE_AT + 2
+    assert replica.throttled("u1", NOW + 2)  # the sweep keeps what is still in force
+    assert replica.held()["throttles"] == 1
+    assert replica.apply(update(PRUNE_AT + 3, Change.THROTTLE, "a0", NOW + 9)) == \
+        Applied.APPLIED
+    assert replica.throttled("a0", NOW + 2) and replica.held()["throttles"] == 2
+    assert not replica.throttled("u1", NOW + 60) and replica.held()["throttles"] == 1  # a0

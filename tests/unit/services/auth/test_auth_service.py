@@ -242,6 +242,9 @@ async def test_recovery_skips_the_token_or_checks_it_is_the_same_user() -> None:
     assert (await connect(svc, "/", token(), recovery=Recovery.CHECK, user="u1")).ok
     other = await connect(svc, "/", token(), recovery=Recovery.CHECK, user="u2")
     assert other.error == INVALID
+    # Checked again without a token where none is needed: not as the user it was.
+    assert (await connect(svc, "/game", recovery=Recovery.CHECK, user="u1")).error == NO_TOKEN
+    assert (await connect(svc, "/game", recovery=Recovery.CHECK)).ok  # anonymous before too
 
 
 def test_a_rotated_key_set_accepts_both_keys_and_picks_by_kid() -> None:
