@@ -105,7 +105,7 @@ def sign_in(page: Page, server: str) -> None:
 
 
 def test_the_admin_ui_lists_the_cluster_and_disconnects_across_gateways(
-        cluster: Cluster, ui_url: str, open_page) -> None:  # type: ignore[no-untyped-def]
+        cluster: Cluster, ui_url: str, open_page) -> None:
     ids = [cluster.stats(i)["gateway"] for i in range(2)]
     with user_on(cluster, ids[0], "ui-alice") as (alice, _), \
             user_on(cluster, ids[1], "ui-bob") as (bob, bob_gone):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import socketio
@@ -94,7 +95,7 @@ def test_the_browser_bundle_recovers_after_its_gateway_is_killed(
         joined = page.evaluate(
             f"window.sock.timeout(5000).emitWithAck('join room', {{roomId: '{ROOM}'}})")
         assert joined["success"] is True
-        sent = []
+        sent: list[Any] = []
 
         def send(n: int) -> None:
             for _ in range(n):

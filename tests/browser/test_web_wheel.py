@@ -78,7 +78,7 @@ def test_the_installed_package_serves_the_page_and_the_bundle(
 
 
 def test_the_installed_chat_page_works_in_chromium(installed: tuple[Up, Path],
-                                                   open_page) -> None:  # type: ignore[no-untyped-def]
+                                                   open_page) -> None:
     up, _ = installed
     ada = open_page(up.url + "/").page
     sign_in(ada, "Ada")

@@ -299,7 +299,7 @@ async def test_flood_from_one_client_costs_others_nothing(
                 await ws.send(f'42["echo",{i}]')
 
         async def collect() -> list[str | bytes]:
-            got = []
+            got: list[str | bytes] = []
             while len(got) < FLOOD:
                 message = await ws.recv()
                 if message == "2":

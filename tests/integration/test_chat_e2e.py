@@ -171,7 +171,7 @@ async def test_token_claims(chat_cluster: Cluster) -> None:
     invalid = {"message": "Authentication error: Invalid token"}
     no_exp = pyjwt.encode({"userId": unique("forever"), "username": "F"}, JWT_SECRET)
     assert await refusal(chat_cluster.url(0), "/", auth={"token": no_exp}) == invalid
-    unsigned = pyjwt.encode({"userId": unique("none"), "exp": now + 600}, None,
+    unsigned = pyjwt.encode({"userId": unique("none"), "exp": now + 600}, "",
                             algorithm="none")
     assert await refusal(chat_cluster.url(1), "/", auth={"token": unsigned}) == invalid
 
@@ -610,6 +610,7 @@ async def test_user_count_counts_sockets(chat_cluster: Cluster) -> None:
     async with Clients(chat_cluster) as clients:
         room = unique("tabs")
         tab1 = await clients.user(0, unique("tabby"), "Tabby")
+        assert tab1.user_id is not None
         tab2 = await clients.user(1, tab1.user_id, "Tabby")
         other = await clients.user(1, unique("other"), "Other")
         await create_room(tab1, room, "Tabs", maxUsers=2)
@@ -653,7 +654,7 @@ async def test_chat_namespace_messages(chat_cluster: Cluster) -> None:
         assert line["id"] == barrier["messageId"]
         assert (await bob.next("chat message", ns=ns))["id"] == barrier["messageId"]
         assert not main_only.seen("chat message")
-        assert await alice.call("chat message", {"content": "x", "roomId": "user:" + bob.user_id},
+        assert await alice.call("chat message", {"content": "x", "roomId": f"user:{bob.user_id}"},
                                 ns=ns) == failed("roomId: " + _ID_CHARS_HELP)
 
 

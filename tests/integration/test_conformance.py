@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -210,7 +210,7 @@ async def test_heartbeat_ping_pong(up: Up) -> None:
     def auth_event(message: str | bytes) -> None:
         assert message == '42["auth",{}]'
 
-    expected = [connect_ack_sid, auth_event]
+    expected: list[Callable[[str | bytes], object]] = [connect_ack_sid, auth_event]
     pings = 0
     async with raw(up.ws_url) as ws:
         await recv_open(ws)

@@ -61,7 +61,7 @@ COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
 
 # -- reading the compose file ---------------------------------------------------------------
 def load_compose(env: Mapping[str, str]) -> dict[str, Any]:
-    return interpolate(read_compose(), env)  # type: ignore[no-any-return]
+    return interpolate(read_compose(), env)
 
 
 def environment(spec: dict[str, Any]) -> dict[str, str]:
@@ -258,8 +258,8 @@ class Deployment:
             host.argv = [*ENTRYPOINT, *command]
         else:
             assert command[0] == "haproxy", f"{name}: only our image and HAProxy are known"
-            source = next(src for target, src in volumes.items() if target.endswith(".cfg"))
-            host.argv = self._haproxy(address, source, workdir)
+            config = next(src for target, src in volumes.items() if target.endswith(".cfg"))
+            host.argv = self._haproxy(address, config, workdir)
         return host
 
     def _haproxy(self, address: str, source: Path, workdir: Path) -> list[str]:

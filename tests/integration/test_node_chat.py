@@ -33,7 +33,8 @@ def iso_utc(value: Any) -> bool:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return False
-    return parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+    offset = parsed.utcoffset()
+    return offset is not None and offset.total_seconds() == 0
 
 
 def test_main_chat_flow_across_gateways(node: str, chat_cluster: Cluster) -> None:

@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -58,7 +59,7 @@ async def moderation_snapshot(cluster: Cluster) -> PolicySnapshot:
     gateway = FakeGateway("gwprobe")
     try:
         reply = await gateway.request(cluster.services["moderation"], kind=RequestKind.POLICY)
-        return PolicySnapshot.from_list(reply.args[0])
+        return PolicySnapshot.from_list((reply.args or [None])[0])
     finally:
         gateway.close()
 
@@ -163,7 +164,7 @@ async def test_a_gateway_without_a_snapshot_says_so_until_moderation_answers(
             status, body = await poll_until(
                 lambda: asyncio.to_thread(health, cluster, 1),
                 lambda answer: "no policy from moderation yet: events and connections refused"
-                in answer[1]["reasons"], "/health to say it has no policy", 20,
+                in cast(list[str], answer[1]["reasons"]), "/health to say it has no policy", 20,
                 retry_on=(OSError,))
             assert status == 503 and body["status"] == "unhealthy"
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -82,9 +83,17 @@ async def chat_between(a: UserPeer, b: UserPeer, room: str) -> None:
         assert (await peer.call("join room", {"roomId": room}))["success"] is True
     for sender, receiver in ((a, b), (b, a)):
         ack = await sender.call("chat message", {"roomId": room, "content": f"hi {room}"})
-        sent = ack["messageId"]
-        line = await receiver.wait_for("chat message", lambda m, sent=sent: m["id"] == sent)
+        line = await receiver.wait_for("chat message",
+                                       functools.partial(has_id, ack["messageId"]))
         assert line["from"] == sender.name
+
+
+def has_id(sent: str, message: dict[str, Any]) -> bool:
+    return bool(message["id"] == sent)
+
+
+async def transport_of(client: Any) -> str:
+    return str(client.client.transport())
 
 
 # --------------------------------------------------------------- default-option clients
@@ -100,7 +109,7 @@ async def test_python_async_clients_on_default_options_upgrade_and_chat(
             await client.connect(lb)
         await chat_between(clients[0], clients[1], "py-default")
         for client in clients:
-            await poll_until(lambda c=client: asyncio.sleep(0, c.client.transport()),
+            await poll_until(functools.partial(transport_of, client),
                              lambda t: t == "websocket", f"{client.name} upgraded", POLL_TIMEOUT,
                              max_interval=POLL_MAX_INTERVAL)
         # Round robin sent some WebSockets to another gateway than the handshake's: the
@@ -188,7 +197,11 @@ async def test_binary_and_server_acks_over_polling(tmp_path: Path) -> None:
     client = socketio.AsyncClient(reconnection=False)
     questions: asyncio.Queue[Any] = asyncio.Queue()
     answered: asyncio.Queue[Any] = asyncio.Queue()
-    client.on("question", lambda *args: questions.put_nowait(args) or "yes")
+    def question(*args: Any) -> str:
+        questions.put_nowait(args)
+        return "yes"
+
+    client.on("question", question)
     client.on("answered", lambda *args: answered.put_nowait(args))
     try:
         with balancer(tmp_path, mini.gateway_ports) as url:

@@ -56,6 +56,7 @@ def run_killing_flow(node: str, cluster: Cluster, flow: dict[str, Any],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stdin is not None
+    assert process.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + FLOW_TIMEOUT

@@ -264,7 +264,7 @@ async def test_up_refuses_to_start_when_a_port_is_taken(tmp_path: Path) -> None:
     """A second ``up`` on the ports of a running one starts nothing and exits non-zero, naming
     the port: a gateway port, and (on other gateway ports) an internal one."""
     with running_up(tmp_path, "--conformance") as first:
-        internal = int(first.process.args[first.process.args.index("--internal-port") + 1])  # type: ignore[union-attr,index]
+        internal = int(first.process.args[first.process.args.index("--internal-port") + 1])
         cases = [
             (["--port", str(first.ports[0]), "--internal-port", str(free_port_block(21))],
              first.ports[0]),

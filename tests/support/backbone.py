@@ -8,8 +8,8 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -32,6 +32,8 @@ from switchboard.shared.runner import Runner, RunnerConfig
 from switchboard.shared.service import Service
 from tests.support.ports import tcp
 
+S = TypeVar("S", bound=Service)
+
 
 @contextlib.contextmanager
 def running_broker(timeout: float = 5.0) -> Any:
@@ -52,9 +54,9 @@ def running_broker(timeout: float = 5.0) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    service_factory: Any, broker: BrokerConfig, gateway_timeout: float = 5.0,
-    services: dict[str, list[str]] | None = None, bind: str = "",
-) -> AsyncIterator[tuple[Service, RunnerConfig]]:
+    service_factory: Callable[[ZmqPublisher], S], broker: BrokerConfig,
+    gateway_timeout: float = 5.0, services: dict[str, list[str]] | None = None, bind: str = "",
+) -> AsyncIterator[tuple[S, RunnerConfig]]:
     """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket."""
     ctx = zmq.asyncio.Context()
     publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service", journal=Journal())

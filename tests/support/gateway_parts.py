@@ -29,6 +29,9 @@ class Subs:
     def confirmed(self, topic: bytes) -> None:
         self.confirmations.append(topic)
 
+    async def settled(self, since: float, timeout: float) -> bool:
+        return True  # nothing waits for the broker here
+
 
 def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = ()) -> NsSocket:
     conn = Connection(f"gw1.e{n}", ConnectionConfig(), 0.0, ("websocket",))

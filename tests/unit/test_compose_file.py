@@ -54,12 +54,12 @@ def raw() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose(raw: dict[str, Any]) -> dict[str, Any]:
-    return interpolate(raw, COMPOSE_ENV)  # type: ignore[no-any-return]
+    return interpolate(raw, COMPOSE_ENV)
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]  # type: ignore[no-any-return]
+    return compose["services"]
 
 
 def ours(services: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -170,7 +170,7 @@ def test_every_variable_is_an_option_of_its_command(
         for key in env:
             assert key in envvars, f"{name}: {key} is no option of `switchboard " \
                 f"{' '.join(spec['command'])}`"
-            source = ctx.get_parameter_source(envvars[key])  # type: ignore[arg-type]
+            source = ctx.get_parameter_source(envvars[key])
             assert source is ParameterSource.ENVIRONMENT, f"{name}: {key} not applied"
 
 

@@ -98,7 +98,7 @@ def test_the_async_emitter(broker: tuple[zmq.Socket[bytes], str]) -> None:
     (lambda io: io.to_socket("nodot").emit("e"), "not a switchboard socket id"),
     (lambda io: io.to_socket("gw.1").except_("gw.2").emit("e"), "does not apply to one"),
 ])
-def test_misuse_is_told_plainly(act, message, broker) -> None:  # type: ignore[no-untyped-def]
+def test_misuse_is_told_plainly(act, message, broker) -> None:
     _, endpoint = broker
     with Emitter(endpoint) as io, pytest.raises(EmitterError, match=message):
         act(io)

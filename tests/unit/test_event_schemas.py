@@ -197,7 +197,8 @@ def test_get_history() -> None:
                                       "limit": 100}) == [
         {"roomId": "r1", "before": "2024-01-01T00:00:00Z", "limit": 100}]
     assert error("/", "get history", {"roomId": "r1", "limit": 101}) == "limit: must be 1..100"
-    for before in ([], float("inf"), True, ""):
+    befores: tuple[Any, ...] = ([], float("inf"), True, "")
+    for before in befores:
         assert error("/", "get history", {"roomId": "r1", "before": before}) == (
             "before: must be a timestamp or message id")
 

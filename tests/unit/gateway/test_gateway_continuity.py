@@ -112,7 +112,7 @@ def test_a_paged_replay_asks_again_and_keeps_the_order() -> None:
     pub.beat()
     _, asks = feed(cont, [pub.data(26)])
     got: list[int] = []
-    ask = asks[0]
+    ask: AskReplay | None = asks[0]
     pages = 0
     while ask is not None:
         out, ask = cont.replayed("o1", pub.journal.replay(ask.after, limit=10))

@@ -9,6 +9,7 @@ import msgpack
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, NsSocket
+from switchboard.gateway.continuity import AskReplay
 from switchboard.gateway.fanout import Fanout, LocalIndex
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
@@ -37,6 +38,15 @@ class Actions:
 
     def report(self, pub: Publication) -> None:
         self.done.append(("report", pub.sids))
+
+    def release(self, pub: Publication) -> None:
+        self.done.append(("release", pub.args))
+
+    def policy_changed(self, pub: Publication) -> None:
+        self.done.append(("policy", pub.args))
+
+    def replay(self, ask: AskReplay) -> None:
+        self.done.append(("replay", ask))
 
 
 def received(sock: NsSocket) -> list[str]:

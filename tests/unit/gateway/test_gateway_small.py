@@ -4,6 +4,7 @@ polls held for other gateways."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_polls_held_for_a_lost_gateway_instance_are_abandoned_and_no_others() ->
             (("old-1", "gw1", "a"), ("old-2", "gw1", "a"), ("new", "gw1", "b"),
              ("other", "gw2", "a"))):
         answer = waits.answer(name.encode(), request_id, gateway, instance)
-        answer.on_abort(lambda name=name: abandoned.append(name))
+        answer.on_abort(functools.partial(abandoned.append, name))
     assert waits.waiting == 4
     assert waits.abort_from("gw1", "a") == 2
     assert sorted(abandoned) == ["old-1", "old-2"]

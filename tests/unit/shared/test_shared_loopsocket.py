@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import cast
 
 import pytest
 import zmq
@@ -200,7 +201,7 @@ async def test_closing_sends_what_is_queued_first() -> None:
     router.start()
     dealer = LoopSocket(dealer_sock, lambda frames: None)
     dealer.start()
-    await _until(lambda: dealer_sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+    await _until(lambda: cast(int, dealer_sock.getsockopt(zmq.EVENTS)) & zmq.POLLOUT)
     dealer.send_soon(b"last words")
     dealer.close(linger=2000)  # libzmq may take a moment to pass it on
     try:

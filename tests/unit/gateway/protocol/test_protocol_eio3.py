@@ -69,7 +69,9 @@ def test_polling_frames_v3_payloads() -> None:
 
 def v3(now: float = T0) -> Connection:
     conn = Connection("eio-sid", CONFIG, now, ("websocket",), eio=3)
-    assert conn.data_to_send()[0].startswith('0{"sid":"eio-sid","upgrades":["websocket"]')
+    opened = conn.data_to_send()[0]
+    assert isinstance(opened, str)
+    assert opened.startswith('0{"sid":"eio-sid","upgrades":["websocket"]')
     return conn
 
 

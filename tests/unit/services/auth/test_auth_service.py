@@ -51,7 +51,7 @@ class Admitted(NamedTuple):
 async def key_set(svc: AuthService) -> KeySet:
     reply = await ServiceHarness(svc).request(RequestKind.KEYS)
     assert reply.ok
-    return KeySet.from_list(reply.args[0])
+    return KeySet.from_list((reply.args or [None])[0])
 
 
 async def connect(svc: AuthService, ns: str = "/", token: Any = None,
@@ -267,7 +267,7 @@ async def test_keys_over_real_sockets() -> None:
             gw = FakeGateway()
             try:
                 reply = await gw.request(cfg.bind, kind=RequestKind.KEYS)
-                keys = KeySet.from_list(reply.args[0])
+                keys = KeySet.from_list((reply.args or [None])[0])
                 assert isinstance(svc, AuthService) and keys.instance == svc.instance
                 gate = Gatekeeper(PolicyReplica(), keys_required=lambda: True,
                                   policy_required=lambda: False)

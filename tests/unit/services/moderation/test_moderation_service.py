@@ -60,7 +60,7 @@ class Gateway:
     async def follow(self) -> None:
         if not self.replica.ready:
             reply = await self.harness.request(RequestKind.POLICY)
-            self.replica.load(PolicySnapshot.from_list(reply.args[0]))
+            self.replica.load(PolicySnapshot.from_list((reply.args or [None])[0]))
         for _, pub in self.publisher.published[self.seen:]:
             if pub.kind == PubKind.POLICY:
                 self.replica.apply(PolicyUpdate.from_list(pub.args[0]))

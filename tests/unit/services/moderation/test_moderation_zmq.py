@@ -29,7 +29,7 @@ async def test_moderation_over_real_sockets(tmp_path: Path) -> None:
 
                 # The snapshot a gateway starts from: the limits, nobody banned yet.
                 reply = await gw.request(cfg.bind, kind=RequestKind.POLICY)
-                snapshot = PolicySnapshot.from_list(reply.args[0])
+                snapshot = PolicySnapshot.from_list((reply.args or [None])[0])
                 assert (snapshot.instance, snapshot.version, snapshot.bans) == (
                     service.instance, 0, ())
                 assert snapshot.rules.event_limit == 7
