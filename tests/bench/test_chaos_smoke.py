@@ -1,7 +1,7 @@
 """The chaos run's short mode (``python -m bench.chaos --quick``), as CI runs it: one kill -9
 of every kind of process and one freeze, under steady acked traffic through HAProxy, and
 nothing acknowledged lost or duplicated, every fault healed, no restart loops. The full run
-(70 faults) is ``make chaos``; its table is in the README."""
+(70 faults) is ``make chaos``; its table is in docs/delivery.md."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 clients whose connections are cut every few seconds while their rooms carry traffic, through
 HAProxy in front of three gateways one of which is killed every few seconds — every acked
 message reaches every member, in order, none twice, all by recovery. The full run (1,000
-clients, against Node with and without recovery) is ``make jitter``; its table is in the
-README."""
+clients, against Node with and without recovery) is ``make jitter``; its table is in
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
