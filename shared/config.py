@@ -51,6 +51,19 @@ def setting(default: Any, help: str, env: str | None = None, check: Check | None
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+def setting_of(cls: type[Any], name: str, default: Any = dataclasses.MISSING) -> Any:
+    """The setting ``name`` of config class ``cls`` declared again, the same (help, env
+    variable, check, and default unless given): how a command that passes a setting on to
+    its children (``switchboard up``) offers it without a second declaration to drift."""
+    original = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = dict(original.metadata)
+    if default is dataclasses.MISSING:
+        if original.default_factory is not dataclasses.MISSING:
+            return dataclasses.field(default_factory=original.default_factory, metadata=meta)
+        default = original.default
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def split_items(values: typing.Iterable[str]) -> tuple[str, ...]:
     """The items of a list setting: each value may hold several, between commas or spaces."""
     return tuple(item for value in values for item in _SEPARATORS.split(value) if item)

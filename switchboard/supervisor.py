@@ -36,8 +36,11 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from switchboard.shared import checks, ports
-from switchboard.shared.config import DEFAULT_SECRET, setting
+from switchboard.gateway.config import GatewayConfig
+from switchboard.services.auth.config import Config as AuthConfig
+from switchboard.services.recovery.config import Config as RecoveryConfig
+from switchboard.shared import ports
+from switchboard.shared.config import setting, setting_of
 from switchboard.shared.process import SUPERVISOR_ENV
 
 log = logging.getLogger("switchboard.up")
@@ -59,29 +62,19 @@ class UpConfig:
         "First loopback port for the broker and services (uses the next 20)."
     )
     data_dir: str = setting("var", "Directory for SQLite files.")
-    jwt_secret: str = setting(
-        DEFAULT_SECRET, "HS256 secret for tokens.", env="SWITCHBOARD_JWT_SECRET"
-    )
-    ping_interval: float = setting(25.0, "Engine.IO pingInterval, seconds.")
-    ping_timeout: float = setting(20.0, "Engine.IO pingTimeout, seconds.")
-    max_payload: int = setting(1_000_000, "Engine.IO maxPayload, bytes.")
+    jwt_secret: str = setting_of(AuthConfig, "jwt_secret")
+    ping_interval: float = setting_of(GatewayConfig, "ping_interval")
+    ping_timeout: float = setting_of(GatewayConfig, "ping_timeout")
+    max_payload: int = setting_of(GatewayConfig, "max_payload")
     gateway_timeout: float = setting(
         5.0, "Seconds without a heartbeat before services drop a gateway's sockets (a gateway "
         "restarted under its id is recognised at once by its new instance id)."
     )
-    allow_eio3: bool = setting(
-        False, "Accept Engine.IO v3 clients (socket.io-client 2.x) too, as Node's allowEIO3.",
-        env="SWITCHBOARD_ALLOW_EIO3")
-    admin_ui_password_hash: str = setting(
-        "", "argon2 hash of the Socket.IO Admin UI's password (`switchboard hash-password`; "
-        "user `admin`, namespace /admin-ui); empty: no Admin UI.",
-        env="SWITCHBOARD_ADMIN_UI_PASSWORD_HASH")
-    recovery_namespaces: tuple[str, ...] = setting(
-        (), "Namespaces with connection state recovery (e.g. /,/chat); runs the recovery "
-        "service. Off by default, as in Node.", env="SWITCHBOARD_RECOVERY_NAMESPACES",
-        check=checks.namespace)
-    recovery_window: float = setting(
-        120.0, "maxDisconnectionDuration: seconds a dropped socket can still recover.")
+    allow_eio3: bool = setting_of(GatewayConfig, "allow_eio3")
+    admin_ui_password_hash: str = setting_of(GatewayConfig, "admin_ui_password_hash")
+    #: ``up`` runs the recovery service when this names any namespace.
+    recovery_namespaces: tuple[str, ...] = setting_of(GatewayConfig, "recovery_namespaces")
+    recovery_window: float = setting_of(RecoveryConfig, "recovery_window")
     grace: float = setting(10.0, "Seconds children get to stop before they are killed.")
     demo: bool = setting(
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
