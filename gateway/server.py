@@ -38,7 +38,7 @@ from switchboard.gateway.backbone import Backbone
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.continuity import AskReplay
-from switchboard.gateway.echo import EchoHost
+from switchboard.gateway.echo import echo_sessions
 from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
 from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscriptions
@@ -184,7 +184,7 @@ class Gateway:
         self.sessions.engine = self.engine
         self.echo: Engine | None = None
         if config.engine_echo:
-            echo_host = EchoHost(conn_config, config.write_limit)
+            echo_host = echo_sessions(conn_config, config.write_limit, meters)
             self.echo = Engine(self.id, replace(self.engine.config, upgrade_hold=0,
                                                 allow_eio3=False), echo_host,
                                self.cors)

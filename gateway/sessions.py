@@ -69,8 +69,10 @@ class EngineSide(Protocol):
 
 class Sessions:
     def __init__(self, conn_config: ConnectionConfig, write_limit: int, work: SocketWork,
-                 meters: m.EventMeters) -> None:
+                 meters: m.EventMeters, connection: type[Connection] = Connection) -> None:
         self.conn_config = conn_config
+        #: What each session's protocol state is (the echo endpoint's echoes its messages).
+        self.connection = connection
         self.write_limit = write_limit
         self.work = work
         self.meters = meters
@@ -94,7 +96,7 @@ class Sessions:
         """A handshake succeeded (or a session was handed over): start the session."""
         loop = asyncio.get_running_loop()
         upgrades = ("websocket",) if polling is not None else ()
-        conn = Connection(sid, self.conn_config, loop.time(), upgrades, send_open, eio=eio)
+        conn = self.connection(sid, self.conn_config, loop.time(), upgrades, send_open, eio=eio)
         client = Client(conn, address, headers, self.write_limit, self._slow, self.corker,
                         polling=polling)
         if link is not None:
