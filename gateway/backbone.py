@@ -37,7 +37,7 @@ from switchboard.shared.envelope import (
     gateway_identity,
 )
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, watched_dealer
 
 log = logging.getLogger("switchboard.gateway.backbone")
 
@@ -101,21 +101,21 @@ class Backbone:
         #: Outcomes of recent client-driven requests (True = failed), for /health.
         self._recent: collections.deque[bool] = collections.deque(maxlen=200)
         for name, addresses in endpoints.items():
-            dealer = service_dealer(context, addresses, hwm,
-                                    gateway_identity(gateway_id, instance))
-            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name),
-                                             send_failed=self._not_sent)
-
-    def start(self) -> None:
-        for name, dealer in self._dealers.items():
-            dealer.start()
             # A request that reached a service which then died (kill -9, a freeze past the
             # ZeroMQ heartbeat) will never be answered: fail it soon after the drop rather
             # than at its timeout, which would also hold up its socket's later replies.
-            monitor = SocketMonitor(dealer.socket, zmq.EVENT_DISCONNECTED,
-                                    functools.partial(self._on_monitor, name))
-            monitor.start()
+            dealer, monitor = watched_dealer(
+                context, addresses, hwm, zmq.EVENT_DISCONNECTED,
+                functools.partial(self._on_monitor, name), gateway_identity(gateway_id, instance))
+            self._dealers[name] = LoopSocket(dealer, functools.partial(self._on_reply, name),
+                                             send_failed=self._not_sent)
             self._monitors.append(monitor)
+
+    def start(self) -> None:
+        for dealer in self._dealers.values():
+            dealer.start()
+        for monitor in self._monitors:
+            monitor.start()
 
     def _on_monitor(self, service: str, event: int) -> None:
         if event == zmq.EVENT_DISCONNECTED:

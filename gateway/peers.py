@@ -36,7 +36,7 @@ import zmq.asyncio
 
 from switchboard.shared.envelope import PeerReply, PeerRequest, PubKind, Publication
 from switchboard.shared.errors import EnvelopeError
-from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket
+from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket, watched_dealer
 
 log = logging.getLogger("switchboard.gateway.peers")
 
@@ -212,19 +212,9 @@ class Peers:
         return peer
 
     def _connect(self, peer: Peer) -> None:
-        dealer = plain_socket(self.context, zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.SNDHWM, self.hwm)
-        dealer.setsockopt(zmq.RCVHWM, self.hwm)
-        dealer.setsockopt(zmq.RECONNECT_IVL, 100)
-        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        # Heartbeats: a peer that froze (no RST ever comes) counts as gone after 3 s.
-        dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        # Watched before it connects, so that its first handshake is seen.
-        peer.monitor = SocketMonitor(dealer, _WATCHED, lambda event: self._on_event(peer, event))
-        dealer.connect(peer.endpoint)
+        # ZeroMQ heartbeats: a peer that froze (no RST ever comes) counts as gone after 3 s.
+        dealer, peer.monitor = watched_dealer(self.context, [peer.endpoint], self.hwm,
+                                              _WATCHED, lambda event: self._on_event(peer, event))
         peer.dealer = LoopSocket(dealer, self._on_reply)
         peer.dealer.start()
         peer.monitor.start()

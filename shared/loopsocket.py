@@ -63,6 +63,19 @@ def service_dealer(context: zmq.Context[Any], addresses: list[str], hwm: int,
     return dealer
 
 
+def watched_dealer(context: zmq.Context[Any], addresses: list[str], hwm: int, events: int,
+                   on_event: Callable[[int], None],
+                   routing_id: bytes = b"") -> tuple[zmq.Socket[Any], SocketMonitor]:
+    """A :func:`service_dealer` watched by a :class:`SocketMonitor` (``on_event`` for each of
+    ``events``) from before it connects, so that its first handshake is seen too; start the
+    monitor in the loop that reads it."""
+    dealer = service_dealer(context, [], hwm, routing_id)
+    monitor = SocketMonitor(dealer, events, on_event)
+    for address in addresses:
+        dealer.connect(address)
+    return dealer, monitor
+
+
 def monitor_event(frames: list[bytes]) -> int | None:
     """The event of a ZeroMQ socket monitor's message (None: not one)."""
     try:

@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from switchboard.shared.dispatch import Dispatcher
 from switchboard.shared.envelope import Reply, Request, RequestKind, gateway_identity
 from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
-from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket, service_dealer
+from switchboard.shared.loopsocket import LoopSocket, plain_socket, watched_dealer
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
 from switchboard.shared.service import Service
@@ -65,11 +65,11 @@ class _Link:
 
     __slots__ = ("dealer", "monitor", "up", "was_up")
 
-    def __init__(self, dealer: zmq.Socket[Any]) -> None:
-        self.dealer = dealer
-        self.monitor: SocketMonitor | None = None
+    def __init__(self, context: zmq.Context[Any], addresses: list[str], hwm: int) -> None:
         self.up = asyncio.Event()
         self.was_up = False
+        self.dealer, self.monitor = watched_dealer(context, addresses, hwm, _WATCHED,
+                                                   self.on_event)
 
     def on_event(self, event: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -93,7 +93,7 @@ class Forwarder:
                  endpoints: dict[str, list[str]], hwm: int) -> None:
         self.source = source
         self._links: dict[str, _Link] = {
-            name: _Link(service_dealer(context, addresses, hwm))
+            name: _Link(context, addresses, hwm)
             for name, addresses in endpoints.items()
             if name != source and addresses
         }
@@ -102,7 +102,6 @@ class Forwarder:
     def start(self) -> None:
         """Watch every link (in the running loop)."""
         for link in self._links.values():
-            link.monitor = SocketMonitor(link.dealer, _WATCHED, link.on_event)
             link.monitor.start()
 
     async def send(self, service: str, request: Request) -> bool:
@@ -125,14 +124,14 @@ class Forwarder:
             link.dealer.send(request.encode(), zmq.NOBLOCK)
         except zmq.ZMQError:
             return False
-        link.was_up = True  # (its monitor may have started after the first handshake)
+        link.was_up = True
         return True
 
     async def _first_connection(self, service: str, link: _Link, request: Request) -> bool:
         wait = FIRST_CONNECT_WAIT
         if request.deadline:
             wait = min(wait, request.deadline - time.time())
-        if wait <= 0 or link.monitor is None:
+        if wait <= 0:
             return False
         self._count(service, "waited")
         try:
@@ -150,8 +149,7 @@ class Forwarder:
 
     def close(self) -> None:
         for link in self._links.values():
-            if link.monitor is not None:
-                link.monitor.close()
+            link.monitor.close()
             link.dealer.close(linger=0)
         self._links.clear()
 

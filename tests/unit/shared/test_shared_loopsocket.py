@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from switchboard.shared import process
-from switchboard.shared.loopsocket import BURST, LoopSocket, plain_socket
+from switchboard.shared.loopsocket import BURST, LoopSocket, plain_socket, watched_dealer
 from tests.support.ports import tcp
 
 
@@ -209,4 +209,29 @@ async def test_closing_sends_what_is_queued_first() -> None:
         assert got[0][1:] == [b"last words"]
     finally:
         router.close()
+        ctx.term()
+
+
+async def test_a_watched_dealer_reports_its_first_handshake_even_if_watched_late() -> None:
+    ctx = zmq.Context()
+    endpoint = tcp()
+    router = plain_socket(ctx, zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    events: list[int] = []
+    dealer, monitor = watched_dealer(ctx, [endpoint], 10, zmq.EVENT_HANDSHAKE_SUCCEEDED,
+                                     events.append)
+    try:
+        dealer.send(b"hello")
+        # The connection is up before the monitor is read at all...
+        await _until(lambda: router.poll(0))
+        assert router.recv_multipart()[1] == b"hello"
+        monitor.start()
+        # ...and its handshake is still reported: the monitor was attached before connect.
+        await _until(lambda: events == [zmq.EVENT_HANDSHAKE_SUCCEEDED])
+        assert dealer.getsockopt(zmq.LINGER) == 0 and dealer.getsockopt(zmq.IMMEDIATE) == 1
+    finally:
+        monitor.close()
+        dealer.close(0)
+        router.close(0)
         ctx.term()
