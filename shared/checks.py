@@ -6,6 +6,7 @@ ignored."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from urllib.parse import urlsplit
 
@@ -91,4 +92,11 @@ def service_endpoint(item: str) -> str:
         connect_endpoint(endpoint)
     except ValueError as exc:
         raise ValueError(f"{item!r}: {exc}") from None
+    return item
+
+
+def readable_file(item: str) -> str:
+    """A file this process can read (a key file named at start, read when the part starts)."""
+    if not os.path.isfile(item) or not os.access(item, os.R_OK):
+        raise ValueError(f"{item!r} is not a readable file")
     return item

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switchboard.shared import checks
 from switchboard.shared.config import DEFAULT_SECRET, setting
 
 #: The development secret; using it is logged as a warning at start (never in production).
@@ -25,6 +26,16 @@ class Config:
     )
     jwt_public_key_file: str = setting(
         "", "PEM public key file for RS*/PS*/ES* algorithms (its key type must match)."
+    )
+    jwt_previous_secrets: tuple[str, ...] = setting(
+        (), "Earlier HMAC secrets still accepted, for a rotation: tokens signed with one stay "
+        "valid until their exp while new ones are signed with --jwt-secret. Drop them once "
+        "the longest token lifetime has passed. (A secret listed here holds no comma or "
+        "space.)",
+    )
+    jwt_previous_public_key_files: tuple[str, ...] = setting(
+        (), "Earlier PEM public key files still accepted (RS*/PS*/ES*), for a rotation as "
+        "--jwt-previous-secrets.", check=checks.readable_file,
     )
     auth_policy: str = setting(
         DEFAULT_POLICY,

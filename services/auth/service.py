@@ -34,6 +34,24 @@ from .config import Config
 log = logging.getLogger("switchboard.auth")
 
 
+def _key(algorithm: str, cfg: Config, secret: str = "",
+         public_key_file: str = "") -> tuple[str, bytes]:
+    """One key of the set, ``(kid, material)``: an HMAC secret, or a PEM public key. Built
+    into a verifier here once, so that a key that cannot verify the algorithm stops us at
+    start rather than every connect at the gateways."""
+    public_key = (load_public_key_file(public_key_file, algorithm)
+                  if algorithm not in HMAC_ALGORITHMS and public_key_file else None)
+    verifier = Verifier(algorithm, secret or cfg.jwt_secret, public_key, cfg.jwt_leeway)
+    if algorithm in HMAC_ALGORITHMS:
+        material = check_secret(secret, algorithm)
+        if secret != DEFAULT_SECRET and verifier.weak_secret:
+            log.warning("a JWT secret is shorter than %s recommends", algorithm)
+    else:
+        material = verifier.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key_id(material), material
+
+
 class AuthService(Service):
     name = "auth"
 
@@ -43,26 +61,21 @@ class AuthService(Service):
         cfg = self.config
         Policy.parse(cfg.auth_policy)  # a policy that does not parse stops us at start
         algorithm = cfg.jwt_algorithm
-        public_key = None
-        if algorithm not in HMAC_ALGORITHMS and cfg.jwt_public_key_file:
-            public_key = load_public_key_file(cfg.jwt_public_key_file, algorithm)
-        # Built once so that a key that cannot verify this algorithm stops us at start.
-        verifier = Verifier(algorithm, cfg.jwt_secret, public_key, cfg.jwt_leeway)
         if algorithm in HMAC_ALGORITHMS:
-            material = check_secret(cfg.jwt_secret, algorithm)
             if cfg.jwt_secret == DEFAULT_SECRET:
                 log.warning(
                     "using the default JWT secret %r: anyone can forge tokens; set "
                     "SWITCHBOARD_JWT_SECRET", DEFAULT_SECRET,
                 )
-            elif verifier.weak_secret:
-                log.warning("the JWT secret is shorter than %s recommends", algorithm)
+            keys = [_key(algorithm, cfg, secret=secret)
+                    for secret in (cfg.jwt_secret, *cfg.jwt_previous_secrets)]
         else:
-            material = verifier.key.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            keys = [_key(algorithm, cfg, public_key_file=path)
+                    for path in (cfg.jwt_public_key_file, *cfg.jwt_previous_public_key_files)]
         # Named by this instance: a gateway that sees another one (a restart) asks again.
-        self.keys = KeySet(self.instance, algorithm, ((key_id(material), material),),
-                           cfg.jwt_leeway, cfg.auth_policy)
+        # The current key first: a token without a kid is tried with it first.
+        self.keys = KeySet(self.instance, algorithm, tuple(keys), cfg.jwt_leeway,
+                           cfg.auth_policy)
 
     @on_request(RequestKind.KEYS)
     async def key_set(self, request: Request) -> Reply:

@@ -56,6 +56,14 @@ OPTIONS = [
     ListOption(("up",), "--recovery-namespaces", "SWITCHBOARD_RECOVERY_NAMESPACES",
                ("/", "/chat"), "recovery_namespaces", "/chat,nosuch", "is not a namespace",
                "nosuch"),
+    ListOption(("service", "auth"), "--jwt-previous-public-key-files",
+               "SWITCHBOARD_JWT_PREVIOUS_PUBLIC_KEY_FILES", (__file__, __file__.replace(
+                   "test_list_options", "test_up_settings")), "jwt_previous_public_key_files",
+               "/nonexistent/old.pem", "is not a readable file"),
+    # No check names a bad secret: the refusal would print it (a secret is never shown).
+    ListOption(("service", "auth"), "--jwt-previous-secrets",
+               "SWITCHBOARD_JWT_PREVIOUS_SECRETS", ("old-secret-1", "old-secret-2"),
+               "jwt_previous_secrets", "", ""),
     ListOption(("emit",), "--exclude", "SWITCHBOARD_EMIT_EXCLUDE",
                ("gw1.abc", "gw2.def"), "exclude", "", ""),
 ]

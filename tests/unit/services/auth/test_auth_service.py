@@ -247,6 +247,31 @@ async def test_recovery_skips_the_token_or_checks_it_is_the_same_user() -> None:
     assert (await connect(svc, "/game", recovery=Recovery.CHECK)).ok  # anonymous before too
 
 
+async def test_a_rotation_accepts_the_previous_secrets_and_keys_until_they_are_dropped(
+        tmp_path: Path) -> None:
+    old, new = SECRET, "the-next-secret-of-at-least-32-bytes!"
+    svc = service(jwt_secret=new, jwt_previous_secrets=(old,))
+    assert [material for _, material in (await key_set(svc)).keys] == [
+        new.encode(), old.encode()]  # the current one first
+    for secret in (new, old):
+        admitted = await connect(svc, "/", issue_token(secret, "u1", "alice"))
+        assert admitted.ok and admitted.session is not None
+    stranger = issue_token("a-third-secret-nobody-configured-here", "u1", "alice")
+    assert (await connect(svc, "/", stranger)).error == INVALID
+    assert (await connect(service(jwt_secret=new), "/", issue_token(old, "u1", "a"))).error \
+        == INVALID  # dropped: refused
+    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+    rs = service(jwt_algorithm="RS256",
+                 jwt_public_key_file=write_pem(tmp_path / "new.pem", keys[0]),
+                 jwt_previous_public_key_files=(write_pem(tmp_path / "old.pem", keys[1]),))
+    assert len((await key_set(rs)).keys) == 2
+    for key in keys:
+        token = issue_token(None, "u1", "alice", algorithm="RS256", private_key=key)
+        assert (await connect(rs, "/", token)).ok
+    with pytest.raises(ConfigError, match="looks like a PEM"):  # checked as the current one
+        service(jwt_previous_secrets=("-----BEGIN PUBLIC KEY-----\nAAAA",))
+
+
 def test_a_rotated_key_set_accepts_both_keys_and_picks_by_kid() -> None:
     old, new = SECRET, "another-test-secret-of-32-bytes-long"
     access = Access(KeySet("i1", "HS256", (("new", new.encode()), ("old", old.encode()))))
