@@ -24,7 +24,13 @@ from switchboard.shared.envelope import (
     SocketState,
 )
 from switchboard.shared.errors import Refused
-from switchboard.shared.policy import Change, PolicyReplica, PolicySnapshot, PolicyUpdate
+from switchboard.shared.policy import (
+    PRUNE_AT,
+    Change,
+    PolicyReplica,
+    PolicySnapshot,
+    PolicyUpdate,
+)
 from switchboard.shared.publisher import MemoryPublisher
 from switchboard.shared.ratewindow import SlidingWindow, client_key
 from switchboard.shared.testing import ServiceHarness
@@ -471,3 +477,16 @@ async def test_a_recovered_socket_is_no_new_connect_but_its_ban_holds(tmp_path: 
     assert (await connect(svc, session(2), Recovery.CHECK)).error == "Rate limit exceeded"
     assert (await admin(svc, "ban user", {"userId": "u1", "reason": "spam"})).ok
     assert (await connect(svc, session(1), Recovery.SKIP)).error == "Banned"
+
+
+async def test_ended_throttles_are_swept_once_the_table_doubles(tmp_path: Path) -> None:
+    """Each anonymous address that fills its window leaves a throttle; ended ones go."""
+    clock = Clock()
+    svc, _ = make(tmp_path, clock, connect_limit=1, connect_window=60.0)
+    for n in range(PRUNE_AT + 1):
+        assert (await connect(svc, session(n, user=None, address=f"10.1.{n // 250}.{n % 250}"),
+                              )).ok, n
+    assert len(svc.throttles) == PRUNE_AT + 1
+    clock.advance(61.0)
+    assert (await connect(svc, session(9999, user=None, address="10.9.9.9"))).ok
+    assert list(svc.throttles) == ["10.9.9.9"]
