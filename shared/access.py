@@ -39,7 +39,7 @@ from typing import Any
 
 import jwt
 
-from switchboard.shared.envelope import Recovery, _Envelope
+from switchboard.shared.envelope import Envelope, Recovery
 from switchboard.shared.errors import ConfigError, Refused
 from switchboard.shared.tokens import HMAC_ALGORITHMS, Identity, TokenError, Verifier
 
@@ -137,7 +137,7 @@ def key_id(material: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class KeySet(_Envelope):
+class KeySet(Envelope):
     """``[instance, algorithm, keys, leeway, policy]``: what the auth service instance
     ``instance`` checks tokens with. ``keys``: ``[[kid, material], …]``, newest first (an
     HMAC secret, or a PEM public key); ``policy``: the ``auth_policy`` text."""

@@ -28,7 +28,7 @@ import msgpack
 
 from switchboard.shared.errors import EnvelopeError
 
-T = TypeVar("T", bound="_Envelope")
+T = TypeVar("T", bound="Envelope")
 
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -50,7 +50,7 @@ def _unpack(data: bytes) -> Any:
 _NESTED, _NESTED_LIST, _ENUM, _TUPLE = 1, 2, 3, 4
 
 
-class _Envelope:
+class Envelope:
     """Array codec shared by all envelopes: subclasses list nested envelope fields.
 
     The field layout is turned once per class into a plan (which positions need nesting,
@@ -58,8 +58,8 @@ class _Envelope:
     message: the generic per-field reflection would cost more than the rest of the hop.
     """
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {}
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {}
+    _nested: ClassVar[dict[str, type[Envelope]]] = {}
+    _nested_lists: ClassVar[dict[str, type[Envelope]]] = {}
     _enums: ClassVar[dict[str, type[IntEnum]]] = {}
     _plan: ClassVar[tuple[int, Any, tuple[tuple[int, int, Any], ...], tuple[int, ...]] | None]
 
@@ -142,7 +142,7 @@ class _Envelope:
 
 
 @dataclass(frozen=True, slots=True)
-class Session(_Envelope):
+class Session(Envelope):
     """Who one namespace socket is, as every service sees it.
 
     ``[sid, ns, gateway, address, user_id, username, role, connected_at, avatar,
@@ -199,11 +199,11 @@ class Recovery(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class SocketState(_Envelope):
+class SocketState(Envelope):
     """One socket and its rooms, as a gateway reports it in SYNC: ``[session, rooms, pid]``;
     ``pid``: its recovery id (connection state recovery), for the recovery service."""
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session}
+    _nested: ClassVar[dict[str, type[Envelope]]] = {"session": Session}
 
     session: Session
     rooms: tuple[str, ...] = ()
@@ -211,7 +211,7 @@ class SocketState(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayStatus(_Envelope):
+class GatewayStatus(Envelope):
     """A gateway's state, sent with each HEARTBEAT: ``[started_at, connections, address]``.
 
     ``connections`` counts sockets per namespace; ``address`` is where clients reach it.
@@ -223,7 +223,7 @@ class GatewayStatus(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class Emit(_Envelope):
+class Emit(Envelope):
     """An event for the requesting socket, sent after the ack / CONNECT ack.
 
     ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
@@ -236,7 +236,7 @@ class Emit(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class Request(_Envelope):
+class Request(Envelope):
     """``[kind, id, gateway, session, event, args, auth, headers, sockets, deadline, status,
     instance, recovery, route, forwarded, joins, emits]``.
 
@@ -261,8 +261,8 @@ class Request(_Envelope):
       what the stages before asked for; the last one answers with all of it.
     """
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {"session": Session, "status": GatewayStatus}
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"sockets": SocketState,
+    _nested: ClassVar[dict[str, type[Envelope]]] = {"session": Session, "status": GatewayStatus}
+    _nested_lists: ClassVar[dict[str, type[Envelope]]] = {"sockets": SocketState,
                                                            "emits": Emit}
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind, "recovery": Recovery}
 
@@ -292,7 +292,7 @@ def gateway_identity(gateway: str, instance: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Route(_Envelope):
+class Route(Envelope):
     """One thing a service handles: ``[kind, ns, event, priority]``; ``ns`` may be ``*``."""
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
@@ -304,7 +304,7 @@ class Route(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceInfo(_Envelope):
+class ServiceInfo(Envelope):
     """A service's self-description: ``[name, instance, routes]``.
 
     ``instance`` is random per process start, so a gateway notices a restart and resyncs.
@@ -313,7 +313,7 @@ class ServiceInfo(_Envelope):
     before the owner, by priority), DISCONNECT (wants to hear of departures), SYNC.
     """
 
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"routes": Route}
+    _nested_lists: ClassVar[dict[str, type[Envelope]]] = {"routes": Route}
 
     name: str
     instance: str
@@ -321,7 +321,7 @@ class ServiceInfo(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class JournalEntry(_Envelope):
+class JournalEntry(Envelope):
     """``[seq, topic, body]``: one remembered publication, as it was published."""
 
     seq: int
@@ -330,7 +330,7 @@ class JournalEntry(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayBatch(_Envelope):
+class ReplayBatch(Envelope):
     """A REPLAY's answer: ``[origin, epoch, upto, complete, more, entries]``.
 
     ``entries`` are the publications after the asked ``seq`` up to ``upto`` (oldest first);
@@ -338,7 +338,7 @@ class ReplayBatch(_Envelope):
     again after ``upto`` for the rest. ``origin`` names the publisher process that answered
     (a restarted service has a new one and cannot answer for its predecessor)."""
 
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"entries": JournalEntry}
+    _nested_lists: ClassVar[dict[str, type[Envelope]]] = {"entries": JournalEntry}
 
     origin: str
     epoch: int
@@ -349,7 +349,7 @@ class ReplayBatch(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply(_Envelope):
+class Reply(Envelope):
     """``[id, ok, error, ack, args, session, emits, joins, leaves, disconnect, info, resync,
     replay, service]``.
 
@@ -369,10 +369,10 @@ class Reply(_Envelope):
       the one a ``resync`` is for.
     """
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {
+    _nested: ClassVar[dict[str, type[Envelope]]] = {
         "session": Session, "info": ServiceInfo, "replay": ReplayBatch,
     }
-    _nested_lists: ClassVar[dict[str, type[_Envelope]]] = {"emits": Emit}
+    _nested_lists: ClassVar[dict[str, type[Envelope]]] = {"emits": Emit}
 
     id: int
     ok: bool = True
@@ -405,7 +405,7 @@ class PubKind(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Publication(_Envelope):
+class Publication(Envelope):
     """``[kind, ns, event, args, room, sids, exclude, source, ack_event, origin, seq, epoch]``,
     published on a topic.
 
@@ -450,7 +450,7 @@ class PeerKind(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerRequest(_Envelope):
+class PeerRequest(Envelope):
     """``[kind, id, gateway, instance, sid, method, body, deadline]``: from gateway ``gateway``
     (process ``instance``) to the gateway that owns Engine.IO session ``sid``."""
 
@@ -467,7 +467,7 @@ class PeerRequest(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class Handover(_Envelope):
+class Handover(Envelope):
     """An Engine.IO session moving to the gateway that received its WebSocket, before any
     namespace was connected on it: ``[sid, address, headers, queued, held]``. ``queued``
     are packets for the client not yet delivered, ``held`` packets from it not yet handled
@@ -481,12 +481,12 @@ class Handover(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerReply(_Envelope):
+class PeerReply(Envelope):
     """``[id, status, body, content_type, handover]``: for POLL the HTTP answer the
     forwarding gateway gives its client; for CLAIM 200 with the ``handover``, 409 when the
     session cannot move (it stays where it is), 400 when it is unknown."""
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {"handover": Handover}
+    _nested: ClassVar[dict[str, type[Envelope]]] = {"handover": Handover}
 
     id: int
     status: int

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from switchboard.shared.envelope import _Envelope
+from switchboard.shared.envelope import Envelope
 
 #: A throttle table is swept of ended entries when it grows past this (then past twice what
 #: the last sweep kept).
@@ -51,7 +51,7 @@ class Change(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Rules(_Envelope):
+class Rules(Envelope):
     """The limits moderation was started with: ``[event_limit, user_event_limit,
     event_window, muted_events, connect_limit, connect_window]``; a limit of 0 is off.
     ``muted_events``: ``"ns event"`` strings a muted user may not send; ``connect_limit``:
@@ -69,7 +69,7 @@ class Rules(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyUpdate(_Envelope):
+class PolicyUpdate(Envelope):
     """``[instance, version, change, user, until, count]``: version ``version`` of the
     policy of moderation instance ``instance``."""
 
@@ -84,13 +84,13 @@ class PolicyUpdate(_Envelope):
 
 
 @dataclass(frozen=True, slots=True)
-class PolicySnapshot(_Envelope):
+class PolicySnapshot(Envelope):
     """``[instance, version, rules, bans, mutes, spread, throttles]``: everything a replica
     holds. ``bans`` and ``mutes``: ``[[user, until], …]`` (a ban's until may be None);
     ``spread``: ``[[user, count], …]`` for users on more than one gateway; ``throttles``:
     ``[[connector, until], …]``."""
 
-    _nested: ClassVar[dict[str, type[_Envelope]]] = {"rules": Rules}
+    _nested: ClassVar[dict[str, type[Envelope]]] = {"rules": Rules}
 
     instance: str
     version: int
