@@ -28,7 +28,7 @@ from typing import Any
 from switchboard.shared import topics
 from switchboard.shared.access import Access, KeySet
 from switchboard.shared.envelope import Recovery, RequestKind, Session
-from switchboard.shared.errors import ConfigError, EnvelopeError, Refused, ServiceUnavailable
+from switchboard.shared.errors import Refused
 from switchboard.shared.policy import PolicyReplica
 from switchboard.shared.ratewindow import SlidingWindow, connector_key
 
@@ -129,23 +129,18 @@ class KeysFeed(Feed):
         return self.gate.access is None or (
             instance is not None and instance != self.gate.instance)
 
+    def _load(self, raw: Any) -> KeySet:
+        keys = KeySet.from_list(raw)
+        self.gate.load(keys)
+        return keys
+
     async def refresh(self) -> bool:
         """Ask for the key set and load it; False when the auth service did not answer."""
         service = self.source
         if service is None:
             return False
-        try:
-            reply = await self.services.request(service, RequestKind.KEYS, self.timeout)
-            if not reply.ok:
-                log.warning("key set refused by %s: %s", service, reply.error)
-                return False
-            keys = KeySet.from_list(reply.args[0] if reply.args else None)
-            self.gate.load(keys)
-        except (EnvelopeError, ConfigError, TypeError, ValueError) as exc:
-            log.warning("key set from %s unusable: %s", service, exc)
-            return False
-        except ServiceUnavailable as exc:  # tried again at the next interval
-            log.warning("key set from %s failed: %s", service, exc)
+        keys = await self._fetch(service, RequestKind.KEYS, "key set", self._load)
+        if keys is None:
             return False
         self.loaded_at = time.monotonic()
         log.info("keys of %s loaded (instance %s, %s, %d key%s)", service, keys.instance,

@@ -28,17 +28,19 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from switchboard.shared import topics
 from switchboard.shared.envelope import Publication, Reply, RequestKind, Session
-from switchboard.shared.errors import EnvelopeError, ServiceUnavailable
+from switchboard.shared.errors import ConfigError, EnvelopeError, ServiceUnavailable
 from switchboard.shared.policy import Applied, PolicyReplica, PolicySnapshot, PolicyUpdate
 from switchboard.shared.ratewindow import SlidingWindow
 
 from . import metrics as m
 
 log = logging.getLogger("switchboard.gateway.policing")
+
+T = TypeVar("T")
 
 RATE_LIMITED = "rate limit exceeded"
 BANNED = "you are banned"
@@ -146,6 +148,22 @@ class Feed:
     async def refresh(self) -> bool:
         raise NotImplementedError
 
+    async def _fetch(self, service: str, kind: RequestKind, what: str,
+                     load: Callable[[Any], T]) -> T | None:
+        """Ask ``service`` for ``kind`` and ``load`` the answer's first argument (decode and
+        apply it); None, said in the log, when it did not answer or could not be used."""
+        try:
+            reply = await self.services.request(service, kind, self.timeout)
+            if not reply.ok:
+                log.warning("%s refused by %s: %s", what, service, reply.error)
+                return None
+            return load(reply.args[0] if reply.args else None)
+        except (EnvelopeError, ConfigError, TypeError, ValueError) as exc:
+            log.warning("%s from %s unusable: %s", what, service, exc)
+        except ServiceUnavailable as exc:  # tried again at the next interval
+            log.warning("%s from %s failed: %s", what, service, exc)
+        return None
+
     async def keep_current(self) -> None:
         """Runs for the gateway's life: a new copy whenever :meth:`stale` says so."""
         while True:
@@ -192,6 +210,11 @@ class PolicyFeed(Feed):
         return self.replica.wants_snapshot or (
             instance is not None and instance != self.replica.instance)
 
+    def _load(self, raw: Any) -> PolicySnapshot:
+        snapshot = PolicySnapshot.from_list(raw)
+        self.replica.load(snapshot)
+        return snapshot
+
     async def refresh(self) -> bool:
         """Ask for a snapshot and load it; False when the policy service did not answer."""
         service = self.source
@@ -204,18 +227,9 @@ class PolicyFeed(Feed):
             except TimeoutError:
                 subscribed = False
                 log.warning("policy subscription not confirmed by the broker yet")
-        try:
-            reply = await self.services.request(service, RequestKind.POLICY, self.timeout)
-            if not reply.ok:
-                log.warning("policy snapshot refused by %s: %s", service, reply.error)
-                return False
-            snapshot = PolicySnapshot.from_list(reply.args[0] if reply.args else None)
-            self.replica.load(snapshot)
-        except (EnvelopeError, TypeError, ValueError) as exc:
-            log.warning("policy snapshot from %s unusable: %s", service, exc)
-            return False
-        except ServiceUnavailable as exc:  # tried again at the next interval
-            log.warning("policy snapshot from %s failed: %s", service, exc)
+        snapshot = await self._fetch(service, RequestKind.POLICY, "policy snapshot",
+                                     self._load)
+        if snapshot is None:
             return False
         if not subscribed:
             # Updates published before the subscription took effect may be missing from
