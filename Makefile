@@ -54,7 +54,7 @@ vendor-client: $(WEB_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python scripts/typecheck
 
 test: setup lint
 	$(BIN)/pytest $(ARGS)

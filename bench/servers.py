@@ -141,8 +141,8 @@ class Ours(Server):
             self.name = f"ours{gateways}"
             self.title = f"switchboard ({gateways} gateways)"
         #: Another checkout of switchboard (``ours@DIR``): a before/after comparison of a
-        #: change in one run. ``python -m switchboard`` from there finds its own packages
-        #: first (the current directory leads sys.path).
+        #: change in one run. It runs installed from that checkout (``pip install --target``
+        #: into the work directory, started there so that nothing comes from this one).
         self.root = root
         if root is not None:
             self.name = f"{self.name}@{root.name}"
@@ -150,8 +150,18 @@ class Ours(Server):
         super().__init__(workdir)
         self.internal = 0
 
+    def site(self) -> Path:
+        return (self.workdir / f"{self.name}-site").resolve()
+
+    def start(self) -> None:
+        if self.root is not None and not (self.site() / "switchboard").is_dir():
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                            "--target", str(self.site()), str(self.root)],
+                           check=True, timeout=600, stdout=subprocess.DEVNULL)
+        super().start()
+
     def cwd(self) -> Path:
-        return self.root or ROOT
+        return ROOT if self.root is None else self.site()
 
     def gateways(self) -> int:
         return self.n_gateways
@@ -168,7 +178,9 @@ class Ours(Server):
                 "--jwt-secret", JWT_SECRET, "--log-level", "warning"]
 
     def env(self) -> dict[str, str]:
-        return dict(OURS_ENV)
+        if self.root is None:
+            return dict(OURS_ENV)
+        return {**OURS_ENV, "PYTHONPATH": str(self.site())}
 
 
 class Node(Server):

@@ -1,0 +1,5 @@
+# This folder is installed as switchboard.gateway (package-dir in pyproject.toml). Refusing its
+# own folder name means no module in it can be loaded twice, under two names.
+if __name__ != "switchboard.gateway":
+    raise ImportError(f"this folder is the package 'switchboard.gateway': import it by that name, "
+                      f"not as {__name__!r}")

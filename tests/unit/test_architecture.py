@@ -1,5 +1,6 @@
 """The arrows between the packages: no import circles, everything points toward ``shared``,
-the protocol core imports no I/O, and the gateway imports no service.
+the protocol core imports no I/O, and the gateway imports no service; and the layout: every
+module has one import name, and no symlinks stand in for packages.
 
 Read from the source (``ast``), so the ``TYPE_CHECKING`` imports count too: a circle hidden
 behind one is still a circle between rooms.
@@ -8,6 +9,9 @@ behind one is still a circle between rooms.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,18 +22,26 @@ PARTS = ("gateway", "broker", "services", "shared")
 IO_MODULES = ("asyncio", "zmq", "websockets", "httptools", "socket", "selectors")
 
 
+#: The installed package's folders (pyproject.toml's package-dir): package name → folder.
+SETUP = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+PACKAGE_DIR: dict[str, str] = SETUP["package-dir"]
+
+
 def _modules() -> dict[str, Path]:
+    """Every product module's one import name → its file, as the package installs."""
     mods: dict[str, Path] = {}
-    for part in PARTS:
-        for path in (ROOT / part).rglob("*.py"):
+    for package, folder in PACKAGE_DIR.items():
+        if package == "switchboard":
+            for path in (ROOT / folder).glob("*.py"):
+                mods[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+            continue
+        for path in (ROOT / folder).rglob("*.py"):
             if "node_modules" in path.parts:
                 continue
-            names = list(path.relative_to(ROOT).with_suffix("").parts)
+            names = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if names[-1] == "__init__":
                 names = names[:-1]
-            mods[".".join(["switchboard", *names])] = path
-    for path in (ROOT / "switchboard").glob("*.py"):
-        mods["switchboard" if path.stem == "__init__" else f"switchboard.{path.stem}"] = path
+            mods[".".join([package, *names])] = path
     return mods
 
 
@@ -166,3 +178,53 @@ def test_the_protocol_core_imports_no_io() -> None:
         assert ours <= core, f"{name} imports {sorted(ours - core)}"
         io = sorted(dep for dep in IMPORTS[name] if dep.split(".")[0] in IO_MODULES)
         assert io == [], f"{name} imports {io}"
+
+
+def test_no_symlinks_in_the_repository() -> None:
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True,
+                            text=True, check=True, timeout=30).stdout.splitlines()
+    assert len(listed) > 100
+    assert [line.split("\t")[1] for line in listed if line.startswith("120000")] == []
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A folder with an ``__init__.py`` that pyproject.toml does not list would be left out
+    of the wheel (and work only from a checkout)."""
+    folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert "switchboard.gateway.protocol" in folders
+    assert folders == set(SETUP["packages"]) - {"switchboard.web"}  # web: package data only
+
+
+def test_no_module_has_two_import_names() -> None:
+    """From the repository root, where the folders themselves are importable, every module
+    loads under its ``switchboard.*`` name only: the folders refuse their own names."""
+    importable = sorted(name for name in MODULES if not name.endswith("__main__"))  # runs
+    script = f"""
+import importlib, sys
+sys.path.insert(0, {str(ROOT)!r})
+for name in {importable!r}:
+    importlib.import_module(name)
+for top in {sorted(folder for package, folder in PACKAGE_DIR.items()
+                   if package != "switchboard" and package in MODULES)!r}:
+    try:
+        importlib.import_module(top)
+    except ImportError as error:
+        assert "switchboard." in str(error), error
+    else:
+        print("importable as", top)
+files = {{}}
+for name, module in list(sys.modules.items()):
+    path = getattr(module, "__file__", None)
+    if path in {sorted(str(path) for path in MODULES.values())!r}:
+        files.setdefault(path, []).append(name)
+for path, names in files.items():
+    if len(names) > 1:
+        print("two names:", path, names)
+print("loaded", len(files))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == f"loaded {len(importable)}", lines
+    assert lines[:-1] == []

@@ -59,8 +59,7 @@ DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(\))?")
 def product_files() -> list[Path]:
     files: list[Path] = []
     for top in ("gateway", "services", "shared", "broker", "switchboard"):
-        files += [p for p in (ROOT / top).rglob("*.py") if not any(
-            part.is_symlink() for part in [p, *p.parents] if part != ROOT)]
+        files += [p for p in (ROOT / top).rglob("*.py") if "node_modules" not in p.parts]
     return files
 
 
