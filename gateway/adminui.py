@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-
 from switchboard.gateway.client import NsSocket
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
@@ -59,10 +58,11 @@ class AdminUiConfig:
 
 
 class LocalSockets(Protocol):
-    """What the Admin UI reads of the gateway: its sockets and its connections."""
+    """What the Admin UI reads of the gateway's sockets (:class:`~.index.LocalIndex`)."""
 
-    by_sid: dict[str, NsSocket]
-    namespaces: dict[str, set[NsSocket]]
+    def sockets(self) -> list[NsSocket]: ...
+
+    def counts(self) -> dict[str, int]: ...
 
 
 def _now() -> str:
@@ -198,8 +198,8 @@ class AdminUi:
             "clientsCount": clients,
             "pollingClientsCount": polling,
             "aggregatedEvents": events,
-            "namespaces": [{"name": ns, "socketsCount": len(members)}
-                           for ns, members in sorted(self.index.namespaces.items())],
+            "namespaces": [{"name": ns, "socketsCount": count}
+                           for ns, count in sorted(self.index.counts().items())],
         }
 
     def publish_stats(self) -> None:
@@ -208,7 +208,7 @@ class AdminUi:
     # -- a UI socket ---------------------------------------------------------------------
     def ui_connected(self, ui: NsSocket) -> list[tuple[str, list[Any]]]:
         """A UI socket connected here: what to emit to it now (the others are asked)."""
-        mine = [self.serialize(s) for s in self.index.by_sid.values()
+        mine = [self.serialize(s) for s in self.index.sockets()
                 if s.ns != self.namespace and s.live]
         self.publisher.publish(topics.ALL_GATEWAYS, Publication(
             PubKind.REPORT, self.namespace, sids=(ui.sid,), source=self.gateway_id))
@@ -220,7 +220,7 @@ class AdminUi:
         if pub.source == self.gateway_id or not pub.sids:
             return
         ui = pub.sids[0]
-        for sock in list(self.index.by_sid.values()):
+        for sock in self.index.sockets():
             if sock.ns != self.namespace and sock.live:
                 self.publisher.emit_socket(ui, self.namespace, "socket_connected",
                                            [self.serialize(sock), _now()])

@@ -19,6 +19,7 @@ Nothing here decides anything about namespaces or events: that is :mod:`gateway.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -57,10 +58,58 @@ class NsSocket:
     pid: str = ""
     offset: str = "0"
     floor: dict[str, int] | None = None
-    #: While it is being restored: the live publications for it, written after the replay,
-    #: and the CONNECT stages' emits.
-    held: list[Any] | None = None
-    emits: list[Any] = field(default_factory=list)
+
+    # -- what happens to it (the only writers of its fields) --------------------------------
+    def go_live(self) -> None:
+        """Its CONNECT ack is written: fan-out reaches it from now on."""
+        self.live = True
+
+    def renew_session(self, session: Session) -> None:
+        """A service's reply (or a new transport) changed the session."""
+        self.session = session
+
+    def enter(self, room: str) -> bool:
+        """Record a join (False: it was in the room already). :class:`LocalIndex` calls it."""
+        if room in self.rooms:
+            return False
+        self.rooms.add(room)
+        return True
+
+    def exit(self, room: str) -> bool:
+        """Record a leave (False: it was not in the room)."""
+        if room not in self.rooms:
+            return False
+        self.rooms.discard(room)
+        return True
+
+    def recover(self, pid: str) -> None:
+        """Its recovery id (a new one when what it missed is unknown)."""
+        self.pid = pid
+
+    def resume(self, offset: str, floor: dict[str, int] | None) -> None:
+        """After a replay: its position, and the publishers' numbers already replayed."""
+        self.offset = offset
+        self.floor = floor or None
+
+    def delivered(self, offset: str) -> None:
+        """A logged event at ``offset`` was written to it: the client's position."""
+        self.offset = offset
+
+    def take_ack(self, ack_id: int) -> str | None:
+        """The event a client's ack for ``ack_id`` becomes (None: not one it was asked)."""
+        return self.acks.pop(ack_id, None) if self.acks else None
+
+    def send_event(self, event: str, args: list[Any], ack_event: str = "") -> None:
+        """An event for this socket; with ``ack_event`` the client's ack comes back as it."""
+        if ack_event:
+            self.client.conn.send_event(self.ns, event, args, self.expect_ack(ack_event))
+        else:
+            self.client.conn.send_event(self.ns, event, self.tail(args))
+
+    def send_logged(self, event: str, args: list[Any], offset: str) -> None:
+        """An event from the recovery log: its offset last, and the socket's position."""
+        self.client.conn.send_event(self.ns, event, [*args, offset])
+        self.offset = offset
 
     def tail(self, args: list[Any]) -> list[Any]:
         """An event's arguments as this socket gets them: with the offset last when its
@@ -178,7 +227,7 @@ class Client:
         #: Called once a polling session is over (so its sid is forgotten).
         self.on_finished: Callable[[Client], None] | None = None
         self.lost = False
-        self.started = 0.0
+        self.started = time.monotonic()
         self.conn = conn
         self.address = address
         self.headers = headers
@@ -192,6 +241,49 @@ class Client:
         #: The packets' ordered work (``client.lane.submit``).
         self.lane = Lane(conn.sid, self._pause_reading, self._resume_reading)
         self._timer: asyncio.TimerHandle | None = None
+
+    # -- its namespace sockets, and what happens to it (the only writers of its fields) -----
+    def socket(self, ns: str) -> NsSocket | None:
+        return self.sockets.get(ns)
+
+    def has(self, sock: NsSocket) -> bool:
+        """Whether ``sock`` is still this connection's socket of its namespace."""
+        return self.sockets.get(sock.ns) is sock
+
+    def add_socket(self, sock: NsSocket) -> None:
+        self.sockets[sock.ns] = sock
+
+    def remove_socket(self, sock: NsSocket) -> bool:
+        """Take ``sock`` out (False: it was not this connection's socket any more)."""
+        if self.sockets.get(sock.ns) is not sock:
+            return False
+        del self.sockets[sock.ns]
+        return True
+
+    def allow_buffering(self, limit: int) -> None:
+        """Let this connection hold up to ``limit`` unsent bytes (at least)."""
+        self.write_limit = max(self.write_limit, limit)
+
+    def owned_by(self, on_finished: Callable[[Client], None] | None) -> None:
+        """Who hears, once, that the session is over (:meth:`finish`); None: nobody."""
+        self.on_finished = on_finished
+
+    def mark_lost(self) -> bool:
+        """The connection is gone; False when that was known already."""
+        if self.lost:
+            return False
+        self.lost = True
+        return True
+
+    def take_responder(self) -> Responder | None:
+        """The waiting GET, which the caller answers (or gives up) itself."""
+        responder, self.responder = self.responder, None
+        return responder
+
+    def switch_to_websocket(self, link: WsTransport, owner: SessionOwner) -> None:
+        """The upgrade completed: the session goes on over ``link``."""
+        self.polling = None
+        self.attach(link, owner)
 
     @property
     def transport_name(self) -> str:

@@ -84,8 +84,11 @@ class SessionHost(Protocol):
         ...
 
     def rearm(self, client: Client) -> None:
-        """Schedule the session's timer for its next deadline (the hold's end included);
-        the timer calls :meth:`Engine.release_due`."""
+        """Schedule the session's timer for its next deadline (the hold's end included)."""
+        ...
+
+    def release_held(self, client: Client) -> None:
+        """Hand the packets a polling session held (during an upgrade's hold) to it."""
         ...
 
     @property
@@ -194,7 +197,7 @@ class Engine:
 
     def _own(self, client: Client) -> None:
         self.sessions[client.conn.sid] = client
-        client.on_finished = self._finished
+        client.owned_by(self._finished)
 
     def _finished(self, client: Client) -> None:
         if self.sessions.get(client.conn.sid) is client:
@@ -215,7 +218,7 @@ class Engine:
     def give_up(self, client: Client) -> None:
         """The session moved to another gateway (:mod:`.relay`)."""
         self.forget_session(client)
-        client.on_finished = None
+        client.owned_by(None)
         self.host.forget(client)
 
     def on_peer_request(self, identity: bytes, request: PeerRequest) -> None:
@@ -268,7 +271,7 @@ class Engine:
     def abandoned(self, client: Client) -> None:
         """The client gave the session up (its poll failed or went away unanswered)."""
         if client.polling is not None:
-            client.responder = None
+            client.take_responder()  # gone unanswered
             client.polling.abandon()
             # The reference server ends the session too: a client whose poll went away
             # without an answer is gone (or will find its session closed and reconnect).
@@ -307,21 +310,8 @@ class Engine:
         # clients send nothing more until they have it.
         client.lane.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
 
-    def release_due(self, client: Client) -> None:
-        """Timer: the hold is over; hand the held packets to the session."""
-        polling = client.polling
-        if polling is None or not polling.holding:
-            return
-        deadline = polling.next_deadline()
-        # Event-loop timers may fire a little early (uvloop's are in milliseconds).
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.002:
-            self._release(client, polling)
-
     def _release(self, client: Client, polling: Polling) -> None:
-        for packet in polling.release():
-            if client.conn.closed:
-                break
-            self.host.on_message(client, packet)
+        self.host.release_held(client)
 
     # -- WebSocket handshakes --------------------------------------------------------------
     def upgrade(self, upgrade: Upgrade) -> None:

@@ -249,7 +249,7 @@ class Relay:
             return PeerReply(request.id, 409)
         queued, held = polling.export()
         queued.extend(client.conn.data_to_send())
-        responder, client.responder = client.responder, None
+        responder = client.take_responder()
         if responder is not None:
             responder.respond("6")  # the client polls again, and is relayed to the new owner
         handover = Handover(request.sid, client.address, dict(client.headers), queued, held)

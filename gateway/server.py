@@ -28,7 +28,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
 from switchboard.gateway.adminui import STATS_INTERVAL as ADMIN_STATS_INTERVAL
@@ -41,11 +40,12 @@ from switchboard.gateway.continuity import AskReplay
 from switchboard.gateway.echo import echo_sessions
 from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
-from switchboard.gateway.fanout import Fanout, LocalIndex, RoomObservers, Subscriptions
+from switchboard.gateway.fanout import Fanout
 from switchboard.gateway.front import Front
 from switchboard.gateway.gatekeeper import Gatekeeper, KeysFeed
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.httpconn import HttpConnection
+from switchboard.gateway.index import LocalIndex, RoomObservers
 from switchboard.gateway.peers import Peers, PeerUnavailable
 from switchboard.gateway.pipelines import Pipelines
 from switchboard.gateway.policing import EventPolicy, PolicyFeed
@@ -53,6 +53,7 @@ from switchboard.gateway.protocol import ConnectionConfig
 from switchboard.gateway.proxies import parse_networks
 from switchboard.gateway.recovery import Recovery, RecoverySettings
 from switchboard.gateway.sessions import Sessions
+from switchboard.gateway.subscriptions import Subscriptions
 from switchboard.gateway.web import WebRoutes
 from switchboard.shared import topics
 from switchboard.shared.envelope import (
@@ -103,7 +104,7 @@ class Gateway:
             ping_interval=config.ping_interval, ping_timeout=config.ping_timeout,
             max_payload=config.max_payload, connect_timeout=config.connect_timeout,
         )
-        # -- the service backbone, the local index and the broker's stream
+        # -- the service backbone and the broker's stream
         self.backbone = Backbone(
             self.id, config.service_endpoints(), self.context, config.request_timeout,
             status=self.status, on_restart=self._sync_service,
@@ -111,7 +112,6 @@ class Gateway:
         )
         self.subs = Subscriptions(self.context, config.broker_sub, self._on_broker,
                                   on_reconnect=self._broker_reconnected)
-        self.index = LocalIndex(self.subs, self.id)
         self.admission = Admission(config.handshake_rate)
         # -- the moderation policy every event is judged by (gateway.policing)
         try:
@@ -133,12 +133,9 @@ class Gateway:
         self.keys_feed = KeysFeed(self.gate, self._keys_source, self.backbone,
                                   interval=config.heartbeat_interval,
                                   timeout=config.request_timeout)
-        self.pipelines = Pipelines(
-            self.id, self.backbone, self.index, meters, self.spawn,
-            connect_emit_delay=config.connect_emit_delay,
-            sync_timeout=max(config.request_timeout, 30.0), admission=self.admission,
-            policy=self.policy, gate=self.gate,
-        )
+        # -- the parts that watch rooms, built after the index they query
+        observers = RoomObservers()
+        self.index = LocalIndex(self.subs, self.id, observers)
         self.recovery: Recovery | None = None
         if config.recovery_namespaces:
             routing = self.backbone.routing
@@ -146,13 +143,7 @@ class Gateway:
                 RecoverySettings(frozenset(config.recovery_namespaces),
                                  config.recovery_skip_middlewares, config.recovery_grace),
                 self.backbone, self.spawn, lambda: routing.recovery, self._holds)
-            self.pipelines.recovery = self.recovery
-        self.sessions = Sessions(conn_config, config.write_limit, self.pipelines, meters)
-        self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
-                             frozenset(config.recovery_namespaces))
-        # -- the Engine.IO endpoint and the other gateways
-        self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials,
-                                    any_when_unset=config.demo)
+            observers.add(self.recovery)
         #: Announces this gateway's peer endpoint on the broker (see gateway.peers).
         self.publisher = ZmqPublisher(self.context, config.broker_pub, self.id)
         #: The Admin UI's instrumentation (only with a password hash configured).
@@ -162,11 +153,20 @@ class Gateway:
                 AdminUiConfig(config.admin_ui_namespace, config.admin_ui_username,
                               config.admin_ui_password_hash),
                 self.id, self.publisher, self.index, self._connection_counts)
-            self.pipelines.admin = self.admin
-        observers = [o for o in (self.admin, self.recovery) if o is not None]
-        if observers:
-            self.index.observer = observers[0] if len(observers) == 1 else RoomObservers(
-                observers)
+            observers.add(self.admin)
+        # -- a socket's requests, and what the broker sends
+        self.pipelines = Pipelines(
+            self.id, self.backbone, self.index, meters, self.spawn,
+            connect_emit_delay=config.connect_emit_delay,
+            sync_timeout=max(config.request_timeout, 30.0), admission=self.admission,
+            policy=self.policy, gate=self.gate, recovery=self.recovery, admin=self.admin,
+        )
+        self.sessions = Sessions(conn_config, config.write_limit, self.pipelines, meters)
+        self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
+                             frozenset(config.recovery_namespaces))
+        # -- the Engine.IO endpoint and the other gateways
+        self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials,
+                                    any_when_unset=config.demo)
         self.peers = Peers(self.id, self.instance, self.context, config.peer_bind,
                            config.peer_address, self._peer_request,
                            stale_after=max(10 * config.heartbeat_interval, 3.0),
@@ -181,14 +181,11 @@ class Gateway:
             write_limit=config.write_limit,
             allow_eio3=config.allow_eio3,
         ), self.sessions, self.cors, self.peers)
-        self.sessions.engine = self.engine
         self.echo: Engine | None = None
         if config.engine_echo:
-            echo_host = echo_sessions(conn_config, config.write_limit, meters)
             self.echo = Engine(self.id, replace(self.engine.config, upgrade_hold=0,
-                                                allow_eio3=False), echo_host,
-                               self.cors)
-            echo_host.engine = self.echo
+                                                allow_eio3=False),
+                               echo_sessions(conn_config, config.write_limit, meters), self.cors)
         # -- HTTP
         self.health_limits = HealthLimits(
             config.max_connections_warning, config.max_memory_mb, config.max_error_rate
@@ -349,7 +346,7 @@ class Gateway:
 
     def _peer_request(self, identity: bytes, request: PeerRequest) -> None:
         if request.kind == PeerKind.HOLDS:
-            held = self.pipelines.holds(request.sid)
+            held = self.pipelines.departures.holds(request.sid)
             self.peers.reply(identity, PeerReply(request.id, 200 if held else 404))
             return
         self.engine.on_peer_request(identity, request)
@@ -357,7 +354,7 @@ class Gateway:
     async def _holds(self, gateway: str, sid: str) -> bool | None:
         """Whether ``gateway`` has socket ``sid`` connected (None: it cannot say)."""
         if gateway == self.id:
-            return self.pipelines.holds(sid)
+            return self.pipelines.departures.holds(sid)
         peer = await self.peers.find(gateway, HOLDS_TIMEOUT)
         if peer is None or not peer.up:
             return None  # a crashed gateway's link is down at once
@@ -369,12 +366,9 @@ class Gateway:
         return reply.status == 200
 
     async def _sync_service(self, service: str) -> None:
-        await self.pipelines.sync_service(service)
+        await self.pipelines.connects.sync_service(service)
 
     # fanout.Actions
-    def send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
-        self.pipelines.send_event(sock, event, args, ack_event)
-
     def drop_socket(self, sock: NsSocket) -> None:
         self.pipelines.drop_socket(sock)
 
@@ -382,7 +376,7 @@ class Gateway:
         self.sessions.close_client(client, reason)
 
     def release(self, pub: Publication) -> None:
-        self.pipelines.release(pub)
+        self.pipelines.departures.release(pub)
 
     def resync(self, service: str) -> None:
         if service in self.backbone.instances:  # else it is synced once described
@@ -430,7 +424,7 @@ class Gateway:
     def status(self) -> GatewayStatus:
         return GatewayStatus(
             self.started_at,
-            {ns: len(members) for ns, members in self.index.namespaces.items()},
+            self.index.counts(),
             f"{self.config.host}:{self.config.port}",
         )
 
@@ -449,8 +443,8 @@ class Gateway:
             "handshakes": dict(self.admission.counters),
             "pollsWaiting": engine.waiting() + (self.echo.waiting() if self.echo else 0),
             "peers": sorted(self.peers.peers),
-            "namespaces": {ns: len(s) for ns, s in self.index.namespaces.items()},
-            "rooms": len(self.index.rooms),
+            "namespaces": self.index.counts(),
+            "rooms": self.index.room_count(),
             "subscriptions": len(self.subs.counts),
             "publicationsReceived": fanout.counters["publications"],
             "deliveries": fanout.counters["deliveries"],

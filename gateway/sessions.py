@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -59,14 +58,6 @@ class SocketWork(Protocol):
     def session_closed(self, client: Client, reason: str) -> None: ...
 
 
-class EngineSide(Protocol):
-    """What sessions need of the Engine.IO endpoint (:class:`~.engine.Engine`)."""
-
-    def forget_session(self, client: Client) -> None: ...
-
-    def release_due(self, client: Client) -> None: ...
-
-
 class Sessions:
     def __init__(self, conn_config: ConnectionConfig, write_limit: int, work: SocketWork,
                  meters: m.EventMeters, connection: type[Connection] = Connection) -> None:
@@ -76,7 +67,6 @@ class Sessions:
         self.write_limit = write_limit
         self.work = work
         self.meters = meters
-        self.engine: EngineSide | None = None  # set once the endpoint exists
         self.clients: set[Client] = set()
         self.corker = Corker()
         self.stopping = False
@@ -101,7 +91,6 @@ class Sessions:
                         polling=polling)
         if link is not None:
             client.attach(link, self)
-        client.started = time.monotonic()
         self.clients.add(client)
         m.CONNECTIONS.inc()
         m.CONNECTIONS_TOTAL.inc()
@@ -130,7 +119,7 @@ class Sessions:
 
     def forget(self, client: Client) -> None:
         """The session moved to another gateway before any namespace was connected."""
-        client.lost = True
+        client.mark_lost()
         client.stop()
         self.clients.discard(client)
         m.CONNECTIONS.dec()
@@ -147,14 +136,27 @@ class Sessions:
         client.flush()
 
     def _on_timer(self, client: Client) -> None:
-        if self.engine is not None:
-            self.engine.release_due(client)
+        polling = client.polling
+        if polling is not None and polling.holding:
+            deadline = polling.next_deadline()
+            # Event-loop timers may fire a little early (uvloop's are in milliseconds).
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.002:
+                self.release_held(client)
         events = client.conn.tick(asyncio.get_running_loop().time())
         if events:
             self._handle_events(client, events)
         client.flush()
         if not client.conn.closed:
             self.rearm(client)
+
+    def release_held(self, client: Client) -> None:
+        polling = client.polling
+        if polling is None:
+            return
+        for packet in polling.release():
+            if client.conn.closed:
+                break
+            self.on_message(client, packet)
 
     def _handle_events(self, client: Client, events: Iterable[Event]) -> None:
         work = self.work
@@ -205,9 +207,8 @@ class Sessions:
 
     def client_lost(self, client: Client, reason: str) -> None:
         """The connection is gone or closing (idempotent)."""
-        if client.lost:
+        if not client.mark_lost():
             return
-        client.lost = True
         self.work.session_closed(client, reason)
         bad = reason.startswith(("message too large", "invalid WebSocket"))
         if not client.conn.closed:
@@ -218,8 +219,7 @@ class Sessions:
             self._handle_events(client, client.conn.connection_lost(reason))
         self.work.drop_all(client, recoverable=not bad)
         client.shut(reason)
-        if self.engine is not None:
-            self.engine.forget_session(client)
+        client.finish()  # its endpoint forgets its sid
         self.clients.discard(client)
         m.CONNECTIONS.dec()
         m.TRANSPORT_CONNECTIONS.labels(client.transport_name).dec()

@@ -116,8 +116,7 @@ def _failed(client: Client, polling: Polling, link: WsTransport, reason: str) ->
 def _switch(client: Client, polling: Polling, link: WsTransport, owner: SessionOwner) -> None:
     packets = polling.take_all()
     client.answer_poll()  # a poll still waiting is released with a NOOP
-    client.polling = None
-    client.attach(link, owner)
+    client.switch_to_websocket(link, owner)
     if packets:
         client.send_frames(packets)
     client.flush()

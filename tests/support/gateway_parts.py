@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.gateway.client import Client, Corker, NsSocket
-from switchboard.gateway.fanout import LocalIndex
+from switchboard.gateway.index import LocalIndex
 from switchboard.gateway.protocol import Connection, ConnectionConfig
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.shared.envelope import Session
@@ -44,7 +44,7 @@ def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = ()) -> NsSocket:
     client.flush()
     client.polling.get()  # CONNECT ack
     sock = NsSocket(Session(f"gw1.s{n}", "/", "gw1"), client, live=True)
-    client.sockets["/"] = sock
+    client.add_socket(sock)
     index.add(sock)
     for room in rooms:
         index.join(sock, room)

@@ -10,11 +10,12 @@ from typing import Any
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, Corker, NsSocket
-from switchboard.gateway.fanout import LocalIndex
+from switchboard.gateway.index import LocalIndex, RoomObservers
 from switchboard.gateway.pipelines import Pipelines
 from switchboard.gateway.protocol import Connection, ConnectionConfig, ConnectRequested
 from switchboard.gateway.protocol import EventReceived as Ev
 from switchboard.gateway.protocol.polling import Polling
+from switchboard.gateway.recovery import Recovery
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import Reply, Request, RequestKind, Route, ServiceInfo
 from switchboard.shared.runner import ROUTED, answer_for, passed_on
@@ -88,16 +89,24 @@ class World:
                  infos: Iterable[ServiceInfo] = DEFAULT_SERVICES) -> None:
         self.services = Services(script, infos)
         self.subs = Subscriber()
-        self.index = LocalIndex(self.subs, "gw1")
         self.tasks: list[asyncio.Task[None]] = []
+        observers = RoomObservers()
+        self.index = LocalIndex(self.subs, "gw1", observers)
+        recovery = self.make_recovery()
+        if recovery is not None:
+            observers.add(recovery)
         self.pipelines = Pipelines("gw1", self.services, self.index, m.EventMeters(),
-                                   self._spawn)
+                                   self._spawn, recovery=recovery)
         conn = Connection("gw1.e", ConnectionConfig(), 0.0, ("websocket",))
         self.client = Client(conn, "10.0.0.1", {"authorization": "Bearer t"}, 1_000_000,
                              lambda c: None, Corker(), polling=Polling())
         self.client.flush()
         assert self.client.polling is not None
         self.client.polling.get()  # the OPEN packet
+
+    def make_recovery(self) -> Recovery | None:
+        """The gateway's connection state recovery, if the world has it."""
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.ensure_future(coro))

@@ -228,3 +228,58 @@ print("loaded", len(files))
     lines = done.stdout.splitlines()
     assert lines[-1] == f"loaded {len(importable)}", lines
     assert lines[:-1] == []
+
+
+def _fields(cls: str) -> set[str]:
+    """The fields of a class in gateway/client.py: its ``__slots__`` or its annotations."""
+    tree = ast.parse((ROOT / "gateway" / "client.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    found: set[str] = set()
+    for item in node.body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+            found.add(item.target.id)
+        elif isinstance(item, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in item.targets):
+            found.update(ast.literal_eval(item.value))
+    return found
+
+
+def test_only_client_py_writes_a_client_or_a_socket() -> None:
+    """``Client`` and ``NsSocket`` change through their own methods: no other product module
+    assigns one of their fields or changes one of their collections in place (read from the
+    source: any ``<name>.<field> = ...``, ``del <name>.<field>[...]`` or
+    ``<name>.<field>.add/discard/append/pop(...)`` whose name is not ``self``)."""
+    fields = _fields("Client") | _fields("NsSocket")
+    assert {"sockets", "rooms", "live", "pid", "polling", "responder"} <= fields
+    mutators = {"add", "discard", "append", "pop", "remove", "clear", "update", "extend"}
+    # Objects of other classes with a field of the same name, written by their own module.
+    others = {("continuity.py", "track"), ("transport.py", "response")}
+
+    def foreign(node: ast.expr) -> str | None:
+        while isinstance(node, ast.Subscript):
+            node = node.value
+        if isinstance(node, ast.Attribute) and node.attr in fields and \
+                isinstance(node.value, ast.Name) and node.value.id != "self":
+            return f"{node.value.id}.{node.attr}"
+        return None
+
+    offenders = []
+    for name, path in MODULES.items():
+        if not name.startswith("switchboard.gateway") or path.name == "client.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            written: list[ast.expr] = []
+            if isinstance(node, ast.Assign | ast.Delete):
+                written = list(node.targets)
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                written = [node.target]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in mutators:
+                written = [node.func.value]
+            for target in written:
+                for part in ast.walk(target) if isinstance(target, ast.Tuple) else [target]:
+                    hit = foreign(part) if isinstance(part, ast.expr) else None
+                    if hit and (path.name, hit.split(".")[0]) not in others:
+                        line = getattr(node, "lineno", 0)
+                        offenders.append(f"{path.relative_to(ROOT)}:{line} {hit}")
+    assert offenders == []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from switchboard.gateway.adminui import INVALID, LOCKED
 from switchboard.gateway.admission import TOO_MANY_REFUSALS
-from switchboard.gateway.pipelines import KNOWN_REFUSALS
+from switchboard.gateway.connects import KNOWN_REFUSALS
 from switchboard.gateway.policing import BANNED, NOT_LOADED, RATE_LIMITED, muted_text
 from switchboard.services.game.service import GameService
 from switchboard.services.moderation.service import ADMIN_ONLY, ModerationService

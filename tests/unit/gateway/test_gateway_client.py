@@ -131,7 +131,7 @@ async def test_closing_a_polling_session_tells_the_waiting_poll_by_mode() -> Non
 
         client = Client(Connection("s", ConnectionConfig(), 0.0), "", {}, 1000,
                         lambda c: None, Corker(), polling=Polling())
-        client.on_finished = finished.append
+        client.owned_by(finished.append)
         assert client.polling is not None
         client.polling.get()
         client.wait_poll(Responder())

@@ -6,23 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.continuity import AskReplay
-from switchboard.gateway.fanout import Fanout, LocalIndex
+from switchboard.gateway.fanout import Fanout
+from switchboard.gateway.index import LocalIndex
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
+
 from tests.support.gateway_parts import Subs, member
 
 
 class Actions:
     def __init__(self) -> None:
         self.done: list[tuple[str, Any]] = []
-
-    def send_event(self, sock: NsSocket, event: str, args: list[Any], ack_event: str) -> None:
-        self.done.append(("send", (sock.sid, event, ack_event)))
-        sock.client.conn.send_event(sock.ns, event, args, 1)
 
     def drop_socket(self, sock: NsSocket) -> None:
         self.done.append(("drop", sock.sid))
@@ -93,9 +90,9 @@ async def test_removing_a_socket_leaves_a_newer_one_of_the_same_id_alone() -> No
     fanout, index, subs, _ = world()
     old = member(index, 1, ("r",))
     new = member(index, 1, ("r",))  # the same socket id, restored here meanwhile
-    assert index.by_sid[new.sid] is new
+    assert index.get(new.sid) is new
     index.remove(old)
-    assert index.by_sid[new.sid] is new and index.namespaces["/"] == {new}
+    assert index.get(new.sid) is new and index.sockets() == [new] and index.counts() == {"/": 1}
     assert subs.topics[topics.room("/", "r")] == 1  # the old one's subscription only
     index.remove(old)  # twice: nothing more
     assert subs.topics[topics.room("/", "r")] == 1
@@ -103,7 +100,7 @@ async def test_removing_a_socket_leaves_a_newer_one_of_the_same_id_alone() -> No
                              Publication(PubKind.EMIT, "/", "e", [1], room="r")))
     assert received(new) == ['42["e",1]']
     index.remove(new)
-    assert new.sid not in index.by_sid and topics.room("/", "r") not in subs.topics
+    assert index.get(new.sid) is None and topics.room("/", "r") not in subs.topics
 
 
 async def test_a_kick_tells_the_socket_then_disconnects_it() -> None:
@@ -115,13 +112,14 @@ async def test_a_kick_tells_the_socket_then_disconnects_it() -> None:
     assert actions.done == [("drop", a.sid)]
 
 
-async def test_emits_asking_for_acks_go_one_by_one_through_the_gateway() -> None:
-    fanout, index, _, actions = world()
-    a = member(index, 1)
+async def test_emits_asking_for_acks_go_one_by_one_each_with_its_ack_id() -> None:
+    fanout, index, _, _actions = world()
+    a, b = member(index, 1), member(index, 2)
+    a.expect_ack("earlier")  # a has an ack outstanding already: its next id is 2
     fanout.on_message(frames(topics.gateway("gw1"), Publication(
-        PubKind.EMIT, "/", "question", [1], sids=(a.sid,), ack_event="answer")))
-    assert actions.done == [("send", (a.sid, "question", "answer"))]
-    assert received(a) == ['421["question",1]']
+        PubKind.EMIT, "/", "question", [1], sids=(a.sid, b.sid), ack_event="answer")))
+    assert received(a) == ['422["question",1]'] and received(b) == ['421["question",1]']
+    assert a.take_ack(2) == "answer" and b.take_ack(1) == "answer"
 
 
 async def test_control_messages() -> None:

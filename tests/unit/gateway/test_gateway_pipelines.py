@@ -9,11 +9,11 @@ import json
 from typing import Any
 
 import pytest
-
 from switchboard.gateway.protocol import ConnectRequested
 from switchboard.gateway.protocol import EventReceived as Ev
 from switchboard.shared.envelope import Emit, Reply, RequestKind, Session
 from switchboard.shared.errors import ServiceUnavailable
+
 from tests.support.pipeline_world import K, World, ok
 
 
@@ -119,13 +119,13 @@ async def test_a_socket_that_leaves_is_unindexed_and_its_services_told() -> None
     w.pipelines.drop_socket(sock)
     await asyncio.gather(*w.tasks)
     assert {s for s, k, _ in w.services.seen if k == K.DISCONNECT} == {"auth", "room"}
-    assert not w.subs.topics and sock.sid not in w.index.by_sid
+    assert not w.subs.topics and w.index.get(sock.sid) is None
 
 
 async def test_sync_reports_every_socket_with_its_rooms() -> None:
     w = World(accept_all)
     sock = await w.connected()
-    await w.pipelines.sync_service("room")
+    await w.pipelines.connects.sync_service("room")
     service, kind, fields = w.services.seen[-1]
     assert (service, kind) == ("room", K.SYNC)
     [state] = fields["sockets"]

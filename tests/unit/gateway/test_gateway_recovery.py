@@ -23,6 +23,7 @@ from switchboard.shared.envelope import (
     Session,
 )
 from switchboard.shared.envelope import Recovery as Mode
+
 from tests.support.pipeline_world import DEFAULT_SERVICES, K, World, ok
 
 INFOS = (*DEFAULT_SERVICES, ServiceInfo("recovery", "i", (
@@ -40,20 +41,22 @@ class Actions:
         self.world = world
 
     def release(self, pub: Publication) -> None:
-        self.world.pipelines.release(pub)
+        self.world.pipelines.departures.release(pub)
 
 
 class RecoveryWorld(World):
     def __init__(self, script: Any, holds: bool | None = None, grace: float = 60.0) -> None:
-        super().__init__(script, INFOS)
         self.holds_answer = holds
+        self.grace = grace
         self.asked_holds: list[tuple[str, str]] = []
-        self.recovery = Recovery(RecoverySettings(frozenset({"/"}), True, grace),
-                                 self.services, self._spawn, lambda: "recovery", self._holds)
-        self.pipelines.recovery = self.recovery
-        self.index.observer = self.recovery
+        super().__init__(script, INFOS)
         self.fanout = Fanout(self.subs, self.index, Actions(self), m.EventMeters(),  # type: ignore[arg-type]
                              recoverable=frozenset({"/"}))
+
+    def make_recovery(self) -> Recovery:
+        self.recovery = Recovery(RecoverySettings(frozenset({"/"}), True, self.grace),
+                                 self.services, self._spawn, lambda: "recovery", self._holds)
+        return self.recovery
 
     async def _holds(self, gateway: str, sid: str) -> bool | None:
         self.asked_holds.append((gateway, sid))
@@ -198,7 +201,7 @@ async def test_a_session_attached_to_a_gateway_that_cannot_answer_is_taken() -> 
 async def test_a_dropped_connection_detaches_and_departs_after_the_grace() -> None:
     w = RecoveryWorld(plain, grace=0.05)
     sock = await w.connected()
-    w.pipelines.drop_socket(sock, recoverable=True)
+    w.pipelines.departures.drop_socket(sock, recoverable=True)
     await asyncio.gather(*w.tasks)
     assert [f["session"].sid for f in w.told(K.DETACH)] == [sock.sid]
     departures = [s for s, k, _ in w.services.seen if k == K.DISCONNECT]
@@ -215,7 +218,7 @@ async def test_a_dropped_connection_detaches_and_departs_after_the_grace() -> No
 async def test_recovered_elsewhere_within_the_grace_its_departure_is_never_told() -> None:
     w = RecoveryWorld(plain, grace=60.0)
     sock = await w.connected()
-    w.pipelines.drop_socket(sock, recoverable=True)
+    w.pipelines.departures.drop_socket(sock, recoverable=True)
     assert sock.sid in w.recovery.deferred
     w.fanout.deliver(Publication(PubKind.RELEASE, "/", args=["gw2"], sids=(sock.sid,),
                                  origin="r", seq=1))

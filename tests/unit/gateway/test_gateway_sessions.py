@@ -1,5 +1,6 @@
 """gateway.sessions through its interfaces: a fake of the request pipelines (SocketWork) and
-of the endpoint (EngineSide), real sessions on the polling transport (no sockets needed)."""
+of the endpoint that owns the sessions (told when one is over), real sessions on the polling
+transport (no sockets needed)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class Work:
 
     def drop_socket(self, sock: NsSocket, reason: str = "") -> None:
         self._note("drop", sock.ns)
-        del sock.client.sockets[sock.ns]
+        sock.client.remove_socket(sock)
 
     def drop_all(self, client: Client, recoverable: bool = False) -> None:
         for sock in list(client.sockets.values()):
@@ -74,27 +75,27 @@ class Work:
 
 
 class Endpoint:
+    """Owns the sessions as :class:`~switchboard.gateway.engine.Engine` does: hears once when
+    each is over (``Client.finish``)."""
+
     def __init__(self) -> None:
         self.forgotten: list[str] = []
 
-    def forget_session(self, client: Client) -> None:
+    def finished(self, client: Client) -> None:
         self.forgotten.append(client.conn.sid)
-
-    def release_due(self, client: Client) -> None:
-        pass
 
 
 def sessions(write_limit: int = 1_000_000) -> tuple[Sessions, Work, Endpoint]:
     work = Work()
     host = Sessions(ConnectionConfig(ping_interval=30, ping_timeout=30), write_limit, work,
                     m.EventMeters())
-    endpoint = Endpoint()
-    host.engine = endpoint
-    return host, work, endpoint
+    return host, work, Endpoint()
 
 
-def polling_session(host: Sessions, sid: str = "gw1.x") -> Client:
+def polling_session(host: Sessions, sid: str = "gw1.x", owner: Endpoint | None = None) -> Client:
     client = host.new_session(sid, "10.0.0.1", {"origin": "o"}, polling=Polling())
+    if owner is not None:
+        client.owned_by(owner.finished)
     assert client.polling is not None
     body = client.polling.get()
     assert body is not None and body.startswith(f'0{{"sid":"{sid}","upgrades":["websocket"]')
@@ -103,7 +104,7 @@ def polling_session(host: Sessions, sid: str = "gw1.x") -> Client:
 
 def with_socket(client: Client, ns: str = "/") -> NsSocket:
     sock = NsSocket(Session(f"gw1.{ns}", ns, "gw1"), client, live=True)
-    client.sockets[ns] = sock
+    client.add_socket(sock)
     return sock
 
 
@@ -135,21 +136,23 @@ async def test_a_client_close_drops_its_sockets_and_ends_the_session() -> None:
 
 async def test_bad_input_closes_only_that_session() -> None:
     host, work, endpoint = sessions()
-    bad, good = polling_session(host, "gw1.bad"), polling_session(host, "gw1.good")
+    bad = polling_session(host, "gw1.bad", endpoint)
+    good = polling_session(host, "gw1.good", endpoint)
     with_socket(bad)
     host.on_message(bad, "9 nonsense")
     assert await work.next("drop") == "/"
     assert bad.conn.closed and not good.conn.closed
     assert host.counters["closed_bad_input"] == 1
-    assert bad.polling is not None and bad.polling.finished  # the endpoint then forgets it
+    assert bad.polling is not None and bad.polling.finished
+    assert endpoint.forgotten == ["gw1.bad"]  # its endpoint forgets it
     host.bad_input(good, "invalid UTF-8 in a text frame", 1007)
-    assert good.lost and endpoint.forgotten == ["gw1.good"]
+    assert good.lost and endpoint.forgotten == ["gw1.bad", "gw1.good"]
     assert host.stats()["connections"] == 1
 
 
 async def test_a_client_that_stops_polling_is_cut_off_at_the_write_limit() -> None:
     host, work, endpoint = sessions(write_limit=150)  # the OPEN packet fits
-    client = polling_session(host)
+    client = polling_session(host, owner=endpoint)
     with_socket(client)
     client.queue(["42" + "x" * 200])
     assert await work.next("drop") == "/"
