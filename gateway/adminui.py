@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
 from switchboard.gateway.client import NsSocket
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication

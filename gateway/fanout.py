@@ -10,6 +10,7 @@ import logging
 from typing import Protocol
 
 import msgpack
+
 from switchboard.gateway import metrics as m
 from switchboard.gateway import wsframe
 from switchboard.gateway.client import Client, NsSocket

@@ -28,6 +28,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+
 from switchboard.gateway import http
 from switchboard.gateway import metrics as m
 from switchboard.gateway.adminui import STATS_INTERVAL as ADMIN_STATS_INTERVAL

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import zmq
 import zmq.asyncio
+
 from switchboard.shared.loopsocket import LoopSocket, SocketMonitor, plain_socket
 
 log = logging.getLogger("switchboard.gateway.fanout")

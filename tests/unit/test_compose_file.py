@@ -26,12 +26,12 @@ import click
 import pytest
 from click.core import ParameterSource
 from click.testing import CliRunner
-from switchboard.broker.broker import BrokerConfig
-from switchboard.gateway.config import GatewayConfig
-from switchboard.shared.config import from_options
 
 from switchboard import parts
+from switchboard.broker.broker import BrokerConfig
 from switchboard.cli import main
+from switchboard.gateway.config import GatewayConfig
+from switchboard.shared.config import from_options
 from tests.support.compose import COMPOSE_FILE, depends_on, interpolate, read_compose
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 from argon2 import PasswordHasher
+
 from switchboard.gateway.adminui import AdminUi, AdminUiConfig
 from switchboard.gateway.index import LocalIndex, RoomObservers
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
 from switchboard.shared.publisher import MemoryPublisher
-
 from tests.support.gateway_parts import Subs, member
 
 HASH = PasswordHasher(time_cost=1, memory_cost=8192).hash("s3cret")

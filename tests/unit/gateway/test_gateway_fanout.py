@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+
 from switchboard.gateway import metrics as m
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.continuity import AskReplay
@@ -13,7 +14,6 @@ from switchboard.gateway.fanout import Fanout
 from switchboard.gateway.index import LocalIndex
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
-
 from tests.support.gateway_parts import Subs, member
 
 

@@ -9,11 +9,11 @@ import json
 from typing import Any
 
 import pytest
+
 from switchboard.gateway.protocol import ConnectRequested
 from switchboard.gateway.protocol import EventReceived as Ev
 from switchboard.shared.envelope import Emit, Reply, RequestKind, Session
 from switchboard.shared.errors import ServiceUnavailable
-
 from tests.support.pipeline_world import K, World, ok
 
 

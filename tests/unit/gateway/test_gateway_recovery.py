@@ -23,7 +23,6 @@ from switchboard.shared.envelope import (
     Session,
 )
 from switchboard.shared.envelope import Recovery as Mode
-
 from tests.support.pipeline_world import DEFAULT_SERVICES, K, World, ok
 
 INFOS = (*DEFAULT_SERVICES, ServiceInfo("recovery", "i", (
