@@ -42,9 +42,10 @@ from switchboard.gateway.echo import echo_sessions
 from switchboard.gateway.engine import Engine, EngineConfig
 from switchboard.gateway.exchange import HttpLimits
 from switchboard.gateway.fanout import Fanout
+from switchboard.gateway.figures import Figures
 from switchboard.gateway.front import Front
 from switchboard.gateway.gatekeeper import Gatekeeper, KeysFeed
-from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
+from switchboard.gateway.health import HealthLimits
 from switchboard.gateway.httpconn import HttpConnection
 from switchboard.gateway.index import LocalIndex, RoomObservers
 from switchboard.gateway.peers import Peers, PeerUnavailable
@@ -188,11 +189,12 @@ class Gateway:
                                                 allow_eio3=False),
                                echo_sessions(conn_config, config.write_limit, meters), self.cors)
         # -- HTTP
+        self.figures = Figures(self)
         self.health_limits = HealthLimits(
             config.max_connections_warning, config.max_memory_mb, config.max_error_rate
         )
         self.front = Front(
-            self.engine, WebRoutes(config), self.stats, self.health,
+            self.engine, WebRoutes(config), self.figures.stats, self.figures.health,
             trusted_proxies=parse_networks(config.trusted_proxies),
             http_rate=config.http_rate, token_rate=config.token_rate,
             admission=self.admission, echo=self.echo,
@@ -205,6 +207,16 @@ class Gateway:
     @property
     def stopping(self) -> bool:
         return self.sessions.stopping
+
+    @property
+    def policy_source(self) -> str | None:
+        """The service whose policy events are judged by (None: none)."""
+        return self._policy_source
+
+    @property
+    def keys_source(self) -> str | None:
+        """The service whose keys CONNECTs' tokens are checked with (None: none)."""
+        return self._keys_source
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -428,76 +440,6 @@ class Gateway:
             self.index.counts(),
             f"{self.config.host}:{self.config.port}",
         )
-
-    def stats(self) -> dict[str, Any]:
-        engine, fanout = self.engine, self.fanout
-        return {
-            "gateway": self.id,
-            "uptime": round(time.time() - self.started_at, 3),
-            **self.sessions.stats(),
-            "upgrades": engine.counters["upgrades"],
-            "pollsForwarded": engine.counters["forwarded"],
-            "pollsRelayed": engine.counters["relayed"],
-            "handovers": engine.counters["handovers"],
-            "peerPollsHeld": engine.relay.remote.waiting,
-            "peersConnected": self.peers.connected if self.peers is not None else 0,
-            "handshakes": dict(self.admission.counters),
-            "pollsWaiting": engine.waiting() + (self.echo.waiting() if self.echo else 0),
-            "peers": sorted(self.peers.peers),
-            "namespaces": self.index.counts(),
-            "rooms": self.index.room_count(),
-            "subscriptions": len(self.subs.counts),
-            "publicationsReceived": fanout.counters["publications"],
-            "deliveries": fanout.counters["deliveries"],
-            "eventsReceived": self.sessions.counters["events"],
-            "closedForBadInput": self.sessions.counters["closed_bad_input"],
-            "services": {
-                name: self.backbone.is_up(name) for name in self.backbone.endpoints
-            },
-            "broker": fanout.broker_up,
-            "brokerInstance": fanout.broker_instance,
-            #: The moderation policy events are judged by (gateway.policing).
-            "policy": {"source": self._policy_source, "state": self.policy_replica.state.value,
-                       "instance": self.policy_replica.instance,
-                       "version": self.policy_replica.version,
-                       **self.policy_replica.held()},
-            #: The keys CONNECTs' tokens are checked with (gateway.gatekeeper).
-            "keys": {"source": self._keys_source, "instance": self.gate.instance},
-            #: Delivery across broker crashes (docs/delivery.md).
-            "continuity": {**fanout.continuity.counters,
-                           "replaying": fanout.continuity.replaying()},
-        }
-
-    def health(self) -> dict[str, Any]:
-        failures, total = self.backbone.recent_outcomes()
-        figures = HealthFigures(
-            broker_up=self.fanout.broker_up,
-            services_up={name: self.backbone.is_up(name) for name in self.backbone.endpoints},
-            connections=len(self.sessions.clients),
-            rss_mb=rss_mb(),
-            recent_requests=total,
-            recent_failures=failures,
-            optional=frozenset({"recovery", self.backbone.routing.recovery or "recovery"}),
-            policy_service=self._policy_source,
-            policy_loaded=self.policy_replica.ready,
-            policy_age=(None if self.policy_feed.loaded_at is None
-                        else time.monotonic() - self.policy_feed.loaded_at),
-            keys_service=self._keys_source,
-            keys_loaded=self.gate.access is not None,
-        )
-        health = evaluate(figures, self.health_limits)
-        if self.stopping:
-            health.add("unhealthy", "shutting down")
-        return {
-            "status": health.status,
-            "reasons": health.reasons,
-            "gateway": self.id,
-            "connections": figures.connections,
-            "memoryMb": round(figures.rss_mb, 1),
-            "broker": figures.broker_up,
-            "services": figures.services_up,
-            "httpStatus": health.http_status,
-        }
 
 
 async def run(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
