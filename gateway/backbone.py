@@ -30,6 +30,7 @@ from switchboard.gateway import metrics as m
 from switchboard.gateway.routing import RoutingTable
 from switchboard.shared.envelope import (
     GatewayStatus,
+    ReplayBatch,
     Reply,
     Request,
     RequestKind,
@@ -50,6 +51,9 @@ def _expire(future: asyncio.Future[Reply]) -> None:
 #: After a service's connection drops, how long its requests still wait for a reply before
 #: they fail: one it passed on before it died is answered by the next service meanwhile.
 LOST_GRACE = 1.0
+#: Bounds of a replay: one request, and the tries.
+REPLAY_TIMEOUT = 5.0
+REPLAY_TRIES = 3
 
 
 class _Lost(Exception):
@@ -179,6 +183,28 @@ class Backbone:
             await self.resync(reply.service or service)
             reply = await self._request(service, kind, timeout, None, **fields)
         return reply
+
+    async def replay(self, source: str, origin: str, after: int) -> ReplayBatch | None:
+        """What ``source`` published as ``origin`` after #``after`` (docs/delivery.md): a few
+        tries; None, logged, when it could not be had."""
+        batch = None
+        for attempt in range(REPLAY_TRIES):
+            try:
+                reply = await self.request(source, RequestKind.REPLAY, timeout=REPLAY_TIMEOUT,
+                                           args=[origin, after])
+            except ServiceUnavailable as exc:
+                log.warning("replay from %s failed (try %d): %s", source, attempt + 1, exc)
+                continue
+            batch = reply.replay
+            if batch is not None:
+                break
+        if batch is None:
+            log.error("publications of %s after #%d could not be replayed: some may be lost",
+                      source, after)
+        elif not batch.complete or batch.origin != origin:
+            log.error("replay from %s incomplete (restarted, or beyond its journal): some "
+                      "publications after #%d may be lost", source, after)
+        return batch
 
     async def resync(self, service: str) -> None:
         running = self._syncing.get(service)

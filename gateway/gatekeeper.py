@@ -117,6 +117,8 @@ class KeysFeed(Feed):
     """Keeps the :class:`Gatekeeper`'s key set current: asked at start and whenever the
     auth service's instance changes (it restarted, perhaps with other keys)."""
 
+    MISSING = "no keys from {source} yet: connections are refused until it answers"
+
     def __init__(self, gate: Gatekeeper, source: str | None, services: PolicyServices,
                  interval: float, timeout: float) -> None:
         super().__init__(source, services, interval, timeout)

@@ -142,11 +142,23 @@ class Feed:
         self.loaded_at: float | None = None
         self._wake = asyncio.Event()
 
+    #: What the log says while there is no copy yet ({source}: the service).
+    MISSING = "nothing from {source} yet"
+
     def stale(self) -> bool:
         raise NotImplementedError
 
     async def refresh(self) -> bool:
         raise NotImplementedError
+
+    async def start(self) -> asyncio.Task[None] | None:
+        """The first copy (a warning when the source does not answer yet), then the task
+        that keeps it current; None when there is no source."""
+        if self.source is None:
+            return None
+        if not await self.refresh():
+            log.warning(self.MISSING.format(source=self.source))
+        return asyncio.create_task(self.keep_current())
 
     async def _fetch(self, service: str, kind: RequestKind, what: str,
                      load: Callable[[Any], T]) -> T | None:
@@ -177,6 +189,9 @@ class Feed:
 class PolicyFeed(Feed):
     """Keeps a :class:`PolicyReplica` current: the updates moderation publishes, and a
     snapshot whenever the replica wants one or moderation's instance changed."""
+
+    MISSING = ("no policy from {source} yet: events and connections are refused until it "
+               "answers")
 
     def __init__(self, replica: PolicyReplica, source: str | None, services: PolicyServices,
                  subs: Subscriber, interval: float, timeout: float) -> None:

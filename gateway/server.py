@@ -64,9 +64,8 @@ from switchboard.shared.envelope import (
     PeerReply,
     PeerRequest,
     Publication,
-    RequestKind,
 )
-from switchboard.shared.errors import ConfigError, ServiceUnavailable
+from switchboard.shared.errors import ConfigError
 from switchboard.shared.policy import PolicyReplica
 from switchboard.shared.process import unless_stopped
 from switchboard.shared.publisher import ZmqPublisher
@@ -74,12 +73,10 @@ from switchboard.shared.publisher import ZmqPublisher
 log = logging.getLogger("switchboard.gateway")
 
 
-#: Bounds of a replay: waiting for the broker to settle, one request, and the tries.
+#: Before a replay is asked for: how long the broker gets to have our subscriptions in force.
 REPLAY_SETTLE = 3.0
 #: A recovering socket's previous gateway gets this long to say whether it still holds it.
 HOLDS_TIMEOUT = 1.0
-REPLAY_TIMEOUT = 5.0
-REPLAY_TRIES = 3
 
 
 def new_gateway_id() -> str:
@@ -240,16 +237,10 @@ class Gateway:
             log.warning("service %s hands out token keys, but no service named auth is in "
                         "--services: tokens are not checked and every socket is anonymous "
                         "(name it: --auth-service %s)", serving, serving)
-        if self._policy_source is not None:
-            if not await self.policy_feed.refresh():
-                log.warning("no policy from %s yet: events and connections are refused until "
-                            "it answers", self._policy_source)
-            self._loops.append(asyncio.create_task(self.policy_feed.keep_current()))
-        if self._keys_source is not None:
-            if not await self.keys_feed.refresh():
-                log.warning("no keys from %s yet: connections are refused until it answers",
-                            self._keys_source)
-            self._loops.append(asyncio.create_task(self.keys_feed.keep_current()))
+        for feed in (self.policy_feed, self.keys_feed):
+            task = await feed.start()
+            if task is not None:
+                self._loops.append(task)
         interval = self.config.heartbeat_interval
         self._loops += [
             asyncio.create_task(self.backbone.heartbeat_loop(interval)),
@@ -413,25 +404,8 @@ class Gateway:
         the broker has our subscriptions in force, so that nothing slips between the replay
         and the live stream; a few tries, then what was held is delivered without it."""
         await self.fanout.settled(REPLAY_SETTLE)
-        batch = None
-        for attempt in range(REPLAY_TRIES):
-            try:
-                reply = await self.backbone.request(
-                    ask.source, RequestKind.REPLAY, timeout=REPLAY_TIMEOUT,
-                    args=[ask.origin, ask.after])
-            except ServiceUnavailable as exc:
-                log.warning("replay from %s failed (try %d): %s", ask.source, attempt + 1, exc)
-                continue
-            batch = reply.replay
-            if batch is not None:
-                break
-        if batch is None:
-            log.error("publications of %s after #%d could not be replayed: some may be lost",
-                      ask.source, ask.after)
-        elif not batch.complete or batch.origin != ask.origin:
-            log.error("replay from %s incomplete (restarted, or beyond its journal): some "
-                      "publications after #%d may be lost", ask.source, ask.after)
-        self.fanout.replayed(ask.origin, batch)
+        self.fanout.replayed(ask.origin,
+                             await self.backbone.replay(ask.source, ask.origin, ask.after))
 
     # -- state for heartbeats, /stats and /health --------------------------------------------
     def status(self) -> GatewayStatus:

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, CloseMode, Corker, NsSocket
+from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.http import HttpRequest
 from switchboard.gateway.lane import Turn
+from switchboard.gateway.output import CloseMode, Corker
 from switchboard.gateway.protocol import (
     AckReceived,
     Closed,

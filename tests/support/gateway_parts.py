@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from switchboard.gateway.client import Client, Corker, NsSocket
+from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.index import LocalIndex
+from switchboard.gateway.output import Corker
 from switchboard.gateway.protocol import Connection, ConnectionConfig
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.shared.envelope import Session

@@ -9,8 +9,9 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from switchboard.gateway import metrics as m
-from switchboard.gateway.client import Client, Corker, NsSocket
+from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.index import LocalIndex, RoomObservers
+from switchboard.gateway.output import Corker
 from switchboard.gateway.pipelines import Pipelines
 from switchboard.gateway.protocol import Connection, ConnectionConfig, ConnectRequested
 from switchboard.gateway.protocol import EventReceived as Ev

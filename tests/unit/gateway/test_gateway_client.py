@@ -8,7 +8,8 @@ import asyncio
 from typing import Any
 
 from switchboard.gateway import wsframe
-from switchboard.gateway.client import Client, CloseMode, Corker
+from switchboard.gateway.client import Client
+from switchboard.gateway.output import CloseMode, Corker
 from switchboard.gateway.protocol import Connection, ConnectionConfig
 from switchboard.gateway.protocol.polling import Polling
 from switchboard.gateway.transport import WsTransport
