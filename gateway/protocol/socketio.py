@@ -22,6 +22,9 @@ Examples: ``42["foo"]``, ``42/admin,12["foo"]``, ``43/admin,13["bar"]``,
 JSON is written compactly with ``ensure_ascii=False`` so ordinary values come out byte
 identical to JavaScript's ``JSON.stringify``.  Known difference: integral floats are
 written ``1.0`` where JavaScript writes ``1`` (same value once parsed).
+
+This is the packet codec with its tables, which is why it runs past the ~400 lines the other
+modules keep to.
 """
 
 from __future__ import annotations

@@ -34,9 +34,11 @@ class Subs:
         return True  # nothing waits for the broker here
 
 
-def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = ()) -> NsSocket:
+def member(index: LocalIndex, n: int, rooms: tuple[str, ...] = (),
+           headers: dict[str, str] | None = None) -> NsSocket:
     conn = Connection(f"gw1.e{n}", ConnectionConfig(), 0.0, ("websocket",))
-    client = Client(conn, "", {}, 1_000_000, lambda c: None, Corker(), polling=Polling())
+    client = Client(conn, "", headers or {}, 1_000_000, lambda c: None, Corker(),
+                    polling=Polling())
     client.flush()
     assert client.polling is not None
     client.polling.get()  # OPEN

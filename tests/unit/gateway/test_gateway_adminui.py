@@ -108,8 +108,8 @@ async def test_a_failing_address_is_locked_out_without_a_hash_check() -> None:
 
 def test_credentials_in_headers_are_not_shown() -> None:
     admin, index, _ = world()
-    sock = member(index, 1)
-    sock.client.headers = {"authorization": "Bearer x", "Cookie": "s=1", "user-agent": "ua"}
+    sock = member(index, 1, headers={"authorization": "Bearer x", "Cookie": "s=1",
+                                     "user-agent": "ua"})
     assert admin.serialize(sock)["handshake"]["headers"] == {
         "authorization": "[redacted]", "Cookie": "[redacted]", "user-agent": "ua"}
     assert admin.serialize(sock)["clientId"] == sock.client.conn.sid

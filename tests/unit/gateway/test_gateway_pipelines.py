@@ -135,7 +135,7 @@ async def test_sync_reports_every_socket_with_its_rooms() -> None:
 async def test_a_new_transport_is_told_to_the_services_that_keep_sockets() -> None:
     w = World(accept_all)
     sock = await w.connected()
-    w.client.polling = None  # upgraded
+    w.client.leave_polling()  # upgraded
     w.pipelines.transport_changed(sock)
     await asyncio.gather(*w.tasks)
     assert w.services.seen[-1][:2] == ("room", K.UPDATE)
