@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import procs, quotas, report
 from bench.loadgen import LoadGen
 from bench.scenarios import NCPU, IdleResult, Plan, Runner, ServerResult
-from bench.servers import BENCH, ROOT, SERVERS, make
+from bench.servers import BENCH, QUOTA, ROOT, SERVERS, make
 
 SCENARIOS = ("fanout", "chatter", "broadcast", "polling", "polling-spread", "idle")
 
@@ -268,6 +268,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--confine", action="store_true",
                    help="pin the server's whole process tree to CPU 0 and the load generators "
                    "to CPU 1 (as Node's one process gets one core; default: all free)")
+    p.add_argument("--quota", type=float, default=0.0, metavar="CORES",
+                   help="hold each process of a server tree to CORES of CPU in a cgroup of "
+                   "its own (cpu.cfs_quota_us), as a host of its own; the groups are removed "
+                   "afterwards (default: no quota)")
     p.add_argument("--no-install", action="store_true", help="skip npm ci / pip")
     return p.parse_args(argv)
 
@@ -307,6 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in servers:
         make(name, Path("/tmp"))  # validates the name
     plan = build_plan(args)
+    if args.quota:
+        if args.quota < 0:
+            print("bench: --quota must be positive", file=sys.stderr)
+            return 2
+        if not quotas.available():
+            print(f"bench: --quota needs a writable cgroup v1 cpu controller at "
+                  f"{quotas.ROOT}", file=sys.stderr)
+            return 2
+        QUOTA.cores = args.quota
     if args.confine:
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("bench: --confine needs 2 CPUs")
@@ -338,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{plan.content_bytes} chars; all on loopback, "
                   + ("server tree confined to one core, load generators to another"
                      if args.confine else
-                     f"load generator and servers share the {NCPU} cores")),
+                     f"load generator and servers share the {NCPU} cores")
+                  + (f"; each server process held to {args.quota:g} of a core (cgroup)"
+                     if args.quota else "")),
     }
     log(f"plan: {header['setup']}; servers {', '.join(servers)}; logs in {out}")
     results = []

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import procs
+from bench.quotas import CpuQuotas
 from tests.support.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,15 @@ OURS_ENV = {
     "SWITCHBOARD_CONNECT_LIMIT": "0",
     "SWITCHBOARD_HANDSHAKE_RATE": "0",
 }
+
+
+class Quota:
+    """The CPU each process of a server tree is held to (``--quota``; 0: none)."""
+
+    cores = 0.0
+
+
+QUOTA = Quota()
 
 
 def wait_health(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
@@ -62,6 +72,7 @@ class Server:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
+        self.quotas: CpuQuotas | None = None
         self.ports: list[int] = []
         self.log = workdir / f"{self.name}.log"
 
@@ -90,6 +101,13 @@ class Server:
         try:
             for port in self.ports:
                 wait_health(f"http://127.0.0.1:{port}/health", 60, self.process)
+            if QUOTA.cores:
+                # Each process its own stand-in host (after the start-up, which is not
+                # what is measured, and once every process of the tree is there).
+                self.quotas = CpuQuotas()
+                held = self.quotas.hold_tree(self.process.pid, QUOTA.cores)
+                (self.workdir / f"{self.name}-quotas.txt").write_text(
+                    "".join(f"{label} {group}\n" for label, group in sorted(held)))
         except Exception:
             self.stop()
             raise
@@ -123,6 +141,9 @@ class Server:
         if self.process.poll() is None:
             self.process.wait(5)
         self.process = None
+        if self.quotas is not None:
+            self.quotas.close()
+            self.quotas = None
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

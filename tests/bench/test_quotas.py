@@ -1,0 +1,88 @@
+"""bench.quotas on the real cgroup v1 ``cpu`` controller: a process tree held to a quota,
+each process in a group of its own, and every group gone afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import quotas
+from bench.quotas import PERIOD_US, CpuQuotas
+
+pytestmark = pytest.mark.skipif(not quotas.available(),
+                                reason="needs a writable cgroup v1 cpu controller")
+
+#: A parent that starts one child and both wait (a tree of two, like a small supervisor).
+TREE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def tree() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    parent = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        yield parent, child
+    finally:
+        parent.kill()
+        parent.wait(10)
+        subprocess.run(["kill", "-9", str(child)], check=False)
+
+
+def groups_of(pid: int) -> str:
+    return next(line.split(":", 2)[2] for line in
+                Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if line.split(":")[1].split(",").count("cpu"))
+
+
+def test_each_process_of_a_tree_gets_its_own_group_and_quota(
+        tree: tuple[subprocess.Popen[str], int]) -> None:
+    parent, child = tree
+    held = CpuQuotas(name=f"switchboard-bench-test-{parent.pid}")
+    try:
+        groups = held.hold_tree(parent.pid, 0.25)
+        assert len(groups) == 2 and len({group for _, group in groups}) == 2
+        for pid in (parent.pid, child):
+            group = held.groups[pid]
+            assert (group / "cpu.cfs_quota_us").read_text().strip() == str(PERIOD_US // 4)
+            assert held.members(group) == [pid]
+            assert groups_of(pid) == "/" + str(group.relative_to(quotas.ROOT))
+    finally:
+        held.close()
+    assert not held.base.exists()
+    assert groups_of(parent.pid) == groups_of(child) == "/"  # back in the root
+
+
+def test_closing_after_the_processes_exited_removes_the_groups(
+        tree: tuple[subprocess.Popen[str], int]) -> None:
+    parent, _child = tree
+    held = CpuQuotas(name=f"switchboard-bench-test-{parent.pid}")
+    try:
+        held.hold(parent.pid, 0.5, "parent")
+        parent.kill()
+        parent.wait(10)
+    finally:
+        held.close()
+    assert not held.base.exists()
+
+
+def test_a_quota_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        CpuQuotas(name="switchboard-bench-test-never").hold(1, 0.0)
+
+
+def test_the_bench_refuses_a_quota_it_cannot_apply(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--quota", "-1", "--no-install",
+                           "--servers", "ours", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "--quota must be positive" in done.stderr
