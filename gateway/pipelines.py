@@ -179,8 +179,10 @@ class Pipelines:
             self.fail(sock, request, reply.error or "request failed")
         elif request.ack_id is not None and reply.ack is not None:
             client.conn.send_ack(sock.ns, request.ack_id, reply.ack)
+        acked = request.ack_id is not None
         for emit in reply.emits:
-            sock.send_event(emit.event, emit.args, emit.ack_event)
+            if not (acked and emit.unless_acked):
+                sock.send_event(emit.event, emit.args, emit.ack_event)
         if reply.disconnect:
             client.conn.disconnect(sock.ns)
             self.departures.drop_socket(sock)

@@ -229,13 +229,16 @@ class GatewayStatus(Envelope):
 class Emit(Envelope):
     """An event for the requesting socket, sent after the ack / CONNECT ack.
 
-    ``[event, args, ack_event]``. With ``ack_event`` the client is asked for an ack, and its
-    ack arguments come back to the services as the event ``ack_event`` from that socket.
+    ``[event, args, ack_event, unless_acked]``. With ``ack_event`` the client is asked for an
+    ack, and its ack arguments come back to the services as the event ``ack_event`` from that
+    socket. With ``unless_acked`` it is sent only to a client that passed no ack with its
+    event (the answer then comes as this event instead); only the gateway knows which.
     """
 
     event: str
     args: list[Any] = field(default_factory=list)
     ack_event: str = ""
+    unless_acked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,8 @@ class RoomEvents(RoomCore):
             if not room.private
         ]
         listing = {"success": True, "rooms": rooms}
-        return reply_to(request, ack=[listing], emits=(Emit("room list", [listing]),))
+        return reply_to(request, ack=[listing],
+                        emits=(Emit("room list", [listing], unless_acked=True),))
 
     @on_event(MAIN, "get room info", schemas.ROOM_REF)
     async def get_room_info(self, request: Request) -> Reply:
@@ -135,4 +136,5 @@ class RoomEvents(RoomCore):
             # secret (creating it again says so).
             show = not room.private or self.membership.is_member(room.id, session.sid)
             info = room.info(members) if show else {**room.info(members), "users": []}
-        return reply_to(request, ack=[info], emits=(Emit("room info", [info]),))
+        return reply_to(request, ack=[info],
+                        emits=(Emit("room info", [info], unless_acked=True),))

@@ -26,9 +26,10 @@ Choices the contract leaves open (all documented here, tested in tests/unit/serv
 - A refused join answers with a failed ack *and* a ``room error`` event, both in the one
   failed reply (the gateway applies a reply's ``emits`` after its failure too): they reach
   the client together and in that order, with no detour through the broker.
-- The service cannot tell whether the client asked for an ack, so ``get rooms`` and
-  ``get room info`` always ack *and* emit (``room list`` with the ack's object, ``room info``),
-  and ``get stats`` acks ``{success, ...stats}`` and emits ``stats``.
+- ``get rooms`` and ``get room info`` answer with an ack, or with ``room list`` / ``room info``
+  when the client passed no ack (their emits are ``unless_acked``: the gateway, which knows,
+  drops them for an acked event); ``get stats`` acks ``{success, ...stats}`` and emits
+  ``stats`` either way.
 - ``room message`` is relayed, not saved (the contract saves only ``chat message`` and
   ``private message``); ``get history`` returns the room's saved ``chat message`` lines.
 - ``/chat`` ``chat message`` without a roomId goes "to all of /chat", the sender included

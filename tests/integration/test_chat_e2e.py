@@ -480,11 +480,13 @@ async def test_get_rooms_lists_public_rooms_and_room_info(chat_cluster: Cluster)
         assert ours[0] == {**ours[0], "id": public, "name": "Public", "userCount": 1,
                            "maxUsers": 7}
         assert_iso_utc(ours[0]["createdAt"])
-        # Without an ack the list comes as a `room list` event.
+        # Without an ack the list comes as a `room list` event (and only then: the call
+        # above brought none, or it would be read first from the same connection).
         await bob.emit("get rooms")
         emitted = await bob.wait_for("room list",
                                      lambda p: public in [r["id"] for r in p["rooms"]])
         assert private not in [r["id"] for r in emitted["rooms"]]
+        assert len(bob.seen("room list")) == 1
 
         info = await bob.call("get room info", {"roomId": public})
         assert_keys(info, (*ROOM_SUMMARY_KEYS, "users"), ROOM_INFO_EXTRA)
@@ -493,6 +495,7 @@ async def test_get_rooms_lists_public_rooms_and_room_info(chat_cluster: Cluster)
         await bob.emit("get room info", public)
         assert await bob.wait_for("room info", lambda p: p is not None and p.get(
             "users")) == info
+        assert len(bob.seen("room info")) == 1  # the call before it brought none
         assert await bob.call("get room info", unique("none")) is None
         # A private room's existence is not secret; who is in it is (room service choice).
         hidden = await bob.call("get room info", private)

@@ -84,6 +84,25 @@ async def test_an_event_passes_the_filter_then_its_owner_whose_reply_is_applied(
     assert "lobby" in w.client.sockets["/"].rooms
 
 
+@pytest.mark.parametrize(("ack_id", "expected"), [
+    (7, ['437[{"rooms":[]}]', '42["said",1]']),  # acked: the answer is the ack only
+    (None, ['42["list",{"rooms":[]}]', '42["said",1]']),  # no ack: the event instead
+])
+async def test_an_emit_unless_acked_reaches_only_a_client_that_passed_no_ack(
+        ack_id: int | None, expected: list[str]) -> None:
+    def script(service: str, kind: RequestKind, fields: dict[str, Any]) -> Reply:
+        if kind == K.EVENT:
+            return ok(ack=[{"rooms": []}], emits=(
+                Emit("list", [{"rooms": []}], unless_acked=True), Emit("said", [1])))
+        return accept_all(service, kind, fields)
+
+    w = World(script)
+    await w.connected()
+    w.sent()
+    await w.event(Ev("/", "say", [], ack_id))
+    assert w.sent() == expected
+
+
 @pytest.mark.parametrize(("script", "expected"), [
     (lambda s, k, f: Reply(0, ok=False, error="rate limit exceeded") if k == K.FILTER
      else accept_all(s, k, f),
