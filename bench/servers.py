@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,12 +139,14 @@ class Server:
             if start is not None and procs.start_time(pid) == start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-        if self.process.poll() is None:
-            self.process.wait(5)
-        self.process = None
-        if self.quotas is not None:
-            self.quotas.close()
-            self.quotas = None
+        try:
+            if self.process.poll() is None:
+                self.process.wait(5)
+        finally:
+            self.process = None
+            if self.quotas is not None:
+                self.quotas.close()
+                self.quotas = None
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -176,8 +179,14 @@ class Ours(Server):
 
     def start(self) -> None:
         if self.root is not None and not (self.site() / "switchboard").is_dir():
+            # From a clean copy: a build in the checkout itself would reuse what an earlier
+            # build of another commit left in its build/ folder.
+            source = self.workdir / f"{self.name}-source"
+            shutil.rmtree(source, ignore_errors=True)
+            shutil.copytree(self.root, source, symlinks=True, ignore=shutil.ignore_patterns(
+                ".git", "build", "*.egg-info", "node_modules", ".venv", "test-output"))
             subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                            "--target", str(self.site()), str(self.root)],
+                            "--target", str(self.site()), str(source)],
                            check=True, timeout=600, stdout=subprocess.DEVNULL)
         super().start()
 

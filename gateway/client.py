@@ -149,7 +149,7 @@ class Client(Output):
         polling: Polling | None = None,
     ) -> None:
         super().__init__(write_limit, lambda: on_slow(self), corker, polling, conn.eio)
-        #: Called once a polling session is over (so its sid is forgotten).
+        #: Called once the session is over, whatever its transport (its owner forgets it).
         self.on_finished: Callable[[Client], None] | None = None
         self.started = time.monotonic()
         self.conn = conn
@@ -219,7 +219,8 @@ class Client(Output):
             self.send_frames(frames)
 
     def finish(self) -> None:
-        """The polling session is over: tell whoever owns it (once)."""
+        """The session is over (lost, closed, or a polling session finished): tell whoever
+        owns it, once."""
         callback, self.on_finished = self.on_finished, None
         if callback is not None:
             callback(self)

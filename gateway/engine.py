@@ -210,7 +210,7 @@ class Engine:
         return sum(1 for client in self.sessions.values() if client.responder is not None)
 
     def forget_session(self, client: Client) -> None:
-        """The host dropped the session (closed, lost): its sid is unknown from now on."""
+        """Forget the session's sid (it is over, or it moved to another gateway)."""
         if self.sessions.get(client.conn.sid) is client:
             del self.sessions[client.conn.sid]
             self.relay.forget(client.conn.sid)
@@ -311,6 +311,7 @@ class Engine:
         client.lane.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
 
     def _release(self, client: Client, polling: Polling) -> None:
+        # upgrade.probe's ``release`` takes the polling side too; the host reads it itself.
         self.host.release_held(client)
 
     # -- WebSocket handshakes --------------------------------------------------------------

@@ -26,7 +26,8 @@ log = logging.getLogger("switchboard.gateway.fanout")
 
 
 class Confirmations(Protocol):
-    """Where the broker's subscription confirmations go (:class:`Subscriptions`)."""
+    """Where the broker's subscription confirmations go
+    (:class:`~.subscriptions.Subscriptions`)."""
 
     def confirmed(self, topic: bytes) -> None: ...
 
@@ -134,8 +135,9 @@ class Fanout:
             self._handle(pub)
 
     def reconnected(self, lost_at: float) -> None:
-        """Our connection to the broker was new (see :class:`Subscriptions`): what the old
-        one had queued for us is gone, as in a broker restart."""
+        """Our connection to the broker was new (see
+        :class:`~.subscriptions.Subscriptions`): what the old one had queued for us is gone,
+        as in a broker restart."""
         self.continuity.broker_changed()
         self.broker_changed_since = lost_at
 

@@ -20,7 +20,7 @@ ANY_NAMESPACE = "*"
 
 
 class Subscriber(Protocol):
-    """What the index needs of the SUB socket (:class:`Subscriptions`)."""
+    """What the index needs of the SUB socket (:class:`~.subscriptions.Subscriptions`)."""
 
     def add(self, topic: bytes) -> asyncio.Future[None] | None: ...
 
