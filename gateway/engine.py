@@ -310,10 +310,6 @@ class Engine:
         # clients send nothing more until they have it.
         client.lane.when_readable(lambda: answer.reply(http.response(200, OK, "text/html")))
 
-    def _release(self, client: Client, polling: Polling) -> None:
-        # upgrade.probe's ``release`` takes the polling side too; the host reads it itself.
-        self.host.release_held(client)
-
     # -- WebSocket handshakes --------------------------------------------------------------
     def upgrade(self, upgrade: Upgrade) -> None:
         request = upgrade.request
@@ -362,7 +358,7 @@ class Engine:
 
     def probe(self, client: Client, upgrade_: Upgrade, handshake_bytes: bytes) -> None:
         upgrade.probe(client, upgrade_, handshake_bytes, self.host, self.config.max_payload,
-                      self.config.upgrade_timeout, self._release, self._upgraded)
+                      self.config.upgrade_timeout, self.host.release_held, self._upgraded)
 
     def _upgraded(self, client: Client) -> None:
         self.upgrades += 1

@@ -11,7 +11,7 @@ from switchboard.gateway.backbone import Backbone
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.engine import Engine
 from switchboard.gateway.fanout import Fanout
-from switchboard.gateway.gatekeeper import Gatekeeper
+from switchboard.gateway.gatekeeper import Gatekeeper, KeysFeed
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate, rss_mb
 from switchboard.gateway.index import LocalIndex
 from switchboard.gateway.peers import Peers
@@ -38,14 +38,9 @@ class Parts(Protocol):
     backbone: Backbone
     policy_replica: PolicyReplica
     policy_feed: PolicyFeed
+    keys_feed: KeysFeed
     gate: Gatekeeper
     health_limits: HealthLimits
-
-    @property
-    def policy_source(self) -> str | None: ...
-
-    @property
-    def keys_source(self) -> str | None: ...
 
     @property
     def stopping(self) -> bool: ...
@@ -84,12 +79,12 @@ class Figures:
             "broker": fanout.broker_up,
             "brokerInstance": fanout.broker_instance,
             #: The moderation policy events are judged by (gateway.policing).
-            "policy": {"source": gw.policy_source, "state": gw.policy_replica.state.value,
+            "policy": {"source": gw.policy_feed.source, "state": gw.policy_replica.state.value,
                        "instance": gw.policy_replica.instance,
                        "version": gw.policy_replica.version,
                        **gw.policy_replica.held()},
             #: The keys CONNECTs' tokens are checked with (gateway.gatekeeper).
-            "keys": {"source": gw.keys_source, "instance": gw.gate.instance},
+            "keys": {"source": gw.keys_feed.source, "instance": gw.gate.instance},
             #: Delivery across broker crashes (docs/delivery.md).
             "continuity": {**fanout.continuity.counters,
                            "replaying": fanout.continuity.replaying()},
@@ -106,11 +101,11 @@ class Figures:
             recent_requests=total,
             recent_failures=failures,
             optional=frozenset({"recovery", gw.backbone.routing.recovery or "recovery"}),
-            policy_service=gw.policy_source,
+            policy_service=gw.policy_feed.source,
             policy_loaded=gw.policy_replica.ready,
             policy_age=(None if gw.policy_feed.loaded_at is None
                         else time.monotonic() - gw.policy_feed.loaded_at),
-            keys_service=gw.keys_source,
+            keys_service=gw.keys_feed.source,
             keys_loaded=gw.gate.access is not None,
         )
         health = evaluate(figures, gw.health_limits)

@@ -205,16 +205,6 @@ class Gateway:
     def stopping(self) -> bool:
         return self.sessions.stopping
 
-    @property
-    def policy_source(self) -> str | None:
-        """The service whose policy events are judged by (None: none)."""
-        return self._policy_source
-
-    @property
-    def keys_source(self) -> str | None:
-        """The service whose keys CONNECTs' tokens are checked with (None: none)."""
-        return self._keys_source
-
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self.subs.add(topics.gateway(self.id))

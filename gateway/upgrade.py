@@ -48,7 +48,7 @@ def refuse_probe(upgrade: Upgrade) -> None:
 
 
 def probe(client: Client, upgrade: Upgrade, handshake: bytes, owner: SessionOwner,
-          max_payload: int, timeout: float, release: Callable[[Client, Polling], None],
+          max_payload: int, timeout: float, release: Callable[[Client], None],
           upgraded: Callable[[Client], None]) -> bool:
     """Accept ``upgrade`` as the probe of ``client``'s session; False when the session
     cannot upgrade (see :func:`refuse_after_handshake`, :func:`refuse_probe`). ``release``
@@ -65,7 +65,7 @@ def probe(client: Client, upgrade: Upgrade, handshake: bytes, owner: SessionOwne
         refuse_probe(upgrade)
         return False
     if polling.holding:
-        release(client, polling)
+        release(client)
     link = WsTransport(max_payload)
     timer = asyncio.get_running_loop().call_later(timeout, _failed, client, polling, link,
                                                   "upgrade timeout")
