@@ -137,11 +137,14 @@ class Connects:
         accepted: list[str] = []
         refusal: str | None = None
         self.connecting[session.sid] = session
-        stages = routing.connect_stages(ns)
+        stages: tuple[str, ...] = ()
         try:
             if self.gate is not None:
                 session = self.gate.admit(session, auth, client.headers, mode)
                 joins.extend(room for room in self.gate.rooms_of(session) if room not in joins)
+            # A partitioned stage is the instance the socket's identity (known once the
+            # gate read its token) hashes to.
+            stages = tuple(stage.pick(session, []) for stage in routing.connect_stages(ns))
             if stages:
                 # One request: each stage that accepts passes it on to the next with the
                 # session as it left it; the last answers us with everything they asked for.
@@ -149,7 +152,7 @@ class Connects:
                     stages[0], RequestKind.CONNECT, session=session, auth=auth,
                     headers=client.headers, recovery=mode,
                     sockets=(restored,) if restored is not None else (),
-                    route=tuple(stages[1:]),
+                    route=stages[1:],
                 )
                 if reply.session is not None:
                     session = reply.session
@@ -209,9 +212,13 @@ class Connects:
         await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
         if conn.closed or not client.has(sock):
             return None
+        # A stage was asked already: of a partitioned service, the other instances are told
+        # (a restored socket's state goes with it, for the rooms they own).
         for service in routing.connected_listeners(ns):
-            self.spawn(self.departures.tell(service, RequestKind.CONNECTED, session,
-                                            recovery=mode))
+            if service not in stages:
+                self.spawn(self.departures.tell(
+                    service, RequestKind.CONNECTED, session, recovery=mode,
+                    sockets=(restored,) if restored is not None else ()))
         if restored is not None:
             return sock, emits  # sent once the replay is written
         conn.accept(ns, session.sid, sock.pid or None)

@@ -82,8 +82,12 @@ class Departures:
 
     def notify(self, session: Session, services: Iterable[str]) -> None:
         """Tell ``services`` that the socket of ``session`` is gone."""
+        self.tell_all(session, RequestKind.DISCONNECT, services)
+
+    def tell_all(self, session: Session, kind: RequestKind, services: Iterable[str]) -> None:
+        """One-way news of a socket for each of ``services``, without waiting."""
         for service in services:
-            self.spawn(self.tell(service, RequestKind.DISCONNECT, session))
+            self.spawn(self.tell(service, kind, session))
 
     async def tell(self, service: str, kind: RequestKind, session: Session,
                    **fields: Any) -> None:
@@ -102,8 +106,8 @@ class Departures:
         sock.renew_session(replace(sock.session, transport=transport))
         if self.admin is not None and sock.live:
             self.admin.transport_changed(sock)
-        for service in self.services.routing.update_listeners(sock.ns):
-            self.spawn(self.tell(service, RequestKind.UPDATE, sock.session))
+        self.tell_all(sock.session, RequestKind.UPDATE,
+                      self.services.routing.update_listeners(sock.ns))
 
     def session_opened(self) -> None:
         if self.admin is not None:

@@ -14,7 +14,9 @@ Decisions belong to the services; these modules only carry requests and apply re
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from switchboard.gateway import metrics as m
 from switchboard.gateway.adminui import AdminUi
@@ -22,6 +24,7 @@ from switchboard.gateway.admission import Admission
 from switchboard.gateway.client import Client, NsSocket
 from switchboard.gateway.connects import SUBSCRIBE_TIMEOUT, Connects
 from switchboard.gateway.departures import Departures
+from switchboard.gateway.gather import gathered
 from switchboard.gateway.index import LocalIndex
 from switchboard.gateway.lane import Turn
 from switchboard.gateway.needs import Gate, Judge, Services, Spawn
@@ -98,6 +101,7 @@ class Pipelines:
             admin.event_received(sock.ns)
         routing = self.services.routing
         owner = routing.owner(sock.ns, event)
+        target = owner.pick(sock.session, args) if owner is not None else ""
         filters = routing.filters(sock.ns)
         await turn.may_send()  # the owner's requests, and the limits, in the socket's order
         if self.policy is not None:
@@ -119,24 +123,57 @@ class Pipelines:
                         break
                 else:
                     reply = Reply(0, ok=False, error=f"unknown event: {event}")
+            elif owner.gathered:
+                reply = await self._gather(owner.members, sock, event, args, turn)
             elif filters:
                 # One request: each filter passes it on, the owner answers us (the route).
                 reply = await self.services.request(
                     filters[0], RequestKind.FILTER, sent=turn.sent, session=sock.session,
-                    event=event, args=args, route=(*filters[1:], owner),
+                    event=event, args=args, route=(*filters[1:], target),
                 )
             else:
                 reply = await self.services.request(
-                    owner, RequestKind.EVENT, sent=turn.sent, session=sock.session,
-                    event=event, args=args,
+                    target, RequestKind.EVENT, sent=turn.sent,
+                    session=sock.session, event=event, args=args,
                 )
         except ServiceUnavailable as exc:
             log.warning("event %r on %s failed: %s", event, sock.ns, exc)
             await turn.may_apply()
             self.fail(sock, request, ServiceUnavailable.client_message)
             return
+        if reply.session is not None and owner is not None and len(owner.members) > 1:
+            # The other instances keep this socket too (in their rooms): they hear of its
+            # new session (a new name) as of a new transport.
+            self.departures.tell_all(reply.session, RequestKind.UPDATE,
+                                     [name for name in owner.members if name != target])
         await turn.may_apply()
         await self._apply_async(sock, reply, request)
+
+    async def _gather(self, members: tuple[str, ...], sock: NsSocket, event: str,
+                      args: list[Any], turn: Turn) -> Reply:
+        """A cluster-wide read: every instance at once, answers merged (:mod:`.gather`);
+        those that fail or miss the deadline are named in the answer, never waited for
+        past it. Reads pass no filters (filters judge what changes state)."""
+        loop = asyncio.get_running_loop()
+        sent = [loop.create_future() for _ in members]
+        tasks = [asyncio.ensure_future(self.services.request(
+            name, RequestKind.EVENT, sent=went, session=sock.session, event=event, args=args))
+            for name, went in zip(members, sent, strict=True)]
+        await asyncio.wait(sent)
+        turn.nothing_sent()  # all are on their way: the socket's next event may go
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        replies: dict[str, Reply] = {}
+        for name, outcome in zip(members, outcomes, strict=True):
+            if isinstance(outcome, Reply):
+                replies[name] = outcome
+            elif not isinstance(outcome, ServiceUnavailable):
+                raise outcome
+        if not replies:
+            raise ServiceUnavailable(f"no instance of {', '.join(members)} answered")
+        missing = tuple(name for name in members if name not in replies)
+        if missing:
+            log.warning("%r answered without %s", event, ", ".join(missing))
+        return gathered(replies, missing)
 
     async def client_ack(self, client: Client, ack: AckReceived, turn: Turn) -> None:
         """A client acked a server emit: deliver its arguments as the emit's ``ack_event``."""
@@ -151,8 +188,8 @@ class Pipelines:
         await turn.may_send()
         try:
             reply = await self.services.request(
-                owner, RequestKind.EVENT, sent=turn.sent, session=sock.session,
-                event=ack_event, args=ack.args,
+                owner.pick(sock.session, ack.args), RequestKind.EVENT, sent=turn.sent,
+                session=sock.session, event=ack_event, args=ack.args,
             )
         except ServiceUnavailable as exc:
             log.warning("ack event %r not delivered: %s", ack_event, exc)

@@ -81,6 +81,14 @@ def bind_endpoint(item: str) -> str:
     return _endpoint(item, bind=True)
 
 
+def service_name(item: str) -> str:
+    """A service's name as ``--services`` gives it (``room-1``)."""
+    if not _NAME.match(item):
+        raise ValueError(f"{item!r} is not a service name (letters, digits, '.', '_', '-'; "
+                         "e.g. room-1)")
+    return item
+
+
 def service_endpoint(item: str) -> str:
     """``NAME=ENDPOINT``: where the service NAME takes requests."""
     name, sep, endpoint = item.partition("=")

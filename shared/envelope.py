@@ -299,7 +299,12 @@ def gateway_identity(gateway: str, instance: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Route(Envelope):
-    """One thing a service handles: ``[kind, ns, event, priority]``; ``ns`` may be ``*``."""
+    """One thing a service handles: ``[kind, ns, event, priority, key]``; ``ns`` may be ``*``.
+
+    ``key`` matters for a partitioned service only (:attr:`ServiceInfo.group`): which
+    instance of the group a request goes to (:func:`switchboard.shared.partitions.key_of`
+    reads it; ``all``: every instance, answers merged).
+    """
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"kind": RequestKind}
 
@@ -307,6 +312,7 @@ class Route(Envelope):
     ns: str
     event: str = ""
     priority: int = 100
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +330,11 @@ class ServiceInfo(Envelope):
     name: str
     instance: str
     routes: tuple[Route, ...] = ()
+    #: A partitioned service: the group this instance belongs to, and all of its instances
+    #: (names as in ``--services``) as of ``epoch``; each owns the keys that hash to it.
+    group: str = ""
+    members: tuple[str, ...] = ()
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

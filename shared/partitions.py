@@ -18,8 +18,37 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from switchboard.shared.errors import ConfigError, ServiceUnavailable
+
+#: A route key asking for every instance of the group, whose answers are merged.
+ALL = "all"
+#: A route key naming the sender (its user id, or its socket id when anonymous).
+IDENTITY = "identity"
+
+
+def key_of(spec: str, identity: str, args: list[Any]) -> str:
+    """The partition key of a request, by its route's ``spec``, read from the raw
+    arguments (gateway and owner compute it alike, before any cleaning):
+
+    - ``identity``: the sender's;
+    - ``arg.FIELD``: that field of the first argument when it is an object, or the first
+      argument itself when it is a string or number (``join room`` takes ``"lobby"`` or
+      ``{roomId: "lobby"}``). Trimmed, as the owners' schemas trim ids.
+
+    A request without the named key (a ``chat message`` to the whole namespace, or a bad
+    payload) goes to the sender's instance, which validates it as any owner does.
+    """
+    if spec.startswith("arg.") and args:
+        value: Any = args[0]
+        if isinstance(value, dict):
+            value = value.get(spec[4:])
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return identity
 
 
 def weight(member: str, key: str) -> int:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -33,11 +34,15 @@ from switchboard.shared.envelope import (
     Route,
     ServiceInfo,
 )
+from switchboard.shared.errors import ClientError, ServiceUnavailable
+from switchboard.shared.partitions import ALL, Membership, key_of
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.schema import Cleaner, EventSchema
 
 Handler = Callable[[Any, Request], Awaitable[Reply | None]]
 BoundHandler = Callable[[Request], Awaitable[Reply | None]]
+log = logging.getLogger("switchboard.service")
+
 F = TypeVar("F", bound=Handler)
 
 _ROUTES_ATTR = "__switchboard_routes__"
@@ -53,23 +58,27 @@ def _register(route: Route, schema: EventSchema | None = None) -> Callable[[F], 
     return decorate
 
 
-def on_connect(ns: str, priority: int = 100) -> Callable[[F], F]:
+def on_connect(ns: str, priority: int = 100, key: str = "") -> Callable[[F], F]:
     """A CONNECT stage for ``ns`` (``*``: every namespace); stages run by ascending priority.
 
     Declaring a CONNECT stage for a namespace also makes that namespace exist: CONNECTs to a
-    namespace nobody declared are refused with ``Invalid namespace``.
+    namespace nobody declared are refused with ``Invalid namespace``. ``key``: for a
+    partitioned service, which instance is the stage (:func:`shared.partitions.key_of`).
     """
-    return _register(Route(RequestKind.CONNECT, ns, "", priority))
+    return _register(Route(RequestKind.CONNECT, ns, "", priority, key))
 
 
-def on_event(ns: str, event: str, schema: EventSchema | None = None) -> Callable[[F], F]:
+def on_event(ns: str, event: str, schema: EventSchema | None = None,
+             key: str = "") -> Callable[[F], F]:
     """The owner of ``event`` in ``ns``; its reply becomes the client's ack.
 
     ``schema``: the event's payload declaration (:mod:`shared.schema`). The framework
     applies it with the service's :attr:`Service.cleaner` before the handler runs: the
     handler gets the canonical args, and a bad payload is refused with what to fix.
+    ``key``: for a partitioned service, which instance owns the event
+    (:func:`shared.partitions.key_of`).
     """
-    return _register(Route(RequestKind.EVENT, ns, event), schema)
+    return _register(Route(RequestKind.EVENT, ns, event, key=key), schema)
 
 
 def on_filter(ns: str, priority: int = 100) -> Callable[[F], F]:
@@ -108,28 +117,29 @@ def on_sync() -> Callable[[F], F]:
 class Service:
     """Base for every service. Subclasses set :attr:`name` and decorate async methods."""
 
-    name: ClassVar[str] = "service"
+    #: What gateways know the service by (``--services``); an instance may set its own.
+    name: str = "service"
     _routes: ClassVar[dict[tuple[RequestKind, str, str], str]] = {}
-    _priorities: ClassVar[dict[tuple[RequestKind, str, str], int]] = {}
+    _declared: ClassVar[dict[tuple[RequestKind, str, str], Route]] = {}
     _schemas: ClassVar[dict[tuple[RequestKind, str, str], EventSchema]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         table: dict[tuple[RequestKind, str, str], str] = {}
-        priorities: dict[tuple[RequestKind, str, str], int] = {}
+        declared: dict[tuple[RequestKind, str, str], Route] = {}
         schemas: dict[tuple[RequestKind, str, str], EventSchema] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 for route, schema in getattr(value, _ROUTES_ATTR, ()):
                     key = (route.kind, route.ns, route.event)
                     table[key] = attr
-                    priorities[key] = route.priority
+                    declared[key] = route
                     if schema is not None:
                         schemas[key] = schema
                     else:
                         schemas.pop(key, None)
         cls._routes = table
-        cls._priorities = priorities
+        cls._declared = declared
         cls._schemas = schemas
 
     def __init__(self, publisher: Publisher) -> None:
@@ -141,14 +151,14 @@ class Service:
         #: Applies the ``schema`` of this service's events; a service with its own limits
         #: or banned words replaces it in its constructor.
         self.cleaner = Cleaner()
+        #: Set by a partitioned service: its group's name and instances (it is one of them).
+        self.group = ""
+        self.partition: Membership | None = None
 
     @classmethod
     def routes(cls) -> tuple[Route, ...]:
         """Everything the service's decorators registered, with priorities."""
-        return tuple(
-            Route(kind, ns, event, cls._priorities[(kind, ns, event)])
-            for (kind, ns, event) in cls._routes
-        )
+        return tuple(cls._declared[key] for key in cls._routes)
 
     @classmethod
     def schemas(cls) -> dict[tuple[str, str], EventSchema]:
@@ -157,7 +167,10 @@ class Service:
                 if kind == RequestKind.EVENT}
 
     def info(self) -> ServiceInfo:
-        return ServiceInfo(self.name, self.instance, self.routes())
+        if self.partition is None:
+            return ServiceInfo(self.name, self.instance, self.routes())
+        return ServiceInfo(self.name, self.instance, self.routes(), self.group,
+                           self.partition.members, self.partition.epoch)
 
     def _route_of(self, request: Request) -> tuple[RequestKind, str, str] | None:
         ns = request.session.ns if request.session is not None else "*"
@@ -182,10 +195,33 @@ class Service:
 
     def prepared(self, request: Request, schema: EventSchema | None) -> Request:
         """``request`` with the canonical args of ``schema``, if there is one
-        (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad)."""
+        (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad).
+
+        A partitioned service refuses first what is not its own (fencing): the gateway
+        that sent it sees the instances otherwise than this one does.
+        """
+        partition = self.partition
+        if partition is not None and len(partition.members) > 1 and request.session is not None:
+            self._fence(request, partition)
         if schema is None:
             return request
         return replace(request, args=self.cleaner.apply(schema, request.args))
+
+    def _fence(self, request: Request, partition: Membership) -> None:
+        route = self._route_of(request)
+        spec = self._declared[route].key if route is not None else ""
+        if spec in ("", ALL) or request.kind not in (RequestKind.EVENT, RequestKind.CONNECT):
+            return
+        session = request.session
+        assert session is not None
+        identity = session.user_id if session.user_id is not None else session.sid
+        key = key_of(spec, identity, request.args)
+        owner = partition.owner(key)
+        if owner != self.name:
+            log.warning("%s %r for key %r refused: %s owns it (epoch %d); the sender's view of "
+                        "the instances differs", request.kind.name, request.event, key, owner,
+                        partition.epoch)
+            raise ClientError(ServiceUnavailable.client_message)
 
     async def gateway_lost(self, gateway_id: str) -> None:
         """A gateway stopped sending heartbeats (crashed or partitioned); drop its sockets.

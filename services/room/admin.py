@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, reply_to
+from switchboard.shared.partitions import ALL, IDENTITY
 from switchboard.shared.service import on_event
 
 from . import schemas
@@ -45,13 +46,13 @@ class AdminEvents(RoomCore):
             "timestamp": iso(to_ms(now)),
         }
 
-    @on_event(ADMIN, "get stats", schemas.TAKES_NOTHING)
+    @on_event(ADMIN, "get stats", schemas.TAKES_NOTHING, key=ALL)
     async def get_stats(self, request: Request) -> Reply:
         self._begin(request)
         stats = self.stats()
         return reply_to(request, ack=ok(**stats), emits=(Emit("stats", [stats]),))
 
-    @on_event(ADMIN, "get sockets", schemas.TAKES_NOTHING)
+    @on_event(ADMIN, "get sockets", schemas.TAKES_NOTHING, key=ALL)
     async def get_sockets(self, request: Request) -> Reply:
         """Every socket of the cluster, for operators: where it is, who, and over what."""
         self._begin(request)
@@ -70,7 +71,7 @@ class AdminEvents(RoomCore):
         ]
         return reply_to(request, ack=ok(sockets=sockets))
 
-    @on_event(ADMIN, "broadcast message", schemas.BROADCAST_MESSAGE)
+    @on_event(ADMIN, "broadcast message", schemas.BROADCAST_MESSAGE, key=IDENTITY)
     async def broadcast_message(self, request: Request) -> Reply:
         self._begin(request)
         text = str(request.args[0]["message"])

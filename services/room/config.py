@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switchboard.shared import checks
 from switchboard.shared.config import setting
+from switchboard.shared.errors import ConfigError
+from switchboard.shared.partitions import Membership
 
 
 @dataclass(frozen=True)
 class Config:
+    room_instance: str = setting(
+        "room", "This instance's name, as the gateways' --services name it (room-0, room-1, "
+        "... when rooms and presence are partitioned over several instances).",
+        check=checks.service_name,
+    )
+    room_instances: tuple[str, ...] = setting(
+        (), "Every instance rooms (by room id) and presence (by user id) are partitioned "
+        "over, this one included, as NAME,NAME...; each keeps its own --room-db. Empty: this "
+        "instance alone.", check=checks.service_name,
+    )
     room_db: str = setting(
         "var/room.sqlite3",
         "SQLite file (WAL) holding rooms and message history; its directory is created.",
@@ -70,3 +83,13 @@ class Config:
     password_workers: int = setting(
         2, "Threads hashing/verifying room passwords at once (each uses the memory cost)."
     )
+
+    def __post_init__(self) -> None:
+        if self.room_instances and self.room_instance not in self.room_instances:
+            raise ConfigError(f"--room-instance {self.room_instance!r} is none of "
+                              f"--room-instances ({', '.join(self.room_instances)})")
+        self.partition()  # names it cannot hash over are refused at start
+
+    def partition(self) -> Membership:
+        """The instances this one shares rooms and presence with."""
+        return Membership.of(self.room_instances or (self.room_instance,))

@@ -25,10 +25,18 @@ from switchboard.shared.envelope import (
     reply_to,
 )
 from switchboard.shared.errors import ClientError
+from switchboard.shared.partitions import IDENTITY
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.sanitize import Sanitizer, phrases
 from switchboard.shared.schema import Cleaner, Limits
-from switchboard.shared.service import Service, on_connect, on_disconnect, on_sync, on_update
+from switchboard.shared.service import (
+    Service,
+    on_connect,
+    on_connected,
+    on_disconnect,
+    on_sync,
+    on_update,
+)
 
 from .config import Config
 from .model import Member, Room, SocketEntry, iso, to_ms
@@ -46,6 +54,10 @@ GAME = "/game"
 ADMIN = "/admin"
 ANONYMOUS = "Anonymous"
 LOST_SIDS_KEPT = 100_000
+#: Route keys (:func:`~switchboard.shared.partitions.key_of`): a room's events go to the
+#: instance its id hashes to; a private message to the recipient's presence instance.
+ROOM = "arg.roomId"
+RECIPIENT = "arg.to"
 
 Clock = Callable[[], float]
 
@@ -74,6 +86,11 @@ class RoomCore(Service):
     ) -> None:
         super().__init__(publisher)
         self.config = config or Config()
+        # Rooms by room id and presence by user id, over the instances of the group: this
+        # one is the only writer of what hashes to it (the gateways route it here).
+        self.name = self.config.room_instance
+        self.group = "room"
+        self.partition = self.config.partition()
         self.clock = clock
         self.store = Store(self.config.room_db)
         self.passwords = Passwords(
@@ -136,6 +153,12 @@ class RoomCore(Service):
             transport=session.transport,
             recoverable=session.recoverable,
         )
+
+    def _owns_user(self, identity: str) -> bool:
+        """Whether this instance keeps ``identity``'s presence (its sockets, online/offline)."""
+        partition = self.partition
+        return (partition is None or len(partition.members) <= 1
+                or partition.owner(identity) == self.name)
 
     def _require_member(self, room_id: str, sid: str) -> None:
         if not self.membership.is_member(room_id, sid):
@@ -206,7 +229,8 @@ class RoomCore(Service):
             ns, identity, username = MAIN, member.identity, member.username
         else:
             return
-        if ns == MAIN and not self.registry.is_online(MAIN, identity):
+        if ns == MAIN and self._owns_user(identity) and not self.registry.is_online(MAIN,
+                                                                                     identity):
             self._presence("user offline", sid, identity, username)
 
     def _presence(self, event: str, sid: str, identity: str, username: str) -> None:
@@ -218,8 +242,8 @@ class RoomCore(Service):
         """Its registered sockets, and unregistered members its socket ids name (a socket
         recovered elsewhere keeps its id but is registered where it is now)."""
         sids = {entry.sid for entry in self.registry.of_gateway(gateway_id)}
-        sids.update(sid for sid in self.membership.sids()
-                    if gateway_of(sid) == gateway_id and sid not in self.registry)
+        sids.update(sid for sid in self.membership.on_gateway(gateway_id)
+                    if sid not in self.registry)
         return sids
 
     def _lose(self, sid: str, gateway_id: str) -> bool:
@@ -227,7 +251,8 @@ class RoomCore(Service):
         now, or after the recovery grace if it may come back; True if it departed now."""
         entry = self.registry.get(sid)
         grace = self.config.recovery_grace
-        if entry is None or not entry.recoverable or grace <= 0:
+        held = entry or self.membership.member(sid)  # only in our rooms: presence is elsewhere
+        if held is None or not held.recoverable or grace <= 0:
             self._depart(sid)
             return True
         if sid not in self._departing:
@@ -237,8 +262,8 @@ class RoomCore(Service):
 
     def _lose_late(self, sid: str, gateway_id: str) -> None:
         self._departing.pop(sid, None)
-        entry = self.registry.get(sid)
-        if entry is not None and entry.gateway == gateway_id:
+        held = self.registry.get(sid) or self.membership.member(sid)
+        if held is not None and held.gateway == gateway_id:
             self._depart(sid)
             self._lost_sids[sid] = True
 
@@ -248,7 +273,18 @@ class RoomCore(Service):
             handle.cancel()
 
     # -- CONNECT / DISCONNECT / SYNC / lost gateways --------------------------------------
-    @on_connect(MAIN, CONNECT_PRIORITY)
+    @on_connected(MAIN)
+    async def connected_main(self, request: Request) -> None:
+        """A socket of ``/`` whose presence another instance keeps (it was the CONNECT
+        stage): only a restored one matters here, back in the rooms of ours it is in."""
+        if request.recovery == Recovery.NONE or not request.sockets or request.session is None:
+            return
+        session = request.session
+        self._came_back(session.sid)
+        returning = self._lost_sids.pop(session.sid, False)
+        self._adopt(SocketState(session, request.sockets[0].rooms), returning)
+
+    @on_connect(MAIN, CONNECT_PRIORITY, key=IDENTITY)
     async def connect_main(self, request: Request) -> Reply | None:
         session = self._begin(request)
         if request.recovery != Recovery.NONE:
@@ -269,9 +305,9 @@ class RoomCore(Service):
         }
         return reply_to(request, emits=(Emit("welcome", [welcome]),))
 
-    @on_connect(CHAT, CONNECT_PRIORITY)
-    @on_connect(ADMIN, CONNECT_PRIORITY)
-    @on_connect("*", CONNECT_PRIORITY)
+    @on_connect(CHAT, CONNECT_PRIORITY, key=IDENTITY)
+    @on_connect(ADMIN, CONNECT_PRIORITY, key=IDENTITY)
+    @on_connect("*", CONNECT_PRIORITY, key=IDENTITY)
     async def connect_other(self, request: Request) -> None:
         """Registers sockets of every other namespace (``/game`` too), for stats."""
         session = self._begin(request)
@@ -291,8 +327,9 @@ class RoomCore(Service):
     @on_disconnect("*")
     async def disconnect(self, request: Request) -> None:
         session = self._begin(request)
-        entry = self.registry.get(session.sid)
-        if entry is not None and session.gateway and entry.gateway != session.gateway:
+        held = self.registry.get(session.sid) or self.membership.member(session.sid)
+        if held is not None and session.gateway and held.gateway and \
+                held.gateway != session.gateway:
             return  # it was recovered on another gateway since: the old one's news is old
         self._came_back(session.sid)
         self._depart(session.sid, session)
@@ -302,6 +339,10 @@ class RoomCore(Service):
         """A socket's connection upgraded (polling → WebSocket): its entry says so."""
         session = self._begin(request)
         self.registry.set_transport(session.sid, session.transport)
+        # Another instance answered its `set username`: the socket's rooms here say so too.
+        member = self.membership.member(session.sid)
+        if member is not None and member.username != display_name(session):
+            self.membership.rename(session.sid, display_name(session))
 
     @on_sync()
     async def sync(self, request: Request) -> None:
@@ -327,18 +368,21 @@ class RoomCore(Service):
         """Register a socket a gateway reports, with its managed rooms; ``returning``: others
         were told it had left, so they hear it is back."""
         entry = self._entry(state.session)
-        announce = (
-            returning
-            and entry.ns == MAIN
-            and entry.sid not in self.registry
-            and not self.registry.is_online(MAIN, entry.identity)
-        )
-        self.registry.add(entry)
-        if announce:
-            self._presence("user online", entry.sid, entry.identity, entry.username)
+        if self._owns_user(entry.identity):
+            announce = (
+                returning
+                and entry.ns == MAIN
+                and entry.sid not in self.registry
+                and not self.registry.is_online(MAIN, entry.identity)
+            )
+            self.registry.add(entry)
+            if announce:
+                self._presence("user online", entry.sid, entry.identity, entry.username)
         if entry.ns != MAIN:
             return
         current = set(self.membership.rooms_of(entry.sid))
+        if current:
+            self.membership.refresh(entry.member())  # where it is now (recovered elsewhere)
         wanted = {room_id for room_id in state.rooms if room_id in self.rooms}
         for room_id in sorted(wanted - current):
             self.membership.add(room_id, entry.member())

@@ -8,11 +8,12 @@ from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
 from switchboard.shared.errors import ClientError
+from switchboard.shared.partitions import ALL, IDENTITY
 from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
 
 from . import schemas
-from .core import CHAT, MAIN, RoomCore, display_name, ok
+from .core import CHAT, MAIN, RECIPIENT, ROOM, RoomCore, display_name, ok
 from .model import PRIVATE, Message, iso, new_id, parse_iso
 
 
@@ -43,7 +44,7 @@ class MessageEvents(RoomCore):
         return message
 
     # -- messages (namespace /) -----------------------------------------------------------
-    @on_event(MAIN, "chat message", schemas.CHAT_MESSAGE)
+    @on_event(MAIN, "chat message", schemas.CHAT_MESSAGE, key=ROOM)
     async def chat_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = parsed(schemas.ChatMessage, request)
@@ -60,7 +61,7 @@ class MessageEvents(RoomCore):
             )
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(MAIN, "room message", schemas.ROOM_MESSAGE)
+    @on_event(MAIN, "room message", schemas.ROOM_MESSAGE, key=ROOM)
     async def room_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = parsed(schemas.RoomMessage, request)
@@ -75,7 +76,7 @@ class MessageEvents(RoomCore):
         self.publisher.emit_room(MAIN, line.roomId, "room message", [relay], exclude=[session.sid])
         return reply_to(request, ack=ok())
 
-    @on_event(MAIN, "private message", schemas.PRIVATE_MESSAGE)
+    @on_event(MAIN, "private message", schemas.PRIVATE_MESSAGE, key=RECIPIENT)
     async def private_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = parsed(schemas.PrivateMessage, request)
@@ -85,7 +86,7 @@ class MessageEvents(RoomCore):
         self.publisher.emit_user(MAIN, line.to, "private message", [message.payload()])
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(MAIN, "set username", schemas.SET_USERNAME)
+    @on_event(MAIN, "set username", schemas.SET_USERNAME, key=IDENTITY)
     async def set_username(self, request: Request) -> Reply:
         session = self._begin(request)
         username = str(request.args[0])
@@ -97,7 +98,7 @@ class MessageEvents(RoomCore):
             ack=ok(username=username),
         )
 
-    @on_event(MAIN, "user info", schemas.USER_INFO)
+    @on_event(MAIN, "user info", schemas.USER_INFO, key=IDENTITY)
     async def user_info(self, request: Request) -> Reply:
         """The seed client's ``set username``, with an avatar kept in the session."""
         session = self._begin(request)
@@ -111,14 +112,14 @@ class MessageEvents(RoomCore):
             fields["avatar"] = avatar
         return reply_to(request, session=updated, ack=ok(**fields))
 
-    @on_event(MAIN, "get online users", schemas.TAKES_NOTHING)
+    @on_event(MAIN, "get online users", schemas.TAKES_NOTHING, key=ALL)
     async def get_online_users(self, request: Request) -> Reply:
         self._begin(request)
         entries = sorted(self.registry.in_namespace(MAIN), key=lambda e: (e.connected_at, e.sid))
         users = [e.member().payload() for e in entries]
         return reply_to(request, ack=ok(users=users))
 
-    @on_event(MAIN, "get history", schemas.GET_HISTORY)
+    @on_event(MAIN, "get history", schemas.GET_HISTORY, key=ROOM)
     async def get_history(self, request: Request) -> Reply:
         session = self._begin(request)
         query = parsed(schemas.GetHistory, request)
@@ -139,7 +140,7 @@ class MessageEvents(RoomCore):
         return reply_to(request, ack=ok(messages=[m.payload() for m in messages]))
 
     # -- namespace /chat ------------------------------------------------------------------
-    @on_event(CHAT, "chat message", schemas.CHAT_MESSAGE)
+    @on_event(CHAT, "chat message", schemas.CHAT_MESSAGE, key=ROOM)
     async def chat_chat_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = parsed(schemas.ChatMessage, request)
@@ -153,7 +154,7 @@ class MessageEvents(RoomCore):
             self.publisher.emit_namespace(CHAT, "chat message", [message.payload()])
         return reply_to(request, ack=ok(messageId=message.id))
 
-    @on_event(CHAT, "private message", schemas.PRIVATE_MESSAGE)
+    @on_event(CHAT, "private message", schemas.PRIVATE_MESSAGE, key=RECIPIENT)
     async def chat_private_message(self, request: Request) -> Reply:
         session = self._begin(request)
         line = parsed(schemas.PrivateMessage, request)

@@ -89,6 +89,10 @@ class Member:
     sid: str
     user_id: str | None
     username: str
+    #: Where it is connected now, and whether it may come back elsewhere: an instance that
+    #: holds the socket only as a member of its rooms (not in its registry) goes by these.
+    gateway: str = ""
+    recoverable: bool = False
 
     @property
     def identity(self) -> str:
@@ -120,7 +124,7 @@ class SocketEntry:
         return self.user_id if self.user_id is not None else self.sid
 
     def member(self) -> Member:
-        return Member(self.sid, self.user_id, self.username)
+        return Member(self.sid, self.user_id, self.username, self.gateway, self.recoverable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,21 @@ class Membership:
     def sids(self) -> list[str]:
         return list(self._rooms_of)
 
+    def member(self, sid: str) -> Member | None:
+        """``sid`` as a member of any of its rooms (all say the same of it)."""
+        rooms = self._rooms_of.get(sid)
+        return self._members[next(iter(rooms))][sid] if rooms else None
+
+    def on_gateway(self, gateway_id: str) -> list[str]:
+        """The member sockets connected to ``gateway_id`` now."""
+        return [sid for sid in self._rooms_of
+                if (member := self.member(sid)) is not None and member.gateway == gateway_id]
+
+    def refresh(self, member: Member) -> None:
+        """The socket's entry in each of its rooms replaced (a new name, another gateway)."""
+        for room_id in self._rooms_of.get(member.sid, ()):
+            self._members[room_id][member.sid] = member
+
     def add(self, room_id: str, member: Member) -> None:
         self._members.setdefault(room_id, {})[member.sid] = member
         self._rooms_of.setdefault(member.sid, set()).add(room_id)
@@ -122,6 +137,6 @@ class Membership:
         return member
 
     def rename(self, sid: str, username: str) -> None:
-        for room_id in self._rooms_of.get(sid, ()):
-            member = self._members[room_id][sid]
-            self._members[room_id][sid] = replace(member, username=username)
+        member = self.member(sid)
+        if member is not None:
+            self.refresh(replace(member, username=username))

@@ -6,11 +6,12 @@ from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, reply_to
 from switchboard.shared.errors import ClientError
+from switchboard.shared.partitions import ALL
 from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
 
 from . import schemas
-from .core import MAIN, RoomCore, display_name, ok
+from .core import MAIN, ROOM, RoomCore, display_name, ok
 from .model import Room
 
 
@@ -29,7 +30,7 @@ class RoomEvents(RoomCore):
         )
 
     # -- managed rooms (namespace /) ------------------------------------------------------
-    @on_event(MAIN, "create room", schemas.CREATE_ROOM)
+    @on_event(MAIN, "create room", schemas.CREATE_ROOM, key=ROOM)
     async def create_room(self, request: Request) -> Reply:
         session = self._begin(request)
         spec = parsed(schemas.CreateRoom, request)
@@ -56,7 +57,7 @@ class RoomEvents(RoomCore):
         self._mark_empty(room.id, self.config.room_unjoined_ttl, room.created_ms)
         return reply_to(request, ack=ok(roomId=room.id))
 
-    @on_event(MAIN, "join room", schemas.JOIN_ROOM)
+    @on_event(MAIN, "join room", schemas.JOIN_ROOM, key=ROOM)
     async def join_room(self, request: Request) -> Reply:
         session = self._begin(request)
         spec = parsed(schemas.JoinRoom, request)
@@ -100,7 +101,7 @@ class RoomEvents(RoomCore):
             emits=(Emit("room joined", [joined]),),
         )
 
-    @on_event(MAIN, "leave room", schemas.ROOM_REF)
+    @on_event(MAIN, "leave room", schemas.ROOM_REF, key=ROOM)
     async def leave_room(self, request: Request) -> Reply:
         session = self._begin(request)
         room_id = str(request.args[0])
@@ -110,7 +111,7 @@ class RoomEvents(RoomCore):
         self._leave_room(room_id, session.sid)
         return reply_to(request, ack=ok(roomId=room_id), leaves=(room_id,))
 
-    @on_event(MAIN, "get rooms", schemas.TAKES_NOTHING)
+    @on_event(MAIN, "get rooms", schemas.TAKES_NOTHING, key=ALL)
     async def get_rooms(self, request: Request) -> Reply:
         self._begin(request)
         self._expire_empty()
@@ -123,7 +124,7 @@ class RoomEvents(RoomCore):
         return reply_to(request, ack=[listing],
                         emits=(Emit("room list", [listing], unless_acked=True),))
 
-    @on_event(MAIN, "get room info", schemas.ROOM_REF)
+    @on_event(MAIN, "get room info", schemas.ROOM_REF, key=ROOM)
     async def get_room_info(self, request: Request) -> Reply:
         session = self._begin(request)
         room_id = str(request.args[0])

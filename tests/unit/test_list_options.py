@@ -48,6 +48,9 @@ OPTIONS = [
     ListOption(("service", "room"), "--services", "SWITCHBOARD_SERVICES",
                ("moderation=tcp://127.0.0.1:6000", "game=ipc:///tmp/game"), "services",
                "moderation=tcp://127.0.0.1:99999", "is not 1-65535", "tcp://127.0.0.1:99999"),
+    ListOption(("service", "room"), "--room-instances", "SWITCHBOARD_ROOM_INSTANCES",
+               ("room", "room-1"), "room_instances", "room=tcp://127.0.0.1:5562",
+               "is not a service name"),
     ListOption(("service", "moderation"), "--ban-namespaces", "SWITCHBOARD_BAN_NAMESPACES",
                ("/", "/game"), "ban_namespaces", "/game?x", "is not a namespace"),
     ListOption(("service", "recovery"), "--recovery-namespaces",
@@ -175,5 +178,17 @@ def test_every_list_option_of_every_command_is_covered() -> None:
 def test_a_malformed_endpoint_or_namespace_stops_the_gateway(args: list[str], says: str,
                                                             caught: list[Any]) -> None:
     result = invoke(("gateway",), args)
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert caught == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--room-instance", "room-2", "--room-instances", "room-0,room-1"],
+     "'room-2' is none of --room-instances (room-0, room-1)"),
+    (["--room-instance", "room 2"], "is not a service name"),
+])
+def test_a_room_instance_outside_its_group_stops_the_service(args: list[str], says: str,
+                                                            caught: list[Any]) -> None:
+    result = invoke(("service", "room"), args)
     assert result.exit_code == 2 and says in result.output, result.output
     assert caught == []

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 import zmq.asyncio
 
+from switchboard.gateway import routing
 from switchboard.gateway.backbone import Backbone
 from switchboard.shared.envelope import (
     GatewayStatus,
@@ -59,7 +60,7 @@ async def test_requests_heartbeats_and_a_restart() -> None:
             try:
                 assert await backbone.wait_described(5.0)
                 assert backbone.is_up("echo")
-                assert backbone.routing.owner("/", "echo") == "echo"
+                assert backbone.routing.owner("/", "echo") == routing.Owner("echo")
                 reply = await backbone.request("echo", RequestKind.EVENT, session=SESSION,
                                                event="echo", args=[1, b"\x00"])
                 assert reply.ack == [1, b"\x00"]

@@ -17,8 +17,9 @@ from switchboard.gateway.answers import RemoteWaits
 from switchboard.gateway.config import GatewayConfig
 from switchboard.gateway.health import HealthFigures, HealthLimits, evaluate
 from switchboard.gateway.lane import Lane
-from switchboard.gateway.routing import RoutingTable
-from switchboard.shared.envelope import RequestKind, Route, ServiceInfo
+from switchboard.gateway.routing import Owner, RoutingTable
+from switchboard.shared.envelope import RequestKind, Route, ServiceInfo, Session
+from switchboard.shared.partitions import Membership
 
 K = RequestKind
 
@@ -39,16 +40,16 @@ def test_namespaces_exist_only_where_some_service_declares_them_exactly() -> Non
 
 
 def test_connect_stages_run_by_priority_wildcards_included() -> None:
-    assert table().connect_stages("/") == ("auth", "mod", "room")
-    assert table().connect_stages("/game") == ("auth", "mod", "game")
+    assert table().connect_stages("/") == (Owner("auth"), Owner("mod"), Owner("room"))
+    assert table().connect_stages("/game") == (Owner("auth"), Owner("mod"), Owner("game"))
     assert table().connect_stages("/unknown") == ()
 
 
 def test_owners_exact_namespace_beats_wildcard() -> None:
     t = table()
-    assert t.owner("/", "say") == "room"
-    assert t.owner("/game", "say") == "game"
-    assert t.owner("/chat", "ping") == "room"
+    assert t.owner("/", "say") == Owner("room")
+    assert t.owner("/game", "say") == Owner("game")
+    assert t.owner("/chat", "ping") == Owner("room")
     assert t.owner("/", "nobody") is None
     assert t.filters("/chat") == ("mod",)
     assert t.disconnect_listeners("/game") == ("room",)
@@ -59,7 +60,48 @@ def test_a_service_redescribing_itself_replaces_its_routes() -> None:
     t = table()
     t.update(ServiceInfo("game", "2", ()))
     assert t.namespaces == frozenset({"/", "/chat"})
-    assert t.owner("/", "say") == "room"
+    assert t.owner("/", "say") == Owner("room")
+
+
+def sharded(*names: str) -> RoutingTable:
+    routes = (Route(K.CONNECT, "/", "", 30, "identity"),
+              Route(K.EVENT, "/", "join", key="arg.roomId"),
+              Route(K.EVENT, "/", "list", key="all"), Route(K.DISCONNECT, "*"))
+    return RoutingTable([ServiceInfo("auth", "1", (Route(K.CONNECT, "*", "", 10),)),
+                         *(ServiceInfo(n, "1", routes, "room", names) for n in names)])
+
+
+def test_a_partitioned_service_is_one_owner_and_one_stage_picked_by_key() -> None:
+    names = ("room-0", "room-1", "room-2")
+    t = sharded(*names)
+    group = Membership.of(names)
+    assert t.group("room") == group
+    assert t.connect_stages("/") == (Owner("auth"), Owner("room", "identity", group))
+    join = t.owner("/", "join")
+    assert join == Owner("room", "arg.roomId", group)
+    alice = Session("s1", "/", "gw", user_id="alice")
+    # The room's owner, however its id is spelled in the payload the owner accepts.
+    for args in (["lobby"], [{"roomId": "lobby"}], [{"roomId": " lobby "}]):
+        assert join.pick(alice, args) == group.owner("lobby")
+    # Without a room id: the sender's instance, as for the CONNECT stage.
+    stage = t.connect_stages("/")[1]
+    assert join.pick(alice, [{}]) == group.owner("alice") == stage.pick(alice, [])
+    anonymous = Session("s2", "/", "gw")
+    assert stage.pick(anonymous, []) == group.owner("s2")
+    listing = t.owner("/", "list")
+    assert listing is not None and listing.gathered and listing.members == names
+    assert not join.gathered
+    # Listeners are every instance: each keeps what it owns.
+    assert t.disconnect_listeners("/") == names
+
+
+def test_one_instance_group_needs_no_hashing_and_a_newer_epoch_wins() -> None:
+    t = sharded("room")
+    join = t.owner("/", "join")
+    assert join is not None
+    assert join.pick(Session("s", "/", "gw"), ["x"]) == "room"
+    t.update(ServiceInfo("room-9", "1", (), "room", ("room", "room-9"), epoch=3))
+    assert t.group("room") == Membership(3, ("room", "room-9"))
 
 
 @pytest.mark.parametrize(("payload", "head"), [
