@@ -218,3 +218,27 @@ def test_a_source_service_that_names_nothing_stops_the_gateway_with_exit_2(
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert f"{option}: nosuch is none of --services" in done.stderr
+
+
+def test_gathered_parts_merge_into_one_answer_that_names_the_missing() -> None:
+    from switchboard.gateway.gather import gathered, merge
+    from switchboard.shared.envelope import Emit, Reply
+
+    assert merge([{"n": 1, "ok": True, "by": {"/": 2}}, {"n": 2, "ok": True, "by": {"/": 1,
+                  "/chat": 4}}]) == {"n": 3, "ok": True, "by": {"/": 3, "/chat": 4}}
+    # Lists concatenate; an id an earlier part listed is left out, a part's own repeats kept.
+    assert merge([[{"id": "g"}, {"id": "a"}, {"id": "a", "x": 1}], [{"id": "g"}, {"id": "b"}],
+                  ]) == [{"id": "g"}, {"id": "a"}, {"id": "a", "x": 1}, {"id": "b"}]
+    one = Reply(1, ack=[{"success": True, "rooms": [{"id": "r1"}]}],
+                emits=(Emit("room list", [{"rooms": [{"id": "r1"}]}], unless_acked=True),))
+    two = Reply(1, ack=[{"success": True, "rooms": [{"id": "r2"}]}],
+                emits=(Emit("room list", [{"rooms": [{"id": "r2"}]}], unless_acked=True),))
+    whole = gathered({"b": two, "a": one}, ())
+    assert whole.ack == [{"success": True, "rooms": [{"id": "r1"}, {"id": "r2"}]}]
+    assert whole.emits[0].args == [{"rooms": [{"id": "r1"}, {"id": "r2"}]}]
+    assert whole.emits[0].unless_acked
+    short = gathered({"a": one}, ("b",))
+    assert short.ack == [{"success": True, "rooms": [{"id": "r1"}], "partial": True,
+                          "missing": ["b"]}]
+    refused = Reply(1, ok=False, error="bad")
+    assert gathered({"a": one, "b": refused}, ()) is refused
