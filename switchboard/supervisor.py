@@ -41,11 +41,15 @@ from switchboard.services.auth.config import Config as AuthConfig
 from switchboard.services.recovery.config import Config as RecoveryConfig
 from switchboard.shared import ports
 from switchboard.shared.config import setting, setting_of
+from switchboard.shared.errors import ConfigError
 from switchboard.shared.process import SUPERVISOR_ENV
 
 log = logging.getLogger("switchboard.up")
 
 PREFIX_COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
+
+
+MAX_ROOM_SHARDS = 64
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,17 @@ class UpConfig:
     port: int = setting(ports.GATEWAY_HTTP,
                         "Port of the first gateway; others use the next ports.")
     gateways: int = setting(1, "Number of gateways.")
+    room_shards: int = setting(
+        1, "Room-service instances that rooms (by room id) and presence (by user id) are "
+        "partitioned over, each with its own SQLite file (1-64)."
+    )
     conformance: bool = setting(
         False, "Run the configuration the official Socket.IO protocol test suite expects."
     )
     internal_port: int = setting(
         ports.BROKER_PUBLISH,
-        "First loopback port for the broker and services (uses the next 20)."
+        "First loopback port for the broker and services (uses the next 20, and one more "
+        "per room shard past the first)."
     )
     data_dir: str = setting("var", "Directory for SQLite files.")
     jwt_secret: str = setting_of(AuthConfig, "jwt_secret")
@@ -80,6 +89,16 @@ class UpConfig:
         True, "Demo mode: the gateways issue guest tokens at POST /api/token, so the web pages "
         "sign in with just a name (turn off anywhere real)."
     )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.room_shards <= MAX_ROOM_SHARDS:
+            raise ConfigError(f"--room-shards {self.room_shards}: must be 1-{MAX_ROOM_SHARDS}")
+
+    def room_instances(self) -> tuple[str, ...]:
+        """The room service's instance names: ``room`` alone, or ``room-0``...``room-N-1``."""
+        if self.room_shards == 1:
+            return ("room",)
+        return tuple(f"room-{i}" for i in range(self.room_shards))
 
 
 @dataclass
@@ -139,7 +158,8 @@ def plan(config: UpConfig) -> list[Child]:
     children = [Child("broker", [*cmd, "broker", "--publish-bind", publish,
                                  "--subscribe-bind", subscribe],
                       binds=((loopback, base), (loopback, base + 1)))]
-    names = ["conformance"] if config.conformance else ["auth", "moderation", "room", "game"]
+    rooms = config.room_instances()
+    names = ["conformance"] if config.conformance else ["auth", "moderation", *rooms, "game"]
     recovering = [f"--recovery-namespaces={ns}" for ns in config.recovery_namespaces]
     if recovering and not config.conformance:
         names.append("recovery")
@@ -153,9 +173,13 @@ def plan(config: UpConfig) -> list[Child]:
     service_args = [arg for endpoint in endpoints for arg in ("--services", endpoint)]
     for offset, name in enumerate(names, start=10):
         endpoint = f"tcp://127.0.0.1:{base + offset}"
-        argv = [*cmd, "service", name, "--bind", endpoint, "--broker-pub", publish,
+        kind = "room" if name in rooms else name  # every room instance runs the room service
+        argv = [*cmd, "service", kind, "--bind", endpoint, "--broker-pub", publish,
                 "--gateway-timeout", str(config.gateway_timeout), *service_args]
-        if name in ("room", "moderation"):
+        if kind == "room":
+            argv += ["--room-db", os.path.join(config.data_dir, f"{name}.sqlite3"),
+                     "--room-instance", name, "--room-instances", ",".join(rooms)]
+        if name == "moderation":
             argv += [f"--{name}-db", os.path.join(config.data_dir, f"{name}.sqlite3")]
         if name == "recovery":
             argv += [*recovering, "--recovery-window", str(config.recovery_window),

@@ -27,10 +27,12 @@ def chat_cluster(request: pytest.FixtureRequest,
     """The whole application (separate processes), twice: two gateways that clients on their
     default options (polling, then the upgrade) reach directly; and three gateways behind
     HAProxy (round robin, no stickiness) that polling-only clients reach through it, so that
-    their requests land on every gateway."""
+    their requests land on every gateway, with rooms and presence partitioned over two room
+    instances (every contract row then crosses partitions: rooms, users and the reads
+    gathered from both)."""
     from tests.integration.chat_helpers import ROOM_GRACE
     from tests.support.balancer import balancer
-    from tests.support.cluster import start_chat_cluster
+    from tests.support.cluster import metric, start_chat_cluster
 
     workdir = Path(tmp_path_factory.mktemp("chat"))
     grace = ("--room-empty-grace", str(ROOM_GRACE))
@@ -41,7 +43,7 @@ def chat_cluster(request: pytest.FixtureRequest,
         finally:
             cluster.stop()
         return
-    cluster = start_chat_cluster(workdir, gateways=3, room_args=grace)
+    cluster = start_chat_cluster(workdir, gateways=3, room_args=grace, room_instances=2)
     try:
         with balancer(workdir, cluster.gateway_ports) as url:
             cluster.balancer_url, cluster.balanced = url, 3
@@ -50,5 +52,10 @@ def chat_cluster(request: pytest.FixtureRequest,
             # The variant is only worth its name if requests did cross gateways.
             forwarded = [cluster.stats(i)["pollsForwarded"] for i in range(3)]
             assert sum(forwarded) > 0, forwarded
+            # ... and the partitions only if both instances had events of their own.
+            events = {name: sum(metric(cluster.url(i), "switchboard_gateway_request_seconds_count",
+                                       service=name, kind="event") for i in range(3))
+                      for name in ("room-0", "room-1")}
+            assert all(count > 0 for count in events.values()), events
     finally:
         cluster.stop()

@@ -107,11 +107,15 @@ class Cluster:
                                      "--subscribe-bind", self.broker_sub,
                                      "--heartbeat-interval", "0.2"])
 
-    def start_service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Part:
-        endpoint = (self.services.get(name) or self.reserved.get(name)
+    def start_service(self, name: str, *args: str, env: dict[str, str] | None = None,
+                      instance: str = "") -> Part:
+        """Service ``name``; ``instance``: under that name (one of a partitioned service's
+        instances, e.g. ``room-1``)."""
+        key = instance or name
+        endpoint = (self.services.get(key) or self.reserved.get(key)
                     or f"tcp://{self.host}:{free_port(self.host)}")
-        self.services[name] = endpoint
-        short = name.rpartition(".")[2]
+        self.services[key] = endpoint
+        short = key.rpartition(".")[2]
         others = {**self.reserved, **{n.rpartition(".")[2]: e for n, e in self.services.items()}}
         peers = [arg for other, address in others.items()
                  for arg in ("--services", f"{other}={address}")]
@@ -182,14 +186,16 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                        gateway_args: tuple[str, ...] = (),
                        auth_args: tuple[str, ...] = (),
                        recovery: tuple[str, ...] = (),
-                       recovery_args: tuple[str, ...] = ()) -> Cluster:
+                       recovery_args: tuple[str, ...] = (),
+                       room_instances: int = 1) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways;
     with ``recovery`` namespaces, the recovery service too (``recovery_args``) and the
     gateways configured for it.
 
     Every test client comes from 127.0.0.1, so the per-IP connect limit is raised here; tests
     of that limit start their own cluster with a low one. ``gateway_args`` go to every gateway
-    (e.g. ``("--demo", "--jwt-secret", JWT_SECRET)``).
+    (e.g. ``("--demo", "--jwt-secret", JWT_SECRET)``). ``room_instances`` > 1: rooms and
+    presence partitioned over ``room-0``, ``room-1``... (each with its own SQLite file).
     """
     cluster = Cluster(workdir)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
@@ -199,9 +205,12 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
         "moderation", "--moderation-db", str(workdir / "moderation.sqlite3"),
         "--connect-limit", "100000", *moderation_args, env=env,
     )
-    cluster.start_service("room", "--room-db", str(workdir / "room.sqlite3"),
-                          "--password-time-cost", "1", "--password-memory-kib", "8192",
-                          *room_args, env=env)
+    rooms = ["room"] if room_instances == 1 else [f"room-{i}" for i in range(room_instances)]
+    for name in rooms:
+        cluster.start_service("room", "--room-db", str(workdir / f"{name}.sqlite3"),
+                              "--password-time-cost", "1", "--password-memory-kib", "8192",
+                              "--room-instance", name, "--room-instances", ",".join(rooms),
+                              *room_args, env=env, instance=name)
     cluster.start_service("game", env=env)
     namespaces = tuple(f"--recovery-namespaces={ns}" for ns in recovery)
     if recovery:
