@@ -220,9 +220,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "tables.")
     p.add_argument("--servers", default=",".join(SERVERS),
                    help="comma-separated, run in this order: node, ours, ours2 (two "
-                   "gateways), ours3, ours@DIR (another checkout, for a before/after "
-                   "run), pysio (default: %(default)s; put node first so the others are also "
-                   "measured at half of its max)")
+                   "gateways), ours3, ours2r4 (two gateways, four room instances), ours@DIR "
+                   "(another checkout, for a before/after run), pysio (default: %(default)s; "
+                   "put node first so the others are also measured at half of its max)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="default: %(default)s")
     p.add_argument("--quick", action="store_true",
                    help="small numbers and short steps, for smoke testing (< 2 minutes)")
@@ -272,6 +272,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="hold each process of a server tree to CORES of CPU in a cgroup of "
                    "its own (cpu.cfs_quota_us), as a host of its own; the groups are removed "
                    "afterwards (default: no quota)")
+    p.add_argument("--quota-of", action="append", default=[], metavar="PART=CORES",
+                   help="hold each process of one part (room, gateway, broker, auth, ...) to "
+                   "CORES instead; repeatable, e.g. --quota-of room=0.1")
     p.add_argument("--no-install", action="store_true", help="skip npm ci / pip")
     return p.parse_args(argv)
 
@@ -311,7 +314,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in servers:
         make(name, Path("/tmp"))  # validates the name
     plan = build_plan(args)
-    if args.quota:
+    parts: dict[str, float] = {}
+    for item in args.quota_of:
+        part, _, cores = item.partition("=")
+        try:
+            parts[part] = float(cores)
+        except ValueError:
+            parts[part] = -1.0
+        if not part or parts[part] <= 0:
+            print(f"bench: --quota-of {item!r}: must be PART=CORES with CORES > 0",
+                  file=sys.stderr)
+            return 2
+    if args.quota or parts:
         if args.quota < 0:
             print("bench: --quota must be positive", file=sys.stderr)
             return 2
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{quotas.ROOT}", file=sys.stderr)
             return 2
         QUOTA.cores = args.quota
+        QUOTA.parts = parts
     if args.confine:
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("bench: --confine needs 2 CPUs")
@@ -353,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                      if args.confine else
                      f"load generator and servers share the {NCPU} cores")
                   + (f"; each server process held to {args.quota:g} of a core (cgroup)"
-                     if args.quota else "")),
+                     if args.quota else "")
+                  + "".join(f"; each {part} process to {cores:g}"
+                            for part, cores in parts.items())),
     }
     log(f"plan: {header['setup']}; servers {', '.join(servers)}; logs in {out}")
     results = []

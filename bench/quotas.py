@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import procs
@@ -48,11 +49,18 @@ class CpuQuotas:
         self.groups[pid] = group
         return group
 
-    def hold_tree(self, root_pid: int, cores: float) -> list[tuple[str, Path]]:
-        """Each live process of ``root_pid``'s tree in a group of its own, held to ``cores``
-        (the supervisor of ``switchboard up`` too: it only waits); (label, group) each."""
-        return [(procs.label(pid), self.hold(pid, cores, procs.label(pid)))
-                for pid in procs.tree(root_pid)]
+    def hold_tree(self, root_pid: int, cores: Callable[[str], float]
+                  ) -> list[tuple[str, Path]]:
+        """Each live process of ``root_pid``'s tree in a group of its own, held to
+        ``cores(label)`` (the supervisor of ``switchboard up`` too: it only waits; 0: left
+        alone); (label, group) of each held."""
+        held = []
+        for pid in procs.tree(root_pid):
+            label = procs.label(pid)
+            share = cores(label)
+            if share > 0:
+                held.append((label, self.hold(pid, share, label)))
+        return held
 
     def members(self, group: Path) -> list[int]:
         try:

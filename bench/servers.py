@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,9 +42,17 @@ OURS_ENV = {
 
 
 class Quota:
-    """The CPU each process of a server tree is held to (``--quota``; 0: none)."""
+    """The CPU each process of a server tree is held to (``--quota``; 0: none), and per part
+    (``--quota-of room=0.1``: every process labelled ``room``, ``gateway`` for all gateways)."""
 
     cores = 0.0
+    parts: dict[str, float] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.cores or self.parts)
+
+    def of(self, label: str) -> float:
+        return self.parts.get(label, self.parts.get(label.partition(":")[0], self.cores))
 
 
 QUOTA = Quota()
@@ -102,11 +111,11 @@ class Server:
         try:
             for port in self.ports:
                 wait_health(f"http://127.0.0.1:{port}/health", 60, self.process)
-            if QUOTA.cores:
+            if QUOTA:
                 # Each process its own stand-in host (after the start-up, which is not
                 # what is measured, and once every process of the tree is there).
                 self.quotas = CpuQuotas()
-                held = self.quotas.hold_tree(self.process.pid, QUOTA.cores)
+                held = self.quotas.hold_tree(self.process.pid, QUOTA.of)
                 (self.workdir / f"{self.name}-quotas.txt").write_text(
                     "".join(f"{label} {group}\n" for label, group in sorted(held)))
         except Exception:
@@ -159,11 +168,16 @@ class Ours(Server):
     name = "ours"
     title = "switchboard (1 gateway)"
 
-    def __init__(self, workdir: Path, gateways: int = 1, root: Path | None = None) -> None:
+    def __init__(self, workdir: Path, gateways: int = 1, root: Path | None = None,
+                 rooms: int = 1) -> None:
         self.n_gateways = gateways
+        self.n_rooms = rooms
         if gateways != 1:
             self.name = f"ours{gateways}"
             self.title = f"switchboard ({gateways} gateways)"
+        if rooms != 1:
+            self.name = f"ours{gateways}r{rooms}"
+            self.title = f"switchboard ({gateways} gateways, {rooms} room instances)"
         #: Another checkout of switchboard (``ours@DIR``): a before/after comparison of a
         #: change in one run. It runs installed from that checkout (``pip install --target``
         #: into the work directory, started there so that nothing comes from this one).
@@ -197,13 +211,14 @@ class Ours(Server):
         return self.n_gateways
 
     def argv(self) -> list[str]:
-        self.internal = free_port_block(21)
+        self.internal = free_port_block(21 + self.n_rooms)
         data = (self.workdir / f"{self.name}-data").resolve()  # up may run elsewhere (ours@DIR)
         # fresh SQLite files for every start: no rooms or history from an earlier run
         for path in data.glob("*.sqlite3*") if data.exists() else ():
             path.unlink()
         return [sys.executable, "-m", "switchboard", "up",
                 "--port", str(self.ports[0]), "--gateways", str(self.n_gateways),
+                *(["--room-shards", str(self.n_rooms)] if self.n_rooms != 1 else []),
                 "--internal-port", str(self.internal), "--data-dir", str(data),
                 "--jwt-secret", JWT_SECRET, "--log-level", "warning"]
 
@@ -239,15 +254,17 @@ class Pysio(Server):
 SERVERS = ("node", "ours", "ours2", "pysio")
 
 
+OURS = re.compile(r"^ours(\d*)(?:r(\d+))?(?:@(.+))?$")
+
+
 def make(name: str, workdir: Path) -> Server:
-    if name.startswith("ours") and "@" in name:
-        kind, _, root = name.partition("@")
-        gateways = int(kind[4:]) if kind[4:].isdigit() else 1
-        return Ours(workdir, gateways, Path(root).resolve())
-    if name == "ours":
-        return Ours(workdir)
-    if name.startswith("ours") and name[4:].isdigit():
-        return Ours(workdir, int(name[4:]))
+    """A server by name: ``ours[G][rR][@DIR]`` is switchboard with G gateways and R room
+    instances (1 each by default), from checkout DIR if given."""
+    found = OURS.match(name)
+    if found is not None:
+        gateways, rooms, root = found.groups()
+        return Ours(workdir, int(gateways or 1), Path(root).resolve() if root else None,
+                    int(rooms or 1))
     if name == "node":
         return Node(workdir)
     if name == "pysio":

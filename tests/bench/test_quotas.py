@@ -49,7 +49,7 @@ def test_each_process_of_a_tree_gets_its_own_group_and_quota(
     parent, child = tree
     held = CpuQuotas(name=f"switchboard-bench-test-{parent.pid}")
     try:
-        groups = held.hold_tree(parent.pid, 0.25)
+        groups = held.hold_tree(parent.pid, lambda label: 0.25)
         assert len(groups) == 2 and len({group for _, group in groups}) == 2
         for pid in (parent.pid, child):
             group = held.groups[pid]
@@ -60,6 +60,23 @@ def test_each_process_of_a_tree_gets_its_own_group_and_quota(
         held.close()
     assert not held.base.exists()
     assert groups_of(parent.pid) == groups_of(child) == "/"  # back in the root
+
+
+def test_a_part_may_have_its_own_quota_or_none(
+        tree: tuple[subprocess.Popen[str], int]) -> None:
+    from bench.servers import Quota
+
+    quota = Quota()
+    quota.cores, quota.parts = 0.5, {"room": 0.1, "gateway": 0.3}
+    assert (quota.of("room"), quota.of("gateway:3000"), quota.of("broker")) == (0.1, 0.3, 0.5)
+    parent, child = tree
+    held = CpuQuotas(name=f"switchboard-bench-test-{parent.pid}")
+    try:
+        groups = held.hold_tree(parent.pid, lambda label: 0.2 if held.groups == {} else 0.0)
+        assert len(groups) == 1 and set(held.groups) <= {parent.pid, child}
+    finally:
+        held.close()
+    assert not held.base.exists()
 
 
 def test_closing_after_the_processes_exited_removes_the_groups(
@@ -86,3 +103,8 @@ def test_the_bench_refuses_a_quota_it_cannot_apply(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2 and "--quota must be positive" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "bench", "--quota-of", "room=x", "--no-install",
+                           "--servers", "ours", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "--quota-of 'room=x'" in done.stderr
