@@ -1,4 +1,4 @@
-"""The room service: managed rooms, the cluster-wide socket registry, presence and history.
+"""The room service: managed rooms, the socket registry, presence and history.
 
 It owns namespace ``/`` (the chat application, except what moderation owns), ``/chat``, and
 ``/admin``'s ``get stats`` / ``broadcast message``. What it keeps, and where:
@@ -7,8 +7,12 @@ It owns namespace ``/`` (the chat application, except what moderation owns), ``/
   restart. Room passwords are argon2id hashes.
 - **Registry and membership** live in memory (:mod:`.registry`): they die with connections
   anyway, and after a restart the gateways send them back (SYNC), so they are never stale on
-  disk. Hence one room-service instance per cluster: it is the one place that knows
-  every socket, which is what makes ``maxUsers`` and ``get online users`` cluster-wide.
+  disk.
+- **Partitions** (``--room-instances``, docs/partitions.md): several instances share the
+  work, each the only writer of the rooms whose id hashes to it (membership, ``maxUsers``,
+  passwords, history) and of the presence of the users whose id hashes to it (registry,
+  ``user online``/``user offline``, "user not online"). Each route names its key; the
+  gateways send each event to its owner and gather the cluster-wide reads from all.
 
 Choices the contract leaves open (all documented here, tested in tests/unit/services):
 

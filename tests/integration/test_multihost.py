@@ -475,7 +475,7 @@ async def test_killed_gateway_clients_reconnect_through_the_balancer(
     gateways; within the room service's gateway timeout presence and the room's count are
     right again (each user once, with its new socket). The gateway then comes back
     (``restart: unless-stopped``) and takes new connections again."""
-    room_env = environment(deployment.services["room"])
+    room_env = environment(deployment.services["room-0"])
     gateway_timeout = float(room_env["SWITCHBOARD_GATEWAY_TIMEOUT"])
     users = [f"phoenix-{i}" for i in range(6)]
     peers = await connect_all(deployment.lb_url, users, reconnection=True)

@@ -79,6 +79,9 @@ def part_name(pid: int) -> str | None:
     if args[:1] == ["broker"]:
         return "broker"
     if args[:1] == ["service"]:
+        # An instance of a partitioned service goes by its own name (room-1).
+        if "--room-instance" in args:
+            return args[args.index("--room-instance") + 1]
         return args[1]
     if args[:1] == ["gateway"]:
         return f"gateway:{args[args.index('--port') + 1]}"

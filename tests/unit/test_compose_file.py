@@ -43,7 +43,12 @@ SCHEMA = (ROOT / "deploy" / "compose-schema" / "node_modules" / "compose-spec-sc
 #: The variables `docker compose up` is given (the file requires the secret; recovery is
 #: off unless namespaces are named: named here, so that its variables are checked applied).
 COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": "x" * 32, "SWITCHBOARD_RECOVERY_NAMESPACES": "/"}
-SERVICES = ("auth", "moderation", "room", "game", "recovery")
+SERVICES = ("auth", "moderation", "room-0", "room-1", "game", "recovery")
+
+
+def kind(name: str) -> str:
+    """The service a container runs (``room-1`` is an instance of ``room``)."""
+    return "room" if name.startswith("room-") else name
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
@@ -138,7 +143,7 @@ def test_every_service_has_an_image_or_build_and_a_command(
 def test_the_expected_parts_are_there(services: dict[str, dict[str, Any]]) -> None:
     commands = {name: spec["command"] for name, spec in ours(services)}
     assert sorted(commands.values()) == sorted(
-        [["broker"], *(["service", s] for s in SERVICES), *[["gateway"]] * 3])
+        [["broker"], *(["service", kind(s)] for s in SERVICES), *[["gateway"]] * 3])
     lb = [name for name, spec in services.items() if "build" not in spec]
     assert len(lb) == 1 and services[lb[0]]["image"].startswith("haproxy:")
 
@@ -262,7 +267,8 @@ def test_gateways_trust_exactly_the_balancer(
 def test_room_and_moderation_keep_their_sqlite_files_on_volumes(
     compose: dict[str, Any], services: dict[str, dict[str, Any]],
 ) -> None:
-    for name, key in (("room", "SWITCHBOARD_ROOM_DB"), ("moderation", "SWITCHBOARD_MODERATION_DB")):
+    for name, key in (("room-0", "SWITCHBOARD_ROOM_DB"), ("room-1", "SWITCHBOARD_ROOM_DB"),
+                      ("moderation", "SWITCHBOARD_MODERATION_DB")):
         spec = services[name]
         path = environment(spec)[key]
         mounts = [str(v).split(":") for v in spec.get("volumes", ())]
@@ -440,3 +446,19 @@ def test_build_context_has_everything_the_dockerfile_copies() -> None:
         assert f"{folder}/" in sources, f"folder {folder} is not copied into the image"
         for module in (ROOT / folder).rglob("*.py"):
             assert dockerignore_included(str(module.relative_to(ROOT)), patterns), module
+
+
+def test_room_instances_name_themselves_and_each_other_as_the_gateways_do(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rooms = [name for name in SERVICES if kind(name) == "room"]
+    gateway_routes = GatewayConfig(services=tuple(
+        environment(services["gateway1"])["SWITCHBOARD_SERVICES"].split(","))).service_endpoints()
+    volumes = set()
+    for name in rooms:
+        env = environment(services[name])
+        assert env["SWITCHBOARD_ROOM_INSTANCE"] == name
+        assert sorted(env["SWITCHBOARD_ROOM_INSTANCES"].split(",")) == rooms
+        volumes.update(str(v).split(":")[0] for v in services[name]["volumes"])
+    assert len(volumes) == len(rooms), "each room instance keeps its own file"
+    assert sorted(n for n in gateway_routes if kind(n) == "room") == rooms
