@@ -454,7 +454,7 @@ def test_room_instances_name_themselves_and_each_other_as_the_gateways_do(
     rooms = [name for name in SERVICES if kind(name) == "room"]
     gateway_routes = GatewayConfig(services=tuple(
         environment(services["gateway1"])["SWITCHBOARD_SERVICES"].split(","))).service_endpoints()
-    volumes = set()
+    volumes: set[str] = set()
     for name in rooms:
         env = environment(services[name])
         assert env["SWITCHBOARD_ROOM_INSTANCE"] == name
