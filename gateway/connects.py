@@ -212,10 +212,10 @@ class Connects:
         await wait_all(confirmations, SUBSCRIBE_TIMEOUT)
         if conn.closed or not client.has(sock):
             return None
-        # A stage was asked already: of a partitioned service, the other instances are told
-        # (a restored socket's state goes with it, for the rooms they own).
+        # The instance of a partitioned service that was the stage knows already; the others
+        # are told (a restored socket's state goes with it, for the rooms they own).
         for service in routing.connected_listeners(ns):
-            if service not in stages:
+            if not (service in stages and routing.partitioned(service)):
                 self.spawn(self.departures.tell(
                     service, RequestKind.CONNECTED, session, recovery=mode,
                     sockets=(restored,) if restored is not None else ()))

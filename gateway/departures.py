@@ -84,10 +84,11 @@ class Departures:
         """Tell ``services`` that the socket of ``session`` is gone."""
         self.tell_all(session, RequestKind.DISCONNECT, services)
 
-    def tell_all(self, session: Session, kind: RequestKind, services: Iterable[str]) -> None:
+    def tell_all(self, session: Session, kind: RequestKind, services: Iterable[str],
+                 **fields: Any) -> None:
         """One-way news of a socket for each of ``services``, without waiting."""
         for service in services:
-            self.spawn(self.tell(service, kind, session))
+            self.spawn(self.tell(service, kind, session, **fields))
 
     async def tell(self, service: str, kind: RequestKind, session: Session,
                    **fields: Any) -> None:

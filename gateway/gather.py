@@ -8,9 +8,11 @@ the event:
 - objects merge key by key; lists concatenate, in the order of the instances' names, and
   an object with an ``id`` already listed by an earlier instance is left out (every
   instance lists the same gateways; rooms and sockets each belong to one instance);
+- list entries that carry ``_order`` (a service's sort key: ``[createdAt ms, id]``) are
+  sorted by it once merged, and lose it: "oldest first" holds across instances;
 - numbers add up (``userCount``-like totals, the per-namespace counts); anything else
   (``success``, a timestamp) is the first instance's.
-- an answer missing instances (down, or late past the deadline) says so:
+- an answer missing instances (down, late past the deadline, busy or failing) says so:
   ``partial: true`` and ``missing: [names]`` in its first argument, when that is an
   object. It is never held back for them, and never silently short.
 """
@@ -22,6 +24,9 @@ from dataclasses import replace
 from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply
+
+#: The sort key a service may put on list entries of a gathered read (removed here).
+ORDER = "_order"
 
 
 def _id(item: Any) -> str | int | None:
@@ -49,6 +54,10 @@ def merge(values: list[Any]) -> Any:
             out.extend(item for item, key in zip(value, ids, strict=True)
                        if key is None or key not in seen)
             seen.update(key for key in ids if key is not None)
+        if any(isinstance(item, dict) and ORDER in item for item in out):
+            out.sort(key=lambda item: item.get(ORDER, ()) if isinstance(item, dict) else ())
+            out = [{k: v for k, v in item.items() if k != ORDER} if isinstance(item, dict)
+                   else item for item in out]
         return out
     if isinstance(first, (int, float)) and not isinstance(first, bool):
         return sum(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
@@ -66,13 +75,15 @@ def _args(parts: list[list[Any]], missing: tuple[str, ...]) -> list[Any]:
 def gathered(replies: Mapping[str, Reply], missing: tuple[str, ...]) -> Reply:
     """The merged reply of the instances that answered (by name), ``missing`` the others.
 
-    A refusal by any instance (a bad payload: each validates alike) is the answer.
+    An instance that failed (busy, an internal error) is missing too; when every one
+    failed, the first failure is the answer.
     """
     names = sorted(replies)
-    ordered = [replies[name] for name in names]
-    refused = next((r for r in ordered if not r.ok), None)
-    if refused is not None:
-        return refused
+    failed = tuple(name for name in names if not replies[name].ok)
+    if len(failed) == len(names):
+        return replies[names[0]]
+    missing = tuple(sorted((*missing, *failed)))
+    ordered = [replies[name] for name in names if replies[name].ok]
     first = ordered[0]
     acks = [r.ack for r in ordered if r.ack is not None]
     ack = _args(acks, missing) if acks else None

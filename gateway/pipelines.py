@@ -145,7 +145,8 @@ class Pipelines:
             # The other instances keep this socket too (in their rooms): they hear of its
             # new session (a new name) as of a new transport.
             self.departures.tell_all(reply.session, RequestKind.UPDATE,
-                                     [name for name in owner.members if name != target])
+                                     [name for name in owner.members if name != target],
+                                     event=event)
         await turn.may_apply()
         await self._apply_async(sock, reply, request)
 
@@ -171,8 +172,9 @@ class Pipelines:
         if not replies:
             raise ServiceUnavailable(f"no instance of {', '.join(members)} answered")
         missing = tuple(name for name in members if name not in replies)
-        if missing:
-            log.warning("%r answered without %s", event, ", ".join(missing))
+        failed = [f"{name} ({reply.error})" for name, reply in replies.items() if not reply.ok]
+        if missing or failed:
+            log.warning("%r answered without %s", event, ", ".join([*missing, *failed]))
         return gathered(replies, missing)
 
     async def client_ack(self, client: Client, ack: AckReceived, turn: Turn) -> None:

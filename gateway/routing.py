@@ -152,6 +152,10 @@ class RoutingTable:
     def connect_stages(self, ns: str) -> tuple[Owner, ...]:
         return self._connect.get(ns, ())
 
+    def partitioned(self, name: str) -> bool:
+        """Whether service ``name`` is an instance of a partitioned service."""
+        return name in self._group_of
+
     def group(self, name: str) -> Membership | None:
         """The instances of partitioned service ``name``, if it is one."""
         return self._groups.get(name)

@@ -33,17 +33,23 @@ def key_of(spec: str, identity: str, args: list[Any]) -> str:
     arguments (gateway and owner compute it alike, before any cleaning):
 
     - ``identity``: the sender's;
-    - ``arg.FIELD``: that field of the first argument when it is an object, or the first
-      argument itself when it is a string or number (``join room`` takes ``"lobby"`` or
-      ``{roomId: "lobby"}``). Trimmed, as the owners' schemas trim ids.
+    - ``arg.FIELD``: that field of the first argument, an object (``{roomId: "lobby"}``);
+    - ``arg``: the first argument itself, a string or a number;
+    - alternatives joined by ``|``, the first that is there: ``arg.roomId|arg`` for
+      ``join room``, which takes ``{roomId: "lobby"}`` or ``"lobby"``.
 
-    A request without the named key (a ``chat message`` to the whole namespace, or a bad
-    payload) goes to the sender's instance, which validates it as any owner does.
+    Ids are trimmed, as the owners' schemas trim them. A request without the named key (a
+    ``chat message`` to the whole namespace, or a bad payload) goes to the sender's
+    instance, which validates it as any owner does.
     """
-    if spec.startswith("arg.") and args:
-        value: Any = args[0]
-        if isinstance(value, dict):
-            value = value.get(spec[4:])
+    first: Any = args[0] if args else None
+    for alternative in spec.split("|"):
+        if alternative == "arg":
+            value = first
+        elif alternative.startswith("arg.") and isinstance(first, dict):
+            value = first.get(alternative[4:])
+        else:
+            continue
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str) and value.strip():

@@ -23,7 +23,8 @@ class AdminEvents(RoomCore):
         counts = self.registry.count_by_namespace()
         now = self.clock()
         rooms = [
-            room.info(self.membership.members(room.id), show_users=False)
+            self._ordered(room.info(self.membership.members(room.id), show_users=False),
+                          room.created_ms, room.id)
             for room in sorted(self.rooms.values(), key=lambda r: (r.created_ms, r.id))
         ]
         gateways = [
@@ -58,7 +59,7 @@ class AdminEvents(RoomCore):
         self._begin(request)
         entries = sorted(self.registry.all(), key=lambda e: (e.connected_at, e.sid))
         sockets = [
-            {
+            self._ordered({
                 "socketId": e.sid,
                 "ns": e.ns,
                 "gateway": e.gateway,
@@ -66,7 +67,7 @@ class AdminEvents(RoomCore):
                 "username": e.username,
                 "transport": e.transport or None,
                 "connectedAt": iso(to_ms(e.connected_at)),
-            }
+            }, e.connected_at, e.sid)
             for e in entries
         ]
         return reply_to(request, ack=ok(sockets=sockets))

@@ -54,9 +54,13 @@ GAME = "/game"
 ADMIN = "/admin"
 ANONYMOUS = "Anonymous"
 LOST_SIDS_KEPT = 100_000
+#: The sort key of a gathered list's entries (see gateway.gather).
+ORDER = "_order"
 #: Route keys (:func:`~switchboard.shared.partitions.key_of`): a room's events go to the
 #: instance its id hashes to; a private message to the recipient's presence instance.
 ROOM = "arg.roomId"
+#: Events that also take the room id itself as their argument (``join room "lobby"``).
+ROOM_OR_ID = "arg.roomId|arg"
 RECIPIENT = "arg.to"
 
 Clock = Callable[[], float]
@@ -90,7 +94,8 @@ class RoomCore(Service):
         # one is the only writer of what hashes to it (the gateways route it here).
         self.name = self.config.room_instance
         self.group = "room"
-        self.partition = self.config.partition()
+        self.shards = self.config.partition()
+        self.partition = self.shards
         self.clock = clock
         self.store = Store(self.config.room_db)
         self.passwords = Passwords(
@@ -108,7 +113,10 @@ class RoomCore(Service):
         )
         self.registry = Registry()
         self.membership = Membership()
-        self.rooms: dict[str, Room] = {room.id: room for room in self.store.load_rooms()}
+        # Only the rooms this instance owns: one the file keeps from an earlier member list
+        # now belongs to another instance (docs/partitions.md: moves are not built yet).
+        self.rooms: dict[str, Room] = {room.id: room for room in self.store.load_rooms()
+                                       if self._owns(room.id)}
         #: Rooms without members → when (ms) they are deleted if still empty. Loaded rooms
         #: count from now: their members come back with the gateways' SYNC, which must not
         #: race a deletion.
@@ -154,11 +162,17 @@ class RoomCore(Service):
             recoverable=session.recoverable,
         )
 
-    def _owns_user(self, identity: str) -> bool:
-        """Whether this instance keeps ``identity``'s presence (its sockets, online/offline)."""
-        partition = self.partition
-        return (partition is None or len(partition.members) <= 1
-                or partition.owner(identity) == self.name)
+    def _owns(self, key: str) -> bool:
+        """Whether this instance owns ``key``: a room id, or a user's presence (its sockets,
+        online/offline)."""
+        return len(self.shards.members) <= 1 or self.shards.owner(key) == self.name
+
+    def _ordered(self, entry: dict[str, Any], *order: Any) -> dict[str, Any]:
+        """A list entry of a cluster-wide read, with the sort key the gateway merges the
+        instances' lists by (``_order``, removed there), when there are several."""
+        if len(self.shards.members) <= 1:
+            return entry
+        return {**entry, ORDER: list(order)}
 
     def _require_member(self, room_id: str, sid: str) -> None:
         if not self.membership.is_member(room_id, sid):
@@ -229,7 +243,7 @@ class RoomCore(Service):
             ns, identity, username = MAIN, member.identity, member.username
         else:
             return
-        if ns == MAIN and self._owns_user(identity) and not self.registry.is_online(MAIN,
+        if ns == MAIN and self._owns(identity) and not self.registry.is_online(MAIN,
                                                                                      identity):
             self._presence("user offline", sid, identity, username)
 
@@ -281,8 +295,10 @@ class RoomCore(Service):
             return
         session = request.session
         self._came_back(session.sid)
-        returning = self._lost_sids.pop(session.sid, False)
-        self._adopt(SocketState(session, request.sockets[0].rooms), returning)
+        self._lost_sids.pop(session.sid, None)
+        # A room of ours it is not in any more was told it left (a lost gateway, a
+        # DISCONNECT of its old connection that came first): it is told it is back.
+        self._adopt(SocketState(session, request.sockets[0].rooms), returning=True)
 
     @on_connect(MAIN, CONNECT_PRIORITY, key=IDENTITY)
     async def connect_main(self, request: Request) -> Reply | None:
@@ -339,9 +355,9 @@ class RoomCore(Service):
         """A socket's connection upgraded (polling → WebSocket): its entry says so."""
         session = self._begin(request)
         self.registry.set_transport(session.sid, session.transport)
-        # Another instance answered its `set username`: the socket's rooms here say so too.
-        member = self.membership.member(session.sid)
-        if member is not None and member.username != display_name(session):
+        if request.event:
+            # The session as another instance's answer to that event left it (a new name):
+            # the socket's rooms here say so too. A transport UPDATE may carry an older one.
             self.membership.rename(session.sid, display_name(session))
 
     @on_sync()
@@ -368,7 +384,7 @@ class RoomCore(Service):
         """Register a socket a gateway reports, with its managed rooms; ``returning``: others
         were told it had left, so they hear it is back."""
         entry = self._entry(state.session)
-        if self._owns_user(entry.identity):
+        if self._owns(entry.identity):
             announce = (
                 returning
                 and entry.ns == MAIN

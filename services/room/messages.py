@@ -116,7 +116,7 @@ class MessageEvents(RoomCore):
     async def get_online_users(self, request: Request) -> Reply:
         self._begin(request)
         entries = sorted(self.registry.in_namespace(MAIN), key=lambda e: (e.connected_at, e.sid))
-        users = [e.member().payload() for e in entries]
+        users = [self._ordered(e.member().payload(), e.connected_at, e.sid) for e in entries]
         return reply_to(request, ack=ok(users=users))
 
     @on_event(MAIN, "get history", schemas.GET_HISTORY, key=ROOM)

@@ -11,7 +11,7 @@ from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
 
 from . import schemas
-from .core import MAIN, ROOM, RoomCore, display_name, ok
+from .core import MAIN, ROOM, ROOM_OR_ID, RoomCore, display_name, ok
 from .model import Room
 
 
@@ -57,7 +57,7 @@ class RoomEvents(RoomCore):
         self._mark_empty(room.id, self.config.room_unjoined_ttl, room.created_ms)
         return reply_to(request, ack=ok(roomId=room.id))
 
-    @on_event(MAIN, "join room", schemas.JOIN_ROOM, key=ROOM)
+    @on_event(MAIN, "join room", schemas.JOIN_ROOM, key=ROOM_OR_ID)
     async def join_room(self, request: Request) -> Reply:
         session = self._begin(request)
         spec = parsed(schemas.JoinRoom, request)
@@ -101,7 +101,7 @@ class RoomEvents(RoomCore):
             emits=(Emit("room joined", [joined]),),
         )
 
-    @on_event(MAIN, "leave room", schemas.ROOM_REF, key=ROOM)
+    @on_event(MAIN, "leave room", schemas.ROOM_REF, key=ROOM_OR_ID)
     async def leave_room(self, request: Request) -> Reply:
         session = self._begin(request)
         room_id = str(request.args[0])
@@ -116,7 +116,7 @@ class RoomEvents(RoomCore):
         self._begin(request)
         self._expire_empty()
         rooms = [
-            room.summary(self.membership.count(room.id))
+            self._ordered(room.summary(self.membership.count(room.id)), room.created_ms, room.id)
             for room in sorted(self.rooms.values(), key=lambda r: (r.created_ms, r.id))
             if not room.private
         ]
@@ -124,7 +124,7 @@ class RoomEvents(RoomCore):
         return reply_to(request, ack=[listing],
                         emits=(Emit("room list", [listing], unless_acked=True),))
 
-    @on_event(MAIN, "get room info", schemas.ROOM_REF, key=ROOM)
+    @on_event(MAIN, "get room info", schemas.ROOM_REF, key=ROOM_OR_ID)
     async def get_room_info(self, request: Request) -> Reply:
         session = self._begin(request)
         room_id = str(request.args[0])

@@ -65,7 +65,7 @@ def test_a_service_redescribing_itself_replaces_its_routes() -> None:
 
 def sharded(*names: str) -> RoutingTable:
     routes = (Route(K.CONNECT, "/", "", 30, "identity"),
-              Route(K.EVENT, "/", "join", key="arg.roomId"),
+              Route(K.EVENT, "/", "join", key="arg.roomId|arg"),
               Route(K.EVENT, "/", "list", key="all"), Route(K.DISCONNECT, "*"))
     return RoutingTable([ServiceInfo("auth", "1", (Route(K.CONNECT, "*", "", 10),)),
                          *(ServiceInfo(n, "1", routes, "room", names) for n in names)])
@@ -78,7 +78,7 @@ def test_a_partitioned_service_is_one_owner_and_one_stage_picked_by_key() -> Non
     assert t.group("room") == group
     assert t.connect_stages("/") == (Owner("auth"), Owner("room", "identity", group))
     join = t.owner("/", "join")
-    assert join == Owner("room", "arg.roomId", group)
+    assert join == Owner("room", "arg.roomId|arg", group)
     alice = Session("s1", "/", "gw", user_id="alice")
     # The room's owner, however its id is spelled in the payload the owner accepts.
     for args in (["lobby"], [{"roomId": "lobby"}], [{"roomId": " lobby "}]):
@@ -240,5 +240,9 @@ def test_gathered_parts_merge_into_one_answer_that_names_the_missing() -> None:
     short = gathered({"a": one}, ("b",))
     assert short.ack == [{"success": True, "rooms": [{"id": "r1"}], "partial": True,
                           "missing": ["b"]}]
-    refused = Reply(1, ok=False, error="bad")
-    assert gathered({"a": one, "b": refused}, ()) is refused
+    # A failing instance (busy, an internal error) is missing; all failing: the failure.
+    busy = Reply(1, ok=False, error="service busy")
+    assert gathered({"a": one, "b": busy}, ()) == short
+    assert gathered({"a": busy, "b": busy}, ()) is busy
+    ordered = merge([[{"id": "x", "_order": [2, "x"]}], [{"id": "y", "_order": [1, "y"]}]])
+    assert ordered == [{"id": "y"}, {"id": "x"}]  # oldest first across instances

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,20 @@ def test_joining_twice_or_leaving_as_a_stranger_is_refused() -> None:
         members.joined("a")
     with pytest.raises(ConfigError):
         members.left("b")
+
+
+def test_the_key_of_a_request_comes_from_its_raw_arguments() -> None:
+    from switchboard.shared.partitions import key_of
+
+    room = "arg.roomId|arg"
+    assert key_of(room, "me", [{"roomId": " lobby "}]) == "lobby"
+    assert key_of(room, "me", ["lobby"]) == "lobby"
+    assert key_of("arg.to", "me", [{"to": 42}]) == "42"  # user ids may be numbers
+    # No key: the sender's own instance (which refuses a bad payload as any owner does).
+    cases: list[list[Any]] = [[], [{}], [{"roomId": ""}], [{"roomId": True}], [["lobby"]],
+                              [None]]
+    for args in cases:
+        assert key_of(room, "me", args) == "me", args
+    # A chat message's plain string is its content, never a room id.
+    assert key_of("arg.roomId", "me", ["hello"]) == "me"
+    assert key_of("identity", "me", [{"roomId": "lobby"}]) == "me"

@@ -19,7 +19,14 @@ from test_room_service import FakeClock, room_config, session
 from switchboard.gateway.gather import gathered
 from switchboard.gateway.routing import RoutingTable
 from switchboard.services.room import RoomService
-from switchboard.shared.envelope import PubKind, Reply, RequestKind, Session, SocketState
+from switchboard.shared.envelope import (
+    PubKind,
+    Recovery,
+    Reply,
+    RequestKind,
+    Session,
+    SocketState,
+)
 from switchboard.shared.partitions import Membership
 from switchboard.shared.publisher import MemoryPublisher
 from switchboard.shared.testing import ServiceHarness
@@ -64,7 +71,8 @@ class Cluster:
         if reply.session is not None:  # as the gateway does: the others hear of it
             for name in owner.members:
                 if name != target:
-                    await self.h[name].update(reply.session)
+                    await self.h[name].request(RequestKind.UPDATE, session=reply.session,
+                                               event=event, gateway=s.gateway)
         return reply
 
     async def ok(self, s: Session, event: str, *args: Any) -> dict[str, Any]:
@@ -216,3 +224,76 @@ async def test_each_instance_keeps_its_own_share_of_a_sync(cluster: Cluster) -> 
     await r1.gateway_lost("gw1")
     assert sorted(n for n, _ in cluster.emitted("user offline")) == ["room-0", "room-1"]
     assert not r1.membership.sids()
+
+
+async def test_a_transport_update_with_an_older_session_keeps_the_new_name(
+        cluster: Cluster) -> None:
+    alice = user("room-0", 0)
+    assert (await cluster.connect(alice)).ok
+    room = next(owned_by("room-1", "lobby-"))
+    await cluster.ok(alice, "create room", {"roomId": room, "roomName": room})
+    assert (await cluster.event(alice, "join room", {"roomId": room})).ok
+    renamed = await cluster.event(alice, "set username", "Alice!")
+    assert renamed.session is not None
+    # The upgrade's UPDATE was built from the session before the rename was applied.
+    await cluster.h["room-1"].update(replace(alice, transport="websocket"))
+    bob = user("room-1", 1)  # another member asks: alice's own requests would mend it
+    assert (await cluster.connect(bob)).ok
+    assert (await cluster.event(bob, "join room", {"roomId": room})).ok
+    info = await cluster.event(bob, "get room info", room)
+    assert info.ack is not None
+    assert [u["username"] for u in info.ack[0]["users"]] == ["Alice!", "name-1"]
+
+
+async def test_oldest_first_holds_across_instances(cluster: Cluster) -> None:
+    # Connected in turn, alternating instances: the merged list keeps connection order.
+    sockets = [user(NAMES[n % 2], n) for n in range(4)]
+    for s in sockets:
+        assert (await cluster.connect(s)).ok
+    users = await cluster.ok(sockets[0], "get online users")
+    assert [u["socketId"] for u in users["users"]] == [s.sid for s in sockets]
+    assert all("_order" not in u for u in users["users"])
+    rooms = [next(owned_by(NAMES[n % 2], f"r{n}-")) for n in range(4)]
+    for room in rooms:
+        await cluster.ok(sockets[0], "create room", {"roomId": room, "roomName": room})
+        cluster.clock.advance(1)
+    listing = await cluster.ok(sockets[0], "get rooms")
+    assert [r["id"] for r in listing["rooms"]] == rooms
+
+
+async def test_a_restored_socket_taken_out_meanwhile_is_announced_back(
+        cluster: Cluster) -> None:
+    alice, bob = user("room-0", 0), user("room-1", 1)
+    for s in (alice, bob):
+        assert (await cluster.connect(s)).ok
+    room = next(owned_by("room-1", "lobby-"))
+    await cluster.ok(bob, "create room", {"roomId": room, "roomName": room})
+    for s in (alice, bob):
+        assert (await cluster.event(s, "join room", {"roomId": room})).ok
+    await cluster.h["room-1"].disconnect(alice)  # the old connection's news came first
+    cluster.clear()
+    moved = replace(alice, gateway="gw2")
+    await cluster.h["room-1"].request(RequestKind.CONNECTED, session=moved, gateway="gw2",
+                                      recovery=Recovery.CHECK,
+                                      sockets=(SocketState(moved, (room,)),))
+    assert [(n, a[0]["socketId"]) for n, a in cluster.emitted("user joined")] == [
+        ("room-1", alice.sid)]
+    assert cluster.services["room-1"].membership.is_member(room, alice.sid)
+
+
+async def test_an_instance_ignores_rooms_its_file_keeps_that_another_owns(
+        tmp_path: Path) -> None:
+    from switchboard.services.room.model import Room
+    from switchboard.services.room.store import Store
+
+    mine, theirs = next(owned_by("room-0", "r-")), next(owned_by("room-1", "r-"))
+    store = Store(str(tmp_path / "room-0.sqlite3"))
+    for room_id in (mine, theirs):
+        store.insert_room(Room(room_id, room_id, False, None, 10, 0, "u"))
+    store.close()
+    c = Cluster(tmp_path)
+    try:
+        assert set(c.services["room-0"].rooms) == {mine}
+    finally:
+        for service in c.services.values():
+            await service.stop()
