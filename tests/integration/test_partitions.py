@@ -1,6 +1,6 @@
 """Rooms and presence partitioned over two room instances, each a real process with its own
-SQLite file; two gateways behind HAProxy (round robin, no stickiness); python-socketio
-clients on their default options (polling, then the upgrade) through the balancer only.
+SQLite file; two gateways behind HAProxy (round robin, no stickiness); python-socketio and
+the official Node client on their default options (polling, then the upgrade) through the balancer only.
 
 Room ids and user ids are chosen by the same hashing the gateways use, so that each case
 puts what it needs on the partition it needs: a user in rooms of both partitions, a private
@@ -151,3 +151,36 @@ async def test_a_killed_partition_restarted_in_place_has_its_rooms_and_members_b
         assert ack["success"] is True
         line = await bob.wait_for("chat message", lambda m: m["content"] == "after")
         assert line["roomId"] == room
+
+
+def test_node_clients_on_their_defaults_across_partitions(cluster: Cluster) -> None:
+    """The official Node client, default options (polling, then the upgrade), through the
+    balancer: its users on different partitions, their room on the other one's."""
+    from tests.support.cluster import token
+    from tests.support.node import find_node, run_flow
+
+    node = find_node("Node partitions test")
+    alice_id, bob_id = on("room-0", "n-alice"), on("room-1", "n-bob")
+    room = on("room-1", "node-lobby")
+    flow = {
+        "a": {"url": cluster.client_url(0), "token": token(alice_id, "alice"),
+              "userId": alice_id},
+        "b": {"url": cluster.client_url(1), "token": token(bob_id, "bob"), "userId": bob_id},
+        "transports": None,
+        "roomId": room,
+        "roomName": "Node lobby",
+        "chat": "héllo across partitions",
+        "private": "just between us",
+    }
+    r = run_flow(node, flow)
+    assert r["transports"] == {"a": "websocket", "b": "websocket"}
+    a_id, b_id = r["a"]["id"], r["b"]["id"]
+    assert r["userOnline"] == {"userId": bob_id, "username": "bob"}
+    alice = {"id": alice_id, "username": "alice", "socketId": a_id}
+    bob = {"id": bob_id, "username": "bob", "socketId": b_id}
+    assert r["joinB"]["roomJoined"] == {"roomId": room, "roomName": "Node lobby",
+                                        "userCount": 2, "users": [alice, bob]}
+    assert r["chat"]["received"]["content"] == flow["chat"]
+    assert r["chat"]["received"]["roomId"] == room
+    assert r["private"]["received"]["from"] == bob_id
+    assert r["private"]["received"]["content"] == flow["private"]
