@@ -1,6 +1,7 @@
 """Rooms and presence partitioned over two room instances, each a real process with its own
 SQLite file; two gateways behind HAProxy (round robin, no stickiness); python-socketio and
-the official Node client on their default options (polling, then the upgrade) through the balancer only.
+the official Node client on their default options (polling, then the upgrade) through the
+balancer only.
 
 Room ids and user ids are chosen by the same hashing the gateways use, so that each case
 puts what it needs on the partition it needs: a user in rooms of both partitions, a private
