@@ -325,6 +325,11 @@ class Backbone:
             return
         self.instances[service] = info.instance
         self.routing.update(info)
+        unknown = [name for name in info.members if name not in self.endpoints]
+        if unknown:
+            # Keys owned by those instances would fail: say why, once per description.
+            log.error("service %s names instances of %s that --services lacks: %s; their "
+                      "share of requests fails", service, info.group, ", ".join(unknown))
         if previous is None:
             log.info("service %s described (%d routes)", service, len(info.routes))
         else:

@@ -7,7 +7,8 @@ each one a service of its own in ``--services`` that describes the same routes a
 the group's members. A group is one owner or one CONNECT stage here (:class:`Owner`); which
 instance answers is chosen per request from the route's key (:meth:`Owner.pick`), or every
 instance is asked (key ``all``). Listeners (DISCONNECT, CONNECTED, UPDATE, SYNC) are every
-instance: each keeps what it owns.
+instance, each keeping what it owns (CONNECTED skips the instance that was the stage:
+:mod:`.connects`).
 """
 
 from __future__ import annotations
