@@ -4,11 +4,16 @@ person's page shows."""
 from __future__ import annotations
 
 import re
+import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.helpers import (
+    GATEWAY_ARGS,
     WAIT_MS,
     OpenPage,
     create_room,
@@ -17,7 +22,7 @@ from tests.browser.helpers import (
     send,
     sign_in,
 )
-from tests.support.cluster import Cluster, token
+from tests.support.cluster import Cluster, start_chat_cluster, token
 
 
 def test_admin_sees_the_cluster_announces_and_kicks_a_user(
@@ -100,3 +105,33 @@ def test_admin_page_refuses_a_user_token(web_cluster: Cluster, open_page: OpenPa
     expect(page.locator("#error .error-text")).to_have_text(
         "This token's role is “user”; the dashboard needs role admin.")
     screenshot(page, "admin-signin")
+
+
+@pytest.fixture(scope="module")
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster of its own: its room-1 is frozen below (one gateway, two room instances)."""
+    cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("partial")), gateways=1,
+                                 gateway_args=(*GATEWAY_ARGS, "--request-timeout", "2"),
+                                 room_instances=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_the_dashboard_says_when_a_room_instance_is_missing_from_its_figures(
+    partitioned: Cluster, open_page: OpenPage
+) -> None:
+    admin_token = token("admin-2", "Root", role="admin")
+    admin = open_page(f"{partitioned.url(0)}/admin?token={admin_token}").page
+    expect(admin.locator("#f-admin")).to_have_text("1")
+    expect(admin.locator("#partial")).to_be_hidden()
+    frozen = partitioned.parts["room-1"]
+    frozen.signal(signal.SIGSTOP)
+    try:
+        expect(admin.locator("#partial")).to_have_text(
+            "Partial figures: no answer from room-1.")
+        screenshot(admin, "admin-partial")
+    finally:
+        frozen.signal(signal.SIGCONT)
+    expect(admin.locator("#partial")).to_be_hidden()

@@ -7,6 +7,8 @@
   const { el, $, request } = window.SB;
   const TOKEN_KEY = "switchboard.adminToken";
   const POLL_MS = 2000;
+  // Longer than the gateway's --request-timeout (5 s by default): a partial answer comes.
+  const STATS_WAIT_MS = 8000;
   const USERS_MS = 10000;
   const SPAN_MS = 5 * 60 * 1000;
   const MESSAGE_EVENTS = new Set(["chat message", "private message", "room message"]);
@@ -15,6 +17,7 @@
     me: $("#me"), status: $("#status"), reconnect: $("#reconnect"), signout: $("#signout"),
     error: $("#error"), signin: $("#signin"), tokenForm: $("#token-form"),
     tokenInput: $("#token-input"), dashboard: $("#dashboard"), updated: $("#updated"),
+    partial: $("#partial"),
     total: $("#f-total"), main: $("#f-main"), chat: $("#f-chat"), game: $("#f-game"),
     admin: $("#f-admin"), events: $("#f-events"), messages: $("#f-messages"), chart: $("#chart"),
     chartSpan: $("#chart-span"),
@@ -29,7 +32,7 @@
 
   const state = {
     claims: null, admin: null, main: null, everConnected: false,
-    pollTimer: null, usersTimer: null, usersDebounce: null,
+    pollTimer: null, usersTimer: null, usersDebounce: null, polling: false,
     lastMetrics: null, // {t, events, messages}
     series: [], // [{t, connections, messages}]
   };
@@ -186,8 +189,20 @@
 
   // -- stats ---------------------------------------------------------------------------------
   async function poll() {
+    // One at a time: a room instance that does not answer holds a poll for the gateway's
+    // request timeout (5 s by default), after which the figures come, marked partial.
+    if (state.polling) return;
+    state.polling = true;
+    try {
+      await pollOnce();
+    } finally {
+      state.polling = false;
+    }
+  }
+
+  async function pollOnce() {
     const [stats, rates] = await Promise.all([
-      request(state.admin, "get stats", undefined, POLL_MS * 2),
+      request(state.admin, "get stats", undefined, STATS_WAIT_MS),
       metricRates(),
     ]);
     const now = Date.now();
@@ -241,6 +256,11 @@
   }
 
   function renderStats(stats) {
+    // A room instance that did not answer in time: the figures lack its share, and say so.
+    ui.partial.hidden = !stats.partial;
+    ui.partial.textContent = stats.partial
+      ? "Partial figures: no answer from " + (stats.missing || []).join(", ") + "."
+      : "";
     ui.total.textContent = String(stats.totalConnections);
     ui.main.textContent = String(stats.mainConnections !== undefined ? stats.mainConnections
       : (stats.namespaces && stats.namespaces["/"]) || 0);
