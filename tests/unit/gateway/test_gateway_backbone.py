@@ -235,3 +235,31 @@ async def test_a_routed_request_fails_soon_when_a_service_further_along_dies() -
         fakes["filter"].close(linger=0)
         await backbone.close()
         ctx.destroy(linger=0)
+
+
+async def test_a_group_naming_instances_the_gateway_cannot_reach_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from switchboard.shared.partitions import Membership
+
+    def partitioned(publisher: Publisher) -> Echo:
+        echo = Echo(publisher)
+        echo.group, echo.partition = "echoes", Membership.of(["echo", "echo-2"])
+        return echo
+
+    async def on_restart(service: str) -> None:
+        return None
+
+    with running_broker() as broker:
+        async with running_service(partitioned, broker) as (_, cfg):
+            ctx = zmq.asyncio.Context()
+            backbone = Backbone("gw1", {"echo": [cfg.bind]}, ctx, 2.0, GatewayStatus,
+                                on_restart, instance="i1")
+            backbone.start()
+            try:
+                assert await backbone.wait_described(5.0)
+                assert backbone.routing.group("echoes") == Membership.of(["echo", "echo-2"])
+            finally:
+                await backbone.close()
+                ctx.term()
+    assert any("names instances of echoes that --services lacks: echo-2" in r.getMessage()
+               for r in caplog.records)
