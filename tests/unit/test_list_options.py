@@ -192,3 +192,32 @@ def test_a_room_instance_outside_its_group_stops_the_service(args: list[str], sa
     result = invoke(("service", "room"), args)
     assert result.exit_code == 2 and says in result.output, result.output
     assert caught == []
+
+
+@pytest.mark.parametrize("shards", ["0", "65"])
+def test_room_shards_out_of_range_stop_up(shards: str, caught: list[Any]) -> None:
+    result = invoke(("up",), ["--room-shards", shards])
+    assert result.exit_code == 2 and f"--room-shards {shards}: must be 1-64" in result.output
+    assert caught == []
+
+
+def test_up_runs_each_room_shard_as_a_room_instance_the_gateways_know() -> None:
+    config = supervisor.UpConfig(room_shards=3, data_dir="/tmp/d")
+    children = {child.name: child for child in supervisor.plan(config)}
+    rooms = ["room-0", "room-1", "room-2"]
+    assert [name for name in children if name.startswith("room")] == rooms
+    endpoints = set()
+    for name in rooms:
+        argv = children[name].argv
+        assert argv[argv.index("service") + 1] == "room"
+        assert argv[argv.index("--room-instance") + 1] == name
+        assert argv[argv.index("--room-instances") + 1] == ",".join(rooms)
+        assert argv[argv.index("--room-db") + 1] == f"/tmp/d/{name}.sqlite3"
+        endpoints.add(argv[argv.index("--bind") + 1])
+    assert len(endpoints) == 3
+    gateway = next(child for name, child in children.items() if name.startswith("gateway"))
+    named = {item.split("=")[0]: item.split("=")[1] for item in gateway.argv
+             if "=tcp://" in item}
+    assert {named[name] for name in rooms} == endpoints
+    single = {child.name for child in supervisor.plan(supervisor.UpConfig(data_dir="/tmp/d"))}
+    assert "room" in single and not any(name.startswith("room-") for name in single)
