@@ -101,7 +101,7 @@ class Pipelines:
             admin.event_received(sock.ns)
         routing = self.services.routing
         owner = routing.owner(sock.ns, event)
-        target = owner.pick(sock.session, args) if owner is not None else ""
+        target = owner.pick(sock.session, args) if owner and not owner.gathered else ""
         filters = routing.filters(sock.ns)
         await turn.may_send()  # the owner's requests, and the limits, in the socket's order
         if self.policy is not None:

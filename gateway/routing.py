@@ -23,11 +23,6 @@ from switchboard.shared.partitions import ALL, Membership, key_of
 WILDCARD = "*"
 
 
-def identity(session: Session) -> str:
-    """Who a socket is for partitioning: its user, or the socket itself when anonymous."""
-    return session.user_id if session.user_id is not None else session.sid
-
-
 @dataclass(frozen=True, slots=True)
 class Owner:
     """Who answers a request: one service, or the instance of a group its key hashes to."""
@@ -52,7 +47,7 @@ class Owner:
             return self.name
         if len(group.members) == 1:
             return group.members[0]
-        return group.owner(key_of(self.key, identity(session), args))
+        return group.owner(key_of(self.key, session.identity, args))
 
 
 class RoutingTable:

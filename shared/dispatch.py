@@ -197,8 +197,8 @@ class Dispatcher:
         start = time.perf_counter()
         outcome = "ok"
         try:
-            handler, schema = found
-            reply = await handler(self.service.prepared(request, schema))
+            handler, schema, key = found
+            reply = await handler(self.service.prepared(request, schema, key))
             if reply is None:
                 reply = Reply(request.id)
             elif not reply.ok:

@@ -170,6 +170,12 @@ class Session(Envelope):
     #: (elsewhere) within the window, so services wait a grace before they forget it.
     recoverable: bool = False
 
+    @property
+    def identity(self) -> str:
+        """Who the socket is for presence and partitioning: its user, or the socket itself
+        when anonymous."""
+        return self.user_id if self.user_id is not None else self.sid
+
     def with_user(self, user_id: str | None, username: str | None, role: str | None) -> Session:
         return replace(self, user_id=user_id, username=username, role=role)
 

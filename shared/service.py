@@ -185,15 +185,16 @@ class Service:
         found = self.handling(request)
         return found[0] if found is not None else None
 
-    def handling(self, request: Request) -> tuple[BoundHandler, EventSchema | None] | None:
-        """The bound handler for a request and the schema its route declares (one lookup
-        for both: the dispatcher's, on every request)."""
+    def handling(self, request: Request
+                 ) -> tuple[BoundHandler, EventSchema | None, str] | None:
+        """The bound handler for a request, the schema its route declares and the route's
+        partition key (one lookup for all: the dispatcher's, on every request)."""
         key = self._route_of(request)
         if key is None:
             return None
-        return getattr(self, self._routes[key]), self._schemas.get(key)
+        return getattr(self, self._routes[key]), self._schemas.get(key), self._declared[key].key
 
-    def prepared(self, request: Request, schema: EventSchema | None) -> Request:
+    def prepared(self, request: Request, schema: EventSchema | None, key: str = "") -> Request:
         """``request`` with the canonical args of ``schema``, if there is one
         (:class:`~shared.schema.PayloadError`, a :class:`ClientError`, if they are bad).
 
@@ -201,21 +202,17 @@ class Service:
         that sent it sees the instances otherwise than this one does.
         """
         partition = self.partition
-        if partition is not None and len(partition.members) > 1 and request.session is not None:
-            self._fence(request, partition)
+        if key not in ("", ALL) and partition is not None and len(partition.members) > 1 \
+                and request.session is not None:
+            self._fence(request, partition, key)
         if schema is None:
             return request
         return replace(request, args=self.cleaner.apply(schema, request.args))
 
-    def _fence(self, request: Request, partition: Membership) -> None:
-        route = self._route_of(request)
-        spec = self._declared[route].key if route is not None else ""
-        if spec in ("", ALL) or request.kind not in (RequestKind.EVENT, RequestKind.CONNECT):
-            return
+    def _fence(self, request: Request, partition: Membership, spec: str) -> None:
         session = request.session
         assert session is not None
-        identity = session.user_id if session.user_id is not None else session.sid
-        key = key_of(spec, identity, request.args)
+        key = key_of(spec, session.identity, request.args)
         owner = partition.owner(key)
         if owner != self.name:
             log.warning("%s %r for key %r refused: %s owns it (epoch %d); the sender's view of "

@@ -5,6 +5,9 @@ restart, and failures that come back as ServiceUnavailable rather than hangs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 import zmq.asyncio
@@ -45,6 +48,26 @@ def make(publisher: Publisher) -> Echo:
 SESSION = Session("gw1.s", "/", "gw1")
 
 
+async def _no_restart(service: str) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def started(endpoints: dict[str, list[str]], timeout: float,
+                  on_restart: Callable[[str], Coroutine[Any, Any, None]] = _no_restart,
+                  ) -> AsyncIterator[Backbone]:
+    """A started backbone of gateway ``gw1`` to ``endpoints``; closed on the way out."""
+    ctx = zmq.asyncio.Context()
+    backbone = Backbone("gw1", endpoints, ctx, timeout, GatewayStatus, on_restart,
+                        instance="i1")
+    backbone.start()
+    try:
+        yield backbone
+    finally:
+        await backbone.close()
+        ctx.term()
+
+
 async def test_requests_heartbeats_and_a_restart() -> None:
     restarts: list[str] = []
 
@@ -52,32 +75,25 @@ async def test_requests_heartbeats_and_a_restart() -> None:
         restarts.append(service)
 
     with running_broker() as broker:
-        async with running_service(make, broker) as (service, cfg):
-            ctx = zmq.asyncio.Context()
-            backbone = Backbone("gw1", {"echo": [cfg.bind]}, ctx, 2.0, GatewayStatus,
-                                on_restart, instance="i1")
-            backbone.start()
-            try:
-                assert await backbone.wait_described(5.0)
-                assert backbone.is_up("echo")
-                assert backbone.routing.owner("/", "echo") == routing.Owner("echo")
-                reply = await backbone.request("echo", RequestKind.EVENT, session=SESSION,
-                                               event="echo", args=[1, b"\x00"])
-                assert reply.ack == [1, b"\x00"]
-                many = await asyncio.gather(*(backbone.request(
-                    "echo", RequestKind.EVENT, session=SESSION, event="echo", args=[n])
-                    for n in range(50)))
-                assert [r.ack for r in many] == [[n] for n in range(50)]  # matched by id
-                # The same service, restarted: its new instance id shows in a heartbeat.
-                service.instance = "restarted"
-                assert await backbone.heartbeat("echo", 2.0)
-                async with asyncio.timeout(5):
-                    while not restarts:
-                        await asyncio.sleep(0.01)
-                assert restarts == ["echo"]
-            finally:
-                await backbone.close()
-                ctx.term()
+        async with running_service(make, broker) as (service, cfg), \
+                started({"echo": [cfg.bind]}, 2.0, on_restart) as backbone:
+            assert await backbone.wait_described(5.0)
+            assert backbone.is_up("echo")
+            assert backbone.routing.owner("/", "echo") == routing.Owner("echo")
+            reply = await backbone.request("echo", RequestKind.EVENT, session=SESSION,
+                                           event="echo", args=[1, b"\x00"])
+            assert reply.ack == [1, b"\x00"]
+            many = await asyncio.gather(*(backbone.request(
+                "echo", RequestKind.EVENT, session=SESSION, event="echo", args=[n])
+                for n in range(50)))
+            assert [r.ack for r in many] == [[n] for n in range(50)]  # matched by id
+            # The same service, restarted: its new instance id shows in a heartbeat.
+            service.instance = "restarted"
+            assert await backbone.heartbeat("echo", 2.0)
+            async with asyncio.timeout(5):
+                while not restarts:
+                    await asyncio.sleep(0.01)
+            assert restarts == ["echo"]
 
 
 async def test_a_service_that_is_not_there_fails_fast() -> None:
@@ -246,20 +262,10 @@ async def test_a_group_naming_instances_the_gateway_cannot_reach_is_logged(
         echo.group, echo.partition = "echoes", Membership.of(["echo", "echo-2"])
         return echo
 
-    async def on_restart(service: str) -> None:
-        return None
-
     with running_broker() as broker:
-        async with running_service(partitioned, broker) as (_, cfg):
-            ctx = zmq.asyncio.Context()
-            backbone = Backbone("gw1", {"echo": [cfg.bind]}, ctx, 2.0, GatewayStatus,
-                                on_restart, instance="i1")
-            backbone.start()
-            try:
-                assert await backbone.wait_described(5.0)
-                assert backbone.routing.group("echoes") == Membership.of(["echo", "echo-2"])
-            finally:
-                await backbone.close()
-                ctx.term()
+        async with running_service(partitioned, broker) as (_, cfg), \
+                started({"echo": [cfg.bind]}, 2.0) as backbone:
+            assert await backbone.wait_described(5.0)
+            assert backbone.routing.group("echoes") == Membership.of(["echo", "echo-2"])
     assert any("names instances of echoes that --services lacks: echo-2" in r.getMessage()
                for r in caplog.records)
