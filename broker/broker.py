@@ -40,6 +40,8 @@ TOPICS = Gauge("switchboard_broker_topics", "Distinct topics subscribed")
 
 @dataclass(frozen=True)
 class BrokerConfig:
+    name: str = setting("broker", "This broker's name in its logs (broker-1 of several).",
+                        check=checks.service_name)
     publish_bind: str = setting(
         ports.local(ports.BROKER_PUBLISH), "Where publishers (services) connect: the XSUB side.",
         check=checks.bind_endpoint,
@@ -89,7 +91,7 @@ class Broker:
             poller.register(xpub, zmq.POLLIN)
             self.ready.set()
             log.info(
-                "broker ready: publishers → %s, subscribers → %s",
+                "%s ready: publishers → %s, subscribers → %s", cfg.name,
                 cfg.publish_bind,
                 cfg.subscribe_bind,
             )
@@ -112,7 +114,7 @@ class Broker:
         finally:
             xsub.close(linger=0)
             xpub.close(linger=0)
-            log.info("broker stopped after forwarding %d messages", self.stats.forwarded)
+            log.info("%s stopped after forwarding %d messages", cfg.name, self.stats.forwarded)
 
     def _forward(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> None:
         # Drain in a batch: one poll wake-up can move many messages. Messages are small

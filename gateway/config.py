@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from switchboard.shared import checks, ports
 from switchboard.shared.config import DEFAULT_SECRET, endpoints, setting
+from switchboard.shared.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -13,14 +14,17 @@ class GatewayConfig:
     host: str = setting("127.0.0.1", "Address to listen on for clients.")
     port: int = setting(ports.GATEWAY_HTTP, "Port to listen on for clients (HTTP + WebSocket).")
     gateway_id: str = setting("", "Unique id of this gateway (default: random).")
-    broker_sub: str = setting(
-        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side).",
+    broker_sub: tuple[str, ...] = setting(
+        (ports.local(ports.BROKER_SUBSCRIBE),),
+        "Broker endpoints to subscribe to (their XPUB sides). With several brokers, every "
+        "part lists them in the same order: a topic's broker is chosen by its position.",
         check=checks.connect_endpoint,
     )
-    broker_pub: str = setting(
-        ports.local(ports.BROKER_PUBLISH),
-        "Broker endpoint to publish to (its XSUB side): the gateway announces its peer "
-        "endpoint there.", check=checks.connect_endpoint,
+    broker_pub: tuple[str, ...] = setting(
+        (ports.local(ports.BROKER_PUBLISH),),
+        "Broker endpoints to publish to (their XSUB sides; the same brokers, in the same "
+        "order, as --broker-sub): the gateway announces its peer endpoint there.",
+        check=checks.connect_endpoint,
     )
     peer_bind: str = setting(
         "tcp://127.0.0.1:*",
@@ -169,6 +173,12 @@ class GatewayConfig:
         env="SWITCHBOARD_JWT_SECRET",
     )
     demo_token_ttl: int = setting(12 * 3600, "Lifetime of a demo-mode guest token, seconds.")
+
+    def __post_init__(self) -> None:
+        if len(self.broker_sub) != len(self.broker_pub):
+            raise ConfigError(
+                f"--broker-sub names {len(self.broker_sub)} broker(s) and --broker-pub "
+                f"{len(self.broker_pub)}: give each broker's two endpoints, in the same order")
 
     def service_endpoints(self) -> dict[str, list[str]]:
         return endpoints(self.services)

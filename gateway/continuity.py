@@ -12,8 +12,11 @@ meant to get has arrived (one publisher → broker → gateway path is FIFO). Th
   and the caller is asked (:class:`AskReplay`) to fetch everything after the watermark
   from the publisher over request/reply; :meth:`Continuity.replayed` merges that batch
   with what was held, in ``seq`` order, without duplicates;
-- a new broker (:meth:`Continuity.broker_changed`) makes every origin suspect: its next
-  message asks for a replay even if no beat looks missing.
+- a new broker (:meth:`Continuity.broker_changed`) makes every origin whose path passes it
+  suspect: its next message asks for a replay even if no beat looks missing.
+
+With several brokers a publisher numbers each path as an origin of its own
+(:mod:`switchboard.shared.journal`), and each track remembers the broker its path passes.
 
 State per origin::
 
@@ -46,11 +49,13 @@ class TrackState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class AskReplay:
-    """Fetch what ``origin`` (a process of service ``source``) published after ``after``."""
+    """Fetch what ``origin`` (a process of service ``source``, its path through broker
+    ``broker``) published after ``after``."""
 
     source: str
     origin: str
     after: int
+    broker: int = 0
 
 
 @dataclass(slots=True)
@@ -60,6 +65,8 @@ class Track:
     source: str
     epoch: int
     watermark: int
+    #: The broker (its position in the gateway's list) this origin's path passes.
+    broker: int = 0
     state: TrackState = TrackState.LIVE
     #: seqs delivered above the watermark (pruned at each beat).
     seen: set[int] = field(default_factory=set)
@@ -80,15 +87,16 @@ class Continuity:
                          "abandoned": 0}
 
     # -- what arrives from the broker ----------------------------------------------------------
-    def receive(self, pub: Publication) -> tuple[list[Publication], AskReplay | None]:
-        """A numbered publication or beat from the broker: what to deliver now, and maybe
-        a replay to fetch."""
+    def receive(self, pub: Publication,
+                broker: int = 0) -> tuple[list[Publication], AskReplay | None]:
+        """A numbered publication or beat from broker ``broker``: what to deliver now, and
+        maybe a replay to fetch."""
         origin, beat = pub.origin, pub.kind is PubKind.BEAT
         track = self.tracks.get(origin)
         if track is None:
             # First word from this process: nothing before it was ours to miss.
             self._remember(origin, Track(pub.source, pub.epoch,
-                                         pub.seq if beat else pub.seq - 1))
+                                         pub.seq if beat else pub.seq - 1, broker))
             track = self.tracks[origin]
             if beat:
                 return [], None
@@ -109,7 +117,7 @@ class Continuity:
             track.state = TrackState.REPLAYING
             track.pending_epoch = pub.epoch
             track.held = [] if beat or pub.seq <= track.watermark else [pub]
-            return [], AskReplay(track.source, origin, track.watermark)
+            return [], AskReplay(track.source, origin, track.watermark, track.broker)
         if beat:
             if pub.epoch > track.epoch:
                 track.epoch = pub.epoch
@@ -123,10 +131,11 @@ class Continuity:
         track.seen.add(pub.seq)
         return [pub], None
 
-    def broker_changed(self) -> None:
-        """A new broker instance: whatever was in the old one may be lost."""
+    def broker_changed(self, broker: int = 0) -> None:
+        """A new instance of broker ``broker``: whatever was in the old one may be lost."""
         for track in self.tracks.values():
-            track.suspect = True
+            if track.broker == broker:
+                track.suspect = True
 
     # -- what the publisher answered -----------------------------------------------------------
     def replayed(
@@ -156,7 +165,7 @@ class Continuity:
             track.watermark = max(track.watermark, batch.upto)
             track.seen = {seq for seq in track.seen if seq > track.watermark}
             track.held = [p for p in track.held if p.seq > track.watermark]
-            return replayed, AskReplay(track.source, origin, track.watermark)
+            return replayed, AskReplay(track.source, origin, track.watermark, track.broker)
         return self._resume(track, replayed, batch.upto), None
 
     def _resume(self, track: Track, replayed: list[Publication] | tuple[()],

@@ -1,12 +1,13 @@
-"""Fan-out (:class:`Fanout`): every publication that arrives from the broker, delivered to
+"""Fan-out (:class:`Fanout`): every publication that arrives from the brokers, delivered to
 this gateway's sockets: EMITs encoded once and written to each member, membership changes,
-disconnects, and the broker's heartbeat (its liveness). The SUB socket is
+disconnects, and each broker's heartbeat (its liveness). The SUB sockets are
 :mod:`.subscriptions`; who is where, :mod:`.index`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgpack
@@ -29,9 +30,9 @@ class Confirmations(Protocol):
     """Where the broker's subscription confirmations go
     (:class:`~.subscriptions.Subscriptions`)."""
 
-    def confirmed(self, topic: bytes) -> None: ...
+    def confirmed(self, topic: bytes, broker: int = 0) -> None: ...
 
-    async def settled(self, since: float, timeout: float) -> bool: ...
+    async def settled(self, since: float, timeout: float, broker: int = 0) -> bool: ...
 
 
 class Actions(Protocol):
@@ -63,12 +64,24 @@ class Actions(Protocol):
         :meth:`Fanout.replayed` (see :mod:`switchboard.gateway.continuity`)."""
 
 
+@dataclass(slots=True)
+class BrokerState:
+    """What the gateway knows of one broker's liveness."""
+
+    instance: str | None = None
+    missed: int = 0
+    #: Loop time of the old instance's last heartbeat when a new one appeared.
+    changed_since: float | None = None
+    last_heartbeat: float = 0.0
+    heartbeat_waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
 class Fanout:
-    """Handles every message of the SUB socket (see the module docstring)."""
+    """Handles every message of the SUB sockets (see the module docstring)."""
 
     def __init__(self, subs: Confirmations, index: LocalIndex, actions: Actions,
                  meters: m.EventMeters, liveness: int = 3,
-                 recoverable: frozenset[str] = frozenset()) -> None:
+                 recoverable: frozenset[str] = frozenset(), brokers: int = 1) -> None:
         self.subs = subs
         #: Namespaces with connection state recovery: their events carry offsets.
         self.recoverable = recoverable
@@ -77,32 +90,35 @@ class Fanout:
         self.meters = meters
         self.liveness = liveness
         self.counters = {"publications": 0, "deliveries": 0}
-        self.broker_instance: str | None = None
-        self.broker_missed = 0
+        #: Each broker's liveness, in the order the gateway lists them.
+        self.brokers = [BrokerState() for _ in range(brokers)]
+        #: Set once every broker has been heard from.
         self.broker_seen = asyncio.Event()
         #: Dedupes and finds gaps in the services' numbered publications.
         self.continuity = Continuity()
-        #: Loop time of the old broker's last heartbeat when a new broker appeared.
-        self.broker_changed_since: float | None = None
-        self._last_heartbeat = 0.0
-        self._heartbeat_waiters: list[asyncio.Future[None]] = []
+        self._misrouted: set[str] = set()
         self._publication_counters = {
             kind: m.PUBLICATIONS.labels(kind.name.lower()) for kind in PubKind
         }
 
     @property
     def broker_up(self) -> bool:
-        return self.broker_missed < self.liveness
+        """Every broker is heard from (a silent one holds some topics' publications)."""
+        return all(b.missed < self.liveness for b in self.brokers)
 
-    def on_message(self, frames: list[bytes]) -> None:
+    def brokers_down(self) -> list[int]:
+        return [k for k, b in enumerate(self.brokers) if b.missed >= self.liveness]
+
+    def on_message(self, frames: list[bytes], broker: int = 0) -> None:
+        """A message from broker ``broker`` (its position in the gateway's list)."""
         if len(frames) != 2:
             return
         topic, body = frames
         if body == topics.SUBSCRIBED_MARKER:
-            self.subs.confirmed(topic)
+            self.subs.confirmed(topic, broker)
             return
         if topic == topics.BROKER_HEARTBEAT:
-            self._broker_heartbeat(body)
+            self._broker_heartbeat(body, broker)
             return
         try:
             publication = Publication.decode(body)
@@ -115,7 +131,9 @@ class Fanout:
         if not publication.origin:  # not numbered
             self._handle(publication)
             return
-        out, ask = self.continuity.receive(publication)
+        if publication.kind == PubKind.BEAT:
+            self._check_path(publication, broker)
+        out, ask = self.continuity.receive(publication, broker)
         if ask is not None:
             log.warning("publications of %s (%s) after #%d missed: asking for them",
                         ask.source, ask.origin, ask.after)
@@ -134,30 +152,31 @@ class Fanout:
         for pub in out:
             self._handle(pub)
 
-    def reconnected(self, lost_at: float) -> None:
-        """Our connection to the broker was new (see
+    def reconnected(self, lost_at: float, broker: int = 0) -> None:
+        """Our connection to a broker was new (see
         :class:`~.subscriptions.Subscriptions`): what the old one had queued for us is gone,
         as in a broker restart."""
-        self.continuity.broker_changed()
-        self.broker_changed_since = lost_at
+        self.continuity.broker_changed(broker)
+        self.brokers[broker].changed_since = lost_at
 
-    async def settled(self, timeout: float) -> bool:
-        """Before a replay is asked for: wait for the broker's next heartbeat (so a new
-        broker is known) and, if the broker changed, for every topic to be in force there
-        (a publication that passed the new broker before our subscription did is then in
-        the replay). Bounded; True when settled."""
+    async def settled(self, timeout: float, broker: int = 0) -> bool:
+        """Before a replay of a path through ``broker`` is asked for: wait for that broker's
+        next heartbeat (so a new broker is known) and, if it changed, for every topic that
+        lives on it to be in force there (a publication that passed the new broker before
+        our subscription did is then in the replay). Bounded; True when settled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         beat: asyncio.Future[None] = loop.create_future()
-        self._heartbeat_waiters.append(beat)
+        state = self.brokers[broker]
+        state.heartbeat_waiters.append(beat)
         try:
             await asyncio.wait_for(beat, timeout)
         except TimeoutError:
             return False
-        since = self.broker_changed_since
+        since = state.changed_since
         if since is None:
             return True
-        return await self.subs.settled(since, max(deadline - loop.time(), 0.0))
+        return await self.subs.settled(since, max(deadline - loop.time(), 0.0), broker)
 
     def _handle(self, publication: Publication) -> None:
         self.counters["publications"] += 1
@@ -252,30 +271,51 @@ class Fanout:
         m.DELIVERIES.inc(len(targets))
         self.meters.sent(pub.ns, pub.event).inc()
 
-    # -- the broker's liveness ---------------------------------------------------------------
-    def _broker_heartbeat(self, body: bytes) -> None:
+    # -- the brokers' liveness ---------------------------------------------------------------
+    def _broker_heartbeat(self, body: bytes, broker: int) -> None:
         try:
             instance, _seq = msgpack.unpackb(body)
         except Exception:
             return
-        self.broker_missed = 0
-        self.broker_seen.set()
+        state = self.brokers[broker]
+        state.missed = 0
         now = asyncio.get_running_loop().time()
-        if self.broker_instance is not None and instance != self.broker_instance:
-            log.warning("broker restarted (instance %s)", instance)
-            self.broker_changed_since = self._last_heartbeat
-            self.continuity.broker_changed()
-        self.broker_instance = instance
-        self._last_heartbeat = now
-        waiters, self._heartbeat_waiters = self._heartbeat_waiters, []
+        if state.instance is not None and instance != state.instance:
+            log.warning("broker %d restarted (instance %s)", broker, instance)
+            state.changed_since = state.last_heartbeat
+            self.continuity.broker_changed(broker)
+        state.instance = instance
+        state.last_heartbeat = now
+        if not self.broker_seen.is_set() and all(b.instance for b in self.brokers):
+            self.broker_seen.set()
+        waiters, state.heartbeat_waiters = state.heartbeat_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _check_path(self, beat: Publication, broker: int) -> None:
+        """A beat of a publisher's path through broker ``k`` (origin ``…/k``) must arrive
+        from our broker ``k``: otherwise the two list the brokers differently, and topics
+        are published where this gateway does not subscribe them."""
+        origin = beat.origin
+        _, sep, path = origin.rpartition("/")
+        if len(self.brokers) == 1:
+            if not sep:
+                return
+        elif path == str(broker):
+            return
+        if origin not in self._misrouted and len(self._misrouted) < 256:
+            self._misrouted.add(origin)
+            log.error("%s (origin %s) lists other brokers than this gateway: its beats for "
+                      "broker %s arrive from broker %d (every part must list the same "
+                      "brokers in the same order: --broker-pub, --broker-sub)",
+                      beat.source, origin, path if sep else 0, broker)
 
     async def watch_broker(self, interval: float) -> None:
         """Count missed broker heartbeats (health); ZeroMQ heartbeats handle reconnects."""
         while True:
             await asyncio.sleep(interval)
-            self.broker_missed += 1
-            if self.broker_missed == self.liveness:
-                log.warning("broker silent for %d heartbeats", self.broker_missed)
+            for k, state in enumerate(self.brokers):
+                state.missed += 1
+                if state.missed == self.liveness:
+                    log.warning("broker %d silent for %d heartbeats", k, state.missed)

@@ -77,7 +77,9 @@ class Figures:
                 name: gw.backbone.is_up(name) for name in gw.backbone.endpoints
             },
             "broker": fanout.broker_up,
-            "brokerInstance": fanout.broker_instance,
+            #: Each broker, in the order of --broker-sub.
+            "brokers": [{"instance": b.instance, "up": b.missed < fanout.liveness}
+                        for b in fanout.brokers],
             #: The moderation policy events are judged by (gateway.policing).
             "policy": {"source": gw.policy_feed.source, "state": gw.policy_replica.state.value,
                        "instance": gw.policy_replica.instance,
@@ -95,6 +97,8 @@ class Figures:
         failures, total = gw.backbone.recent_outcomes()
         figures = HealthFigures(
             broker_up=gw.fanout.broker_up,
+            brokers=len(gw.fanout.brokers),
+            brokers_down=tuple(gw.fanout.brokers_down()),
             services_up={name: gw.backbone.is_up(name) for name in gw.backbone.endpoints},
             connections=len(gw.sessions.clients),
             rss_mb=rss_mb(),

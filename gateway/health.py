@@ -38,6 +38,9 @@ class HealthFigures:
     #: until then; once loaded, they go on while it is away).
     keys_service: str | None = None
     keys_loaded: bool = True
+    #: How many brokers the gateway subscribes at, and which of them (0-based) are silent.
+    brokers: int = 1
+    brokers_down: tuple[int, ...] = ()
 
 
 @dataclass
@@ -58,7 +61,12 @@ class Health:
 def evaluate(figures: HealthFigures, limits: HealthLimits) -> Health:
     health = Health()
     if not figures.broker_up:
-        health.add(UNHEALTHY, "broker unreachable")
+        if figures.brokers == 1 or not figures.brokers_down:
+            health.add(UNHEALTHY, "broker unreachable")
+        else:
+            down = ", ".join(str(k) for k in figures.brokers_down)
+            health.add(UNHEALTHY, f"broker {down} of {figures.brokers} unreachable: "
+                                  "publications to its topics are not arriving")
     for name, up in sorted(figures.services_up.items()):
         if not up and name == figures.policy_service and figures.policy_loaded:
             age = "" if figures.policy_age is None else f" (loaded {figures.policy_age:.0f} s ago)"

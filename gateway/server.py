@@ -162,7 +162,7 @@ class Gateway:
         )
         self.sessions = Sessions(conn_config, config.write_limit, self.pipelines, meters)
         self.fanout = Fanout(self.subs, self.index, self, meters, config.heartbeat_liveness,
-                             frozenset(config.recovery_namespaces))
+                             frozenset(config.recovery_namespaces), len(config.broker_sub))
         # -- the Engine.IO endpoint and the other gateways
         self.cors = http.CorsPolicy(frozenset(config.allowed_origins), config.cors_credentials,
                                     any_when_unset=config.demo)
@@ -218,7 +218,9 @@ class Gateway:
         try:
             await asyncio.wait_for(self.fanout.broker_seen.wait(), self.config.ready_timeout)
         except TimeoutError:
-            log.warning("broker %s not reachable at start", self.config.broker_sub)
+            silent = [self.config.broker_sub[k] for k, b in enumerate(self.fanout.brokers)
+                      if b.instance is None]
+            log.warning("broker %s not reachable at start", ", ".join(silent))
         described = await self.backbone.wait_described(self.config.ready_timeout)
         self._check_namespaces(described)
         serving = self.backbone.routing.keys
@@ -332,11 +334,11 @@ class Gateway:
         return len(clients), sum(1 for c in clients if c.polling is not None)
 
     # -- wiring between the rooms ------------------------------------------------------------
-    def _on_broker(self, frames: list[bytes]) -> None:
-        self.fanout.on_message(frames)
+    def _on_broker(self, frames: list[bytes], broker: int) -> None:
+        self.fanout.on_message(frames, broker)
 
-    def _broker_reconnected(self, lost_at: float) -> None:
-        self.fanout.reconnected(lost_at)
+    def _broker_reconnected(self, lost_at: float, broker: int) -> None:
+        self.fanout.reconnected(lost_at, broker)
 
     def _peer_request(self, identity: bytes, request: PeerRequest) -> None:
         if request.kind == PeerKind.HOLDS:
@@ -391,9 +393,9 @@ class Gateway:
 
     async def _replay(self, ask: AskReplay) -> None:
         """Fetch what ``ask.origin`` published after ``ask.after`` (docs/delivery.md): once
-        the broker has our subscriptions in force, so that nothing slips between the replay
+        its path's broker has our subscriptions in force, so that nothing slips between the replay
         and the live stream; a few tries, then what was held is delivered without it."""
-        await self.fanout.settled(REPLAY_SETTLE)
+        await self.fanout.settled(REPLAY_SETTLE, ask.broker)
         self.fanout.replayed(ask.origin,
                              await self.backbone.replay(ask.source, ask.origin, ask.after))
 

@@ -222,18 +222,20 @@ class Dispatcher:
 
     def _replay(self, request: Request) -> Reply:
         """What this process published after ``args`` [origin, seq] (docs/delivery.md)."""
-        journal = self.service.publisher.journal
-        if journal is None:
+        journals = self.service.publisher.journals
+        if not journals:
             return Reply(request.id, ok=False, error="no journal")
         args = request.args
         if (len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], int)
                 or isinstance(args[1], bool)):
             return Reply(request.id, ok=False, error="REPLAY takes [origin, seq]")
         origin, after = args
-        if origin != journal.origin:  # a predecessor's: gone with it
+        journal = self.service.publisher.journal_of(origin)
+        if journal is None:  # a predecessor's: gone with it
             REPLAYS.labels(self.service.name, "other").inc()
+            now = journals[0]
             return Reply(request.id, ok=False, error="another publisher",
-                         replay=ReplayBatch(journal.origin, journal.epoch, journal.seq, False))
+                         replay=ReplayBatch(now.origin, now.epoch, now.seq, False))
         batch = journal.replay(after)
         REPLAYS.labels(self.service.name, "complete" if batch.complete else "partial").inc()
         if not batch.complete:

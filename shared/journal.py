@@ -12,6 +12,10 @@ everything after the last beat it did see, and drops what it already has by ``se
 :mod:`switchboard.gateway.continuity` for the gateway's side, docs/delivery.md for the
 guarantee.
 
+A publisher with several brokers numbers each path (publisher → broker k) on its own, as the
+origin ``<origin>/<k>`` (:meth:`Journal.for_path`): a gateway then sees each path as one FIFO
+stream, as with one broker, and a broker's crash makes only its paths replay.
+
 The journal keeps the last ``size`` publications, none older than ``keep`` seconds: a
 gateway that fell further behind gets what is left and is told (``complete`` False).
 """
@@ -63,6 +67,10 @@ class Journal:
         self.epoch = 0
         #: (seq, published at, topic, encoded publication), oldest first.
         self._entries: deque[tuple[int, float, bytes, bytes]] = deque()
+
+    def for_path(self, k: int) -> Journal:
+        """A journal like this one for this publisher's path through broker ``k``."""
+        return Journal(self.size, self.keep, f"{self.origin}/{k}")
 
     def stamp(self) -> Stamp:
         """The next publication's stamp (call :meth:`record` once it is encoded)."""

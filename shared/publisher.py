@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from switchboard.shared import topics
 from switchboard.shared.envelope import PubKind, Publication
 from switchboard.shared.journal import Journal
+from switchboard.shared.topics import broker_of
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,16 @@ class Publisher:
     """Target helpers over one abstract :meth:`publish`; subclasses decide where it goes."""
 
     source: str = ""
-    #: Numbers and remembers what is published, for replays (services' publishers only).
-    journal: Journal | None = None
+    #: Number and remember what is published, for replays (services' publishers only): one
+    #: per broker path.
+    journals: tuple[Journal, ...] = ()
+
+    def journal_of(self, origin: str) -> Journal | None:
+        """The journal that numbers ``origin``'s publications, if it is this process's."""
+        for journal in self.journals:
+            if journal.origin == origin:
+                return journal
+        return None
 
     def publish(self, topic: bytes, publication: Publication) -> None:
         raise NotImplementedError
@@ -132,12 +141,27 @@ class MemoryPublisher(Publisher):
         ]
 
 
-class ZmqPublisher(Publisher):
-    """An XPUB socket connected to the broker's XSUB endpoint.
+class _Path:
+    """One broker of a publisher: the socket to it and, numbered, its own journal."""
 
-    XPUB rather than PUB so that the broker's subscription (it subscribes to everything)
+    __slots__ = ("journal", "socket", "subscriptions")
+
+    def __init__(self, socket: zmq.Socket[Any], journal: Journal | None) -> None:
+        self.socket = socket
+        self.journal = journal
+        self.subscriptions = 0
+
+
+class ZmqPublisher(Publisher):
+    """XPUB sockets connected to the brokers' XSUB endpoints, one per broker.
+
+    XPUB rather than PUB so that a broker's subscription (it subscribes to everything)
     arrives here as a message: :meth:`wait_ready` is a real readiness handshake instead of a
     sleep, and a broker restart shows up as a fresh subscription.
+
+    With several brokers, each publication goes to the broker its topic lives on
+    (:func:`~shared.topics.broker_of`), and each path is numbered on its own
+    (:meth:`~shared.journal.Journal.for_path`).
 
     Publishing never blocks: at the high-water mark ZeroMQ drops, which is counted and logged
     rather than stalling a request handler. With a :class:`~shared.journal.Journal`, every
@@ -145,48 +169,81 @@ class ZmqPublisher(Publisher):
     gateways notice what a broker crash made them miss (docs/delivery.md).
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, source: str,
+    def __init__(self, context: zmq.Context[Any], endpoints: str | Sequence[str], source: str,
                  hwm: int = 100_000, journal: Journal | None = None):
         self.source = source
-        self.journal = journal
+        listed = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
+        if not listed:
+            raise ValueError("a publisher needs at least one broker endpoint")
         # A plain (blocking-API) socket even when given an asyncio context: sends are
         # non-blocking anyway, and handlers publish without awaiting.
         sync_context: zmq.Context[Any] = zmq.Context.shadow(context.underlying)
-        self.socket: zmq.Socket[Any] = sync_context.socket(zmq.XPUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.SNDHWM, hwm)
-        self.socket.connect(endpoint)
+        self.paths: list[_Path] = []
+        for k, endpoint in enumerate(listed):
+            sock: zmq.Socket[Any] = sync_context.socket(zmq.XPUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, hwm)
+            sock.connect(endpoint)
+            numbered = journal if journal is None or len(listed) == 1 else journal.for_path(k)
+            self.paths.append(_Path(sock, numbered))
+        self.journals = tuple(p.journal for p in self.paths if p.journal is not None)
         self.dropped = 0
-        self.broker_subscriptions = 0
+
+    @property
+    def broker_subscriptions(self) -> int:
+        return sum(path.subscriptions for path in self.paths)
+
+    def subscribed(self) -> bool:
+        """Whether every broker has subscribed to us (reading what they sent)."""
+        self.drain_subscriptions()
+        return all(path.subscriptions for path in self.paths)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Block (bounded) until every broker has subscribed to us; True when they have."""
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        for path in self.paths:
+            poller.register(path.socket, zmq.POLLIN)
+        while not self.subscribed():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            poller.poll(int(left * 1000) + 1)
+        return True
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait (bounded) until the broker has subscribed to us; True when it has."""
+        """Wait (bounded) until every broker has subscribed to us; True when they have."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if self.drain_subscriptions():
+            if self.subscribed():
                 return True
             await asyncio.sleep(0.005)
         return False
 
     def drain_subscriptions(self) -> bool:
-        """Read pending (un)subscribe messages from the broker; True if any subscribe came."""
+        """Read pending (un)subscribe messages from the brokers; True if any subscribe came."""
         seen = False
-        while self.socket.poll(0, zmq.POLLIN):
-            msg = self.socket.recv(zmq.NOBLOCK)
-            if msg[:1] == b"\x01":
-                self.broker_subscriptions += 1
+        for k, path in enumerate(self.paths):
+            sock = path.socket
+            while sock.poll(0, zmq.POLLIN):
+                msg = sock.recv(zmq.NOBLOCK)
+                if msg[:1] != b"\x01":
+                    continue
+                path.subscriptions += 1
                 seen = True
-                if self.broker_subscriptions > 1 and self.journal is not None:
+                if path.subscriptions > 1 and path.journal is not None:
                     # A broker subscribing again is a new broker (or a new connection to
-                    # it): what went out meanwhile may be lost, so the epoch moves on at
-                    # once and gateways ask for a replay at the next publication.
-                    log.warning("broker subscribed again: gateways will ask for replays")
-                    self.journal.path_broken()
+                    # it): what went out meanwhile may be lost, so the path's epoch moves on
+                    # at once and gateways ask for a replay at the next publication.
+                    log.warning("broker %d subscribed again: gateways will ask for replays", k)
+                    path.journal.path_broken()
         return seen
 
     def publish(self, topic: bytes, publication: Publication) -> None:
-        journal = self.journal
+        paths = self.paths
+        path = paths[0] if len(paths) == 1 else paths[broker_of(topic, len(paths))]
+        journal = path.journal
         if journal is None:
             body = publication.encode()
         else:
@@ -194,26 +251,32 @@ class ZmqPublisher(Publisher):
             body = publication.encode_stamped(stamp.origin, stamp.seq, stamp.epoch)
             journal.record(stamp.seq, time.monotonic(), topic, body)
         try:
-            self.socket.send_multipart((topic, body), flags=zmq.NOBLOCK)
+            path.socket.send_multipart((topic, body), flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             PUBLISH_DROPS.inc()
             log.warning("publish dropped at high-water mark (total %d)", self.dropped)
 
     def beat(self) -> None:
-        """Publish a beat to every gateway (with a journal; the runner calls this on a timer)."""
-        journal = self.journal
-        if journal is None:
+        """Publish a beat on every path to every gateway (numbered publishers; the runner
+        calls this on a timer)."""
+        if not self.journals:
             return
         self.drain_subscriptions()
-        stamp = journal.beat(time.monotonic())
-        body = Publication(PubKind.BEAT, "", source=self.source).encode_stamped(
-            stamp.origin, stamp.seq, stamp.epoch)
-        try:
-            self.socket.send_multipart((topics.ALL_GATEWAYS, body), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            PUBLISH_DROPS.inc()
+        now = time.monotonic()
+        for path in self.paths:
+            if path.journal is None:
+                continue
+            stamp = path.journal.beat(now)
+            body = Publication(PubKind.BEAT, "", source=self.source).encode_stamped(
+                stamp.origin, stamp.seq, stamp.epoch)
+            try:
+                path.socket.send_multipart((topics.ALL_GATEWAYS, body), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+                PUBLISH_DROPS.inc()
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Release the sockets; with ``linger_ms``, after sending what is queued (bounded)."""
+        for path in self.paths:
+            path.socket.close(linger=linger_ms)

@@ -159,7 +159,6 @@ class RunnerConfig:
     """Where a service listens and how it judges its gateways."""
 
     bind: str
-    broker_pub: str
     gateway_timeout: float = 5.0
     max_inflight: int = 1000
     ready_timeout: float = 10.0
@@ -293,7 +292,7 @@ class Runner:
 
     async def _beat(self, stop: asyncio.Event) -> None:
         publisher = self.publisher
-        if publisher is None or publisher.journal is None:
+        if publisher is None or not publisher.journals:
             return
         while not stop.is_set():
             publisher.beat()

@@ -14,9 +14,17 @@ socket       ``g`` gateway-id ``\\0`` sid ``\\0``          that gateway (by pref
                                                         a recovery moved the socket to
 control      ``c`` name ``\\0``                          every gateway (heartbeat, asks)
 ===========  =========================================  ====================================
+
+With several brokers, every topic lives on one of them (:func:`broker_of`): publishers send
+it there and subscribers subscribe it there. A socket's topic lives with its gateway's, so a
+gateway's one subscription covers its sockets by prefix as with one broker. Control topics
+are subscribed on every broker (:func:`everywhere`): each broker's heartbeat, and each
+publisher's beats on each of its paths, arrive on them.
 """
 
 from __future__ import annotations
+
+import zlib
 
 ROOM = b"r"
 NAMESPACE = b"n"
@@ -32,6 +40,23 @@ SUBSCRIBED_MARKER = b"\x00subscribed"
 ALL_GATEWAYS = b"call\x00"
 #: Changes of the moderation policy every gateway enforces (shared.policy).
 POLICY = b"cpolicy\x00"
+
+
+def broker_of(topic: bytes, brokers: int) -> int:
+    """The position (0-based) of the broker ``topic`` lives on, of ``brokers`` in all: the
+    same in every part that lists the brokers in the same order."""
+    if brokers == 1:
+        return 0
+    if topic[:1] == GATEWAY:  # a socket's topic goes with its gateway's
+        end = topic.find(b"\x00")
+        if end >= 0:
+            topic = topic[:end + 1]
+    return zlib.crc32(topic) % brokers
+
+
+def everywhere(topic: bytes) -> bool:
+    """Whether a subscription to ``topic`` goes to every broker (control topics)."""
+    return topic[:1] == CONTROL
 
 
 def _part(value: str) -> bytes:

@@ -34,20 +34,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import zmq
 
 from switchboard.shared import checks, ports
-from switchboard.shared.config import setting
+from switchboard.shared.config import setting, split_items
 from switchboard.shared.errors import SwitchboardError
 from switchboard.shared.publisher import ZmqPublisher
 
-#: The broker's publish side as ``switchboard up`` lays it out by default.
-DEFAULT_BROKER = os.environ.get("SWITCHBOARD_BROKER_PUB", ports.local(ports.BROKER_PUBLISH))
+#: The brokers' publish sides as ``switchboard up`` lays them out by default.
+DEFAULT_BROKER = split_items(
+    [os.environ.get("SWITCHBOARD_BROKER_PUB", ports.local(ports.BROKER_PUBLISH))])
 #: Events a Socket.IO client keeps for itself (socket.io's ``RESERVED_EVENTS``).
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
@@ -73,9 +73,9 @@ class Target:
 class _Link:
     """The emitter's one connection to the broker, shared by all its views."""
 
-    def __init__(self, broker: str, ready_timeout: float, flush_timeout: float,
-                 source: str) -> None:
-        self.broker = broker
+    def __init__(self, broker: str | Sequence[str], ready_timeout: float,
+                 flush_timeout: float, source: str) -> None:
+        self.broker = ", ".join((broker,) if isinstance(broker, str) else broker)
         self.ready_timeout = ready_timeout
         self.flush_timeout = flush_timeout
         self.context: zmq.Context[Any] = zmq.Context()
@@ -154,9 +154,10 @@ def _name(value: str, what: str) -> str:
 
 
 class Emitter(_View):
-    """Emit from blocking code. ``broker``: the broker's publish endpoint."""
+    """Emit from blocking code. ``broker``: the broker's publish endpoint (with several
+    brokers, all of them, in the order every part lists them)."""
 
-    def __init__(self, broker: str = DEFAULT_BROKER, *, ready_timeout: float = 5.0,
+    def __init__(self, broker: str | Sequence[str] = DEFAULT_BROKER, *, ready_timeout: float = 5.0,
                  flush_timeout: float = 2.0, source: str = "emitter") -> None:
         self._link = _Link(broker, ready_timeout, flush_timeout, source)
         self._target = Target()
@@ -165,19 +166,15 @@ class Emitter(_View):
         """Send ``event(*args)`` to this view's target (JSON-like values and bytes)."""
         link = self._link
         if not link.ready:
-            deadline = time.monotonic() + link.ready_timeout
-            while not link.publisher.drain_subscriptions():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise link.not_ready()
-                link.publisher.socket.poll(int(left * 1000) + 1, zmq.POLLIN)
+            if not link.publisher.wait_subscribed(link.ready_timeout):
+                raise link.not_ready()
             link.ready = True
         self._publish(event, args)
 
     def close(self) -> None:
         """Send what is queued (within ``flush_timeout``), then release the socket."""
         link = self._link
-        link.publisher.socket.close(linger=int(link.flush_timeout * 1000))
+        link.publisher.close(linger_ms=int(link.flush_timeout * 1000))
         link.context.term()
 
     def __enter__(self) -> Emitter:
@@ -190,7 +187,7 @@ class Emitter(_View):
 class AsyncEmitter(_View):
     """Emit from asyncio code: ``await io.to(room).emit(event, *args)``."""
 
-    def __init__(self, broker: str = DEFAULT_BROKER, *, ready_timeout: float = 5.0,
+    def __init__(self, broker: str | Sequence[str] = DEFAULT_BROKER, *, ready_timeout: float = 5.0,
                  flush_timeout: float = 2.0, source: str = "emitter") -> None:
         self._link = _Link(broker, ready_timeout, flush_timeout, source)
         self._target = Target()
@@ -209,7 +206,7 @@ class AsyncEmitter(_View):
         link = self._link
         # Terminating waits out the linger until the queue drains: off the loop.
         def close() -> None:
-            link.publisher.socket.close(linger=int(link.flush_timeout * 1000))
+            link.publisher.close(linger_ms=int(link.flush_timeout * 1000))
             link.context.term()
 
         await asyncio.to_thread(close)
@@ -226,8 +223,9 @@ class AsyncEmitter(_View):
 
 @dataclass(frozen=True)
 class EmitConfig:
-    broker_pub: str = setting(DEFAULT_BROKER, "The broker's publish endpoint.",
-                              env="SWITCHBOARD_BROKER_PUB", check=checks.connect_endpoint)
+    broker_pub: tuple[str, ...] = setting(
+        DEFAULT_BROKER, "The brokers' publish endpoints, in the order every part lists them.",
+        env="SWITCHBOARD_BROKER_PUB", check=checks.connect_endpoint)
     namespace: str = setting("/", "Namespace to emit in.", env="SWITCHBOARD_EMIT_NAMESPACE")
     room: str | None = setting(None, "Emit to the members of this room.",
                                env="SWITCHBOARD_EMIT_ROOM")

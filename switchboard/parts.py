@@ -33,8 +33,10 @@ class ServiceRuntime:
 
     bind: str = setting("", "ROUTER endpoint to bind (default tcp://127.0.0.1:<service port>).",
                         check=checks.bind_endpoint)
-    broker_pub: str = setting(
-        ports.local(ports.BROKER_PUBLISH), "Broker endpoint to publish to (its XSUB side).",
+    broker_pub: tuple[str, ...] = setting(
+        (ports.local(ports.BROKER_PUBLISH),),
+        "Broker endpoints to publish to (their XSUB sides). With several brokers, every part "
+        "lists them in the same order: a topic's broker is chosen by its position.",
         check=checks.connect_endpoint,
     )
     gateway_timeout: float = setting(
@@ -101,7 +103,6 @@ def run_service(name: str, runtime: ServiceRuntime, config: Any) -> None:
         publisher.source = service.name  # gateways ask this name for replays
         runner_config = RunnerConfig(
             bind=bind,
-            broker_pub=runtime.broker_pub,
             gateway_timeout=runtime.gateway_timeout,
             max_inflight=runtime.max_inflight,
             services=endpoints(runtime.services),

@@ -50,6 +50,8 @@ PREFIX_COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
 
 
 MAX_ROOM_SHARDS = 64
+#: Brokers ``up`` runs at most: each takes two ports of the ten below the services'.
+MAX_BROKERS = 5
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class UpConfig:
     room_shards: int = setting(
         1, "Room-service instances that rooms (by room id) and presence (by user id) are "
         "partitioned over, each with its own SQLite file (1-64)."
+    )
+    brokers: int = setting(
+        1, f"Brokers publications are spread over by topic (1-{MAX_BROKERS})."
     )
     conformance: bool = setting(
         False, "Run the configuration the official Socket.IO protocol test suite expects."
@@ -93,6 +98,8 @@ class UpConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.room_shards <= MAX_ROOM_SHARDS:
             raise ConfigError(f"--room-shards {self.room_shards}: must be 1-{MAX_ROOM_SHARDS}")
+        if not 1 <= self.brokers <= MAX_BROKERS:
+            raise ConfigError(f"--brokers {self.brokers}: must be 1-{MAX_BROKERS}")
 
     def room_instances(self) -> tuple[str, ...]:
         """The room service's instance names: ``room`` alone, or ``room-0``...``room-N-1``."""
@@ -152,12 +159,22 @@ def check_ports(children: list[Child]) -> None:
 def plan(config: UpConfig) -> list[Child]:
     """The children of ``up``, in start order."""
     base = config.internal_port
-    publish, subscribe = f"tcp://127.0.0.1:{base}", f"tcp://127.0.0.1:{base + 1}"
     cmd = [sys.executable, "-m", "switchboard"]
     loopback = "127.0.0.1"
-    children = [Child("broker", [*cmd, "broker", "--publish-bind", publish,
-                                 "--subscribe-bind", subscribe],
-                      binds=((loopback, base), (loopback, base + 1)))]
+    children = []
+    # Broker k on the ports base + 2k and base + 2k + 1; every part lists them in order.
+    publishers, subscribers = [], []
+    for k in range(config.brokers):
+        publish, subscribe = (f"tcp://127.0.0.1:{base + 2 * k}",
+                              f"tcp://127.0.0.1:{base + 2 * k + 1}")
+        publishers.append(publish)
+        subscribers.append(subscribe)
+        name = "broker" if config.brokers == 1 else f"broker-{k}"
+        children.append(Child(name,
+                              [*cmd, "broker", "--name", name, "--publish-bind", publish,
+                               "--subscribe-bind", subscribe],
+                              binds=((loopback, base + 2 * k), (loopback, base + 2 * k + 1))))
+    publish, subscribe = ",".join(publishers), ",".join(subscribers)
     rooms = config.room_instances()
     names = ["conformance"] if config.conformance else ["auth", "moderation", *rooms, "game"]
     recovering = [f"--recovery-namespaces={ns}" for ns in config.recovery_namespaces]

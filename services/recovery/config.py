@@ -24,7 +24,8 @@ class Config:
     recovery_max_sessions: int = setting(
         100_000, "Recoverable sessions kept, at most (oldest forgotten first)."
     )
-    broker_sub: str = setting(
-        ports.local(ports.BROKER_SUBSCRIBE), "Broker endpoint to subscribe to (its XPUB side).",
+    broker_sub: tuple[str, ...] = setting(
+        (ports.local(ports.BROKER_SUBSCRIBE),),
+        "Broker endpoints to subscribe to (their XPUB sides): every broker.",
         check=checks.connect_endpoint,
     )

@@ -88,7 +88,10 @@ class RecoveryService(Service):
         sock.setsockopt(zmq.RCVHWM, 1_000_000)
         for prefix in self.prefixes():
             sock.setsockopt(zmq.SUBSCRIBE, prefix)
-        sock.connect(self.config.broker_sub)
+        # One socket connected to every broker: ZeroMQ sends each subscription to all of
+        # them, and the prefixes here span topics that live on any broker.
+        for endpoint in self.config.broker_sub:
+            sock.connect(endpoint)
         self._sub = LoopSocket(sock, self._on_message)
         self._sub.start()
         self._sweeper = asyncio.create_task(self._sweep())

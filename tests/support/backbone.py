@@ -62,7 +62,7 @@ async def running_service(
     publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service", journal=Journal())
     service = service_factory(publisher)
     publisher.source = service.name
-    config = RunnerConfig(bind=bind or tcp(), broker_pub=broker.publish_bind,
+    config = RunnerConfig(bind=bind or tcp(),
                           gateway_timeout=gateway_timeout, services=services or {})
     runner = Runner(service, config, ctx, publisher)
     stop = asyncio.Event()

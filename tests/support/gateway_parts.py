@@ -27,10 +27,10 @@ class Subs:
         if not self.topics[topic]:
             del self.topics[topic]
 
-    def confirmed(self, topic: bytes) -> None:
+    def confirmed(self, topic: bytes, broker: int = 0) -> None:
         self.confirmations.append(topic)
 
-    async def settled(self, since: float, timeout: float) -> bool:
+    async def settled(self, since: float, timeout: float, broker: int = 0) -> bool:
         return True  # nothing waits for the broker here
 
 

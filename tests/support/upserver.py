@@ -77,7 +77,7 @@ def part_name(pid: int) -> str | None:
         return None
     args = argv[argv.index("switchboard") + 1:]
     if args[:1] == ["broker"]:
-        return "broker"
+        return args[args.index("--name") + 1] if "--name" in args else "broker"
     if args[:1] == ["service"]:
         # An instance of a partitioned service goes by its own name (room-1).
         if "--room-instance" in args:

@@ -44,6 +44,7 @@ SCHEMA = (ROOT / "deploy" / "compose-schema" / "node_modules" / "compose-spec-sc
 #: off unless namespaces are named: named here, so that its variables are checked applied).
 COMPOSE_ENV = {"SWITCHBOARD_JWT_SECRET": "x" * 32, "SWITCHBOARD_RECOVERY_NAMESPACES": "/"}
 SERVICES = ("auth", "moderation", "room-0", "room-1", "game", "recovery")
+BROKERS = ("broker-0", "broker-1")
 
 
 def kind(name: str) -> str:
@@ -143,7 +144,8 @@ def test_every_service_has_an_image_or_build_and_a_command(
 def test_the_expected_parts_are_there(services: dict[str, dict[str, Any]]) -> None:
     commands = {name: spec["command"] for name, spec in ours(services)}
     assert sorted(commands.values()) == sorted(
-        [["broker"], *(["service", kind(s)] for s in SERVICES), *[["gateway"]] * 3])
+        [*[["broker"]] * len(BROKERS), *(["service", kind(s)] for s in SERVICES),
+         *[["gateway"]] * 3])
     lb = [name for name, spec in services.items() if "build" not in spec]
     assert len(lb) == 1 and services[lb[0]]["image"].startswith("haproxy:")
 
@@ -213,10 +215,15 @@ def test_parts_bind_all_interfaces_and_find_each_other_by_service_name(
             module = parts.service_module(spec["command"][1])
             from_options(module.Config, ctx.params)  # every service option parses
 
-    broker = configs["broker"]
-    assert endpoint(broker.publish_bind)[0] == endpoint(broker.subscribe_bind)[0] == "0.0.0.0"
-    publish_port = endpoint(broker.publish_bind)[1]
-    subscribe_port = endpoint(broker.subscribe_bind)[1]
+    brokers = [configs[name] for name in BROKERS]
+    for broker in brokers:
+        assert endpoint(broker.publish_bind)[0] == endpoint(broker.subscribe_bind)[0] == "0.0.0.0"
+        assert broker.metrics_host == "0.0.0.0" and broker.metrics_port
+    publish_port = endpoint(brokers[0].publish_bind)[1]
+    subscribe_port = endpoint(brokers[0].subscribe_bind)[1]
+    # Every part lists the brokers, in the same order (a topic's broker is its position).
+    publish = [(name, publish_port) for name in BROKERS]
+    subscribe = [(name, subscribe_port) for name in BROKERS]
 
     binds: dict[str, int] = {}
     for name in SERVICES:
@@ -224,9 +231,11 @@ def test_parts_bind_all_interfaces_and_find_each_other_by_service_name(
         host, port = endpoint(runtime.bind)
         assert host == "0.0.0.0", f"{name} binds {runtime.bind}"
         binds[name] = port
-        assert endpoint(runtime.broker_pub) == ("broker", publish_port), name
+        assert [endpoint(e) for e in runtime.broker_pub] == publish, name
         assert runtime.metrics_host == "0.0.0.0" and runtime.metrics_port, name
-    assert broker.metrics_host == "0.0.0.0" and broker.metrics_port
+    recovery = from_options(parts.service_module("recovery").Config, leaf_command(
+        services["recovery"]["command"], environment(services["recovery"]), monkeypatch)[1].params)
+    assert [endpoint(e) for e in recovery.broker_sub] == subscribe
 
     gateways = [n for n, s in ours(services) if s["command"] == ["gateway"]]
     ids = [configs[g].gateway_id for g in gateways]
@@ -234,7 +243,8 @@ def test_parts_bind_all_interfaces_and_find_each_other_by_service_name(
     for gateway in gateways:
         config = configs[gateway]
         assert config.host == "0.0.0.0"
-        assert endpoint(config.broker_sub) == ("broker", subscribe_port)
+        assert [endpoint(e) for e in config.broker_sub] == subscribe, gateway
+        assert [endpoint(e) for e in config.broker_pub] == publish, gateway
         routes = config.service_endpoints()
         assert sorted(routes) == sorted(SERVICES)
         for service, addresses in routes.items():

@@ -31,6 +31,8 @@ class ListOption:
     says: str
     #: The part of ``bad`` the refusal names (default: all of it).
     named: str = ""
+    #: Other arguments every invocation needs (a list that must match another's length).
+    extra: tuple[str, ...] = ()
 
 
 OPTIONS = [
@@ -69,6 +71,24 @@ OPTIONS = [
                "jwt_previous_secrets", "", ""),
     ListOption(("emit",), "--exclude", "SWITCHBOARD_EMIT_EXCLUDE",
                ("gw1.abc", "gw2.def"), "exclude", "", ""),
+    # Several brokers: every part lists them, in one order.
+    ListOption(("gateway",), "--broker-sub", "SWITCHBOARD_BROKER_SUB",
+               ("tcp://127.0.0.1:5551", "tcp://10.0.0.2:5551"), "broker_sub",
+               "127.0.0.1:5551", "is not a ZeroMQ endpoint",
+               extra=("--broker-pub", "tcp://127.0.0.1:5550,tcp://10.0.0.2:5550")),
+    ListOption(("gateway",), "--broker-pub", "SWITCHBOARD_BROKER_PUB",
+               ("tcp://127.0.0.1:5550", "tcp://10.0.0.2:5550"), "broker_pub",
+               "tcp://127.0.0.1:65536", "is not 1-65535", "tcp://127.0.0.1:65536",
+               extra=("--broker-sub", "tcp://127.0.0.1:5551,tcp://10.0.0.2:5551")),
+    ListOption(("service", "room"), "--broker-pub", "SWITCHBOARD_BROKER_PUB",
+               ("tcp://127.0.0.1:5550", "tcp://10.0.0.2:5550"), "broker_pub",
+               "tcp://127.0.0.1", "has no host:port"),
+    ListOption(("service", "recovery"), "--broker-sub", "SWITCHBOARD_BROKER_SUB",
+               ("tcp://127.0.0.1:5551", "ipc:///tmp/broker-1"), "broker_sub",
+               "tcp://127.0.0.1:0", "is not 1-65535", "tcp://127.0.0.1:0"),
+    ListOption(("emit",), "--broker-pub", "SWITCHBOARD_BROKER_PUB",
+               ("tcp://127.0.0.1:5550", "tcp://10.0.0.2:5550"), "broker_pub",
+               "udp://127.0.0.1:5550", "is not tcp, ipc or inproc"),
 ]
 
 
@@ -104,14 +124,18 @@ def value_of(configs: list[Any], field: str) -> Any:
 
 def _ways(option: ListOption) -> dict[str, Callable[[], Any]]:
     first, second = option.items
+    extra = list(option.extra)
     return {
         "repeated flag": lambda: invoke(option.command,
-                                        [option.flag, first, option.flag, second]),
-        "commas in one flag": lambda: invoke(option.command, [option.flag, f"{first},{second}"]),
-        "env, commas": lambda: invoke(option.command, [], {option.env: f"{first},{second}"}),
-        "env, commas and spaces": lambda: invoke(option.command, [],
+                                        [option.flag, first, option.flag, second, *extra]),
+        "commas in one flag": lambda: invoke(option.command,
+                                             [option.flag, f"{first},{second}", *extra]),
+        "env, commas": lambda: invoke(option.command, extra,
+                                      {option.env: f"{first},{second}"}),
+        "env, commas and spaces": lambda: invoke(option.command, extra,
                                                  {option.env: f" {first}, {second} "}),
-        "env, spaces": lambda: invoke(option.command, [], {option.env: f"{first} {second}"}),
+        "env, spaces": lambda: invoke(option.command, extra,
+                                      {option.env: f"{first} {second}"}),
     }
 
 
@@ -129,9 +153,11 @@ def test_a_list_option_takes_every_form_its_help_shows(option: ListOption,
                          ids=lambda o: f"{' '.join(o.command)} {o.flag}")
 def test_a_list_item_that_names_nothing_real_stops_the_command(option: ListOption,
                                                                caught: list[Any]) -> None:
+    extra = list(option.extra)
     for result in (invoke(option.command, [option.flag, option.items[0], option.flag,
-                                           option.bad]),
-                   invoke(option.command, [], {option.env: f"{option.items[0]},{option.bad}"})):
+                                           option.bad, *extra]),
+                   invoke(option.command, extra,
+                          {option.env: f"{option.items[0]},{option.bad}"})):
         assert result.exit_code == 2, result.output
         assert option.says in result.output and option.flag in result.output, result.output
         assert repr(option.named or option.bad) in result.output, result.output
@@ -182,6 +208,17 @@ def test_a_malformed_endpoint_or_namespace_stops_the_gateway(args: list[str], sa
     assert caught == []
 
 
+@pytest.mark.parametrize("args", [
+    ["--broker-sub", "tcp://127.0.0.1:5551,tcp://127.0.0.1:5553"],
+    ["--broker-pub", "tcp://127.0.0.1:5550", "--broker-pub", "tcp://127.0.0.1:5552"],
+])
+def test_a_gateway_given_unlike_broker_lists_stops(args: list[str], caught: list[Any]) -> None:
+    result = invoke(("gateway",), args)
+    assert result.exit_code == 2, result.output
+    assert "give each broker's two endpoints, in the same order" in result.output
+    assert caught == []
+
+
 @pytest.mark.parametrize("args, says", [
     (["--room-instance", "room-2", "--room-instances", "room-0,room-1"],
      "'room-2' is none of --room-instances (room-0, room-1)"),
@@ -192,6 +229,38 @@ def test_a_room_instance_outside_its_group_stops_the_service(args: list[str], sa
     result = invoke(("service", "room"), args)
     assert result.exit_code == 2 and says in result.output, result.output
     assert caught == []
+
+
+@pytest.mark.parametrize("brokers", ["0", "6"])
+def test_brokers_out_of_range_stop_up(brokers: str, caught: list[Any]) -> None:
+    result = invoke(("up",), ["--brokers", brokers])
+    assert result.exit_code == 2 and f"--brokers {brokers}: must be 1-5" in result.output
+    assert caught == []
+
+
+def test_up_runs_brokers_on_their_own_ports_and_every_part_lists_them_in_order() -> None:
+    children = {c.name: c for c in supervisor.plan(
+        supervisor.UpConfig(brokers=3, room_shards=2, data_dir="/tmp/d"))}
+    brokers = ["broker-0", "broker-1", "broker-2"]
+    assert [name for name in children if name.startswith("broker")] == brokers
+    publish, subscribe = [], []
+    for name in brokers:
+        argv = children[name].argv
+        assert argv[argv.index("--name") + 1] == name
+        publish.append(argv[argv.index("--publish-bind") + 1])
+        subscribe.append(argv[argv.index("--subscribe-bind") + 1])
+    bound = [port for child in children.values() for _, port in child.binds]
+    assert len(bound) == len(set(bound)), "two parts bind one port"
+    for name, child in children.items():
+        argv = child.argv
+        if "--broker-pub" in argv:
+            assert argv[argv.index("--broker-pub") + 1] == ",".join(publish), name
+        if "--broker-sub" in argv:
+            assert argv[argv.index("--broker-sub") + 1] == ",".join(subscribe), name
+        if name.startswith(("room", "auth", "moderation", "game", "gateway")):
+            assert "--broker-pub" in argv, name
+    single = {c.name for c in supervisor.plan(supervisor.UpConfig(data_dir="/tmp/d"))}
+    assert "broker" in single and "broker-0" not in single
 
 
 @pytest.mark.parametrize("shards", ["0", "65"])

@@ -140,8 +140,8 @@ async def test_control_messages() -> None:
 
 async def test_the_broker_heartbeat_keeps_it_alive() -> None:
     fanout, _, _, _ = world()
-    fanout.broker_missed = 5
+    fanout.brokers[0].missed = 5
     assert not fanout.broker_up
     fanout.on_message([topics.BROKER_HEARTBEAT, msgpack.packb(("inst", 1))])
     assert fanout.broker_up and fanout.broker_seen.is_set()
-    assert fanout.broker_instance == "inst"
+    assert fanout.brokers[0].instance == "inst"

@@ -200,7 +200,7 @@ async def test_publications_are_numbered_beaten_and_replayed_over_real_sockets()
     every gateway, and REPLAY over request/reply."""
     with running_broker() as broker:
         async with running_service(make, broker) as (service, cfg):
-            assert service.publisher.journal is not None
+            assert service.publisher.journals
             gw = FakeGateway(broker=broker)
             try:
                 await gw.subscribe(topics.room("/", "lobby"))
