@@ -75,11 +75,12 @@ class _Link:
 
     def __init__(self, broker: str | Sequence[str], ready_timeout: float,
                  flush_timeout: float, source: str) -> None:
-        self.broker = ", ".join((broker,) if isinstance(broker, str) else broker)
+        listed = split_items([broker]) if isinstance(broker, str) else tuple(broker)
+        self.broker = ", ".join(listed)
         self.ready_timeout = ready_timeout
         self.flush_timeout = flush_timeout
         self.context: zmq.Context[Any] = zmq.Context()
-        self.publisher = ZmqPublisher(self.context, broker, source)
+        self.publisher = ZmqPublisher(self.context, listed, source)
         self.ready = False
 
     def not_ready(self) -> EmitterError:
@@ -155,7 +156,8 @@ def _name(value: str, what: str) -> str:
 
 class Emitter(_View):
     """Emit from blocking code. ``broker``: the broker's publish endpoint (with several
-    brokers, all of them, in the order every part lists them)."""
+    brokers, all of them, in the order every part lists them: a sequence, or one string
+    with commas between)."""
 
     def __init__(self, broker: str | Sequence[str] = DEFAULT_BROKER, *, ready_timeout: float = 5.0,
                  flush_timeout: float = 2.0, source: str = "emitter") -> None:

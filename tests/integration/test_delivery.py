@@ -35,7 +35,8 @@ def contents(peer: UserPeer) -> list[int]:
 
 
 def broker_instances(cluster: Cluster) -> list[str | None]:
-    return [cluster.stats(i)["brokerInstance"] for i in range(len(cluster.gateway_ports))]
+    return [cluster.stats(i)["brokers"][0]["instance"]
+            for i in range(len(cluster.gateway_ports))]
 
 
 async def new_broker_seen_by_all(cluster: Cluster, old: list[str | None]) -> None:

@@ -23,7 +23,7 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.gateway.http import SECURITY_HEADERS
-from tests.support.cluster import CMD, JWT_SECRET, Cluster, Part, http_get, token
+from tests.support.cluster import JWT_SECRET, Cluster, Part, http_get, token
 from tests.support.peer import QueuedPeer, user_auth
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
@@ -45,10 +45,8 @@ class Ops(Cluster):
         port = self.metrics_ports.setdefault(name, free_port(self.host))
         return ["--metrics-port", str(port), "--metrics-host", self.host]
 
-    def start_broker(self) -> Part:
-        return self._part("broker", [*CMD, "broker", "--publish-bind", self.broker_pub,
-                                     "--subscribe-bind", self.broker_sub,
-                                     "--heartbeat-interval", "0.2", *self._metrics("broker")])
+    def start_broker(self, k: int = 0, *args: str) -> Part:
+        return super().start_broker(k, *args, *self._metrics(self.broker_name(k)))
 
     def start_chat_service(self, name: str, *args: str) -> Part:
         self.service_args[name] = args

@@ -38,28 +38,44 @@ S = TypeVar("S", bound=Service)
 @contextlib.contextmanager
 def running_broker(timeout: float = 5.0) -> Any:
     """A broker in a thread on free loopback ports; yields its BrokerConfig."""
-    config = BrokerConfig(publish_bind=tcp(), subscribe_bind=tcp(), heartbeat_interval=0.2)
-    broker = Broker(config, zmq.Context())
+    with running_brokers(1, timeout) as (broker,):
+        yield broker.config
+
+
+@contextlib.contextmanager
+def running_brokers(count: int, timeout: float = 5.0) -> Any:
+    """``count`` brokers, each in a thread on free loopback ports; yields the Brokers."""
+    brokers, threads = [], []
     stop = threading.Event()
-    thread = threading.Thread(target=broker.run, args=(stop,), daemon=True)
-    thread.start()
-    assert broker.ready.wait(timeout), "broker did not start"
     try:
-        yield config
+        for _ in range(count):
+            config = BrokerConfig(publish_bind=tcp(), subscribe_bind=tcp(),
+                                  heartbeat_interval=0.2)
+            broker = Broker(config, zmq.Context())
+            thread = threading.Thread(target=broker.run, args=(stop,), daemon=True)
+            thread.start()
+            brokers.append(broker)
+            threads.append(thread)
+            assert broker.ready.wait(timeout), "broker did not start"
+        yield brokers
     finally:
         stop.set()
-        thread.join(timeout)
-        broker.context.term()
+        for broker, thread in zip(brokers, threads, strict=True):
+            thread.join(timeout)
+            broker.context.term()
 
 
 @contextlib.asynccontextmanager
 async def running_service(
-    service_factory: Callable[[ZmqPublisher], S], broker: BrokerConfig,
+    service_factory: Callable[[ZmqPublisher], S], broker: BrokerConfig | list[BrokerConfig],
     gateway_timeout: float = 5.0, services: dict[str, list[str]] | None = None, bind: str = "",
 ) -> AsyncIterator[tuple[S, RunnerConfig]]:
-    """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket."""
+    """Run the service built by ``service_factory(publisher)`` behind a real ROUTER socket
+    (publishing to every broker of ``broker``)."""
     ctx = zmq.asyncio.Context()
-    publisher = ZmqPublisher(ctx, broker.publish_bind, "test-service", journal=Journal())
+    listed = broker if isinstance(broker, list) else [broker]
+    publisher = ZmqPublisher(ctx, [b.publish_bind for b in listed], "test-service",
+                             journal=Journal())
     service = service_factory(publisher)
     publisher.source = service.name
     config = RunnerConfig(bind=bind or tcp(),

@@ -77,12 +77,16 @@ def get_json(url: str) -> Any:
 class Cluster:
     """Broker + services + gateways as processes; ``url(i)`` is gateway i's base URL."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", brokers: int = 1) -> None:
         self.workdir = workdir
         self.host = host
         self.parts: dict[str, Part] = {}
-        self.broker_pub = f"tcp://{host}:{free_port(host)}"
-        self.broker_sub = f"tcp://{host}:{free_port(host)}"
+        #: Each broker's two endpoints, in the order every part lists them.
+        self.broker_pubs = [f"tcp://{host}:{free_port(host)}" for _ in range(brokers)]
+        self.broker_subs = [f"tcp://{host}:{free_port(host)}" for _ in range(brokers)]
+        #: As an option takes them: every broker, between commas.
+        self.broker_pub = ",".join(self.broker_pubs)
+        self.broker_sub = ",".join(self.broker_subs)
         #: Started services' endpoints (the gateways ask these).
         self.services: dict[str, str] = {}
         #: Endpoints of the built-in services, chosen before they start: each service is
@@ -102,10 +106,18 @@ class Cluster:
         part.start()
         return part
 
-    def start_broker(self) -> Part:
-        return self._part("broker", [*CMD, "broker", "--publish-bind", self.broker_pub,
-                                     "--subscribe-bind", self.broker_sub,
-                                     "--heartbeat-interval", "0.2"])
+    def broker_name(self, k: int = 0) -> str:
+        return "broker" if len(self.broker_pubs) == 1 else f"broker-{k}"
+
+    def start_broker(self, k: int = 0, *args: str) -> Part:
+        """Broker ``k`` (of several: ``broker-k``), on its endpoints of before."""
+        return self._part(self.broker_name(k), [
+            *CMD, "broker", "--publish-bind", self.broker_pubs[k],
+            "--subscribe-bind", self.broker_subs[k], "--heartbeat-interval", "0.2", *args])
+
+    def start_brokers(self) -> None:
+        for k in range(len(self.broker_pubs)):
+            self.start_broker(k)
 
     def start_service(self, name: str, *args: str, env: dict[str, str] | None = None,
                       instance: str = "") -> Part:
@@ -187,7 +199,7 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                        auth_args: tuple[str, ...] = (),
                        recovery: tuple[str, ...] = (),
                        recovery_args: tuple[str, ...] = (),
-                       room_instances: int = 1) -> Cluster:
+                       room_instances: int = 1, brokers: int = 1) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways;
     with ``recovery`` namespaces, the recovery service too (``recovery_args``) and the
     gateways configured for it.
@@ -196,10 +208,11 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     of that limit start their own cluster with a low one. ``gateway_args`` go to every gateway
     (e.g. ``("--demo", "--jwt-secret", JWT_SECRET)``). ``room_instances`` > 1: rooms and
     presence partitioned over ``room-0``, ``room-1``... (each with its own SQLite file).
+    ``brokers`` > 1: publications spread over ``broker-0``, ``broker-1``... by topic.
     """
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, brokers=brokers)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
-    cluster.start_broker()
+    cluster.start_brokers()
     cluster.start_service("auth", *auth_args, env=env)
     cluster.start_service(
         "moderation", "--moderation-db", str(workdir / "moderation.sqlite3"),
