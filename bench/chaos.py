@@ -83,13 +83,20 @@ KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game
 FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
 
 
-def faults_of(kinds: tuple[str, ...], room_shards: int) -> tuple[str, ...]:
-    """``kinds`` with the room service as its instances (``room-0``...) when partitioned."""
-    if room_shards == 1:
-        return kinds
-    rooms = [f"room-{i}" for i in range(room_shards)]
-    return tuple(k for kind in kinds for k in (
-        [kind.replace("room", r) for r in rooms] if kind.endswith("room") else [kind]))
+def faults_of(kinds: tuple[str, ...], room_shards: int, brokers: int = 1) -> tuple[str, ...]:
+    """``kinds`` with the room service as its instances (``room-0``...) when partitioned,
+    and the broker as each of several (``broker-0``...)."""
+    rooms = ["room"] if room_shards == 1 else [f"room-{i}" for i in range(room_shards)]
+    names = ["broker"] if brokers == 1 else [f"broker-{i}" for i in range(brokers)]
+    out = []
+    for kind in kinds:
+        if kind.endswith("room"):
+            out += [kind.replace("room", r) for r in rooms]
+        elif kind.endswith("broker"):
+            out += [kind.replace("broker", b) for b in names]
+        else:
+            out.append(kind)
+    return tuple(out)
 
 
 #: python-socketio's own logs of every client (``clients.log`` in the working directory).
@@ -274,7 +281,8 @@ class Pool:
 
 # ---------------------------------------------------------------------- the system
 class Up:
-    def __init__(self, workdir: Path, gateways: int, room_shards: int = 1) -> None:
+    def __init__(self, workdir: Path, gateways: int, room_shards: int = 1,
+                 brokers: int = 1) -> None:
         self.workdir = workdir
         self.base = free_port_block(gateways)
         self.ports = [self.base + i for i in range(gateways)]
@@ -286,7 +294,7 @@ class Up:
         # fault, as a crowd behind one NAT address does.
         self.process, self.log = spawn_up(
             workdir, "--port", str(self.base), "--gateways", str(gateways),
-            "--room-shards", str(room_shards),
+            "--room-shards", str(room_shards), "--brokers", str(brokers),
             "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
             "--jwt-secret", SECRET, "--gateway-timeout", str(GATEWAY_TIMEOUT),
             "--log-level", "warning")
@@ -406,8 +414,9 @@ class Chaos:
         kinds: list[str] = []
         while len(kinds) < self.args.faults:
             batch = ([*self.args.kinds] if self.args.kinds
-                     else [*faults_of(KILLS, self.args.room_shards),
-                           self.rng.choice(faults_of(FREEZES, self.args.room_shards))])
+                     else [*faults_of(KILLS, self.args.room_shards, self.args.brokers),
+                           self.rng.choice(faults_of(FREEZES, self.args.room_shards,
+                                                     self.args.brokers))])
             self.rng.shuffle(batch)
             kinds += batch
         return kinds[: self.args.faults]
@@ -706,7 +715,8 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\n## Chaos run: {args.faults} faults, seed {args.seed}, {args.rate:g} acked room "
           f"messages/s + {args.private_rate:g} private/s, {args.members} members, "
           f"2 gateways behind HAProxy"
-          + (f", {args.room_shards} room instances" if args.room_shards > 1 else "") + "\n")
+          + (f", {args.room_shards} room instances" if args.room_shards > 1 else "")
+          + (f", {args.brokers} brokers" if args.brokers > 1 else "") + "\n")
     print("| fault | injected | acked | lost | duplicated | heal p50 s | heal max s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     order = sorted(rows, key=lambda k: (k.startswith("("), k))
@@ -783,7 +793,7 @@ async def amain(args: argparse.Namespace) -> int:
     CLIENT_LOG.addHandler(handler)
     CLIENT_LOG.setLevel(logging.INFO)
     CLIENT_LOG.propagate = False
-    up = Up(workdir, 2, args.room_shards)
+    up = Up(workdir, 2, args.room_shards, args.brokers)
     try:
         await asyncio.to_thread(up.wait_ready)
         with run_haproxy(binary, workdir, up.ports) as url:
@@ -827,14 +837,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--room-shards", type=int, default=1,
                    help="room instances (rooms and presence partitioned); their kills and "
                    "freezes are room-0, room-1... (default: %(default)s)")
+    p.add_argument("--brokers", type=int, default=1,
+                   help="brokers (publications spread by topic); their kills and freezes are "
+                   "broker-0, broker-1... (default: %(default)s)")
     p.add_argument("--seed", type=int, default=15, help="random seed (faults and moments)")
     p.add_argument("--out", default=str(ROOT / "test-output" / "chaos"),
                    help="working directory (logs, results.json)")
     args = p.parse_args(argv)
     if args.room_shards < 1:
         p.error("--room-shards must be at least 1")
+    if not 1 <= args.brokers <= 5:
+        p.error("--brokers must be 1-5")
     if args.quick:
-        args.faults = len(faults_of(KILLS, args.room_shards)) + 1
+        args.faults = len(faults_of(KILLS, args.room_shards, args.brokers)) + 1
     return asyncio.run(amain(args))
 
 

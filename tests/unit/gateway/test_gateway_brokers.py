@@ -258,3 +258,62 @@ async def test_every_broker_must_be_heard_and_each_is_watched_on_its_own(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, errors  # once per origin
     assert "q/1" in errors[0] and "same brokers in the same order" in errors[0], errors
+
+
+# -- the other parts that talk to brokers: the emitter and the recovery service -----------------
+async def test_the_emitter_sends_each_topic_to_its_broker() -> None:
+    from switchboard.emitter import Emitter
+
+    a, b = room_on(0), room_on(1)
+    with running_brokers(2) as brokers:
+        ctx = zmq.asyncio.Context()
+        arrivals = Arrivals()
+        subs = Subscriptions(ctx, [x.config.subscribe_bind for x in brokers], arrivals)
+        arrivals.subs = subs
+        try:
+            subs.start()
+            await wait_all([subs.add(topics.room("/", r)) for r in (a, b)], WAIT)
+
+            def emit() -> None:
+                # One string with commas, as SWITCHBOARD_BROKER_PUB gives it.
+                with Emitter(",".join(x.config.publish_bind for x in brokers)) as io:
+                    io.to(a).emit("notice", "for a")
+                    io.to(b).emit("notice", "for b")
+
+            await asyncio.to_thread(emit)
+            await poll_until(lambda: asyncio.sleep(0, len(arrivals.got)), lambda n: n >= 2,
+                             "both emits", WAIT)
+            assert sorted((broker, p.args[0]) for broker, _, p in arrivals.got) == [
+                (0, "for a"), (1, "for b")]
+        finally:
+            subs.close()
+            ctx.term()
+
+
+async def test_the_recovery_service_records_what_passes_every_broker() -> None:
+    from switchboard.services.recovery.config import Config as RecoveryConfig
+    from switchboard.services.recovery.service import RecoveryService
+
+    a, b = room_on(0), room_on(1)
+    with running_brokers(2) as brokers:
+        ctx = zmq.asyncio.Context()
+        publisher = ZmqPublisher(ctx, [x.config.publish_bind for x in brokers], "room",
+                                 journal=Journal())
+        service = RecoveryService(publisher, RecoveryConfig(
+            recovery_namespaces=("/",),
+            broker_sub=tuple(x.config.subscribe_bind for x in brokers)))
+        try:
+            await service.start()
+            assert await publisher.wait_ready(WAIT)
+            # Its prefixes are in force at both brokers before anything is published.
+            await poll_until(lambda: asyncio.sleep(0, [set(x.stats.topics) for x in brokers]),
+                             lambda held: all(topics.rooms_of("/") in t for t in held),
+                             "the recovery prefixes at both brokers", WAIT)
+            publisher.emit_room("/", a, "chat message", ["for a"])
+            publisher.emit_room("/", b, "chat message", ["for b"])
+            await poll_until(lambda: asyncio.sleep(0, service.state.stats()["logEntries"]),
+                             lambda n: n == 2, "both publications recorded", WAIT)
+        finally:
+            await service.stop()
+            publisher.close()
+            ctx.term()
