@@ -168,33 +168,43 @@ async def test_a_broker_kill_pauses_only_its_topics_and_loses_nothing_acked(
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
 
+        async def more_acked(what: str) -> None:
+            before = len(acked)
+            await poll_until(lambda: asyncio.sleep(0, len(acked)),
+                             lambda count: count >= before + 50, what, DELIVERY_BOUND)
+
+        async def delivered_after(room: str, after: int) -> list[int]:
+            return await poll_until(
+                lambda: asyncio.sleep(0, [max(contents(m, room), default=0) for m in members]),
+                lambda latest: all(n > after for n in latest),
+                f"{room} delivering while the other broker is down", DELIVERY_BOUND)
+
+        async def new_broker_heard(k: int, old: list[str | None]) -> None:
+            await poll_until(lambda: asyncio.to_thread(broker_instances, cluster, k),
+                             lambda now: all(a != b for a, b in zip(now, old, strict=True)),
+                             f"every gateway hears the new broker {k}", DELIVERY_BOUND,
+                             retry_on=(OSError, KeyError))
+
+        async def all_arrived(member: UserPeer, room: str, expected: list[int]) -> None:
+            await poll_until(lambda: asyncio.sleep(0, set(contents(member, room))),
+                             lambda got: set(expected) <= got,
+                             f"every acked message of {room} at {member.name}", DELIVERY_BOUND)
+
         sending = asyncio.create_task(send())
         carried_on = []
         for victim in (1, 0):
-            await poll_until(lambda: asyncio.sleep(0, len(acked)),
-                             lambda count, before=len(acked): count >= before + 50,
-                             "steady traffic before the kill", DELIVERY_BOUND)
+            await more_acked("steady traffic before the kill")
             old = await asyncio.to_thread(broker_instances, cluster, victim)
             cluster.parts[cluster.broker_name(victim)].kill()
             at_kill = counter["n"]
             other = rooms[1 - victim]
             # While broker `victim` is down, the room on the other broker carries on: a
             # message sent after the kill reaches every member before the restart.
-            got = await poll_until(
-                lambda: asyncio.sleep(0, [max(contents(m, other), default=0) for m in members]),
-                lambda latest: all(n > at_kill for n in latest),
-                f"room on broker {1 - victim} delivering while broker {victim} is down",
-                DELIVERY_BOUND)
+            got = await delivered_after(other, at_kill)
             carried_on.append(min(got) - at_kill)
             cluster.start_broker(victim)
-            await poll_until(lambda v=victim: asyncio.to_thread(broker_instances, cluster, v),
-                             lambda now, was=old: all(a != b for a, b in
-                                                      zip(now, was, strict=True)),
-                             f"every gateway hears the new broker {victim}", DELIVERY_BOUND,
-                             retry_on=(OSError, KeyError))
-        await poll_until(lambda: asyncio.sleep(0, len(acked)),
-                         lambda count, before=len(acked): count >= before + 50,
-                         "traffic after the last restart", DELIVERY_BOUND)
+            await new_broker_heard(victim, old)
+        await more_acked("traffic after the last restart")
         stop.set()
         await asyncio.wait_for(sending, 30)
 
@@ -203,10 +213,7 @@ async def test_a_broker_kill_pauses_only_its_topics_and_loses_nothing_acked(
             expected = sorted(n for n, r in acked.items() if r == room)
             assert expected, room
             for member in members:
-                await poll_until(lambda m=member, r=room: asyncio.sleep(0, set(contents(m, r))),
-                                 lambda got, e=expected: set(e) <= got,
-                                 f"every acked message of {room} at {member.name}",
-                                 DELIVERY_BOUND)
+                await all_arrived(member, room, expected)
                 got = contents(member, room)
                 assert len(got) == len(set(got)), f"{member.name}: duplicates delivered"
                 assert got == sorted(got), f"{member.name}: out of order in {room}"
