@@ -169,15 +169,18 @@ class Ours(Server):
     title = "switchboard (1 gateway)"
 
     def __init__(self, workdir: Path, gateways: int = 1, root: Path | None = None,
-                 rooms: int = 1) -> None:
+                 rooms: int = 1, brokers: int = 1) -> None:
         self.n_gateways = gateways
         self.n_rooms = rooms
+        self.n_brokers = brokers
         if gateways != 1:
             self.name = f"ours{gateways}"
             self.title = f"switchboard ({gateways} gateways)"
-        if rooms != 1:
-            self.name = f"ours{gateways}r{rooms}"
-            self.title = f"switchboard ({gateways} gateways, {rooms} room instances)"
+        if rooms != 1 or brokers != 1:
+            self.name = (f"ours{gateways}" + (f"r{rooms}" if rooms != 1 else "")
+                         + (f"b{brokers}" if brokers != 1 else ""))
+            self.title = (f"switchboard ({gateways} gateways, {rooms} room instances, "
+                          f"{brokers} broker{'s' if brokers != 1 else ''})")
         #: Another checkout of switchboard (``ours@DIR``): a before/after comparison of a
         #: change in one run. It runs installed from that checkout (``pip install --target``
         #: into the work directory, started there so that nothing comes from this one).
@@ -219,6 +222,7 @@ class Ours(Server):
         return [sys.executable, "-m", "switchboard", "up",
                 "--port", str(self.ports[0]), "--gateways", str(self.n_gateways),
                 *(["--room-shards", str(self.n_rooms)] if self.n_rooms != 1 else []),
+                *(["--brokers", str(self.n_brokers)] if self.n_brokers != 1 else []),
                 "--internal-port", str(self.internal), "--data-dir", str(data),
                 "--jwt-secret", JWT_SECRET, "--log-level", "warning"]
 
@@ -254,17 +258,17 @@ class Pysio(Server):
 SERVERS = ("node", "ours", "ours2", "pysio")
 
 
-OURS = re.compile(r"^ours(\d*)(?:r(\d+))?(?:@(.+))?$")
+OURS = re.compile(r"^ours(\d*)(?:r(\d+))?(?:b(\d+))?(?:@(.+))?$")
 
 
 def make(name: str, workdir: Path) -> Server:
-    """A server by name: ``ours[G][rR][@DIR]`` is switchboard with G gateways and R room
-    instances (1 each by default), from checkout DIR if given."""
+    """A server by name: ``ours[G][rR][bK][@DIR]`` is switchboard with G gateways, R room
+    instances and K brokers (1 each by default), from checkout DIR if given."""
     found = OURS.match(name)
     if found is not None:
-        gateways, rooms, root = found.groups()
+        gateways, rooms, brokers, root = found.groups()
         return Ours(workdir, int(gateways or 1), Path(root).resolve() if root else None,
-                    int(rooms or 1))
+                    int(rooms or 1), int(brokers or 1))
     if name == "node":
         return Node(workdir)
     if name == "pysio":

@@ -108,3 +108,19 @@ def test_the_bench_refuses_a_quota_it_cannot_apply(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2 and "--quota-of 'room=x'" in done.stderr
+
+
+def test_a_server_name_says_gateways_room_instances_and_brokers(tmp_path: Path) -> None:
+    from bench.servers import Ours, make
+
+    for name, (gateways, rooms, brokers) in {
+            "ours": (1, 1, 1), "ours2": (2, 1, 1), "ours2r4": (2, 4, 1),
+            "ours2b2": (2, 1, 2), "ours2r4b2": (2, 4, 2)}.items():
+        server = make(name, tmp_path)
+        assert isinstance(server, Ours) and server.name == name
+        assert (server.n_gateways, server.n_rooms, server.n_brokers) == (gateways, rooms, brokers)
+        server.ports = [3000]  # as start() picks them
+        argv = server.argv()
+        assert ("--brokers" in argv) == (brokers != 1)
+        if brokers != 1:
+            assert argv[argv.index("--brokers") + 1] == str(brokers)
