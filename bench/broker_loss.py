@@ -141,7 +141,7 @@ class Actions:
     def replay(self, ask: AskReplay) -> None:
         async def run() -> None:
             assert self.fanout is not None
-            await self.fanout.settled(2.0, ask.broker)  # as the gateway does
+            await self.fanout.before_replay(ask, 2.0)  # as the gateway does
             journal = self.journals.get(ask.origin)
             self.fanout.replayed(ask.origin, None if journal is None
                                  else journal.replay(ask.after))

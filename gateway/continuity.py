@@ -13,7 +13,9 @@ meant to get has arrived (one publisher → broker → gateway path is FIFO). Th
   from the publisher over request/reply; :meth:`Continuity.replayed` merges that batch
   with what was held, in ``seq`` order, without duplicates;
 - a new broker (:meth:`Continuity.broker_changed`) makes every origin whose path passes it
-  suspect: its next message asks for a replay even if no beat looks missing.
+  suspect: its next message asks for a replay even if no beat looks missing. An origin
+  whose replay is still to be sent is not: the gateway sends it only once the new broker
+  has settled (:meth:`Continuity.asking`), so it covers what the change lost too.
 
 With several brokers a publisher numbers each path as an origin of its own
 (:mod:`switchboard.shared.journal`), and each track remembers the broker its path passes.
@@ -75,6 +77,8 @@ class Track:
     #: The highest epoch seen while REPLAYING (the track resumes from it).
     pending_epoch: int = 0
     suspect: bool = False
+    #: Whether the replay of this REPLAYING track has been sent (:meth:`Continuity.asking`).
+    asked: bool = False
 
 
 class Continuity:
@@ -114,6 +118,7 @@ class Continuity:
         if track.suspect or pub.epoch > expected:
             self.counters["gaps"] += 1
             track.suspect = False
+            track.asked = False
             track.state = TrackState.REPLAYING
             track.pending_epoch = pub.epoch
             track.held = [] if beat or pub.seq <= track.watermark else [pub]
@@ -134,8 +139,15 @@ class Continuity:
     def broker_changed(self, broker: int = 0) -> None:
         """A new instance of broker ``broker``: whatever was in the old one may be lost."""
         for track in self.tracks.values():
-            if track.broker == broker:
+            if track.broker == broker and (track.state is TrackState.LIVE or track.asked):
                 track.suspect = True
+
+    def asking(self, origin: str) -> None:
+        """The replay asked for ``origin`` is being sent now (its broker settled): a broker
+        change from here on may have lost what it will not cover."""
+        track = self.tracks.get(origin)
+        if track is not None and track.state is TrackState.REPLAYING:
+            track.asked = True
 
     # -- what the publisher answered -----------------------------------------------------------
     def replayed(
@@ -165,6 +177,7 @@ class Continuity:
             track.watermark = max(track.watermark, batch.upto)
             track.seen = {seq for seq in track.seen if seq > track.watermark}
             track.held = [p for p in track.held if p.seq > track.watermark]
+            track.asked = False
             return replayed, AskReplay(track.source, origin, track.watermark, track.broker)
         return self._resume(track, replayed, batch.upto), None
 

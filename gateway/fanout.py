@@ -178,6 +178,13 @@ class Fanout:
             return True
         return await self.subs.settled(since, max(deadline - loop.time(), 0.0), broker)
 
+    async def before_replay(self, ask: AskReplay, timeout: float) -> bool:
+        """Wait until ``ask`` may be sent (:meth:`settled` for its broker); from then on a
+        change of that broker makes its origin suspect again. True when settled."""
+        settled = await self.settled(timeout, ask.broker)
+        self.continuity.asking(ask.origin)
+        return settled
+
     def _handle(self, publication: Publication) -> None:
         self.counters["publications"] += 1
         self._publication_counters[publication.kind].inc()

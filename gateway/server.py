@@ -395,7 +395,7 @@ class Gateway:
         """Fetch what ``ask.origin`` published after ``ask.after`` (docs/delivery.md): once
         its path's broker has our subscriptions in force, so that nothing slips between the replay
         and the live stream; a few tries, then what was held is delivered without it."""
-        await self.fanout.settled(REPLAY_SETTLE, ask.broker)
+        await self.fanout.before_replay(ask, REPLAY_SETTLE)
         self.fanout.replayed(ask.origin,
                              await self.backbone.replay(ask.source, ask.origin, ask.after))
 

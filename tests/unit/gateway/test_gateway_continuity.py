@@ -104,6 +104,36 @@ def test_a_new_broker_makes_every_origin_suspect() -> None:
     assert asks == [AskReplay("game", "o2", 0)]
 
 
+def test_one_broker_restart_costs_one_replay() -> None:
+    """A restart is told twice (the new connection, then the new instance's heartbeat): a
+    replay not yet sent covers both, so the second notice asks for nothing more."""
+    pub, cont = Publisher(), Continuity()
+    feed(cont, [pub.beat(), pub.data(1)])
+    pub.data(2)  # lost with the old broker
+    cont.broker_changed()  # the new connection
+    delivered, asks = feed(cont, [pub.data(3)])
+    assert delivered == [] and len(asks) == 1
+    cont.broker_changed()  # the new instance's heartbeat, before the replay was sent
+    cont.asking("o1")  # the broker settled: the replay goes out now
+    out, more = cont.replayed("o1", pub.journal.replay(asks[0].after))
+    assert [p.args[0] for p in out] == [2, 3] and more is None
+    delivered, asks = feed(cont, [pub.data(4), pub.beat(), pub.data(5)])
+    assert delivered == [4, 5] and asks == []
+
+
+def test_a_broker_change_after_the_replay_was_sent_asks_again() -> None:
+    """What the replay already sent cannot cover: the next message asks for a replay."""
+    pub, cont = Publisher(), Continuity()
+    feed(cont, [pub.beat(), pub.data(1)])
+    pub.journal.path_broken()
+    _, asks = feed(cont, [pub.data(2)])
+    cont.asking("o1")
+    cont.broker_changed()
+    cont.replayed("o1", pub.journal.replay(asks[0].after))
+    _, asks = feed(cont, [pub.data(3)])
+    assert asks == [AskReplay("room", "o1", 2)]
+
+
 def test_a_paged_replay_asks_again_and_keeps_the_order() -> None:
     pub, cont = Publisher(), Continuity()
     feed(cont, [pub.beat()])
