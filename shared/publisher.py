@@ -189,10 +189,6 @@ class ZmqPublisher(Publisher):
         self.journals = tuple(p.journal for p in self.paths if p.journal is not None)
         self.dropped = 0
 
-    @property
-    def broker_subscriptions(self) -> int:
-        return sum(path.subscriptions for path in self.paths)
-
     def subscribed(self) -> bool:
         """Whether every broker has subscribed to us (reading what they sent)."""
         self.drain_subscriptions()
