@@ -275,6 +275,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quota-of", action="append", default=[], metavar="PART=CORES",
                    help="hold each process of one part (room, gateway, broker, auth, ...) to "
                    "CORES instead; repeatable, e.g. --quota-of room=0.1")
+    p.add_argument("--quota-period-ms", type=float, default=100.0, metavar="MS",
+                   help="the quotas' period: a throttled process stalls up to it, which a "
+                   "small quota pays in p99 (default: %(default)s; the quota per period is "
+                   "at least 1 ms)")
     p.add_argument("--no-install", action="store_true", help="skip npm ci / pip")
     return p.parse_args(argv)
 
@@ -329,12 +333,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.quota < 0:
             print("bench: --quota must be positive", file=sys.stderr)
             return 2
+        period_us = round(args.quota_period_ms * 1000)
+        smallest = min([args.quota or 1.0, *parts.values()])
+        if smallest * period_us < quotas.MIN_QUOTA_US:
+            print(f"bench: a quota of {smallest} over {args.quota_period_ms} ms is below the "
+                  "kernel's 1 ms minimum: use a longer --quota-period-ms", file=sys.stderr)
+            return 2
         if not quotas.available():
             print(f"bench: --quota needs a writable cgroup v1 cpu controller at "
                   f"{quotas.ROOT}", file=sys.stderr)
             return 2
         QUOTA.cores = args.quota
         QUOTA.parts = parts
+        QUOTA.period_us = period_us
     if args.confine:
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("bench: --confine needs 2 CPUs")

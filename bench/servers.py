@@ -47,6 +47,7 @@ class Quota:
 
     cores = 0.0
     parts: dict[str, float] = {}
+    period_us = 100_000
 
     def __bool__(self) -> bool:
         return bool(self.cores or self.parts)
@@ -114,7 +115,7 @@ class Server:
             if QUOTA:
                 # Each process its own stand-in host (after the start-up, which is not
                 # what is measured, and once every process of the tree is there).
-                self.quotas = CpuQuotas()
+                self.quotas = CpuQuotas(period_us=QUOTA.period_us)
                 held = self.quotas.hold_tree(self.process.pid, QUOTA.of)
                 (self.workdir / f"{self.name}-quotas.txt").write_text(
                     "".join(f"{label} {group}\n" for label, group in sorted(held)))

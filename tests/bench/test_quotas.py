@@ -97,6 +97,20 @@ def test_a_quota_must_be_positive() -> None:
         CpuQuotas(name="switchboard-bench-test-never").hold(1, 0.0)
 
 
+def test_a_shorter_period_holds_the_same_share(
+        tree: tuple[subprocess.Popen[str], int]) -> None:
+    parent, _ = tree
+    held = CpuQuotas(name=f"switchboard-bench-test-{parent.pid}", period_us=20_000)
+    try:
+        group = held.hold(parent.pid, 0.05)
+        assert (group / "cpu.cfs_period_us").read_text().strip() == "20000"
+        assert (group / "cpu.cfs_quota_us").read_text().strip() == "1000"
+        with pytest.raises(ValueError, match="below the kernel's 1000 µs minimum"):
+            held.hold(parent.pid, 0.04)  # 800 µs per period
+    finally:
+        held.close()
+
+
 def test_the_bench_refuses_a_quota_it_cannot_apply(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "--quota", "-1", "--no-install",
                            "--servers", "ours", "--out", str(tmp_path)],
@@ -108,6 +122,12 @@ def test_the_bench_refuses_a_quota_it_cannot_apply(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2 and "--quota-of 'room=x'" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "bench", "--quota-of", "broker=0.04",
+                           "--quota-period-ms", "20", "--no-install", "--servers", "ours",
+                           "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "below the kernel's 1 ms minimum" in done.stderr
 
 
 def test_a_server_name_says_gateways_room_instances_and_brokers(tmp_path: Path) -> None:
