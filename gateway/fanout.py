@@ -73,6 +73,8 @@ class BrokerState:
     #: Loop time of the old instance's last heartbeat when a new one appeared.
     changed_since: float | None = None
     last_heartbeat: float = 0.0
+    #: Publications received from it (beats included).
+    publications: int = 0
     heartbeat_waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -120,6 +122,7 @@ class Fanout:
         if topic == topics.BROKER_HEARTBEAT:
             self._broker_heartbeat(body, broker)
             return
+        self.brokers[broker].publications += 1
         try:
             publication = Publication.decode(body)
         except EnvelopeError as exc:

@@ -78,8 +78,8 @@ class Figures:
             },
             "broker": fanout.broker_up,
             #: Each broker, in the order of --broker-sub.
-            "brokers": [{"instance": b.instance, "up": b.missed < fanout.liveness}
-                        for b in fanout.brokers],
+            "brokers": [{"instance": b.instance, "up": b.missed < fanout.liveness,
+                         "publications": b.publications} for b in fanout.brokers],
             #: The moderation policy events are judged by (gateway.policing).
             "policy": {"source": gw.policy_feed.source, "state": gw.policy_replica.state.value,
                        "instance": gw.policy_replica.instance,

@@ -37,9 +37,10 @@ from tests.support.cluster import Cluster, start_chat_cluster
 
 @pytest.fixture(scope="package")
 def web_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # Rooms and presence partitioned over two room instances: every page's flows cross them.
+    # Rooms and presence partitioned over two room instances, publications over two brokers:
+    # every page's flows cross them.
     cluster = start_chat_cluster(Path(tmp_path_factory.mktemp("web")), gateways=2,
-                                 gateway_args=GATEWAY_ARGS, room_instances=2)
+                                 gateway_args=GATEWAY_ARGS, room_instances=2, brokers=2)
     try:
         yield cluster
     finally:

@@ -7,6 +7,9 @@
   check that something did *not* arrive with :meth:`~QueuedPeer.seen` after a later "barrier"
   event arrived (the room service publishes in request order and one gateway delivers one
   subscription's messages in order, so once the barrier is in, anything sent before it is too).
+  That holds for events of one topic from one publisher; across topics that live on two
+  brokers, or events from two room instances, a barrier only makes a "did not arrive" check
+  likely, never wrong: such a check cannot fail because of the order.
 - :class:`Clients` creates clients for a test and disconnects all of them at the end
   (``async with Clients(cluster) as clients``), whatever happens.
 - :func:`refusal` connects expecting a CONNECT_ERROR and returns its data.

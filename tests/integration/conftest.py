@@ -29,7 +29,7 @@ def chat_cluster(request: pytest.FixtureRequest,
     HAProxy (round robin, no stickiness) that polling-only clients reach through it, so that
     their requests land on every gateway, with rooms and presence partitioned over two room
     instances (every contract row then crosses partitions: rooms, users and the reads
-    gathered from both)."""
+    gathered from both) and publications over two brokers."""
     from tests.integration.chat_helpers import ROOM_GRACE
     from tests.support.balancer import balancer
     from tests.support.cluster import metric, start_chat_cluster
@@ -43,7 +43,8 @@ def chat_cluster(request: pytest.FixtureRequest,
         finally:
             cluster.stop()
         return
-    cluster = start_chat_cluster(workdir, gateways=3, room_args=grace, room_instances=2)
+    cluster = start_chat_cluster(workdir, gateways=3, room_args=grace, room_instances=2,
+                                 brokers=2)
     try:
         with balancer(workdir, cluster.gateway_ports) as url:
             cluster.balancer_url, cluster.balanced = url, 3
@@ -57,5 +58,9 @@ def chat_cluster(request: pytest.FixtureRequest,
                                        service=name, kind="event") for i in range(3))
                       for name in ("room-0", "room-1")}
             assert all(count > 0 for count in events.values()), events
+            # ... and the two brokers only if both carried publications.
+            carried = [sum(cluster.stats(i)["brokers"][k]["publications"] for i in range(3))
+                       for k in range(2)]
+            assert all(count > 0 for count in carried), carried
     finally:
         cluster.stop()

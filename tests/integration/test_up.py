@@ -191,6 +191,35 @@ async def test_plain_up_runs_the_application(tmp_path: Path) -> None:
         await kill_and_recover(up, "room", app_round_trip)
 
 
+async def test_up_with_two_brokers_and_two_room_shards(tmp_path: Path) -> None:
+    """``up --brokers 2 --room-shards 2``: each part one of the commands a multi-host
+    deployment runs; the gateway hears both brokers, and a killed broker is restarted by
+    the supervisor and heard again while the application serves."""
+    with running_up(tmp_path, "--brokers", "2", "--room-shards", "2") as up:
+        names = ["broker-0", "broker-1", "auth", "moderation", "room-0", "room-1", "game",
+                 f"gateway:{up.ports[0]}"]
+        assert sorted(up.children()) == sorted(names)
+        assert_prefixed(up, names)
+
+        def brokers() -> list[dict[str, Any]]:
+            status, _, body = http_get(up.url + "/stats")
+            assert status == 200, body
+            return list(json.loads(body)["brokers"])
+
+        first = brokers()
+        assert len(first) == 2 and all(b["up"] and b["instance"] for b in first), first
+        await serves(app_round_trip, up.url)
+        await kill_and_recover(up, "broker-1", app_round_trip)
+        deadline = time.monotonic() + RECOVERY_BOUND
+        while True:
+            now = brokers()
+            if now[1]["instance"] != first[1]["instance"] and all(b["up"] for b in now):
+                break
+            assert time.monotonic() < deadline, f"the new broker-1 not heard: {now}"
+            await asyncio.sleep(0.1)
+        assert now[0]["instance"] == first[0]["instance"]  # broker-0 untouched
+
+
 async def test_killed_gateway_users_leave_presence_when_it_restarts(tmp_path: Path) -> None:
     """kill -9 a gateway under ``up``: the supervisor restarts it under the same gateway id,
     and the services, seeing a new instance of it, drop its dead sockets at once — far
