@@ -6,7 +6,9 @@
 acked room messages, private messages, a socket joining and leaving a room, presence
 queries. Faults at random moments, round robin over the kinds: kill -9 of each gateway, the
 broker, auth, moderation, room and game, and a freeze (SIGSTOP for longer than the
-timeouts, then SIGCONT) of a gateway, the broker or the room service.
+timeouts, then SIGCONT) of a gateway, the broker or the room service; with ``--kinds``, also
+a graceful stop (``term:room-1``: SIGTERM, and the supervisor starts it again in place).
+With ``--room-shards`` and ``--brokers``, room instances and brokers are faulted one by one.
 
 Every message is accounted for:
 
@@ -81,6 +83,17 @@ USER_RATE = 0.75 * min(_DEFAULTS.event_limit, _DEFAULTS.user_event_limit) / \
 HEAL_INTERVAL = 0.1
 KILLS = ("gateway:0", "gateway:1", "broker", "auth", "moderation", "room", "game")
 FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
+#: Graceful stops (SIGTERM; the supervisor restarts the part in place): only with --kinds,
+#: e.g. term:room-1.
+TERM = "term:"
+
+
+def target_of(kind: str) -> str:
+    """The part a fault hits: ``freeze:room-1`` and ``term:room-1`` hit ``room-1``."""
+    for prefix in ("freeze:", TERM):
+        if kind.startswith(prefix):
+            return kind[len(prefix):]
+    return kind
 
 
 def faults_of(kinds: tuple[str, ...], room_shards: int, brokers: int = 1) -> tuple[str, ...]:
@@ -499,7 +512,7 @@ class Chaos:
 
     # -- faults --------------------------------------------------------------------------
     async def inject(self, kind: str) -> Fault:
-        target = kind.removeprefix("freeze:")
+        target = target_of(kind)
         pid = (await asyncio.to_thread(self.up.children))[target]
         old: frozenset[str] = frozenset()
         if target.startswith("gateway:"):
@@ -515,12 +528,12 @@ class Chaos:
             finally:
                 os.kill(pid, signal.SIGCONT)
         else:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGTERM if kind.startswith(TERM) else signal.SIGKILL)
         return fault
 
     async def heal(self, fault: Fault) -> None:
         deadline = fault.at + HEAL_BOUND
-        target = fault.kind.removeprefix("freeze:")
+        target = target_of(fault.kind)
         # Departure is its own measure, watched on its own so a slow heal check (a call
         # waiting out its timeout) does not delay when the departure is seen.
         watch = asyncio.create_task(self.watch_departure(fault))
@@ -683,7 +696,8 @@ class Chaos:
         kills: dict[str, int] = {}
         for fault in self.run.faults:
             if not fault.kind.startswith("freeze:"):
-                kills[fault.kind] = kills.get(fault.kind, 0) + 1
+                target = target_of(fault.kind)
+                kills[target] = kills.get(target, 0) + 1
         departures = sorted(f.departed for f in self.run.faults if f.departed is not None)
         unmeasured = sum(1 for f in self.run.faults if f.old_sids and f.departed is None
                          and not f.kind.startswith("freeze:"))
@@ -832,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
                    help="seconds of steady traffic before each fault (uniform)")
     p.add_argument("--kinds", type=lambda v: v.split(","), default=None,
-                   help="only these faults, comma-separated (e.g. broker,freeze:room); "
+                   help="only these faults, comma-separated (e.g. broker,freeze:room; "
+                   "term:room is a graceful stop, SIGTERM); "
                    f"default: all of {', '.join(KILLS + FREEZES)}")
     p.add_argument("--room-shards", type=int, default=1,
                    help="room instances (rooms and presence partitioned); their kills and "
