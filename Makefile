@@ -36,7 +36,8 @@ $(SCHEMA_STAMP): deploy/compose-schema/package.json deploy/compose-schema/packag
 	npm ci --prefix deploy/compose-schema --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Node.js/npm and Debian's chromium (browser tests); installs only what is missing.
+# Node.js/npm, Debian's chromium (browser tests), HAProxy and PostgreSQL; installs only what
+# is missing.
 system-deps:
 	./scripts/ensure-system-deps
 

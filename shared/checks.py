@@ -108,3 +108,30 @@ def readable_file(item: str) -> str:
     if not os.path.isfile(item) or not os.access(item, os.R_OK):
         raise ValueError(f"{item!r} is not a readable file")
     return item
+
+
+def store(item: str) -> str:
+    """``sqlite``, or a PostgreSQL URL with a host (``postgresql://user@host:5432/db``)."""
+    if item == "sqlite":
+        return item
+    parts = urlsplit(item)
+    example = "sqlite, or postgresql://user:password@db.example.com:5432/switchboard"
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{redacted(item)!r} is not a store (e.g. {example})")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"{redacted(item)!r}: the port is not a number") from None
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ValueError(f"{redacted(item)!r} names no host or no database (e.g. {example})")
+    return item
+
+
+def redacted(url: str) -> str:
+    """A URL fit for a message or a log line: its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+

@@ -43,6 +43,7 @@ from switchboard.shared import ports
 from switchboard.shared.config import setting, setting_of
 from switchboard.shared.errors import ConfigError
 from switchboard.shared.process import SUPERVISOR_ENV
+from switchboard.shared.store import StoreConfig
 
 log = logging.getLogger("switchboard.up")
 
@@ -62,7 +63,7 @@ class UpConfig:
     gateways: int = setting(1, "Number of gateways.")
     room_shards: int = setting(
         1, "Room-service instances that rooms (by room id) and presence (by user id) are "
-        "partitioned over, each with its own SQLite file (1-64)."
+        "partitioned over, each with its own SQLite file or all sharing one --store (1-64)."
     )
     brokers: int = setting(
         1, f"Brokers publications are spread over by topic (1-{MAX_BROKERS})."
@@ -75,7 +76,8 @@ class UpConfig:
         "First loopback port for the broker and services (uses the next 20, and one more "
         "per room shard past the first)."
     )
-    data_dir: str = setting("var", "Directory for SQLite files.")
+    data_dir: str = setting("var", "Directory for SQLite files (with --store sqlite).")
+    store: str = setting_of(StoreConfig, "store")
     jwt_secret: str = setting_of(AuthConfig, "jwt_secret")
     ping_interval: float = setting_of(GatewayConfig, "ping_interval")
     ping_timeout: float = setting_of(GatewayConfig, "ping_timeout")
@@ -201,8 +203,10 @@ def plan(config: UpConfig) -> list[Child]:
         if name == "recovery":
             argv += [*recovering, "--recovery-window", str(config.recovery_window),
                      "--broker-sub", subscribe]
-        children.append(Child(name, argv, {"SWITCHBOARD_JWT_SECRET": config.jwt_secret},
-                              binds=((loopback, base + offset),)))
+        env = {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}
+        if kind in ("room", "moderation"):
+            env["SWITCHBOARD_STORE"] = config.store  # not in argv: a URL may hold a password
+        children.append(Child(name, argv, env, binds=((loopback, base + offset),)))
     for i in range(config.gateways):
         port = config.port + i
         argv = [*cmd, "gateway", "--host", config.host, "--port", str(port),

@@ -10,7 +10,7 @@ from switchboard.shared.publisher import Publisher
 
 from .config import Config
 from .service import ModerationService
-from .store import Ban, ModerationStore, Mute
+from .store import Ban, ModerationStore, Mute, open_store
 
 __all__ = [
     "Ban",
@@ -19,6 +19,7 @@ __all__ = [
     "ModerationStore",
     "Mute",
     "create",
+    "open_store",
 ]
 
 

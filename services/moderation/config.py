@@ -8,13 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared import checks
-from switchboard.shared.config import setting
+from switchboard.shared.config import setting, setting_of
+from switchboard.shared.store import StoreConfig
 
 
 @dataclass(frozen=True)
 class Config:
+    store: str = setting_of(StoreConfig, "store")
+    store_pool_size: int = setting_of(StoreConfig, "store_pool_size")
+    store_timeout: float = setting_of(StoreConfig, "store_timeout")
     moderation_db: str = setting(
-        "var/moderation.sqlite3", "SQLite file (WAL) holding bans and mutes across restarts."
+        "var/moderation.sqlite3",
+        "With --store sqlite: the SQLite file (WAL) holding bans and mutes across restarts.",
     )
     event_limit: int = setting(20, "Events one socket may send per event window (0: off).")
     user_event_limit: int = setting(
@@ -30,3 +35,6 @@ class Config:
         ("/", "/chat", "/game", "/admin"),
         "Namespaces whose sockets of a banned user are disconnected.", check=checks.namespace,
     )
+
+    def __post_init__(self) -> None:
+        StoreConfig.of(self)  # store settings out of range are refused at start

@@ -61,11 +61,12 @@ from switchboard.shared.service import (
     on_request,
     on_sync,
 )
+from switchboard.shared.store import StoreConfig
 
 from . import schemas
 from .config import Config
 from .spread import Spread
-from .store import Ban, ModerationStore, Mute
+from .store import Ban, Mute, open_store
 
 log = logging.getLogger("switchboard.moderation")
 
@@ -127,15 +128,21 @@ class ModerationService(Service):
         self.per_connector = SlidingWindow(cfg.connect_limit, cfg.connect_window, clock)
         self.throttles: dict[str, float] = {}
         self._prune_at = PRUNE_AT
-        self.store = ModerationStore(cfg.moderation_db)
-        now = clock()
-        self.bans: dict[str, Ban] = self.store.active_bans(now)
-        self.mutes: dict[str, Mute] = self.store.active_mutes(now)
+        self.store = open_store(StoreConfig.of(cfg), cfg.moderation_db)
+        #: Bans and mutes in force, loaded by :meth:`start`.
+        self.bans: dict[str, Ban] = {}
+        self.mutes: dict[str, Mute] = {}
+
+    async def start(self) -> None:
+        await self.store.open()
+        now = self.clock()
+        self.bans = await self.store.active_bans(now)
+        self.mutes = await self.store.active_mutes(now)
         if self.bans or self.mutes:
             log.info("loaded %d bans and %d mutes", len(self.bans), len(self.mutes))
 
     async def stop(self) -> None:
-        self.store.close()
+        await self.store.close()
 
     # -- state lookups -----------------------------------------------------------------------
     def ban_of(self, user_id: str | None) -> Ban | None:
@@ -225,6 +232,7 @@ class ModerationService(Service):
         until = now + float(seconds) if seconds is not None else None
         ban = Ban(user_id, reason, until, now, session.user_id)
         self.store.put_ban(ban)
+        await self.store.committed()  # before it is told: a ban must outlive a crash
         self.bans[user_id] = ban
         self._publish(Change.BAN, user_id, until)
         room = topics.user_room(user_id)
@@ -242,6 +250,7 @@ class ModerationService(Service):
         now = self.clock()
         mute = Mute(user_id, now + seconds, now, session.user_id)
         self.store.put_mute(mute)
+        await self.store.committed()
         self.mutes[user_id] = mute
         self._publish(Change.MUTE, user_id, mute.until)
         log.info("user %s muted by %s for %ss", user_id, session.user_id, seconds)

@@ -1,15 +1,19 @@
-"""Bans and mutes in SQLite, so they survive a moderation restart.
+"""Bans and mutes, kept so they survive a moderation restart: in one small SQLite file (the
+default) or in the PostgreSQL database the instances share (``--store``).
 
-One small file (WAL journal: readers never block the writer, and a crash loses nothing that
-was committed). Writes are rare (an administrator's action) and tiny, so they run inline on
-the event loop; reads happen once, at start, after which the service answers from memory.
+Reads happen once, at start, after which the service answers from memory. Writes are rare
+(an administrator's action) and tiny, queued in order; the service awaits
+:meth:`ModerationStore.committed` before it acknowledges one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from switchboard.shared import postgres
 from switchboard.shared.sqlite import open_database
+from switchboard.shared.store import StoreConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -51,14 +55,54 @@ class Mute:
         return now < self.until
 
 
-class ModerationStore:
-    """The SQLite file behind bans and mutes (``:memory:`` works too, for throwaway use)."""
+class ModerationStore(Protocol):
+    """What the moderation service asks of its store."""
+
+    async def open(self) -> None:
+        """Connect, and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Commit what is queued, and let go."""
+
+    async def active_bans(self, now: float) -> dict[str, Ban]:
+        """Bans still in force (ended ones are deleted on the way)."""
+
+    async def active_mutes(self, now: float) -> dict[str, Mute]:
+        """Mutes still in force (ended ones are deleted on the way)."""
+
+    def put_ban(self, ban: Ban) -> None: ...
+    def delete_ban(self, user_id: str) -> None: ...
+    def put_mute(self, mute: Mute) -> None: ...
+    def delete_mute(self, user_id: str) -> None: ...
+
+    async def committed(self) -> None:
+        """Return once every write queued so far is committed (raises if it failed)."""
+
+
+def open_store(config: StoreConfig, moderation_db: str) -> ModerationStore:
+    """The store ``config`` names (not yet opened)."""
+    if config.postgresql:
+        return PostgresModerationStore(config)
+    return SqliteModerationStore(moderation_db)
+
+
+class SqliteModerationStore:
+    """The SQLite file behind bans and mutes (``:memory:`` works too, for throwaway use).
+
+    Every statement is its own transaction, run inline (there are no multi-step writes), so
+    a write is committed when it returns.
+    """
 
     def __init__(self, path: str) -> None:
-        # Every statement is its own transaction: there are no multi-step writes.
         self.db = open_database(path, SCHEMA)
 
-    def active_bans(self, now: float) -> dict[str, Ban]:
+    async def open(self) -> None:
+        """Nothing to do: the constructor opened the file (a local one, so at once)."""
+
+    async def committed(self) -> None:
+        """Nothing to wait for: every write committed as it ran."""
+
+    async def active_bans(self, now: float) -> dict[str, Ban]:
         """Bans still in force (ended ones are deleted on the way)."""
         self.db.execute("DELETE FROM bans WHERE until IS NOT NULL AND until <= ?", (now,))
         rows = self.db.execute(
@@ -66,7 +110,7 @@ class ModerationStore:
         ).fetchall()
         return {row[0]: Ban(*row) for row in rows}
 
-    def active_mutes(self, now: float) -> dict[str, Mute]:
+    async def active_mutes(self, now: float) -> dict[str, Mute]:
         self.db.execute("DELETE FROM mutes WHERE until <= ?", (now,))
         rows = self.db.execute(
             "SELECT user_id, until, created_at, created_by FROM mutes"
@@ -93,5 +137,83 @@ class ModerationStore:
     def delete_mute(self, user_id: str) -> None:
         self.db.execute("DELETE FROM mutes WHERE user_id = ?", (user_id,))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.db.close()
+
+
+#: The PostgreSQL schema, step by step (:func:`switchboard.shared.postgres.connect`).
+MIGRATIONS: tuple[postgres.Migration, ...] = ((1, """
+CREATE TABLE bans (
+    user_id    TEXT PRIMARY KEY,
+    reason     TEXT NOT NULL,
+    until      DOUBLE PRECISION,            -- epoch seconds; NULL: permanent
+    created_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE mutes (
+    user_id    TEXT PRIMARY KEY,
+    until      DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT
+);
+"""),)
+
+
+class PostgresModerationStore:
+    """Bans and mutes in the PostgreSQL database the instances share."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self._writes: postgres.GroupCommit | None = None
+
+    @property
+    def writes(self) -> postgres.GroupCommit:
+        if self._writes is None:
+            raise RuntimeError("the moderation store is not open")
+        return self._writes
+
+    async def open(self) -> None:
+        if self._writes is None:
+            pool = await postgres.connect(self.config, "moderation", MIGRATIONS)
+            self._writes = postgres.GroupCommit(pool, "moderation")
+
+    async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close(self.config.store_timeout)
+            self._writes = None
+
+    async def committed(self) -> None:
+        await self.writes.committed()
+
+    async def active_bans(self, now: float) -> dict[str, Ban]:
+        pool = self.writes.pool
+        await pool.execute("DELETE FROM bans WHERE until IS NOT NULL AND until <= $1", now)
+        rows = await pool.fetch("SELECT user_id, reason, until, created_at, created_by "
+                                "FROM bans")
+        return {row[0]: Ban(*row) for row in rows}
+
+    async def active_mutes(self, now: float) -> dict[str, Mute]:
+        pool = self.writes.pool
+        await pool.execute("DELETE FROM mutes WHERE until <= $1", now)
+        rows = await pool.fetch("SELECT user_id, until, created_at, created_by FROM mutes")
+        return {row[0]: Mute(*row) for row in rows}
+
+    def put_ban(self, ban: Ban) -> None:
+        self.writes.write(
+            "INSERT INTO bans (user_id, reason, until, created_at, created_by) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET reason = $2, "
+            "until = $3, created_at = $4, created_by = $5",
+            ban.user_id, ban.reason, ban.until, ban.created_at, ban.created_by)
+
+    def delete_ban(self, user_id: str) -> None:
+        self.writes.write("DELETE FROM bans WHERE user_id = $1", user_id)
+
+    def put_mute(self, mute: Mute) -> None:
+        self.writes.write(
+            "INSERT INTO mutes (user_id, until, created_at, created_by) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET until = $2, "
+            "created_at = $3, created_by = $4",
+            mute.user_id, mute.until, mute.created_at, mute.created_by)
+
+    def delete_mute(self, user_id: str) -> None:
+        self.writes.write("DELETE FROM mutes WHERE user_id = $1", user_id)

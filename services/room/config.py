@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchboard.shared import checks
-from switchboard.shared.config import setting
+from switchboard.shared.config import setting, setting_of
 from switchboard.shared.errors import ConfigError
 from switchboard.shared.partitions import Membership
+from switchboard.shared.store import StoreConfig
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,16 @@ class Config:
     )
     room_instances: tuple[str, ...] = setting(
         (), "Every instance rooms (by room id) and presence (by user id) are partitioned "
-        "over, this one included, as NAME,NAME...; each keeps its own --room-db. Empty: this "
-        "instance alone.", check=checks.service_name,
+        "over, this one included, as NAME,NAME...; each keeps its own --room-db, or all "
+        "share one --store database. Empty: this instance alone.", check=checks.service_name,
     )
+    store: str = setting_of(StoreConfig, "store")
+    store_pool_size: int = setting_of(StoreConfig, "store_pool_size")
+    store_timeout: float = setting_of(StoreConfig, "store_timeout")
     room_db: str = setting(
         "var/room.sqlite3",
-        "SQLite file (WAL) holding rooms and message history; its directory is created.",
+        "With --store sqlite: the SQLite file (WAL) holding rooms and message history; its "
+        "directory is created.",
     )
     room_max_users_default: int = setting(
         100, "maxUsers of a created room when the client gives none."
@@ -89,6 +94,7 @@ class Config:
             raise ConfigError(f"--room-instance {self.room_instance!r} is none of "
                               f"--room-instances ({', '.join(self.room_instances)})")
         self.partition()  # names it cannot hash over are refused at start
+        StoreConfig.of(self)  # as are store settings out of range
 
     def partition(self) -> Membership:
         """The instances this one shares rooms and presence with."""

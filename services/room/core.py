@@ -37,12 +37,13 @@ from switchboard.shared.service import (
     on_sync,
     on_update,
 )
+from switchboard.shared.store import StoreConfig
 
 from .config import Config
 from .model import Member, Room, SocketEntry, iso, to_ms
 from .passwords import Passwords
 from .registry import Membership, Registry
-from .store import Store
+from .store import open_store
 
 log = logging.getLogger("switchboard.room")
 
@@ -97,7 +98,7 @@ class RoomCore(Service):
         self.shards = self.config.partition()
         self.partition = self.shards
         self.clock = clock
-        self.store = Store(self.config.room_db)
+        self.store = open_store(StoreConfig.of(self.config), self.config.room_db)
         self.passwords = Passwords(
             self.config.password_time_cost,
             self.config.password_memory_kib,
@@ -113,16 +114,10 @@ class RoomCore(Service):
         )
         self.registry = Registry()
         self.membership = Membership()
-        # Only the rooms this instance owns: one the file keeps from an earlier member list
-        # now belongs to another instance (docs/partitions.md: moves are not built yet).
-        self.rooms: dict[str, Room] = {room.id: room for room in self.store.load_rooms()
-                                       if self._owns(room.id)}
-        #: Rooms without members → when (ms) they are deleted if still empty. Loaded rooms
-        #: count from now: their members come back with the gateways' SYNC, which must not
-        #: race a deletion.
+        #: The rooms this instance owns, loaded by :meth:`start`.
+        self.rooms: dict[str, Room] = {}
+        #: Rooms without members → when (ms) they are deleted if still empty.
         self._empty: dict[str, int] = {}
-        for room_id in self.rooms:
-            self._mark_empty(room_id, self.config.room_unjoined_ttl)
         #: Sockets dropped with a gateway declared lost, in case it turns out to be alive.
         self._lost_sids: dict[str, bool] = {}
         #: Recoverable sockets of lost gateways, departing after the grace unless they came
@@ -131,13 +126,22 @@ class RoomCore(Service):
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        await self.store.open()
+        # Only the rooms this instance owns: a shared store holds the others' too, and a
+        # file may keep rooms of an earlier member list (docs/partitions.md: moves are not
+        # built yet). Loaded rooms count their time without members from now: their
+        # members come back with the gateways' SYNC, which must not race a deletion.
+        self.rooms = {room.id: room for room in await self.store.load_rooms()
+                      if self._owns(room.id)}
+        for room_id in self.rooms:
+            self._mark_empty(room_id, self.config.room_unjoined_ttl)
         # Membership was lost with the previous process: ask every gateway for its sockets
         # now rather than when each notices our new instance id on its next heartbeat.
         self.publisher.resync()
 
     async def stop(self) -> None:
         self.passwords.close()
-        self.store.close()
+        await self.store.close()
 
     # -- helpers --------------------------------------------------------------------------
     def _now_ms(self) -> int:

@@ -133,10 +133,10 @@ class MessageEvents(RoomCore):
         elif query.before is not None:
             # A message id is the exact cursor (ties within a millisecond); a timestamp is
             # accepted too, for clients that page by time.
-            before_seq = self.store.message_seq(MAIN, query.roomId, query.before)
+            before_seq = await self.store.message_seq(MAIN, query.roomId, query.before)
             if before_seq is None:
                 before_ms = parse_iso(query.before)
-        messages = self.store.history(MAIN, query.roomId, limit, before_seq, before_ms)
+        messages = await self.store.history(MAIN, query.roomId, limit, before_seq, before_ms)
         return reply_to(request, ack=ok(messages=[m.payload() for m in messages]))
 
     # -- namespace /chat ------------------------------------------------------------------

@@ -55,6 +55,13 @@ class RoomEvents(RoomCore):
         self.store.insert_room(room)
         self.rooms[room.id] = room
         self._mark_empty(room.id, self.config.room_unjoined_ttl, room.created_ms)
+        try:
+            await self.store.committed()  # before the creator is told
+        except Exception:
+            if self.rooms.get(room.id) is room:  # a room the store does not have is none
+                self.rooms.pop(room.id)
+                self._empty.pop(room.id, None)
+            raise
         return reply_to(request, ack=ok(roomId=room.id))
 
     @on_event(MAIN, "join room", schemas.JOIN_ROOM, key=ROOM_OR_ID)

@@ -3,8 +3,8 @@
 It owns namespace ``/`` (the chat application, except what moderation owns), ``/chat``, and
 ``/admin``'s ``get stats`` / ``broadcast message``. What it keeps, and where:
 
-- **Rooms and messages** are persisted (:class:`~.store.Store`, SQLite WAL) and survive a
-  restart. Room passwords are argon2id hashes.
+- **Rooms and messages** are persisted (:class:`~.store.RoomStore`: SQLite WAL, or
+  PostgreSQL) and survive a restart. Room passwords are argon2id hashes.
 - **Registry and membership** live in memory (:mod:`.registry`): they die with connections
   anyway, and after a restart the gateways send them back (SYNC), so they are never stale on
   disk.

@@ -1,25 +1,28 @@
-"""SQLite persistence of rooms and messages (WAL; one file per room-service instance).
+"""Persistence of rooms and messages: :class:`RoomStore`, kept in SQLite (one file per
+instance, the default) or PostgreSQL (one database every instance shares).
 
-Calls are synchronous on purpose: each is a short indexed statement on a local file, and
-keeping them free of ``await`` is what lets a handler check a room and change it atomically
-with respect to every other request of the event loop. Room changes are autocommitted, each
-its own transaction, so a crash never leaves half a change behind.
+Writes are queued, not awaited: ``insert_room``, ``delete_room`` and ``insert_message``
+return at once, in the order they were called, and a handler awaits :meth:`committed`
+before it acknowledges or publishes, so nothing is acknowledged that a crash could still
+take back. Keeping the write itself free of ``await`` is what lets a handler check a room
+and change it atomically with respect to every other request of the event loop (the
+in-memory rooms are the truth; the store is what survives a restart).
 
-Chat messages are group-committed: the first insert of an event-loop iteration opens a
-transaction, later inserts of the same iteration join it, and it commits at the start of the
-next iteration. A commit costs about three times an insert (measured: 74 µs per message in
-autocommit, 23 µs in batches), and under load many messages arrive per iteration. A handler
-awaits :meth:`Store.committed` before it acknowledges or publishes a message, so nothing is
-acknowledged that a crash could still take back. If a COMMIT fails (disk full), the batch is
-rolled back and every handler waiting on it fails (its sender gets ``internal error``).
+Both stores group-commit chat messages: many per transaction under load, since a commit
+costs several inserts (SQLite: 74 µs per message in autocommit, 23 µs in batches; for
+PostgreSQL see ``docs/benchmarks.md``). A failed commit fails every handler waiting on it
+(its sender gets ``internal error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from typing import Protocol
 
+from switchboard.shared import postgres
 from switchboard.shared.sqlite import open_database
+from switchboard.shared.store import StoreConfig
 
 from .model import Message, Room
 
@@ -53,8 +56,61 @@ CREATE INDEX IF NOT EXISTS messages_by_room ON messages (namespace, room, seq);
 _MESSAGE_COLUMNS = "id, namespace, room, sender, recipient, username, content, type, ts_ms"
 
 
-class Store:
-    """Rooms and messages in one SQLite file."""
+class RoomStore(Protocol):
+    """What the room service asks of its store (see the module docstring)."""
+
+    async def open(self) -> None:
+        """Connect, and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Commit what is queued, and let go."""
+
+    async def load_rooms(self) -> list[Room]:
+        """Every room kept, oldest first (also other instances' in a shared store)."""
+
+    def insert_room(self, room: Room) -> None:
+        """Queue a new room (see :meth:`committed`)."""
+
+    def delete_room(self, room_id: str) -> None:
+        """Queue the deletion of a room and its history: a later room of the same name
+        starts clean, and its new members never read what was said before they could have
+        been there."""
+
+    def insert_message(self, message: Message) -> None:
+        """Queue a message (see :meth:`committed`)."""
+
+    async def committed(self) -> None:
+        """Return once every write queued so far is committed (raises if it failed)."""
+
+    async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
+        """The position of a message of that room (for ``before=<message id>``)."""
+
+    async def history(self, namespace: str, room: str, limit: int,
+                      before_seq: int | None = None,
+                      before_ms: int | None = None) -> list[Message]:
+        """The ``limit`` latest committed messages of a room before a cursor, oldest
+        first."""
+
+    async def messages_count(self) -> int:
+        """Messages kept (of every instance, in a shared store)."""
+
+
+def open_store(config: StoreConfig, room_db: str) -> RoomStore:
+    """The store ``config`` names (not yet opened)."""
+    if config.postgresql:
+        return PostgresStore(config)
+    return SqliteStore(room_db)
+
+
+class SqliteStore:
+    """Rooms and messages in one SQLite file (WAL).
+
+    Statements run inline on the event loop: each is a short indexed statement on a local
+    file. Room changes are autocommitted, each its own transaction, so a crash never leaves
+    half a change behind. Messages join the event-loop iteration's transaction: the first
+    insert of an iteration opens it, later inserts join it, and it commits at the start of
+    the next iteration.
+    """
 
     def __init__(self, path: str) -> None:
         self.db = open_database(path, _SCHEMA)
@@ -62,7 +118,10 @@ class Store:
         #: The open group commit's outcome, or None when no transaction is open.
         self._batch: asyncio.Future[None] | None = None
 
-    def close(self) -> None:
+    async def open(self) -> None:
+        """Nothing to do: the constructor opened the file (a local one, so at once)."""
+
+    async def close(self) -> None:
         self._end_batch()
         self.db.close()
 
@@ -98,7 +157,7 @@ class Store:
             await self._batch
 
     # -- rooms ----------------------------------------------------------------------------
-    def load_rooms(self) -> list[Room]:
+    async def load_rooms(self) -> list[Room]:
         rows = self.db.execute(
             "SELECT id, name, private, password_hash, max_users, created_ms, creator "
             "FROM rooms ORDER BY created_ms, id"
@@ -115,8 +174,6 @@ class Store:
         )
 
     def delete_room(self, room_id: str) -> None:
-        """Delete a room and its history: a later room of the same name starts clean, and
-        its new members never read what was said before they could have been there."""
         self._end_batch()
         self.db.execute("BEGIN")
         try:
@@ -130,7 +187,6 @@ class Store:
 
     # -- messages -------------------------------------------------------------------------
     def insert_message(self, message: Message) -> None:
-        """Insert into the iteration's group commit; see :meth:`committed`."""
         self._begin_batch()
         self.db.execute(
             f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -138,15 +194,14 @@ class Store:
              message.username, message.content, message.type, message.ts_ms),
         )
 
-    def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
-        """The position of a message of that room (for ``before=<message id>``)."""
+    async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
         row = self.db.execute(
             "SELECT seq FROM messages WHERE id = ? AND namespace = ? AND room = ?",
             (message_id, namespace, room),
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def history(
+    async def history(
         self,
         namespace: str,
         room: str,
@@ -154,7 +209,6 @@ class Store:
         before_seq: int | None = None,
         before_ms: int | None = None,
     ) -> list[Message]:
-        """The ``limit`` latest messages of a room before a cursor, oldest first."""
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE namespace = ? AND room = ?"
         params: list[object] = [namespace, room]
         if before_seq is not None:
@@ -168,5 +222,120 @@ class Store:
         rows = self.db.execute(sql, params).fetchall()
         return [Message(*row) for row in reversed(rows)]
 
-    def messages_count(self) -> int:
+    async def messages_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+
+#: The PostgreSQL schema, step by step (:func:`switchboard.shared.postgres.connect`).
+MIGRATIONS: tuple[postgres.Migration, ...] = ((1, """
+CREATE TABLE rooms (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    private       BOOLEAN NOT NULL,
+    password_hash TEXT,
+    max_users     INTEGER NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    creator       TEXT NOT NULL
+);
+CREATE TABLE messages (
+    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    namespace  TEXT NOT NULL,
+    room       TEXT,
+    sender     TEXT NOT NULL,
+    recipient  TEXT,
+    username   TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    ts_ms      BIGINT NOT NULL
+);
+CREATE INDEX messages_by_room ON messages (namespace, room, seq);
+"""),)
+
+_INSERT_ROOM = (
+    "INSERT INTO rooms (id, name, private, password_hash, max_users, created_ms, creator) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = $2, "
+    "private = $3, password_hash = $4, max_users = $5, created_ms = $6, creator = $7"
+)
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+
+
+class PostgresStore:
+    """Rooms and messages in a PostgreSQL database every instance shares.
+
+    Rooms are partitioned by id, so each row has one writer: its owner. A room row left by
+    an earlier owner (before the instances were re-listed) is taken over as the new
+    owner's memory says (the insert is an upsert). Every write goes through one
+    :class:`~switchboard.shared.postgres.GroupCommit`, so room changes and messages commit
+    in the order they were made; reads use the pool's other connections.
+    """
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self._writes: postgres.GroupCommit | None = None
+
+    @property
+    def writes(self) -> postgres.GroupCommit:
+        if self._writes is None:
+            raise RuntimeError("the room store is not open")
+        return self._writes
+
+    async def open(self) -> None:
+        if self._writes is None:
+            pool = await postgres.connect(self.config, "room", MIGRATIONS)
+            self._writes = postgres.GroupCommit(pool, "room")
+
+    async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close(self.config.store_timeout)
+            self._writes = None
+
+    async def load_rooms(self) -> list[Room]:
+        rows = await self.writes.pool.fetch(
+            "SELECT id, name, private, password_hash, max_users, created_ms, creator "
+            "FROM rooms ORDER BY created_ms, id")
+        return [Room(*row) for row in rows]
+
+    def insert_room(self, room: Room) -> None:
+        self.writes.write(_INSERT_ROOM, room.id, room.name, room.private, room.password_hash,
+                          room.max_users, room.created_ms, room.creator)
+
+    def delete_room(self, room_id: str) -> None:
+        # Both in one batch, so in one transaction.
+        self.writes.write("DELETE FROM messages WHERE namespace = '/' AND room = $1", room_id)
+        self.writes.write("DELETE FROM rooms WHERE id = $1", room_id)
+
+    def insert_message(self, message: Message) -> None:
+        self.writes.write(_INSERT_MESSAGE, message.id, message.namespace, message.room,
+                          message.sender, message.recipient, message.username,
+                          message.content, message.type, message.ts_ms)
+
+    async def committed(self) -> None:
+        await self.writes.committed()
+
+    async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
+        seq = await self.writes.pool.fetchval(
+            "SELECT seq FROM messages WHERE id = $1 AND namespace = $2 AND room = $3",
+            message_id, namespace, room)
+        return None if seq is None else int(seq)
+
+    async def history(
+        self,
+        namespace: str,
+        room: str,
+        limit: int,
+        before_seq: int | None = None,
+        before_ms: int | None = None,
+    ) -> list[Message]:
+        # One statement text for every cursor (NULL: no bound), so it is prepared once.
+        rows = await self.writes.pool.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE namespace = $1 AND room = $2 "
+            "AND ($3::BIGINT IS NULL OR seq < $3) AND ($4::BIGINT IS NULL OR ts_ms < $4) "
+            "ORDER BY seq DESC LIMIT $5",
+            namespace, room, before_seq, before_ms, limit)
+        return [Message(*row) for row in reversed(rows)]
+
+    async def messages_count(self) -> int:
+        return int(await self.writes.pool.fetchval("SELECT COUNT(*) FROM messages"))

@@ -29,7 +29,7 @@ def chat_cluster(request: pytest.FixtureRequest,
     HAProxy (round robin, no stickiness) that polling-only clients reach through it, so that
     their requests land on every gateway, with rooms and presence partitioned over two room
     instances (every contract row then crosses partitions: rooms, users and the reads
-    gathered from both) and publications over two brokers."""
+    gathered from both), publications over two brokers, and the store in PostgreSQL."""
     from tests.integration.chat_helpers import ROOM_GRACE
     from tests.support.balancer import balancer
     from tests.support.cluster import metric, start_chat_cluster
@@ -43,8 +43,10 @@ def chat_cluster(request: pytest.FixtureRequest,
         finally:
             cluster.stop()
         return
+    # The several-hosts variant keeps everything in one PostgreSQL database, as several
+    # hosts would (docs/storage.md); the direct one in SQLite files, the default.
     cluster = start_chat_cluster(workdir, gateways=3, room_args=grace, room_instances=2,
-                                 brokers=2)
+                                 brokers=2, store=request.getfixturevalue("postgres").fresh_url())
     try:
         with balancer(workdir, cluster.gateway_ports) as url:
             cluster.balancer_url, cluster.balanced = url, 3

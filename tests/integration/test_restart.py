@@ -190,7 +190,21 @@ async def join(peer: QueuedPeer, room: str, witnesses: list[QueuedPeer], count: 
     return joined
 
 
-async def test_room_and_moderation_services_killed_and_restarted(cluster: Cluster) -> None:
+@pytest.fixture
+def stored_cluster(tmp_path: Path, store: dict[str, str]) -> Iterator[Cluster]:
+    """As ``cluster``, on each store: SQLite files, or one PostgreSQL database."""
+    cluster = two_gateway_cluster(
+        tmp_path, room_args=("--gateway-timeout", str(GATEWAY_TIMEOUT)),
+        store=store.get("store"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_room_and_moderation_services_killed_and_restarted(
+        stored_cluster: Cluster) -> None:
+    cluster = stored_cluster
     gw0, gw1 = (f"gateway-{port}" for port in cluster.gateway_ports)
     alice = await user(cluster, 0, "u-alice", "alice")
     bob = await user(cluster, 1, "u-bob", "bob")

@@ -199,7 +199,8 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                        auth_args: tuple[str, ...] = (),
                        recovery: tuple[str, ...] = (),
                        recovery_args: tuple[str, ...] = (),
-                       room_instances: int = 1, brokers: int = 1) -> Cluster:
+                       room_instances: int = 1, brokers: int = 1,
+                       store: str | None = None) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways;
     with ``recovery`` namespaces, the recovery service too (``recovery_args``) and the
     gateways configured for it.
@@ -209,21 +210,24 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     (e.g. ``("--demo", "--jwt-secret", JWT_SECRET)``). ``room_instances`` > 1: rooms and
     presence partitioned over ``room-0``, ``room-1``... (each with its own SQLite file).
     ``brokers`` > 1: publications spread over ``broker-0``, ``broker-1``... by topic.
+    ``store``: the PostgreSQL URL the room instances and moderation share, as
+    ``SWITCHBOARD_STORE`` (None: a SQLite file each).
     """
     cluster = Cluster(workdir, brokers=brokers)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
+    stored = {**env, "SWITCHBOARD_STORE": store} if store else env
     cluster.start_brokers()
     cluster.start_service("auth", *auth_args, env=env)
     cluster.start_service(
         "moderation", "--moderation-db", str(workdir / "moderation.sqlite3"),
-        "--connect-limit", "100000", *moderation_args, env=env,
+        "--connect-limit", "100000", *moderation_args, env=stored,
     )
     rooms = ["room"] if room_instances == 1 else [f"room-{i}" for i in range(room_instances)]
     for name in rooms:
         cluster.start_service("room", "--room-db", str(workdir / f"{name}.sqlite3"),
                               "--password-time-cost", "1", "--password-memory-kib", "8192",
                               "--room-instance", name, "--room-instances", ",".join(rooms),
-                              *room_args, env=env, instance=name)
+                              *room_args, env=stored, instance=name)
     cluster.start_service("game", env=env)
     namespaces = tuple(f"--recovery-namespaces={ns}" for ns in recovery)
     if recovery:

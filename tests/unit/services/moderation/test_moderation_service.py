@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from switchboard.gateway.gatekeeper import Gatekeeper
 from switchboard.gateway.policing import EventPolicy
 from switchboard.services.moderation import Config, ModerationService, create
+from switchboard.services.moderation.store import SqliteModerationStore
 from switchboard.shared import topics
 from switchboard.shared.envelope import (
     PubKind,
@@ -76,12 +77,14 @@ class Gateway:
 _gateways: weakref.WeakKeyDictionary[ModerationService, Gateway] = weakref.WeakKeyDictionary()
 
 
-def make(tmp_path: Path, clock: Clock | None = None, **kw: Any
-         ) -> tuple[ModerationService, MemoryPublisher]:
+async def make(tmp_path: Path, clock: Clock | None = None, **kw: Any
+               ) -> tuple[ModerationService, MemoryPublisher]:
+    """The service started, as the runner starts it (its store open, its bans loaded)."""
     publisher = MemoryPublisher()
     clock = clock or Clock()
     config = Config(moderation_db=str(tmp_path / "moderation.sqlite3"), **kw)
     svc = ModerationService(publisher, config, clock)
+    await svc.start()
     _gateways[svc] = Gateway(svc, publisher, clock)
     return svc, publisher
 
@@ -139,8 +142,8 @@ def refusals(reason: str) -> float:
     return value or 0.0
 
 
-def test_routes(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path)
+async def test_routes(tmp_path: Path) -> None:
+    svc, _ = await make(tmp_path)
     routes = {(r.kind, r.ns, r.event, r.priority) for r in svc.info().routes}
     assert not any(r[0] == RequestKind.FILTER for r in routes)  # events never come here
     assert not any(r[0] == RequestKind.CONNECT for r in routes)  # nor are connects
@@ -156,7 +159,7 @@ def test_routes(tmp_path: Path) -> None:
 
 async def test_rate_limit_per_socket(tmp_path: Path) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock, user_event_limit=0)
+    svc, _ = await make(tmp_path, clock, user_event_limit=0)
     anon = session(user=None)
     for _ in range(20):
         assert (await event(svc, anon, "get rooms")).ok
@@ -173,7 +176,7 @@ async def test_rate_limit_per_socket(tmp_path: Path) -> None:
 
 async def test_sliding_window_has_no_boundary_burst(tmp_path: Path) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock, user_event_limit=0)
+    svc, _ = await make(tmp_path, clock, user_event_limit=0)
     clock.advance(9.9)
     for _ in range(20):
         assert (await event(svc, session(), "get rooms")).ok
@@ -182,7 +185,7 @@ async def test_sliding_window_has_no_boundary_burst(tmp_path: Path) -> None:
 
 
 async def test_rate_limit_per_user_across_sockets(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, event_limit=100, user_event_limit=20)
+    svc, _ = await make(tmp_path, event_limit=100, user_event_limit=20)
     for i in range(20):
         assert (await event(svc, session(1 + i % 4), "get rooms")).ok
     assert (await event(svc, session(5), "get rooms")).error == "rate limit exceeded"
@@ -191,7 +194,7 @@ async def test_rate_limit_per_user_across_sockets(tmp_path: Path) -> None:
 
 async def test_refused_events_do_not_count(tmp_path: Path) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock, event_limit=2, user_event_limit=100)
+    svc, _ = await make(tmp_path, clock, event_limit=2, user_event_limit=100)
     assert (await event(svc, session(), "get rooms")).ok
     assert (await event(svc, session(), "get rooms")).ok
     for _ in range(50):
@@ -204,7 +207,7 @@ async def test_a_user_spread_over_gateways_shares_its_limit_between_them(
         tmp_path: Path) -> None:
     """Moderation counts on how many gateways a user's sockets are; each gateway then lets
     it send its share, so that together they never exceed the limit."""
-    svc, publisher = make(tmp_path, event_limit=100, user_event_limit=20)
+    svc, publisher = await make(tmp_path, event_limit=100, user_event_limit=20)
     here, there = session(1), session(2, gateway="gw2")
     assert (await connect(svc, here)).ok and (await connect(svc, there)).ok
     spread = [PolicyUpdate.from_list(p.args[0]) for _, p in publisher.published
@@ -219,7 +222,7 @@ async def test_a_user_spread_over_gateways_shares_its_limit_between_them(
 
 
 async def test_a_lost_gateway_and_a_sync_correct_the_spread(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path)
+    svc, _ = await make(tmp_path)
     assert (await connect(svc, session(1))).ok
     assert (await connect(svc, session(2, gateway="gw2"))).ok
     assert svc.spread.count("u1") == 2
@@ -251,7 +254,7 @@ def test_sliding_window_prunes_quiet_keys() -> None:
 
 async def test_anonymous_connects_are_limited_per_address(tmp_path: Path) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock, connect_limit=50, connect_window=60.0)
+    svc, _ = await make(tmp_path, clock, connect_limit=50, connect_window=60.0)
     for i in range(50):
         assert (await connect(svc, session(i, user=None, address="192.0.2.7"))).ok
     refused = await connect(svc, session(51, user=None, address="192.0.2.7"))
@@ -264,7 +267,7 @@ async def test_anonymous_connects_are_limited_per_address(tmp_path: Path) -> Non
 async def test_users_with_valid_tokens_are_limited_each_not_per_address(tmp_path: Path) -> None:
     """A thousand users behind one NAT address are no flood: each has the limit."""
     clock = Clock()
-    svc, _ = make(tmp_path, clock, connect_limit=3, connect_window=60.0)
+    svc, _ = await make(tmp_path, clock, connect_limit=3, connect_window=60.0)
     for i in range(1000):
         assert (await connect(svc, session(i, user=f"u{i}", address="192.0.2.7"))).ok, i
     for i in range(2):
@@ -279,7 +282,7 @@ async def test_connects_spread_over_gateways_are_limited_cluster_wide(tmp_path: 
     """Each gateway sees half of a user's connects; moderation counts them all and throttles
     the user on every gateway once they reach the limit, until its window frees."""
     clock = Clock()
-    svc, publisher = make(tmp_path, clock, connect_limit=4, connect_window=60.0)
+    svc, publisher = await make(tmp_path, clock, connect_limit=4, connect_window=60.0)
     gateways = [_gateways[svc], Gateway(svc, publisher, clock)]
     for i in range(4):
         assert (await connect(svc, session(i, gateway=f"gw{i % 2 + 1}"),
@@ -308,7 +311,7 @@ def test_client_key() -> None:
 
 
 async def test_anonymous_connect_without_address_is_not_limited(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, connect_limit=1)
+    svc, _ = await make(tmp_path, connect_limit=1)
     for i in range(5):
         assert (await connect(svc, session(i, user=None, address=""))).ok
 
@@ -317,7 +320,7 @@ async def test_anonymous_connect_without_address_is_not_limited(tmp_path: Path) 
 
 async def test_ban_disconnects_every_namespace_and_refuses_reconnects(tmp_path: Path) -> None:
     clock = Clock()
-    svc, publisher = make(tmp_path, clock)
+    svc, publisher = await make(tmp_path, clock)
     reply = await admin(svc, "ban user", {"userId": "u1", "reason": "<b>spam</b>",
                                           "seconds": 3600})
     assert reply.ok and reply.ack == [{"success": True}]
@@ -336,14 +339,14 @@ async def test_ban_disconnects_every_namespace_and_refuses_reconnects(tmp_path: 
     assert (await connect(svc, session())).ok  # the ban ended
 
 
-async def test_ban_persists_across_instances(tmp_path: Path) -> None:
+async def test_ban_persists_across_instances(tmp_path: Path, store: dict[str, str]) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock)
+    svc, _ = await make(tmp_path, clock, **store)
     assert (await admin(svc, "ban user", {"userId": "u1", "reason": "spam"})).ok
     assert (await admin(svc, "ban user", {"userId": "u2", "reason": "x", "seconds": 60})).ok
     await svc.stop()
     clock.advance(120)
-    again, _ = make(tmp_path, clock)
+    again, _ = await make(tmp_path, clock, **store)
     assert set(again.bans) == {"u1"}  # the timed ban ended while the service was down
     assert (await connect(again, session())).error == "Banned"
     assert (await connect(again, session(2, user="u2"))).ok
@@ -351,13 +354,13 @@ async def test_ban_persists_across_instances(tmp_path: Path) -> None:
 
 
 async def test_ban_namespaces_configurable(tmp_path: Path) -> None:
-    svc, publisher = make(tmp_path, ban_namespaces=("/", "/chat"))
+    svc, publisher = await make(tmp_path, ban_namespaces=("/", "/chat"))
     assert (await admin(svc, "ban user", {"userId": "u1", "reason": "r"})).ok
     assert [p.ns for _, p in publisher.published if p.kind == PubKind.DISCONNECT] == ["/", "/chat"]
 
 
 async def test_admin_cannot_ban_themselves(tmp_path: Path) -> None:
-    svc, publisher = make(tmp_path)
+    svc, publisher = await make(tmp_path)
     reply = await admin(svc, "ban user", {"userId": "root", "reason": "oops"})
     assert (reply.ok, reply.error) == (False, "userId: you cannot ban yourself")
     assert publisher.published == []
@@ -367,7 +370,7 @@ async def test_admin_cannot_ban_themselves(tmp_path: Path) -> None:
 
 async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock, event_limit=0, user_event_limit=0)
+    svc, _ = await make(tmp_path, clock, event_limit=0, user_event_limit=0)
     assert (await admin(svc, "mute user", {"userId": "u1", "seconds": 30})).ok
     before = refusals("muted")
     for ns, name, payload in [
@@ -390,13 +393,13 @@ async def test_mute_refuses_messages_until_it_ends(tmp_path: Path) -> None:
 
 
 
-async def test_mute_persists_across_instances(tmp_path: Path) -> None:
+async def test_mute_persists_across_instances(tmp_path: Path, store: dict[str, str]) -> None:
     clock = Clock()
-    svc, _ = make(tmp_path, clock)
+    svc, _ = await make(tmp_path, clock, **store)
     assert (await admin(svc, "mute user", {"userId": "u1", "seconds": 300})).ok
     await svc.stop()
     clock.advance(100)
-    again, _ = make(tmp_path, clock)
+    again, _ = await make(tmp_path, clock, **store)
     assert (await event(again, session(), "chat message", "hi")).error == (
         "you are muted for 200 more seconds")
     await again.stop()
@@ -405,7 +408,7 @@ async def test_mute_persists_across_instances(tmp_path: Path) -> None:
 # -- kick and the admin check ---------------------------------------------------------------------
 
 async def test_kick_user(tmp_path: Path) -> None:
-    svc, publisher = make(tmp_path)
+    svc, publisher = await make(tmp_path)
     assert (await admin(svc, "kick user", "gw7.abc")).ack == [{"success": True}]
     assert (await admin(svc, "kick user", {"socketId": "gw8.x", "reason": "flood"})).ok
     assert [(t, p.kind, p.ns, p.sids, p.event, p.args) for t, p in publisher.published] == [
@@ -424,26 +427,27 @@ async def test_kick_user(tmp_path: Path) -> None:
     ("kick user", "gw1.s1"),
 ])
 async def test_admin_events_need_the_admin_role(tmp_path: Path, name: str, payload: Any) -> None:
-    svc, publisher = make(tmp_path)
+    svc, publisher = await make(tmp_path)
     reply = await admin(svc, name, payload, role="user")
     assert (reply.ok, reply.error) == (False, "Access denied: admin role required")
     assert publisher.published == [] and not svc.bans and not svc.mutes
 
 
-def test_create_uses_config(tmp_path: Path) -> None:
+async def test_create_uses_config(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "dir" / "m.sqlite3"
     svc = create(Config(moderation_db=str(db)), MemoryPublisher())
     assert isinstance(svc, ModerationService) and db.exists()
+    assert isinstance(svc.store, SqliteModerationStore)
     mode = svc.store.db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
-    svc.store.close()
+    await svc.store.close()
 
 
 async def test_a_socket_recovered_on_another_gateway_is_counted_where_it_is(
         tmp_path: Path) -> None:
     """Recovery keeps the sid and changes the gateway: the socket moves; the DISCONNECT that
     comes late from the gateway it left does not forget it, nor does that gateway's loss."""
-    svc, _ = make(tmp_path)
+    svc, _ = await make(tmp_path)
     assert (await connect(svc, session(1, gateway="gw1"))).ok
     assert (await connect(svc, session(2, gateway="gw2"))).ok
     assert svc.spread.count("u1") == 2
@@ -460,7 +464,7 @@ async def test_a_socket_recovered_on_another_gateway_is_counted_where_it_is(
 
 async def test_a_socket_told_twice_is_counted_once_and_a_refused_one_not_at_all(
         tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, connect_limit=1)
+    svc, _ = await make(tmp_path, connect_limit=1)
     first = session(1)
     assert (await connect(svc, first)).ok
     await run(svc, RequestKind.CONNECTED, first)  # told again: still one socket
@@ -471,7 +475,7 @@ async def test_a_socket_told_twice_is_counted_once_and_a_refused_one_not_at_all(
 
 
 async def test_a_recovered_socket_is_no_new_connect_but_its_ban_holds(tmp_path: Path) -> None:
-    svc, _ = make(tmp_path, connect_limit=1)
+    svc, _ = await make(tmp_path, connect_limit=1)
     assert (await connect(svc, session(1))).ok
     assert (await connect(svc, session(1), Recovery.SKIP)).ok  # not counted against it
     assert (await connect(svc, session(2), Recovery.CHECK)).error == "Rate limit exceeded"
@@ -482,7 +486,7 @@ async def test_a_recovered_socket_is_no_new_connect_but_its_ban_holds(tmp_path: 
 async def test_ended_throttles_are_swept_once_the_table_doubles(tmp_path: Path) -> None:
     """Each anonymous address that fills its window leaves a throttle; ended ones go."""
     clock = Clock()
-    svc, _ = make(tmp_path, clock, connect_limit=1, connect_window=60.0)
+    svc, _ = await make(tmp_path, clock, connect_limit=1, connect_window=60.0)
     for n in range(PRUNE_AT + 1):
         assert (await connect(svc, session(n, user=None, address=f"10.1.{n // 250}.{n % 250}"),
                               )).ok, n

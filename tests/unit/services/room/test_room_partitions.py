@@ -43,16 +43,23 @@ def owned_by(name: str, prefix: str) -> Iterator[str]:
 class Cluster:
     """Two instances and the routing a gateway does in front of them."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, store: dict[str, str] | None = None) -> None:
         self.clock = FakeClock()
         self.pubs = {name: MemoryPublisher(name) for name in NAMES}
         self.services = {
             name: RoomService(self.pubs[name], room_config(
-                tmp_path / f"{name}.sqlite3", room_instance=name, room_instances=NAMES),
-                self.clock)
+                tmp_path / f"{name}.sqlite3", **(store or {}), room_instance=name,
+                room_instances=NAMES), self.clock)
             for name in NAMES}
         self.h = {name: ServiceHarness(s) for name, s in self.services.items()}
         self.routing = RoutingTable(s.info() for s in self.services.values())
+
+    async def start(self) -> Cluster:
+        """Every instance started, as the runner starts it (its RESYNC forgotten)."""
+        for name, service in self.services.items():
+            await service.start()
+            self.pubs[name].published.clear()
+        return self
 
     async def connect(self, s: Session) -> Reply:
         (stage,) = self.routing.connect_stages(s.ns)
@@ -97,7 +104,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path)
+    c = await Cluster(tmp_path).start()
     yield c
     for service in c.services.values():
         await service.stop()
@@ -281,17 +288,21 @@ async def test_a_restored_socket_taken_out_meanwhile_is_announced_back(
     assert cluster.services["room-1"].membership.is_member(room, alice.sid)
 
 
-async def test_an_instance_ignores_rooms_its_file_keeps_that_another_owns(
-        tmp_path: Path) -> None:
+async def test_an_instance_ignores_rooms_its_store_keeps_that_another_owns(
+        tmp_path: Path, store: dict[str, str]) -> None:
+    """A file kept from an earlier member list, or the database every instance shares."""
     from switchboard.services.room.model import Room
-    from switchboard.services.room.store import Store
+    from switchboard.services.room.store import open_store
+    from switchboard.shared.store import SQLITE, StoreConfig
 
     mine, theirs = next(owned_by("room-0", "r-")), next(owned_by("room-1", "r-"))
-    store = Store(str(tmp_path / "room-0.sqlite3"))
+    kept = open_store(StoreConfig(store.get("store", SQLITE)), str(tmp_path / "room-0.sqlite3"))
+    await kept.open()
     for room_id in (mine, theirs):
-        store.insert_room(Room(room_id, room_id, False, None, 10, 0, "u"))
-    store.close()
-    c = Cluster(tmp_path)
+        kept.insert_room(Room(room_id, room_id, False, None, 10, 0, "u"))
+    await kept.committed()
+    await kept.close()
+    c = await Cluster(tmp_path, store).start()
     try:
         assert set(c.services["room-0"].rooms) == {mine}
     finally:

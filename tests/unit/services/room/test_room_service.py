@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from switchboard.services.room import Config, RoomService, create
 from switchboard.services.room.model import iso, parse_iso, to_ms
+from switchboard.services.room.store import SqliteStore
 from switchboard.shared import topics
 from switchboard.shared.config import click_options, from_options
 from switchboard.shared.envelope import (
@@ -57,6 +58,15 @@ class FakeClock:
 
 def room_config(db: Path, **overrides: Any) -> Config:
     return Config(room_db=str(db), **{**FAST_PASSWORDS, **overrides})
+
+
+async def started(service: RoomService) -> RoomService:
+    """The service as the runner has it before the first request: started (its store open,
+    its rooms loaded), with the RESYNC its start published forgotten."""
+    await service.start()
+    assert isinstance(service.publisher, MemoryPublisher)
+    service.publisher.published.clear()
+    return service
 
 
 def session(
@@ -119,9 +129,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+async def h(tmp_path: Path, clock: FakeClock, store: dict[str, str]) -> AsyncIterator[Harness]:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "room.sqlite3"), clock)
+    service = await started(RoomService(pub, room_config(tmp_path / "room.sqlite3", **store),
+                                        clock))
     yield Harness(service, pub, clock)
     await service.stop()
 
@@ -134,8 +145,9 @@ async def connected(h: Harness, *sessions: Session) -> None:
 # -- payloads: the owner validates and cleans its own events ----------------------------------
 async def test_the_owner_cleans_its_events_before_the_handler(tmp_path: Path) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "room.sqlite3",
-                                           banned_words="darn, heck no"), FakeClock())
+    service = await started(RoomService(pub, room_config(tmp_path / "room.sqlite3",
+                                                         banned_words="darn, heck no"),
+                                        FakeClock()))
     h = Harness(service, pub, FakeClock())
     try:
         s = session(1)
@@ -162,8 +174,10 @@ async def test_a_bad_payload_is_refused_with_what_to_fix(h: Harness) -> None:
 
 async def test_limits_come_from_the_room_settings(tmp_path: Path) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "room.sqlite3", max_content=5,
-                                           room_max_users_limit=10), FakeClock())
+    service = await started(RoomService(pub, room_config(tmp_path / "room.sqlite3",
+                                                         max_content=5,
+                                                         room_max_users_limit=10),
+                                        FakeClock()))
     h = Harness(service, pub, FakeClock())
     try:
         s = session(1)
@@ -200,14 +214,14 @@ async def test_start_asks_gateways_to_resync(h: Harness) -> None:
     assert [(t, p.kind) for t, p in h.pub.published] == [(topics.ALL_GATEWAYS, PubKind.RESYNC)]
 
 
-def test_create_factory_and_config_options(tmp_path: Path) -> None:
+async def test_create_factory_and_config_options(tmp_path: Path) -> None:
     import click
 
     service = create(room_config(tmp_path / "x" / "room.sqlite3"), MemoryPublisher())
     assert isinstance(service, RoomService) and service.name == "room"
     assert (tmp_path / "x" / "room.sqlite3").exists()  # its directory is created
     service.passwords.close()
-    service.store.close()
+    await service.store.close()
 
     @click.command()
     @click_options(Config)
@@ -514,17 +528,20 @@ async def test_an_emptied_room_waits_out_its_grace_then_goes_with_its_history(
     h.clock.advance(0.1)
     assert (await h.ok(a, "get rooms"))["rooms"] == []
     assert "lobby" not in h.service.rooms
-    assert h.service.store.load_rooms() == []
-    assert h.service.store.history("/", "lobby", 100) == []
+    await h.service.store.committed()  # a deletion is not waited for: nobody is acked
+    assert await h.service.store.load_rooms() == []
+    assert await h.service.store.history("/", "lobby", 100) == []
     assert (await h.join(a, "lobby")).error == "room not found"
     await h.create(a, "lobby")  # the name is free again, with an empty history
     await h.join(a, "lobby")
     assert (await h.ok(a, "get history", {"roomId": "lobby"}))["messages"] == []
 
 
-async def test_no_grace_deletes_an_emptied_room_at_once(tmp_path: Path, clock: FakeClock) -> None:
+async def test_no_grace_deletes_an_emptied_room_at_once(tmp_path: Path, clock: FakeClock,
+                                                       store: dict[str, str]) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "r.db", room_empty_grace=0), clock)
+    config = room_config(tmp_path / "r.db", **store, room_empty_grace=0)
+    service = await started(RoomService(pub, config, clock))
     h = Harness(service, pub, clock)
     try:
         a = session(1)
@@ -533,7 +550,8 @@ async def test_no_grace_deletes_an_emptied_room_at_once(tmp_path: Path, clock: F
         await h.ok(a, "chat message", {"content": "hi", "roomId": "lobby"})
         await h.ok(a, "leave room", "lobby")
         assert "lobby" not in service.rooms
-        assert service.store.history("/", "lobby", 100) == []
+        await service.store.committed()
+        assert await service.store.history("/", "lobby", 100) == []
     finally:
         await service.stop()
 
@@ -568,13 +586,16 @@ async def test_unjoined_rooms_expire_after_ttl(h: Harness) -> None:
     assert {r["id"] for r in (await h.ok(a, "get rooms"))["rooms"]} == {"idle", "used"}
     h.clock.advance(1)
     assert {r["id"] for r in (await h.ok(a, "get rooms"))["rooms"]} == {"used"}
-    assert [r.id for r in h.service.store.load_rooms()] == ["used"]
+    await h.service.store.committed()
+    assert [r.id for r in await h.service.store.load_rooms()] == ["used"]
     await h.create(a, "idle")  # its name is free again
 
 
-async def test_unjoined_ttl_zero_keeps_rooms(tmp_path: Path, clock: FakeClock) -> None:
+async def test_unjoined_ttl_zero_keeps_rooms(tmp_path: Path, clock: FakeClock,
+                                            store: dict[str, str]) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "r.db", room_unjoined_ttl=0), clock)
+    config = room_config(tmp_path / "r.db", **store, room_unjoined_ttl=0)
+    service = await started(RoomService(pub, config, clock))
     h = Harness(service, pub, clock)
     try:
         await h.create(session(1), "idle")
@@ -702,7 +723,7 @@ async def test_private_message(h: Harness) -> None:
     assert pub.room == "user:bob" and pub.exclude == ()
     assert pub.args == [{"id": ack["messageId"], "from": "u1", "to": "bob", "content": "psst",
                          "type": "private", "timestamp": "2023-11-14T22:13:20.000Z"}]
-    assert h.service.store.messages_count() == 1
+    assert await h.service.store.messages_count() == 1
 
 
 async def test_private_message_to_offline_user(h: Harness) -> None:
@@ -711,7 +732,7 @@ async def test_private_message_to_offline_user(h: Harness) -> None:
     reply = await h.event(a, "private message", {"to": "carol", "content": "psst"})
     assert (reply.ok, reply.error) == (False, "user not online")
     assert h.published("private message") == []
-    assert h.service.store.messages_count() == 0
+    assert await h.service.store.messages_count() == 0
     reply = await h.event(a, "private message", {"content": "psst"})
     assert reply.error == "to: required"
 
@@ -836,7 +857,7 @@ async def test_chat_namespace_chat_message(h: Harness) -> None:
     assert topic == topics.room("/chat", "team") and pub.exclude == (a.sid,)
     reply = await h.event(a, "chat message", {"content": "x", "roomId": "user:u2"})
     assert reply.error == ID_CHARS
-    stored = h.service.store.history("/chat", "team", 10)
+    stored = await h.service.store.history("/chat", "team", 10)
     assert [(m.namespace, m.content) for m in stored] == [("/chat", "hey")]
 
 
@@ -904,11 +925,11 @@ async def test_admin_broadcast(h: Harness) -> None:
 
 # -- SYNC, lost gateways, restarts ------------------------------------------------------------
 async def test_sync_rebuilds_registry_and_membership_after_restart(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, store: dict[str, str]
 ) -> None:
     db = tmp_path / "room.sqlite3"
     pub = MemoryPublisher()
-    before = RoomService(pub, room_config(db), clock)
+    before = await started(RoomService(pub, room_config(db, **store), clock))
     h1 = Harness(before, pub, clock)
     a, b, c = session(1), session(2), session(3, ns="/game")
     await h1.create(a, "lobby")
@@ -919,7 +940,7 @@ async def test_sync_rebuilds_registry_and_membership_after_restart(
     await before.stop()
 
     pub2 = MemoryPublisher()
-    after = RoomService(pub2, room_config(db), clock)  # a new process on the same file
+    after = await started(RoomService(pub2, room_config(db, **store), clock))  # a new process
     h2 = Harness(after, pub2, clock)
     try:
         assert set(after.rooms) == {"lobby", "vault"}
@@ -946,17 +967,18 @@ async def test_sync_rebuilds_registry_and_membership_after_restart(
         await after.stop()
 
 
-async def test_sync_keeps_loaded_rooms_until_ttl(tmp_path: Path, clock: FakeClock) -> None:
+async def test_sync_keeps_loaded_rooms_until_ttl(tmp_path: Path, clock: FakeClock,
+                                                 store: dict[str, str]) -> None:
     db = tmp_path / "room.sqlite3"
     pub1 = MemoryPublisher()
-    first = RoomService(pub1, room_config(db), clock)
+    first = await started(RoomService(pub1, room_config(db, **store), clock))
     h1 = Harness(first, pub1, clock)
     await h1.create(session(1), "lobby")
     await h1.join(session(1), "lobby")
     await first.stop()
     clock.advance(10_000)  # long after creation: a loaded room's TTL counts from the load
     pub = MemoryPublisher()
-    second = RoomService(pub, room_config(db), clock)
+    second = await started(RoomService(pub, room_config(db, **store), clock))
     h2 = Harness(second, pub, clock)
     try:
         clock.advance(599)
@@ -1021,13 +1043,14 @@ async def test_store_survives_restart_with_private_messages(
 ) -> None:
     db = tmp_path / "room.sqlite3"
     pub = MemoryPublisher()
-    first = RoomService(pub, room_config(db), clock)
+    first = await started(RoomService(pub, room_config(db), clock))
     h1 = Harness(first, pub, clock)
     await connected(h1, session(1), session(2))
     ack = await h1.ok(session(1), "private message", {"to": "u2", "content": "kept"})
     await first.stop()
-    second = RoomService(MemoryPublisher(), room_config(db), clock)
+    second = await started(RoomService(MemoryPublisher(), room_config(db), clock))
     try:
+        assert isinstance(second.store, SqliteStore)
         row = second.store.db.execute(
             "SELECT id, namespace, room, sender, recipient, content, type FROM messages"
         ).fetchall()
@@ -1133,7 +1156,8 @@ async def test_a_recovered_socket_that_had_departed_comes_back_announced(h: Harn
 async def test_recoverable_sockets_of_a_lost_gateway_depart_after_the_grace(
         tmp_path: Path, clock: FakeClock) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "r.sqlite3", recovery_grace=0.05), clock)
+    config = room_config(tmp_path / "r.sqlite3", recovery_grace=0.05)
+    service = await started(RoomService(pub, config, clock))
     h = Harness(service, pub, clock)
     try:
         kept, plain = replace(session(1), recoverable=True), session(2)
@@ -1153,7 +1177,8 @@ async def test_recoverable_sockets_of_a_lost_gateway_depart_after_the_grace(
 async def test_a_recoverable_socket_back_within_the_grace_never_departs(
         tmp_path: Path, clock: FakeClock) -> None:
     pub = MemoryPublisher()
-    service = RoomService(pub, room_config(tmp_path / "r.sqlite3", recovery_grace=0.2), clock)
+    config = room_config(tmp_path / "r.sqlite3", recovery_grace=0.2)
+    service = await started(RoomService(pub, config, clock))
     h = Harness(service, pub, clock)
     try:
         kept = replace(session(1), recoverable=True)
