@@ -224,6 +224,7 @@ class Runner:
             self.forwarder.close()
 
     async def _start(self) -> None:
+        await self.service.open()
         if self.publisher is not None and not await self.publisher.wait_ready(
             self.config.ready_timeout
         ):

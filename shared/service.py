@@ -226,8 +226,13 @@ class Service:
         Called after :attr:`gateways` no longer lists it.
         """
 
+    async def open(self) -> None:
+        """Called first, before the broker is waited for: open what the service keeps (its
+        store), so that a store that names nothing real stops the process at once."""
+
     async def start(self) -> None:
-        """Called once before the first request (open databases, start timers)."""
+        """Called once before the first request, after :meth:`open` and once the brokers
+        are reachable (or their wait timed out): start timers, ask for state."""
 
     async def stop(self) -> None:
         """Called once on shutdown, after the last request was answered."""

@@ -129,11 +129,11 @@ class ModerationService(Service):
         self.throttles: dict[str, float] = {}
         self._prune_at = PRUNE_AT
         self.store = open_store(StoreConfig.of(cfg), cfg.moderation_db)
-        #: Bans and mutes in force, loaded by :meth:`start`.
+        #: Bans and mutes in force, loaded by :meth:`open`.
         self.bans: dict[str, Ban] = {}
         self.mutes: dict[str, Mute] = {}
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self.store.open()
         now = self.clock()
         self.bans = await self.store.active_bans(now)

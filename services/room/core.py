@@ -114,7 +114,7 @@ class RoomCore(Service):
         )
         self.registry = Registry()
         self.membership = Membership()
-        #: The rooms this instance owns, loaded by :meth:`start`.
+        #: The rooms this instance owns, loaded by :meth:`open`.
         self.rooms: dict[str, Room] = {}
         #: Rooms without members → when (ms) they are deleted if still empty.
         self._empty: dict[str, int] = {}
@@ -125,7 +125,7 @@ class RoomCore(Service):
         self._departing: dict[str, asyncio.TimerHandle] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self.store.open()
         # Only the rooms this instance owns: a shared store holds the others' too, and a
         # file may keep rooms of an earlier member list (docs/partitions.md: moves are not
@@ -135,6 +135,8 @@ class RoomCore(Service):
                       if self._owns(room.id)}
         for room_id in self.rooms:
             self._mark_empty(room_id, self.config.room_unjoined_ttl)
+
+    async def start(self) -> None:
         # Membership was lost with the previous process: ask every gateway for its sockets
         # now rather than when each notices our new instance id on its next heartbeat.
         self.publisher.resync()

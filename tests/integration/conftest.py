@@ -45,8 +45,10 @@ def chat_cluster(request: pytest.FixtureRequest,
         return
     # The several-hosts variant keeps everything in one PostgreSQL database, as several
     # hosts would (docs/storage.md); the direct one in SQLite files, the default.
+    postgres = request.getfixturevalue("postgres")
+    store = postgres.fresh_url()
     cluster = start_chat_cluster(workdir, gateways=3, room_args=grace, room_instances=2,
-                                 brokers=2, store=request.getfixturevalue("postgres").fresh_url())
+                                 brokers=2, store=store)
     try:
         with balancer(workdir, cluster.gateway_ports) as url:
             cluster.balancer_url, cluster.balanced = url, 3
@@ -60,6 +62,10 @@ def chat_cluster(request: pytest.FixtureRequest,
                                        service=name, kind="event") for i in range(3))
                       for name in ("room-0", "room-1")}
             assert all(count > 0 for count in events.values()), events
+            # ... and the store only if the messages are in PostgreSQL, and no file was made.
+            schema = postgres.schema_of(store)
+            assert int(postgres.psql(f"SELECT count(*) FROM {schema}.messages")) > 0
+            assert not list(workdir.glob("*.sqlite3"))
             # ... and the two brokers only if both carried publications.
             carried = [sum(cluster.stats(i)["brokers"][k]["publications"] for i in range(3))
                        for k in range(2)]

@@ -93,6 +93,11 @@ class PostgresServer:
     def url(self, database: str = DATABASE) -> str:
         return f"postgresql://{USER}@{self.host}:{self.port}/{database}"
 
+    @staticmethod
+    def schema_of(url: str) -> str:
+        """The schema a :meth:`fresh_url` names."""
+        return url.rpartition("search_path=")[2]
+
     def fresh_url(self) -> str:
         """The URL of a new, empty schema: one test's store."""
         schema = f"t{os.getpid()}_{next(self._schemas)}"

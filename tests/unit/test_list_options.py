@@ -290,3 +290,26 @@ def test_up_runs_each_room_shard_as_a_room_instance_the_gateways_know() -> None:
     assert {named[name] for name in rooms} == endpoints
     single = {child.name for child in supervisor.plan(supervisor.UpConfig(data_dir="/tmp/d"))}
     assert "room" in single and not any(name.startswith("room-") for name in single)
+
+
+def test_up_hands_its_store_to_the_room_instances_and_moderation_only() -> None:
+    url = "postgresql://chat:s3cret@db.example.com:5432/chat"
+    children = supervisor.plan(supervisor.UpConfig(room_shards=2, store=url))
+    given = {child.name for child in children if child.env.get("SWITCHBOARD_STORE") == url}
+    assert given == {"room-0", "room-1", "moderation"}
+    assert not any("s3cret" in arg for child in children for arg in child.argv)  # ps shows argv
+
+
+@pytest.mark.parametrize("command", [("up",), ("service", "room"), ("service", "moderation")])
+@pytest.mark.parametrize("store, says", [
+    ("mysql://db/chat", "is not a store"),
+    ("postgresql://db.example.com", "names no host or no database"),
+    ("postgresql://u:pw@db:port/chat", "the port is not a number"),
+])
+def test_a_store_that_is_no_store_stops_the_command(command: tuple[str, ...], store: str,
+                                                    says: str, caught: list[Any]) -> None:
+    for result in (invoke(command, ["--store", store]),
+                   invoke(command, [], {"SWITCHBOARD_STORE": store})):
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert "pw@" not in result.output  # a password is never printed
+        assert caught == []

@@ -79,12 +79,12 @@ _gateways: weakref.WeakKeyDictionary[ModerationService, Gateway] = weakref.WeakK
 
 async def make(tmp_path: Path, clock: Clock | None = None, **kw: Any
                ) -> tuple[ModerationService, MemoryPublisher]:
-    """The service started, as the runner starts it (its store open, its bans loaded)."""
+    """The service opened, as the runner has it (its store open, its bans loaded)."""
     publisher = MemoryPublisher()
     clock = clock or Clock()
     config = Config(moderation_db=str(tmp_path / "moderation.sqlite3"), **kw)
     svc = ModerationService(publisher, config, clock)
-    await svc.start()
+    await svc.open()
     _gateways[svc] = Gateway(svc, publisher, clock)
     return svc, publisher
 

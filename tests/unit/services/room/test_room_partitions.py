@@ -55,8 +55,9 @@ class Cluster:
         self.routing = RoutingTable(s.info() for s in self.services.values())
 
     async def start(self) -> Cluster:
-        """Every instance started, as the runner starts it (its RESYNC forgotten)."""
+        """Every instance opened and started, as the runner has it (its RESYNC forgotten)."""
         for name, service in self.services.items():
+            await service.open()
             await service.start()
             self.pubs[name].published.clear()
         return self

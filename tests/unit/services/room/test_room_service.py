@@ -61,8 +61,9 @@ def room_config(db: Path, **overrides: Any) -> Config:
 
 
 async def started(service: RoomService) -> RoomService:
-    """The service as the runner has it before the first request: started (its store open,
-    its rooms loaded), with the RESYNC its start published forgotten."""
+    """The service as the runner has it before the first request: opened (its store open,
+    its rooms loaded) and started, with the RESYNC its start published forgotten."""
+    await service.open()
     await service.start()
     assert isinstance(service.publisher, MemoryPublisher)
     service.publisher.published.clear()

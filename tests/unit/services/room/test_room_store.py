@@ -206,7 +206,7 @@ async def test_postgres_migrations_apply_once_even_for_instances_starting_togeth
     stores = [PostgresStore(StoreConfig(url)) for _ in range(3)]
     await asyncio.wait_for(asyncio.gather(*(s.open() for s in stores)), WAIT)
     try:
-        schema = url.rpartition("=")[2]
+        schema = postgres.schema_of(url)
         rows = postgres.psql(f"SELECT component, version FROM {schema}.switchboard_migrations")
         assert rows == "room|1"
         stores[0].insert_room(_room("lobby"))
