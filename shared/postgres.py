@@ -178,15 +178,20 @@ class GroupCommit:
             self._task = None
 
     async def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            run: list[tuple[Any, ...]] = []
-            sql = batch[0][0]
-            for statement, args in batch:
-                if statement != sql:
-                    await conn.executemany(sql, run)
-                    sql, run = statement, []
-                run.append(args)
-            await conn.executemany(sql, run)
+        runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for statement, args in batch:
+            if not runs or runs[-1][0] != statement:
+                runs.append((statement, []))
+            runs[-1][1].append(args)
+        async with self.pool.acquire() as conn:
+            if len(runs) == 1:
+                # One statement (the usual batch: chat messages): executemany is atomic on
+                # its own, one round trip instead of three with BEGIN and COMMIT.
+                await conn.executemany(*runs[0])
+                return
+            async with conn.transaction():
+                for sql, rows in runs:
+                    await conn.executemany(sql, rows)
 
     async def close(self, timeout: float) -> None:
         """Commit what is queued (within ``timeout``), then close the pool."""

@@ -56,7 +56,10 @@ class PostgresServer:
             self._as = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *argv: str) -> None:
-        subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([*self._as, *argv], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:1])} failed ({done.returncode}): "
+                               f"{done.stderr.strip() or done.stdout.strip()}")
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
