@@ -49,6 +49,7 @@ class PostgresServer:
         #: real one). The bench's is durable, as a deployment's would be.
         self.durable = durable
         self._schemas = itertools.count(1)
+        self._options = ""
         # initdb and the server refuse to run as root: as root, they run as Debian's
         # `postgres` user, which owns the data directory.
         self._as: list[str] = []
@@ -73,10 +74,19 @@ class PostgresServer:
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off",
                         "-c full_page_writes=off"]
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.workdir / "server.log"), "-w", "-t", "60",
-                  "-o", " ".join(options), "start")
+        self._options = " ".join(options)
+        self._pg_ctl("start")
         self.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
+
+    def _pg_ctl(self, action: str) -> None:
+        # The log file keeps the server's output off our pipes (which would never close).
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                  str(self.workdir / "server.log"), "-w", "-t", "60", "-m", "fast",
+                  "-o", self._options, action)
+
+    def restart(self) -> None:
+        """Stop (fast: every connection is terminated) and start again, same data."""
+        self._pg_ctl("restart")
 
     def stop(self) -> None:
         if self.data.exists():

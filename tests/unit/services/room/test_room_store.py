@@ -251,3 +251,35 @@ def test_store_settings_out_of_range_are_config_errors() -> None:
         StoreConfig("postgresql://h/db", store_pool_size=1)
     with pytest.raises(ConfigError, match="--store-timeout must be more than 0"):
         StoreConfig("postgresql://h/db", store_timeout=0)
+
+
+async def test_postgres_a_server_restart_fails_the_batch_in_flight_and_no_more() -> None:
+    """A restart terminates every connection: the batch being committed fails (its senders
+    were not acknowledged; they resend), and the pool's next connection carries on."""
+    import tempfile
+
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="switchboard-pg-restart-")))
+    server.start()
+    try:
+        store = PostgresStore(StoreConfig(server.fresh_url()))
+        await asyncio.wait_for(store.open(), WAIT)
+        try:
+            store.insert_message(_message(1))
+            await asyncio.wait_for(store.committed(), WAIT)
+            await asyncio.to_thread(server.restart)
+            outcomes = []
+            for n in range(2, 5):
+                store.insert_message(_message(n))
+                try:
+                    await asyncio.wait_for(store.committed(), WAIT)
+                    outcomes.append("ok")
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    outcomes.append("failed")
+            assert outcomes in (["failed", "ok", "ok"], ["ok", "ok", "ok"]), outcomes
+            kept = {"m1", *(f"m{n}" for n, o in zip(range(2, 5), outcomes, strict=True)
+                            if o == "ok")}
+            assert set(await _ids(store)) == kept
+        finally:
+            await store.close()
+    finally:
+        server.stop()
