@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import tomllib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from switchboard.broker.broker import BrokerConfig
 from switchboard.cli import main
 from switchboard.gateway.config import GatewayConfig
 from switchboard.shared.config import from_options
+from tests.support.commands import leaf_command
 from tests.support.compose import COMPOSE_FILE, depends_on, interpolate, read_compose
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,29 +86,6 @@ def endpoint(value: str) -> tuple[str, int]:
     match = re.fullmatch(r"tcp://([A-Za-z0-9_.-]+):(\d+)", value)
     assert match, f"not a tcp://HOST:PORT endpoint: {value!r}"
     return match[1], int(match[2])
-
-
-def leaf_command(args: list[str], env: dict[str, str],
-                 monkeypatch: pytest.MonkeyPatch) -> tuple[click.Command, click.Context]:
-    """Parse ``switchboard ARGS`` with the real click commands and ``env`` as the only
-    SWITCHBOARD_* variables; the command that would run and its parsed context."""
-    for key in list(os.environ):
-        if key.startswith("SWITCHBOARD_"):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    command: click.Command = main
-    ctx = main.make_context("switchboard", list(args))
-    while isinstance(command, click.Group):
-        with warnings.catch_warnings():  # click 8.2 deprecates it; 9 folds it into args
-            warnings.simplefilter("ignore", DeprecationWarning)
-            rest = [*ctx.protected_args, *ctx.args]
-        assert rest, f"{args}: no subcommand"
-        name, sub, rest = command.resolve_command(ctx, rest)
-        assert sub is not None and name is not None, f"{args}: unknown command"
-        command = sub
-        ctx = sub.make_context(name, rest, parent=ctx)
-    return command, ctx
 
 
 # -- syntax -------------------------------------------------------------------------------------
