@@ -44,6 +44,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from switchboard.shared.tokens import issue_token
 from tests.support.balancer import find_haproxy, run_haproxy
 from tests.support.cluster import http_get
 from tests.support.ports import free_port_block
+from tests.support.postgres import PostgresServer
 from tests.support.upserver import part_name, process_table, spawn_up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,7 +297,7 @@ class Pool:
 # ---------------------------------------------------------------------- the system
 class Up:
     def __init__(self, workdir: Path, gateways: int, room_shards: int = 1,
-                 brokers: int = 1) -> None:
+                 brokers: int = 1, store: str | None = None) -> None:
         self.workdir = workdir
         self.base = free_port_block(gateways)
         self.ports = [self.base + i for i in range(gateways)]
@@ -310,7 +312,7 @@ class Up:
             "--room-shards", str(room_shards), "--brokers", str(brokers),
             "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
             "--jwt-secret", SECRET, "--gateway-timeout", str(GATEWAY_TIMEOUT),
-            "--log-level", "warning")
+            "--log-level", "warning", *(("--store", store) if store else ()))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -730,7 +732,8 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"messages/s + {args.private_rate:g} private/s, {args.members} members, "
           f"2 gateways behind HAProxy"
           + (f", {args.room_shards} room instances" if args.room_shards > 1 else "")
-          + (f", {args.brokers} brokers" if args.brokers > 1 else "") + "\n")
+          + (f", {args.brokers} brokers" if args.brokers > 1 else "")
+          + (", store in PostgreSQL" if args.postgres else "") + "\n")
     print("| fault | injected | acked | lost | duplicated | heal p50 s | heal max s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     order = sorted(rows, key=lambda k: (k.startswith("("), k))
@@ -807,7 +810,22 @@ async def amain(args: argparse.Namespace) -> int:
     CLIENT_LOG.addHandler(handler)
     CLIENT_LOG.setLevel(logging.INFO)
     CLIENT_LOG.propagate = False
-    up = Up(workdir, 2, args.room_shards, args.brokers)
+    postgres = None
+    if args.postgres:
+        postgres = PostgresServer(Path(tempfile.mkdtemp(prefix="switchboard-chaos-pg-")),
+                                  durable=True)
+        postgres.start()
+    try:
+        return await _run(args, binary, workdir,
+                          postgres.fresh_url() if postgres is not None else None)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+async def _run(args: argparse.Namespace, binary: str, workdir: Path,
+               store: str | None) -> int:
+    up = Up(workdir, 2, args.room_shards, args.brokers, store)
     try:
         await asyncio.to_thread(up.wait_ready)
         with run_haproxy(binary, workdir, up.ports) as url:
@@ -855,6 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--brokers", type=int, default=1,
                    help="brokers (publications spread by topic); their kills and freezes are "
                    "broker-0, broker-1... (default: %(default)s)")
+    p.add_argument("--postgres", action="store_true",
+                   help="keep rooms, history, bans and mutes in PostgreSQL (--store): a "
+                   "durable server of its own from Debian's package, removed afterwards")
     p.add_argument("--seed", type=int, default=15, help="random seed (faults and moments)")
     p.add_argument("--out", default=str(ROOT / "test-output" / "chaos"),
                    help="working directory (logs, results.json)")
