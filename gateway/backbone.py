@@ -322,6 +322,13 @@ class Backbone:
     def _learn(self, service: str, info: ServiceInfo) -> None:
         previous = self.instances.get(service)
         if previous == info.instance:
+            known = self.routing.infos.get(service)
+            if known is not None and (known.epoch, known.members) != (info.epoch, info.members):
+                # The same process, with new members (an instance joined, or one's lease
+                # lapsed and its keys went to the others): route by them from now on.
+                log.warning("service %s: instances of %s now %s (epoch %d)", service,
+                            info.group, ", ".join(info.members) or "none", info.epoch)
+                self.routing.update(info)
             return
         self.instances[service] = info.instance
         self.routing.update(info)

@@ -80,6 +80,8 @@ class Dispatcher:
         self._known_events = {route.event for route in routes}
         self.stateful = any(route.kind == RequestKind.SYNC for route in routes)
         self.synced: set[str] = set()
+        #: The service's generation the SYNCs in :attr:`synced` were given to.
+        self._generation = service.generation
         self._timers: dict[tuple[str, str, str], Any] = {}
         self._expired = EXPIRED.labels(service.name)
         self._counters: dict[tuple[str, str, str, str], Any] = {}
@@ -168,6 +170,10 @@ class Dispatcher:
     async def dispatch(self, request: Request) -> Reply:
         """Handle one request: the single place where outcomes are timed, counted and mapped."""
         kind = request.kind
+        if self._generation != self.service.generation:
+            # The service dropped what the gateways' SYNCs gave it: ask each again.
+            self._generation = self.service.generation
+            self.synced.clear()
         if kind in (RequestKind.HEARTBEAT, RequestKind.DESCRIBE):
             if request.gateway:
                 if request.gateway not in self.gateways:

@@ -31,5 +31,14 @@ class ClientError(SwitchboardError):
         self.message = message
 
 
+class Fenced(ClientError):
+    """A write refused because this instance no longer holds what it was written under (its
+    ownership lease lapsed, or the members changed): another instance may own it now."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(ServiceUnavailable.client_message)
+        self.reason = reason
+
+
 class Refused(ClientError):
     """A namespace CONNECT is refused; ``message`` becomes CONNECT_ERROR ``data.message``."""

@@ -29,19 +29,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from switchboard.shared.checks import redacted
-from switchboard.shared.errors import ConfigError
+from switchboard.shared.errors import ConfigError, Fenced
 from switchboard.shared.store import StoreConfig
 
 log = logging.getLogger("switchboard.store")
 
 #: A schema step: its version (1, 2, ... per component) and its SQL.
 Migration = tuple[int, str]
+#: A statement and its arguments, as :meth:`GroupCommit.write` takes them.
+Statement = tuple[str, tuple[Any, ...]]
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS switchboard_migrations (
@@ -122,11 +124,17 @@ class GroupCommit:
     commits each batch in one transaction while the next one fills. A failed batch fails
     every caller waiting on it (their senders get ``internal error``), is logged, and is not
     retried: its writes are lost, and the next batch goes on.
+
+    ``guard`` (fencing): a query asked first in every batch's transaction, at commit time.
+    When it returns no row, the batch is rolled back and fails with :class:`Fenced`: the
+    writer no longer holds what it writes under (``services/room/leases.py``).
     """
 
-    def __init__(self, pool: asyncpg.Pool, name: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, name: str,
+                 guard: Callable[[], Statement] | None = None) -> None:
         self.pool = pool
         self.name = name
+        self.guard = guard
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         #: The outcome of the batch filling now, and of the one being committed.
         self._filling: asyncio.Future[None] | None = None
@@ -163,6 +171,10 @@ class GroupCommit:
                 self._committing = future
                 try:
                     await self._commit(batch)
+                except Fenced as exc:
+                    log.warning("store %s: %d writes refused: %s", self.name, len(batch),
+                                exc.reason)
+                    future.set_exception(exc)
                 except Exception as exc:
                     log.error("store %s: a commit of %d writes failed: %s", self.name,
                               len(batch), exc)
@@ -184,12 +196,16 @@ class GroupCommit:
                 runs.append((statement, []))
             runs[-1][1].append(args)
         async with self.pool.acquire() as conn:
-            if len(runs) == 1:
+            if len(runs) == 1 and self.guard is None:
                 # One statement (the usual batch: chat messages): executemany is atomic on
                 # its own, one round trip instead of three with BEGIN and COMMIT.
                 await conn.executemany(*runs[0])
                 return
             async with conn.transaction():
+                if self.guard is not None:
+                    sql, args = self.guard()
+                    if await conn.fetchval(sql, *args) is None:
+                        raise Fenced(f"{self.name}: not the holder any more")
                 for sql, rows in runs:
                     await conn.executemany(sql, rows)
 

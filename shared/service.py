@@ -154,6 +154,9 @@ class Service:
         #: Set by a partitioned service: its group's name and instances (it is one of them).
         self.group = ""
         self.partition: Membership | None = None
+        #: Raised by a stateful service that dropped what the gateways' SYNC gave it (its
+        #: members changed): the dispatcher then asks every gateway for a SYNC again.
+        self.generation = 0
 
     @classmethod
     def routes(cls) -> tuple[Route, ...]:
@@ -202,8 +205,8 @@ class Service:
         that sent it sees the instances otherwise than this one does.
         """
         partition = self.partition
-        if key not in ("", ALL) and partition is not None and len(partition.members) > 1 \
-                and request.session is not None:
+        if key not in ("", ALL) and partition is not None and request.session is not None \
+                and (len(partition.members) > 1 or self.leased):
             self._fence(request, partition, key)
         if schema is None:
             return request
@@ -213,12 +216,22 @@ class Service:
         session = request.session
         assert session is not None
         key = key_of(spec, session.identity, request.args)
-        owner = partition.owner(key)
+        owner = partition.owner(key) if partition.members else "none"
         if owner != self.name:
             log.warning("%s %r for key %r refused: %s owns it (epoch %d); the sender's view of "
                         "the instances differs", request.kind.name, request.event, key, owner,
                         partition.epoch)
             raise ClientError(ServiceUnavailable.client_message)
+        if not self.accepting(key):
+            raise ClientError(ServiceUnavailable.client_message)
+
+    #: Whether this service's ownership comes from leases (:meth:`accepting` decides too).
+    leased = False
+
+    def accepting(self, key: str) -> bool:
+        """Whether this instance may serve ``key`` now, beyond owning it (a leased
+        service: its lease holds, and a key just moved here has been let go)."""
+        return True
 
     async def gateway_lost(self, gateway_id: str) -> None:
         """A gateway stopped sending heartbeats (crashed or partitioned); drop its sockets.

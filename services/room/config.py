@@ -30,6 +30,12 @@ class Config:
     store: str = setting_of(StoreConfig, "store")
     store_pool_size: int = setting_of(StoreConfig, "store_pool_size")
     store_timeout: float = setting_of(StoreConfig, "store_timeout")
+    room_lease: float = setting(
+        4.0, "With a PostgreSQL --store: seconds an instance's ownership lease lasts "
+        "unrenewed (it is renewed four times as often). An instance that dies or freezes "
+        "has its rooms and users taken over by the others this long after its last "
+        "renewal, and writes nothing once its lease lapsed (docs/storage.md)."
+    )
     room_db: str = setting(
         "var/room.sqlite3",
         "With --store sqlite: the SQLite file (WAL) holding rooms and message history; its "
@@ -95,6 +101,8 @@ class Config:
                               f"--room-instances ({', '.join(self.room_instances)})")
         self.partition()  # names it cannot hash over are refused at start
         StoreConfig.of(self)  # as are store settings out of range
+        if self.room_lease < 0.2:
+            raise ConfigError(f"--room-lease {self.room_lease:g}: must be at least 0.2 s")
 
     def partition(self) -> Membership:
         """The instances this one shares rooms and presence with."""

@@ -26,6 +26,7 @@ from switchboard.shared.envelope import (
 )
 from switchboard.shared.errors import ClientError
 from switchboard.shared.partitions import IDENTITY
+from switchboard.shared.partitions import Membership as PartitionMembers
 from switchboard.shared.publisher import Publisher
 from switchboard.shared.sanitize import Sanitizer, phrases
 from switchboard.shared.schema import Cleaner, Limits
@@ -40,10 +41,11 @@ from switchboard.shared.service import (
 from switchboard.shared.store import StoreConfig
 
 from .config import Config
+from .leases import Leases
 from .model import Member, Room, SocketEntry, iso, to_ms
 from .passwords import Passwords
 from .registry import Membership, Registry
-from .store import open_store
+from .store import PostgresStore, open_store
 
 log = logging.getLogger("switchboard.room")
 
@@ -112,6 +114,21 @@ class RoomCore(Service):
                    history=cfg.history_max_limit),
             Sanitizer(phrases(cfg.banned_words)),
         )
+        self._departing: dict[str, asyncio.TimerHandle] = {}
+        self._forget_all()
+        #: With the PostgreSQL store: this instance's lease, and the live members it
+        #: implies (fail-over, fencing: :mod:`.leases`). None with SQLite: the members
+        #: are the configured instances, always.
+        self.leases: Leases | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._started = False
+
+    def _forget_all(self) -> None:
+        """Start from nothing, as a new process does: what this instance owns is then
+        loaded (rooms) and re-sent by the gateways (sockets, members)."""
+        for timer in self._departing.values():
+            timer.cancel()
         self.registry = Registry()
         self.membership = Membership()
         #: The rooms this instance owns, loaded by :meth:`open`.
@@ -122,28 +139,63 @@ class RoomCore(Service):
         self._lost_sids: dict[str, bool] = {}
         #: Recoverable sockets of lost gateways, departing after the grace unless they came
         #: back (re-registered by another gateway) first.
-        self._departing: dict[str, asyncio.TimerHandle] = {}
+        self._departing = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
         await self.store.open()
+        if isinstance(self.store, PostgresStore):
+            self.leases = Leases(self.store, self.name, self.instance,
+                                 self.config.partition().members, self.config.room_lease,
+                                 self._members_changed)
+            self.leased = True
+            self.store.fence(self.leases)
+            # Its first renewal applies the members, which loads the rooms. Renewing goes
+            # on from here: the runner may wait for the brokers before it starts us.
+            await self.leases.acquire(timeout=3 * self.config.room_lease)
+            self._renewing = asyncio.create_task(self.leases.run(self._stopping))
+        else:
+            await self._load_rooms()
+
+    async def _load_rooms(self) -> None:
         # Only the rooms this instance owns: a shared store holds the others' too, and a
-        # file may keep rooms of an earlier member list (docs/partitions.md: moves are not
-        # built yet). Loaded rooms count their time without members from now: their
-        # members come back with the gateways' SYNC, which must not race a deletion.
+        # file may keep rooms of an earlier member list. Loaded rooms count their time
+        # without members from now: their members come back with the gateways' SYNC,
+        # which must not race a deletion.
         self.rooms = {room.id: room for room in await self.store.load_rooms()
                       if self._owns(room.id)}
         for room_id in self.rooms:
             self._mark_empty(room_id, self.config.room_unjoined_ttl)
 
+    async def _members_changed(self, members: PartitionMembers) -> None:
+        """The live instances changed (one joined, or one's lease lapsed), or this one's
+        own lease had lapsed: reload what it owns now, as a restarted process would."""
+        self.partition = self.shards = members
+        self._forget_all()
+        await self._load_rooms()
+        self.generation += 1  # every gateway's SYNC is asked for again
+        if self._started:
+            self.publisher.resync()
+        log.warning("%s now owns %d rooms (epoch %d)", self.name, len(self.rooms),
+                    members.epoch)
+
     async def start(self) -> None:
+        self._started = True
         # Membership was lost with the previous process: ask every gateway for its sockets
         # now rather than when each notices our new instance id on its next heartbeat.
         self.publisher.resync()
 
     async def stop(self) -> None:
+        # The lease is not given back: a process restarted in place takes it over at once,
+        # and one that does not come back has its rooms taken over when it lapses.
+        self._stopping.set()
+        if self._renewing is not None:
+            await self._renewing
         self.passwords.close()
         await self.store.close()
+
+    def accepting(self, key: str) -> bool:
+        return self.leases is None or self.leases.accepts(key)
 
     # -- helpers --------------------------------------------------------------------------
     def _now_ms(self) -> int:
@@ -171,7 +223,10 @@ class RoomCore(Service):
     def _owns(self, key: str) -> bool:
         """Whether this instance owns ``key``: a room id, or a user's presence (its sockets,
         online/offline)."""
-        return len(self.shards.members) <= 1 or self.shards.owner(key) == self.name
+        members = self.shards.members
+        if self.leases is None and len(members) <= 1:
+            return True
+        return bool(members) and self.shards.owner(key) == self.name
 
     def _ordered(self, entry: dict[str, Any], *order: Any) -> dict[str, Any]:
         """A list entry of a cluster-wide read, with the sort key the gateway merges the
@@ -423,6 +478,13 @@ class RoomCore(Service):
             self._leave_room(room_id, entry.sid)
 
     async def gateway_lost(self, gateway_id: str) -> None:
+        if self.leases is not None and not self.leases.valid():
+            # This instance was frozen or cut off (its lease lapsed, so the gateways looked
+            # lost to it too): what it holds is reloaded at its next renewal, and telling
+            # clients that those users left would be false.
+            log.warning("gateway %s looked lost while this instance's lease had lapsed: "
+                        "nothing told", gateway_id)
+            return
         sids = self._sids_of_gateway(gateway_id)
         for sid in sorted(sids):
             if self._lose(sid, gateway_id):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import dataclass
 from typing import Protocol
 
 from switchboard.shared import postgres
@@ -250,7 +251,20 @@ CREATE TABLE messages (
     ts_ms      BIGINT NOT NULL
 );
 CREATE INDEX messages_by_room ON messages (namespace, room, seq);
-"""),)
+"""), (2, """
+CREATE TABLE room_leases (
+    instance   TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    applied    BIGINT NOT NULL
+);
+CREATE TABLE room_membership (
+    one     BOOLEAN PRIMARY KEY CHECK (one),
+    epoch   BIGINT NOT NULL,
+    members TEXT[] NOT NULL
+);
+INSERT INTO room_membership (one, epoch, members) VALUES (TRUE, 0, '{}');
+"""))
 
 _INSERT_ROOM = (
     "INSERT INTO rooms (id, name, private, password_hash, max_users, created_ms, creator) "
@@ -260,6 +274,37 @@ _INSERT_ROOM = (
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
+
+
+#: A write's guard (fencing): this process holds its instance's lease, unexpired, and the
+#: members are still those of the epoch it writes under. FOR SHARE: a change of members
+#: (:meth:`PostgresStore.renew`, FOR UPDATE) waits for the batch, or the batch for it.
+_GUARD = (
+    "SELECT 1 FROM room_leases l, room_membership m WHERE l.instance = $1 AND "
+    "l.holder = $2 AND l.expires_at > now() AND m.epoch = $3 FOR SHARE OF m"
+)
+
+
+class LeaseHolder(Protocol):
+    """Whose writes a store guards: an instance, its process, and the epoch it is at."""
+
+    @property
+    def instance(self) -> str: ...
+    @property
+    def holder(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """The members as the store has them after a renewal: live instances (unexpired leases)
+    of the configured ones, as of ``epoch``; ``unapplied``: those of them whose process has
+    not yet applied ``epoch``."""
+
+    epoch: int
+    members: tuple[str, ...]
+    unapplied: frozenset[str]
 
 
 class PostgresStore:
@@ -286,6 +331,35 @@ class PostgresStore:
         if self._writes is None:
             pool = await postgres.connect(self.config, "room", MIGRATIONS)
             self._writes = postgres.GroupCommit(pool, "room")
+
+    def fence(self, lease: LeaseHolder) -> None:
+        """From now on every batch commits only while ``lease`` holds (see ``_GUARD``)."""
+        self.writes.guard = lambda: (_GUARD, (lease.instance, lease.holder, lease.epoch))
+
+    async def renew(self, instance: str, holder: str, ttl: float, applied: int,
+                    configured: tuple[str, ...]) -> LeaseView:
+        """Renew ``instance``'s lease for ``holder`` (taking it over from an earlier process
+        of the same instance), and move the members on if the live ones changed."""
+        async with self.writes.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT epoch, members FROM room_membership FOR UPDATE")
+            await conn.execute(
+                "INSERT INTO room_leases (instance, holder, expires_at, applied) "
+                "VALUES ($1, $2, now() + make_interval(secs => $3), $4) "
+                "ON CONFLICT (instance) DO UPDATE SET holder = $2, "
+                "expires_at = now() + make_interval(secs => $3), applied = $4",
+                instance, holder, ttl, applied)
+            live = await conn.fetch(
+                "SELECT instance, applied FROM room_leases "
+                "WHERE expires_at > now() AND instance = ANY($1::TEXT[]) ORDER BY instance",
+                list(configured))
+            members = tuple(r[0] for r in live)
+            epoch = int(row[0])
+            if list(members) != list(row[1]):
+                epoch += 1
+                await conn.execute("UPDATE room_membership SET epoch = $1, members = $2",
+                                   epoch, list(members))
+        return LeaseView(epoch, members,
+                         frozenset(r[0] for r in live if int(r[1]) < epoch))
 
     async def close(self) -> None:
         if self._writes is not None:

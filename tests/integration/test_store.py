@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import socketio
 
+from switchboard.services.room.store import MIGRATIONS as ROOM_MIGRATIONS
 from switchboard.shared.partitions import Membership
 from tests.support.cluster import JWT_SECRET
 from tests.support.ports import free_port_block
@@ -67,7 +68,8 @@ async def test_up_keeps_every_instance_in_one_postgresql_database(
     assert postgres.psql(f"SELECT id FROM {schema}.rooms ORDER BY id").splitlines() == sorted(
         rooms)
     assert postgres.psql(f"SELECT component, version FROM {schema}.switchboard_migrations "
-                         "ORDER BY component").splitlines() == ["moderation|1", "room|1"]
+                         "ORDER BY component, version").splitlines() == [
+        "moderation|1", *(f"room|{version}" for version, _ in ROOM_MIGRATIONS)]
     assert not list((tmp_path / "data").glob("*.sqlite3"))
 
 

@@ -1,0 +1,174 @@
+"""This room instance's ownership lease in the shared store, and the members it implies:
+which instances are alive, as of which epoch, and so which keys this one may serve.
+
+With the PostgreSQL store, each instance renews a lease in the database every quarter of
+``--room-lease-seconds``. The members are the configured instances whose lease has not
+lapsed; when they change, the renewal that sees it moves the membership epoch on, in the
+same transaction (``PostgresStore.renew``). Each instance applies a new epoch when its next
+renewal brings it (the room service reloads what it now owns), and records the epoch it
+applied in its lease.
+
+- **Fail-over.** An instance that dies, or freezes, stops renewing. Its lease lapses, the
+  others' next renewal drops it from the members, and its keys (rooms by room id, presence
+  by user id) go to the instances that now outweigh it for them (rendezvous hashing).
+- **Fencing.** An instance serves only while its lease holds by its own clock:
+  :meth:`Leases.valid` ends a safety margin before the store's expiry (the renewal's
+  expiry is counted from before it was sent). Every write batch also checks, in its own
+  transaction, that this process still holds the lease and that the epoch has not moved
+  (``PostgresStore.fence``). A frozen or cut-off instance that wakes up therefore writes
+  nothing: its batches are refused (``Fenced``), and it serves nothing until its renewal
+  has made it a member again, under a new epoch.
+- **Hand-over.** A key an instance gains is served only once every live instance has
+  applied the epoch that moved it (:meth:`Leases.accepts`): the old owner, if alive, has
+  let it go first. A dead old owner is not waited for: its lease lapsed.
+- **Restart in place.** A new process of the same instance takes its lease over at once
+  (the lease names the process as ``holder``; the old one, if somehow alive, is fenced):
+  the members do not change, and nothing moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from switchboard.shared.partitions import Membership
+
+from .store import LeaseView
+
+log = logging.getLogger("switchboard.room.leases")
+
+#: Renewals per lease: a lease survives three renewals lost in a row.
+RENEWALS_PER_LEASE = 4
+#: Of a lease, what this instance does not count on (clock rates, a slow renewal).
+MARGIN = 0.1
+
+
+class LeaseStore(Protocol):
+    async def renew(self, instance: str, holder: str, ttl: float, applied: int,
+                    configured: tuple[str, ...]) -> LeaseView: ...
+
+
+class Leases:
+    """The one owner of this instance's lease and of its view of the members."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        instance: str,
+        holder: str,
+        configured: tuple[str, ...],
+        ttl: float,
+        on_change: Callable[[Membership], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.instance = instance
+        self.holder = holder
+        self.configured = configured
+        self.ttl = ttl
+        self.on_change = on_change
+        self.clock = clock
+        #: The members applied, and those before them (for what a change moved).
+        self.membership = Membership.of((), 0)
+        self.previous = self.membership
+        #: Live instances that have not applied :attr:`membership` yet.
+        self._waiting: frozenset[str] = frozenset()
+        self._valid_until = float("-inf")
+        self._lapsed_logged = False
+
+    @property
+    def epoch(self) -> int:
+        return self.membership.epoch
+
+    @property
+    def interval(self) -> float:
+        return self.ttl / RENEWALS_PER_LEASE
+
+    def valid(self) -> bool:
+        """Whether this instance may serve now: its lease holds by its own clock."""
+        return self.clock() < self._valid_until
+
+    def accepts(self, key: str) -> bool:
+        """Whether this instance may serve ``key`` now: its lease holds, it owns the key,
+        and if the key was another's before, every live instance has applied the move."""
+        if not self.valid() or not self.membership.members:
+            return False
+        if self.membership.owner(key) != self.instance:
+            return False
+        if self.previous.members and self.previous.owner(key) == self.instance:
+            return True  # kept through the change
+        # Gained (or, after a lapse or at start, not known to be kept): once the others
+        # have let go.
+        return not self._waiting
+
+    async def renew(self) -> bool:
+        """One renewal; applies new members, and then says so at once (a renewal more),
+        so that an instance waiting for it to let go does not wait a renewal interval.
+        False when the store could not be reached (the lease then lapses at its time,
+        unless a later renewal makes it)."""
+        for _ in range(3):
+            applied = self.epoch
+            if not await self._renew_once():
+                return False
+            if self.epoch == applied:
+                return True
+        return True
+
+    async def _renew_once(self) -> bool:
+        sent = self.clock()
+        try:
+            view = await asyncio.wait_for(
+                self.store.renew(self.instance, self.holder, self.ttl, self.epoch,
+                                 self.configured), self.interval * 2)
+        except Exception as exc:
+            if self.clock() >= self._valid_until and not self._lapsed_logged:
+                log.error("lease of %s lapsed: the store did not answer (%s); refusing "
+                          "its rooms until it does", self.instance, exc)
+                self._lapsed_logged = True
+            return False
+        if self.clock() >= self._valid_until and self._valid_until > float("-inf"):
+            log.warning("lease of %s had lapsed (frozen or cut off?); renewed: its rooms "
+                        "are reloaded", self.instance)
+            # Whatever this process believed meanwhile may be stale: reload it all, even
+            # if the members look the same.
+            self.membership = Membership.of((), 0)
+        self._lapsed_logged = False
+        self._valid_until = sent + self.ttl * (1 - MARGIN)
+        # Before the change is applied: requests served meanwhile are judged by it.
+        self._waiting = view.unapplied - {self.instance}
+        if view.epoch != self.membership.epoch or view.members != self.membership.members:
+            new = Membership(view.epoch, view.members)
+            log.warning("instances %s (epoch %d; were %s)", ", ".join(new.members) or "none",
+                        new.epoch, ", ".join(self.membership.members) or "none")
+            self.previous = self.membership
+            self.membership = new
+            await self.on_change(new)
+        return True
+
+    async def acquire(self, timeout: float) -> None:
+        """The first renewal, and then until the members are settled: every live instance
+        has applied the epoch this one joined in (bounded by ``timeout``)."""
+        deadline = self.clock() + timeout
+        while True:
+            renewed = await self.renew()
+            if renewed and not self._waiting:
+                return
+            if self.clock() >= deadline:
+                if not renewed:
+                    raise TimeoutError(f"lease of {self.instance}: the store did not answer")
+                log.warning("lease of %s: %s not settled in %.1f s; going on", self.instance,
+                            ", ".join(sorted(self._waiting)), timeout)
+                return
+            await asyncio.sleep(min(self.interval, 0.2))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Renew every :attr:`interval` until ``stop``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+            if not stop.is_set():
+                await self.renew()

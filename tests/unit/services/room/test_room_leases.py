@@ -1,0 +1,174 @@
+"""Ownership leases in a real PostgreSQL server (``services/room/leases.py``): members from
+live leases, fail-over when one lapses, fencing of a lapsed or replaced holder's writes,
+and the hand-over that waits for the old owner to let go. Lapses are real (a short lease,
+waited for with a deadline); each renewal is called by the test, as the instance's loop
+would call it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from switchboard.services.room.leases import Leases
+from switchboard.services.room.model import Message
+from switchboard.services.room.store import PostgresStore
+from switchboard.shared.errors import Fenced
+from switchboard.shared.partitions import Membership
+from switchboard.shared.store import StoreConfig
+from tests.support.postgres import PostgresServer
+
+NAMES = ("room-0", "room-1")
+TTL = 0.6
+WAIT = 10.0
+
+
+@dataclass
+class Instance:
+    """One instance: its store (its own pool) and its lease, as the room service has them."""
+
+    store: PostgresStore
+    leases: Leases
+    changes: list[Membership] = field(default_factory=list)
+
+    def write(self, n: int) -> None:
+        self.store.insert_message(Message(f"{self.leases.instance}-{n}-{time.monotonic_ns()}",
+                                          "/", "lobby", "u", None, "A", "x", "text", n))
+
+
+@pytest.fixture
+async def instances(postgres: PostgresServer) -> AsyncIterator[Callable[..., Instance]]:
+    url = postgres.fresh_url()
+    made: list[Instance] = []
+
+    async def make(name: str, holder: str) -> Instance:
+        store = PostgresStore(StoreConfig(url))
+        await asyncio.wait_for(store.open(), WAIT)
+        changes: list[Membership] = []
+
+        async def changed(members: Membership) -> None:
+            changes.append(members)
+
+        leases = Leases(store, name, holder, NAMES, TTL, changed)
+        store.fence(leases)
+        instance = Instance(store, leases, changes)
+        made.append(instance)
+        return instance
+
+    yield make  # type: ignore[misc]
+    for instance in made:
+        await instance.store.close()
+
+
+@contextlib.asynccontextmanager
+async def renewing(instance: Instance) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(instance.leases.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT)
+
+
+def key_of(owner: str) -> str:
+    group = Membership.of(NAMES)
+    return next(f"r{n}" for n in range(100) if group.owner(f"r{n}") == owner)
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_members_are_the_live_leases_and_a_lapsed_one_is_taken_over(
+        instances: Callable[..., object]) -> None:
+    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
+    b: Instance = await instances("room-1", "p1")  # type: ignore[operator]
+    await a.leases.acquire(WAIT)
+    async with renewing(a):  # as a's own loop does, while b joins
+        await b.leases.acquire(WAIT)  # returns once a has applied b's joining
+    assert a.leases.membership == b.leases.membership
+    assert a.leases.membership.members == NAMES
+    theirs = key_of("room-1")
+    assert b.leases.accepts(theirs) and not a.leases.accepts(theirs)
+    epoch = a.leases.epoch
+
+    # b stops renewing (dead, or frozen): a's renewals drop it once its lease lapsed.
+    async def dropped() -> bool:
+        await a.leases.renew()
+        return a.leases.membership.members == ("room-0",)
+
+    deadline = time.monotonic() + WAIT
+    while not await dropped():
+        assert time.monotonic() < deadline, "b's lapse not seen"
+        await asyncio.sleep(a.leases.interval)
+    assert a.leases.epoch == epoch + 1
+    assert a.leases.accepts(theirs)  # at once: b is not alive to wait for
+    assert a.changes[-1] == a.leases.membership
+
+    # b, by its own clock, knows its lease lapsed: it serves nothing.
+    assert not b.leases.valid() and not b.leases.accepts(theirs)
+    # And what it still writes is refused by the store.
+    b.write(1)
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(b.store.committed(), WAIT)
+    a.write(1)
+    await asyncio.wait_for(a.store.committed(), WAIT)  # a writes, under the new epoch
+
+
+async def test_a_returning_instance_waits_until_the_old_owner_let_go(
+        instances: Callable[..., object]) -> None:
+    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
+    await a.leases.acquire(WAIT)
+    assert a.leases.membership.members == ("room-0",)
+    theirs = key_of("room-1")
+    assert a.leases.accepts(theirs)  # alone, a owns every key
+
+    b: Instance = await instances("room-1", "p1")  # type: ignore[operator]
+    await b.leases.renew()  # b is live: the members move on, a has not applied it yet
+    assert b.leases.membership.members == NAMES
+    assert not b.leases.accepts(theirs)  # a may still be serving it
+    b.write(1)
+    await asyncio.wait_for(b.store.committed(), WAIT)  # writing is b's (epoch is current)
+    a.write(1)
+    with pytest.raises(Fenced):  # a's epoch is stale: its batch is refused
+        await asyncio.wait_for(a.store.committed(), WAIT)
+
+    await a.leases.renew()  # a applies: it lets go of b's keys
+    assert not a.leases.accepts(theirs) and a.leases.accepts(key_of("room-0"))
+    await b.leases.renew()  # b sees that a applied
+    assert b.leases.accepts(theirs)
+
+
+async def test_a_new_process_of_an_instance_takes_its_lease_over_and_fences_the_old(
+        instances: Callable[..., object]) -> None:
+    old: Instance = await instances("room-0", "process-1")  # type: ignore[operator]
+    await old.leases.acquire(WAIT)
+    epoch = old.leases.epoch
+    new: Instance = await instances("room-0", "process-2")  # type: ignore[operator]
+    await new.leases.acquire(WAIT)  # restarted in place: nothing to wait for
+    assert new.leases.membership == old.leases.membership and new.leases.epoch == epoch
+    assert new.leases.accepts(key_of("room-1"))
+    old.write(1)
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(old.store.committed(), WAIT)
+    new.write(1)
+    await asyncio.wait_for(new.store.committed(), WAIT)
+
+
+async def test_an_unreachable_store_lets_the_lease_lapse_by_the_instances_clock(
+        instances: Callable[..., object]) -> None:
+    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
+    await a.leases.acquire(WAIT)
+    assert a.leases.valid()
+    await a.store.close()  # from now on every renewal fails
+    assert not await a.leases.renew()
+    await until(lambda: not a.leases.valid(), "the lease did not lapse")
+    assert not a.leases.accepts(key_of("room-0"))
