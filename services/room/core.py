@@ -158,21 +158,26 @@ class RoomCore(Service):
             await self._load_rooms()
 
     async def _load_rooms(self) -> None:
+        self._take_rooms(await self.store.load_rooms())
+
+    def _take_rooms(self, rooms: list[Room]) -> None:
         # Only the rooms this instance owns: a shared store holds the others' too, and a
         # file may keep rooms of an earlier member list. Loaded rooms count their time
         # without members from now: their members come back with the gateways' SYNC,
         # which must not race a deletion.
-        self.rooms = {room.id: room for room in await self.store.load_rooms()
-                      if self._owns(room.id)}
+        self.rooms = {room.id: room for room in rooms if self._owns(room.id)}
         for room_id in self.rooms:
             self._mark_empty(room_id, self.config.room_unjoined_ttl)
 
     async def _members_changed(self, members: PartitionMembers) -> None:
         """The live instances changed (one joined, or one's lease lapsed), or this one's
         own lease had lapsed: reload what it owns now, as a restarted process would."""
+        rooms = await self.store.load_rooms()
+        # From here on no await: no request sees the state half replaced. (Meanwhile the
+        # lease already judged requests by the new members: what moved was refused.)
         self.partition = self.shards = members
         self._forget_all()
-        await self._load_rooms()
+        self._take_rooms(rooms)
         self.generation += 1  # every gateway's SYNC is asked for again
         if self._started:
             self.publisher.resync()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,8 +40,11 @@ class Instance:
                                           "/", "lobby", "u", None, "A", "x", "text", n))
 
 
+MakeInstance = Callable[[str, str], Awaitable[Instance]]
+
+
 @pytest.fixture
-async def instances(postgres: PostgresServer) -> AsyncIterator[Callable[..., Instance]]:
+async def instances(postgres: PostgresServer) -> AsyncIterator[MakeInstance]:
     url = postgres.fresh_url()
     made: list[Instance] = []
 
@@ -59,7 +62,7 @@ async def instances(postgres: PostgresServer) -> AsyncIterator[Callable[..., Ins
         made.append(instance)
         return instance
 
-    yield make  # type: ignore[misc]
+    yield make
     for instance in made:
         await instance.store.close()
 
@@ -88,9 +91,9 @@ async def until(check: Callable[[], bool], what: str) -> None:
 
 
 async def test_members_are_the_live_leases_and_a_lapsed_one_is_taken_over(
-        instances: Callable[..., object]) -> None:
-    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
-    b: Instance = await instances("room-1", "p1")  # type: ignore[operator]
+        instances: MakeInstance) -> None:
+    a: Instance = await instances("room-0", "p0")
+    b: Instance = await instances("room-1", "p1")
     await a.leases.acquire(WAIT)
     async with renewing(a):  # as a's own loop does, while b joins
         await b.leases.acquire(WAIT)  # returns once a has applied b's joining
@@ -124,14 +127,14 @@ async def test_members_are_the_live_leases_and_a_lapsed_one_is_taken_over(
 
 
 async def test_a_returning_instance_waits_until_the_old_owner_let_go(
-        instances: Callable[..., object]) -> None:
-    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
+        instances: MakeInstance) -> None:
+    a: Instance = await instances("room-0", "p0")
     await a.leases.acquire(WAIT)
     assert a.leases.membership.members == ("room-0",)
     theirs = key_of("room-1")
     assert a.leases.accepts(theirs)  # alone, a owns every key
 
-    b: Instance = await instances("room-1", "p1")  # type: ignore[operator]
+    b: Instance = await instances("room-1", "p1")
     await b.leases.renew()  # b is live: the members move on, a has not applied it yet
     assert b.leases.membership.members == NAMES
     assert not b.leases.accepts(theirs)  # a may still be serving it
@@ -148,11 +151,11 @@ async def test_a_returning_instance_waits_until_the_old_owner_let_go(
 
 
 async def test_a_new_process_of_an_instance_takes_its_lease_over_and_fences_the_old(
-        instances: Callable[..., object]) -> None:
-    old: Instance = await instances("room-0", "process-1")  # type: ignore[operator]
+        instances: MakeInstance) -> None:
+    old: Instance = await instances("room-0", "process-1")
     await old.leases.acquire(WAIT)
     epoch = old.leases.epoch
-    new: Instance = await instances("room-0", "process-2")  # type: ignore[operator]
+    new: Instance = await instances("room-0", "process-2")
     await new.leases.acquire(WAIT)  # restarted in place: nothing to wait for
     assert new.leases.membership == old.leases.membership and new.leases.epoch == epoch
     assert new.leases.accepts(key_of("room-1"))
@@ -164,8 +167,8 @@ async def test_a_new_process_of_an_instance_takes_its_lease_over_and_fences_the_
 
 
 async def test_an_unreachable_store_lets_the_lease_lapse_by_the_instances_clock(
-        instances: Callable[..., object]) -> None:
-    a: Instance = await instances("room-0", "p0")  # type: ignore[operator]
+        instances: MakeInstance) -> None:
+    a: Instance = await instances("room-0", "p0")
     await a.leases.acquire(WAIT)
     assert a.leases.valid()
     await a.store.close()  # from now on every renewal fails
