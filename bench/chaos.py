@@ -258,6 +258,8 @@ class Fault:
     still_online: int = -1  #: of old_sids at the last look (-1: no look succeeded)
     #: What was not right yet, each time it changed: (seconds after the fault, why).
     trail: list[tuple[float, str]] = field(default_factory=list)
+    #: Each gateway's count of replays started, at the last look (delivery_settled).
+    gaps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -578,12 +580,37 @@ class Chaos:
         if not fault.still_online:
             fault.departed = time.monotonic() - fault.at
 
+    def delivery_settled(self, fault: Fault) -> str:
+        """"" once every gateway hears every broker and has no replay under way, and
+        started none since the last look (a new broker's beats start replays within a
+        beat): what a broker lost is then back. Until then, a next fault could take a
+        journal that a replay still needs (two faults at once, which this run is not)."""
+        gaps = []
+        for port in self.up.ports:
+            status, _, body = http_get(f"http://127.0.0.1:{port}/stats", 2)
+            if status != 200:
+                return f"gateway {port} /stats {status}"
+            stats = json.loads(body)
+            if not all(broker["up"] for broker in stats["brokers"]):
+                return f"gateway {port} does not hear every broker"
+            if stats["continuity"]["replaying"]:
+                return f"gateway {port} replaying"
+            gaps.append(stats["continuity"]["gaps"])
+        seen, fault.gaps = fault.gaps, gaps
+        return "" if seen == gaps else "replays may be starting"
+
     async def unhealed(self, fault: Fault, target: str, probe: int) -> str:
         """What is not right yet ("" when all is)."""
         children = await asyncio.to_thread(self.up.children)
         if target not in children or (not fault.kind.startswith("freeze:")
                                       and children[target] == fault.pid):
             return f"{target} not restarted"
+        try:
+            settling = await asyncio.to_thread(self.delivery_settled, fault)
+        except OSError as exc:
+            settling = f"a gateway's /stats: {exc}"
+        if settling:
+            return settling
         for client in self.clients:
             if not client.sio.connected or (client.room is not None and not client.in_room):
                 return f"{client.user_id} not back ({client.state()})"
@@ -723,6 +750,12 @@ class Chaos:
             "refused": self.run.refused,
             "rss_start": self.rss[0],
             "rss_end": self.rss[1],
+            # What was lost, to look for in the logs: message, member, and when.
+            "lost": [{"kind": r.kind, "n": r.n, "to": r.to, "member": m.user_id,
+                      "acked_at": time.strftime("%H:%M:%S", time.localtime(
+                          (r.acked or 0) + time.time() - time.monotonic())),
+                      "fault": self.fault_of(r.acked or 0)}
+                     for r, m in self.missing()],
         }
 
 

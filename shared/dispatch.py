@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from switchboard.shared.envelope import ReplayBatch, Reply, Request, RequestKind
-from switchboard.shared.errors import ClientError
+from switchboard.shared.errors import ClientError, ServiceUnavailable
 from switchboard.shared.service import Service
 
 log = logging.getLogger("switchboard.service")
@@ -191,7 +191,10 @@ class Dispatcher:
             if kind == RequestKind.SYNC:
                 self.synced.add(request.gateway)
             elif request.gateway not in self.synced:
-                return Reply(request.id, ok=False, error="service resyncing", resync=True)
+                # The flag is what the gateway acts on (it SYNCs, then asks again); the
+                # text is what a client sees if the retry meets a resync too.
+                return Reply(request.id, ok=False, error=ServiceUnavailable.client_message,
+                             resync=True)
         event = request.event if request.event in self._known_events else "other"
         labels = (self.service.name, kind.name.lower(), event)
         found = self.service.handling(request)

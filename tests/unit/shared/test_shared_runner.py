@@ -113,7 +113,7 @@ async def test_stateful_service_asks_unsynced_gateways_to_resync_first() -> None
                 s = gw.session()
                 raw = await gw._request(cfg.bind, 5.0, kind=RequestKind.EVENT, session=s,
                                         event="echo", args=[1])
-                assert (raw.ok, raw.resync, raw.error) == (False, True, "service resyncing")
+                assert (raw.ok, raw.resync, raw.error) == (False, True, "service unavailable")
                 assert svc.syncs == []
                 ok = await gw.request(cfg.bind, kind=RequestKind.EVENT, session=s,
                                       event="echo", args=[1])
