@@ -104,7 +104,9 @@ class Figures:
             rss_mb=rss_mb(),
             recent_requests=total,
             recent_failures=failures,
-            optional=frozenset({"recovery", gw.backbone.routing.recovery or "recovery"}),
+            optional=frozenset({"recovery", gw.backbone.routing.recovery or "recovery",
+                                *(name for name in gw.backbone.endpoints
+                                  if gw.backbone.routing.spare(name))}),
             policy_service=gw.policy_feed.source,
             policy_loaded=gw.policy_replica.ready,
             policy_age=(None if gw.policy_feed.loaded_at is None

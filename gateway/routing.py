@@ -152,6 +152,17 @@ class RoutingTable:
         """Whether service ``name`` is an instance of a partitioned service."""
         return name in self._group_of
 
+    def spare(self, name: str) -> bool:
+        """Whether ``name`` is a configured instance of a group that is not among its live
+        members now (its lease lapsed, or it never started): the members serve its share,
+        so it is not needed."""
+        for group, members in self._groups.items():
+            configured = {n for info in self.infos.values() if info.group == group
+                          for n in info.configured}
+            if name in configured and name not in members.members:
+                return True
+        return False
+
     def group(self, name: str) -> Membership | None:
         """The instances of partitioned service ``name``, if it is one."""
         return self._groups.get(name)

@@ -341,6 +341,10 @@ class ServiceInfo(Envelope):
     group: str = ""
     members: tuple[str, ...] = ()
     epoch: int = 0
+    #: Every instance the group may have (its configured ones); ``members`` are those live
+    #: now. One configured but not a member (its lease lapsed, or it never started) is not
+    #: needed: the members serve its share.
+    configured: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -44,6 +44,17 @@ log = logging.getLogger("switchboard.store")
 Migration = tuple[int, str]
 #: A statement and its arguments, as :meth:`GroupCommit.write` takes them.
 Statement = tuple[str, tuple[Any, ...]]
+
+
+class Guard(Protocol):
+    """What a :class:`GroupCommit`'s writes are fenced by."""
+
+    def stamp(self) -> object:
+        """What a write is made under, taken when it is queued."""
+
+    def check(self, stamps: list[object]) -> Statement:
+        """Raise :class:`Fenced` if a write's stamp no longer holds; else the query the
+        store must answer with a row for the batch to commit."""
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS switchboard_migrations (
@@ -125,17 +136,19 @@ class GroupCommit:
     every caller waiting on it (their senders get ``internal error``), is logged, and is not
     retried: its writes are lost, and the next batch goes on.
 
-    ``guard`` (fencing): a query asked first in every batch's transaction, at commit time.
-    When it returns no row, the batch is rolled back and fails with :class:`Fenced`: the
-    writer no longer holds what it writes under (``services/room/leases.py``).
+    ``guard`` (fencing, ``services/room/leases.py``): each write is stamped when it is
+    queued (:meth:`Guard.stamp`); at commit time the guard judges the batch's stamps
+    (:meth:`Guard.check`: raises :class:`Fenced` if any was made under what no longer
+    holds) and names a query asked first in the batch's transaction. When that query
+    returns no row, the batch is rolled back and fails with :class:`Fenced` too.
     """
 
-    def __init__(self, pool: asyncpg.Pool, name: str,
-                 guard: Callable[[], Statement] | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, name: str, guard: Guard | None = None) -> None:
         self.pool = pool
         self.name = name
         self.guard = guard
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._stamps: list[object] = []
         #: The outcome of the batch filling now, and of the one being committed.
         self._filling: asyncio.Future[None] | None = None
         self._committing: asyncio.Future[None] | None = None
@@ -148,6 +161,8 @@ class GroupCommit:
         """Queue one statement; it commits with the next batch."""
         loop = asyncio.get_running_loop()
         self._pending.append((sql, args))
+        if self.guard is not None:
+            self._stamps.append(self.guard.stamp())
         if self._filling is None:
             self._filling = loop.create_future()
             # Nobody may await a background write (a room deleted when it emptied): its
@@ -166,11 +181,12 @@ class GroupCommit:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                stamps, self._stamps = self._stamps, []
                 future, self._filling = self._filling, None
                 assert future is not None
                 self._committing = future
                 try:
-                    await self._commit(batch)
+                    await self._commit(batch, stamps)
                 except Fenced as exc:
                     log.warning("store %s: %d writes refused: %s", self.name, len(batch),
                                 exc.reason)
@@ -189,7 +205,8 @@ class GroupCommit:
         finally:
             self._task = None
 
-    async def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    async def _commit(self, batch: list[tuple[str, tuple[Any, ...]]],
+                      stamps: list[object]) -> None:
         runs: list[tuple[str, list[tuple[Any, ...]]]] = []
         for statement, args in batch:
             if not runs or runs[-1][0] != statement:
@@ -203,9 +220,9 @@ class GroupCommit:
                 return
             async with conn.transaction():
                 if self.guard is not None:
-                    sql, args = self.guard()
+                    sql, args = self.guard.check(stamps)
                     if await conn.fetchval(sql, *args) is None:
-                        raise Fenced(f"{self.name}: not the holder any more")
+                        raise Fenced(f"{self.name}: the store says the lease is not ours")
                 for sql, rows in runs:
                     await conn.executemany(sql, rows)
 

@@ -154,6 +154,8 @@ class Service:
         #: Set by a partitioned service: its group's name and instances (it is one of them).
         self.group = ""
         self.partition: Membership | None = None
+        #: Every instance of the group, live or not (as configured).
+        self.configured: tuple[str, ...] = ()
         #: Raised by a stateful service that dropped what the gateways' SYNC gave it (its
         #: members changed): the dispatcher then asks every gateway for a SYNC again.
         self.generation = 0
@@ -173,7 +175,7 @@ class Service:
         if self.partition is None:
             return ServiceInfo(self.name, self.instance, self.routes())
         return ServiceInfo(self.name, self.instance, self.routes(), self.group,
-                           self.partition.members, self.partition.epoch)
+                           self.partition.members, self.partition.epoch, self.configured)
 
     def _route_of(self, request: Request) -> tuple[RequestKind, str, str] | None:
         ns = request.session.ns if request.session is not None else "*"

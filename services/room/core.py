@@ -9,6 +9,7 @@ of :class:`RoomCore`; :class:`~.service.RoomService` combines them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -99,6 +100,7 @@ class RoomCore(Service):
         self.group = "room"
         self.shards = self.config.partition()
         self.partition = self.shards
+        self.configured = self.shards.members
         self.clock = clock
         self.store = open_store(StoreConfig.of(self.config), self.config.room_db)
         self.passwords = Passwords(
@@ -181,6 +183,10 @@ class RoomCore(Service):
         self.generation += 1  # every gateway's SYNC is asked for again
         if self._started:
             self.publisher.resync()
+        # What was queued before the change commits (or is refused) before this instance
+        # says it applied the change: an instance gaining a key starts only after that.
+        with contextlib.suppress(Exception):
+            await self.store.committed()
         log.warning("%s now owns %d rooms (epoch %d)", self.name, len(self.rooms),
                     members.epoch)
 

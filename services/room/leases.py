@@ -13,14 +13,18 @@ applied in its lease.
   by user id) go to the instances that now outweigh it for them (rendezvous hashing).
 - **Fencing.** An instance serves only while its lease holds by its own clock:
   :meth:`Leases.valid` ends a safety margin before the store's expiry (the renewal's
-  expiry is counted from before it was sent). Every write batch also checks, in its own
-  transaction, that this process still holds the lease and that the epoch has not moved
-  (``PostgresStore.fence``). A frozen or cut-off instance that wakes up therefore writes
-  nothing: its batches are refused (``Fenced``), and it serves nothing until its renewal
-  has made it a member again, under a new epoch.
+  expiry is counted from before it was sent). Each write is stamped with the lease's term
+  and the members' epoch when it is queued; a batch commits only if every stamp is still
+  the current one (:meth:`Leases.holds`: the lease did not lapse since, the members did not
+  change since) and the store agrees, in the batch's own transaction, that this process
+  holds the lease unexpired (``PostgresStore.fence``). A frozen or cut-off instance that
+  wakes up therefore writes nothing it queued before, and serves nothing until its
+  renewal has made it a member again, under a new epoch.
 - **Hand-over.** A key an instance gains is served only once every live instance has
   applied the epoch that moved it (:meth:`Leases.accepts`): the old owner, if alive, has
-  let it go first. A dead old owner is not waited for: its lease lapsed.
+  let it go first, and what it had queued before is committed or refused (the room
+  service drains its writes before its renewal says it applied). A dead old owner is not
+  waited for: its lease lapsed. Instances that keep a key never pause it.
 - **Restart in place.** A new process of the same instance takes its lease over at once
   (the lease names the process as ``holder``; the old one, if somehow alive, is fenced):
   the members do not change, and nothing moves.
@@ -79,6 +83,9 @@ class Leases:
         self._waiting: frozenset[str] = frozenset()
         self._valid_until = float("-inf")
         self._lapsed_logged = False
+        #: Raised each time the lease is renewed after it had lapsed: writes made before
+        #: (a frozen process's) never commit.
+        self.term = 0
 
     @property
     def epoch(self) -> int:
@@ -87,6 +94,16 @@ class Leases:
     @property
     def interval(self) -> float:
         return self.ttl / RENEWALS_PER_LEASE
+
+    def stamp(self) -> object:
+        return (self.term, self.membership.epoch)
+
+    def holds(self, stamps: list[object]) -> bool:
+        """Whether writes made under ``stamps`` may commit now: the lease holds, it has not
+        lapsed since, and the members they were made under are still the applied ones (a
+        write made just before a change commits only if it was made after it)."""
+        now = self.stamp()
+        return self.valid() and all(stamp == now for stamp in stamps)
 
     def valid(self) -> bool:
         """Whether this instance may serve now: its lease holds by its own clock."""
@@ -134,8 +151,9 @@ class Leases:
             log.warning("lease of %s had lapsed (frozen or cut off?); renewed: its rooms "
                         "are reloaded", self.instance)
             # Whatever this process believed meanwhile may be stale: reload it all, even
-            # if the members look the same.
+            # if the members look the same; and what it queued before never commits.
             self.membership = Membership.of((), 0)
+            self.term += 1
         self._lapsed_logged = False
         self._valid_until = sent + self.ttl * (1 - MARGIN)
         # Before the change is applied: requests served meanwhile are judged by it.

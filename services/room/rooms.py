@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, reply_to
-from switchboard.shared.errors import ClientError
+from switchboard.shared.errors import ClientError, ServiceUnavailable
 from switchboard.shared.partitions import ALL
 from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
@@ -40,7 +40,10 @@ class RoomEvents(RoomCore):
         password_hash = None
         if spec.isPrivate and spec.password is not None:  # a public room has no password
             password_hash = await self.passwords.hash_async(spec.password)
-            # Another create of the same id may have finished while we hashed.
+            # Another create of the same id may have finished while we hashed; or the
+            # members changed, and the room is another instance's now.
+            if not self._owns(spec.roomId) or not self.accepting(spec.roomId):
+                raise ClientError(ServiceUnavailable.client_message)
             if spec.roomId in self.rooms:
                 raise ClientError("room already exists")
         room = Room(

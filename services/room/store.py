@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from switchboard.shared import postgres
+from switchboard.shared.errors import Fenced
 from switchboard.shared.sqlite import open_database
 from switchboard.shared.store import StoreConfig
 
@@ -276,24 +277,42 @@ _INSERT_MESSAGE = (
 )
 
 
-#: A write's guard (fencing): this process holds its instance's lease, unexpired, and the
-#: members are still those of the epoch it writes under. FOR SHARE: a change of members
-#: (:meth:`PostgresStore.renew`, FOR UPDATE) waits for the batch, or the batch for it.
-_GUARD = (
-    "SELECT 1 FROM room_leases l, room_membership m WHERE l.instance = $1 AND "
-    "l.holder = $2 AND l.expires_at > now() AND m.epoch = $3 FOR SHARE OF m"
-)
+#: A batch's guard in the store (fencing): this process holds its instance's lease, and it
+#: has not expired. (What its writes were made under is judged in the process:
+#: :meth:`LeaseHolder.holds`.)
+_GUARD = ("SELECT 1 FROM room_leases WHERE instance = $1 AND holder = $2 "
+          "AND expires_at > now()")
 
 
 class LeaseHolder(Protocol):
-    """Whose writes a store guards: an instance, its process, and the epoch it is at."""
+    """Whose writes a store guards (``services/room/leases.py``)."""
 
     @property
     def instance(self) -> str: ...
     @property
     def holder(self) -> str: ...
-    @property
-    def epoch(self) -> int: ...
+
+    def stamp(self) -> object:
+        """What a write is made under (the lease's term and the members' epoch)."""
+
+    def holds(self, stamps: list[object]) -> bool:
+        """Whether writes made under ``stamps`` may still commit."""
+
+
+class _LeaseGuard:
+    """A :class:`~switchboard.shared.postgres.Guard` by a lease."""
+
+    def __init__(self, lease: LeaseHolder) -> None:
+        self.lease = lease
+
+    def stamp(self) -> object:
+        return self.lease.stamp()
+
+    def check(self, stamps: list[object]) -> postgres.Statement:
+        if not self.lease.holds(stamps):
+            raise Fenced(f"writes of {self.lease.instance} made under a lapsed lease or "
+                         "other members")
+        return _GUARD, (self.lease.instance, self.lease.holder)
 
 
 @dataclass(frozen=True)
@@ -333,8 +352,9 @@ class PostgresStore:
             self._writes = postgres.GroupCommit(pool, "room")
 
     def fence(self, lease: LeaseHolder) -> None:
-        """From now on every batch commits only while ``lease`` holds (see ``_GUARD``)."""
-        self.writes.guard = lambda: (_GUARD, (lease.instance, lease.holder, lease.epoch))
+        """From now on every batch commits only while ``lease`` holds what its writes were
+        made under, and the store agrees that the lease is this process's."""
+        self.writes.guard = _LeaseGuard(lease)
 
     async def renew(self, instance: str, holder: str, ttl: float, applied: int,
                     configured: tuple[str, ...]) -> LeaseView:

@@ -25,7 +25,7 @@ import pytest
 from switchboard.shared.partitions import Membership
 from tests.integration.chat_helpers import unique
 from tests.support.balancer import balancer
-from tests.support.cluster import Cluster, start_chat_cluster
+from tests.support.cluster import Cluster, http_get, metric, start_chat_cluster
 from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
 from tests.support.postgres import PostgresServer
@@ -205,6 +205,10 @@ async def test_a_killed_instance_that_does_not_come_back_is_taken_over(
         await steady.finish()
         await check_everything_arrived(steady, members, cluster)
         await check_seats_and_presence(peers, rooms)
+        # The gateways stay ready: room-1 is no live member, the others serve its share.
+        await poll_until(lambda: asyncio.to_thread(healthy, cluster),
+                         lambda codes: codes == [200, 200], "gateways healthy without room-1",
+                         DELIVERY_BOUND)
         print(f"\n{len(steady.acked)} acked, {len(steady.failed)} failed; room-1 killed, "
               f"its room acked by room-0 {took:.2f} s later; 0 lost, 0 duplicated, in order")
     finally:
@@ -252,3 +256,86 @@ async def test_a_frozen_instance_is_taken_over_fenced_and_given_its_rooms_back(
         frozen.signal(signal.SIGCONT)
         for peer in peers:
             await peer.close()
+
+
+@pytest.fixture
+def growing(tmp_path: Path, postgres: PostgresServer) -> Iterator[Cluster]:
+    """Three room instances configured, two started: every part knows room-2's endpoint."""
+    cluster = start_chat_cluster(tmp_path, gateways=2, room_instances=3, rooms_started=2,
+                                 store=postgres.fresh_url(), moderation_args=(
+                                     "--event-limit", "0", "--user-event-limit", "0"))
+    try:
+        with balancer(tmp_path, cluster.gateway_ports) as url:
+            cluster.balancer_url, cluster.balanced = url, 2
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+def healthy(cluster: Cluster) -> list[int]:
+    return [http_get(f"{cluster.url(i)}/health")[0] for i in range(2)]
+
+
+async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_back(
+        growing: Cluster) -> None:
+    """A live move both ways: room-2 started under load takes the rooms it outweighs the
+    others for, from a live owner that lets them go first; then stopped gracefully
+    (SIGTERM) and not restarted, its rooms go back once its lease lapsed."""
+    cluster = growing
+    three = Membership.of(("room-0", "room-1", "room-2"))
+    # A room that moves to room-2 when it joins, and one that stays where it is.
+    moving = next(key for key in (unique("moving") for _ in range(1000))
+                  if three.owner(key) == "room-2")
+    staying = next(key for key in (unique("staying") for _ in range(1000))
+                   if three.owner(key) == GROUP.owner(key))
+    rooms = [staying, moving]
+    # The gateways are healthy without room-2: it is configured, not a live member.
+    assert healthy(cluster) == [200, 200]
+    sender = await UserPeer(owned_by("room-0", "u")).connect(cluster.client_url(0))
+    members = [await UserPeer(unique("m")).connect(cluster.client_url(i % 2))
+               for i in range(4)]
+    peers = [sender, *members]
+    steady = Steady(sender, rooms)
+    try:
+        await joined(peers, rooms)
+        steady.start()
+        await steady.more_acked(100, "steady traffic before room-2 starts")
+        added = cluster.start_room("room-2")
+        started = time.monotonic()
+        await poll_until(lambda: asyncio.sleep(0, added.output()),
+                         lambda out: "service room-2 ready" in out, "room-2 ready",
+                         DELIVERY_BOUND)
+        await steady.acked_in(moving, time.monotonic(), "the moved room acked after the move")
+        await poll_until(lambda: asyncio.to_thread(room_events, cluster, "room-2"),
+                         lambda count: count > 0, "gateways sending room-2 its rooms' events",
+                         DELIVERY_BOUND)
+        await steady.more_acked(100, "traffic after the addition")
+        await check_seats_and_presence(peers, rooms)
+        moved_in = time.monotonic() - started
+        served = await asyncio.to_thread(room_events, cluster, "room-2")
+
+        assert added.stop() == 0  # SIGTERM: removed gracefully, and not started again
+        removed = time.monotonic()
+        await steady.acked_in(moving, removed, "the room acked again after room-2 left")
+        back_in = time.monotonic() - removed
+        assert back_in < TAKEOVER_BOUND, f"its rooms back in {back_in:.1f} s"
+        await steady.more_acked(100, "traffic after the removal")
+        await steady.finish()
+        await check_everything_arrived(steady, members, cluster)
+        await check_seats_and_presence(peers, rooms)
+        await poll_until(lambda: asyncio.to_thread(healthy, cluster),
+                         lambda codes: codes == [200, 200], "gateways healthy without room-2",
+                         DELIVERY_BOUND)
+        print(f"\n{len(steady.acked)} acked, {len(steady.failed)} failed; room-2 added "
+              f"({served:.0f} events served by it, settled {moved_in:.2f} s after its start) "
+              "and removed "
+              f"(its room acked elsewhere {back_in:.2f} s later); 0 lost, 0 duplicated, "
+              "in order")
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+def room_events(cluster: Cluster, name: str) -> float:
+    return sum(metric(cluster.url(i), "switchboard_gateway_request_seconds_count",
+                      service=name, kind="event") for i in range(2))

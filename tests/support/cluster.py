@@ -94,6 +94,8 @@ class Cluster:
         self.reserved = {name: f"tcp://{host}:{free_port(host)}"
                          for name in ("auth", "moderation", "room", "game", "recovery")}
         self.gateway_ports: list[int] = []
+        #: How each room instance is started (``start_room``): its arguments, environment.
+        self.room_argv: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {}
         #: Clients of the tests go through this balancer (when set) to the first
         #: ``balanced`` gateways, with these transports (None: the client's defaults).
         self.balancer_url: str | None = None
@@ -133,6 +135,11 @@ class Cluster:
                  for arg in ("--services", f"{other}={address}")]
         return self._part(short, [*CMD, "service", name, "--bind", endpoint, *peers,
                                   "--broker-pub", self.broker_pub, *args], env)
+
+    def start_room(self, name: str) -> Part:
+        """Room instance ``name`` as ``start_chat_cluster`` configured it."""
+        args, env = self.room_argv[name]
+        return self.start_service("room", *args, env=env, instance=name)
 
     def start_gateway(self, *args: str, port: int | None = None, wait: bool = True) -> Part:
         """A gateway on ``port`` (or a free one); with ``wait``, once its /health is 200."""
@@ -200,7 +207,8 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
                        recovery: tuple[str, ...] = (),
                        recovery_args: tuple[str, ...] = (),
                        room_instances: int = 1, brokers: int = 1,
-                       store: str | None = None) -> Cluster:
+                       store: str | None = None, rooms_started: int | None = None
+                       ) -> Cluster:
     """The full application (auth, moderation, room, game) behind ``gateways`` gateways;
     with ``recovery`` namespaces, the recovery service too (``recovery_args``) and the
     gateways configured for it.
@@ -211,7 +219,8 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
     presence partitioned over ``room-0``, ``room-1``... (each with its own SQLite file).
     ``brokers`` > 1: publications spread over ``broker-0``, ``broker-1``... by topic.
     ``store``: the PostgreSQL URL the room instances and moderation share, as
-    ``SWITCHBOARD_STORE`` (None: a SQLite file each).
+    ``SWITCHBOARD_STORE`` (None: a SQLite file each). ``rooms_started``: only the first so
+    many instances start; every part knows the others' endpoints (``start_room`` later).
     """
     cluster = Cluster(workdir, brokers=brokers)
     env = {"SWITCHBOARD_JWT_SECRET": JWT_SECRET}
@@ -223,11 +232,15 @@ def start_chat_cluster(workdir: Path, gateways: int = 2, moderation_args: tuple[
         "--connect-limit", "100000", *moderation_args, env=stored,
     )
     rooms = ["room"] if room_instances == 1 else [f"room-{i}" for i in range(room_instances)]
-    for name in rooms:
-        cluster.start_service("room", "--room-db", str(workdir / f"{name}.sqlite3"),
-                              "--password-time-cost", "1", "--password-memory-kib", "8192",
-                              "--room-instance", name, "--room-instances", ",".join(rooms),
-                              *room_args, env=stored, instance=name)
+    for n, name in enumerate(rooms):
+        cluster.room_argv[name] = (
+            ("--room-db", str(workdir / f"{name}.sqlite3"), "--password-time-cost", "1",
+             "--password-memory-kib", "8192", "--room-instance", name,
+             "--room-instances", ",".join(rooms), *room_args), stored)
+        if rooms_started is None or n < rooms_started:
+            cluster.start_room(name)
+        else:
+            cluster.services[name] = f"tcp://{cluster.host}:{free_port(cluster.host)}"
     cluster.start_service("game", env=env)
     namespaces = tuple(f"--recovery-namespaces={ns}" for ns in recovery)
     if recovery:

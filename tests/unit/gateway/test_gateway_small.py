@@ -104,6 +104,21 @@ def test_one_instance_group_needs_no_hashing_and_a_newer_epoch_wins() -> None:
     assert t.group("room") == Membership(3, ("room", "room-9"))
 
 
+def test_a_configured_instance_that_is_no_live_member_is_spare() -> None:
+    """Leases (services/room/leases.py): room-1's lapsed, room-2 never started; the members
+    serve their share, so a gateway needs neither (its /health stays ready)."""
+    configured = ("room-0", "room-1", "room-2")
+    t = RoutingTable([ServiceInfo("room-0", "1", (), "room", ("room-0", "room-1"), 4,
+                                  configured),
+                      ServiceInfo("room-1", "1", (), "room", ("room-0", "room-1"), 4,
+                                  configured)])
+    assert [t.spare(n) for n in configured] == [False, False, True]
+    t.update(ServiceInfo("room-0", "1", (), "room", ("room-0",), 5, configured))
+    assert t.group("room") == Membership(5, ("room-0",))  # the newest epoch wins
+    assert [t.spare(n) for n in configured] == [False, True, True]
+    assert not t.spare("auth")  # not an instance of any group
+
+
 @pytest.mark.parametrize(("payload", "head"), [
     ("42", b"\x81\x02"),
     (b"\x00" * 3, b"\x82\x03"),
