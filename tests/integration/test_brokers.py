@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.support.balancer import balancer
 from tests.support.cluster import Cluster, metric, start_chat_cluster, token
 from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
+from tests.support.steady import Steady, contents
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -111,13 +111,6 @@ def test_node_clients_on_their_defaults_with_two_brokers(cluster: Cluster) -> No
     assert r["private"]["received"]["content"] == flow["private"]
 
 
-def contents(peer: UserPeer, room: str) -> list[int]:
-    """The numbers of ``room``'s messages ``peer`` received, in arrival order."""
-    return [int(item.data["content"][1:]) for item in peer.log
-            if item.event == "chat message" and isinstance(item.data, dict)
-            and item.data.get("roomId") == room]
-
-
 def broker_instances(cluster: Cluster, k: int) -> list[str | None]:
     return [cluster.stats(i)["brokers"][k]["instance"] for i in range(2)]
 
@@ -135,43 +128,8 @@ async def test_a_broker_kill_pauses_only_its_topics_and_loses_nothing_acked(
             assert ack["success"] is True, ack
             for peer in peers:
                 assert (await peer.call("join room", {"roomId": room}))["success"] is True
-        acked: dict[int, str] = {}  # message number -> its room
-        failed: list[Any] = []
-        stop = asyncio.Event()
-
-        async def one(n: int, room: str) -> None:
-            try:
-                reply = await sender.call("chat message", {"roomId": room, "content": f"#{n}"},
-                                          timeout=5.0)
-            except Exception as exc:  # a timeout or a dropped call: not acked, not counted
-                failed.append(exc)
-                return
-            if isinstance(reply, dict) and reply.get("success") is True:
-                acked[n] = room
-            else:
-                failed.append(reply)
-
-        counter = {"n": 0}
-
-        async def send() -> None:
-            loop = asyncio.get_running_loop()
-            tasks: set[asyncio.Task[None]] = set()
-            due = loop.time()
-            while not stop.is_set() and counter["n"] < 10_000:
-                counter["n"] += 1
-                n = counter["n"]
-                task = asyncio.create_task(one(n, rooms[n % 2]))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                due += 1 / RATE
-                await asyncio.sleep(max(0.0, due - loop.time()))
-            if tasks:
-                await asyncio.wait(tasks, timeout=10)
-
-        async def more_acked(what: str) -> None:
-            before = len(acked)
-            await poll_until(lambda: asyncio.sleep(0, len(acked)),
-                             lambda count: count >= before + 50, what, DELIVERY_BOUND)
+        steady = Steady(sender, rooms, RATE)
+        acked = steady.acked
 
         async def delivered_after(room: str, after: int) -> list[int]:
             return await poll_until(
@@ -185,18 +143,13 @@ async def test_a_broker_kill_pauses_only_its_topics_and_loses_nothing_acked(
                              f"every gateway hears the new broker {k}", DELIVERY_BOUND,
                              retry_on=(OSError, KeyError))
 
-        async def all_arrived(member: UserPeer, room: str, expected: list[int]) -> None:
-            await poll_until(lambda: asyncio.sleep(0, set(contents(member, room))),
-                             lambda got: set(expected) <= got,
-                             f"every acked message of {room} at {member.name}", DELIVERY_BOUND)
-
-        sending = asyncio.create_task(send())
+        steady.start()
         carried_on = []
         for victim in (1, 0):
-            await more_acked("steady traffic before the kill")
+            await steady.more_acked(50, "steady traffic before the kill", DELIVERY_BOUND)
             old = await asyncio.to_thread(broker_instances, cluster, victim)
             cluster.parts[cluster.broker_name(victim)].kill()
-            at_kill = counter["n"]
+            at_kill = steady.n
             other = rooms[1 - victim]
             # While broker `victim` is down, the room on the other broker carries on: a
             # message sent after the kill reaches every member before the restart.
@@ -204,26 +157,16 @@ async def test_a_broker_kill_pauses_only_its_topics_and_loses_nothing_acked(
             carried_on.append(min(got) - at_kill)
             cluster.start_broker(victim)
             await new_broker_heard(victim, old)
-        await more_acked("traffic after the last restart")
-        stop.set()
-        await asyncio.wait_for(sending, 30)
+        await steady.more_acked(150, "traffic after the last restart", DELIVERY_BOUND)
+        await steady.finish()
 
-        assert len(acked) >= 300, (len(acked), failed[:5])
-        for room in rooms:
-            expected = sorted(n for n, r in acked.items() if r == room)
-            assert expected, room
-            for member in members:
-                await all_arrived(member, room, expected)
-                got = contents(member, room)
-                assert len(got) == len(set(got)), f"{member.name}: duplicates delivered"
-                assert got == sorted(got), f"{member.name}: out of order in {room}"
-        for member in members:
-            assert not member.disconnects["/"].is_set(), f"{member.name} was disconnected"
+        assert len(acked) >= 300, (len(acked), steady.failed[:5])
+        await steady.arrived(members, DELIVERY_BOUND)
         # Each kill was healed by a replay of the paths through that broker.
         answered = sum(metric(cluster.url(i), "switchboard_gateway_replays_total",
                               outcome="answered") for i in range(2))
         assert answered >= 2, answered
-        print(f"\n{len(acked)} acked, {len(failed)} failed, a kill of each broker: 0 lost, "
+        print(f"\n{len(acked)} acked, {len(steady.failed)} failed, a kill of each broker: 0 lost, "
               f"0 duplicated on {len(members)} members; the other broker's room delivered "
               f"within {carried_on} messages of each kill")
     finally:

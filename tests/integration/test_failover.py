@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +28,7 @@ from tests.support.cluster import Cluster, http_get, metric, start_chat_cluster
 from tests.support.peer import UserPeer
 from tests.support.polling import poll_until
 from tests.support.postgres import PostgresServer
+from tests.support.steady import Steady
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,6 +37,8 @@ RATE = 100.0
 #: The issue's bound: a surviving instance serves the dead one's rooms within this.
 TAKEOVER_BOUND = 10.0
 DELIVERY_BOUND = 20.0
+#: How long a moved room may take to be acked again, at most (the bound is checked apart).
+MOVE_BOUND = TAKEOVER_BOUND + 5
 GROUP = Membership.of(INSTANCES)
 
 
@@ -61,107 +63,12 @@ def cluster(tmp_path: Path, postgres: PostgresServer) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def contents(peer: UserPeer, room: str) -> list[int]:
-    return [int(item.data["content"][1:]) for item in peer.log
-            if item.event == "chat message" and isinstance(item.data, dict)
-            and item.data.get("roomId") == room]
-
-
-class Steady:
-    """A sender at :data:`RATE` over ``rooms`` (alternating); what was acked, and when."""
-
-    def __init__(self, sender: UserPeer, rooms: list[str]) -> None:
-        self.sender = sender
-        self.rooms = rooms
-        self.acked: dict[int, str] = {}
-        self.acked_at: dict[int, float] = {}
-        self.sent_at: dict[int, float] = {}
-        self.failed: list[Any] = []
-        self.n = 0
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def _one(self, n: int, room: str) -> None:
-        try:
-            reply = await self.sender.call("chat message", {"roomId": room,
-                                                            "content": f"#{n}"}, timeout=5.0)
-        except Exception as exc:  # a timeout: not acked, not counted
-            self.failed.append(exc)
-            return
-        if isinstance(reply, dict) and reply.get("success") is True:
-            self.acked[n] = room
-            self.acked_at[n] = time.monotonic()
-        else:
-            self.failed.append(reply)
-
-    async def _send(self) -> None:
-        loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
-        due = loop.time()
-        while not self.stop.is_set() and self.n < 20_000:
-            self.n += 1
-            self.sent_at[self.n] = time.monotonic()
-            task = asyncio.create_task(self._one(self.n, self.rooms[self.n % 2]))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            due += 1 / RATE
-            await asyncio.sleep(max(0.0, due - loop.time()))
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._send())
-
-    async def finish(self) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 30)
-
-    async def more_acked(self, count: int, what: str) -> None:
-        before = len(self.acked)
-        await poll_until(lambda: asyncio.sleep(0, len(self.acked)),
-                         lambda now: now >= before + count, what, DELIVERY_BOUND)
-
-    async def acked_in(self, room: str, sent_after: float, what: str) -> float:
-        """When the first message to ``room`` sent after ``sent_after`` was acked."""
-        def first() -> float | None:
-            times = [self.acked_at[n] for n, r in self.acked.items()
-                     if r == room and self.sent_at[n] > sent_after]
-            return min(times) if times else None
-
-        at = await poll_until(lambda: asyncio.sleep(0, first()), lambda t: t is not None,
-                              what, TAKEOVER_BOUND + 5)
-        assert at is not None
-        return at
-
-
 async def joined(peers: list[UserPeer], rooms: list[str]) -> None:
     for room in rooms:
         ack = await peers[0].call("create room", {"roomId": room, "roomName": room})
         assert ack["success"] is True, ack
         for peer in peers:
             assert (await peer.call("join room", {"roomId": room}))["success"] is True
-
-
-async def arrived(member: UserPeer, room: str, expected: list[int]) -> None:
-    await poll_until(lambda: asyncio.sleep(0, set(contents(member, room))),
-                     lambda got: set(expected) <= got,
-                     f"every acked message of {room} at {member.name}", DELIVERY_BOUND)
-
-
-async def check_everything_arrived(steady: Steady, members: list[UserPeer],
-                                   cluster: Cluster) -> None:
-    assert len(steady.acked) >= 300, (len(steady.acked), steady.failed[:5])
-    for room in steady.rooms:
-        expected = sorted(n for n, r in steady.acked.items() if r == room)
-        assert expected, room
-        for member in members:
-            await arrived(member, room, expected)
-            got = contents(member, room)
-            assert len(got) == len(set(got)), f"{member.name}: duplicates delivered"
-            assert got == sorted(got), f"{member.name}: out of order in {room}"
-    for member in members:
-        assert not member.disconnects["/"].is_set(), f"{member.name} was disconnected"
 
 
 async def check_seats_and_presence(peers: list[UserPeer], rooms: list[str]) -> None:
@@ -191,19 +98,21 @@ async def test_a_killed_instance_that_does_not_come_back_is_taken_over(
                for i in range(4)]
     other = await UserPeer(users[1]).connect(cluster.client_url(1))
     peers = [sender, *members, other]
-    steady = Steady(sender, rooms)
+    steady = Steady(sender, rooms, RATE)
     try:
         await joined(peers, rooms)
         steady.start()
-        await steady.more_acked(100, "steady traffic before the kill")
+        await steady.more_acked(100, "steady traffic before the kill", DELIVERY_BOUND)
         cluster.parts["room-1"].kill()  # and it is not started again
         killed = time.monotonic()
-        taken = await steady.acked_in(rooms[1], killed, "room-1's room acked by room-0")
+        taken = await steady.acked_in(
+            rooms[1], killed, "room-1's room acked by room-0", MOVE_BOUND)
         took = taken - killed
         assert took < TAKEOVER_BOUND, f"taken over in {took:.1f} s"
-        await steady.more_acked(100, "traffic after the takeover")
+        await steady.more_acked(100, "traffic after the takeover", DELIVERY_BOUND)
         await steady.finish()
-        await check_everything_arrived(steady, members, cluster)
+        assert len(steady.acked) >= 300, (len(steady.acked), steady.failed[:5])
+        await steady.arrived(members, DELIVERY_BOUND)
         await check_seats_and_presence(peers, rooms)
         # The gateways stay ready: room-1 is no live member, the others serve its share.
         await poll_until(lambda: asyncio.to_thread(healthy, cluster),
@@ -223,19 +132,20 @@ async def test_a_frozen_instance_is_taken_over_fenced_and_given_its_rooms_back(
     members = [await UserPeer(owned_by(INSTANCES[i % 2], "m")).connect(cluster.client_url(i % 2))
                for i in range(4)]
     peers = [sender, *members]
-    steady = Steady(sender, rooms)
+    steady = Steady(sender, rooms, RATE)
     frozen = cluster.parts["room-1"]
     try:
         await joined(peers, rooms)
         steady.start()
-        await steady.more_acked(100, "steady traffic before the freeze")
+        await steady.more_acked(100, "steady traffic before the freeze", DELIVERY_BOUND)
         frozen.signal(signal.SIGSTOP)
         stopped = time.monotonic()
         try:
-            taken = await steady.acked_in(rooms[1], stopped, "room-1's room acked by room-0")
+            taken = await steady.acked_in(
+                rooms[1], stopped, "room-1's room acked by room-0", MOVE_BOUND)
             took = taken - stopped
             assert took < TAKEOVER_BOUND, f"taken over in {took:.1f} s"
-            await steady.more_acked(100, "traffic while room-1 is frozen")
+            await steady.more_acked(100, "traffic while room-1 is frozen", DELIVERY_BOUND)
         finally:
             frozen.signal(signal.SIGCONT)
         woken = time.monotonic()
@@ -244,10 +154,12 @@ async def test_a_frozen_instance_is_taken_over_fenced_and_given_its_rooms_back(
                          lambda out: "had lapsed" in out and "now owns" in out.split(
                              "had lapsed")[-1], "room-1 rejoining after its lapse",
                          DELIVERY_BOUND)
-        await steady.acked_in(rooms[1], woken + 3.0, "room-1's room acked after the return")
-        await steady.more_acked(100, "traffic after the return")
+        await steady.acked_in(
+            rooms[1], woken + 3.0, "room-1's room acked after the return", MOVE_BOUND)
+        await steady.more_acked(100, "traffic after the return", DELIVERY_BOUND)
         await steady.finish()
-        await check_everything_arrived(steady, members, cluster)
+        assert len(steady.acked) >= 300, (len(steady.acked), steady.failed[:5])
+        await steady.arrived(members, DELIVERY_BOUND)
         await check_seats_and_presence(peers, rooms)
         print(f"\n{len(steady.acked)} acked, {len(steady.failed)} failed; room-1 frozen, "
               f"its room acked by room-0 {took:.2f} s later, and back after SIGCONT; "
@@ -295,33 +207,36 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
     members = [await UserPeer(unique("m")).connect(cluster.client_url(i % 2))
                for i in range(4)]
     peers = [sender, *members]
-    steady = Steady(sender, rooms)
+    steady = Steady(sender, rooms, RATE)
     try:
         await joined(peers, rooms)
         steady.start()
-        await steady.more_acked(100, "steady traffic before room-2 starts")
+        await steady.more_acked(100, "steady traffic before room-2 starts", DELIVERY_BOUND)
         added = cluster.start_room("room-2")
         started = time.monotonic()
         await poll_until(lambda: asyncio.sleep(0, added.output()),
                          lambda out: "service room-2 ready" in out, "room-2 ready",
                          DELIVERY_BOUND)
-        await steady.acked_in(moving, time.monotonic(), "the moved room acked after the move")
+        await steady.acked_in(
+            moving, time.monotonic(), "the moved room acked after the move", MOVE_BOUND)
         await poll_until(lambda: asyncio.to_thread(room_events, cluster, "room-2"),
                          lambda count: count > 0, "gateways sending room-2 its rooms' events",
                          DELIVERY_BOUND)
-        await steady.more_acked(100, "traffic after the addition")
+        await steady.more_acked(100, "traffic after the addition", DELIVERY_BOUND)
         await check_seats_and_presence(peers, rooms)
         moved_in = time.monotonic() - started
         served = await asyncio.to_thread(room_events, cluster, "room-2")
 
         assert added.stop() == 0  # SIGTERM: removed gracefully, and not started again
         removed = time.monotonic()
-        await steady.acked_in(moving, removed, "the room acked again after room-2 left")
+        await steady.acked_in(
+            moving, removed, "the room acked again after room-2 left", MOVE_BOUND)
         back_in = time.monotonic() - removed
         assert back_in < TAKEOVER_BOUND, f"its rooms back in {back_in:.1f} s"
-        await steady.more_acked(100, "traffic after the removal")
+        await steady.more_acked(100, "traffic after the removal", DELIVERY_BOUND)
         await steady.finish()
-        await check_everything_arrived(steady, members, cluster)
+        assert len(steady.acked) >= 300, (len(steady.acked), steady.failed[:5])
+        await steady.arrived(members, DELIVERY_BOUND)
         await check_seats_and_presence(peers, rooms)
         await poll_until(lambda: asyncio.to_thread(healthy, cluster),
                          lambda codes: codes == [200, 200], "gateways healthy without room-2",
