@@ -2,7 +2,7 @@
 which instances are alive, as of which epoch, and so which keys this one may serve.
 
 With the PostgreSQL store, each instance renews a lease in the database every quarter of
-``--room-lease-seconds``. The members are the configured instances whose lease has not
+``--room-lease``. The members are the configured instances whose lease has not
 lapsed; when they change, the renewal that sees it moves the membership epoch on, in the
 same transaction (``PostgresStore.renew``). Each instance applies a new epoch when its next
 renewal brings it (the room service reloads what it now owns), and records the epoch it
