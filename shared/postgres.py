@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS switchboard_migrations (
     PRIMARY KEY (component, version)
 )
 """
+#: The SQLSTATE a store-side fence raises (a guard's deferred trigger refusing a COMMIT).
+FENCED_SQLSTATE = "SB001"
 #: One lock for every component's migrations (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x5B0A4D
 
@@ -218,13 +220,18 @@ class GroupCommit:
                 # its own, one round trip instead of three with BEGIN and COMMIT.
                 await conn.executemany(*runs[0])
                 return
-            async with conn.transaction():
-                if self.guard is not None:
-                    sql, args = self.guard.check(stamps)
-                    if await conn.fetchval(sql, *args) is None:
-                        raise Fenced(f"{self.name}: the store says the lease is not ours")
-                for sql, rows in runs:
-                    await conn.executemany(sql, rows)
+            try:
+                async with conn.transaction():
+                    if self.guard is not None:
+                        sql, args = self.guard.check(stamps)
+                        if await conn.fetchval(sql, *args) is None:
+                            raise Fenced(f"{self.name}: the store says the lease is not ours")
+                    for sql, rows in runs:
+                        await conn.executemany(sql, rows)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == FENCED_SQLSTATE:  # the guard's trigger, at COMMIT
+                    raise Fenced(f"{self.name}: {exc}") from None
+                raise
 
     async def close(self, timeout: float) -> None:
         """Commit what is queued (within ``timeout``), then close the pool."""

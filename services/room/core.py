@@ -9,7 +9,6 @@ of :class:`RoomCore`; :class:`~.service.RoomService` combines them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -149,7 +148,7 @@ class RoomCore(Service):
         if isinstance(self.store, PostgresStore):
             self.leases = Leases(self.store, self.name, self.instance,
                                  self.config.partition().members, self.config.room_lease,
-                                 self._members_changed)
+                                 self._members_changed, on_release=self.store.committed)
             self.leased = True
             self.store.fence(self.leases)
             # Its first renewal applies the members, which loads the rooms. Renewing goes
@@ -173,7 +172,10 @@ class RoomCore(Service):
 
     async def _members_changed(self, members: PartitionMembers) -> None:
         """The live instances changed (one joined, or one's lease lapsed), or this one's
-        own lease had lapsed: reload what it owns now, as a restarted process would."""
+        own lease had lapsed, and every live instance let go of what moved: reload what
+        this one owns now, as a restarted process would. (Letting go is the lease's
+        ``on_release``: the queued writes are drained before this instance says it
+        applied the change.)"""
         rooms = await self.store.load_rooms()
         # From here on no await: no request sees the state half replaced. (Meanwhile the
         # lease already judged requests by the new members: what moved was refused.)
@@ -183,10 +185,6 @@ class RoomCore(Service):
         self.generation += 1  # every gateway's SYNC is asked for again
         if self._started:
             self.publisher.resync()
-        # What was queued before the change commits (or is refused) before this instance
-        # says it applied the change: an instance gaining a key starts only after that.
-        with contextlib.suppress(Exception):
-            await self.store.committed()
         log.warning("%s now owns %d rooms (epoch %d)", self.name, len(self.rooms),
                     members.epoch)
 

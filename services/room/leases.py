@@ -16,18 +16,19 @@ applied in its lease.
   expiry is counted from before it was sent). Each write is stamped with the lease's term
   and the members' epoch when it is queued; a batch commits only if every stamp is still
   the current one (:meth:`Leases.holds`: the lease did not lapse since, the members did not
-  change since) and the store agrees, in the batch's own transaction, that this process
-  holds the lease unexpired (``PostgresStore.fence``). A frozen or cut-off instance that
-  wakes up therefore writes nothing it queued before, and serves nothing until its
-  renewal has made it a member again, under a new epoch.
-- **Hand-over.** A key an instance gains is served only once every live instance has
-  applied the epoch that moved it (:meth:`Leases.accepts`): the old owner, if alive, has
-  let it go first, and what it had queued before is committed or refused (the room
-  service drains its writes before its renewal says it applied). A dead old owner is not
-  waited for: its lease lapsed. Instances that keep a key never pause it.
+  change since) and the store agrees, in the batch's own transaction and again at its
+  COMMIT, that this process holds the lease unexpired (``PostgresStore.fence``). A frozen
+  or cut-off instance that wakes up therefore writes nothing it queued before, and serves
+  nothing until its renewal has made it a member again, under a new epoch.
+- **Hand-over.** When the members change, an instance lets go of what it lost
+  (``on_release``: the room service drains its queued writes), then says it applied the
+  change. It loads and serves a key it gained only once every live instance applied it
+  (:meth:`Leases.settled`, ``on_change``): the old owner, if alive, let go first. A dead
+  old owner is not waited for: its lease lapsed.
 - **Restart in place.** A new process of the same instance takes its lease over at once
-  (the lease names the process as ``holder``; the old one, if somehow alive, is fenced):
-  the members do not change, and nothing moves.
+  (its first renewal; the lease names the process as ``holder``): the members do not
+  change, and nothing moves. An old process still alive finds another holder at its next
+  renewal and stops (:attr:`Leases.replaced`); its writes are refused meanwhile.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ MARGIN = 0.1
 
 class LeaseStore(Protocol):
     async def renew(self, instance: str, holder: str, ttl: float, applied: int,
-                    configured: tuple[str, ...]) -> LeaseView: ...
+                    configured: tuple[str, ...], take_over: bool = False) -> LeaseView: ...
 
 
 class Leases:
@@ -68,13 +69,18 @@ class Leases:
         ttl: float,
         on_change: Callable[[Membership], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
+        on_release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.instance = instance
         self.holder = holder
         self.configured = configured
         self.ttl = ttl
+        #: Called once every live instance applied the members: load what this one owns.
         self.on_change = on_change
+        #: Called when the members change, before this one says it applied them: let go of
+        #: what it queued (the room service drains its writes).
+        self.on_release = on_release
         self.clock = clock
         #: The members applied, and those before them (for what a change moved).
         self.membership = Membership.of((), 0)
@@ -86,6 +92,11 @@ class Leases:
         #: Raised each time the lease is renewed after it had lapsed: writes made before
         #: (a frozen process's) never commit.
         self.term = 0
+        #: The epoch whose keys this instance has loaded (``on_change``); -1: none yet.
+        self._taken = -1
+        self._renewed = False
+        #: Another process of this instance took the lease: this one serves nothing again.
+        self.replaced = False
 
     @property
     def epoch(self) -> int:
@@ -107,7 +118,7 @@ class Leases:
 
     def valid(self) -> bool:
         """Whether this instance may serve now: its lease holds by its own clock."""
-        return self.clock() < self._valid_until
+        return not self.replaced and self.clock() < self._valid_until
 
     def accepts(self, key: str) -> bool:
         """Whether this instance may serve ``key`` now: its lease holds, it owns the key,
@@ -119,8 +130,8 @@ class Leases:
         if self.previous.members and self.previous.owner(key) == self.instance:
             return True  # kept through the change
         # Gained (or, after a lapse or at start, not known to be kept): once the others
-        # have let go.
-        return not self._waiting
+        # have let go, and this one has loaded it since.
+        return not self._waiting and self._taken == self.epoch
 
     async def renew(self) -> bool:
         """One renewal; applies new members, and then says so at once (a renewal more),
@@ -136,17 +147,26 @@ class Leases:
         return True
 
     async def _renew_once(self) -> bool:
+        if self.replaced:
+            return False
         sent = self.clock()
         try:
             view = await asyncio.wait_for(
                 self.store.renew(self.instance, self.holder, self.ttl, self.epoch,
-                                 self.configured), self.interval * 2)
+                                 self.configured, take_over=not self._renewed),
+                self.interval * 2)
         except Exception as exc:
             if self.clock() >= self._valid_until and not self._lapsed_logged:
                 log.error("lease of %s lapsed: the store did not answer (%s); refusing "
                           "its rooms until it does", self.instance, exc)
                 self._lapsed_logged = True
             return False
+        if view.replaced:
+            log.error("lease of %s taken by another process of it (restarted while this one "
+                      "was thought dead): this process serves nothing more", self.instance)
+            self.replaced = True
+            return False
+        self._renewed = True
         if self.clock() >= self._valid_until and self._valid_until > float("-inf"):
             log.warning("lease of %s had lapsed (frozen or cut off?); renewed: its rooms "
                         "are reloaded", self.instance)
@@ -164,8 +184,26 @@ class Leases:
                         new.epoch, ", ".join(self.membership.members) or "none")
             self.previous = self.membership
             self.membership = new
-            await self.on_change(new)
+            if self.on_release is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_release()
+        if self._taken != self.epoch and not self._waiting:
+            # Every live instance let go of what moved: load what this one owns now (a
+            # failure is retried at the next renewal, the renewals go on).
+            epoch = self.epoch
+            try:
+                await self.on_change(self.membership)
+            except Exception:
+                log.exception("lease of %s: loading what it owns failed; retrying",
+                              self.instance)
+            else:
+                self._taken = epoch
         return True
+
+    @property
+    def settled(self) -> bool:
+        """Every live instance applied the members, and this one loaded what it owns."""
+        return not self._waiting and self._taken == self.epoch
 
     async def acquire(self, timeout: float) -> None:
         """The first renewal, and then until the members are settled: every live instance
@@ -173,7 +211,7 @@ class Leases:
         deadline = self.clock() + timeout
         while True:
             renewed = await self.renew()
-            if renewed and not self._waiting:
+            if renewed and self.settled:
                 return
             if self.clock() >= deadline:
                 if not renewed:

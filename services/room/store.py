@@ -265,6 +265,20 @@ CREATE TABLE room_membership (
     members TEXT[] NOT NULL
 );
 INSERT INTO room_membership (one, epoch, members) VALUES (TRUE, 0, '{}');
+"""), (3, """
+-- The fence at COMMIT time: a batch touches its writer's lease row first (_GUARD); this
+-- deferred trigger then refuses the COMMIT itself if the lease expired meanwhile (a writer
+-- frozen between its check and its COMMIT), by the server's clock, the clock renewals use.
+CREATE FUNCTION room_lease_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.expires_at <= clock_timestamp() THEN
+        RAISE EXCEPTION 'the lease of % lapsed before this commit', NEW.instance
+            USING ERRCODE = 'SB001';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER room_lease_fence AFTER UPDATE ON room_leases
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION room_lease_fence();
 """))
 
 _INSERT_ROOM = (
@@ -278,10 +292,11 @@ _INSERT_MESSAGE = (
 
 
 #: A batch's guard in the store (fencing): this process holds its instance's lease, and it
-#: has not expired. (What its writes were made under is judged in the process:
-#: :meth:`LeaseHolder.holds`.)
-_GUARD = ("SELECT 1 FROM room_leases WHERE instance = $1 AND holder = $2 "
-          "AND expires_at > now()")
+#: has not expired. Touching the row also arms the lease's deferred trigger (migration 3),
+#: which checks the expiry again at COMMIT. (What the writes were made under is judged in
+#: the process: :meth:`LeaseHolder.holds`.)
+_GUARD = ("UPDATE room_leases SET holder = holder WHERE instance = $1 AND holder = $2 "
+          "AND expires_at > clock_timestamp() RETURNING 1")
 
 
 class LeaseHolder(Protocol):
@@ -324,6 +339,9 @@ class LeaseView:
     epoch: int
     members: tuple[str, ...]
     unapplied: frozenset[str]
+    #: Another process of this instance holds the lease now (a restart in place while this
+    #: one was thought dead): this one must stop.
+    replaced: bool = False
 
 
 class PostgresStore:
@@ -357,11 +375,17 @@ class PostgresStore:
         self.writes.guard = _LeaseGuard(lease)
 
     async def renew(self, instance: str, holder: str, ttl: float, applied: int,
-                    configured: tuple[str, ...]) -> LeaseView:
-        """Renew ``instance``'s lease for ``holder`` (taking it over from an earlier process
-        of the same instance), and move the members on if the live ones changed."""
+                    configured: tuple[str, ...], take_over: bool = False) -> LeaseView:
+        """Renew ``instance``'s lease for ``holder``, and move the members on if the live
+        ones changed. ``take_over``: the first renewal of a new process, which takes the
+        lease from an earlier process of the same instance; any later renewal finding
+        another holder says ``replaced`` instead, and changes nothing."""
         async with self.writes.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT epoch, members FROM room_membership FOR UPDATE")
+            held = await conn.fetchval(
+                "SELECT holder FROM room_leases WHERE instance = $1 FOR UPDATE", instance)
+            if held is not None and held != holder and not take_over:
+                return LeaseView(int(row[0]), tuple(row[1]), frozenset(), replaced=True)
             await conn.execute(
                 "INSERT INTO room_leases (instance, holder, expires_at, applied) "
                 "VALUES ($1, $2, now() + make_interval(secs => $3), $4) "

@@ -170,6 +170,13 @@ async def test_a_new_process_of_an_instance_takes_its_lease_over_and_fences_the_
         await asyncio.wait_for(old.store.committed(), WAIT)
     new.write(1)
     await asyncio.wait_for(new.store.committed(), WAIT)
+    # The old process, alive after all, does not take the lease back: it stops.
+    assert not await old.leases.renew()
+    assert old.leases.replaced and not old.leases.valid()
+    assert not old.leases.accepts(key_of("room-1"))
+    assert await new.leases.renew() and new.leases.valid()
+    new.write(2)
+    await asyncio.wait_for(new.store.committed(), WAIT)
 
 
 async def test_what_a_lapsed_instance_queues_never_commits(
@@ -202,3 +209,36 @@ async def test_an_unreachable_store_lets_the_lease_lapse_by_the_instances_clock(
     assert not await a.leases.renew()
     await until(lambda: not a.leases.valid(), "the lease did not lapse")
     assert not a.leases.accepts(key_of("room-0"))
+
+
+async def test_a_commit_after_the_lease_expired_is_refused_by_the_store(
+        postgres: PostgresServer) -> None:
+    """The guard's check and the COMMIT are two moments: a writer frozen between them must
+    not commit. The lease row's deferred trigger checks the expiry again at COMMIT."""
+    import asyncpg
+
+    from switchboard.shared.postgres import FENCED_SQLSTATE
+
+    url = postgres.fresh_url()
+    store = PostgresStore(StoreConfig(url))
+    await asyncio.wait_for(store.open(), WAIT)
+    try:
+        await store.renew("room-0", "p0", 0.3, 0, NAMES)
+        conn = await asyncpg.connect(url)
+        try:
+            with pytest.raises(asyncpg.PostgresError) as refused:
+                async with conn.transaction():
+                    assert await conn.fetchval(  # the guard passes: the lease holds now
+                        "UPDATE room_leases SET holder = holder WHERE instance = 'room-0' "
+                        "AND holder = 'p0' AND expires_at > clock_timestamp() RETURNING 1")
+                    await conn.execute("SELECT pg_sleep(0.4)")  # frozen past the expiry
+            assert refused.value.sqlstate == FENCED_SQLSTATE
+            async with conn.transaction():  # within the lease, the same commits
+                await store.renew("room-0", "p0", 5.0, 0, NAMES)
+                assert await conn.fetchval(
+                    "UPDATE room_leases SET holder = holder WHERE instance = 'room-0' "
+                    "AND holder = 'p0' AND expires_at > clock_timestamp() RETURNING 1")
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
