@@ -244,3 +244,36 @@ class GroupCommit:
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+class Component:
+    """A service's part of the database: its pool and group commit, opened with its
+    migrations applied, closed after the queued writes committed. The stores of the room
+    and moderation services are such parts."""
+
+    #: The component's name (``switchboard_migrations.component``) and schema steps.
+    component = ""
+    migrations: Sequence[Migration] = ()
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self._writes: GroupCommit | None = None
+
+    @property
+    def writes(self) -> GroupCommit:
+        if self._writes is None:
+            raise RuntimeError(f"the {self.component} store is not open")
+        return self._writes
+
+    async def open(self) -> None:
+        if self._writes is None:
+            pool = await connect(self.config, self.component, self.migrations)
+            self._writes = GroupCommit(pool, self.component)
+
+    async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close(self.config.store_timeout)
+            self._writes = None
+
+    async def committed(self) -> None:
+        await self.writes.committed()

@@ -159,31 +159,12 @@ CREATE TABLE mutes (
 """),)
 
 
-class PostgresModerationStore:
+class PostgresModerationStore(postgres.Component):
     """Bans and mutes in the PostgreSQL database the instances share."""
 
-    def __init__(self, config: StoreConfig) -> None:
-        self.config = config
-        self._writes: postgres.GroupCommit | None = None
+    component = "moderation"
+    migrations = MIGRATIONS
 
-    @property
-    def writes(self) -> postgres.GroupCommit:
-        if self._writes is None:
-            raise RuntimeError("the moderation store is not open")
-        return self._writes
-
-    async def open(self) -> None:
-        if self._writes is None:
-            pool = await postgres.connect(self.config, "moderation", MIGRATIONS)
-            self._writes = postgres.GroupCommit(pool, "moderation")
-
-    async def close(self) -> None:
-        if self._writes is not None:
-            await self._writes.close(self.config.store_timeout)
-            self._writes = None
-
-    async def committed(self) -> None:
-        await self.writes.committed()
 
     async def active_bans(self, now: float) -> dict[str, Ban]:
         pool = self.writes.pool

@@ -344,7 +344,7 @@ class LeaseView:
     replaced: bool = False
 
 
-class PostgresStore:
+class PostgresStore(postgres.Component):
     """Rooms and messages in a PostgreSQL database every instance shares.
 
     Rooms are partitioned by id, so each row has one writer: its owner. A room row left by
@@ -354,20 +354,8 @@ class PostgresStore:
     in the order they were made; reads use the pool's other connections.
     """
 
-    def __init__(self, config: StoreConfig) -> None:
-        self.config = config
-        self._writes: postgres.GroupCommit | None = None
-
-    @property
-    def writes(self) -> postgres.GroupCommit:
-        if self._writes is None:
-            raise RuntimeError("the room store is not open")
-        return self._writes
-
-    async def open(self) -> None:
-        if self._writes is None:
-            pool = await postgres.connect(self.config, "room", MIGRATIONS)
-            self._writes = postgres.GroupCommit(pool, "room")
+    component = "room"
+    migrations = MIGRATIONS
 
     def fence(self, lease: LeaseHolder) -> None:
         """From now on every batch commits only while ``lease`` holds what its writes were
@@ -405,11 +393,6 @@ class PostgresStore:
         return LeaseView(epoch, members,
                          frozenset(r[0] for r in live if int(r[1]) < epoch))
 
-    async def close(self) -> None:
-        if self._writes is not None:
-            await self._writes.close(self.config.store_timeout)
-            self._writes = None
-
     async def load_rooms(self) -> list[Room]:
         rows = await self.writes.pool.fetch(
             "SELECT id, name, private, password_hash, max_users, created_ms, creator "
@@ -429,9 +412,6 @@ class PostgresStore:
         self.writes.write(_INSERT_MESSAGE, message.id, message.namespace, message.room,
                           message.sender, message.recipient, message.username,
                           message.content, message.type, message.ts_ms)
-
-    async def committed(self) -> None:
-        await self.writes.committed()
 
     async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
         seq = await self.writes.pool.fetchval(
