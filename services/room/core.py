@@ -43,6 +43,7 @@ from switchboard.shared.store import StoreConfig
 from .config import Config
 from .leases import Leases
 from .model import Member, Room, SocketEntry, iso, to_ms
+from .numbering import Numbering
 from .passwords import Passwords
 from .registry import Membership, Registry
 from .store import PostgresStore, open_store
@@ -116,6 +117,7 @@ class RoomCore(Service):
             Sanitizer(phrases(cfg.banned_words)),
         )
         self._departing: dict[str, asyncio.TimerHandle] = {}
+        self.numbering = Numbering(self.store)
         self._forget_all()
         #: With the PostgreSQL store: this instance's lease, and the live members it
         #: implies (fail-over, fencing: :mod:`.leases`). None with SQLite: the members
@@ -141,6 +143,7 @@ class RoomCore(Service):
         #: Recoverable sockets of lost gateways, departing after the grace unless they came
         #: back (re-registered by another gateway) first.
         self._departing = {}
+        self.numbering.forget_all()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -148,7 +151,7 @@ class RoomCore(Service):
         if isinstance(self.store, PostgresStore):
             self.leases = Leases(self.store, self.name, self.instance,
                                  self.config.partition().members, self.config.room_lease,
-                                 self._members_changed, on_release=self.store.committed)
+                                 self._members_changed, on_release=self._release)
             self.leased = True
             self.store.fence(self.leases)
             # Its first renewal applies the members, which loads the rooms. Renewing goes
@@ -157,6 +160,15 @@ class RoomCore(Service):
             self._renewing = asyncio.create_task(self.leases.run(self._stopping))
         else:
             await self._load_rooms()
+
+    async def _release(self) -> None:
+        """The members changed: let go of what was queued under the old ones (committed if
+        it was on its way, refused if not), and number messages from what was kept."""
+        self.numbering.pause()
+        try:
+            await self.store.committed()
+        finally:
+            self.numbering.resume()
 
     async def _load_rooms(self) -> None:
         self._take_rooms(await self.store.load_rooms())
@@ -271,6 +283,7 @@ class RoomCore(Service):
 
     def _delete_room(self, room_id: str) -> None:
         self.store.delete_room(room_id)
+        self.numbering.restart(MAIN, room_id)
         self.rooms.pop(room_id, None)
         self._empty.pop(room_id, None)
 

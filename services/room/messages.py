@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from switchboard.shared.envelope import Emit, Reply, Request, Session, reply_to
-from switchboard.shared.errors import ClientError
+from switchboard.shared.errors import ClientError, ServiceUnavailable
 from switchboard.shared.partitions import ALL, IDENTITY
 from switchboard.shared.schema import parsed
 from switchboard.shared.service import on_event
@@ -28,6 +28,15 @@ class MessageEvents(RoomCore):
         room: str | None = None,
         recipient: str | None = None,
     ) -> Message:
+        # Numbered right before it is queued (no await between): numbers follow the order
+        # messages are stored and published in.
+        seq = None
+        if room is not None:
+            counted = self.numbering.counts(session.ns, room)
+            seq = await self.numbering.next(session.ns, room)
+            if not counted and not (self._owns(room) and self.accepting(room)):
+                # The members changed while its count was read: the room is another's.
+                raise ClientError(ServiceUnavailable.client_message)
         message = Message(
             id=new_id(),
             namespace=session.ns,
@@ -38,6 +47,7 @@ class MessageEvents(RoomCore):
             content=content,
             type=kind,
             ts_ms=self._now_ms(),
+            seq=seq,
         )
         self.store.insert_message(message)
         await self.store.committed()  # before anyone is told about it

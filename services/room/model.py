@@ -140,9 +140,12 @@ class Message:
     content: str
     type: str
     ts_ms: int
+    #: Its number in its room (1, 2, 3...: :mod:`.numbering`); None for a message to a
+    #: whole namespace or a private one, which no single owner orders.
+    seq: int | None = None
 
     def payload(self) -> dict[str, Any]:
-        """``chat message`` / ``private message`` as EVENTS.md shapes them."""
+        """``chat message`` / ``private message`` as EVENTS.md shapes them, and ``seq``."""
         if self.type == PRIVATE:
             return {
                 "id": self.id,
@@ -160,4 +163,5 @@ class Message:
             "type": self.type,
             "roomId": self.room,
             "timestamp": iso(self.ts_ms),
+            "seq": self.seq,
         }

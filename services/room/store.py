@@ -28,7 +28,7 @@ from switchboard.shared.store import StoreConfig
 
 from .model import Message, Room
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -50,12 +50,29 @@ CREATE TABLE IF NOT EXISTS messages (
     username   TEXT NOT NULL,
     content    TEXT NOT NULL,
     type       TEXT NOT NULL,
-    ts_ms      INTEGER NOT NULL
+    ts_ms      INTEGER NOT NULL,
+    room_seq   INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (namespace, room, seq);
 """
 
-_MESSAGE_COLUMNS = "id, namespace, room, sender, recipient, username, content, type, ts_ms"
+#: A file of schema version 1 has no ``room_seq``: numbered as each room's messages were
+#: kept (``seq`` is the order they were stored in, the order they were numbered in since).
+_NUMBER_OLD_MESSAGES = """
+ALTER TABLE messages ADD COLUMN room_seq INTEGER;
+UPDATE messages SET room_seq = (
+    SELECT COUNT(*) FROM messages AS earlier WHERE earlier.namespace = messages.namespace
+    AND earlier.room = messages.room AND earlier.seq <= messages.seq
+) WHERE room IS NOT NULL AND recipient IS NULL;
+"""
+
+_MESSAGE_COLUMNS = (
+    "id, namespace, room, sender, recipient, username, content, type, ts_ms, room_seq"
+)
+#: A room's latest number is its message stored last (the room's index is by ``seq``): its
+#: owner numbers them in the order it stores them. Placeholders: SQLite's, or PostgreSQL's.
+_LAST_NUMBER = ("SELECT room_seq FROM messages WHERE namespace = {} AND room = {} "
+                "ORDER BY seq DESC LIMIT 1")
 
 
 class RoomStore(Protocol):
@@ -87,6 +104,9 @@ class RoomStore(Protocol):
     async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
         """The position of a message of that room (for ``before=<message id>``)."""
 
+    async def last_number(self, namespace: str, room: str) -> int:
+        """The number (``Message.seq``) of the room's latest committed message; 0: none."""
+
     async def history(self, namespace: str, room: str, limit: int,
                       before_seq: int | None = None,
                       before_ms: int | None = None) -> list[Message]:
@@ -116,6 +136,9 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self.db = open_database(path, _SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(messages)")}
+        if "room_seq" not in columns:
+            self.db.executescript(f"BEGIN; {_NUMBER_OLD_MESSAGES} COMMIT;")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         #: The open group commit's outcome, or None when no transaction is open.
         self._batch: asyncio.Future[None] | None = None
@@ -191,10 +214,15 @@ class SqliteStore:
     def insert_message(self, message: Message) -> None:
         self._begin_batch()
         self.db.execute(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message.id, message.namespace, message.room, message.sender, message.recipient,
-             message.username, message.content, message.type, message.ts_ms),
+             message.username, message.content, message.type, message.ts_ms, message.seq),
         )
+
+    async def last_number(self, namespace: str, room: str) -> int:
+        row = self.db.execute(_LAST_NUMBER.format("?", "?"),
+                              (namespace, room)).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
 
     async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
         row = self.db.execute(
@@ -279,6 +307,13 @@ BEGIN
 END $$;
 CREATE CONSTRAINT TRIGGER room_lease_fence AFTER UPDATE ON room_leases
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION room_lease_fence();
+"""), (4, """
+-- Each room's messages numbered 1, 2, 3... (Message.seq), those kept before as they were kept.
+ALTER TABLE messages ADD COLUMN room_seq BIGINT;
+UPDATE messages SET room_seq = numbered.n FROM (
+    SELECT seq, row_number() OVER (PARTITION BY namespace, room ORDER BY seq) AS n
+    FROM messages WHERE room IS NOT NULL AND recipient IS NULL
+) AS numbered WHERE messages.seq = numbered.seq;
 """))
 
 _INSERT_ROOM = (
@@ -287,7 +322,8 @@ _INSERT_ROOM = (
     "private = $3, password_hash = $4, max_users = $5, created_ms = $6, creator = $7"
 )
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 
 
@@ -411,7 +447,11 @@ class PostgresStore(postgres.Component):
     def insert_message(self, message: Message) -> None:
         self.writes.write(_INSERT_MESSAGE, message.id, message.namespace, message.room,
                           message.sender, message.recipient, message.username,
-                          message.content, message.type, message.ts_ms)
+                          message.content, message.type, message.ts_ms, message.seq)
+
+    async def last_number(self, namespace: str, room: str) -> int:
+        value = await self.writes.pool.fetchval(_LAST_NUMBER.format("$1", "$2"), namespace, room)
+        return 0 if value is None else int(value)
 
     async def message_seq(self, namespace: str, room: str, message_id: str) -> int | None:
         seq = await self.writes.pool.fetchval(

@@ -4,7 +4,9 @@ when; and :func:`contents`, the numbers a member received in one room, in arriva
 
 Every message the sender got a success ack for must then reach every member once, in the
 order sent: the tests count what arrived (:meth:`Steady.arrived`) before they check its
-order. The loop is bounded in count and time.
+order. And each member's stream of a room has no gap and no reorder by the room's own
+numbering (``seq``, given by the room's owner, whichever instance that was at the time).
+The loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ def contents(peer: UserPeer, room: str) -> list[int]:
     return [int(item.data["content"][1:]) for item in peer.log
             if item.event == "chat message" and isinstance(item.data, dict)
             and item.data.get("roomId") == room]
+
+
+def room_numbers(peer: UserPeer, room: str) -> list[int]:
+    """The ``seq`` of each of ``room``'s messages ``peer`` received, in arrival order."""
+    return [item.data["seq"] for item in peer.log
+            if item.event == "chat message" and isinstance(item.data, dict)
+            and item.data.get("roomId") == room]
+
+
+def unbroken(numbers: list[int]) -> bool:
+    """Whether ``numbers`` count up by one (no gap, no repeat, no reorder)."""
+    return bool(numbers) and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
 
 
 class Steady:
@@ -117,6 +131,8 @@ class Steady:
                 got = contents(member, room)
                 assert len(got) == len(set(got)), f"{member.name}: duplicates delivered"
                 assert got == sorted(got), f"{member.name}: out of order in {room}"
+                seqs = room_numbers(member, room)
+                assert unbroken(seqs), f"{member.name}: seq of {room} broken: {seqs}"
         for member in members:
             assert not member.disconnects["/"].is_set(), f"{member.name} was disconnected"
 

@@ -557,6 +557,57 @@ async def test_no_grace_deletes_an_emptied_room_at_once(tmp_path: Path, clock: F
         await service.stop()
 
 
+async def test_each_rooms_messages_are_numbered_through_restarts_and_deletion(
+        tmp_path: Path, clock: FakeClock, store: dict[str, str]) -> None:
+    db = tmp_path / "room.sqlite3"
+    config = room_config(db, **store, room_empty_grace=0)
+    a, c = session(1), session(2, ns="/chat")
+
+    def seqs(pub: MemoryPublisher) -> list[tuple[str | None, int | None]]:
+        return [(p.args[0]["roomId"], p.args[0]["seq"]) for _, p in pub.published
+                if p.kind == PubKind.EMIT and p.event == "chat message"]
+
+    pub = MemoryPublisher()
+    first = await started(RoomService(pub, config, clock))
+    h1 = Harness(first, pub, clock)
+    try:
+        await h1.create(a, "lobby")
+        await h1.join(a, "lobby")
+        await h1.create(a, "other")
+        await h1.join(a, "other")
+        for room in ("lobby", "lobby", "other", None, "lobby"):
+            await h1.ok(a, "chat message", {"content": "x", **({"roomId": room} if room else {})})
+        await h1.ok(c, "chat message", {"content": "x", "roomId": "lobby"})  # /chat's own
+        assert seqs(pub) == [("lobby", 1), ("lobby", 2), ("other", 1), (None, None),
+                             ("lobby", 3), ("lobby", 1)]
+    finally:
+        await first.stop()
+
+    pub = MemoryPublisher()
+    second = await started(RoomService(pub, config, clock))  # a new process counts on
+    h2 = Harness(second, pub, clock)
+    try:
+        await h2.sync_states("gw1", (a, ("lobby",)))
+        # Its first messages, at once: the count is read from the store once, and each
+        # gets the next number in the order they were sent.
+        acks = await asyncio.gather(*(h2.ok(a, "chat message", {"content": f"{n}",
+                                                               "roomId": "lobby"})
+                                      for n in range(3)))
+        assert all(ack["success"] for ack in acks)
+        assert seqs(pub) == [("lobby", 4), ("lobby", 5), ("lobby", 6)]
+        history = await h2.ok(a, "get history", {"roomId": "lobby"})
+        assert [m["seq"] for m in history["messages"]] == [1, 2, 3, 4, 5, 6]
+        pub.published.clear()
+        await h2.ok(a, "leave room", "lobby")  # no grace: deleted with its history
+        assert "lobby" not in second.rooms
+        await h2.create(a, "lobby")  # the name again: it starts from 1
+        await h2.join(a, "lobby")
+        await h2.ok(a, "chat message", {"content": "anew", "roomId": "lobby"})
+        assert seqs(pub) == [("lobby", 1)]
+    finally:
+        await second.stop()
+
+
 async def test_members_of_a_crashed_gateway_find_their_room_again(h: Harness) -> None:
     """Every member vanishes with a gateway: the room, its seats and its history wait for
     them; they come back through another gateway and fill it to its full size."""
@@ -656,7 +707,7 @@ async def test_chat_message_to_namespace(h: Harness) -> None:
     assert topic == topics.namespace("/") and pub.exclude == (a.sid,)
     assert pub.args == [{"id": ack["messageId"], "from": "u1", "username": "user1",
                          "content": "hello", "type": "text", "roomId": None,
-                         "timestamp": "2023-11-14T22:13:20.000Z"}]
+                         "timestamp": "2023-11-14T22:13:20.000Z", "seq": None}]
 
 
 async def test_chat_message_to_room_members_only(h: Harness) -> None:
@@ -804,7 +855,8 @@ async def test_history_order_limit_and_cursors(h: Harness) -> None:
     assert contents(full) == [f"m{i}" for i in range(6)]  # newest last
     assert full["messages"][0] == {"id": ids[0], "from": "u1", "username": "user1",
                                    "content": "m0", "type": "text", "roomId": "lobby",
-                                   "timestamp": "2023-11-14T22:13:21.000Z"}
+                                   "timestamp": "2023-11-14T22:13:21.000Z", "seq": 1}
+    assert [m["seq"] for m in full["messages"]] == [1, 2, 3, 4, 5, 6]
     assert contents(await h.ok(a, "get history", {"roomId": "lobby", "limit": 2})) == \
         ["m4", "m5"]
     assert contents(await h.ok(a, "get history", {"roomId": "lobby", "before": ids[3],

@@ -29,9 +29,10 @@ from tests.support.postgres import PostgresServer
 WAIT = 10.0
 
 
-def _message(n: int, room: str = "lobby", ts_ms: int | None = None) -> Message:
+def _message(n: int, room: str = "lobby", ts_ms: int | None = None,
+             seq: int | None = None) -> Message:
     return Message(f"m{n}", "/", room, "u1", None, "Ann", f"hello {n}", "text",
-                   1_000 + n if ts_ms is None else ts_ms)
+                   1_000 + n if ts_ms is None else ts_ms, seq)
 
 
 def _room(room_id: str) -> Room:
@@ -89,6 +90,18 @@ async def test_history_pages_by_message_and_by_time(room_store: RoomStore) -> No
     assert await room_store.message_seq("/", "lobby", "m9") is None  # another room's
     assert await room_store.message_seq("/", "lobby", "nope") is None
     assert (await room_store.history("/", "lobby", 1))[0] == _message(4, ts_ms=1_040)
+
+
+async def test_a_rooms_last_number_is_its_message_stored_last(room_store: RoomStore) -> None:
+    assert await room_store.last_number("/", "lobby") == 0
+    for n in (1, 2, 3):
+        room_store.insert_message(_message(n, seq=n))
+    room_store.insert_message(_message(4, room="other", seq=1))
+    await asyncio.wait_for(room_store.committed(), WAIT)
+    assert await room_store.last_number("/", "lobby") == 3
+    assert await room_store.last_number("/", "other") == 1
+    assert await room_store.last_number("/chat", "lobby") == 0  # rooms are per namespace
+    assert [m.seq for m in await room_store.history("/", "lobby", 10)] == [1, 2, 3]
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -157,6 +170,33 @@ async def test_sqlite_outside_an_event_loop_every_insert_autocommits(tmp_path: P
             store.db.close()
 
     await asyncio.to_thread(insert)  # a thread has no running loop
+
+
+def test_sqlite_a_file_of_schema_version_1_numbers_its_kept_messages(tmp_path: Path) -> None:
+    path = tmp_path / "room.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            namespace TEXT NOT NULL, room TEXT, sender TEXT NOT NULL, recipient TEXT,
+            username TEXT NOT NULL, content TEXT NOT NULL, type TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL);
+        PRAGMA user_version=1;""")
+    for n, (room, recipient) in enumerate([("a", None), ("b", None), ("a", None),
+                                           (None, None), (None, "u2"), ("a", None)]):
+        old.execute("INSERT INTO messages (id, namespace, room, sender, recipient, username, "
+                    "content, type, ts_ms) VALUES (?, '/', ?, 'u1', ?, 'Ann', 'x', 'text', 1)",
+                    (f"m{n}", room, recipient))
+    old.commit()
+    old.close()
+    store = SqliteStore(str(path))
+    try:
+        rows = store.db.execute("SELECT id, room_seq FROM messages ORDER BY seq").fetchall()
+        assert rows == [("m0", 1), ("m1", 1), ("m2", 2), ("m3", None), ("m4", None),
+                        ("m5", 3)]
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        store.db.close()
+    SqliteStore(str(path)).db.close()  # a second open migrates nothing again
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
@@ -228,6 +268,28 @@ async def test_postgres_a_schema_newer_than_the_code_stops_the_instance(
                                           rf"{known + 1}, newer than this switchboard knows "
                                           rf"\({known}\)"):
         await asyncio.wait_for(PostgresStore(StoreConfig(url)).open(), WAIT)
+
+
+async def test_postgres_migration_4_numbers_the_messages_kept_before(
+        postgres: PostgresServer) -> None:
+    url = postgres.fresh_url()
+    pool = await postgres_connect(url, MIGRATIONS[:3])
+    try:
+        for n, room in enumerate(["a", "b", "a", None, "a"]):
+            await pool.execute(
+                "INSERT INTO messages (id, namespace, room, sender, recipient, username, "
+                "content, type, ts_ms) VALUES ($1, '/', $2, 'u1', NULL, 'Ann', 'x', 'text', 1)",
+                f"m{n}", room)
+    finally:
+        await pool.close()
+    store = PostgresStore(StoreConfig(url))
+    await asyncio.wait_for(store.open(), WAIT)
+    try:
+        assert [(m.id, m.seq) for m in await store.history("/", "a", 10)] == [
+            ("m0", 1), ("m2", 2), ("m4", 3)]
+        assert await store.last_number("/", "b") == 1
+    finally:
+        await store.close()
 
 
 async def postgres_connect(url: str,
