@@ -41,6 +41,9 @@ log = logging.getLogger("switchboard.service")
 
 #: Milliseconds a stopping service gives libzmq to send its last replies.
 REPLY_LINGER_MS = 200
+#: Longest a service's hand-over on stop (:meth:`Service.hand_over`) may take: a store that
+#: does not answer must not hold the stop up (``up`` kills what takes over its grace).
+LEAVE_TIMEOUT = 5.0
 
 BAD_ENVELOPES = Counter(
     "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
@@ -209,6 +212,10 @@ class Runner:
             try:
                 await stop.wait()
             finally:
+                try:
+                    await asyncio.wait_for(self.service.hand_over(), LEAVE_TIMEOUT)
+                except Exception:
+                    log.exception("service %s: handing over on stop failed", self.service.name)
                 self.router.stop_reading()  # in-flight requests below still get replies
                 for task in (monitor, beats):
                     task.cancel()

@@ -235,6 +235,10 @@ class Service:
         service: its lease holds, and a key just moved here has been let go)."""
         return True
 
+    async def hand_over(self) -> None:
+        """Called when the process is asked to stop, while requests are still answered
+        (before :meth:`stop`): a partitioned service hands what it owns over here."""
+
     async def gateway_lost(self, gateway_id: str) -> None:
         """A gateway stopped sending heartbeats (crashed or partitioned); drop its sockets.
 

@@ -36,6 +36,12 @@ class Config:
         "has its rooms and users taken over by the others this long after its last "
         "renewal, and writes nothing once its lease lapsed (docs/storage.md)."
     )
+    room_handover: bool = setting(
+        True, "With a PostgreSQL --store: on SIGTERM, commit what is queued and give the "
+        "lease back, so that the other instances take this one's rooms and users over at "
+        "once (a restart in place then takes them back). Off: keep the lease, so that a "
+        "restart in place moves nothing, and a stop for good pauses them for --room-lease."
+    )
     room_db: str = setting(
         "var/room.sqlite3",
         "With --store sqlite: the SQLite file (WAL) holding rooms and message history; its "

@@ -206,12 +206,22 @@ class RoomCore(Service):
         # now rather than when each notices our new instance id on its next heartbeat.
         self.publisher.resync()
 
-    async def stop(self) -> None:
-        # The lease is not given back: a process restarted in place takes it over at once,
-        # and one that does not come back has its rooms taken over when it lapses.
+    async def hand_over(self) -> None:
+        """Asked to stop: hand this instance's rooms and users over (``--room-handover``)
+        while the gateways' requests are still answered (refused, until they learn the
+        new members)."""
+        if self.leases is None or not self.config.room_handover:
+            return  # the lease lapses: a restart in place takes it over first, if it comes
+        await self._stop_renewing()
+        await self.leases.leave()
+
+    async def _stop_renewing(self) -> None:
         self._stopping.set()
         if self._renewing is not None:
             await self._renewing
+
+    async def stop(self) -> None:
+        await self._stop_renewing()
         self.passwords.close()
         await self.store.close()
 

@@ -25,6 +25,9 @@ applied in its lease.
   change. It loads and serves a key it gained only once every live instance applied it
   (:meth:`Leases.settled`, ``on_change``): the old owner, if alive, let go first. A dead
   old owner is not waited for: its lease lapsed.
+- **Leaving.** An instance asked to stop (SIGTERM) with ``--room-handover`` serves
+  nothing more, drains its queued writes and gives its lease back (:meth:`Leases.leave`):
+  the others take its keys at their next renewal instead of when its lease would lapse.
 - **Restart in place.** A new process of the same instance takes its lease over at once
   (its first renewal; the lease names the process as ``holder``): the members do not
   change, and nothing moves. An old process still alive finds another holder at its next
@@ -55,6 +58,9 @@ MARGIN = 0.1
 class LeaseStore(Protocol):
     async def renew(self, instance: str, holder: str, ttl: float, applied: int,
                     configured: tuple[str, ...], take_over: bool = False) -> LeaseView: ...
+
+    async def leave(self, instance: str, holder: str,
+                    configured: tuple[str, ...]) -> LeaseView: ...
 
 
 class Leases:
@@ -97,6 +103,8 @@ class Leases:
         self._renewed = False
         #: Another process of this instance took the lease: this one serves nothing again.
         self.replaced = False
+        #: Stopping (:meth:`leave`): this one serves nothing more, and renews no more.
+        self.leaving = False
 
     @property
     def epoch(self) -> int:
@@ -123,7 +131,7 @@ class Leases:
     def accepts(self, key: str) -> bool:
         """Whether this instance may serve ``key`` now: its lease holds, it owns the key,
         and if the key was another's before, every live instance has applied the move."""
-        if not self.valid() or not self.membership.members:
+        if self.leaving or not self.valid() or not self.membership.members:
             return False
         if self.membership.owner(key) != self.instance:
             return False
@@ -147,7 +155,7 @@ class Leases:
         return True
 
     async def _renew_once(self) -> bool:
-        if self.replaced:
+        if self.replaced or self.leaving:
             return False
         sent = self.clock()
         try:
@@ -220,6 +228,25 @@ class Leases:
                             ", ".join(sorted(self._waiting)), timeout)
                 return
             await asyncio.sleep(min(self.interval, 0.2))
+
+    async def leave(self) -> None:
+        """Serve nothing more, let go of what was queued (committed, as it was made under
+        a valid lease), and give the lease back, moving the members on: the others take
+        this instance's keys at their next renewal. Called with the renewals stopped."""
+        self.leaving = True
+        if self.on_release is not None:
+            with contextlib.suppress(Exception):
+                await self.on_release()
+        try:
+            view = await asyncio.wait_for(
+                self.store.leave(self.instance, self.holder, self.configured),
+                self.interval * 2)
+        except Exception as exc:
+            log.error("lease of %s not given back (%s): its rooms move when it lapses",
+                      self.instance, exc)
+            return
+        log.warning("lease of %s given back: its rooms and users move to %s (epoch %d)",
+                    self.instance, ", ".join(view.members) or "none", view.epoch)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Renew every :attr:`interval` until ``stop``."""

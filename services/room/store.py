@@ -21,6 +21,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Protocol
 
+import asyncpg
+
 from switchboard.shared import postgres
 from switchboard.shared.errors import Fenced
 from switchboard.shared.sqlite import open_database
@@ -416,16 +418,35 @@ class PostgresStore(postgres.Component):
                 "ON CONFLICT (instance) DO UPDATE SET holder = $2, "
                 "expires_at = now() + make_interval(secs => $3), applied = $4",
                 instance, holder, ttl, applied)
-            live = await conn.fetch(
-                "SELECT instance, applied FROM room_leases "
-                "WHERE expires_at > now() AND instance = ANY($1::TEXT[]) ORDER BY instance",
-                list(configured))
-            members = tuple(r[0] for r in live)
-            epoch = int(row[0])
-            if list(members) != list(row[1]):
-                epoch += 1
-                await conn.execute("UPDATE room_membership SET epoch = $1, members = $2",
-                                   epoch, list(members))
+            return await self._members_now(conn, row, configured)
+
+    async def leave(self, instance: str, holder: str, configured: tuple[str, ...]) -> LeaseView:
+        """Give ``instance``'s lease back (``holder``'s, if it still is), and move the
+        members on without it: the others take its keys at their next renewal, without
+        waiting for the lease to lapse. A new process of it renews as any joining one."""
+        async with self.writes.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT epoch, members FROM room_membership FOR UPDATE")
+            # Deleted, not expired: the lease row's COMMIT fence (migration 3) is an
+            # UPDATE trigger, which would refuse an expiry set to now.
+            await conn.execute("DELETE FROM room_leases WHERE instance = $1 AND holder = $2",
+                               instance, holder)
+            return await self._members_now(conn, row, configured)
+
+    @staticmethod
+    async def _members_now(conn: asyncpg.Connection, row: asyncpg.Record,
+                           configured: tuple[str, ...]) -> LeaseView:
+        """In a transaction holding the membership row (``row``): the live instances of
+        the configured ones, under a new epoch if they are not the recorded ones."""
+        live = await conn.fetch(
+            "SELECT instance, applied FROM room_leases "
+            "WHERE expires_at > now() AND instance = ANY($1::TEXT[]) ORDER BY instance",
+            list(configured))
+        members = tuple(r[0] for r in live)
+        epoch = int(row[0])
+        if list(members) != list(row[1]):
+            epoch += 1
+            await conn.execute("UPDATE room_membership SET epoch = $1, members = $2",
+                               epoch, list(members))
         return LeaseView(epoch, members,
                          frozenset(r[0] for r in live if int(r[1]) < epoch))
 

@@ -31,7 +31,7 @@ from tests.integration.chat_helpers import (
 from tests.support.cluster import JWT_SECRET, Cluster, token
 from tests.support.polling import poll_until
 
-MESSAGE_KEYS = ("id", "from", "username", "content", "type", "roomId", "timestamp")
+MESSAGE_KEYS = ("id", "from", "username", "content", "type", "roomId", "timestamp", "seq")
 PRIVATE_KEYS = ("id", "from", "to", "content", "type", "timestamp")
 ROOM_SUMMARY_KEYS = ("id", "name", "userCount", "maxUsers", "createdAt")
 #: ``room info`` may say whether the room is private (an addition to the contract's keys).
@@ -232,7 +232,7 @@ async def test_chat_message_to_room_members_on_the_other_gateway(chat_cluster: C
         assert_keys(line, MESSAGE_KEYS)
         assert line == {**line, "id": ack["messageId"], "from": alice.user_id,
                         "username": "Alice", "content": "hello", "type": "text",
-                        "roomId": room}
+                        "roomId": room, "seq": 1}  # the room's first message
         assert_iso_utc(line["timestamp"])
 
         image = await bob.call("chat message", {"roomId": room, "content": "cat.png",
@@ -645,7 +645,7 @@ async def test_chat_namespace_messages(chat_cluster: Cluster) -> None:
             assert_keys(line, MESSAGE_KEYS)
             assert line == {**line, "id": ack["messageId"], "from": alice.user_id,
                             "username": "Alice", "content": "all of chat", "type": "text",
-                            "roomId": None}
+                            "roomId": None, "seq": None}  # no room: no number
             assert_iso_utc(line["timestamp"])
 
         # With a roomId only that room's members hear it: nobody has joined "side".

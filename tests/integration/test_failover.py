@@ -192,7 +192,7 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
         growing: Cluster) -> None:
     """A live move both ways: room-2 started under load takes the rooms it outweighs the
     others for, from a live owner that lets them go first; then stopped gracefully
-    (SIGTERM) and not restarted, its rooms go back once its lease lapsed."""
+    (SIGTERM) and not restarted, it hands them back at once."""
     cluster = growing
     three = Membership.of(("room-0", "room-1", "room-2"))
     # A room that moves to room-2 when it joins, and one that stays where it is.
@@ -229,6 +229,9 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
 
         assert added.stop() == 0  # SIGTERM: removed gracefully, and not started again
         removed = time.monotonic()
+        # It handed its rooms over (--room-handover, the default): they did not wait for
+        # its lease to lapse.
+        assert "lease of room-2 given back" in added.output(), added.output()[-2000:]
         await steady.acked_in(
             moving, removed, "the room acked again after room-2 left", MOVE_BOUND)
         back_in = time.monotonic() - removed

@@ -87,7 +87,7 @@ def test_main_chat_flow_across_gateways(node: str, chat_cluster: Cluster) -> Non
     assert chat["ack"] == {"success": True, "messageId": chat["ack"]["messageId"]}
     message = {"id": chat["ack"]["messageId"], "from": "n-alice", "username": "alice",
                "content": flow["chat"], "type": "text", "roomId": room,
-               "timestamp": chat["received"]["timestamp"]}
+               "timestamp": chat["received"]["timestamp"], "seq": 1}
     assert chat["received"] == message
     assert iso_utc(message["timestamp"])
 

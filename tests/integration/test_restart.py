@@ -161,18 +161,22 @@ def by_sid(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def chat(msg_id: str, sender: QueuedPeer, user_id: str, content: str, room: str,
-         timestamp: str) -> dict[str, Any]:
+         timestamp: str, seq: int) -> dict[str, Any]:
     return {"id": msg_id, "from": user_id, "username": sender.name, "content": content,
-            "type": "text", "roomId": room, "timestamp": timestamp}
+            "type": "text", "roomId": room, "timestamp": timestamp, "seq": seq}
 
 
 async def say(sender: QueuedPeer, user_id: str, room: str, content: str,
-              receivers: list[QueuedPeer]) -> dict[str, Any]:
-    """A room ``chat message``; every receiver gets exactly the saved message. Returns it."""
+              receivers: list[QueuedPeer], seq: int | None = None) -> dict[str, Any]:
+    """A room ``chat message``; every receiver gets exactly the saved message (the room's
+    message number ``seq``, when given). Returns it."""
     ack = await sender.call("chat message", {"content": content, "roomId": room})
     assert ack == {"success": True, "messageId": ack["messageId"]}
     got = [await peer.next("chat message") for peer in receivers]
-    expected = chat(ack["messageId"], sender, user_id, content, room, got[0]["timestamp"])
+    number = got[0]["seq"] if seq is None else seq
+    assert isinstance(number, int) and number >= 1, got[0]
+    expected = chat(ack["messageId"], sender, user_id, content, room, got[0]["timestamp"],
+                    number)
     assert got == [expected] * len(receivers)
     return expected
 
@@ -230,10 +234,10 @@ async def test_room_and_moderation_services_killed_and_restarted(
         await join(bob, "secret", [], 1, password="s3cret")
         await join(carol, "secret", [bob], 2, password="s3cret")
         lobby_lines = [
-            await say(alice, "u-alice", "lobby", "hello lobby", [bob, carol, dave]),
-            await say(bob, "u-bob", "lobby", "hi alice", [alice, carol, dave]),
+            await say(alice, "u-alice", "lobby", "hello lobby", [bob, carol, dave], seq=1),
+            await say(bob, "u-bob", "lobby", "hi alice", [alice, carol, dave], seq=2),
         ]
-        secret_lines = [await say(carol, "u-carol", "secret", "psst", [bob])]
+        secret_lines = [await say(carol, "u-carol", "secret", "psst", [bob], seq=1)]
 
         assert await admin.call("ban user", {
             "userId": "u-dave", "reason": "spamming", "seconds": 3600}) == {"success": True}
@@ -335,7 +339,8 @@ async def test_room_and_moderation_services_killed_and_restarted(
 
         # Fan-out to the rebuilt membership, on both gateways.
         lobby_lines.append(
-            await say(alice, "u-alice", "lobby", "still here?", [bob, carol]))
+            # The restarted room service numbers on from what it kept.
+            await say(alice, "u-alice", "lobby", "still here?", [bob, carol], seq=3))
         relay = {"from": "u-bob", "username": "bob", "message": "yes", "roomId": "secret"}
         assert await bob.call("room message", {"roomId": "secret", "message": "yes"}) == {
             "success": True}

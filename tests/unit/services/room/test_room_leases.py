@@ -242,3 +242,32 @@ async def test_a_commit_after_the_lease_expired_is_refused_by_the_store(
             await conn.close()
     finally:
         await store.close()
+
+
+async def test_a_leaving_instance_commits_what_it_queued_and_its_keys_move_at_once(
+        instances: MakeInstance) -> None:
+    a: Instance = await instances("room-0", "p0")
+    b: Instance = await instances("room-1", "p1")
+    await a.leases.acquire(WAIT)
+    async with renewing(a):
+        await b.leases.acquire(WAIT)
+    theirs = key_of("room-1")
+    assert b.leases.accepts(theirs)
+    epoch = b.leases.epoch
+    b.write(1)  # queued before the stop: committed, under the lease it was made under
+    await asyncio.wait_for(b.leases.leave(), WAIT)
+    assert not b.leases.accepts(theirs) and not await b.leases.renew()
+    assert await a.store.history("/", "lobby", 10) != []
+    # a's next renewal (not a lapse, which would take TTL) moves its keys to a.
+    started = time.monotonic()
+    await a.leases.renew()
+    assert a.leases.membership.members == ("room-0",) and a.leases.epoch == epoch + 1
+    assert a.leases.accepts(theirs) and time.monotonic() - started < TTL
+    b.write(2)  # anything b still writes is refused: its lease is gone
+    with pytest.raises(Fenced):
+        await asyncio.wait_for(b.store.committed(), WAIT)
+    # A new process of room-1 joins again as any instance does.
+    again: Instance = await instances("room-1", "p2")
+    async with renewing(a):
+        await again.leases.acquire(WAIT)
+    assert again.leases.membership.members == NAMES and again.leases.accepts(theirs)
