@@ -17,6 +17,12 @@ Three rules keep a crash from leaving a mess:
   (:func:`~switchboard.shared.process.die_with_supervisor`).
 - **No half start.** Every port ``up`` needs is checked first; one taken (another ``up``
   still running, say) stops it before it starts anything, naming the port.
+
+With ``--room-spares N`` (and a PostgreSQL ``--store``), N more room instances are
+configured everywhere but not started: SIGUSR1 starts the first spare that is not running,
+and SIGUSR2 stops (SIGTERM: it hands its rooms over) the last one started. That is how
+the room service grows and shrinks live on one machine; a spare that crashes is restarted
+as any part.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ class UpConfig:
         1, "Room-service instances that rooms (by room id) and presence (by user id) are "
         "partitioned over, each with its own SQLite file or all sharing one --store (1-64)."
     )
+    room_spares: int = setting(
+        0, "Room-service instances configured beyond --room-shards but not started: kill "
+        "-USR1 <up's pid> starts one, which takes its share of rooms and users live; kill "
+        "-USR2 stops the last one started, which hands them back. Needs a PostgreSQL --store."
+    )
     brokers: int = setting(
         1, f"Brokers publications are spread over by topic (1-{MAX_BROKERS})."
     )
@@ -74,7 +85,7 @@ class UpConfig:
     internal_port: int = setting(
         ports.BROKER_PUBLISH,
         "First loopback port for the broker and services (uses the next 20, and one more "
-        "per room shard past the first)."
+        "per room instance past the first, spares included)."
     )
     data_dir: str = setting("var", "Directory for SQLite files (with --store sqlite).")
     store: str = setting_of(StoreConfig, "store")
@@ -102,12 +113,25 @@ class UpConfig:
             raise ConfigError(f"--room-shards {self.room_shards}: must be 1-{MAX_ROOM_SHARDS}")
         if not 1 <= self.brokers <= MAX_BROKERS:
             raise ConfigError(f"--brokers {self.brokers}: must be 1-{MAX_BROKERS}")
+        if not 0 <= self.room_spares <= MAX_ROOM_SHARDS - self.room_shards:
+            raise ConfigError(f"--room-spares {self.room_spares}: must be 0-"
+                              f"{MAX_ROOM_SHARDS - self.room_shards} (--room-shards and "
+                              f"spares make at most {MAX_ROOM_SHARDS} instances)")
+        if self.room_spares and not StoreConfig(self.store).postgresql:
+            raise ConfigError("--room-spares needs a PostgreSQL --store: with SQLite each "
+                              "instance keeps its rooms in its own file, so none can move")
 
     def room_instances(self) -> tuple[str, ...]:
-        """The room service's instance names: ``room`` alone, or ``room-0``...``room-N-1``."""
-        if self.room_shards == 1:
+        """The room service's instance names, spares last: ``room`` alone, or ``room-0``...
+        ``room-N-1``."""
+        total = self.room_shards + self.room_spares
+        if total == 1:
             return ("room",)
-        return tuple(f"room-{i}" for i in range(self.room_shards))
+        return tuple(f"room-{i}" for i in range(total))
+
+    def room_spare_names(self) -> tuple[str, ...]:
+        """The room instances configured but not started at first (--room-spares)."""
+        return self.room_instances()[self.room_shards:]
 
 
 @dataclass
@@ -119,6 +143,8 @@ class Child:
     binds: tuple[tuple[str, int], ...] = ()
     #: Stopped before the others (a gateway: its sockets' departures reach the services).
     front: bool = False
+    #: Started with the others; a spare (False) waits for SIGUSR1.
+    autostart: bool = True
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
@@ -206,7 +232,8 @@ def plan(config: UpConfig) -> list[Child]:
         env = {"SWITCHBOARD_JWT_SECRET": config.jwt_secret}
         if kind in ("room", "moderation"):
             env["SWITCHBOARD_STORE"] = config.store  # not in argv: a URL may hold a password
-        children.append(Child(name, argv, env, binds=((loopback, base + offset),)))
+        children.append(Child(name, argv, env, binds=((loopback, base + offset),),
+                              autostart=name not in config.room_spare_names()))
     for i in range(config.gateways):
         port = config.port + i
         argv = [*cmd, "gateway", "--host", config.host, "--port", str(port),
@@ -241,6 +268,8 @@ class Supervisor:
         self.grace = grace
         #: The signal that asked us to stop (set by the handler; nothing else happens there).
         self.signalled: int | None = None
+        #: SIGUSR1 / SIGUSR2 received and not yet acted on: add or remove a spare.
+        self.scaling: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -252,6 +281,34 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signalled = signum  # only this: see the module docstring
+
+    def _on_scale(self, signum: int, _frame: object) -> None:
+        self.scaling.append(signum)  # acted on by the supervising loop
+
+    def _scale(self) -> None:
+        """Start the first spare not running (SIGUSR1), or stop the last started (SIGUSR2)."""
+        while self.scaling:
+            signum = self.scaling.pop(0)
+            spares = [c for c in self.children if not c.autostart]
+            running = [c for c in spares if c.process is not None]
+            if signum == signal.SIGUSR1:
+                idle = [c for c in spares if c.process is None]
+                if not idle:
+                    log.warning("SIGUSR1: no spare room instance left to start (--room-spares "
+                                "%d, all running)", len(spares))
+                    continue
+                spare = idle[0]
+                self.start(spare)
+                assert spare.process is not None
+                log.info("%s added (pid %d)", spare.name, spare.process.pid)
+            elif running:
+                last = max(running, key=lambda c: c.started)
+                self._terminate([last], time.monotonic() + self.grace)
+                code = last.process.returncode if last.process is not None else None
+                last.process, last.restart_at, last.restarts = None, None, 0
+                log.info("%s removed (exit %s)", last.name, code)
+            else:
+                log.warning("SIGUSR2: no spare room instance is running")
 
     def request_stop(self) -> None:
         """Stop as a signal would (for callers in other threads: the tests)."""
@@ -298,14 +355,19 @@ class Supervisor:
             signal.set_wakeup_fd(self._wake_w)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, self._on_scale)
         for child in self.children:
             if self.stopping:
                 break
-            self.start(child)
+            if child.autostart:
+                self.start(child)
         while not self.sleep(0.2):
+            self._scale()
             now = time.monotonic()
             for child in self.children:
-                assert child.process is not None
+                if child.process is None:
+                    continue  # a spare not started
                 if child.restart_at is not None:
                     # Each child waits out its own backoff; the others are watched meanwhile.
                     if now >= child.restart_at:

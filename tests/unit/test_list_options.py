@@ -313,3 +313,33 @@ def test_a_store_that_is_no_store_stops_the_command(command: tuple[str, ...], st
         assert result.exit_code == 2 and says in result.output, result.output
         assert "pw@" not in result.output  # a password is never printed
         assert caught == []
+
+
+def test_up_plans_spare_room_instances_every_part_knows_but_does_not_start() -> None:
+    url = "postgresql://chat@db.example.com/chat"
+    config = supervisor.UpConfig(room_shards=2, room_spares=2, store=url, data_dir="/tmp/d")
+    children = {child.name: child for child in supervisor.plan(config)}
+    rooms = ["room-0", "room-1", "room-2", "room-3"]
+    assert [name for name in children if name.startswith("room")] == rooms
+    assert [children[name].autostart for name in rooms] == [True, True, False, False]
+    for name in rooms:
+        argv = children[name].argv
+        assert argv[argv.index("--room-instances") + 1] == ",".join(rooms)
+    gateway = next(child for name, child in children.items() if name.startswith("gateway"))
+    assert {item.split("=")[0] for item in gateway.argv if "=tcp://" in item} >= set(rooms)
+    one = supervisor.UpConfig(room_spares=1, store=url)
+    assert one.room_instances() == ("room-0", "room-1") and one.room_spare_names() == (
+        "room-1",)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--room-spares", "1"], "--room-spares needs a PostgreSQL --store"),
+    (["--room-spares", "-1", "--store", "postgresql://db/chat"], "--room-spares -1: must be 0-63"),
+    (["--room-shards", "60", "--room-spares", "5", "--store", "postgresql://db/chat"],
+     "--room-spares 5: must be 0-4"),
+])
+def test_room_spares_that_cannot_be_stop_up(args: list[str], says: str,
+                                            caught: list[Any]) -> None:
+    result = invoke(("up",), args)
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert caught == []
