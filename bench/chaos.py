@@ -9,6 +9,9 @@ broker, auth, moderation, room and game, and a freeze (SIGSTOP for longer than t
 timeouts, then SIGCONT) of a gateway, the broker or the room service; with ``--kinds``, also
 a graceful stop (``term:room-1``: SIGTERM, and the supervisor starts it again in place).
 With ``--room-shards`` and ``--brokers``, room instances and brokers are faulted one by one.
+With ``--room-spares 1`` (and ``--postgres``), ``add:room-N`` starts the spare instance
+under load (``up`` on SIGUSR1), which takes the chaos room over live, and ``remove:room-N``
+stops it (SIGUSR2: SIGTERM, not restarted), which hands the room back; the two alternate.
 
 Every message is accounted for:
 
@@ -17,10 +20,14 @@ Every message is accounted for:
 - **acked ⇒ delivered once** to every member *connected throughout*: whose one connection
   (joined to the room) spans the message's send and the second after its ack
   (:data:`SETTLE`); a member that was itself cut off is not "throughout";
+- **in order, by the room's numbers**: within one connection, the ``seq`` of the room's
+  messages a member receives never goes back (gaps are counted and shown: a message
+  stored but never acked, its owner killed before it published, is missed by design);
 - **heal**: after each fault, the time until everything is right again — the killed part
-  restarted, every client reconnected and back in its room, ``get online users`` exactly
-  the connected users, the room's ``userCount`` exactly its members (no ghost holds a seat),
-  and a new message reaching every member;
+  restarted (an added one running, a removed one gone), every gateway routing to exactly
+  the room instances running, every client reconnected and back in its room, ``get online
+  users`` exactly the connected users, the room's ``userCount`` exactly its members (no
+  ghost holds a seat), and a new message reaching every member;
 - **no restart loops** (the supervisor restarted each part exactly as often as it was
   killed) and **bounded memory** (every part's RSS at the start and end).
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -54,6 +62,7 @@ from typing import Any
 import socketio
 
 from switchboard.services.moderation.config import Config as ModerationConfig
+from switchboard.shared.partitions import Membership
 from switchboard.shared.tokens import issue_token
 from tests.support.balancer import find_haproxy, run_haproxy
 from tests.support.cluster import http_get
@@ -63,7 +72,7 @@ from tests.support.upserver import part_name, process_table, spawn_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "chaos-secret-of-at-least-thirty-two-bytes"
-ROOM, CHURN = "chaos", "churn"
+CHURN = "churn"
 #: A member is "connected throughout" a message if its connection spans the send and this
 #: long after the ack (a message still in flight when the member was cut off is not owed).
 SETTLE = 1.0
@@ -88,11 +97,13 @@ FREEZES = ("freeze:gateway:0", "freeze:broker", "freeze:room")
 #: Graceful stops (SIGTERM; the supervisor restarts the part in place): only with --kinds,
 #: e.g. term:room-1.
 TERM = "term:"
+#: A spare room instance started (``up`` on SIGUSR1), and stopped for good (SIGUSR2).
+ADD, REMOVE = "add:", "remove:"
 
 
 def target_of(kind: str) -> str:
     """The part a fault hits: ``freeze:room-1`` and ``term:room-1`` hit ``room-1``."""
-    for prefix in ("freeze:", TERM):
+    for prefix in ("freeze:", TERM, ADD, REMOVE):
         if kind.startswith(prefix):
             return kind[len(prefix):]
     return kind
@@ -112,6 +123,35 @@ def faults_of(kinds: tuple[str, ...], room_shards: int, brokers: int = 1) -> tup
         else:
             out.append(kind)
     return tuple(out)
+
+
+def alternating(kinds: list[str]) -> list[str]:
+    """``kinds`` with each spare's additions and removals put in turn, an addition first
+    (a removal with no addition to go with it is dropped)."""
+    out: list[str | None] = list(kinds)
+    running: set[str] = set()
+    for i, kind in enumerate(out):
+        if kind is None or not kind.startswith((ADD, REMOVE)):
+            continue
+        target = target_of(kind)
+        want = (REMOVE if target in running else ADD) + target
+        if kind != want:
+            j = next((j for j in range(i + 1, len(out)) if out[j] == want), None)
+            if j is None:
+                out[i] = None
+                continue
+            out[i], out[j] = out[j], out[i]
+        running ^= {target}
+    return [kind for kind in out if kind is not None]
+
+
+def chaos_room(started: tuple[str, ...], spare: str | None) -> str:
+    """The room the traffic goes to: one that moves to ``spare`` when it is added, from
+    one of the ``started`` instances (where it goes back when the spare is removed)."""
+    if spare is None:
+        return "chaos"
+    grown = Membership.of((*started, spare))
+    return next(f"chaos-{n}" for n in range(10_000) if grown.owner(f"chaos-{n}") == spare)
 
 
 #: python-socketio's own logs of every client (``clients.log`` in the working directory).
@@ -143,6 +183,8 @@ class Client:
         self.sio = socketio.AsyncClient(logger=CLIENT_LOG, engineio_logger=CLIENT_LOG)
         self.segments: list[Segment] = []
         self.received: dict[int, int] = {}  # message number -> times received
+        #: The room's ``seq`` of each room message received, per connection (by ``drops``).
+        self.seqs: dict[int, list[int]] = {}
         self.private: dict[int, int] = {}
         self.joined = asyncio.Event()
         self.last_refusal = ""
@@ -200,6 +242,9 @@ class Client:
         return None
 
     def _on_chat(self, payload: Any) -> None:
+        if isinstance(payload, dict) and payload.get("roomId") == self.room \
+                and isinstance(payload.get("seq"), int):
+            self.seqs.setdefault(self.drops, []).append(payload["seq"])
         n = self._number(payload)
         if n is not None and payload.get("roomId") == self.room:
             self.received[n] = self.received.get(n, 0) + 1
@@ -249,7 +294,7 @@ class Sent:
 class Fault:
     kind: str
     at: float
-    pid: int
+    pid: int | None  # None: an addition (nothing ran)
     heal: float | None = None
     not_healed: str = ""
     #: A gateway kill: the sockets it held, and when none of them was online any more.
@@ -299,11 +344,11 @@ class Pool:
 # ---------------------------------------------------------------------- the system
 class Up:
     def __init__(self, workdir: Path, gateways: int, room_shards: int = 1,
-                 brokers: int = 1, store: str | None = None) -> None:
+                 brokers: int = 1, store: str | None = None, room_spares: int = 0) -> None:
         self.workdir = workdir
         self.base = free_port_block(gateways)
         self.ports = [self.base + i for i in range(gateways)]
-        self.internal = free_port_block(21 + room_shards)
+        self.internal = free_port_block(21 + room_shards + room_spares)
         shutil.rmtree(workdir / "data", ignore_errors=True)  # a fresh history every run
         (workdir / "up.log").unlink(missing_ok=True)
         # The default limits (events per socket and user, connects per user, handshakes per
@@ -314,7 +359,8 @@ class Up:
             "--room-shards", str(room_shards), "--brokers", str(brokers),
             "--internal-port", str(self.internal), "--data-dir", str(workdir / "data"),
             "--jwt-secret", SECRET, "--gateway-timeout", str(GATEWAY_TIMEOUT),
-            "--log-level", "warning", *(("--store", store) if store else ()))
+            "--log-level", "warning", *(("--store", store) if store else ()),
+            *(("--room-spares", str(room_spares)) if room_spares else ()))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -379,10 +425,13 @@ class Chaos:
         self.up = up
         self.rng = random.Random(args.seed)
         self.run = Run()
-        self.members = [Client(url, f"member{i}", ROOM) for i in range(args.members)]
+        started = tuple(faults_of(("room",), args.room_shards))
+        self.spare = f"room-{args.room_shards}" if args.room_spares else None
+        self.room = chaos_room(started, self.spare)
+        self.members = [Client(url, f"member{i}", self.room) for i in range(args.members)]
         # Messages, plus a heal's probes; history pages at the end go round them too.
         sending = args.rate + args.private_rate + 1 / HEAL_INTERVAL
-        self.senders = Pool([Client(url, f"sender{i}", ROOM)
+        self.senders = Pool([Client(url, f"sender{i}", self.room)
                              for i in range(math.ceil(sending / USER_RATE))])
         self.churner = Client(url, "churner", None)
         # A heal's two questions per check, the departure watch's, and the steady one a second.
@@ -397,7 +446,7 @@ class Chaos:
 
     async def main(self) -> None:
         await self.observer.start()
-        for room, name in ((ROOM, "Chaos"), (CHURN, "Churn")):
+        for room, name in ((self.room, "Chaos"), (CHURN, "Churn")):
             ack = await self.observer.call("create room", {"roomId": room, "roomName": name})
             if not (isinstance(ack, dict) and ack.get("success")):
                 raise RuntimeError(f"create room {room}: {ack}")
@@ -436,7 +485,7 @@ class Chaos:
                                                      self.args.brokers))])
             self.rng.shuffle(batch)
             kinds += batch
-        return kinds[: self.args.faults]
+        return alternating(kinds)[: self.args.faults]
 
     # -- traffic -------------------------------------------------------------------------
     def next_number(self) -> int:
@@ -464,7 +513,8 @@ class Chaos:
             self.run.sent.append(record)
             with contextlib.suppress(Exception):
                 ack = await self.senders.next().call("chat message",
-                                                     {"roomId": ROOM, "content": f"#{n}"})
+                                                     {"roomId": self.room,
+                                                      "content": f"#{n}"})
                 if isinstance(ack, dict) and ack.get("success"):
                     record.acked, record.message_id = time.monotonic(), ack.get("messageId")
                 else:
@@ -517,7 +567,7 @@ class Chaos:
     # -- faults --------------------------------------------------------------------------
     async def inject(self, kind: str) -> Fault:
         target = target_of(kind)
-        pid = (await asyncio.to_thread(self.up.children))[target]
+        pid = (await asyncio.to_thread(self.up.children)).get(target)
         old: frozenset[str] = frozenset()
         if target.startswith("gateway:"):
             prefix = f"gw{self.up.ports[int(target.split(':')[1])]}-"
@@ -525,6 +575,12 @@ class Chaos:
                             if (sid := c.sio.get_sid("/")) and sid.startswith(prefix))
         fault = Fault(kind, time.monotonic(), pid, old_sids=old)
         self.run.faults.append(fault)
+        if kind.startswith((ADD, REMOVE)):
+            # up starts its first idle spare, or stops the last one it started.
+            os.kill(self.up.process.pid,
+                    signal.SIGUSR1 if kind.startswith(ADD) else signal.SIGUSR2)
+            return fault
+        assert pid is not None, f"{target} is not running"
         if kind.startswith("freeze:"):
             os.kill(pid, signal.SIGSTOP)
             try:
@@ -599,12 +655,35 @@ class Chaos:
         seen, fault.gaps = fault.gaps, gaps
         return "" if seen == gaps else "replays may be starting"
 
+    def routing_right(self, children: dict[str, int]) -> str:
+        """"" once every gateway routes rooms to exactly the room instances running (with
+        leases, a dead instance is dropped and a new one added as the leases change)."""
+        running = sorted(name for name in children
+                         if name == "room" or name.startswith("room-"))
+        for port in self.up.ports:
+            status, _, body = http_get(f"http://127.0.0.1:{port}/stats", 2)
+            if status != 200:
+                return f"gateway {port} /stats {status}"
+            group = json.loads(body)["groups"].get("room")
+            if group is not None and sorted(group["members"]) != running:
+                return f"gateway {port} routes rooms to {group['members']}, not {running}"
+        return ""
+
     async def unhealed(self, fault: Fault, target: str, probe: int) -> str:
         """What is not right yet ("" when all is)."""
         children = await asyncio.to_thread(self.up.children)
-        if target not in children or (not fault.kind.startswith("freeze:")
-                                      and children[target] == fault.pid):
-            return f"{target} not restarted"
+        if fault.kind.startswith(REMOVE):
+            if target in children:
+                return f"{target} still running"
+        elif target not in children or (not fault.kind.startswith("freeze:")
+                                        and children[target] == fault.pid):
+            return f"{target} not {'started' if fault.kind.startswith(ADD) else 'restarted'}"
+        try:
+            routing = await asyncio.to_thread(self.routing_right, children)
+        except OSError as exc:
+            routing = f"a gateway's /stats: {exc}"
+        if routing:
+            return routing
         try:
             settling = await asyncio.to_thread(self.delivery_settled, fault)
         except OSError as exc:
@@ -620,15 +699,15 @@ class Chaos:
             expected = sorted(c.user_id for c in self.clients)
             if ids != expected:
                 return f"presence {ids} != {expected}"
-            info = await self.askers.next().call("get room info", ROOM)
-            members = sum(1 for c in self.clients if c.room == ROOM)
+            info = await self.askers.next().call("get room info", self.room)
+            members = sum(1 for c in self.clients if c.room == self.room)
             if not isinstance(info, dict) or info.get("userCount") != members:
                 return f"userCount {info and info.get('userCount')} != {members}"
             n = self.next_number()
             record = Sent("room", n, None, time.monotonic())
             self.run.sent.append(record)
             ack = await self.senders.next().call("chat message",
-                                                 {"roomId": ROOM, "content": f"#{n}"})
+                                                 {"roomId": self.room, "content": f"#{n}"})
             if not (isinstance(ack, dict) and ack.get("success")):
                 return f"probe not acked: {ack}"
             record.acked, record.message_id = time.monotonic(), ack.get("messageId")
@@ -672,7 +751,7 @@ class Chaos:
         ids: set[str] = set()
         before: str | None = None
         for _ in range(10_000):
-            query: dict[str, Any] = {"roomId": ROOM, "limit": 100}
+            query: dict[str, Any] = {"roomId": self.room, "limit": 100}
             if before is not None:
                 query["before"] = before
             page = await self.senders.next().call("get history", query)
@@ -724,14 +803,21 @@ class Chaos:
         restarts = self.up.restarts()
         kills: dict[str, int] = {}
         for fault in self.run.faults:
-            if not fault.kind.startswith("freeze:"):
+            if not fault.kind.startswith(("freeze:", ADD, REMOVE)):
                 target = target_of(fault.kind)
                 kills[target] = kills.get(target, 0) + 1
         departures = sorted(f.departed for f in self.run.faults if f.departed is not None)
         unmeasured = sum(1 for f in self.run.faults if f.old_sids and f.departed is None
                          and not f.kind.startswith("freeze:"))
+        # The room's numbers each member received, connection by connection.
+        streams = [seqs for member in self.members for seqs in member.seqs.values()]
+        reordered = sum(1 for seqs in streams for a, b in itertools.pairwise(seqs)
+                        if b <= a)
+        gaps = sum(max(seqs) - min(seqs) + 1 - len(set(seqs)) for seqs in streams if seqs)
         return {
             "rows": rows,
+            "seq": {"connections": len(streams), "received": sum(map(len, streams)),
+                    "reordered": reordered, "missed": gaps},
             "departures": departures,
             "faults": [{"kind": f.kind, "heal": f.heal, "departed": f.departed,
                         "old_sockets": len(f.old_sids), "still_online": f.still_online,
@@ -765,6 +851,7 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"messages/s + {args.private_rate:g} private/s, {args.members} members, "
           f"2 gateways behind HAProxy"
           + (f", {args.room_shards} room instances" if args.room_shards > 1 else "")
+          + (f" and {args.room_spares} spare" if args.room_spares else "")
           + (f", {args.brokers} brokers" if args.brokers > 1 else "")
           + (", store in PostgreSQL" if args.postgres else "") + "\n")
     print("| fault | injected | acked | lost | duplicated | heal p50 s | heal max s |")
@@ -783,6 +870,11 @@ def print_table(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"{result['acked']} of {result['sent']} messages acked (the rest failed cleanly "
           "during faults)")
     print(f"- acked room messages missing from history: {len(result['not_in_history'])}")
+    seq = result["seq"]
+    print(f"- the room's `seq` as members received it: {seq['received']} messages over "
+          f"{seq['connections']} connections, {seq['reordered']} out of order or repeated, "
+          f"{seq['missed']} numbers missed within a connection (stored, not owed: their "
+          "senders got no ack)")
     print(f"- restarts by the supervisor: {result['restarts']} (kills: {result['kills']})")
     print(f"- joins/leaves: {result['churn']}; presence queries: {result['presence']}; "
           f"failed acks by error: {result['refused']}")
@@ -817,6 +909,8 @@ def verdict(result: dict[str, Any]) -> list[str]:
         problems.append(f"{dup} duplicated")
     if (unhealed := sum(r["not_healed"] for r in rows)):
         problems.append(f"{unhealed} faults not healed")
+    if result["seq"]["reordered"]:
+        problems.append(f"{result['seq']['reordered']} room messages out of order (seq)")
     if result["not_in_history"]:
         problems.append(f"{len(result['not_in_history'])} acked messages not in history")
     late = [d for d in result["departures"] if d > GATEWAY_TIMEOUT + 1]
@@ -858,7 +952,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, binary: str, workdir: Path,
                store: str | None) -> int:
-    up = Up(workdir, 2, args.room_shards, args.brokers, store)
+    up = Up(workdir, 2, args.room_shards, args.brokers, store, args.room_spares)
     try:
         await asyncio.to_thread(up.wait_ready)
         with run_haproxy(binary, workdir, up.ports) as url:
@@ -906,6 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--brokers", type=int, default=1,
                    help="brokers (publications spread by topic); their kills and freezes are "
                    "broker-0, broker-1... (default: %(default)s)")
+    p.add_argument("--room-spares", type=int, default=0, choices=(0, 1),
+                   help="a spare room instance (up --room-spares) for the faults "
+                   "add:room-N and remove:room-N (N: --room-shards); needs --postgres")
     p.add_argument("--postgres", action="store_true",
                    help="keep rooms, history, bans and mutes in PostgreSQL (--store): a "
                    "durable server of its own from Debian's package, removed afterwards")
@@ -917,6 +1014,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--room-shards must be at least 1")
     if not 1 <= args.brokers <= 5:
         p.error("--brokers must be 1-5")
+    if args.room_spares and not args.postgres:
+        p.error("--room-spares needs --postgres (with SQLite, nothing moves)")
+    spare = f"room-{args.room_shards}"
+    for kind in args.kinds or ():
+        if kind.startswith((ADD, REMOVE)) and (not args.room_spares
+                                               or target_of(kind) != spare):
+            p.error(f"{kind}: the spare is {spare}, with --room-spares 1")
     if args.quick:
         args.faults = len(faults_of(KILLS, args.room_shards, args.brokers)) + 1
     return asyncio.run(amain(args))

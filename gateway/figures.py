@@ -76,6 +76,9 @@ class Figures:
             "services": {
                 name: gw.backbone.is_up(name) for name in gw.backbone.endpoints
             },
+            #: Each partitioned service's live instances and their epoch, as heard last.
+            "groups": {name: {"epoch": group.epoch, "members": list(group.members)}
+                       for name, group in gw.backbone.routing.groups().items()},
             "broker": fanout.broker_up,
             #: Each broker, in the order of --broker-sub.
             "brokers": [{"instance": b.instance, "up": b.missed < fanout.liveness,

@@ -163,6 +163,10 @@ class RoutingTable:
                 return True
         return False
 
+    def groups(self) -> dict[str, Membership]:
+        """Every partitioned service's instances, as last heard."""
+        return dict(self._groups)
+
     def group(self, name: str) -> Membership | None:
         """The instances of partitioned service ``name``, if it is one."""
         return self._groups.get(name)

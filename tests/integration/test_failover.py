@@ -222,6 +222,9 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
         await poll_until(lambda: asyncio.to_thread(room_events, cluster, "room-2"),
                          lambda count: count > 0, "gateways sending room-2 its rooms' events",
                          DELIVERY_BOUND)
+        await poll_until(lambda: asyncio.to_thread(room_members, cluster),
+                         lambda seen: seen == [["room-0", "room-1", "room-2"]] * 2,
+                         "both gateways' /stats showing room-2 a member", DELIVERY_BOUND)
         await steady.more_acked(100, "traffic after the addition", DELIVERY_BOUND)
         await check_seats_and_presence(peers, rooms)
         moved_in = time.monotonic() - started
@@ -236,6 +239,9 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
             moving, removed, "the room acked again after room-2 left", MOVE_BOUND)
         back_in = time.monotonic() - removed
         assert back_in < TAKEOVER_BOUND, f"its rooms back in {back_in:.1f} s"
+        await poll_until(lambda: asyncio.to_thread(room_members, cluster),
+                         lambda seen: seen == [["room-0", "room-1"]] * 2,
+                         "both gateways' /stats without room-2", DELIVERY_BOUND)
         await steady.more_acked(100, "traffic after the removal", DELIVERY_BOUND)
         await steady.finish()
         assert len(steady.acked) >= 300, (len(steady.acked), steady.failed[:5])
@@ -252,6 +258,11 @@ async def test_an_added_instance_takes_its_rooms_and_a_removed_one_gives_them_ba
     finally:
         for peer in peers:
             await peer.close()
+
+
+def room_members(cluster: Cluster) -> list[list[str]]:
+    """The room service's live instances, as each gateway's ``/stats`` has them."""
+    return [cluster.stats(i)["groups"]["room"]["members"] for i in range(2)]
 
 
 def room_events(cluster: Cluster, name: str) -> float:
