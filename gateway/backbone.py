@@ -344,11 +344,14 @@ class Backbone:
             self._tasks.append(asyncio.create_task(self.resync(service)))
 
     async def wait_described(self, timeout: float) -> bool:
-        """Readiness handshake: heartbeat every service until all answered (bounded)."""
+        """Readiness handshake: heartbeat every service until all answered (bounded). A
+        spare instance (configured, not a live member by its group's answer) is not waited
+        for: it may never start, and the members serve its share."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            missing = [name for name in self._dealers if name not in self.instances]
+            missing = [name for name in self._dealers
+                       if name not in self.instances and not self.routing.spare(name)]
             if not missing:
                 return True
             left = deadline - loop.time()

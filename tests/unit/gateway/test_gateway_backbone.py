@@ -269,3 +269,25 @@ async def test_a_group_naming_instances_the_gateway_cannot_reach_is_logged(
             assert backbone.routing.group("echoes") == Membership.of(["echo", "echo-2"])
     assert any("names instances of echoes that --services lacks: echo-2" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_the_readiness_handshake_does_not_wait_for_a_spare_instance() -> None:
+    """A configured instance that its group's live member says is not a member (never
+    started, or its lease lapsed) is not waited for: a gateway started meanwhile listens at
+    once instead of after its whole ready timeout."""
+    from switchboard.shared.partitions import Membership
+
+    def leased(publisher: Publisher) -> Echo:
+        echo = Echo(publisher)
+        echo.group, echo.partition = "echoes", Membership.of(["echo"], 3)
+        echo.configured = ("echo", "echo-2")
+        return echo
+
+    with running_broker() as broker:
+        async with running_service(leased, broker) as (_, cfg), \
+                started({"echo": [cfg.bind], "echo-2": [tcp()]}, 2.0) as backbone:
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
+            assert await backbone.wait_described(30.0)
+            assert loop.time() - begun < 10.0  # the bound is 30 s; nothing answers echo-2
+            assert backbone.routing.spare("echo-2") and "echo-2" not in backbone.instances
