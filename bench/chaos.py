@@ -303,7 +303,7 @@ class Fault:
     still_online: int = -1  #: of old_sids at the last look (-1: no look succeeded)
     #: What was not right yet, each time it changed: (seconds after the fault, why).
     trail: list[tuple[float, str]] = field(default_factory=list)
-    #: Each gateway's count of replays started, at the last look (delivery_settled).
+    #: Each gateway's count of replays started, at the last look (gateways_settled).
     gaps: list[int] = field(default_factory=list)
 
 
@@ -636,17 +636,24 @@ class Chaos:
         if not fault.still_online:
             fault.departed = time.monotonic() - fault.at
 
-    def delivery_settled(self, fault: Fault) -> str:
-        """"" once every gateway hears every broker and has no replay under way, and
-        started none since the last look (a new broker's beats start replays within a
-        beat): what a broker lost is then back. Until then, a next fault could take a
-        journal that a replay still needs (two faults at once, which this run is not)."""
+    def gateways_settled(self, fault: Fault, children: dict[str, int]) -> str:
+        """"" once every gateway (one ``/stats`` each) routes rooms to exactly the room
+        instances running (with leases, a dead one is dropped and a new one added as the
+        leases change), hears every broker and has no replay under way, and started none
+        since the last look (a new broker's beats start replays within a beat): what a
+        broker lost is then back. Until then, a next fault could take a journal that a
+        replay still needs (two faults at once, which this run is not)."""
+        running = sorted(name for name in children
+                         if name == "room" or name.startswith("room-"))
         gaps = []
         for port in self.up.ports:
             status, _, body = http_get(f"http://127.0.0.1:{port}/stats", 2)
             if status != 200:
                 return f"gateway {port} /stats {status}"
             stats = json.loads(body)
+            group = stats["groups"].get("room")
+            if group is not None and sorted(group["members"]) != running:
+                return f"gateway {port} routes rooms to {group['members']}, not {running}"
             if not all(broker["up"] for broker in stats["brokers"]):
                 return f"gateway {port} does not hear every broker"
             if stats["continuity"]["replaying"]:
@@ -654,20 +661,6 @@ class Chaos:
             gaps.append(stats["continuity"]["gaps"])
         seen, fault.gaps = fault.gaps, gaps
         return "" if seen == gaps else "replays may be starting"
-
-    def routing_right(self, children: dict[str, int]) -> str:
-        """"" once every gateway routes rooms to exactly the room instances running (with
-        leases, a dead instance is dropped and a new one added as the leases change)."""
-        running = sorted(name for name in children
-                         if name == "room" or name.startswith("room-"))
-        for port in self.up.ports:
-            status, _, body = http_get(f"http://127.0.0.1:{port}/stats", 2)
-            if status != 200:
-                return f"gateway {port} /stats {status}"
-            group = json.loads(body)["groups"].get("room")
-            if group is not None and sorted(group["members"]) != running:
-                return f"gateway {port} routes rooms to {group['members']}, not {running}"
-        return ""
 
     async def unhealed(self, fault: Fault, target: str, probe: int) -> str:
         """What is not right yet ("" when all is)."""
@@ -679,13 +672,7 @@ class Chaos:
                                         and children[target] == fault.pid):
             return f"{target} not {'started' if fault.kind.startswith(ADD) else 'restarted'}"
         try:
-            routing = await asyncio.to_thread(self.routing_right, children)
-        except OSError as exc:
-            routing = f"a gateway's /stats: {exc}"
-        if routing:
-            return routing
-        try:
-            settling = await asyncio.to_thread(self.delivery_settled, fault)
+            settling = await asyncio.to_thread(self.gateways_settled, fault, children)
         except OSError as exc:
             settling = f"a gateway's /stats: {exc}"
         if settling:

@@ -39,6 +39,7 @@ class CloseMode(Enum):
 
     ABORT = "abort"  #: an error or timeout: at once
     GRACEFUL = "graceful"  #: the server closes: after what is queued
+    SHUTDOWN = "shutdown"  #: the server goes away: after what is queued, so the client returns
     CLIENT = "client"  #: the client asked
 
 
@@ -252,6 +253,8 @@ class Output:
             body = polling.abort()
         elif mode is CloseMode.CLIENT:
             body = polling.client_closed()
+        elif mode is CloseMode.SHUTDOWN:
+            body = polling.go_away()
         else:
             body = polling.close()
         responder, self.responder = self.responder, None
@@ -261,7 +264,7 @@ class Output:
             self.responder = responder  # still waiting: a graceful close leaves later
         if polling.finished:
             self.finish()
-        elif self._timer is None or mode is CloseMode.GRACEFUL:
+        elif self._timer is None or mode in (CloseMode.GRACEFUL, CloseMode.SHUTDOWN):
             # The CLOSE waits for the client's next poll, but not for ever.
             if self._timer is not None:
                 self._timer.cancel()

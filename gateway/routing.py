@@ -129,10 +129,20 @@ class RoutingTable:
         return next((info.name for info in self.infos.values()
                      if any(route.kind == kind for route in info.routes)), None)
 
+    def _current(self, info: ServiceInfo) -> bool:
+        """Whether ``info`` is a service, or an instance its group has as a member now: one
+        that left (handed its share over, or its lease lapsed) holds no sockets, and is
+        told of none."""
+        group = self._groups.get(info.group) if info.group else None
+        return group is None or info.name in group.members
+
     def _stages(self, kind: RequestKind, ns: str) -> tuple[str, ...]:
-        """Services with a ``kind`` route for ``ns`` or ``*``, by ascending priority."""
+        """Current services with a ``kind`` route for ``ns`` or ``*``, by ascending
+        priority."""
         found: dict[str, int] = {}
         for info in self.infos.values():
+            if not self._current(info):
+                continue
             for route in info.routes:
                 if route.kind == kind and route.ns in (ns, WILDCARD):
                     prio = found.get(info.name)
@@ -204,5 +214,5 @@ class RoutingTable:
     def sync_listeners(self) -> tuple[str, ...]:
         return tuple(
             name for name, info in self.infos.items()
-            if any(r.kind == RequestKind.SYNC for r in info.routes)
+            if self._current(info) and any(r.kind == RequestKind.SYNC for r in info.routes)
         )

@@ -268,7 +268,7 @@ class Sessions:
                 client.flush()
             self.work.drop_all(client, recoverable=True)  # clients recover elsewhere
         for client in list(self.clients):
-            client.close(1001, reason, CloseMode.GRACEFUL)
+            client.close(1001, reason, CloseMode.SHUTDOWN)
 
     def stats(self) -> dict[str, Any]:
         polling = sum(1 for c in self.clients if c.polling is not None)

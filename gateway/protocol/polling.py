@@ -30,6 +30,11 @@ Closing, three ways, as the reference server does:
 - :meth:`abort` — an error or timeout ends the session at once: a waiting GET gets ``1``.
 - :meth:`close` — the server closes gracefully: ``1`` is queued behind what is pending and
   the session is :attr:`finished` once a GET has taken it.
+- :meth:`go_away` — the server shuts down: what is pending goes out, then the session ends
+  with no ``1``, so that the client's next poll fails (an unknown session, or no server)
+  and it reconnects elsewhere. python-engineio's client takes a server's ``1`` as a
+  deliberate disconnect and does not reconnect (the JavaScript client reconnects either
+  way).
 
 Holding (for clusters without sticky sessions): while :attr:`holding`, MESSAGE packets from
 the client are kept instead of returned, so that a session nobody has connected a
@@ -290,6 +295,17 @@ class Polling:
             return None
         self._queue.append(CLOSE)
         self._bytes += 1
+        self._finishing = True
+        return self.flush()
+
+    def go_away(self) -> str | None:
+        """The server shuts down: what is queued goes to the next GET, and then the session
+        is over, without CLOSE (the module docstring says why). The body for a waiting GET
+        (a NOOP when nothing is queued), if one waits."""
+        if self._state is UpgradeState.CLOSED or self._finishing:
+            return None
+        if not self._queue:
+            return self._end(NOOP)
         self._finishing = True
         return self.flush()
 

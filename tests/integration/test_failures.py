@@ -514,3 +514,55 @@ async def test_slow_client_connection_is_dropped_after_the_close_timeout(
             lambda n: n == connections - 1, "the slow client's connection dropped",
             CLOSE_TIMEOUT + 5, interval=0.1, retry_on=RETRY)
         assert time.monotonic() - cut < CLOSE_TIMEOUT + 5
+
+
+async def test_clients_of_a_gateway_stopped_gracefully_reconnect_on_either_transport(
+        tmp_path: Path, cluster_factory: Callable[..., Cluster]) -> None:
+    """python-socketio reconnects from a dropped transport, but not from an Engine.IO CLOSE
+    the server sent (it takes that as a deliberate disconnect). A gateway that shuts down
+    therefore ends its polling sessions without one: every client of a stopped gateway,
+    on polling or upgraded to WebSocket, reconnects through the balancer to the other."""
+    from tests.support.balancer import balancer
+
+    cluster = cluster_factory(gateways=2)
+    stopping = f"gw{cluster.gateway_ports[1]}"
+    with balancer(tmp_path, cluster.gateway_ports) as url:
+        clients: list[tuple[str, socketio.AsyncClient]] = []
+        try:
+            for n in range(8):  # round robin: half of them on the gateway that stops
+                transports = ["polling"] if n % 2 else None  # None: the defaults
+                client = socketio.AsyncClient()
+                await asyncio.wait_for(client.connect(
+                    url, auth={"token": token(f"u{n}", f"user{n}")},
+                    transports=transports), WAIT)
+                clients.append(("polling" if transports else "default", client))
+            on_it = [(kind, c) for kind, c in clients
+                     if (c.get_sid("/") or "").startswith(stopping)]
+            assert {kind for kind, _ in on_it} == {"polling", "default"}, [
+                (kind, c.get_sid("/")) for kind, c in clients]
+            part = gateway_part(cluster, 1)
+            part.signal(signal.SIGTERM)
+            assert part.process is not None
+            assert await asyncio.to_thread(part.process.wait, WAIT) == 0
+
+            def back() -> list[str]:
+                return [f"{kind}: {c.get_sid('/')}" for kind, c in on_it
+                        if not c.connected or (c.get_sid("/") or stopping).startswith(
+                            stopping)]
+
+            await poll_until(lambda: asyncio.sleep(0, back()), lambda left: not left,
+                             "every client of the stopped gateway reconnected elsewhere",
+                             3 * WAIT)
+            # Each works there, and presence is exactly the sockets connected now.
+            expected = sorted(c.get_sid("/") or "" for _, c in clients)
+
+            async def online() -> list[str]:
+                users = await clients[0][1].call("get online users", timeout=WAIT)
+                return sorted(u["socketId"] for u in users["users"])
+
+            await poll_until(online, lambda sids: sids == expected,
+                             "presence exactly the reconnected sockets", 3 * WAIT)
+        finally:
+            for _, client in clients:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.disconnect(), WAIT)

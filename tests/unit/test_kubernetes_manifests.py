@@ -155,10 +155,14 @@ def test_ordered_parts_are_statefulsets_and_every_list_names_their_pods() -> Non
     assert config()["SWITCHBOARD_BROKER_SUB"].split(",") == [
         f"tcp://{b}.broker:5551" for b in brokers]
     rooms = pods("room", sets["room"])
-    assert config()["SWITCHBOARD_ROOM_INSTANCES"].split(",") == rooms
+    # The StatefulSet's pods are the first of the configured instances; the rest are spares
+    # it can be scaled up to, live, and every gateway knows their endpoints too.
+    configured = config()["SWITCHBOARD_ROOM_INSTANCES"].split(",")
+    assert configured[:len(rooms)] == rooms and len(configured) > len(rooms)
+    assert configured == [f"room-{i}" for i in range(len(configured))]
     services = dict(item.split("=", 1) for item in config()["SWITCHBOARD_SERVICES"].split(","))
-    assert {name: services[name] for name in rooms} == {
-        name: f"tcp://{name}.room:5562" for name in rooms}
+    assert {name: services[name] for name in configured} == {
+        name: f"tcp://{name}.room:5562" for name in configured}
     for name, statefulset in sets.items():
         headless = of_kind("Service")[statefulset["spec"]["serviceName"]]
         assert headless["spec"]["clusterIP"] == "None", name

@@ -119,6 +119,24 @@ def test_a_configured_instance_that_is_no_live_member_is_spare() -> None:
     assert not t.spare("auth")  # not an instance of any group
 
 
+def test_an_instance_that_left_its_group_is_told_of_no_sockets() -> None:
+    """room-2 handed its share back (or its lease lapsed): its last description stays, but
+    DISCONNECTs and SYNCs go to the members only."""
+    from switchboard.shared.envelope import RequestKind, Route
+
+    routes = (Route(RequestKind.CONNECT, "/"), Route(RequestKind.DISCONNECT, "/"),
+              Route(RequestKind.SYNC, "*"))
+    configured = ("room-0", "room-1", "room-2")
+    three = ("room-0", "room-1", "room-2")
+    t = RoutingTable([ServiceInfo(n, "1", routes, "room", three, 6, configured)
+                      for n in three])
+    assert t.disconnect_listeners("/") == three and t.sync_listeners() == three
+    for name in ("room-0", "room-1"):
+        t.update(ServiceInfo(name, "1", routes, "room", ("room-0", "room-1"), 7, configured))
+    assert t.disconnect_listeners("/") == ("room-0", "room-1")
+    assert t.sync_listeners() == ("room-0", "room-1")
+
+
 @pytest.mark.parametrize(("payload", "head"), [
     ("42", b"\x81\x02"),
     (b"\x00" * 3, b"\x82\x03"),

@@ -118,6 +118,22 @@ def test_graceful_close_goes_out_behind_queued_packets() -> None:
     assert q.close() == "1" and q.finished
 
 
+def test_going_away_sends_what_is_queued_and_ends_without_close() -> None:
+    """A shutdown must not say CLOSE: python-engineio's client would not reconnect."""
+    p = Polling()
+    p.send(["42[\"server shutdown\"]"])
+    assert p.go_away() is None and not p.finished  # no GET waiting: kept for the next
+    p.send(["42[\"late\"]"])  # nothing after it
+    assert p.get() == "42[\"server shutdown\"]" and p.finished
+    waiting = Polling()
+    assert waiting.get() is None
+    assert waiting.go_away() == "6" and waiting.finished  # nothing queued: a NOOP
+    idle = Polling()
+    assert idle.go_away() is None and idle.finished
+    with pytest.raises(LocalProtocolError):
+        idle.get()  # the I/O layer answers it as an unknown session
+
+
 def test_requests_after_the_end_are_local_misuse() -> None:
     p = Polling()
     p.abort()
