@@ -54,6 +54,8 @@ LOST_GRACE = 1.0
 #: Bounds of a replay: one request, and the tries.
 REPLAY_TIMEOUT = 5.0
 REPLAY_TRIES = 3
+#: Bound of the description a resync asks for first (it goes on without it).
+DESCRIBE_TIMEOUT = 1.0
 
 
 class _Lost(Exception):
@@ -209,9 +211,24 @@ class Backbone:
     async def resync(self, service: str) -> None:
         running = self._syncing.get(service)
         if running is None or running.done():
-            running = asyncio.ensure_future(self.on_restart(service))
+            running = asyncio.ensure_future(self._described_then_synced(service))
             self._syncing[service] = running
         await asyncio.shield(running)
+
+    async def _described_then_synced(self, service: str) -> None:
+        """Its description first (one heartbeat), then the SYNC: an instance that asks for
+        its sockets again because it rejoined its group is routed to as a member (told of
+        departures) from before the snapshot it is sent, not only from its next beat."""
+        try:
+            # Not heartbeat(): its request() would wait for this very resync.
+            reply = await self._request(service, RequestKind.HEARTBEAT, DESCRIBE_TIMEOUT, None,
+                                        status=self.status())
+        except ServiceUnavailable:
+            pass  # synced anyway; its next beat describes it
+        else:
+            if reply.info is not None:
+                self._learn(service, reply.info)
+        await self.on_restart(service)
 
     async def _request(
         self,

@@ -143,7 +143,9 @@ class RoomCore(Service):
         #: Recoverable sockets of lost gateways, departing after the grace unless they came
         #: back (re-registered by another gateway) first.
         self._departing = {}
-        self.numbering.forget_all()
+        # Not the message numbers: what was queued is still to commit, and the store does
+        # not have it yet. They are counted again from the store at every change of
+        # members, once the queued writes are drained (_release).
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -218,7 +220,9 @@ class RoomCore(Service):
     async def _stop_renewing(self) -> None:
         self._stopping.set()
         if self._renewing is not None:
-            await self._renewing
+            # Shielded: a hand-over cut short by its timeout must not cancel the renewal
+            # task itself, which stop() then waits for again.
+            await asyncio.shield(self._renewing)
 
     async def stop(self) -> None:
         await self._stop_renewing()

@@ -34,9 +34,13 @@ class MessageEvents(RoomCore):
         if room is not None:
             counted = self.numbering.counts(session.ns, room)
             seq = await self.numbering.next(session.ns, room)
-            if not counted and not (self._owns(room) and self.accepting(room)):
-                # The members changed while its count was read: the room is another's.
-                raise ClientError(ServiceUnavailable.client_message)
+            if not counted:
+                # Its count was read meanwhile: the members may have changed (the room is
+                # another's now), or its sender left the room and it was deleted.
+                if not (self._owns(room) and self.accepting(room)):
+                    raise ClientError(ServiceUnavailable.client_message)
+                if session.ns == MAIN:
+                    self._require_member(room, session.sid)
         message = Message(
             id=new_id(),
             namespace=session.ns,

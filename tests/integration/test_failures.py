@@ -560,8 +560,10 @@ async def test_clients_of_a_gateway_stopped_gracefully_reconnect_on_either_trans
                 users = await clients[0][1].call("get online users", timeout=WAIT)
                 return sorted(u["socketId"] for u in users["users"])
 
+            # Client events, so paced under the per-user event limit.
             await poll_until(online, lambda sids: sids == expected,
-                             "presence exactly the reconnected sockets", 3 * WAIT)
+                             "presence exactly the reconnected sockets", 3 * WAIT,
+                             interval=EVENT_POLL, retry_on=RETRY)
         finally:
             for _, client in clients:
                 with contextlib.suppress(Exception):

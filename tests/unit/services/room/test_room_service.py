@@ -608,6 +608,23 @@ async def test_each_rooms_messages_are_numbered_through_restarts_and_deletion(
         await second.stop()
 
 
+async def test_a_reload_of_what_an_instance_owns_keeps_counting_its_rooms(h: Harness) -> None:
+    """A change of members reloads the rooms (and the gateways re-send the sockets), but a
+    room's count is kept: a message queued and not yet committed when the reload reads the
+    store would otherwise be numbered again (the counts are reset only where the writes
+    were drained first, in the lease's release)."""
+    a = session(1)
+    await h.create(a, "lobby")
+    await h.join(a, "lobby")
+    await h.ok(a, "chat message", {"content": "one", "roomId": "lobby"})
+    await h.service._members_changed(h.service.shards)
+    assert h.service.numbering.counts("/", "lobby")
+    await h.sync_states("gw1", (a, ("lobby",)))
+    h.clear()
+    await h.ok(a, "chat message", {"content": "two", "roomId": "lobby"})
+    assert [p.args[0]["seq"] for _, p in h.published("chat message")] == [2]
+
+
 async def test_members_of_a_crashed_gateway_find_their_room_again(h: Harness) -> None:
     """Every member vanishes with a gateway: the room, its seats and its history wait for
     them; they come back through another gateway and fill it to its full size."""
