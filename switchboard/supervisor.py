@@ -270,6 +270,8 @@ class Supervisor:
         self.signalled: int | None = None
         #: SIGUSR1 / SIGUSR2 received and not yet acted on: add or remove a spare.
         self.scaling: list[int] = []
+        #: Spares started by SIGUSR1 and running, in the order they were added.
+        self.added: list[Child] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -287,10 +289,9 @@ class Supervisor:
 
     def _scale(self) -> None:
         """Start the first spare not running (SIGUSR1), or stop the last started (SIGUSR2)."""
-        while self.scaling:
+        while self.scaling and not self.stopping:
             signum = self.scaling.pop(0)
             spares = [c for c in self.children if not c.autostart]
-            running = [c for c in spares if c.process is not None]
             if signum == signal.SIGUSR1:
                 idle = [c for c in spares if c.process is None]
                 if not idle:
@@ -299,10 +300,11 @@ class Supervisor:
                     continue
                 spare = idle[0]
                 self.start(spare)
+                self.added.append(spare)
                 assert spare.process is not None
                 log.info("%s added (pid %d)", spare.name, spare.process.pid)
-            elif running:
-                last = max(running, key=lambda c: c.started)
+            elif self.added:
+                last = self.added.pop()  # not by start time: a crashed one restarts later
                 self._terminate([last], time.monotonic() + self.grace)
                 code = last.process.returncode if last.process is not None else None
                 last.process, last.restart_at, last.restarts = None, None, 0

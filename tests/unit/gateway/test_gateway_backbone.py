@@ -291,3 +291,34 @@ async def test_the_readiness_handshake_does_not_wait_for_a_spare_instance() -> N
             assert await backbone.wait_described(30.0)
             assert loop.time() - begun < 10.0  # the bound is 30 s; nothing answers echo-2
             assert backbone.routing.spare("echo-2") and "echo-2" not in backbone.instances
+
+
+async def test_a_resync_describes_the_instance_before_it_sends_the_sync() -> None:
+    """An instance that rejoined its group (its lease had lapsed) asks for the sockets
+    again: by the time the SYNC is sent, the gateway routes to it as a member, so every
+    departure after the snapshot reaches it."""
+    from switchboard.shared.partitions import Membership
+
+    def leased(publisher: Publisher) -> Echo:
+        echo = Echo(publisher)
+        echo.group, echo.partition = "echoes", Membership.of(["echo-2"], 3)
+        echo.configured = ("echo", "echo-2")
+        return echo
+
+    seen: list[tuple[str, ...]] = []
+    table: list[Backbone] = []
+
+    async def on_restart(service: str) -> None:
+        group = table[0].routing.group("echoes")
+        seen.append(group.members if group is not None else ())
+
+    with running_broker() as broker:
+        async with running_service(leased, broker) as (echo, cfg), \
+                started({"echo": [cfg.bind]}, 2.0, on_restart) as backbone:
+            table.append(backbone)
+            assert await backbone.wait_described(5.0)
+            assert backbone.routing.group("echoes") == Membership.of(["echo-2"], 3)
+            seen.clear()
+            echo.partition = Membership.of(["echo", "echo-2"], 4)  # it rejoined
+            await asyncio.wait_for(backbone.resync("echo"), 5.0)
+            assert seen == [("echo", "echo-2")]
