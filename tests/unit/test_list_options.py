@@ -343,3 +343,35 @@ def test_room_spares_that_cannot_be_stop_up(args: list[str], says: str,
     result = invoke(("up",), args)
     assert result.exit_code == 2 and says in result.output, result.output
     assert caught == []
+
+
+def test_room_spares_as_a_flag_and_from_its_variable(caught: list[Any]) -> None:
+    url = "postgresql://chat@db.example.com/chat"
+    assert invoke(("up",), ["--room-spares", "2", "--store", url]).exit_code == 0
+    assert value_of(caught, "room_spares") == 2
+    caught.clear()
+    assert invoke(("up",), [], {"SWITCHBOARD_ROOM_SPARES": "1",
+                                "SWITCHBOARD_STORE": url}).exit_code == 0
+    assert value_of(caught, "room_spares") == 1
+    caught.clear()
+    result = invoke(("up",), [], {"SWITCHBOARD_ROOM_SPARES": "1"})  # SQLite: nothing moves
+    assert result.exit_code == 2 and "--room-spares needs a PostgreSQL --store" in result.output
+    assert invoke(("up",), [], {"SWITCHBOARD_ROOM_SPARES": "some"}).exit_code == 2
+    assert caught == []
+
+
+def test_room_handover_as_flags_and_from_its_variable(caught: list[Any]) -> None:
+    assert invoke(("service", "room"), []).exit_code == 0
+    assert value_of(caught, "room_handover") is True  # the default
+    for args, env in ((["--no-room-handover"], {}),
+                      ([], {"SWITCHBOARD_ROOM_HANDOVER": "false"})):
+        caught.clear()
+        assert invoke(("service", "room"), args, env).exit_code == 0
+        assert value_of(caught, "room_handover") is False
+    caught.clear()
+    assert invoke(("service", "room"), ["--room-handover"],
+                  {"SWITCHBOARD_ROOM_HANDOVER": "false"}).exit_code == 0
+    assert value_of(caught, "room_handover") is True  # the flag wins over the variable
+    caught.clear()
+    result = invoke(("service", "room"), [], {"SWITCHBOARD_ROOM_HANDOVER": "maybe"})
+    assert result.exit_code == 2 and caught == []
