@@ -139,7 +139,7 @@ class Leases:
             return True  # kept through the change
         # Gained (or, after a lapse or at start, not known to be kept): once the others
         # have let go, and this one has loaded it since.
-        return not self._waiting and self._taken == self.epoch
+        return self.settled
 
     async def renew(self) -> bool:
         """One renewal; applies new members, and then says so at once (a renewal more),
@@ -192,9 +192,7 @@ class Leases:
                         new.epoch, ", ".join(self.membership.members) or "none")
             self.previous = self.membership
             self.membership = new
-            if self.on_release is not None:
-                with contextlib.suppress(Exception):
-                    await self.on_release()
+            await self._release()
         if self._taken != self.epoch and not self._waiting:
             # Every live instance let go of what moved: load what this one owns now (a
             # failure is retried at the next renewal, the renewals go on).
@@ -207,6 +205,13 @@ class Leases:
             else:
                 self._taken = epoch
         return True
+
+    async def _release(self) -> None:
+        """Let go of what this instance queued (``on_release``); a failure there is the
+        writes' own (their senders are told), not the lease's."""
+        if self.on_release is not None:
+            with contextlib.suppress(Exception):
+                await self.on_release()
 
     @property
     def settled(self) -> bool:
@@ -234,9 +239,7 @@ class Leases:
         a valid lease), and give the lease back, moving the members on: the others take
         this instance's keys at their next renewal. Called with the renewals stopped."""
         self.leaving = True
-        if self.on_release is not None:
-            with contextlib.suppress(Exception):
-                await self.on_release()
+        await self._release()
         try:
             view = await asyncio.wait_for(
                 self.store.leave(self.instance, self.holder, self.configured),
