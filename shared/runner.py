@@ -43,7 +43,7 @@ log = logging.getLogger("switchboard.service")
 REPLY_LINGER_MS = 200
 #: Longest a service's hand-over on stop (:meth:`Service.hand_over`) may take: a store that
 #: does not answer must not hold the stop up (``up`` kills what takes over its grace).
-LEAVE_TIMEOUT = 5.0
+HAND_OVER_TIMEOUT = 5.0
 
 BAD_ENVELOPES = Counter(
     "switchboard_service_bad_envelopes_total", "Undecodable requests dropped", ["service"]
@@ -213,7 +213,7 @@ class Runner:
                 await stop.wait()
             finally:
                 try:
-                    await asyncio.wait_for(self.service.hand_over(), LEAVE_TIMEOUT)
+                    await asyncio.wait_for(self.service.hand_over(), HAND_OVER_TIMEOUT)
                 except Exception:
                     log.exception("service %s: handing over on stop failed", self.service.name)
                 self.router.stop_reading()  # in-flight requests below still get replies

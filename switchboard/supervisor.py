@@ -20,7 +20,7 @@ Three rules keep a crash from leaving a mess:
 
 With ``--room-spares N`` (and a PostgreSQL ``--store``), N more room instances are
 configured everywhere but not started: SIGUSR1 starts the first spare that is not running,
-and SIGUSR2 stops (SIGTERM: it hands its rooms over) the last one started. That is how
+and SIGUSR2 stops (SIGTERM: it hands its rooms over) the last one added. That is how
 the room service grows and shrinks live on one machine; a spare that crashes is restarted
 as any part.
 """
@@ -74,7 +74,7 @@ class UpConfig:
     room_spares: int = setting(
         0, "Room-service instances configured beyond --room-shards but not started: kill "
         "-USR1 <up's pid> starts one, which takes its share of rooms and users live; kill "
-        "-USR2 stops the last one started, which hands them back. Needs a PostgreSQL --store."
+        "-USR2 stops the last one added, which hands them back. Needs a PostgreSQL --store."
     )
     brokers: int = setting(
         1, f"Brokers publications are spread over by topic (1-{MAX_BROKERS})."
@@ -204,6 +204,7 @@ def plan(config: UpConfig) -> list[Child]:
                               binds=((loopback, base + 2 * k), (loopback, base + 2 * k + 1))))
     publish, subscribe = ",".join(publishers), ",".join(subscribers)
     rooms = config.room_instances()
+    spares = config.room_spare_names()
     names = ["conformance"] if config.conformance else ["auth", "moderation", *rooms, "game"]
     recovering = [f"--recovery-namespaces={ns}" for ns in config.recovery_namespaces]
     if recovering and not config.conformance:
@@ -233,7 +234,7 @@ def plan(config: UpConfig) -> list[Child]:
         if kind in ("room", "moderation"):
             env["SWITCHBOARD_STORE"] = config.store  # not in argv: a URL may hold a password
         children.append(Child(name, argv, env, binds=((loopback, base + offset),),
-                              autostart=name not in config.room_spare_names()))
+                              autostart=name not in spares))
     for i in range(config.gateways):
         port = config.port + i
         argv = [*cmd, "gateway", "--host", config.host, "--port", str(port),
@@ -288,7 +289,7 @@ class Supervisor:
         self.scaling.append(signum)  # acted on by the supervising loop
 
     def _scale(self) -> None:
-        """Start the first spare not running (SIGUSR1), or stop the last started (SIGUSR2)."""
+        """Start the first spare not running (SIGUSR1), or stop the last added (SIGUSR2)."""
         while self.scaling and not self.stopping:
             signum = self.scaling.pop(0)
             spares = [c for c in self.children if not c.autostart]
